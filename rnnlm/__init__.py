@@ -1,0 +1,3 @@
+"""rnnlm: character-level recurrent language models in PyTorch."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from rnnlm.cli import main
+
+main()

@@ -1,0 +1,374 @@
+"""Typed configuration: four dataclasses read from YAML, with `section.key=value` overrides.
+
+This module imports no torch, so `rnnlm --help` and config errors are instant.
+
+Every field carries a docstring-style comment. Values are checked twice: their type when read (so a
+string where a number belongs is named with its key), and their meaning in `__post_init__` (ranges
+and contradictions). Either way the user gets one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rnnlm.errors import RnnlmError
+
+Cell = Literal["rnn", "lstm", "gru"]
+
+
+class ConfigError(RnnlmError):
+    """A config value that is unknown, of the wrong type or out of range."""
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "text"
+    """Which corpus: `text` (your own files), `hello` and `anbn` (tiny built-ins that prove learning),
+    or a named corpus (`shakespeare`, `names`, `linux`)."""
+
+    path: str | None = None
+    """For `text`: a file, a directory or a glob of UTF-8 files. For `linux`: a kernel tree or tarball."""
+
+    splits: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    """Fractions of the corpus for train, val and test: contiguous spans of a stream corpus,
+    shuffled records of a line corpus."""
+
+    records: Literal["pack", "pad"] = "pack"
+    """For line-per-record corpora: `pack` joins records into one stream separated by `<eos>`
+    (char-rnn); `pad` batches whole records, with the padding masked out of the loss (makemore)."""
+
+    subdirs: tuple[str, ...] = ()
+    """For `linux`: only these top-level directories of the tree (e.g. [kernel, mm]); empty means all."""
+
+    max_bytes: int | None = None
+    """For `linux` and `text`: stop reading after this many bytes, to keep a big corpus trainable."""
+
+    def __post_init__(self) -> None:
+        _require(len(self.splits) == 3 and all(0 <= s <= 1 for s in self.splits),
+                 "data.splits", list(self.splits), "three fractions [train, val, test] in [0, 1]")
+        _require(self.splits[0] > 0, "data.splits", list(self.splits), "the train fraction must be above 0")
+        _require(abs(sum(self.splits) - 1) < 1e-6, "data.splits", list(self.splits), "fractions must add up to 1")
+        _require(self.max_bytes is None or self.max_bytes > 0, "data.max_bytes", self.max_bytes, "a positive number of bytes")
+
+
+@dataclass
+class ModelConfig:
+    cell: Cell = "lstm"
+    """The recurrence: `rnn` (vanilla), `lstm` or `gru`."""
+
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+    """For `rnn` only: the activation of the vanilla recurrence."""
+
+    hidden_size: int = 128
+    """Units per recurrent layer."""
+
+    num_layers: int = 2
+    """Stacked recurrent layers."""
+
+    dropout: float = 0.0
+    """Dropout on the output of every recurrent layer (between layers and before the decoder)."""
+
+    encoding: Literal["onehot", "embedding"] = "onehot"
+    """How a character enters the first layer: the seeds' one-hot x_t (a column lookup of W_ih, no dense
+    one-hot matrix is built) or a learned embedding of `embed_dim` features."""
+
+    embed_dim: int = 64
+    """Width of the character embedding when `encoding: embedding`."""
+
+    def __post_init__(self) -> None:
+        _require(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, "an integer >= 1")
+        _require(self.num_layers >= 1, "model.num_layers", self.num_layers, "an integer >= 1")
+        _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "a probability in [0, 1)")
+        _require(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, "an integer >= 1")
+
+
+@dataclass
+class TrainConfig:
+    batching: Literal["random", "sequential"] = "sequential"
+    """`random`: B windows at random offsets, state from zero each minibatch. `sequential`: B contiguous
+    streams continued from minibatch to minibatch, state carried and detached (truncated BPTT)."""
+
+    bptt: Literal["fixed", "random"] = "fixed"
+    """Truncation: every window `seq_len` long (`fixed`), or a length drawn around `seq_len` for each
+    minibatch (`random`, randomized truncated BPTT)."""
+
+    seq_len: int = 64
+    """Characters per window: how far back gradients flow."""
+
+    batch_size: int = 32
+    """Windows (or streams) per minibatch."""
+
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    """Optimizer."""
+
+    lr: float = 2e-3
+    """Peak learning rate."""
+
+    weight_decay: float = 0.0
+    """L2 penalty (decoupled for adamw)."""
+
+    momentum: float = 0.0
+    """Momentum for `sgd` and `rmsprop`."""
+
+    schedule: Literal["constant", "cosine", "char_rnn"] = "constant"
+    """Learning-rate schedule: `constant` after warmup; `cosine` from `lr` to `min_lr` over `max_steps` after
+    warmup; `char_rnn` multiplies the rate by `decay_rate` every epoch after `decay_after` epochs."""
+
+    warmup_steps: int = 0
+    """Linear warmup from 0 to `lr` over this many steps."""
+
+    min_lr: float = 0.0
+    """Floor of the cosine schedule."""
+
+    decay_rate: float = 0.97
+    """For the `char_rnn` schedule: factor applied per epoch."""
+
+    decay_after: int = 10
+    """For the `char_rnn` schedule: epochs before decay starts."""
+
+    grad_clip: float | None = 5.0
+    """Clip the global gradient norm to this value; null disables clipping."""
+
+    max_steps: int = 1000
+    """Optimizer steps to train for."""
+
+    max_time: float | None = None
+    """Stop after this many seconds of training, whatever `max_steps` says."""
+
+    eval_every: int = 200
+    """Evaluate on the whole validation split every this many steps (and at the end)."""
+
+    log_every: int = 10
+    """Write a training record to metrics.jsonl every this many steps."""
+
+    seed: int = 1337
+    """Seeds every random generator: a CPU run with the same seed is reproducible."""
+
+    device: str = "auto"
+    """`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`."""
+
+    def __post_init__(self) -> None:
+        _require(self.seq_len >= 1, "train.seq_len", self.seq_len, "an integer >= 1")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.lr > 0, "train.lr", self.lr, "a learning rate > 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _require(0 <= self.momentum < 1, "train.momentum", self.momentum, "a number in [0, 1)")
+        _require(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")
+        _require(0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr, "a number in [0, train.lr]")
+        _require(0 < self.decay_rate <= 1, "train.decay_rate", self.decay_rate, "a factor in (0, 1]")
+        _require(self.decay_after >= 0, "train.decay_after", self.decay_after, "an integer >= 0")
+        _require(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a norm > 0, or null")
+        _require(self.max_steps >= 1, "train.max_steps", self.max_steps, "an integer >= 1")
+        _require(self.max_time is None or self.max_time > 0, "train.max_time", self.max_time, "seconds > 0, or null")
+        _require(self.eval_every >= 1, "train.eval_every", self.eval_every, "an integer >= 1")
+        _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        _require(self.device == "auto" or self.device == "cpu" or self.device == "cuda"
+                 or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
+                 "train.device", self.device, "one of auto, cpu, cuda, cuda:N")
+
+
+@dataclass
+class SampleConfig:
+    temperature: float = 0.8
+    """Divides the logits before sampling; 0 means always take the most likely character."""
+
+    length: int = 500
+    """Characters to generate."""
+
+    prime: str = ""
+    """Text read through the model before generating."""
+
+    top_k: int | None = None
+    """Sample only among the k most likely characters."""
+
+    def __post_init__(self) -> None:
+        _require(self.temperature >= 0, "sample.temperature", self.temperature, "a temperature >= 0 (0 is argmax)")
+        _require(self.length >= 1, "sample.length", self.length, "an integer >= 1")
+        _require(self.top_k is None or self.top_k >= 1, "sample.top_k", self.top_k, "an integer >= 1, or null")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain data (lists for tuples), as written to config.yaml and into checkpoints."""
+        def plain(v: Any) -> Any:
+            return list(v) if isinstance(v, tuple) else v
+        return {s.name: {k: plain(v) for k, v in dataclasses.asdict(getattr(self, s.name)).items()}
+                for s in dataclasses.fields(self)}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_SECTION_TYPES: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sample": SampleConfig}
+
+
+def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against a field's type hint; return it converted (int -> float, list -> tuple)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={value!r} has the wrong type: expected {_describe(hint)}")
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(map(str, args))
+            raise ConfigError(f"{key}={value!r} is not allowed: choose one of {choices}"
+                              + (_did_you_mean(value, map(str, args)) if isinstance(value, str) else ""))
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} has the wrong type: expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(key, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}={value!r} has the wrong length: expected {len(args)} items")
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} has the wrong type: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} has the wrong type: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # PyYAML reads 3e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} has the wrong type: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} has the wrong type: expected a string")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module
+
+
+def _describe(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return " or ".join(getattr(a, "__name__", str(a)) for a in args) + " or null"
+
+
+def _build_section(name: str, values: dict[str, Any]) -> Any:
+    cls = _SECTION_TYPES[name]
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown config key {name}.{key}{_did_you_mean(str(key), known)}; "
+                              f"{name} keys are: {', '.join(known)}")
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build a Config from nested plain data, checking every key and value."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a config must be a mapping with sections data, model, train, sample")
+    for section in raw:
+        if section not in _SECTION_TYPES:
+            raise ConfigError(f"unknown config section {section!r}{_did_you_mean(str(section), _SECTION_TYPES)}; "
+                              f"sections are: {', '.join(_SECTION_TYPES)}")
+    sections = {}
+    for name in _SECTION_TYPES:
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {name!r} must be a mapping of keys to values, not {values!r}")
+        sections[name] = _build_section(name, values)
+    return Config(**sections)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`train.lr=3e-4` -> ("train", "lr", 0.0003). The value is read as YAML, so lists and null work."""
+    key, sep, value = text.partition("=")
+    section, dot, name = key.partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(f"override {text!r} is malformed: write section.key=value, e.g. train.lr=0.001")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str) and not value.strip().startswith(("'", '"')):
+        parsed = value  # keep strings as typed (yaml would strip or reinterpret them)
+    return section, name, parsed
+
+
+def merge_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for text in overrides:
+        section, name, value = parse_override(text)
+        if section not in _SECTION_TYPES:
+            raise ConfigError(f"override {text!r}: unknown section {section!r}"
+                              f"{_did_you_mean(section, _SECTION_TYPES)}; sections are: {', '.join(_SECTION_TYPES)}")
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            target = merged[section] = {}
+        target[name] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into plain data, with file and line in any error."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found" + (" (it is a directory)" if p.is_dir() else "")
+                          + "; the shipped configs are in configs/")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (bad byte at offset {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}:{where}: YAML syntax error: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a config must be a mapping with sections data, model, train, sample")
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file (if any), then `section.key=value` overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    try:
+        return from_dict(merge_overrides(raw, overrides))
+    except ConfigError as e:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{e}") from None
