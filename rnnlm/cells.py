@@ -1,0 +1,468 @@
+"""The three recurrences of the seeds, written from their equations, drop-in compatible with torch.nn.
+
+    vanilla  h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)            (or relu)
+    LSTM     i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+             c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
+    GRU      r, z = sigmoid(W_i{r,z} x_t + b_i{r,z} + W_h{r,z} h_{t-1} + b_h{r,z})
+             n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn));   h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+`RNN`, `LSTM` and `GRU` take torch.nn's constructor arguments, parameter names, shapes, gate order and init, so a
+torch.nn state dict loads into them and gives the same outputs, states and gradients. None of torch's fused recurrent
+kernels is used: they are the reference in the tests and the baseline in `bench/speed.py`, never the implementation.
+
+Where the time goes, and what each layer therefore does:
+- The input projection W_ih x_t + b_ih of all T steps is one matrix product before the loop (the model can even hand
+  it in ready-made through `forward_projected`, as a column lookup for one-hot input).
+- Only h_{t-1} W_hh^T is left inside the loop: one `addmm` per step into a preallocated buffer, followed by a few
+  in-place pointwise ops. Nothing is allocated inside the loop.
+- Training runs each layer through a `torch.autograd.Function` with a hand-written backward through time. Autograd
+  would record ~10 tiny nodes per step; ours runs 2-5 ops per step backwards, computes every derivative factor that
+  does not depend on the incoming gradient for all steps at once, and gets dW_hh as ONE matrix product over all T*B
+  rows (dgates^T @ h_prev) instead of T small ones.
+- Without autograd (evaluation, sampling) the same step code writes into reusable scratch buffers and nothing is
+  saved, so a one-character step costs a handful of kernel launches per layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Mode = Literal["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]
+_GATES: dict[str, int] = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+def _per_step(buf: Tensor, steps: int) -> Sequence[Tensor]:
+    """Per-step views of `buf` (T, ...) when it keeps every step, or the same scratch view T times when it is (1, ...)."""
+    views = buf.unbind(0)
+    return views if len(views) == steps else views * steps
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Forward recurrences. Each writes step t into views of caller-owned buffers: with (T, ...) buffers every step is kept
+# for the backward pass; with (1, ...) buffers the same scratch memory is reused and only the outputs survive.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _rnn_recurrence(xg: Tensor, h0: Tensor, w_hh: Tensor, relu: bool, out: Tensor) -> None:
+    """xg (T, B, H) already holds W_ih x_t + b_ih + b_hh; writes h_t into out (T, B, H)."""
+    w_t = w_hh.t()  # (H, H)
+    h_prev = h0
+    for x_t, h_t in zip(xg.unbind(0), out.unbind(0)):
+        torch.addmm(x_t, h_prev, w_t, out=h_t)  # (B, H)
+        if relu:
+            h_t.relu_()
+        else:
+            h_t.tanh_()
+        h_prev = h_t
+
+
+def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, gates: Tensor, c: Tensor, tanh_c: Tensor,
+                     out: Tensor) -> None:
+    """xg (T, B, 4H) already holds W_ih x_t + b_ih + b_hh.
+
+    gates (T|1, B, 4H) receives the activated gates i, f, g, o; c and tanh_c (T|1, B, H) the cell state and its tanh;
+    out (T, B, H) the hidden states. With (1, ...) buffers c must already hold c0 and is updated in place.
+    """
+    steps, hidden = xg.shape[0], h0.shape[-1]
+    w_t = w_hh.t()  # (H, 4H)
+    g_all = _per_step(gates, steps)
+    sig_if = _per_step(gates[..., : 2 * hidden], steps)  # i and f are adjacent, so one sigmoid covers both
+    tanh_g = _per_step(gates[..., 2 * hidden : 3 * hidden], steps)
+    sig_o = _per_step(gates[..., 3 * hidden :], steps)
+    i_g = _per_step(gates[..., :hidden], steps)
+    f_g = _per_step(gates[..., hidden : 2 * hidden], steps)
+    cs, tcs = _per_step(c, steps), _per_step(tanh_c, steps)
+    # The cell state read at step t: c0, then the previous step's (kept) or the same buffer (scratch, updated in place).
+    c_prevs = (c0, *cs[:-1]) if c.shape[0] == steps else cs
+    h_prev = h0
+    for t, (x_t, h_t) in enumerate(zip(xg.unbind(0), out.unbind(0))):
+        torch.addmm(x_t, h_prev, w_t, out=g_all[t])  # (B, 4H)
+        sig_if[t].sigmoid_()
+        tanh_g[t].tanh_()
+        sig_o[t].sigmoid_()
+        torch.mul(f_g[t], c_prevs[t], out=cs[t])  # f * c_{t-1}
+        cs[t].addcmul_(i_g[t], tanh_g[t])  # + i * g
+        torch.tanh(cs[t], out=tcs[t])
+        torch.mul(sig_o[t], tcs[t], out=h_t)  # h_t = o * tanh(c_t)
+        h_prev = h_t
+
+
+def _gru_recurrence(xg: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor, gates: Tensor, hh: Tensor,
+                    out: Tensor) -> None:
+    """xg (T, B, 3H) holds W_ih x_t + b_ih.
+
+    gates (T|1, B, 3H) receives the activated r, z, n; hh (T|1, B, 3H) the raw W_hh h_{t-1} + b_hh (its n part is
+    needed for the gradient of r); out (T, B, H) the hidden states.
+    """
+    steps, hidden = xg.shape[0], h0.shape[-1]
+    w_t = w_hh.t()  # (H, 3H)
+    hhs = _per_step(hh, steps)
+    rz = _per_step(gates[..., : 2 * hidden], steps)
+    n = _per_step(gates[..., 2 * hidden :], steps)
+    r = _per_step(gates[..., :hidden], steps)
+    z = _per_step(gates[..., hidden : 2 * hidden], steps)
+    hh_rz = _per_step(hh[..., : 2 * hidden], steps)
+    hh_n = _per_step(hh[..., 2 * hidden :], steps)
+    x_rz = xg[..., : 2 * hidden].unbind(0)
+    x_n = xg[..., 2 * hidden :].unbind(0)
+    h_prev = h0
+    for t, h_t in enumerate(out.unbind(0)):
+        torch.addmm(b_hh, h_prev, w_t, out=hhs[t])  # (B, 3H)
+        torch.add(x_rz[t], hh_rz[t], out=rz[t]).sigmoid_()
+        torch.addcmul(x_n[t], r[t], hh_n[t], out=n[t]).tanh_()  # n = tanh(x_n + r * hh_n)
+        torch.lerp(n[t], h_prev, z[t], out=h_t)  # n + z * (h_prev - n) = (1 - z) * n + z * h_prev
+        h_prev = h_t
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training: one autograd Function per layer with a hand-written backward through time.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _shifted(first: Tensor, seq: Tensor) -> Tensor:
+    """(first, seq[0], ..., seq[T-2]): the value each step read from the previous step. (T, B, H)"""
+    return torch.cat((first.unsqueeze(0), seq[:-1]), 0)
+
+
+def _add_grad_at_end(grad_out: Tensor, grad_last: Tensor) -> Tensor:
+    """The gradient reaching h_t from above, plus the final state's gradient at the last step. (T, B, H)"""
+    grad = grad_out.clone(memory_format=torch.contiguous_format)
+    grad[-1] += grad_last
+    return grad
+
+
+class _RNNLayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xg: Tensor, h0: Tensor, w_hh: Tensor, relu: bool) -> tuple[Tensor, Tensor]:
+        out = xg.new_empty(xg.shape[0], xg.shape[1], h0.shape[-1])  # (T, B, H)
+        _rnn_recurrence(xg, h0, w_hh, relu, out)
+        ctx.relu = relu
+        ctx.save_for_backward(h0, w_hh, out)
+        return out, out[-1].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor, grad_hn: Tensor):
+        h0, w_hh, out = ctx.saved_tensors
+        # d act / d pre-activation, for all steps at once. (T, B, H)
+        slope = (out > 0).to(out.dtype) if ctx.relu else 1 - out * out
+        grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
+        d_pre = torch.empty_like(out)  # (T, B, H)
+        gh, dp, sl = grad_h.unbind(0), d_pre.unbind(0), slope.unbind(0)
+        for t in range(len(gh) - 1, 0, -1):
+            torch.mul(gh[t], sl[t], out=dp[t])
+            gh[t - 1].addmm_(dp[t], w_hh)  # dh_{t-1} += d_pre_t @ W_hh
+        torch.mul(gh[0], sl[0], out=dp[0])
+        grad_h0 = dp[0] @ w_hh if ctx.needs_input_grad[1] else None
+        flat = d_pre.flatten(0, 1)  # (T*B, H)
+        grad_w = flat.t() @ _shifted(h0, out).flatten(0, 1) if ctx.needs_input_grad[2] else None  # (H, H)
+        return d_pre, grad_h0, grad_w, None
+
+
+class _LSTMLayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
+        gates = xg.new_empty(steps, batch, 4 * hidden)
+        c, tanh_c, out = (xg.new_empty(steps, batch, hidden) for _ in range(3))
+        _lstm_recurrence(xg, h0, c0, w_hh, gates, c, tanh_c, out)
+        ctx.save_for_backward(h0, c0, w_hh, gates, c, tanh_c, out)
+        return out, out[-1].clone(), c[-1].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor):
+        h0, c0, w_hh, gates, c, tanh_c, out = ctx.saved_tensors
+        hidden = h0.shape[-1]
+        i, f, g, o = gates.chunk(4, dim=-1)  # each (T, B, H)
+        # Everything that does not depend on the incoming gradient, for all steps at once:
+        #   dc_t   += dh_t * o (1 - tanh^2 c_t)
+        #   d(i,f,g) = dc_t * (g i(1-i), c_{t-1} f(1-f), i (1-g^2));   d o = dh_t * tanh c_t o(1-o)
+        dc_from_dh = o * (1 - tanh_c * tanh_c)  # (T, B, H)
+        factors = torch.cat((g * i * (1 - i), _shifted(c0, c) * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)),
+                            -1)  # (T, B, 4H)
+        grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
+        dc = grad_cn.clone(memory_format=torch.contiguous_format)  # (B, H), carried backwards in place
+        d_gates = torch.empty_like(gates)  # (T, B, 4H)
+        gh, dcdh, ff = grad_h.unbind(0), dc_from_dh.unbind(0), f.unbind(0)
+        dg_ifg = d_gates[..., : 3 * hidden].unflatten(-1, (3, hidden)).unbind(0)  # (B, 3, H) views
+        fac_ifg = factors[..., : 3 * hidden].unflatten(-1, (3, hidden)).unbind(0)
+        dg_o, fac_o, dg = d_gates[..., 3 * hidden :].unbind(0), factors[..., 3 * hidden :].unbind(0), d_gates.unbind(0)
+        for t in range(len(gh) - 1, -1, -1):
+            dc.addcmul_(gh[t], dcdh[t])
+            torch.mul(dc.unsqueeze(1), fac_ifg[t], out=dg_ifg[t])
+            torch.mul(gh[t], fac_o[t], out=dg_o[t])
+            dc.mul_(ff[t])  # now dc_{t-1}
+            if t > 0:
+                gh[t - 1].addmm_(dg[t], w_hh)  # dh_{t-1} += d_gates_t @ W_hh
+        grad_h0 = dg[0] @ w_hh if ctx.needs_input_grad[1] else None
+        grad_w = (d_gates.flatten(0, 1).t() @ _shifted(h0, out).flatten(0, 1)  # (4H, H), one product over T*B rows
+                  if ctx.needs_input_grad[3] else None)
+        return d_gates, grad_h0, dc, grad_w
+
+
+class _GRULayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xg: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
+        steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
+        gates = xg.new_empty(steps, batch, 3 * hidden)
+        hh = xg.new_empty(steps, batch, 3 * hidden)
+        out = xg.new_empty(steps, batch, hidden)
+        _gru_recurrence(xg, h0, w_hh, b_hh, gates, hh, out)
+        ctx.save_for_backward(h0, w_hh, gates, hh, out)
+        return out, out[-1].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor, grad_hn: Tensor):
+        h0, w_hh, gates, hh, out = ctx.saved_tensors
+        hidden = h0.shape[-1]
+        r, z, n = gates.chunk(3, dim=-1)  # each (T, B, H)
+        hh_n = hh[..., 2 * hidden :]
+        # d pre_n = dh (1-z)(1-n^2);  d pre_z = dh (h_{t-1} - n) z(1-z);  d pre_r = d pre_n * hh_n * r(1-r).
+        # The recurrent matmul sees the n part times r (it sits inside r * (W_hn h + b_hn)).
+        dn = (1 - z) * (1 - n * n)
+        dr = dn * hh_n * r * (1 - r)
+        dz = (_shifted(h0, out) - n) * z * (1 - z)
+        factors_hh = torch.cat((dr, dz, dn * r), -1)  # (T, B, 3H)
+        grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
+        d_hh = torch.empty_like(hh)  # (T, B, 3H)
+        gh, zz = grad_h.unbind(0), z.unbind(0)
+        dhh_v, fac_v = d_hh.unflatten(-1, (3, hidden)).unbind(0), factors_hh.unflatten(-1, (3, hidden)).unbind(0)
+        dhh = d_hh.unbind(0)
+        for t in range(len(gh) - 1, 0, -1):
+            torch.mul(gh[t].unsqueeze(1), fac_v[t], out=dhh_v[t])
+            gh[t - 1].addcmul_(gh[t], zz[t]).addmm_(dhh[t], w_hh)  # direct path z * dh, then through W_hh
+        torch.mul(gh[0].unsqueeze(1), fac_v[0], out=dhh_v[0])
+        grad_h0 = torch.addmm(gh[0] * zz[0], dhh[0], w_hh) if ctx.needs_input_grad[1] else None
+        grad_x = torch.cat((d_hh[..., : 2 * hidden], grad_h * dn), -1)  # (T, B, 3H)
+        grad_w = (d_hh.flatten(0, 1).t() @ _shifted(h0, out).flatten(0, 1)  # (3H, H), one product over T*B rows
+                  if ctx.needs_input_grad[2] else None)
+        grad_b = d_hh.sum((0, 1)) if ctx.needs_input_grad[3] else None
+        return grad_x, grad_h0, grad_w, grad_b
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------------------------------
+
+State = Tensor | tuple[Tensor, Tensor]
+
+
+class _Recurrent(nn.Module):
+    """A stack of one kind of recurrent layer with torch.nn's parameters, init and calling convention."""
+
+    def __init__(self, mode: Mode, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        if bidirectional:
+            raise ValueError("rnnlm cells are unidirectional: a language model reads left to right")
+        if proj_size:
+            raise ValueError("rnnlm's LSTM has no projection (proj_size must be 0)")
+        if num_layers < 1 or hidden_size < 1 or input_size < 1:
+            raise ValueError(f"input_size, hidden_size and num_layers must be positive, got "
+                             f"{input_size}, {hidden_size}, {num_layers}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        self.mode = mode
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        gate_size = _GATES[mode] * hidden_size
+        factory = {"device": device, "dtype": dtype}
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(gate_size, layer_input, **factory)))
+            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(gate_size, hidden_size, **factory)))
+            if bias:
+                self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(gate_size, **factory)))
+                self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(gate_size, **factory)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        if self.mode == "RNN_RELU":
+            s += ", nonlinearity='relu'"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        return s
+
+    def _layer_params(self, layer: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """(W_ih, W_hh, b_ih, b_hh) of one layer; the biases are None without bias."""
+        get = self._parameters.get
+        return (get(f"weight_ih_l{layer}"), get(f"weight_hh_l{layer}"), get(f"bias_ih_l{layer}"),
+                get(f"bias_hh_l{layer}"))
+
+    # -- calling convention ------------------------------------------------------------------------------------------
+
+    def forward(self, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
+        """input (T, B, in), or (B, T, in) with batch_first, or unbatched (T, in) -> output like input with H features,
+        and the final state ((num_layers, B, H), or an (h, c) pair for LSTM; without B when unbatched)."""
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{type(self).__name__} expects 2-D (unbatched) or 3-D input, got {input.dim()}-D")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"input has {input.shape[-1]} features, expected input_size={self.input_size}")
+        if self.batch_first and input.dim() == 3:
+            input = input.transpose(0, 1)
+        w_ih, _, b_ih, _ = self._layer_params(0)
+        output, state = self.forward_projected(F.linear(input, w_ih, b_ih), hx)  # (T, B, G*H) projection of all steps
+        if self.batch_first and input.dim() == 3:
+            output = output.transpose(0, 1)
+        return output, state
+
+    def forward_projected(self, xproj: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
+        """Run the stack on layer 0's input projection xproj = x_t @ W_ih^T + b_ih computed by the caller.
+
+        xproj is time-major (T, B, G*H) (or unbatched (T, G*H)) whatever batch_first says, and so is the output; the
+        model passes a column lookup of W_ih for one-hot input here instead of a dense product. Gradients flow into
+        xproj.
+        """
+        unbatched = xproj.dim() == 2
+        if unbatched:
+            xproj = xproj.unsqueeze(1)
+            if hx is not None:
+                hx = tuple(s.unsqueeze(1) for s in hx) if isinstance(hx, tuple) else hx.unsqueeze(1)
+        h0, c0 = self._initial_state(xproj, hx)
+        compute_dtype = self._compute_dtype(xproj)
+        # Autocast has no rule for our out= ops, so cast once to the autocast dtype here and run the layers with
+        # autocast off; gradients flow back through the casts to the fp32 parameters.
+        autocast_off = (torch.autocast(xproj.device.type, enabled=False) if compute_dtype != xproj.dtype
+                        else contextlib.nullcontext())
+        with autocast_off:
+            layer_input = xproj
+            h_n, c_n = [], []
+            for layer in range(self.num_layers):
+                if layer > 0:
+                    layer_input = F.dropout(layer_input, self.dropout, self.training)
+                layer_input, h, c = self._run_layer(layer, layer_input, h0[layer], None if c0 is None else c0[layer],
+                                                    compute_dtype)
+                h_n.append(h)
+                c_n.append(c)
+        output = layer_input
+        h_stack = torch.stack(h_n)  # (L, B, H)
+        state: State = h_stack if c0 is None else (h_stack, torch.stack(c_n))
+        if unbatched:
+            output = output.squeeze(1)
+            state = tuple(s.squeeze(1) for s in state) if isinstance(state, tuple) else state.squeeze(1)
+        return output, state
+
+    def _initial_state(self, xproj: Tensor, hx: State | None) -> tuple[Tensor, Tensor | None]:
+        """(h0, c0), each (L, B, H); c0 is None except for LSTM."""
+        shape = (self.num_layers, xproj.shape[1], self.hidden_size)
+        is_lstm = self.mode == "LSTM"
+        if hx is None:
+            zeros = xproj.new_zeros(shape)
+            return zeros, (zeros if is_lstm else None)
+        if is_lstm != isinstance(hx, tuple):
+            raise ValueError(f"{type(self).__name__} expects hx as " + ("an (h, c) tuple" if is_lstm else "a tensor"))
+        states = hx if is_lstm else (hx,)
+        for s in states:
+            if tuple(s.shape) != shape:
+                raise ValueError(f"expected hidden state of shape {shape}, got {tuple(s.shape)}")
+        return (states[0], states[1]) if is_lstm else (states[0], None)
+
+    def _compute_dtype(self, xproj: Tensor) -> torch.dtype:
+        device_type = xproj.device.type
+        if torch.is_autocast_enabled(device_type) and xproj.is_floating_point():
+            return torch.get_autocast_dtype(device_type)
+        return xproj.dtype
+
+    # -- one layer ---------------------------------------------------------------------------------------------------
+
+    def _run_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None,
+                   dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
+        """inp is the layer's input (T, B, in) or, for layer 0, already its projection (T, B, G*H).
+        Returns output (T, B, H), h_n (B, H), c_n (B, H) or None."""
+        w_ih, w_hh, b_ih, b_hh = self._layer_params(layer)
+        folded = self.mode != "GRU"  # b_hh is a plain addend except in the GRU, where r multiplies it
+        if layer == 0:
+            xg = inp + b_hh if folded and b_hh is not None else inp
+        else:
+            bias = b_ih + b_hh if folded and b_ih is not None else b_ih
+            # The previous layer's output is already in the compute dtype. (T, B, G*H), all steps in one product
+            xg = F.linear(inp, w_ih.to(dtype), None if bias is None else bias.to(dtype))
+        xg = xg.to(dtype).contiguous()
+        h0, w_hh = h0.to(dtype), w_hh.to(dtype)
+        c0 = None if c0 is None else c0.to(dtype)
+        if self.mode == "GRU":
+            b_hh = torch.zeros(w_hh.shape[0], dtype=dtype, device=w_hh.device) if b_hh is None else b_hh.to(dtype)
+        tensors = [xg, h0, w_hh] + ([c0] if c0 is not None else []) + ([b_hh] if self.mode == "GRU" else [])
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return self._train_layer(xg, h0, c0, w_hh, b_hh)
+        return self._infer_layer(xg, h0, c0, w_hh, b_hh)
+
+    def _train_layer(self, xg: Tensor, h0: Tensor, c0: Tensor | None, w_hh: Tensor,
+                     b_hh: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        if self.mode == "LSTM":
+            return _LSTMLayer.apply(xg, h0, c0, w_hh)
+        if self.mode == "GRU":
+            out, h_n = _GRULayer.apply(xg, h0, w_hh, b_hh)
+        else:
+            out, h_n = _RNNLayer.apply(xg, h0, w_hh, self.mode == "RNN_RELU")
+        return out, h_n, None
+
+    def _infer_layer(self, xg: Tensor, h0: Tensor, c0: Tensor | None, w_hh: Tensor,
+                     b_hh: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """No autograd: one step's worth of scratch buffers reused for every step, nothing saved."""
+        steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
+        out = xg.new_empty(steps, batch, hidden)  # (T, B, H)
+        if self.mode == "LSTM":
+            c = c0.unsqueeze(0).clone()  # (1, B, H), updated in place step by step
+            _lstm_recurrence(xg, h0, c0, w_hh, xg.new_empty(1, batch, 4 * hidden), c, torch.empty_like(c), out)
+            return out, out[-1], c[0]
+        if self.mode == "GRU":
+            scratch = xg.new_empty(2, 1, batch, 3 * hidden)
+            _gru_recurrence(xg, h0, w_hh, b_hh, scratch[0], scratch[1], out)
+        else:
+            _rnn_recurrence(xg, h0, w_hh, self.mode == "RNN_RELU", out)
+        return out, out[-1], None
+
+
+class RNN(_Recurrent):
+    """Elman RNN, h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) (or relu); drop-in for torch.nn.RNN."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: Literal["tanh", "relu"] = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size, hidden_size, num_layers,
+                         bias, batch_first, dropout, bidirectional, 0, device, dtype)
+
+
+class LSTM(_Recurrent):
+    """LSTM with gates i, f, g, o in torch's order; drop-in for torch.nn.LSTM. The state is an (h, c) pair."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, device, dtype)
+
+
+class GRU(_Recurrent):
+    """GRU with gates r, z, n in torch's order (r applied after W_hn h + b_hn); drop-in for torch.nn.GRU."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
+                         device, dtype)
