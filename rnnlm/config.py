@@ -152,7 +152,13 @@ class TrainConfig:
     """Evaluate on the whole validation split every this many steps (and at the end)."""
 
     log_every: int = 10
-    """Write a training record to metrics.jsonl every this many steps."""
+    """Write a training record (mean loss since the last one) to metrics.jsonl every this many steps."""
+
+    sample_every: int = 0
+    """Print a short sample under the progress bar every this many steps; 0 never does."""
+
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast precision of the forward pass: `bf16` on CPU and CUDA, `fp16` (with loss scaling) on CUDA only."""
 
     seed: int = 1337
     """Seeds every random generator: a CPU run with the same seed is reproducible."""
@@ -175,6 +181,7 @@ class TrainConfig:
         _require(self.max_time is None or self.max_time > 0, "train.max_time", self.max_time, "seconds > 0, or null")
         _require(self.eval_every >= 1, "train.eval_every", self.eval_every, "an integer >= 1")
         _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        _require(self.sample_every >= 0, "train.sample_every", self.sample_every, "an integer >= 0 (0 turns samples off)")
         _require(self.device == "auto" or self.device == "cpu" or self.device == "cuda"
                  or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
                  "train.device", self.device, "one of auto, cpu, cuda, cuda:N")
@@ -314,28 +321,29 @@ def from_dict(raw: dict[str, Any]) -> Config:
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """`train.lr=3e-4` -> ("train", "lr", 0.0003). The value is read as YAML, so lists and null work."""
+    """`train.lr=3e-4` -> ("train", "lr", 0.0003). The value is read as YAML (so lists and null work),
+    except for text keys, which take it as typed (`sample.prime=ROMEO:` stays the string "ROMEO:")."""
     key, sep, value = text.partition("=")
     section, dot, name = key.partition(".")
     if not sep or not dot or not section or not name:
         raise ConfigError(f"override {text!r} is malformed: write section.key=value, e.g. train.lr=0.001")
+    if section not in _SECTION_TYPES:
+        raise ConfigError(f"override {text!r}: unknown section {section!r}"
+                          f"{_did_you_mean(section, _SECTION_TYPES)}; sections are: {', '.join(_SECTION_TYPES)}")
+    hint = typing.get_type_hints(_SECTION_TYPES[section]).get(name)
+    if hint in (str, str | None):
+        return section, name, None if value == "null" and hint != str else value
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        return section, name, yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
-        parsed = value
-    if isinstance(parsed, str) and not value.strip().startswith(("'", '"')):
-        parsed = value  # keep strings as typed (yaml would strip or reinterpret them)
-    return section, name, parsed
+        return section, name, value
 
 
 def merge_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for text in overrides:
         section, name, value = parse_override(text)
-        if section not in _SECTION_TYPES:
-            raise ConfigError(f"override {text!r}: unknown section {section!r}"
-                              f"{_did_you_mean(section, _SECTION_TYPES)}; sections are: {', '.join(_SECTION_TYPES)}")
-        target = merged.setdefault(section, {})
+        target = merged.get(section)
         if not isinstance(target, dict):
             target = merged[section] = {}
         target[name] = value

@@ -20,7 +20,7 @@ ANBN_MAX_N = 10
 
 @register("hello")
 def hello(cfg: DataConfig, seed: int, root: DataRoot) -> Corpus:
-    return Corpus("hello", ["hello" * 200], ["hello" * 20], ["hello" * 20])
+    return Corpus("hello", ["hello" * 2000], ["hello" * 100], ["hello" * 100])
 
 
 def anbn_records(count: int, rng: random.Random, max_n: int = ANBN_MAX_N) -> list[str]:

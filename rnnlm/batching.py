@@ -1,0 +1,214 @@
+"""Minibatches from an encoded corpus, and truncation of backpropagation through time.
+
+Three batchers, one interface (`next()` -> `Batch`, `state_dict()`, `load_state_dict()`):
+
+- `RandomWindows` (`train.batching: random`): independent windows at random places; the hidden state
+  starts from zero for every minibatch.
+- `SequentialStreams` (`train.batching: sequential`): B contiguous streams read left to right; the
+  hidden state is carried from one minibatch to the next and cut by `truncate` (truncated BPTT).
+- `RecordBatches` (`data.records: pad`): whole records of a line corpus, padded; the padding is
+  masked out of the loss.
+
+Every random choice comes from the batcher's own `torch.Generator`, whose state is part of
+`state_dict()`, so a resumed run sees exactly the minibatches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+
+from rnnlm.errors import RnnlmError
+from rnnlm.vocab import EOS_ID
+
+IGNORE = -100
+"""Target id that the loss ignores (padding of record batches); torch's cross_entropy default."""
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
+
+
+def truncate(state: State) -> State:
+    """Truncated BPTT happens here: keep the state's values, cut its history from the graph."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)  # type: ignore[return-value]
+    return state.detach()
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor   # (B, T) int64
+    targets: torch.Tensor  # (B, T) int64, IGNORE where there is nothing to predict
+    carry: bool            # continue from the previous minibatch's hidden state (else start from zero)
+    epoch: int             # epochs completed before this minibatch
+
+
+class Batcher(Protocol):
+    epoch: int
+
+    def next(self) -> Batch: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class WindowLengths:
+    """`train.bptt`: every window `seq_len` long (`fixed`), or a length drawn for each minibatch
+    (`random`): around `seq_len` 95% of the time and around half of it otherwise, with a spread of
+    about seq_len/14, as in the randomized truncated BPTT of Merity et al. 2017 (AWD-LSTM, sec. 4.1)."""
+
+    def __init__(self, seq_len: int, bptt: Literal["fixed", "random"], generator: torch.Generator):
+        self.seq_len, self.bptt, self.generator = seq_len, bptt, generator
+
+    def draw(self) -> int:
+        if self.bptt == "fixed":
+            return self.seq_len
+        u = float(torch.rand((), generator=self.generator))
+        z = float(torch.randn((), generator=self.generator))
+        base = self.seq_len if u < 0.95 else self.seq_len / 2
+        length = round(base + z * max(1.0, self.seq_len / 14))
+        return max(1, min(2 * self.seq_len, length))
+
+
+class SequentialStreams:
+    """B contiguous streams, read T characters at a time; the hidden state flows from one minibatch
+    to the next. Each epoch starts at a random offset o < T so windows do not always cut the text at
+    the same places.
+
+        stream of N ids, from offset o, cut into B rows of S = (N - o - 1) // B:
+
+        o
+        ┌──── row 0 ────┐┌──── row 1 ────┐ ... ┌─── row B-1 ───┐ (rest dropped)
+        a b c d e f g h  i j k l m n o p       ...
+
+        inputs  (B, S)     targets (B, S) = the same, one to the right
+        ┌ a b c │ d e f │ g h ┐   minibatch k = columns [kT, kT + T) of both;
+        │ i j k │ l m n │ o p │   row b of minibatch k+1 continues row b of minibatch k,
+        └ ...   │ ...   │ ... ┘   so its final hidden state is the next one's initial state.
+    """
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, lengths: WindowLengths, generator: torch.Generator):
+        self.tokens, self.batch_size, self.lengths, self.generator = tokens, batch_size, lengths, generator
+        if (len(tokens) - lengths.seq_len) // batch_size < lengths.seq_len:  # each row: at least one window
+            raise RnnlmError(
+                f"the training split has {len(tokens):,} characters, too few for train.batch_size={batch_size} streams "
+                f"with train.seq_len={lengths.seq_len}; lower train.batch_size or train.seq_len, or use more text")
+        self.epoch = 0
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        self.offset = int(torch.randint(0, self.lengths.seq_len, (1,), generator=self.generator))
+        self.row_len = (len(self.tokens) - self.offset - 1) // self.batch_size
+        self.pos = 0
+
+    def next(self) -> Batch:
+        if self.pos >= self.row_len:
+            self.epoch += 1
+            self._start_epoch()
+        length = min(self.lengths.draw(), self.row_len - self.pos)
+        span = self.batch_size * self.row_len
+        rows_in = self.tokens[self.offset:self.offset + span].view(self.batch_size, self.row_len)
+        rows_out = self.tokens[self.offset + 1:self.offset + 1 + span].view(self.batch_size, self.row_len)
+        carry = self.pos > 0
+        cols = slice(self.pos, self.pos + length)
+        self.pos += length
+        return Batch(rows_in[:, cols], rows_out[:, cols], carry, self.epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "offset": self.offset, "row_len": self.row_len, "pos": self.pos,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.epoch, self.offset, self.row_len, self.pos = state["epoch"], state["offset"], state["row_len"], state["pos"]
+
+
+class RandomWindows:
+    """Independent windows: each epoch lays a grid of window starts T apart from a random offset
+    o < T, shuffles them, and serves B at a time (the last partial group is dropped), so an epoch
+    reads every character about once, in random order. Each window starts from a zero state."""
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, lengths: WindowLengths, generator: torch.Generator):
+        self.tokens, self.batch_size, self.lengths, self.generator = tokens, batch_size, lengths, generator
+        windows = (len(tokens) - 1 - lengths.seq_len) // lengths.seq_len
+        if windows < batch_size:
+            raise RnnlmError(
+                f"the training split has {len(tokens):,} characters, too few for train.batch_size={batch_size} windows "
+                f"of train.seq_len={lengths.seq_len}; lower train.batch_size or train.seq_len, or use more text")
+        self.epoch = 0
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        t = self.lengths.seq_len
+        offset = int(torch.randint(0, t, (1,), generator=self.generator))
+        starts = torch.arange(offset, len(self.tokens) - 1 - t, t)
+        self.order = starts[torch.randperm(len(starts), generator=self.generator)]
+        self.pos = 0
+
+    def next(self) -> Batch:
+        if self.pos + self.batch_size > len(self.order):
+            self.epoch += 1
+            self._start_epoch()
+        length = self.lengths.draw()
+        starts = self.order[self.pos:self.pos + self.batch_size].clamp(max=len(self.tokens) - 1 - length)
+        self.pos += self.batch_size
+        index = (starts[:, None] + torch.arange(length)).to(self.tokens.device)  # (B, T)
+        return Batch(self.tokens[index], self.tokens[index + 1], False, self.epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "order": self.order, "pos": self.pos, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.epoch, self.order, self.pos = state["epoch"], state["order"], state["pos"]
+
+
+class RecordBatches:
+    """Whole records, B at a time in a shuffled order, each read from `<eos>` and ending in `<eos>`:
+
+        input   <eos> e m m a <eos> <eos>      (padding inputs are <eos>; they are never scored)
+        target  e     m m a <eos> IGNORE IGNORE
+    """
+
+    def __init__(self, records: list[torch.Tensor], batch_size: int, generator: torch.Generator, device: torch.device):
+        if len(records) < batch_size:
+            raise RnnlmError(f"the training split has {len(records):,} records, fewer than train.batch_size={batch_size}; "
+                             "lower train.batch_size or use more records")
+        self.records, self.batch_size, self.generator, self.device = records, batch_size, generator, device
+        self.epoch = 0
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        self.order = torch.randperm(len(self.records), generator=self.generator)
+        self.pos = 0
+
+    def next(self) -> Batch:
+        if self.pos + self.batch_size > len(self.order):
+            self.epoch += 1
+            self._start_epoch()
+        chosen = [self.records[i] for i in self.order[self.pos:self.pos + self.batch_size].tolist()]
+        self.pos += self.batch_size
+        inputs, targets = pad_records(chosen)
+        return Batch(inputs.to(self.device), targets.to(self.device), False, self.epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "order": self.order, "pos": self.pos, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.epoch, self.order, self.pos = state["epoch"], state["order"], state["pos"]
+
+
+def pad_records(records: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Records of ids (without <eos>) -> inputs and targets (B, 1 + longest), see `RecordBatches`."""
+    width = 1 + max(len(r) for r in records)
+    inputs = torch.full((len(records), width), EOS_ID, dtype=torch.long)
+    targets = torch.full((len(records), width), IGNORE, dtype=torch.long)
+    for row, r in enumerate(records):
+        inputs[row, 1:1 + len(r)] = r
+        targets[row, :len(r)] = r
+        targets[row, len(r)] = EOS_ID
+    return inputs, targets

@@ -1,0 +1,195 @@
+"""The `rnnlm` command: parse, build a config, call one library function, report.
+
+Mistakes the user can fix arrive as `RnnlmError` and leave as one short message on stderr with exit
+status 2. Set RNNLM_DEBUG=1 (or pass --debug) to see the traceback of anything else.
+torch is imported inside the commands, so `rnnlm --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rnnlm.errors import RnnlmError
+
+app = typer.Typer(
+    name="rnnlm",
+    help="Train character-level recurrent language models, sample from them and measure them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+RunArg = Annotated[Path, typer.Argument(help="A run directory (its best checkpoint is used) or a checkpoint file.",
+                                        show_default=False)]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks of unexpected errors.")] = False) -> None:
+    if debug:
+        os.environ["RNNLM_DEBUG"] = "1"
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config, e.g. configs/tiny.yaml. Optional with --resume.",
+                                                     show_default=False)] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="Config overrides as section.key=value, e.g. train.lr=0.001 model.hidden_size=256.", show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder that holds run directories.")] = Path("checkpoints"),
+    name: Annotated[Optional[str], typer.Option("--name", help="Run directory name [default: config name + time].",
+                                                show_default=False)] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run directory from its last checkpoint.",
+                                                   show_default=False)] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept [default: data/ or $RNNLM_DATA_DIR].",
+                                                     show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a model; writes config.yaml, metrics.jsonl, best.pt and last.pt into a run directory."""
+    from rnnlm import checkpoint as ckpt
+    from rnnlm.config import from_dict, load_config, merge_overrides
+    from rnnlm.data import DataRoot
+    from rnnlm.train import check_resume_config, train as run_training
+
+    args = list(overrides or [])
+    if config is not None and "=" in config.name and not config.exists():
+        args.insert(0, str(config))  # `rnnlm train --resume RUN train.max_steps=2000`: no config, just overrides
+        config = None
+    root = DataRoot.resolve(data_dir)
+    if resume is not None:
+        if not resume.is_dir():
+            raise RnnlmError(f"--resume {resume}: not a run directory")
+        previous = ckpt.load(resume / ckpt.LAST)
+        cfg = load_config(config, args) if config is not None else from_dict(merge_overrides(previous.config.to_dict(), args))
+        changed = check_resume_config(previous.config, cfg)
+        if changed:
+            typer.echo(f"resuming with changed {', '.join(changed)}", err=True)
+        run_dir = resume
+    else:
+        if config is None:
+            raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
+        cfg = load_config(config, args)
+        previous = None
+        run_dir = out / (name or f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if run_dir.exists():
+            raise RnnlmError(f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name")
+    typer.echo(f"run directory: {run_dir}", err=True)
+    result = run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet)
+    summary = f"step {result.step}: val loss {result.last_val:.4f} nats/char (best {result.best_val:.4f})"
+    if result.stopped == "interrupted":
+        typer.echo(f"stopped at {summary}; saved {run_dir / ckpt.LAST}\nresume with: rnnlm train --resume {run_dir}", err=True)
+        raise typer.Exit(130)
+    typer.echo(f"done at {summary}", err=True)
+    typer.echo(f"sample with: rnnlm sample {run_dir}", err=True)
+
+
+@app.command()
+def sample(
+    run: RunArg,
+    temp: Annotated[Optional[float], typer.Option("--temp", "-t", help="Temperature; 0 always takes the most likely character "
+                                                  "[default: the run's sample.temperature].", show_default=False)] = None,
+    length: Annotated[Optional[int], typer.Option("--length", "-n", help="Characters to generate [default: sample.length].",
+                                                  show_default=False)] = None,
+    prime: Annotated[Optional[str], typer.Option("--prime", "-p", help="Text the model reads before it writes.",
+                                                 show_default=False)] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k most likely characters.",
+                                                 show_default=False)] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Draw only from the smallest set of characters whose "
+                                                   "probability reaches p.", show_default=False)] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-N", help="Samples generated together.")] = 1,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Same seed, same text.", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "cpu",
+) -> None:
+    """Generate text from a trained model, streaming it to stdout."""
+    from rnnlm import checkpoint as ckpt
+    from rnnlm.model import CharRNN
+    from rnnlm.sample import SampleOptions, generate
+    from rnnlm.train import resolve_device
+
+    point = ckpt.load(run)
+    defaults = point.config.sample
+    opts = SampleOptions(length=length if length is not None else defaults.length,
+                         temperature=temp if temp is not None else defaults.temperature,
+                         top_k=top_k if top_k is not None else defaults.top_k, top_p=top_p,
+                         num_samples=num_samples, seed=seed)
+    prime = prime if prime is not None else defaults.prime
+    records = point.records
+    unknown = point.vocab.unknown(prime)
+    if unknown:
+        typer.echo(f"warning: the prime has characters the model never saw, read as <unk>: {''.join(unknown)!r}", err=True)
+    model = CharRNN(len(point.vocab), point.config.model).to(resolve_device(device))
+    model.load_state_dict(point.model)
+
+    if num_samples == 1 and not records:
+        sys.stdout.write(prime)
+        on_step = lambda ids: (sys.stdout.write(point.vocab.decode(ids)), sys.stdout.flush())  # noqa: E731
+        generate(model, point.vocab, prime, opts, records=False, on_step=on_step)
+        sys.stdout.write("\n")
+    else:
+        packed = point.config.data.records == "pack"
+        for ids in generate(model, point.vocab, prime, opts, records=records, packed=packed):
+            sys.stdout.write(prime + point.vocab.decode(ids) + "\n")
+    sys.stdout.flush()
+
+
+@app.command("eval")
+def evaluate(
+    run: RunArg,
+    perplexity: Annotated[bool, typer.Option("--perplexity", help="Report NLL, bits per character and perplexity "
+                                             "(the only measure so far; on by default).")] = True,
+    split: Annotated[str, typer.Option("--split", help="val or test split of the run's corpus.")] = "val",
+    file: Annotated[Optional[list[Path]], typer.Option("--file", help="Score these UTF-8 files instead of a split.",
+                                                       show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept.", show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "auto",
+) -> None:
+    """Measure how well a model predicts held-out text: nats and bits per character, perplexity."""
+    from rnnlm import checkpoint as ckpt
+    from rnnlm.data import DataRoot
+    from rnnlm.data.text import read_utf8
+    from rnnlm.evaluate import score_stream
+    from rnnlm.model import CharRNN
+    from rnnlm.train import Prepared, evaluate_split, prepare, resolve_device
+
+    if split not in ("val", "test"):
+        raise RnnlmError(f"--split {split!r}: choose val or test")
+    point = ckpt.load(run)
+    model = CharRNN(len(point.vocab), point.config.model).to(resolve_device(device))
+    model.load_state_dict(point.model)
+    if file:
+        text = "".join(read_utf8(f) for f in file)
+        if not text:
+            raise RnnlmError(f"{', '.join(map(str, file))}: no characters to score")
+        score = score_stream(model, point.vocab.encode(text))
+        source = ", ".join(map(str, file))
+    else:
+        prepared: Prepared = prepare(point.config, DataRoot.resolve(data_dir), point.vocab)
+        score = evaluate_split(model, point.config, prepared, split)
+        source = f"{point.config.data.dataset} {split} split"
+    if as_json:
+        typer.echo(json.dumps(score.as_dict()))
+    else:
+        typer.echo(f"{source}: {score.chars:,} characters ({score.unk:,} unknown)\n"
+                   f"  nll {score.nll:.4f} nats/char   bpc {score.bpc:.4f}   perplexity {score.perplexity:.3f}")
+
+
+def main() -> None:
+    """Entry point: run the app; known errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except RnnlmError as e:
+        if os.environ.get("RNNLM_DEBUG"):
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,60 @@
+"""The character language model: input encoding -> stacked recurrent cells -> linear decoder.
+
+One `forward(tokens, state) -> (logits, state)` serves training, evaluation and sampling, so the
+three can never disagree about how a character is read.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnlm import cells
+from rnnlm.config import ModelConfig
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+CELLS: dict[str, type[nn.Module]] = {"rnn": cells.RNN, "lstm": cells.LSTM, "gru": cells.GRU}
+
+
+class CharRNN(nn.Module):
+    def __init__(self, vocab_size: int, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        if cfg.encoding == "embedding":
+            self.embed: nn.Embedding | None = nn.Embedding(vocab_size, cfg.embed_dim)
+            input_size = cfg.embed_dim
+        else:
+            # One-hot x_t: W_ih x_t is column x_t of W_ih, so layer 0 reads its input projection by
+            # indexing weight_ih_l0 (see `forward`); no (B, T, V) one-hot tensor is ever built.
+            self.embed = None
+            input_size = vocab_size
+        kwargs = {"nonlinearity": cfg.nonlinearity} if cfg.cell == "rnn" else {}
+        self.rnn = CELLS[cfg.cell](input_size, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout, **kwargs)
+        self.drop = nn.Dropout(cfg.dropout)  # on the last layer's output; the cells drop between layers
+        self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """tokens (B, T) int64 -> logits (B, T, V) and the state after the last character."""
+        time_major = tokens.t()  # (T, B): the cells run time-major
+        if self.embed is None:
+            weight = self.rnn.weight_ih_l0  # (G*H, V)
+            xproj = F.embedding(time_major, weight.t()) + self.rnn.bias_ih_l0  # (T, B, G*H)
+            output, state = self.rnn.forward_projected(xproj, state)
+        else:
+            output, state = self.rnn(self.embed(time_major), state)  # (T, B, H)
+        logits = self.decoder(self.drop(output))  # (T, B, V)
+        return logits.transpose(0, 1), state
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The zero state a sequence starts from."""
+        weight = self.decoder.weight
+        zeros = torch.zeros(self.cfg.num_layers, batch_size, self.cfg.hidden_size, device=device or weight.device,
+                            dtype=weight.dtype)
+        return (zeros, zeros.clone()) if self.cfg.cell == "lstm" else zeros
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,131 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnlm.batching import IGNORE, RandomWindows, RecordBatches, SequentialStreams, WindowLengths, pad_records, truncate
+from rnnlm.errors import RnnlmError
+from rnnlm.vocab import EOS_ID
+
+
+def lengths(seq_len, bptt="fixed", seed=0):
+    return WindowLengths(seq_len, bptt, torch.Generator().manual_seed(seed))
+
+
+def test_sequential_streams_continue_each_row_exactly():
+    tokens = torch.arange(100)
+    b = SequentialStreams(tokens, 4, lengths(5), torch.Generator().manual_seed(0))
+    first, second = b.next(), b.next()
+    offset = int(first.inputs[0, 0])
+    row_len = (100 - offset - 1) // 4
+    assert 0 <= offset < 5
+    # row r starts at offset + r * row_len; minibatch 2 continues where minibatch 1 stopped
+    for r in range(4):
+        start = offset + r * row_len
+        assert first.inputs[r].tolist() == list(range(start, start + 5))
+        assert second.inputs[r].tolist() == list(range(start + 5, start + 10))
+    assert torch.equal(first.targets, first.inputs + 1)
+    assert not first.carry and second.carry
+
+
+def test_sequential_epoch_covers_each_stream_contiguously_then_restarts():
+    tokens = torch.arange(50)
+    b = SequentialStreams(tokens, 3, lengths(4), torch.Generator().manual_seed(1))
+    rows = [[] for _ in range(3)]
+    batch = b.next()
+    while batch.epoch == 0:
+        for r in range(3):
+            rows[r] += batch.inputs[r].tolist()
+        batch = b.next()
+    assert not batch.carry  # a new epoch starts from a zero state
+    for r in range(3):
+        assert rows[r] == list(range(rows[r][0], rows[r][0] + len(rows[r])))  # contiguous
+    assert rows[0][-1] < rows[1][0] and rows[1][-1] < rows[2][0]  # disjoint, in order
+
+
+def test_random_windows_are_shifted_by_one_and_reset_the_state():
+    tokens = torch.arange(1000)
+    b = RandomWindows(tokens, 8, lengths(10), torch.Generator().manual_seed(0))
+    batch = b.next()
+    assert batch.inputs.shape == (8, 10)
+    assert torch.equal(batch.targets, batch.inputs + 1)
+    assert not batch.carry
+    diffs = batch.inputs[:, 1:] - batch.inputs[:, :-1]
+    assert bool((diffs == 1).all())  # each window is a contiguous span
+
+
+def test_random_windows_read_every_grid_window_once_per_epoch():
+    tokens = torch.arange(203)
+    b = RandomWindows(tokens, 2, lengths(10), torch.Generator().manual_seed(3))
+    starts = []
+    batch = b.next()
+    while batch.epoch == 0:
+        starts += batch.inputs[:, 0].tolist()
+        batch = b.next()
+    offset = min(starts) % 10
+    assert len(set(starts)) == len(starts)
+    assert all((s - offset) % 10 == 0 for s in starts)
+
+
+def test_random_bptt_varies_the_length_around_seq_len():
+    w = lengths(20, "random", seed=5)
+    drawn = [w.draw() for _ in range(400)]
+    assert len(set(drawn)) > 3
+    assert 17 <= sum(drawn) / len(drawn) <= 21
+    assert min(drawn) >= 1 and max(drawn) <= 40
+
+
+def test_record_batches_pad_and_mask():
+    inputs, targets = pad_records([torch.tensor([5, 6]), torch.tensor([7])])
+    assert inputs.tolist() == [[EOS_ID, 5, 6], [EOS_ID, 7, EOS_ID]]
+    assert targets.tolist() == [[5, 6, EOS_ID], [7, EOS_ID, IGNORE]]
+
+
+def test_record_batches_visit_every_record_once_per_epoch():
+    records = [torch.tensor([i + 2]) for i in range(10)]
+    b = RecordBatches(records, 5, torch.Generator().manual_seed(0), torch.device("cpu"))
+    seen = b.next().inputs[:, 1].tolist() + b.next().inputs[:, 1].tolist()
+    assert sorted(seen) == list(range(2, 12))
+    assert b.next().epoch == 1
+
+
+def test_too_small_corpus_is_a_clear_error():
+    with pytest.raises(RnnlmError, match="too few for train.batch_size=64"):
+        SequentialStreams(torch.arange(100), 64, lengths(16), torch.Generator())
+    with pytest.raises(RnnlmError, match="lower train.batch_size or train.seq_len"):
+        RandomWindows(torch.arange(100), 8, lengths(16), torch.Generator())
+
+
+def test_truncate_keeps_values_and_cuts_the_graph():
+    h = torch.ones(2, 3, requires_grad=True) * 2
+    state = truncate((h, h + 1))
+    assert not state[0].requires_grad and torch.equal(state[1], h.detach() + 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(30, 300), batch=st.integers(1, 4), seq=st.integers(1, 8), bptt=st.sampled_from(["fixed", "random"]),
+       kind=st.sampled_from([SequentialStreams, RandomWindows]), seed=st.integers(0, 99))
+def test_targets_are_inputs_shifted_and_stay_inside_the_split(n, batch, seq, bptt, kind, seed):
+    tokens = torch.arange(n)
+    try:
+        b = kind(tokens, batch, lengths(seq, bptt, seed), torch.Generator().manual_seed(seed))
+    except RnnlmError:
+        return  # too small: covered above
+    for _ in range(30):
+        x = b.next()
+        assert torch.equal(x.targets, x.inputs + 1)
+        assert int(x.inputs.min()) >= 0 and int(x.targets.max()) < n
+
+
+def test_state_dict_resumes_the_same_batches():
+    tokens = torch.arange(500)
+    gen = torch.Generator().manual_seed(2)
+    a = RandomWindows(tokens, 4, WindowLengths(7, "random", gen), gen)
+    for _ in range(9):
+        a.next()
+    saved = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in a.state_dict().items()}
+    expected = [a.next().inputs for _ in range(30)]
+    gen = torch.Generator()
+    b = RandomWindows(tokens, 4, WindowLengths(7, "random", gen), gen)
+    b.load_state_dict(saved)
+    assert all(torch.equal(e, b.next().inputs) for e in expected)

@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rnnlm.config import Config, ConfigError, from_dict, load_config, parse_override
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_shipped_config_loads():
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert configs, "configs/ is empty"
+    for path in configs:
+        cfg = load_config(path)
+        assert isinstance(cfg, Config)
+
+
+def test_overrides_change_values_with_types():
+    cfg = load_config(None, ["train.lr=3e-4", "model.hidden_size=256", "data.splits=[0.8, 0.1, 0.1]",
+                             "train.grad_clip=null", "data.path=my notes.txt"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.model.hidden_size == 256
+    assert cfg.data.splits == (0.8, 0.1, 0.1)
+    assert cfg.train.grad_clip is None
+    assert cfg.data.path == "my notes.txt"
+
+
+def test_resolved_config_round_trips_through_yaml():
+    cfg = load_config(None, ["model.cell=gru", "train.max_time=12.5"])
+    assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=0.1", "unknown config key train.lrr (did you mean 'lr'?)"),
+    ("modle.cell=gru", "unknown section 'modle' (did you mean 'model'?)"),
+    ("model.cell=lstn", "model.cell='lstn' is not allowed: choose one of rnn, lstm, gru (did you mean 'lstm'?)"),
+    ("model.hidden_size=0", "model.hidden_size=0 is not allowed"),
+    ("model.hidden_size=big", "model.hidden_size='big' has the wrong type: expected an integer"),
+    ("train.lr=-1", "train.lr=-1.0 is not allowed"),
+    ("model.dropout=1", "model.dropout=1.0 is not allowed"),
+    ("train.optimizer=adamax", "train.optimizer='adamax' is not allowed"),
+    ("train.schedule=linear", "train.schedule='linear' is not allowed"),
+    ("train.device=tpu", "train.device='tpu' is not allowed"),
+    ("trainlr", "override 'trainlr' is malformed"),
+])
+def test_bad_values_name_the_key_and_what_is_allowed(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  cell: lstm\n  hidden_size: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+, column \d+: YAML syntax error"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("train.max_time=90") == ("train", "max_time", 90)
+    assert parse_override("sample.prime=ROMEO:") == ("sample", "prime", "ROMEO:")

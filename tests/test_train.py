@@ -1,0 +1,115 @@
+"""Learning tests: train for seconds on the built-in data sets and check what was learned."""
+
+import math
+
+import pytest
+import torch
+
+from rnnlm import checkpoint as ckpt
+from rnnlm.batching import pad_records
+from rnnlm.config import load_config
+from rnnlm.metrics import read_metrics
+from rnnlm.model import CharRNN
+from rnnlm.train import learning_rate, train
+from rnnlm.vocab import EOS_ID
+
+
+def fit(tmp_path, *overrides, name="run"):
+    cfg = load_config(None, ["train.log_every=10", "train.eval_every=100", *overrides])
+    result = train(cfg, tmp_path / name, progress=False)
+    point = ckpt.load(result.run_dir / ckpt.LAST)
+    model = CharRNN(len(point.vocab), point.config.model)
+    model.load_state_dict(point.model)
+    return result, point, model.eval()
+
+
+def anbn_accuracy(model, vocab):
+    """Argmax accuracy on the positions a^n b^n determines: every b after the first, and the <eos>."""
+    a, b = vocab.itos.index("a"), vocab.itos.index("b")
+    records = [torch.tensor([a] * n + [b] * n) for n in range(1, 11)]
+    inputs, targets = pad_records(records)
+    with torch.no_grad():
+        predicted = model(inputs)[0].argmax(-1)
+    hits = total = 0
+    for n in range(1, 11):
+        for pos in list(range(n + 1, 2 * n)) + [2 * n]:  # target index: b's after the first one, then <eos>
+            hits += int(predicted[n - 1, pos] == targets[n - 1, pos])
+            total += 1
+    return hits / total
+
+
+def test_lstm_counts_anbn(tmp_path):
+    _, point, model = fit(tmp_path, "data.dataset=anbn", "data.records=pad", "model.cell=lstm", "model.hidden_size=32",
+                          "model.num_layers=1", "train.lr=0.01", "train.batch_size=32", "train.max_steps=600")
+    assert anbn_accuracy(model, point.vocab) >= 0.99
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_every_cell_fits_hello(tmp_path, cell):
+    result, _, _ = fit(tmp_path, "data.dataset=hello", f"model.cell={cell}", "model.hidden_size=32", "model.num_layers=1",
+                       "train.batching=sequential", "train.seq_len=16", "train.batch_size=8", "train.lr=0.01",
+                       "train.max_steps=300")
+    assert result.last_val < 0.05  # nats/char: every character of "hello" is determined by the one or two before
+
+
+def test_gru_and_rnn_learn_anbn_structure(tmp_path):
+    for cell in ("gru", "rnn"):
+        result, _, _ = fit(tmp_path, "data.dataset=anbn", f"model.cell={cell}", "model.hidden_size=32", "model.num_layers=1",
+                           "train.lr=0.01", "train.max_steps=300", name=cell)
+        # a model that knows nothing pays log(4) = 1.39 nats/char; the a/b structure alone is worth far more
+        assert result.last_val < 0.5
+
+
+def test_run_directory_holds_config_metrics_and_checkpoints(tmp_path):
+    result, point, _ = fit(tmp_path, "data.dataset=hello", "train.max_steps=30", "train.eval_every=10")
+    names = {p.name for p in result.run_dir.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "best.pt", "last.pt"} <= names
+    records = read_metrics(result.run_dir)
+    train_records = [r for r in records if "train_loss" in r]
+    val_records = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in train_records] == [10, 20, 30]
+    assert [r["step"] for r in val_records] == [10, 20, 30]
+    assert train_records[-1]["train_loss"] < train_records[0]["train_loss"]
+    assert point.step == 30 and point.vocab.itos[2:] == ("e", "h", "l", "o")
+
+
+def test_same_seed_same_run(tmp_path):
+    a, _, _ = fit(tmp_path, "data.dataset=hello", "train.max_steps=20", name="a")
+    b, _, _ = fit(tmp_path, "data.dataset=hello", "train.max_steps=20", name="b")
+    losses = lambda r: [x["train_loss"] for x in read_metrics(r.run_dir) if "train_loss" in x]  # noqa: E731
+    assert losses(a) == losses(b)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    common = ["data.dataset=anbn", "train.batching=sequential", "train.bptt=random", "model.dropout=0.1",
+              "train.eval_every=20", "train.log_every=5"]
+    full, _, _ = fit(tmp_path, *common, "train.max_steps=60", name="full")
+    half, point, _ = fit(tmp_path, *common, "train.max_steps=40", name="half")
+    cfg = load_config(None, ["train.max_steps=60", *common])
+    train(cfg, half.run_dir, resume=ckpt.load(half.run_dir / ckpt.LAST), progress=False)
+    strip = lambda r: [{k: v for k, v in x.items() if k not in ("elapsed", "chars_per_sec")}  # noqa: E731
+                       for x in read_metrics(r.run_dir)]
+    assert strip(half) == strip(full)
+
+
+def test_max_time_stops_the_run(tmp_path):
+    result, _, _ = fit(tmp_path, "data.dataset=hello", "train.max_steps=1000000", "train.max_time=1")
+    assert result.stopped == "max_time" and 0 < result.step < 1000000
+
+
+def test_schedules():
+    cfg = load_config(None, ["train.schedule=cosine", "train.warmup_steps=10", "train.max_steps=110", "train.lr=1.0"])
+    assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9, 0) == pytest.approx(1.0)
+    assert learning_rate(cfg, 60, 0) == pytest.approx(0.5)
+    assert learning_rate(cfg, 110, 0) == pytest.approx(0.0)
+    cfg = load_config(None, ["train.schedule=char_rnn", "train.decay_after=2", "train.decay_rate=0.5", "train.lr=1.0"])
+    assert [learning_rate(cfg, 0, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.125]
+
+
+def test_divergence_stops_with_a_message(tmp_path):
+    from rnnlm.train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="training diverged at step"):
+        fit(tmp_path, "data.dataset=hello", "train.lr=1e30", "train.grad_clip=null", "train.optimizer=sgd",
+            "train.max_steps=50")
