@@ -1,0 +1,55 @@
+"""The real command line, run as a user would run it."""
+
+import json
+
+from conftest import REPO, run_cli
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "sample", "eval"):
+        assert command in result.stdout
+
+
+def test_train_sample_eval_end_to_end(tmp_path):
+    trained = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "train.max_steps=60", "train.eval_every=30",
+                      "--out", str(tmp_path), "--name", "run", "-q")
+    assert trained.returncode == 0, trained.stderr
+    run = tmp_path / "run"
+    assert (run / "best.pt").is_file() and (run / "config.yaml").is_file()
+
+    sampled = run_cli("sample", str(run), "--num-samples", "3", "--seed", "1")
+    assert sampled.returncode == 0, sampled.stderr
+    lines = sampled.stdout.splitlines()
+    assert len(lines) == 3 and all(set(line) <= {"a", "b"} for line in lines)
+    assert run_cli("sample", str(run), "--num-samples", "3", "--seed", "1").stdout == sampled.stdout
+
+    evaluated = run_cli("eval", str(run), "--perplexity", "--split", "test", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    score = json.loads(evaluated.stdout)
+    assert set(score) >= {"nll", "bpc", "perplexity", "chars", "unk"}
+    assert 0 < score["perplexity"] < 4 and score["unk"] == 0
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path):
+    result = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "model.cel=gru", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {REPO / 'configs' / 'tiny.yaml'}: unknown config key model.cel (did you mean 'cell'?); "
+        "model keys are: cell, nonlinearity, hidden_size, num_layers, dropout, encoding, embed_dim"]
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    result = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path), "--name", "run")
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["keep.txt"]
+
+
+def test_python_dash_m_works():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0 and "--resume" in result.stdout

@@ -1,0 +1,38 @@
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnlm.config import ModelConfig
+from rnnlm.model import CharRNN
+
+
+def test_onehot_encoding_equals_a_dense_one_hot_through_torch_nn():
+    torch.manual_seed(0)
+    model = CharRNN(7, ModelConfig(cell="lstm", hidden_size=5, num_layers=2, encoding="onehot")).double()
+    reference = nn.LSTM(7, 5, 2).double()
+    reference.load_state_dict(model.rnn.state_dict())
+    tokens = torch.randint(0, 7, (3, 4))
+    logits, (h, c) = model(tokens)
+    out, (h_ref, c_ref) = reference(F.one_hot(tokens.t(), 7).double())
+    assert torch.allclose(logits, model.decoder(out).transpose(0, 1), atol=1e-12)
+    assert torch.allclose(h, h_ref, atol=1e-12) and torch.allclose(c, c_ref, atol=1e-12)
+
+
+def test_state_carries_across_calls():
+    torch.manual_seed(0)
+    for cell in ("rnn", "lstm", "gru"):
+        model = CharRNN(6, ModelConfig(cell=cell, hidden_size=8, num_layers=2, encoding="embedding", embed_dim=4)).eval()
+        tokens = torch.randint(0, 6, (2, 10))
+        whole, _ = model(tokens)
+        first, state = model(tokens[:, :6])
+        second, _ = model(tokens[:, 6:], state)
+        assert torch.allclose(whole, torch.cat([first, second], 1), atol=1e-6)
+
+
+def test_init_state_is_zero_and_shaped_for_the_cell():
+    model = CharRNN(5, ModelConfig(cell="lstm", hidden_size=3, num_layers=2))
+    h, c = model.init_state(4)
+    assert h.shape == c.shape == (2, 4, 3) and not h.any()
+    logits_zero, _ = model(torch.zeros(4, 2, dtype=torch.long), (h, c))
+    logits_none, _ = model(torch.zeros(4, 2, dtype=torch.long))
+    assert torch.equal(logits_zero, logits_none)
