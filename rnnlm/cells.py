@@ -389,6 +389,13 @@ class _Recurrent(nn.Module):
                    dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
         """inp is the layer's input (T, B, in) or, for layer 0, already its projection (T, B, G*H).
         Returns output (T, B, H), h_n (B, H), c_n (B, H) or None."""
+        params = self._layer_params(layer)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (inp, h0, c0, *params)):
+            return self._train_layer(layer, inp, h0, c0, dtype)
+        return self._infer_layer(layer, inp, h0, c0, dtype)
+
+    def _train_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None,
+                     dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
         w_ih, w_hh, b_ih, b_hh = self._layer_params(layer)
         folded = self.mode != "GRU"  # b_hh is a plain addend except in the GRU, where r multiplies it
         if layer == 0:
@@ -397,34 +404,34 @@ class _Recurrent(nn.Module):
             bias = b_ih + b_hh if folded and b_ih is not None else b_ih
             # The previous layer's output is already in the compute dtype. (T, B, G*H), all steps in one product
             xg = F.linear(inp, w_ih.to(dtype), None if bias is None else bias.to(dtype))
-        xg = xg.to(dtype).contiguous()
-        h0, w_hh = h0.to(dtype), w_hh.to(dtype)
-        c0 = None if c0 is None else c0.to(dtype)
-        if self.mode == "GRU":
-            b_hh = torch.zeros(w_hh.shape[0], dtype=dtype, device=w_hh.device) if b_hh is None else b_hh.to(dtype)
-        tensors = [xg, h0, w_hh] + ([c0] if c0 is not None else []) + ([b_hh] if self.mode == "GRU" else [])
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return self._train_layer(xg, h0, c0, w_hh, b_hh)
-        return self._infer_layer(xg, h0, c0, w_hh, b_hh)
-
-    def _train_layer(self, xg: Tensor, h0: Tensor, c0: Tensor | None, w_hh: Tensor,
-                     b_hh: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        xg, h0, w_hh = xg.to(dtype).contiguous(), h0.to(dtype), w_hh.to(dtype)
         if self.mode == "LSTM":
-            return _LSTMLayer.apply(xg, h0, c0, w_hh)
+            return _LSTMLayer.apply(xg, h0, c0.to(dtype), w_hh)
         if self.mode == "GRU":
+            b_hh = w_hh.new_zeros(w_hh.shape[0]) if b_hh is None else b_hh.to(dtype)
             out, h_n = _GRULayer.apply(xg, h0, w_hh, b_hh)
         else:
             out, h_n = _RNNLayer.apply(xg, h0, w_hh, self.mode == "RNN_RELU")
         return out, h_n, None
 
-    def _infer_layer(self, xg: Tensor, h0: Tensor, c0: Tensor | None, w_hh: Tensor,
-                     b_hh: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _infer_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None,
+                     dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
         """No autograd: one step's worth of scratch buffers reused for every step, nothing saved."""
-        steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
+        w_ih_t, w_hh_t, bias_x, b_hh = self._inference_weights(layer, dtype)
+        steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
+        if layer == 0:
+            xg = (inp + bias_x if bias_x is not None else inp).to(dtype).contiguous()  # (T, B, G*H)
+        elif bias_x is not None:
+            xg = torch.addmm(bias_x, inp.flatten(0, 1), w_ih_t).unflatten(0, (steps, batch))
+        else:
+            xg = torch.mm(inp.flatten(0, 1), w_ih_t).unflatten(0, (steps, batch))
+        h0 = h0.to(dtype)
         out = xg.new_empty(steps, batch, hidden)  # (T, B, H)
+        # The recurrences take W_hh and use W_hh.t(); handing them (W_hh^T)^T makes that the contiguous copy.
+        w_hh = w_hh_t.t()
         if self.mode == "LSTM":
-            c = c0.unsqueeze(0).clone()  # (1, B, H), updated in place step by step
-            _lstm_recurrence(xg, h0, c0, w_hh, xg.new_empty(1, batch, 4 * hidden), c, torch.empty_like(c), out)
+            c = c0.to(dtype).unsqueeze(0).clone()  # (1, B, H), updated in place step by step
+            _lstm_recurrence(xg, h0, c[0], w_hh, xg.new_empty(1, batch, 4 * hidden), c, torch.empty_like(c), out)
             return out, out[-1], c[0]
         if self.mode == "GRU":
             scratch = xg.new_empty(2, 1, batch, 3 * hidden)
@@ -432,6 +439,35 @@ class _Recurrent(nn.Module):
         else:
             _rnn_recurrence(xg, h0, w_hh, self.mode == "RNN_RELU", out)
         return out, out[-1], None
+
+    def _inference_weights(self, layer: int,
+                           dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """(W_ih^T, W_hh^T, bias added to the input projection, b_hh for the GRU), contiguous, in `dtype`, detached.
+
+        For small batches x @ W^T runs ~2.5x faster on CPU with W^T stored contiguously than as a transposed view
+        (measured for 1x512 @ 512x2048 with cold caches, the sampling case), so the inference path keeps transposed
+        copies until the parameters change: the key holds every parameter's version counter, which the optimizer's
+        and load_state_dict's in-place updates bump. Layer 0's W_ih^T is never used (the caller projected already).
+        """
+        params = self._layer_params(layer)
+        if any(p is not None and p.is_inference() for p in params):  # no version counters to key a cache on
+            return self._make_inference_weights(layer, dtype)
+        key = (dtype, *((p._version, p.data_ptr(), p.device) for p in params if p is not None))
+        cache = self.__dict__.setdefault("_inference_cache", {})
+        hit = cache.get(layer)
+        if hit is None or hit[0] != key:
+            hit = cache[layer] = (key, self._make_inference_weights(layer, dtype))
+        return hit[1]
+
+    def _make_inference_weights(self, layer: int,
+                                dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().to(dtype) for p in self._layer_params(layer))
+        w_ih_t = w_ih.t().contiguous() if layer > 0 else w_ih.t()
+        if self.mode == "GRU":
+            return w_ih_t, w_hh.t().contiguous(), None if layer == 0 else b_ih, \
+                torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
+        bias_x = None if b_ih is None else (b_hh if layer == 0 else b_ih + b_hh)
+        return w_ih_t, w_hh.t().contiguous(), bias_x, None
 
 
 class RNN(_Recurrent):

@@ -137,6 +137,23 @@ def test_no_grad_sequence_matches_torch(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_inference_path_follows_weight_updates(kind: str) -> None:
+    """The no-grad path keeps transposed weight copies; an optimizer step or a state dict load must refresh them."""
+    ref, ours = make_pair(kind, 5, 8, 2)
+    x = torch.randn(3, 2, 5, dtype=torch.float64)
+    with torch.no_grad():
+        ours(x)
+    opt = torch.optim.SGD(ours.parameters(), lr=0.5)
+    ours(x)[0].sum().backward()
+    opt.step()
+    ref.load_state_dict(ours.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x)[0], ref(x)[0], **TOL)
+        ours.load_state_dict(make_pair(kind, 5, 8, 2)[0].state_dict())
+        torch.testing.assert_close(ours(x)[0], make_pair(kind, 5, 8, 2)[0](x)[0], **TOL)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_forward_projected_gradients_reach_w_ih_through_a_lookup(kind: str) -> None:
     """The model's one-hot path: xproj = W_ih^T[tokens] + b_ih, equal to a dense one-hot forward, gradients too."""
     vocab, hidden = 6, 5

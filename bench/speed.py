@@ -1,0 +1,273 @@
+"""How fast rnnlm's own cells are against torch.nn's fused kernels, measured side by side in one process.
+
+    python bench/speed.py            # full run, a few minutes
+    python bench/speed.py --quick    # fewer repetitions, smoke test
+
+Both sides get the same model around the cell (an embedding of a 65-character vocabulary, the stack, a linear decoder,
+cross-entropy, Adam), the same weights (torch.nn's state dict loaded into ours), the same data and the same shapes.
+Repetitions alternate between the sides (and which side goes first) so that drift of a shared machine hits both
+alike; every figure is the median over repetitions, ratios are rnnlm / torch.nn.
+
+Peak memory of a training step is the growth of the process's maximum resident set size (getrusage ru_maxrss) across
+one training step, measured in a fresh subprocess per side so neither side's allocator history leaks into the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlm import cells
+
+VOCAB = 65  # tiny-shakespeare's alphabet
+EMBED = 64
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    layers: int
+    batch: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.layers}x{self.hidden}, B={self.batch}, T={self.seq}"
+
+
+SMALL = Shape(128, 1, 32, 64)
+LARGE = Shape(512, 2, 64, 100)
+REFERENCE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+OURS = {"rnn": cells.RNN, "lstm": cells.LSTM, "gru": cells.GRU}
+
+
+class CharModel(nn.Module):
+    """embedding -> recurrent stack -> linear decoder; the same wrapper around either side's cell."""
+
+    def __init__(self, stack: nn.Module, hidden: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, EMBED)
+        self.stack = stack
+        self.decoder = nn.Linear(hidden, VOCAB)
+
+    def forward(self, tokens: Tensor, state=None):  # tokens (T, B) -> logits (T, B, V)
+        out, state = self.stack(self.embed(tokens), state)
+        return self.decoder(out), state
+
+
+def model_pair(kind: str, shape: Shape) -> tuple[CharModel, CharModel]:
+    """(torch.nn model, rnnlm model) with identical weights."""
+    torch.manual_seed(0)
+    ref = CharModel(REFERENCE[kind](EMBED, shape.hidden, shape.layers), shape.hidden)
+    ours = CharModel(OURS[kind](EMBED, shape.hidden, shape.layers), shape.hidden)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def batch(shape: Shape, seed: int = 1) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    data = torch.randint(VOCAB, (shape.seq + 1, shape.batch), generator=g)  # (T+1, B)
+    return data[:-1], data[1:]
+
+
+def train_step_fn(model: CharModel, shape: Shape, autocast: bool = False) -> Callable[[], None]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = batch(shape)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits, _ = model(x)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def eval_step_fn(model: CharModel, shape: Shape) -> Callable[[], None]:
+    """No-grad forward over consecutive windows of a long text, state carried, loss summed."""
+    x, y = batch(shape)
+    state = None
+
+    def step() -> None:
+        nonlocal state
+        with torch.no_grad():
+            logits, state = model(x, state)
+            F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+
+    return step
+
+
+def sample_fn(model: CharModel, batch_size: int, chars: int) -> Callable[[], None]:
+    """Generate `chars` characters one at a time: lookup, one cell step, decoder, softmax, multinomial."""
+    g = torch.Generator().manual_seed(0)
+
+    def run() -> None:
+        with torch.inference_mode():
+            token = torch.zeros(1, batch_size, dtype=torch.long)  # (1, B)
+            state = None
+            for _ in range(chars):
+                logits, state = model(token, state)  # (1, B, V)
+                probs = torch.softmax(logits[0], -1)
+                token = torch.multinomial(probs, 1, generator=g).t()  # (1, B)
+
+    return run
+
+
+def interleaved(ours: Callable[[], None], ref: Callable[[], None], reps: int, warmup: int = 1) -> tuple[float, float]:
+    """Median seconds per call of each side, alternating sides and which goes first."""
+    for _ in range(warmup):
+        ours()
+        ref()
+    times: dict[str, list[float]] = {"ours": [], "ref": []}
+    for rep in range(reps):
+        order = [("ours", ours), ("ref", ref)] if rep % 2 == 0 else [("ref", ref), ("ours", ours)]
+        for name, fn in order:
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return statistics.median(times["ours"]), statistics.median(times["ref"])
+
+
+def reps_for(shape: Shape, quick: bool) -> int:
+    if quick:
+        return 3
+    return 9 if shape == LARGE else 41
+
+
+def row(what: str, ours: float, ref: float, target: str, unit: str = "chars/s", ref_name: str = "torch.nn") -> str:
+    ratio = ours / ref
+    return f"| {what} | {ours:,.0f} | {ref:,.0f} ({ref_name}) | **{ratio:.2f}x** | {target} |"
+
+
+def bench_training(quick: bool) -> list[str]:
+    rows = []
+    targets = {"rnn": ">= 1.0x", "lstm": ">= 1.0x", "gru": ">= 1.3x"}
+    for shape in (SMALL, LARGE):
+        for kind in ("rnn", "lstm", "gru"):
+            ref, ours = model_pair(kind, shape)
+            t_ours, t_ref = interleaved(train_step_fn(ours, shape), train_step_fn(ref, shape), reps_for(shape, quick))
+            chars = shape.batch * shape.seq
+            rows.append(row(f"train {kind.upper()} {shape}", chars / t_ours, chars / t_ref, targets[kind]))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def bench_bf16(quick: bool) -> list[str]:
+    rows = []
+    for shape in (SMALL, LARGE):
+        ref, ours = model_pair("lstm", shape)
+        t_ours, t_ref = interleaved(train_step_fn(ours, shape, autocast=True), train_step_fn(ref, shape),
+                                    reps_for(shape, quick))
+        chars = shape.batch * shape.seq
+        rows.append(row(f"train LSTM {shape}, rnnlm bf16 autocast", chars / t_ours, chars / t_ref, ">= 1.5x",
+                        ref_name="torch.nn fp32"))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def bench_sampling(quick: bool) -> list[str]:
+    rows = []
+    shape = LARGE
+    ref, ours = model_pair("lstm", shape)
+    for batch_size, target in ((1, ">= 5x"), (64, ">= 1.0x")):
+        chars = 20 if quick else 100
+        t_ours, t_ref = interleaved(sample_fn(ours, batch_size, chars), sample_fn(ref, batch_size, chars),
+                                    3 if quick else 7)
+        total = chars * batch_size
+        rows.append(row(f"sample LSTM 2x512, B={batch_size}", total / t_ours, total / t_ref, target,
+                        ref_name="torch.nn step loop"))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def bench_eval(quick: bool) -> list[str]:
+    """Evaluation throughput of each rnnlm model against training throughput of the same model (target >= 3x)."""
+    rows = []
+    for shape in (SMALL, LARGE):
+        for kind in ("rnn", "lstm", "gru"):
+            _, ours = model_pair(kind, shape)
+            t_eval, t_train = interleaved(eval_step_fn(ours, shape), train_step_fn(ours, shape),
+                                          reps_for(shape, quick))
+            chars = shape.batch * shape.seq
+            rows.append(row(f"eval {kind.upper()} {shape}", chars / t_eval, chars / t_train, ">= 3x",
+                            ref_name="rnnlm training"))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def memory_child(side: str, kind: str) -> None:
+    """Run in a fresh process: print the maxrss growth (MiB) over one training step after a warm-up-free setup."""
+    torch.manual_seed(0)
+    stack = (OURS if side == "ours" else REFERENCE)[kind](EMBED, LARGE.hidden, LARGE.layers)
+    step = train_step_fn(CharModel(stack, LARGE.hidden), LARGE)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) / 1024)  # ru_maxrss is in KiB on Linux
+
+
+def bench_memory() -> list[str]:
+    rows = []
+    for kind in ("rnn", "lstm", "gru"):
+        mib = {}
+        for side in ("ours", "ref"):
+            out = subprocess.run([sys.executable, __file__, "--memory-child", side, kind], check=True,
+                                 capture_output=True, text=True).stdout
+            mib[side] = float(out.split()[-1])
+        rows.append(f"| peak memory growth of one training step, {kind.upper()} {LARGE} | {mib['ours']:.0f} MiB | "
+                    f"{mib['ref']:.0f} MiB (torch.nn) | {mib['ours'] / mib['ref']:.2f}x | lower is better |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    parallel = [line.strip() for line in torch.__config__.parallel_info().splitlines()
+                if "get_num_threads" in line or "backend" in line or "MKL-DNN" in line or "Math Kernel" in line]
+    return (f"{cpu}, {torch.get_num_threads()} threads ({platform.machine()}, {platform.system()}); "
+            f"torch {torch.__version__}; " + "; ".join(parallel))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
+    parser.add_argument("--only", choices=["train", "bf16", "sample", "eval", "memory"], action="append",
+                        help="run only these sections (repeatable)")
+    parser.add_argument("--memory-child", nargs=2, metavar=("SIDE", "KIND"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+    sections = args.only or ["train", "bf16", "sample", "eval", "memory"]
+    print(f"Machine: {machine()}\n", flush=True)
+    print("| what | rnnlm | baseline | ratio | target |")
+    print("|---|---:|---:|---:|---|", flush=True)
+    start = time.perf_counter()
+    runners = {"train": bench_training, "bf16": bench_bf16, "sample": bench_sampling, "eval": bench_eval}
+    for section in sections:
+        if section == "memory":
+            bench_memory()
+        else:
+            runners[section](args.quick)
+    print(f"\n(chars/s, median over interleaved repetitions; {time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
