@@ -40,7 +40,9 @@ class DataConfig:
     or a named corpus (`shakespeare`, `names`, `linux`)."""
 
     path: str | None = None
-    """For `text`: a file, a directory or a glob of UTF-8 files. For `linux`: a kernel tree or tarball."""
+    """For `text`: a file, a directory or a glob of UTF-8 files. For `linux`: a kernel tree or tarball
+    (default: the one in the data root, else /usr/src/linux-source-*.tar.xz, else a download). For
+    `names`: your own file of one record per line instead of the downloaded names."""
 
     splits: tuple[float, float, float] = (0.9, 0.05, 0.05)
     """Fractions of the corpus for train, val and test: contiguous spans of a stream corpus,
@@ -51,10 +53,12 @@ class DataConfig:
     (char-rnn); `pad` batches whole records, with the padding masked out of the loss (makemore)."""
 
     subdirs: tuple[str, ...] = ()
-    """For `linux`: only these top-level directories of the tree (e.g. [kernel, mm]); empty means all."""
+    """For `linux`: only these folders of the kernel tree (e.g. [kernel, mm] or [drivers/net]); empty means all."""
 
     max_bytes: int | None = None
-    """For `linux` and `text`: stop reading after this many bytes, to keep a big corpus trainable."""
+    """For corpora read from files (`text`, `shakespeare`, `names`, `linux`): read only the first this many
+    bytes (for `linux`, of the sorted concatenation; for `names`, whole lines only), to keep a big corpus
+    trainable."""
 
     def __post_init__(self) -> None:
         _require(len(self.splits) == 3 and all(0 <= s <= 1 for s in self.splits),
@@ -62,6 +66,12 @@ class DataConfig:
         _require(self.splits[0] > 0, "data.splits", list(self.splits), "the train fraction must be above 0")
         _require(abs(sum(self.splits) - 1) < 1e-6, "data.splits", list(self.splits), "fractions must add up to 1")
         _require(self.max_bytes is None or self.max_bytes > 0, "data.max_bytes", self.max_bytes, "a positive number of bytes")
+        _require(not self.subdirs or self.dataset == "linux", "data.subdirs", list(self.subdirs),
+                 "only data.dataset=linux has subdirectories to choose")
+        _require(all(d.strip("/") and not d.startswith("/") and ".." not in d.split("/") for d in self.subdirs),
+                 "data.subdirs", list(self.subdirs), "folders inside the kernel tree, such as kernel or drivers/net")
+        _require(self.path is None or self.dataset not in ("shakespeare", "hello", "anbn"), "data.path", self.path,
+                 f"data.dataset={self.dataset} reads no files of yours; use data.dataset=text for your own text")
 
 
 @dataclass

@@ -75,17 +75,22 @@ def split_records(name: str, records: list[str], fractions: tuple[float, float, 
     return Corpus(name, shuffled[:a], shuffled[a:b], shuffled[b:], records=True)
 
 
-def load_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None) -> Corpus:
-    """Read and split the corpus named by `cfg.dataset`."""
-    from rnnlm.data import builtin, text  # noqa: F401  (register their loaders)
+def get_loader(name: str) -> Loader:
+    """The loader registered as `name`; an unknown name is an error listing the corpora."""
+    from rnnlm.data import builtin, linux, names, shakespeare, text  # noqa: F401  (register their loaders)
 
-    if cfg.dataset not in LOADERS:
+    if name not in LOADERS:
         import difflib
 
-        close = difflib.get_close_matches(cfg.dataset, LOADERS, n=1)
+        close = difflib.get_close_matches(name, LOADERS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise RnnlmError(f"data.dataset={cfg.dataset!r} is not a corpus{hint}; choose one of {', '.join(sorted(LOADERS))}")
-    corpus = LOADERS[cfg.dataset](cfg, seed, root or DataRoot.resolve())
+        raise RnnlmError(f"data.dataset={name!r} is not a corpus{hint}; choose one of {', '.join(sorted(LOADERS))}")
+    return LOADERS[name]
+
+
+def load_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None) -> Corpus:
+    """Read and split the corpus named by `cfg.dataset`."""
+    corpus = get_loader(cfg.dataset)(cfg, seed, root or DataRoot.resolve())
     if not "".join(corpus.train):
         raise RnnlmError(f"corpus {corpus.name!r} has an empty training split; give it more text or a larger data.splits[0]")
     return corpus

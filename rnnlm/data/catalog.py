@@ -1,0 +1,168 @@
+"""What the `rnnlm data` commands do: list the corpora, fetch one, describe one.
+
+Each returns plain values (and a `format_*` function renders them), so the CLI only parses and prints.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rnnlm.config import DataConfig
+from rnnlm.data import LOADERS, Corpus, DataRoot, get_loader, load_corpus
+from rnnlm.data.download import Remote, fetch
+from rnnlm.data.linux import KERNEL_RELEASE, locate_source, system_tarballs
+from rnnlm.data.names import NAMES
+from rnnlm.data.shakespeare import SHAKESPEARE
+
+DESCRIPTIONS = {
+    "shakespeare": "tiny Shakespeare: 1.1 MB of plays, one stream (char-rnn)",
+    "names": "32,033 US baby names, one record per line (makemore)",
+    "linux": "Linux kernel C source, .c and .h files in path order (char-rnn)",
+    "text": "your own UTF-8 files: data.path=FILE, FOLDER or GLOB",
+    "hello": "built in: 'hello' repeated, to prove a model learns",
+    "anbn": "built in: records a^n b^n, to prove a model counts",
+}
+
+DOWNLOADS: dict[str, Remote] = {"shakespeare": SHAKESPEARE, "names": NAMES}
+
+
+@dataclass(frozen=True)
+class CorpusEntry:
+    """One line of `rnnlm data list`."""
+
+    name: str
+    description: str
+    status: str
+    """`present`, `missing` (fetched on first use), `built in` or `your files`."""
+
+    location: str
+    """Where its bytes are, or where they would come from."""
+
+    size: int | None
+    """Bytes on disk (the source file, or the tarball for linux), when there is a file."""
+
+
+def list_corpora(root: DataRoot) -> list[CorpusEntry]:
+    get_loader("text")  # registers every loader
+    return [_entry(name, root) for name in sorted(LOADERS, key=lambda n: (n not in DOWNLOADS and n != "linux", n))]
+
+
+def _entry(name: str, root: DataRoot) -> CorpusEntry:
+    description = DESCRIPTIONS.get(name, "")
+    if name in DOWNLOADS:
+        return _file_entry(name, description, DOWNLOADS[name], root)
+    if name == "linux":
+        return _linux_entry(description, root)
+    if name == "text":
+        return CorpusEntry(name, description, "your files", "data.path", None)
+    return CorpusEntry(name, description, "built in", "-", None)
+
+
+def _file_entry(name: str, description: str, remote: Remote, root: DataRoot) -> CorpusEntry:
+    here = root.path / remote.relpath
+    if here.is_file():
+        return CorpusEntry(name, description, "present", str(here), here.stat().st_size)
+    mirrored = root.mirror / remote.relpath if root.mirror is not None else None
+    if mirrored is not None and mirrored.is_file():
+        return CorpusEntry(name, description, "missing", f"will copy {mirrored}", remote.size)
+    return CorpusEntry(name, description, "missing", f"will download {remote.url}", remote.size)
+
+
+def _linux_entry(description: str, root: DataRoot) -> CorpusEntry:
+    pinned = root.path / KERNEL_RELEASE.relpath
+    installed = system_tarballs()
+    found = pinned if pinned.is_file() else installed[-1] if installed else None
+    if found is not None:
+        return CorpusEntry("linux", description, "present", str(found), found.stat().st_size)
+    mirrored = root.mirror / KERNEL_RELEASE.relpath if root.mirror is not None else None
+    if mirrored is not None and mirrored.is_file():
+        return CorpusEntry("linux", description, "missing", f"will copy {mirrored}", mirrored.stat().st_size)
+    return CorpusEntry("linux", description, "missing", f"will download {KERNEL_RELEASE.url}", None)
+
+
+def format_listing(entries: list[CorpusEntry]) -> str:
+    width = max(len(e.name) for e in entries)
+    lines = []
+    for e in entries:
+        size = _bytes(e.size) if e.size is not None else ""
+        lines.append(f"{e.name:<{width}}  {e.status:<10}  {size:>8}  {e.description}\n{'':<{width}}  {e.location}")
+    return "\n".join(lines)
+
+
+def _bytes(n: int) -> str:
+    size, unit = float(n), "B"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            break
+        size /= 1000
+    return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
+def fetch_corpus(cfg: DataConfig, root: DataRoot) -> Path | None:
+    """Put the corpus's source in place (copied from the mirror or downloaded, checked) and return where it
+    is; None for corpora with nothing to fetch (built in, or your own files)."""
+    get_loader(cfg.dataset)  # an unknown name is an error with the list of corpora
+    if cfg.dataset in DOWNLOADS:
+        return fetch(DOWNLOADS[cfg.dataset], root)
+    if cfg.dataset == "linux":
+        return locate_source(cfg, root)
+    return None
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """What `rnnlm data info` shows."""
+
+    name: str
+    records: bool
+    characters: int
+    """Characters in all three splits (for a line corpus, without the `<eos>` ending each record)."""
+
+    vocabulary: list[tuple[str, int]]
+    """Every character with its count over the whole corpus, the most frequent first."""
+
+    split_characters: dict[str, int]
+    split_records: dict[str, int] | None
+    """Records per split, for a line corpus."""
+
+    unseen_in_train: list[str]
+    """Characters of val or test that train lacks: the model reads them as `<unk>`."""
+
+
+def corpus_info(cfg: DataConfig, seed: int, root: DataRoot) -> CorpusInfo:
+    return describe(load_corpus(cfg, seed, root))
+
+
+def describe(corpus: Corpus) -> CorpusInfo:
+    splits = {"train": corpus.train, "val": corpus.val, "test": corpus.test}
+    counts = {name: Counter("".join(parts)) for name, parts in splits.items()}
+    total = counts["train"] + counts["val"] + counts["test"]
+    return CorpusInfo(
+        name=corpus.name,
+        records=corpus.records,
+        characters=sum(total.values()),
+        vocabulary=sorted(total.items(), key=lambda kv: (-kv[1], kv[0])),
+        split_characters={name: sum(c.values()) for name, c in counts.items()},
+        split_records={name: len(parts) for name, parts in splits.items()} if corpus.records else None,
+        unseen_in_train=sorted(set(total) - set(counts["train"])),
+    )
+
+
+def format_info(info: CorpusInfo) -> str:
+    kind = "records, one per line" if info.records else "one stream"
+    chars = " · ".join(f"{name} {n:,}" for name, n in info.split_characters.items())
+    lines = [f"corpus      {info.name} ({kind})",
+             f"characters  {info.characters:,} ({chars})"]
+    if info.split_records is not None:
+        records = " · ".join(f"{name} {n:,}" for name, n in info.split_records.items())
+        lines.append(f"records     {sum(info.split_records.values()):,} ({records}), each ended by <eos>")
+    lines.append(f"vocabulary  {len(info.vocabulary)} characters"
+                 + (" + <eos>" if info.records else "") + ", by count:")
+    cells = [f"{ch!r:>6} {n:<9,}" for ch, n in info.vocabulary]
+    lines += ["  " + "".join(cells[i:i + 6]).rstrip() for i in range(0, len(cells), 6)]
+    if info.unseen_in_train:
+        lines.append(f"not in train (read as <unk>): {' '.join(map(repr, info.unseen_in_train))}")
+    return "\n".join(lines)
+

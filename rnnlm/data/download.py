@@ -1,0 +1,153 @@
+"""Getting a corpus file into the data root: already there, else from the mirror, else from the network.
+
+Whatever the source, the bytes go to a temporary file in the target folder while their sha256 is
+computed, and only a file whose digest matches is moved into place (an atomic rename on one file
+system). An interrupted or corrupted transfer therefore never leaves a file that looks valid, and a
+failed one leaves nothing at all.
+
+    data root (data/, --data-dir, RNNLM_DATA_DIR)      mirror (--mirror, RNNLM_DATA_MIRROR)
+    ├── shakespeare/input.txt   <── copy, checked ───  ├── shakespeare/input.txt
+    └── names/names.txt                                └── names/names.txt
+            ^
+            └── download, checked, when neither has it
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import os
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from tqdm import tqdm
+
+from rnnlm import __version__
+from rnnlm.data import DataRoot
+from rnnlm.data.atomic import atomic_file
+from rnnlm.errors import RnnlmError
+
+DEFAULT_TIMEOUT = 30.0
+"""Seconds to wait for a connection and for each read, so a server that never answers fails in bounded time."""
+
+CHUNK = 1 << 16
+
+WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One file a corpus needs, where it lives under the data root, and what its bytes must hash to."""
+
+    relpath: str
+    """Location under the data root and under the mirror, e.g. `shakespeare/input.txt`."""
+
+    url: str
+    """Where to download it from."""
+
+    sha256: str
+    """Published digest; a file that does not match is never moved into place."""
+
+    size: int | None = None
+    """Expected size in bytes when known (for messages and progress bars only; the digest decides)."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(remote: Remote, root: DataRoot, timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> Path:
+    """The checked local copy of `remote` under `root`: the one already there, else from the mirror, else downloaded."""
+    target = root.path / remote.relpath
+    if target.is_file():
+        check_existing(remote, target)
+        return target
+    mirrored = root.mirror / remote.relpath if root.mirror is not None else None
+    if mirrored is not None and mirrored.is_file():
+        with mirrored.open("rb") as f:
+            _store(remote, target, _chunks(f), total=mirrored.stat().st_size, origin=str(mirrored), progress=False)
+        return target
+    mirror_note = f" (the mirror {root.mirror} has none)" if root.mirror is not None else ""
+    _download(remote, target, timeout, progress, mirror_note)
+    return target
+
+
+def check_existing(remote: Remote, target: Path) -> None:
+    """A file already in the data root must still be the published one (it may have been edited or damaged)."""
+    actual = sha256_file(target)
+    if actual != remote.sha256:
+        raise RnnlmError(f"{target} has sha256 {actual}, expected {remote.sha256}: it is not the published file.\n"
+                         f"  Delete it and fetch it again (rnnlm data fetch), or use data.dataset=text for your own text.")
+
+
+def _chunks(f: BinaryIO) -> Iterator[bytes]:
+    return iter(lambda: f.read(CHUNK), b"")
+
+
+def _store(remote: Remote, target: Path, chunks: Iterator[bytes], total: int | None, origin: str, progress: bool) -> None:
+    """Write `chunks` to a temporary file beside `target`, check size and digest, then rename it into place.
+
+    Any failure, including KeyboardInterrupt, removes the temporary file before it propagates.
+    """
+    try:
+        with atomic_file(target) as out, tqdm(total=total, unit="B", unit_scale=True, desc=remote.relpath,
+                                              disable=None if progress else True, leave=False) as bar:
+            digest = hashlib.sha256()
+            received = 0
+            for chunk in chunks:
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+            if total is not None and received != total:
+                # http.client returns a short body without complaint when the server closes early.
+                raise RnnlmError(f"the connection to {origin} dropped after {received} of {total} bytes; "
+                                 f"nothing was saved. Run the command again to retry.")
+            actual = digest.hexdigest()
+            if actual != remote.sha256:
+                raise RnnlmError(f"{origin} has sha256 {actual}, expected {remote.sha256}; nothing was saved.\n"
+                                 f"  The file there is damaged or has changed; rnnlm only keeps the published "
+                                 f"{remote.relpath}.")
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise  # a network error while reading the chunks: the caller names it
+        raise RnnlmError(f"cannot write into {target.parent} ({e.strerror}); choose a writable data root "
+                         f"with --data-dir or RNNLM_DATA_DIR") from None
+
+
+def _download(remote: Remote, target: Path, timeout: float, progress: bool, mirror_note: str) -> None:
+    request = urllib.request.Request(remote.url, headers={"User-Agent": f"rnnlm/{__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            _store(remote, target, _chunks(response), total=total, origin=remote.url, progress=progress)
+    except urllib.error.HTTPError as e:
+        raise missing_file_error(remote, target, mirror_note, f"the server answered HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        reason = "it timed out" if isinstance(e.reason, (TimeoutError, socket.timeout)) else str(e.reason)
+        raise missing_file_error(remote, target, mirror_note, f"no connection: {reason}") from None
+    except (TimeoutError, socket.timeout):
+        raise missing_file_error(remote, target, mirror_note, f"the server sent nothing for {timeout:g} s") from None
+    except (http.client.HTTPException, ConnectionError) as e:
+        raise RnnlmError(f"the download of {remote.url} broke off ({type(e).__name__}: {e}); nothing was saved. "
+                         f"Run the command again to retry.") from None
+
+
+def missing_file_error(remote: Remote, target: Path, mirror_note: str, why: str) -> RnnlmError:
+    """The few lines a person needs when a corpus file is missing and cannot be downloaded."""
+    return RnnlmError(
+        f"{remote.relpath} is missing and could not be downloaded ({why}).\n"
+        f"  Fetch it from {remote.url}\n"
+        f"  and put it at {target} (sha256 {remote.sha256}),\n"
+        f"  or point RNNLM_DATA_MIRROR (or --mirror) at a folder holding {remote.relpath}{mirror_note}.")

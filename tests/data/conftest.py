@@ -1,0 +1,27 @@
+"""Fixtures for the corpus tests: the data mirror beside the repo, and a URL where nothing answers."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+MIRROR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+"""The real corpora, read-only, in shared/ beside the repo (CI clones the repo with ../shared beside it)."""
+
+
+@pytest.fixture
+def mirror() -> Path:
+    if not (MIRROR / "shakespeare" / "input.txt").is_file() or not (MIRROR / "names" / "names.txt").is_file():
+        pytest.skip(f"the data mirror {MIRROR.resolve()} (shared/data beside the repo) is missing")
+    return MIRROR
+
+
+@pytest.fixture
+def offline_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens: connecting is refused at once, as on a machine with no network."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/file"

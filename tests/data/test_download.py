@@ -1,0 +1,158 @@
+"""The real download code against a local HTTP server on 127.0.0.1: nothing here touches the network."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rnnlm.data import DataRoot
+from rnnlm.data.download import Remote, fetch
+from rnnlm.errors import RnnlmError
+
+BODY = "First Citizen:\nBefore we proceed any further, hear me speak.\n".encode() * 200
+DIGEST = hashlib.sha256(BODY).hexdigest()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves the files the test wrote into `self.server.folder`; `/drop/NAME` stops halfway through."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        drop = self.path.startswith("/drop/")
+        path = self.server.folder / self.path.removeprefix("/drop/").lstrip("/")  # type: ignore[attr-defined]
+        if not path.is_file():
+            self.send_error(404)
+            return
+        body = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if drop else body)
+        if drop:
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """Base URL of a server on 127.0.0.1 serving tmp_path/served."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    (folder / "input.txt").write_bytes(BODY)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.folder = folder  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def test_download_succeeds_and_is_reused(server: str, tmp_path: Path, offline_url: str) -> None:
+    root = DataRoot(tmp_path / "data")
+    got = fetch(Remote("corpus/input.txt", f"{server}/input.txt", DIGEST), root, timeout=5)
+    assert got == root.path / "corpus" / "input.txt"
+    assert got.read_bytes() == BODY
+    assert leftovers(root.path) == [got]  # no temporary file left beside it
+    # The second time the file is already there: no network needed.
+    again = fetch(Remote("corpus/input.txt", offline_url, DIGEST), root, timeout=5)
+    assert again == got
+
+
+def test_checksum_mismatch_names_both_digests_and_keeps_nothing(server: str, tmp_path: Path) -> None:
+    root = DataRoot(tmp_path / "data")
+    wrong = "0" * 64
+    with pytest.raises(RnnlmError) as e:
+        fetch(Remote("corpus/input.txt", f"{server}/input.txt", wrong), root, timeout=5)
+    assert DIGEST in str(e.value) and wrong in str(e.value)
+    assert leftovers(root.path) == []
+
+
+def test_http_404_is_a_short_error(server: str, tmp_path: Path) -> None:
+    root = DataRoot(tmp_path / "data")
+    url = f"{server}/no-such-file.txt"
+    with pytest.raises(RnnlmError) as e:
+        fetch(Remote("corpus/input.txt", url, DIGEST), root, timeout=5)
+    message = str(e.value)
+    assert "HTTP 404" in message and url in message
+    assert leftovers(root.path) == []
+
+
+def test_connection_dropped_mid_file_keeps_nothing(server: str, tmp_path: Path) -> None:
+    root = DataRoot(tmp_path / "data")
+    with pytest.raises(RnnlmError) as e:
+        fetch(Remote("corpus/input.txt", f"{server}/drop/input.txt", DIGEST), root, timeout=5)
+    assert f"dropped after {len(BODY) // 2} of {len(BODY)} bytes" in str(e.value)
+    assert leftovers(root.path) == []
+
+
+def test_server_that_never_answers_fails_after_the_timeout(tmp_path: Path) -> None:
+    # A listening socket that never accepts: the connection is made, the request sent, and no reply comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/input.txt"
+        root = DataRoot(tmp_path / "data")
+        with pytest.raises(RnnlmError) as e:
+            fetch(Remote("corpus/input.txt", url, DIGEST), root, timeout=0.5)
+    assert "timed out" in str(e.value) or "sent nothing" in str(e.value)
+    assert leftovers(root.path) == []
+
+
+def test_offline_without_mirror_says_what_where_url_and_mirror(tmp_path: Path, offline_url: str) -> None:
+    root = DataRoot(tmp_path / "data")
+    url = offline_url
+    with pytest.raises(RnnlmError) as e:
+        fetch(Remote("shakespeare/input.txt", url, DIGEST), root, timeout=5)
+    message = str(e.value)
+    assert len(message.splitlines()) <= 5
+    assert "shakespeare/input.txt" in message  # what is missing
+    assert str(root.path / "shakespeare" / "input.txt") in message  # where to put it
+    assert url in message and DIGEST in message  # where to get it, and how to check it
+    assert "RNNLM_DATA_MIRROR" in message and "--mirror" in message
+
+
+def test_mirror_is_tried_before_the_network(tmp_path: Path, offline_url: str) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "corpus").mkdir(parents=True)
+    (mirror / "corpus" / "input.txt").write_bytes(BODY)
+    root = DataRoot(tmp_path / "data", mirror=mirror)
+    got = fetch(Remote("corpus/input.txt", offline_url, DIGEST), root, timeout=5)
+    assert got.read_bytes() == BODY
+    assert (mirror / "corpus" / "input.txt").exists()  # copied, not moved
+
+
+def test_mirror_file_with_wrong_checksum_is_refused(tmp_path: Path, offline_url: str) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "corpus").mkdir(parents=True)
+    (mirror / "corpus" / "input.txt").write_bytes(BODY + b"edited")
+    root = DataRoot(tmp_path / "data", mirror=mirror)
+    with pytest.raises(RnnlmError) as e:
+        fetch(Remote("corpus/input.txt", offline_url, DIGEST), root, timeout=5)
+    assert str(mirror / "corpus" / "input.txt") in str(e.value) and DIGEST in str(e.value)
+    assert leftovers(root.path) == []
+
+
+def test_mirror_without_the_file_falls_back_to_the_network(server: str, tmp_path: Path) -> None:
+    root = DataRoot(tmp_path / "data", mirror=tmp_path / "empty-mirror")
+    got = fetch(Remote("corpus/input.txt", f"{server}/input.txt", DIGEST), root, timeout=5)
+    assert got.read_bytes() == BODY
+
+
+def test_damaged_file_in_the_data_root_is_an_error_not_reused(tmp_path: Path, offline_url: str) -> None:
+    root = DataRoot(tmp_path / "data")
+    (root.path / "corpus").mkdir(parents=True)
+    (root.path / "corpus" / "input.txt").write_bytes(BODY[:-10])
+    with pytest.raises(RnnlmError, match="Delete it"):
+        fetch(Remote("corpus/input.txt", offline_url, DIGEST), root, timeout=5)

@@ -1,0 +1,254 @@
+"""The Linux reader on a small kernel-like tree and tarballs made here: sorted path order, only .c and .h,
+the subdirs filter, the byte limit, and where the source is looked for."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnlm.config import DataConfig
+from rnnlm.data import DataRoot, load_corpus
+from rnnlm.data import linux as linux_mod
+from rnnlm.data.download import Remote
+from rnnlm.data.linux import SortedPrefix, concatenate, read_tarball, read_tree
+from rnnlm.errors import RnnlmError
+
+# Path -> content. Listed out of order on purpose; "a-b/", "a/" and "a.c" probe how paths sort.
+TREE = {
+    "mm/mmap.c": "// mmap\nint do_mmap(void);\n",
+    "kernel/sched/core.c": "// scheduler core\nvoid schedule(void) {}\n",
+    "Makefile": "obj-y += kernel/\n",
+    "kernel/fork.c": "// fork\nlong do_fork(void) { return 0; }\n",
+    "include/linux/mm.h": "#ifndef _LINUX_MM_H\n#define _LINUX_MM_H\n#endif\n",
+    "arch/x86/boot/header.S": "# assembly, not C\n",
+    "drivers/net/loopback.c": "// loopback\n",
+    "drivers/gpu/drm.c": "// drm\n",
+    "Documentation/process.rst": "not source\n",
+    "a-b/x.c": "// a-b\n",
+    "a/x.c": "// a\n",
+    "a.c": "// a.c\n",
+    "kernel/sched.h": "// sched.h\n",
+}
+SOURCES = sorted(p for p in TREE if p.endswith((".c", ".h")))
+FULL = "".join(TREE[p] for p in SOURCES)
+
+
+def make_tree(folder: Path) -> Path:
+    for rel, text in TREE.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    (folder / ".git").mkdir()
+    (folder / ".git" / "hook.c").write_text("// hidden folder: not read\n")
+    (folder / "kernel" / "link.c").symlink_to(folder / "kernel" / "fork.c")  # a symlink: not read twice
+    return folder
+
+
+def make_tarball(path: Path, top: str = "linux-9.9", shuffle: int | None = 0, extra: dict[str, bytes] | None = None) -> Path:
+    """A tarball of TREE under `top/`, its members written in a shuffled order (None: sorted)."""
+    members = [(rel, text.encode()) for rel, text in TREE.items()] + list((extra or {}).items())
+    if shuffle is None:
+        members.sort()
+    else:
+        random.Random(shuffle).shuffle(members)
+    mode = "w:xz" if path.name.endswith(".xz") else "w:gz"
+    with tarfile.open(path, mode) as tar:
+        folder = tarfile.TarInfo(top)
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for rel, data in members:
+            info = tarfile.TarInfo(f"{top}/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_tree_is_all_c_and_h_files_in_sorted_path_order(tmp_path: Path) -> None:
+    text, _ = read_tree(make_tree(tmp_path / "linux"), (), None)
+    assert SOURCES[:4] == ["a-b/x.c", "a.c", "a/x.c", "drivers/gpu/drm.c"]  # plain string order of the paths
+    assert text == FULL
+    assert "assembly" not in text and "not source" not in text and "hidden" not in text
+
+
+@pytest.mark.parametrize("name", ["linux-9.9.tar.xz", "linux-9.9.tar.gz"])
+def test_tarball_gives_the_same_text_as_the_tree_whatever_its_member_order(tmp_path: Path, name: str) -> None:
+    for shuffle in (None, 0, 1):
+        text, _ = read_tarball(make_tarball(tmp_path / name, shuffle=shuffle), (), None)
+        assert text == FULL
+
+
+def test_subdirs_keep_only_those_folders(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "linux")
+    tarball = make_tarball(tmp_path / "linux.tar.gz")
+    want = "".join(TREE[p] for p in SOURCES if p.startswith(("kernel/", "drivers/net/")))
+    for subdirs in (("drivers/net", "kernel"), ("kernel/", "drivers/net")):
+        cfg = dict(subdirs=subdirs, splits=(1.0, 0.0, 0.0))
+        for source in (tree, tarball):
+            corpus = load_corpus(DataConfig(dataset="linux", path=str(source), **cfg), 0, DataRoot(tmp_path / "data"))
+            assert corpus.train[0] == want
+
+
+def test_a_subdir_with_no_sources_is_an_error_listing_the_top_folders(tmp_path: Path) -> None:
+    for source in (make_tree(tmp_path / "linux"), make_tarball(tmp_path / "linux.tar.gz")):
+        with pytest.raises(RnnlmError) as e:
+            load_corpus(DataConfig(dataset="linux", path=str(source), subdirs=("kernl",)), 0, DataRoot(tmp_path / "d"))
+        assert "kernl" in str(e.value) and "kernel" in str(e.value) and "mm" in str(e.value)
+
+
+def test_byte_limit_is_the_prefix_of_the_sorted_text_for_tree_and_shuffled_tarball(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "linux")
+    tarball = make_tarball(tmp_path / "linux.tar.xz", shuffle=3)
+    for limit in range(1, len(FULL) + 5, 3):
+        assert read_tree(tree, (), limit)[0] == FULL[:limit]
+        assert read_tarball(tarball, (), limit)[0] == FULL[:limit]
+
+
+def test_reading_a_tree_stops_at_the_byte_limit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tree = make_tree(tmp_path / "linux")
+    (tree / "mm" / "zzz.c").write_bytes(b"caf\xe9")  # not UTF-8: would be reported if it were read
+    with caplog.at_level(logging.WARNING):
+        read_tree(tree, (), 10)
+    assert "zzz.c" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        text, scan = read_tree(tree, (), None)
+    assert scan.skipped == ["mm/zzz.c"]
+    assert text == FULL
+
+
+def test_non_utf8_sources_are_left_out_of_a_tarball_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tarball = make_tarball(tmp_path / "linux.tar.gz", extra={"fs/latin1.c": b"/* M\xfcller */\n"})
+    with caplog.at_level(logging.WARNING):
+        corpus = load_corpus(DataConfig(dataset="linux", path=str(tarball), splits=(1.0, 0.0, 0.0)), 0,
+                             DataRoot(tmp_path / "data"))
+    assert corpus.train[0] == FULL
+    assert "fs/latin1.c" in caplog.text
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(0, 20), min_size=0, max_size=12), limit=st.integers(1, 120), seed=st.integers(0, 99))
+def test_sorted_prefix_holds_only_what_the_limit_needs(sizes: list[int], limit: int, seed: int) -> None:
+    files = [(f"f{i:02d}.c", bytes([97 + i]) * n) for i, n in enumerate(sizes)]
+    arrival = files[:]
+    random.Random(seed).shuffle(arrival)
+    prefix = SortedPrefix(limit)
+    for rel, raw in arrival:
+        if prefix.wants(rel):
+            prefix.add(rel, raw)
+        assert prefix.total < limit + max(sizes)  # memory stays near the limit
+    assert concatenate(prefix.items(), limit) == concatenate(sorted(files), limit)
+
+
+def test_tarball_with_two_top_level_folders_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "two.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name in ("one/a.c", "two/b.c"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(RnnlmError, match="both at the top"):
+        read_tarball(path, (), None)
+
+
+def test_damaged_or_foreign_files_are_clear_errors(tmp_path: Path) -> None:
+    for kind in ("xz", "gz"):
+        good = make_tarball(tmp_path / f"linux.tar.{kind}").read_bytes()
+        (tmp_path / f"cut.tar.{kind}").write_bytes(good[: len(good) // 2])  # an interrupted copy
+    (tmp_path / "notes.txt").write_text("not a tarball")
+    for name in ("cut.tar.xz", "cut.tar.gz", "notes.txt"):
+        with pytest.raises(RnnlmError, match="not a readable tarball, or a damaged one"):
+            read_tarball(tmp_path / name, (), None)
+    with pytest.raises(RnnlmError, match="no such file or directory"):
+        load_corpus(DataConfig(dataset="linux", path=str(tmp_path / "nope.tar.xz")), 0, DataRoot(tmp_path / "d"))
+
+
+def test_source_order_data_root_then_installed_tarball_then_download(tmp_path: Path, offline_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = tmp_path / "usr-src"
+    installed.mkdir()
+    monkeypatch.setattr(linux_mod, "SYSTEM_TARBALLS", str(installed / "linux-source-*.tar.xz"))
+    monkeypatch.setattr(linux_mod, "KERNEL_RELEASE", Remote("linux/linux-9.9.tar.xz", offline_url, "0" * 64))
+    root = DataRoot(tmp_path / "data")
+    cfg = DataConfig(dataset="linux")
+    # Nothing anywhere: the download fails (nothing listens there), and the message says what else works.
+    with pytest.raises(RnnlmError) as e:
+        linux_mod.locate_source(cfg, root)
+    assert "data.path" in str(e.value) and "apt-get install linux-source" in str(e.value)
+    # An installed tarball is used, the newest version when there are several.
+    make_tarball(installed / "linux-source-6.1.tar.xz")
+    make_tarball(installed / "linux-source-6.10.tar.xz")
+    assert linux_mod.locate_source(cfg, root) == installed / "linux-source-6.10.tar.xz"
+    # data.path wins over everything.
+    assert linux_mod.locate_source(DataConfig(dataset="linux", path=str(tmp_path)), root) == tmp_path
+
+
+def test_the_pinned_release_in_the_data_root_comes_before_an_installed_tarball(tmp_path: Path, offline_url: str,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = tmp_path / "usr-src"
+    installed.mkdir()
+    make_tarball(installed / "linux-source-6.1.tar.xz")
+    monkeypatch.setattr(linux_mod, "SYSTEM_TARBALLS", str(installed / "linux-source-*.tar.xz"))
+    root = DataRoot(tmp_path / "data")
+    pinned = make_tarball(tmp_path / "pinned.tar.xz", shuffle=5)
+    digest = hashlib.sha256(pinned.read_bytes()).hexdigest()
+    monkeypatch.setattr(linux_mod, "KERNEL_RELEASE", Remote("linux/linux-9.9.tar.xz", offline_url, digest))
+    (root.path / "linux").mkdir(parents=True)
+    pinned.rename(root.path / "linux" / "linux-9.9.tar.xz")
+    assert linux_mod.locate_source(DataConfig(dataset="linux"), root) == root.path / "linux" / "linux-9.9.tar.xz"
+
+
+# -- the preparation cache ---------------------------------------------------------------------------
+
+def load_linux(tarball: Path, root: DataRoot, **kw: object) -> str:
+    cfg = DataConfig(dataset="linux", path=str(tarball), splits=(1.0, 0.0, 0.0), **kw)
+    return load_corpus(cfg, 0, root).train[0]
+
+
+def test_linux_tarball_is_streamed_once_then_read_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = make_tarball(tmp_path / "linux-9.9.tar.xz")
+    root = DataRoot(tmp_path / "data")
+    assert load_linux(tarball, root) == FULL
+    assert len(list((root.path / "linux").glob("prepared-*.txt"))) == 1
+
+    def no_streaming(*args: object) -> None:
+        raise AssertionError("the tarball was read again")
+
+    real_read = linux_mod.read_tarball
+    monkeypatch.setattr(linux_mod, "read_tarball", no_streaming)
+    assert load_linux(tarball, root) == FULL
+
+    # New settings: streamed again, into a second file.
+    monkeypatch.setattr(linux_mod, "read_tarball", real_read)
+    assert load_linux(tarball, root, subdirs=("kernel",)) == "".join(TREE[p] for p in sorted(TREE)
+                                                                      if p.startswith("kernel/") and p.endswith((".c", ".h")))
+    assert len(list((root.path / "linux").glob("prepared-*.txt"))) == 2
+
+
+def test_linux_cache_is_rebuilt_when_the_tarball_changes(tmp_path: Path) -> None:
+    tarball = make_tarball(tmp_path / "linux-9.9.tar.gz")
+    root = DataRoot(tmp_path / "data")
+    assert load_linux(tarball, root) == FULL
+    make_tarball(tarball, extra={"zz/new.c": b"// new file\n"})
+    stat = tarball.stat()
+    os.utime(tarball, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a different mtime even on a coarse clock
+    assert load_linux(tarball, root) == FULL + "// new file\n"
+    assert len(list((root.path / "linux").glob("prepared-*.txt"))) == 1  # rebuilt in place, no stale copy
+
+
+def test_subdirs_are_checked_when_the_config_is_read() -> None:
+    from rnnlm.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="only data.dataset=linux"):
+        load_config(None, ["data.dataset=text", "data.subdirs=[kernel]"])
+    for bad in ("[../etc]", "[/usr/src]", "['']"):
+        with pytest.raises(ConfigError, match="folders inside the kernel tree"):
+            load_config(None, ["data.dataset=linux", f"data.subdirs={bad}"])
+    assert load_config(None, ["data.dataset=linux", "data.subdirs=[kernel, drivers/net]"]).data.subdirs == (
+        "kernel", "drivers/net")

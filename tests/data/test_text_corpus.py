@@ -1,0 +1,125 @@
+"""`text`: a file, a folder or a glob of UTF-8 files, and the errors a person gets for anything else."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from rnnlm.config import DataConfig
+from rnnlm.data import DataRoot, load_corpus
+from rnnlm.data.text import read_records, read_text
+from rnnlm.errors import RnnlmError
+
+
+def write(path: Path, data: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def load(tmp_path: Path, path: str, **kw: object) -> str:
+    corpus = load_corpus(DataConfig(dataset="text", path=path, splits=(1.0, 0.0, 0.0), **kw), 0, DataRoot(tmp_path / "data"))
+    return corpus.train[0]
+
+
+def test_a_file_is_read_whole(tmp_path: Path) -> None:
+    f = write(tmp_path / "notes.txt", "héllo\r\nworld\n")
+    assert load(tmp_path, str(f)) == "héllo\r\nworld\n"
+
+
+def test_a_folder_is_read_in_sorted_path_order_without_hidden_files(tmp_path: Path) -> None:
+    folder = tmp_path / "essays"
+    write(folder / "b.txt", "B")
+    write(folder / "a" / "z.txt", "AZ")
+    write(folder / "a.txt", "A")
+    write(folder / ".draft.txt", "hidden")
+    write(folder / ".git" / "config", "hidden")
+    # Sorted as path strings, as for linux: "a.txt" < "a/z.txt" since "." (0x2e) sorts before "/" (0x2f).
+    assert load(tmp_path, str(folder)) == "A" + "AZ" + "B"
+
+
+def test_binary_files_in_a_folder_are_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "papers"
+    write(folder / "notes.md", "# notes\n")
+    write(folder / "paper.pdf", b"%PDF-1.5\n\x00\x01\x02")
+    with caplog.at_level(logging.WARNING):
+        assert load(tmp_path, str(folder)) == "# notes\n"
+    assert "paper.pdf" in caplog.text
+
+
+def test_a_glob_reads_its_matches_in_sorted_order(tmp_path: Path) -> None:
+    write(tmp_path / "tex" / "ch2.tex", "two ")
+    write(tmp_path / "tex" / "ch1.tex", "one ")
+    write(tmp_path / "tex" / "sub" / "ch3.tex", "three")
+    write(tmp_path / "tex" / "refs.bib", "not matched")
+    assert load(tmp_path, str(tmp_path / "tex" / "**" / "*.tex")) == "one two three"
+
+
+def test_max_bytes_spans_files_and_never_cuts_a_character(tmp_path: Path) -> None:
+    folder = tmp_path / "t"
+    write(folder / "1.txt", "abc")
+    write(folder / "2.txt", "dé")  # é is two bytes
+    write(folder / "3.txt", "never read")
+    assert read_text(str(folder), max_bytes=4) == "abcd"
+    assert read_text(str(folder), max_bytes=5) == "abcd"  # the limit falls inside é: it is dropped
+    assert read_text(str(folder), max_bytes=6) == "abcdé"
+    assert read_text(str(folder / "1.txt"), max_bytes=2) == "ab"
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"PK\x03\x04\x00\x00binary", "binary file, not text (NUL byte at offset 4)"),
+    (b"", "the file is empty"),
+    (b"caf\xe9 au lait", "not UTF-8 text (byte offset 3"),
+])
+def test_bad_files_are_named_with_what_is_wrong(tmp_path: Path, content: bytes, expected: str) -> None:
+    f = write(tmp_path / "input.txt", content)
+    with pytest.raises(RnnlmError) as e:
+        load(tmp_path, str(f))
+    assert str(f) in str(e.value) and expected in str(e.value)
+
+
+def test_not_utf8_inside_a_folder_names_the_file_and_offset(tmp_path: Path) -> None:
+    write(tmp_path / "d" / "ok.txt", "fine")
+    bad = write(tmp_path / "d" / "latin1.txt", b"na\xefve")
+    with pytest.raises(RnnlmError) as e:
+        load(tmp_path, str(tmp_path / "d"))
+    assert str(bad) in str(e.value) and "byte offset 2" in str(e.value)
+
+
+def test_a_folder_with_no_text_files_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "d" / "a.png", b"\x89PNG\r\n\x1a\n\x00\x00")
+    (tmp_path / "empty").mkdir()
+    for folder in ("d", "empty"):
+        with pytest.raises(RnnlmError, match="no text to read"):
+            load(tmp_path, str(tmp_path / folder))
+
+
+def test_missing_path_and_empty_glob_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(RnnlmError, match="no such file or directory"):
+        load(tmp_path, str(tmp_path / "nope.txt"))
+    with pytest.raises(RnnlmError, match="matches no file"):
+        load(tmp_path, str(tmp_path / "*.nope"))
+    with pytest.raises(RnnlmError, match="needs data.path"):
+        load_corpus(DataConfig(dataset="text"), 0, DataRoot(tmp_path))
+
+
+def test_records_are_lines_without_their_endings(tmp_path: Path) -> None:
+    f = write(tmp_path / "words.txt", "emma\r\nolivia\nava\n")
+    assert read_records(f) == ["emma", "olivia", "ava"]
+    f = write(tmp_path / "no-final-newline.txt", "emma\nolivia")
+    assert read_records(f) == ["emma", "olivia"]
+
+
+def test_a_byte_limit_never_cuts_a_record(tmp_path: Path) -> None:
+    f = write(tmp_path / "words.txt", "emma\nolivia\nava\n")
+    assert read_records(f, max_bytes=8) == ["emma"]
+    assert read_records(f, max_bytes=12) == ["emma", "olivia"]
+
+
+def test_an_empty_line_in_a_line_corpus_is_an_error_naming_it(tmp_path: Path) -> None:
+    f = write(tmp_path / "words.txt", "emma\nolivia\n\nava\n\n")
+    with pytest.raises(RnnlmError) as e:
+        read_records(f)
+    assert "line 3 is empty (and 1 more)" in str(e.value) and str(f) in str(e.value)
