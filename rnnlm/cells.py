@@ -190,6 +190,7 @@ class _LSTMLayer(torch.autograd.Function):
                             -1)  # (T, B, 4H)
         grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
         dc = grad_cn.clone(memory_format=torch.contiguous_format)  # (B, H), carried backwards in place
+        dc_rows = dc.unsqueeze(1)  # (B, 1, H) view of dc, broadcast over the i, f, g factors
         d_gates = torch.empty_like(gates)  # (T, B, 4H)
         gh, dcdh, ff = grad_h.unbind(0), dc_from_dh.unbind(0), f.unbind(0)
         dg_ifg = d_gates[..., : 3 * hidden].unflatten(-1, (3, hidden)).unbind(0)  # (B, 3, H) views
@@ -197,7 +198,7 @@ class _LSTMLayer(torch.autograd.Function):
         dg_o, fac_o, dg = d_gates[..., 3 * hidden :].unbind(0), factors[..., 3 * hidden :].unbind(0), d_gates.unbind(0)
         for t in range(len(gh) - 1, -1, -1):
             dc.addcmul_(gh[t], dcdh[t])
-            torch.mul(dc.unsqueeze(1), fac_ifg[t], out=dg_ifg[t])
+            torch.mul(dc_rows, fac_ifg[t], out=dg_ifg[t])
             torch.mul(gh[t], fac_o[t], out=dg_o[t])
             dc.mul_(ff[t])  # now dc_{t-1}
             if t > 0:
@@ -234,13 +235,13 @@ class _GRULayer(torch.autograd.Function):
         factors_hh = torch.cat((dr, dz, dn * r), -1)  # (T, B, 3H)
         grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
         d_hh = torch.empty_like(hh)  # (T, B, 3H)
-        gh, zz = grad_h.unbind(0), z.unbind(0)
+        gh, gh_rows, zz = grad_h.unbind(0), grad_h.unsqueeze(2).unbind(0), z.unbind(0)  # gh_rows: (B, 1, H) views
         dhh_v, fac_v = d_hh.unflatten(-1, (3, hidden)).unbind(0), factors_hh.unflatten(-1, (3, hidden)).unbind(0)
         dhh = d_hh.unbind(0)
         for t in range(len(gh) - 1, 0, -1):
-            torch.mul(gh[t].unsqueeze(1), fac_v[t], out=dhh_v[t])
+            torch.mul(gh_rows[t], fac_v[t], out=dhh_v[t])
             gh[t - 1].addcmul_(gh[t], zz[t]).addmm_(dhh[t], w_hh)  # direct path z * dh, then through W_hh
-        torch.mul(gh[0].unsqueeze(1), fac_v[0], out=dhh_v[0])
+        torch.mul(gh_rows[0], fac_v[0], out=dhh_v[0])
         grad_h0 = torch.addmm(gh[0] * zz[0], dhh[0], w_hh) if ctx.needs_input_grad[1] else None
         grad_x = torch.cat((d_hh[..., : 2 * hidden], grad_h * dn), -1)  # (T, B, 3H)
         grad_w = (d_hh.flatten(0, 1).t() @ _shifted(h0, out).flatten(0, 1)  # (3H, H), one product over T*B rows
