@@ -418,8 +418,8 @@ class _Recurrent(nn.Module):
     def _infer_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None,
                      dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
         """No autograd: one step's worth of scratch buffers reused for every step, nothing saved."""
-        w_ih_t, w_hh_t, bias_x, b_hh = self._inference_weights(layer, dtype)
         steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
+        w_ih_t, w_hh_t, bias_x, b_hh = self._inference_weights(layer, dtype, batch)
         if layer == 0:
             xg = (inp + bias_x if bias_x is not None else inp).to(dtype).contiguous()  # (T, B, G*H)
         elif bias_x is not None:
@@ -428,8 +428,7 @@ class _Recurrent(nn.Module):
             xg = torch.mm(inp.flatten(0, 1), w_ih_t).unflatten(0, (steps, batch))
         h0 = h0.to(dtype)
         out = xg.new_empty(steps, batch, hidden)  # (T, B, H)
-        # The recurrences take W_hh and use W_hh.t(); handing them (W_hh^T)^T makes that the contiguous copy.
-        w_hh = w_hh_t.t()
+        w_hh = w_hh_t.t()  # the recurrences multiply by W_hh.t(), which gives back w_hh_t, contiguous or not
         if self.mode == "LSTM":
             c = c0.to(dtype).unsqueeze(0).clone()  # (1, B, H), updated in place step by step
             _lstm_recurrence(xg, h0, c[0], w_hh, xg.new_empty(1, batch, 4 * hidden), c, torch.empty_like(c), out)
@@ -441,34 +440,36 @@ class _Recurrent(nn.Module):
             _rnn_recurrence(xg, h0, w_hh, self.mode == "RNN_RELU", out)
         return out, out[-1], None
 
-    def _inference_weights(self, layer: int,
-                           dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """(W_ih^T, W_hh^T, bias added to the input projection, b_hh for the GRU), contiguous, in `dtype`, detached.
+    def _inference_weights(self, layer: int, dtype: torch.dtype,
+                           batch: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """(W_ih^T, W_hh^T, bias added to the input projection, b_hh for the GRU), detached, in `dtype`.
 
-        For small batches x @ W^T runs ~2.5x faster on CPU with W^T stored contiguously than as a transposed view
-        (measured for 1x512 @ 512x2048 with cold caches, the sampling case), so the inference path keeps transposed
-        copies until the parameters change: the key holds every parameter's version counter, which the optimizer's
-        and load_state_dict's in-place updates bump. Layer 0's W_ih^T is never used (the caller projected already).
+        At batch 1 every product is a matrix-vector product, which MKL runs ~2.5x faster with W^T stored contiguously
+        than as a transposed view (measured for 1x512 @ 512x2048 with cold caches: sampling one character at a time);
+        from batch 4 up the transposed view is 10-20% faster. So batch 1 gets contiguous copies, kept until the
+        parameters change: the key holds every parameter's version counter, which the optimizer's and
+        load_state_dict's in-place updates bump. Layer 0's W_ih^T is never used (the caller projected already).
         """
         params = self._layer_params(layer)
+        contiguous = batch == 1
         if any(p is not None and p.is_inference() for p in params):  # no version counters to key a cache on
-            return self._make_inference_weights(layer, dtype)
+            return self._make_inference_weights(layer, dtype, contiguous)
         key = (dtype, *((p._version, p.data_ptr(), p.device) for p in params if p is not None))
         cache = self.__dict__.setdefault("_inference_cache", {})
-        hit = cache.get(layer)
+        hit = cache.get((layer, contiguous))
         if hit is None or hit[0] != key:
-            hit = cache[layer] = (key, self._make_inference_weights(layer, dtype))
+            hit = cache[layer, contiguous] = (key, self._make_inference_weights(layer, dtype, contiguous))
         return hit[1]
 
-    def _make_inference_weights(self, layer: int,
-                                dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def _make_inference_weights(self, layer: int, dtype: torch.dtype,
+                                contiguous: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().to(dtype) for p in self._layer_params(layer))
-        w_ih_t = w_ih.t().contiguous() if layer > 0 else w_ih.t()
+        w_ih_t = w_ih.t().contiguous() if contiguous and layer > 0 else w_ih.t()
+        w_hh_t = w_hh.t().contiguous() if contiguous else w_hh.t()
         if self.mode == "GRU":
-            return w_ih_t, w_hh.t().contiguous(), None if layer == 0 else b_ih, \
-                torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
+            return w_ih_t, w_hh_t, None if layer == 0 else b_ih, torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
         bias_x = None if b_ih is None else (b_hh if layer == 0 else b_ih + b_hh)
-        return w_ih_t, w_hh.t().contiguous(), bias_x, None
+        return w_ih_t, w_hh_t, bias_x, None
 
 
 class RNN(_Recurrent):

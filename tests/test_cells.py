@@ -103,11 +103,12 @@ def test_unbatched_input_matches_torch(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_single_step_under_inference_mode_matches_torch(kind: str) -> None:
+@pytest.mark.parametrize("batch", [1, 2])
+def test_single_step_under_inference_mode_matches_torch(kind: str, batch: int) -> None:
     """The sampling path: T=1 at a time, state carried, no autograd, through forward and forward_projected."""
     ref, ours = make_pair(kind, 5, 8, 2)
-    x = torch.randn(7, 2, 5, dtype=torch.float64)
-    state_r = state_o = state_p = initial_state(kind, 2, 2, 8)
+    x = torch.randn(7, batch, 5, dtype=torch.float64)
+    state_r = state_o = state_p = initial_state(kind, 2, batch, 8)
     with torch.inference_mode():
         for t in range(x.shape[0]):
             out_r, state_r = ref(x[t : t + 1], state_r)
@@ -122,11 +123,12 @@ def test_single_step_under_inference_mode_matches_torch(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_no_grad_sequence_matches_torch(kind: str) -> None:
+@pytest.mark.parametrize("batch", [1, 4])
+def test_no_grad_sequence_matches_torch(kind: str, batch: int) -> None:
     """Evaluation: a whole sequence without autograd goes through the scratch-buffer path."""
     ref, ours = make_pair(kind, 5, 8, 3)
-    x = torch.randn(9, 4, 5, dtype=torch.float64)
-    hx = initial_state(kind, 3, 4, 8)
+    x = torch.randn(9, batch, 5, dtype=torch.float64)
+    hx = initial_state(kind, 3, batch, 8)
     with torch.no_grad():
         out_r, st_r = ref(x, hx)
         out_o, st_o = ours(x, hx)
