@@ -6,10 +6,11 @@ Each returns plain values (and a `format_*` function renders them), so the CLI o
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlm.config import DataConfig
+from rnnlm.config import Config, DataConfig, load_config
 from rnnlm.data import LOADERS, Corpus, DataRoot, get_loader, load_corpus
 from rnnlm.data.download import Remote, fetch
 from rnnlm.data.linux import KERNEL_RELEASE, locate_source, system_tarballs
@@ -21,8 +22,8 @@ DESCRIPTIONS = {
     "names": "32,033 US baby names, one record per line (makemore)",
     "linux": "Linux kernel C source, .c and .h files in path order (char-rnn)",
     "text": "your own UTF-8 files: data.path=FILE, FOLDER or GLOB",
-    "hello": "built in: 'hello' repeated, to prove a model learns",
-    "anbn": "built in: records a^n b^n, to prove a model counts",
+    "hello": "'hello' repeated, to prove a model learns",
+    "anbn": "records a^n b^n, to prove a model counts",
 }
 
 DOWNLOADS: dict[str, Remote] = {"shakespeare": SHAKESPEARE, "names": NAMES}
@@ -35,13 +36,21 @@ class CorpusEntry:
     name: str
     description: str
     status: str
-    """`present`, `missing` (fetched on first use), `built in` or `your files`."""
+    """`present`; `in mirror` or `download` (where it comes from on first use); `built in`; `your files`."""
 
     location: str
-    """Where its bytes are, or where they would come from."""
+    """Where its bytes are, or where they would come from; empty when there is no file to fetch."""
 
     size: int | None
     """Bytes on disk (the source file, or the tarball for linux), when there is a file."""
+
+
+def config_for(name: str, overrides: Sequence[str] = ()) -> Config:
+    """The config `rnnlm data fetch|info NAME` means: a corpus name (`names`) or a YAML config
+    (`configs/linux_lstm.yaml`), then `section.key=value` overrides such as `data.subdirs=[kernel]`."""
+    if name.endswith((".yaml", ".yml")):
+        return load_config(name, overrides)
+    return load_config(None, [f"data.dataset={name}", *overrides])
 
 
 def list_corpora(root: DataRoot) -> list[CorpusEntry]:
@@ -56,8 +65,8 @@ def _entry(name: str, root: DataRoot) -> CorpusEntry:
     if name == "linux":
         return _linux_entry(description, root)
     if name == "text":
-        return CorpusEntry(name, description, "your files", "data.path", None)
-    return CorpusEntry(name, description, "built in", "-", None)
+        return CorpusEntry(name, description, "your files", "", None)
+    return CorpusEntry(name, description, "built in", "", None)
 
 
 def _file_entry(name: str, description: str, remote: Remote, root: DataRoot) -> CorpusEntry:
@@ -66,8 +75,8 @@ def _file_entry(name: str, description: str, remote: Remote, root: DataRoot) -> 
         return CorpusEntry(name, description, "present", str(here), here.stat().st_size)
     mirrored = root.mirror / remote.relpath if root.mirror is not None else None
     if mirrored is not None and mirrored.is_file():
-        return CorpusEntry(name, description, "missing", f"will copy {mirrored}", remote.size)
-    return CorpusEntry(name, description, "missing", f"will download {remote.url}", remote.size)
+        return CorpusEntry(name, description, "in mirror", str(mirrored), remote.size)
+    return CorpusEntry(name, description, "download", remote.url, remote.size)
 
 
 def _linux_entry(description: str, root: DataRoot) -> CorpusEntry:
@@ -78,8 +87,8 @@ def _linux_entry(description: str, root: DataRoot) -> CorpusEntry:
         return CorpusEntry("linux", description, "present", str(found), found.stat().st_size)
     mirrored = root.mirror / KERNEL_RELEASE.relpath if root.mirror is not None else None
     if mirrored is not None and mirrored.is_file():
-        return CorpusEntry("linux", description, "missing", f"will copy {mirrored}", mirrored.stat().st_size)
-    return CorpusEntry("linux", description, "missing", f"will download {KERNEL_RELEASE.url}", None)
+        return CorpusEntry("linux", description, "in mirror", str(mirrored), mirrored.stat().st_size)
+    return CorpusEntry("linux", description, "download", KERNEL_RELEASE.url, None)
 
 
 def format_listing(entries: list[CorpusEntry]) -> str:
@@ -87,7 +96,9 @@ def format_listing(entries: list[CorpusEntry]) -> str:
     lines = []
     for e in entries:
         size = _bytes(e.size) if e.size is not None else ""
-        lines.append(f"{e.name:<{width}}  {e.status:<10}  {size:>8}  {e.description}\n{'':<{width}}  {e.location}")
+        lines.append(f"{e.name:<{width}}  {e.status:<10}  {size:>8}  {e.description}")
+        if e.location:
+            lines.append(f"{'':<{width}}  {e.location}")
     return "\n".join(lines)
 
 

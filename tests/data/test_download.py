@@ -14,6 +14,7 @@ import pytest
 from rnnlm.data import DataRoot
 from rnnlm.data.download import Remote, fetch
 from rnnlm.errors import RnnlmError
+from corpus_fixtures import offline_url  # noqa: F401  (pytest fixtures)
 
 BODY = "First Citizen:\nBefore we proceed any further, hear me speak.\n".encode() * 200
 DIGEST = hashlib.sha256(BODY).hexdigest()

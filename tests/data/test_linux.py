@@ -21,6 +21,7 @@ from rnnlm.data import linux as linux_mod
 from rnnlm.data.download import Remote
 from rnnlm.data.linux import SortedPrefix, concatenate, read_tarball, read_tree
 from rnnlm.errors import RnnlmError
+from corpus_fixtures import offline_url  # noqa: F401  (pytest fixtures)
 
 # Path -> content. Listed out of order on purpose; "a-b/", "a/" and "a.c" probe how paths sort.
 TREE = {

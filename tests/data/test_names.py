@@ -9,6 +9,7 @@ from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data.download import sha256_file
 from rnnlm.data.names import NAMES
+from corpus_fixtures import mirror  # noqa: F401  (pytest fixtures)
 
 
 

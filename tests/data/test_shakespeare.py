@@ -11,6 +11,7 @@ from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data import shakespeare as shakespeare_mod
 from rnnlm.data.download import Remote
 from rnnlm.errors import RnnlmError
+from corpus_fixtures import mirror, offline_url  # noqa: F401  (pytest fixtures)
 
 
 def test_splits_are_contiguous_spans_of_the_whole_play_text(tmp_path: Path, mirror: Path) -> None:

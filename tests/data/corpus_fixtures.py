@@ -1,4 +1,8 @@
-"""Fixtures for the corpus tests: the data mirror beside the repo, and a URL where nothing answers."""
+"""Fixtures for the corpus tests: the data mirror beside the repo, and a URL where nothing answers.
+
+Test modules import them by name. This is not a conftest.py on purpose: tests/conftest.py is imported
+as `conftest` by other test modules, and a second conftest module here would shadow it.
+"""
 
 from __future__ import annotations
 

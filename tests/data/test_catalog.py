@@ -1,0 +1,57 @@
+"""The library side of `rnnlm data list|fetch|info`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rnnlm.config import DataConfig
+from rnnlm.data import DataRoot
+from rnnlm.data import linux as linux_mod
+from rnnlm.data.catalog import corpus_info, fetch_corpus, format_info, format_listing, list_corpora
+from rnnlm.errors import RnnlmError
+from corpus_fixtures import mirror  # noqa: F401  (pytest fixtures)
+
+
+@pytest.fixture
+def no_installed_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine may have /usr/src/linux-source-*.tar.xz; the tests must not depend on it."""
+    monkeypatch.setattr(linux_mod, "SYSTEM_TARBALLS", str(tmp_path / "no-such-dir" / "*.tar.xz"))
+
+
+def test_list_shows_every_corpus_and_whether_it_is_here(tmp_path: Path, mirror: Path, no_installed_kernel: None) -> None:
+    root = DataRoot(tmp_path / "data", mirror=mirror)
+    before = {e.name: e for e in list_corpora(root)}
+    assert set(before) >= {"shakespeare", "names", "linux", "text", "hello", "anbn"}
+    assert before["shakespeare"].status == "in mirror" and before["shakespeare"].size == 1115394
+    assert before["linux"].status == "download"
+    assert before["hello"].status == "built in" and before["text"].status == "your files"
+    fetch_corpus(DataConfig(dataset="shakespeare"), root)
+    after = {e.name: e for e in list_corpora(root)}
+    assert after["shakespeare"].status == "present"
+    assert after["shakespeare"].location == str(root.path / "shakespeare" / "input.txt")
+    assert "shakespeare" in format_listing(list(after.values()))
+
+
+def test_fetch_puts_the_checked_file_in_the_data_root(tmp_path: Path, mirror: Path) -> None:
+    root = DataRoot(tmp_path / "data", mirror=mirror)
+    assert fetch_corpus(DataConfig(dataset="names"), root) == root.path / "names" / "names.txt"
+    assert fetch_corpus(DataConfig(dataset="hello"), root) is None  # built in: nothing to fetch
+    with pytest.raises(RnnlmError, match="did you mean 'names'"):
+        fetch_corpus(DataConfig(dataset="nmaes"), root)
+
+
+def test_info_counts_characters_vocabulary_splits_and_records(tmp_path: Path, mirror: Path) -> None:
+    root = DataRoot(tmp_path / "data", mirror=mirror)
+    info = corpus_info(DataConfig(dataset="shakespeare"), 0, root)
+    assert info.characters == 1115394 and len(info.vocabulary) == 65
+    assert info.vocabulary[0] == (" ", 169892)
+    assert info.split_characters == {"train": 1003855, "val": 55770, "test": 55769}
+    assert info.split_records is None
+
+    names = corpus_info(DataConfig(dataset="names"), 0, root)
+    assert names.records and names.split_records == {"train": 28830, "val": 1602, "test": 1601}
+    assert sorted(ch for ch, _ in names.vocabulary) == list("abcdefghijklmnopqrstuvwxyz")
+    text = format_info(names)
+    assert "32,033" in text and "<eos>" in text
