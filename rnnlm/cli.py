@@ -181,6 +181,53 @@ def evaluate(
                    f"  nll {score.nll:.4f} nats/char   bpc {score.bpc:.4f}   perplexity {score.perplexity:.3f}")
 
 
+data_app = typer.Typer(help="List, fetch and describe the corpora.", no_args_is_help=True,
+                       context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(data_app, name="data")
+
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept "
+                                                    "[default: data/ or $RNNLM_DATA_DIR].", show_default=False)]
+MirrorOpt = Annotated[Optional[Path], typer.Option("--mirror", help="A folder laid out like the data root, tried before "
+                                                   "the network [default: $RNNLM_DATA_MIRROR].", show_default=False)]
+CorpusArg = Annotated[str, typer.Argument(help="A corpus (shakespeare, names, linux, text, ...) or a YAML config.",
+                                          show_default=False)]
+DataOverrides = Annotated[Optional[list[str]], typer.Argument(
+    help="Overrides as section.key=value, e.g. data.subdirs=[kernel] data.path=notes.txt.", show_default=False)]
+
+
+@data_app.command("list")
+def data_list(data_dir: DataDirOpt = None, mirror: MirrorOpt = None) -> None:
+    """Each corpus: whether it is here (or where it will come from) and its size."""
+    from rnnlm.data import DataRoot
+    from rnnlm.data.catalog import format_listing, list_corpora
+
+    typer.echo(format_listing(list_corpora(DataRoot.resolve(data_dir, mirror))))
+
+
+@data_app.command("fetch")
+def data_fetch(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDirOpt = None,
+               mirror: MirrorOpt = None) -> None:
+    """Put a corpus in the data root: copied from the mirror or downloaded, and checked against its sha256."""
+    from rnnlm.data import DataRoot
+    from rnnlm.data.catalog import config_for, fetch_corpus
+
+    cfg = config_for(name, overrides or [])
+    where = fetch_corpus(cfg.data, DataRoot.resolve(data_dir, mirror))
+    typer.echo(f"{cfg.data.dataset}: {where}" if where else f"{cfg.data.dataset}: nothing to fetch (built in, or your own files)")
+
+
+@data_app.command("info")
+def data_info(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDirOpt = None,
+              mirror: MirrorOpt = None) -> None:
+    """Characters, vocabulary with counts, split sizes and records of a corpus (fetching it if needed)."""
+    from rnnlm.data import DataRoot
+    from rnnlm.data.catalog import config_for, corpus_info, format_info
+
+    cfg = config_for(name, overrides or [])
+    typer.echo(format_info(corpus_info(cfg.data, cfg.train.seed, DataRoot.resolve(data_dir, mirror))))
+
+
+
 def main() -> None:
     """Entry point: run the app; known errors become one line on stderr and exit status 2."""
     try:
