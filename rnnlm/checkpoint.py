@@ -13,13 +13,20 @@ A checkpoint is a `torch.save`d dict of tensors, numbers, strings, lists and dic
 
 It is read back with `torch.load(weights_only=True)`, whose unpickler only rebuilds those types, so a
 crafted file cannot run code when loaded. Writes are atomic: a temporary file in the same folder,
-flushed to disk, then renamed over the old one; a crash at any moment leaves the previous file intact.
+`.NAME.tmp-PID`, flushed to disk, then renamed over the old one; a crash at any moment leaves the
+previous file intact. A process killed mid-write leaves its temporary file behind; the next run in the
+folder removes it (`remove_stale_temp_files`), knowing it is stale because process PID is gone.
+
+A run folder holds `last.pt` (the newest: where a resume starts), `best.pt` (lowest validation loss)
+and, with `train.keep_last`, numbered checkpoints `step-000400.pt`.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,17 +59,69 @@ class Checkpoint:
 
 def save(path: Path, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` atomically (temp file, fsync, rename)."""
+    save_all([path], payload)
+
+
+def save_all(paths: list[Path], payload: dict[str, Any]) -> None:
+    """Write the same checkpoint under several names (serialized once), each atomically, in order."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}, buffer)
+    for path in paths:
+        _write_atomic(path, buffer.getbuffer())
+
+
+def _write_atomic(path: Path, data: memoryview) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+        raise CheckpointError(f"{path}: could not write the checkpoint ({e.strerror or e}); {kept}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+_TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files (`.NAME.tmp-PID`) that writers killed mid-write left in `folder`:
+    those whose process is gone (or is this one, which is not writing yet). Returns what was removed."""
+    removed = []
+    for p in folder.glob(".*.tmp-*"):
+        match = _TEMP.match(p.name)
+        if match and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def numbered(step: int) -> str:
+    """The name of the checkpoint `train.keep_last` keeps for `step`."""
+    return f"step-{step:06d}.pt"
+
+
+def numbered_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """The numbered checkpoints in `folder`, oldest first."""
+    found = [(int(m.group(1)), p) for p in folder.glob("step-*.pt") if (m := re.fullmatch(r"step-(\d+)\.pt", p.name))]
+    return sorted(found)
 
 
 def _fsync_dir(folder: Path) -> None:

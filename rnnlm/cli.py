@@ -52,42 +52,47 @@ def train(
                                                      show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Train a model; writes config.yaml, metrics.jsonl, best.pt and last.pt into a run directory."""
+    """Train a model; writes config.yaml, metrics.jsonl, best.pt and last.pt into a run directory.
+
+    Ctrl-C (or SIGTERM) saves last.pt and prints the command that resumes. Under
+    `torchrun --nproc_per_node=N -m rnnlm train ...` the N processes train one model data-parallel."""
     from rnnlm import checkpoint as ckpt
-    from rnnlm.config import from_dict, load_config, merge_overrides
+    from rnnlm.config import from_dict, load_config, merge_overrides, read_yaml
     from rnnlm.data import DataRoot
-    from rnnlm.train import check_resume_config, train as run_training
+    from rnnlm.distributed import setup
+    from rnnlm.train import new_run_dir, resume_point, train as run_training
 
     args = list(overrides or [])
     if config is not None and "=" in config.name and not config.exists():
         args.insert(0, str(config))  # `rnnlm train --resume RUN train.max_steps=2000`: no config, just overrides
         config = None
     root = DataRoot.resolve(data_dir)
+    previous = None
     if resume is not None:
-        if not resume.is_dir():
-            raise RnnlmError(f"--resume {resume}: not a run directory")
-        previous = ckpt.load(resume / ckpt.LAST)
-        cfg = load_config(config, args) if config is not None else from_dict(merge_overrides(previous.config.to_dict(), args))
-        changed = check_resume_config(previous.config, cfg)
-        if changed:
-            typer.echo(f"resuming with changed {', '.join(changed)}", err=True)
-        run_dir = resume
+        previous = resume_point(resume)  # None: stopped before its first checkpoint, so it starts over
+        base = previous.config.to_dict() if previous is not None else read_yaml(resume / "config.yaml")
+        cfg = load_config(config, args) if config is not None else from_dict(merge_overrides(base, args))
+    elif config is None:
+        raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
     else:
-        if config is None:
-            raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
         cfg = load_config(config, args)
-        previous = None
-        run_dir = out / (name or f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if run_dir.exists():
-            raise RnnlmError(f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name")
-    typer.echo(f"run directory: {run_dir}", err=True)
-    result = run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet)
+    with setup(cfg.train.device) as dist:
+        run_dir = resume if resume is not None else new_run_dir(out, config.stem, name, dist)  # type: ignore[union-attr]
+        if dist.is_main:
+            start = " (stopped before its first checkpoint: starting it over)" if resume and not previous else ""
+            typer.echo(f"run directory: {run_dir}{start}", err=True)
+        result = run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet, dist=dist)
     summary = f"step {result.step}: val loss {result.last_val:.4f} nats/char (best {result.best_val:.4f})"
     if result.stopped == "interrupted":
-        typer.echo(f"stopped at {summary}; saved {run_dir / ckpt.LAST}\nresume with: rnnlm train --resume {run_dir}", err=True)
-        raise typer.Exit(130)
-    typer.echo(f"done at {summary}", err=True)
-    typer.echo(f"sample with: rnnlm sample {run_dir}", err=True)
+        launcher = f"torchrun --nproc_per_node={dist.world_size} -m rnnlm" if dist.enabled else "rnnlm"
+        where = f" --data-dir {data_dir}" if data_dir is not None else ""
+        if dist.is_main:
+            typer.echo(f"stopped at {summary}; saved {run_dir / ckpt.LAST}\n"
+                       f"resume with: {launcher} train --resume {run_dir}{where}", err=True)
+        raise typer.Exit(128 + int(result.signal or 2))
+    if dist.is_main:
+        typer.echo(f"done at {summary} ({result.stopped.replace('_', ' ')} reached)", err=True)
+        typer.echo(f"sample with: rnnlm sample {run_dir}", err=True)
 
 
 @app.command()

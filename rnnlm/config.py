@@ -152,14 +152,26 @@ class TrainConfig:
     grad_clip: float | None = 5.0
     """Clip the global gradient norm to this value; null disables clipping."""
 
-    max_steps: int = 1000
-    """Optimizer steps to train for."""
+    max_steps: int | None = 1000
+    """Optimizer steps to train for; null sets no step budget. The budgets `max_steps`, `max_epochs`, `max_time`
+    and `patience` end the run at whichever comes first, with a final evaluation and checkpoint."""
+
+    max_epochs: int | None = None
+    """Passes over the training split to train for; null sets no epoch budget."""
 
     max_time: float | None = None
-    """Stop after this many seconds of training, whatever `max_steps` says."""
+    """Wall-clock seconds to train for (evaluations included), over all sessions of a resumed run."""
+
+    patience: int | None = None
+    """Early stopping: end the run after this many evaluations in a row without a new best validation
+    loss; null never stops early."""
 
     eval_every: int = 200
-    """Evaluate on the whole validation split every this many steps (and at the end)."""
+    """Evaluate on the whole validation split every this many steps (and at the end), and write checkpoints."""
+
+    keep_last: int = 0
+    """Numbered checkpoints (`step-000400.pt`, one per evaluation) to keep besides `best.pt` and `last.pt`;
+    0 keeps none."""
 
     log_every: int = 10
     """Write a training record (mean loss since the last one) to metrics.jsonl every this many steps."""
@@ -167,8 +179,17 @@ class TrainConfig:
     sample_every: int = 0
     """Print a short sample under the progress bar every this many steps; 0 never does."""
 
+    tensorboard: bool = False
+    """Also log every metric to TensorBoard event files in `<run>/tensorboard` (needs the `tensorboard` package:
+    `pip install 'rnnlm[tensorboard]'`)."""
+
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast precision of the forward pass: `bf16` on CPU and CUDA, `fp16` (with loss scaling) on CUDA only."""
+
+    compile: bool = False
+    """Run the model through `torch.compile`. The recurrence is unrolled over the window, so compiling takes
+    long (about a minute per window length on a CPU, more for long windows) and is redone for every new
+    window length; it needs `train.bptt: fixed` and pays off only on long runs."""
 
     seed: int = 1337
     """Seeds every random generator: a CPU run with the same seed is reproducible."""
@@ -187,8 +208,18 @@ class TrainConfig:
         _require(0 < self.decay_rate <= 1, "train.decay_rate", self.decay_rate, "a factor in (0, 1]")
         _require(self.decay_after >= 0, "train.decay_after", self.decay_after, "an integer >= 0")
         _require(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a norm > 0, or null")
-        _require(self.max_steps >= 1, "train.max_steps", self.max_steps, "an integer >= 1")
+        _require(self.max_steps is None or self.max_steps >= 1, "train.max_steps", self.max_steps, "an integer >= 1, or null")
+        _require(self.max_epochs is None or self.max_epochs >= 1, "train.max_epochs", self.max_epochs,
+                 "an integer >= 1, or null")
         _require(self.max_time is None or self.max_time > 0, "train.max_time", self.max_time, "seconds > 0, or null")
+        _require(self.max_steps is not None or self.max_epochs is not None or self.max_time is not None,
+                 "train.max_steps", self.max_steps, "a run needs a budget: set train.max_steps, train.max_epochs or train.max_time")
+        _require(self.max_steps is not None or self.schedule != "cosine", "train.max_steps", self.max_steps,
+                 "train.schedule=cosine decays over train.max_steps, so it needs a number")
+        _require(self.patience is None or self.patience >= 1, "train.patience", self.patience, "an integer >= 1, or null")
+        _require(self.keep_last >= 0, "train.keep_last", self.keep_last, "an integer >= 0")
+        _require(not self.compile or self.bptt == "fixed", "train.compile", self.compile,
+                 "train.bptt=random gives every minibatch a new window length to compile; use train.bptt=fixed")
         _require(self.eval_every >= 1, "train.eval_every", self.eval_every, "an integer >= 1")
         _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
         _require(self.sample_every >= 0, "train.sample_every", self.sample_every, "an integer >= 0 (0 turns samples off)")

@@ -1,8 +1,17 @@
-"""Where training records go: `metrics.jsonl`, one JSON object per line, flushed as written.
+"""Where training records go: `metrics.jsonl` always, TensorBoard too with `train.tensorboard: true`.
 
-Training records carry `step`, `epoch`, `train_loss`, `lr`, `grad_norm`, `chars_per_sec`, `elapsed`;
-evaluation records carry `step`, `val_loss`, `bpc`, `perplexity`, `elapsed`. Scripts and tests read
-the file back with `read_metrics`.
+`metrics.jsonl` holds one JSON object per line, flushed as written:
+
+    training record    step, epoch, train_loss, lr, grad_norm, grad_norm_max, chars_per_sec, elapsed
+    evaluation record  step, epoch, val_loss, bpc, perplexity, elapsed
+
+`train_loss` is the mean loss per character over the steps since the previous training record,
+`grad_norm` the mean (and `grad_norm_max` the largest) gradient norm of those steps, before clipping;
+`train.log_every: 1` records every step. `elapsed` counts wall-clock seconds over every session of a
+resumed run. A resumed run first drops the records written after its checkpoint (`truncate_metrics`),
+so the file reads as if the run had never stopped. Scripts and tests read it back with `read_metrics`.
+
+The trainer writes through the `MetricLogger` interface; `Loggers` sends each record to several.
 """
 
 from __future__ import annotations
@@ -13,7 +22,10 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from rnnlm.errors import RnnlmError
+
 METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
 
 
 class MetricLogger(Protocol):
@@ -34,6 +46,51 @@ class JsonlLogger:
         self.file.close()
 
 
+def check_tensorboard() -> None:
+    """Fail before training, not after it, when TensorBoard logging cannot work."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise RnnlmError("train.tensorboard=true needs the tensorboard package: pip install 'rnnlm[tensorboard]' "
+                         "(or pip install tensorboard), or set train.tensorboard=false") from None
+
+
+class TensorBoardLogger:
+    """Scalars under `train/...` and `val/...`, one point per record at its step. A resumed run hides
+    the points after its checkpoint (`purge_step`), as `truncate_metrics` drops those records."""
+
+    def __init__(self, log_dir: Path, purge_step: int | None = None):
+        check_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def log(self, record: dict[str, Any]) -> None:
+        group = "val" if "val_loss" in record else "train"
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{group}/{key}", value, record["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Loggers:
+    """One record to every logger."""
+
+    def __init__(self, loggers: list[MetricLogger]):
+        self.loggers = loggers
+
+    def log(self, record: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log(record)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Every complete record of a metrics file (a line cut off by a crash is skipped)."""
     records = []
@@ -48,7 +105,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after `last_step` (written after the checkpoint a run resumes from), atomically."""
+    """Drop records after `last_step` (written after the checkpoint a run resumes from), and any line
+    cut off by a crash, atomically (through `.metrics.jsonl.tmp-PID`, like checkpoints)."""
     if not path.exists():
         return
     keep = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]

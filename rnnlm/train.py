@@ -7,20 +7,34 @@ A run lives in one folder:
         metrics.jsonl    training and evaluation records (rnnlm.metrics)
         last.pt          the newest checkpoint: everything needed to resume exactly
         best.pt          the checkpoint with the lowest validation loss so far
+        step-000400.pt   with train.keep_last: the newest numbered checkpoints, one per evaluation
+        resume.log       one line per resume, with the config keys it changed
+        tensorboard/     with train.tensorboard: the same metrics as TensorBoard event files
 
 `train(cfg, run_dir)` starts a run; `train(cfg, run_dir, resume=checkpoint)` continues one as if it had
-never stopped: the model, optimizer, step, epoch, batcher position, every random generator and the
-carried hidden state come back from `last.pt`.
+never stopped: the model, optimizer, step, epoch, batcher position, every random generator, the
+carried hidden state and the half-gathered training record come back from `last.pt`.
+
+Checkpoints are written at every evaluation (`best.pt` and a numbered one first, `last.pt` last, so
+that `last.pt` never points past files that were not written) and when SIGINT or SIGTERM stops the
+run; that save does not evaluate, so a resumed run logs exactly what an uninterrupted one would have.
+A run ends at the first budget spent (`max_steps`, `max_epochs`, `max_time`, `patience`) with a final
+evaluation and checkpoint.
+
+Under torchrun every process runs this same loop on its rows of each minibatch (rnnlm.distributed);
+rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,22 +42,32 @@ import torch
 import torch.nn.functional as F
 
 from rnnlm import checkpoint as ckpt
-from rnnlm.batching import IGNORE, Batcher, RandomWindows, RecordBatches, SequentialStreams, WindowLengths, truncate
+from rnnlm.batching import IGNORE, Batch, Batcher, RandomWindows, RecordBatches, SequentialStreams, WindowLengths, truncate
 from rnnlm.config import Config, ConfigError
 from rnnlm.data import Corpus, DataRoot, load_corpus
+from rnnlm.distributed import Dist, resolve_device
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import Score, score_records, score_stream
-from rnnlm.metrics import METRICS, JsonlLogger, truncate_metrics
+from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, MetricLogger, TensorBoardLogger, check_tensorboard, truncate_metrics
 from rnnlm.model import CharRNN, State
 from rnnlm.sample import SampleOptions, generate
 from rnnlm.vocab import Vocab
 
-SAFE_TO_CHANGE = {"train.max_steps", "train.max_time", "train.eval_every", "train.log_every", "train.sample_every"}
-"""Keys a resumed run may change: budgets and intervals, not what is learned or how."""
+__all__ = ["train", "resolve_device", "RunResult", "TrainingDiverged", "SAFE_TO_CHANGE"]
+
+SAFE_TO_CHANGE = {"train.max_steps", "train.max_epochs", "train.max_time", "train.patience", "train.eval_every",
+                  "train.log_every", "train.sample_every", "train.keep_last", "train.tensorboard", "train.device",
+                  "train.compile"}
+"""Keys a resumed run may change, besides every `sample.*` key: budgets, intervals, what is kept and
+where or how fast it runs, never what is learned or from what."""
+
+RESUME_LOG = "resume.log"
+
+Stopped = Literal["max_steps", "max_epochs", "max_time", "patience", "interrupted"]
 
 
 class TrainingDiverged(RnnlmError):
-    """The loss or the gradient became NaN or infinite."""
+    """The loss or the gradient became NaN or infinite, or the loss exploded."""
 
 
 @dataclass
@@ -52,23 +76,13 @@ class RunResult:
     step: int
     best_val: float
     last_val: float
-    stopped: Literal["max_steps", "max_time", "interrupted"]
+    stopped: Stopped
+    signal: int | None = None
+    """For `stopped == "interrupted"`: the signal that stopped the run (SIGINT or SIGTERM)."""
 
 
 # ---------------------------------------------------------------------------------------------------
-# Setting up: device, data, model, optimizer
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RnnlmError(f"train.device={name}: this machine has no CUDA device; use train.device=cpu (or auto)")
-        index = int(name[5:]) if name.startswith("cuda:") else 0
-        if index >= torch.cuda.device_count():
-            raise RnnlmError(f"train.device={name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return torch.device(name)
+# Setting up: data, model, optimizer
 
 
 @dataclass
@@ -144,8 +158,27 @@ def check_precision(cfg: Config, device: torch.device) -> None:
         raise RnnlmError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use fp16 or fp32")
 
 
+
+def check_compile(cfg: Config, device: torch.device) -> None:
+    """torch.compile needs a C++ compiler on a CPU and triton on CUDA, and windows of one length."""
+    if not cfg.train.compile:
+        return
+    if cfg.data.records == "pad":
+        raise RnnlmError("train.compile needs minibatches of one shape; data.records=pad pads each batch to its own "
+                         "longest record; use data.records=pack or train.compile=false")
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise RnnlmError("train.compile on a CPU needs a C++ compiler (g++ or clang++), which this machine lacks; "
+                         "install one or set train.compile=false")
+    if device.type == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("triton") is None:
+            raise RnnlmError("train.compile on CUDA needs the triton package (pip install triton); "
+                             "or set train.compile=false")
+
+
 # ---------------------------------------------------------------------------------------------------
-# Evaluation and the config a resumed run may differ in
+# Evaluation, and the config a resumed run may differ in
 
 
 def evaluate_split(model: CharRNN, cfg: Config, prepared: Prepared, split: str) -> Score:
@@ -163,17 +196,77 @@ def config_differences(old: Config, new: Config) -> list[str]:
 
 
 def check_resume_config(old: Config, new: Config) -> list[str]:
-    """The changed keys a resume accepts; any other change is an error listing the keys."""
+    """The changes a resume accepts, as `key: old -> new`; any other change is an error listing the keys."""
     changed = config_differences(old, new)
     refused = [k for k in changed if k not in SAFE_TO_CHANGE and not k.startswith("sample.")]
     if refused:
         raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} differ from the run's "
-                          f"config.yaml; only {', '.join(sorted(SAFE_TO_CHANGE))} may change on resume")
-    return changed
+                          f"config.yaml; only {', '.join(sorted(SAFE_TO_CHANGE))} and sample.* may change on resume")
+    a, b = old.to_dict(), new.to_dict()
+    return [f"{k}: {_get(a, k)!r} -> {_get(b, k)!r}" for k in changed]
+
+
+def _get(d: dict[str, dict[str, Any]], key: str) -> Any:
+    section, name = key.split(".")
+    return d[section][name]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run directories
+
+
+def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
+    """Where a new run goes: `out/name`, or `out/<stem>-<date>-<time>`; never a folder that exists.
+    Under torchrun rank 0 decides, so that every process agrees on the name."""
+    run_dir = out / (name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir, exists = dist.broadcast((run_dir, run_dir.exists()))
+    if exists:
+        raise RnnlmError(f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name")
+    return run_dir
+
+
+def resume_point(run_dir: Path) -> ckpt.Checkpoint | None:
+    """The checkpoint a resume of `run_dir` starts from; None if the run was stopped before its first
+    checkpoint (it then starts over from its config.yaml)."""
+    if not run_dir.is_dir():
+        raise RnnlmError(f"--resume {run_dir}: not a run directory")
+    if (run_dir / ckpt.LAST).exists() or not (run_dir / "config.yaml").is_file():
+        return ckpt.load(run_dir / ckpt.LAST)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
 # The loop
+
+
+@dataclass
+class Tally:
+    """What the trainer counts besides weights and generators; saved in every checkpoint as plain data."""
+
+    step: int = 0
+    epoch: int = 0
+    best_val: float = math.inf
+    last_val: float = math.inf
+    evals_since_best: int = 0
+    last_eval_step: int = -1
+    elapsed: float = 0.0
+    """Wall-clock seconds over every session of the run, evaluations included (what `max_time` limits)."""
+    first_loss: float = math.nan
+    # the training record being gathered: sums over the steps since the last one
+    loss_sum: float = 0.0
+    chars: int = 0
+    seconds: float = 0.0
+    grad_sum: float = 0.0
+    grad_max: float = 0.0
+    steps: int = 0
+
+    def record(self, lr: float) -> dict[str, Any]:
+        """The training record of the steps gathered, which it then forgets."""
+        record = {"step": self.step, "epoch": self.epoch, "train_loss": self.loss_sum / max(1, self.chars), "lr": lr,
+                  "grad_norm": self.grad_sum / max(1, self.steps), "grad_norm_max": self.grad_max,
+                  "chars_per_sec": round(self.chars / max(self.seconds, 1e-9), 1), "elapsed": round(self.elapsed, 3)}
+        self.loss_sum, self.chars, self.seconds, self.grad_sum, self.grad_max, self.steps = 0.0, 0, 0.0, 0.0, 0.0, 0
+        return record
 
 
 class _StopSignal:
@@ -202,135 +295,242 @@ class _StopSignal:
 
 
 def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, root: DataRoot | None = None,
-          progress: bool = True) -> RunResult:
-    """Train `cfg` in `run_dir` (created if new), or continue `resume` there."""
+          progress: bool = True, dist: Dist | None = None) -> RunResult:
+    """Train `cfg` in `run_dir` (created if new), or continue `resume` there. Under torchrun, pass the
+    `Dist` of `rnnlm.distributed.setup`; every process calls this with the same arguments."""
+    t = cfg.train
     # --- setup -------------------------------------------------------------------------------------
-    device = resolve_device(cfg.train.device)
+    dist = dist or Dist(device=resolve_device(t.device))
+    device = dist.device
     check_precision(cfg, device)
-    torch.manual_seed(cfg.train.seed)
+    check_compile(cfg, device)
+    if t.batch_size % dist.world_size:
+        raise RnnlmError(f"train.batch_size={t.batch_size} cannot be shared evenly by {dist.world_size} processes; "
+                         f"use a multiple of {dist.world_size}")
+    if t.tensorboard and dist.is_main:
+        check_tensorboard()
+    changes = check_resume_config(resume.config, cfg) if resume is not None else []
+    torch.manual_seed(t.seed)
     prepared = prepare(cfg, root, resume.vocab if resume else None)
     vocab = prepared.vocab
     model = CharRNN(len(vocab), cfg.model).to(device)
+    if dist.rank:  # own dropout masks per process; the weights all come from rank 0 (DDP broadcasts them)
+        torch.manual_seed(t.seed + dist.rank)
     optimizer = make_optimizer(cfg, model)
     batcher = make_batcher(cfg, prepared.train, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
-    evaluate_split(model, cfg, prepared, "val")  # fail now, not after an hour, if val cannot be scored
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    if dist.is_main:  # fail now, not after an hour, if val cannot be scored
+        if evaluate_split(model, cfg, prepared, "val").chars == 0 and t.patience is not None:
+            raise RnnlmError("train.patience stops on the validation loss, but the validation split is empty; "
+                             "give data.splits a val share or set train.patience=null")
 
-    step, best_val, last_val, elapsed, first_loss = 0, math.inf, math.inf, 0.0, math.nan
-    state: State | None = None
-    pending = {"loss": 0.0, "chars": 0, "since": 0.0}  # a training record averages the steps since the last one
+    tally, state = Tally(), None
     if resume is not None:
         model.load_state_dict(resume.model)
         r = resume.train
         optimizer.load_state_dict(r["optimizer"])
         batcher.load_state_dict(r["batcher"])
-        scaler.load_state_dict(r["scaler"]) if r.get("scaler") else None
-        torch.set_rng_state(r["rng"]["torch"])
-        if device.type == "cuda" and r["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(r["rng"]["cuda"])
-        state = _to_device(r.get("state"), device)
-        step, best_val, last_val, elapsed = resume.step, r["best_val"], r["last_val"], r["elapsed"]
-        first_loss = r["first_loss"]
-        pending = dict(r["pending"])
-        truncate_metrics(run_dir / METRICS, step)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    metrics = JsonlLogger(run_dir / METRICS)
+        if r["scaler"]:
+            scaler.load_state_dict(r["scaler"])
+        _restore_rng(r["rng"], dist)
+        state = _take_rows(_to_device(r["state"], device), dist.rows(t.batch_size))
+        tally = Tally(**r["tally"])
+    net: torch.nn.Module = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
 
-    def save(path: Path) -> None:
-        ckpt.save(path, {
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    forward = torch.compile(net, dynamic=False) if t.compile else net
+
+    loggers: MetricLogger = Loggers([])
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ckpt.remove_stale_temp_files(run_dir):
+            _say(f"removed {stale.name}, left by a process killed while writing it")
+        # what was written after the checkpoint belongs to a future this run will now write again
+        truncate_metrics(run_dir / METRICS, tally.step)
+        for step, path in ckpt.numbered_checkpoints(run_dir):
+            if step > tally.step:
+                path.unlink()
+        (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+        if resume is not None:
+            _record_resume(run_dir, tally.step, changes)
+        loggers = Loggers([JsonlLogger(run_dir / METRICS)]
+                          + ([TensorBoardLogger(run_dir / TENSORBOARD, purge_step=tally.step + 1)] if t.tensorboard else []))
+
+    def save(*names: str) -> None:
+        """One checkpoint under each name (in order): every process hands in its rows of the hidden
+        state and its random generators, rank 0 writes."""
+        full_state = _gather_rows(truncate(state), dist)
+        rng = {"torch": dist.all_gather(torch.get_rng_state()),
+               "cuda": dist.all_gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else []}
+        replicas = dist.all_gather(_fingerprint(model)) if dist.enabled else []
+        if len(set(replicas)) > 1 and dist.is_main:
+            _say(f"warning: the model replicas differ at step {tally.step} ({', '.join(replicas)})")
+        if not dist.is_main:
+            return
+        ckpt.save_all([run_dir / n for n in names], {
             "config": cfg.to_dict(), "vocab": list(vocab.itos), "records": prepared.corpus.records,
-            "model": model.state_dict(), "step": step,
+            "model": model.state_dict(), "step": tally.step,
             "train": {
                 "optimizer": optimizer.state_dict(), "batcher": batcher.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
-                "state": _to_device(state, "cpu"), "best_val": best_val, "last_val": last_val,
-                "elapsed": elapsed, "pending": dict(pending), "first_loss": first_loss,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rng": rng,
+                "state": _to_device(full_state, "cpu"), "tally": asdict(tally), "replicas": replicas,
             },
         })
 
     def evaluate_and_save() -> None:
-        nonlocal best_val, last_val
-        score = evaluate_split(model, cfg, prepared, "val")
-        last_val = score.nll
-        metrics.log({"step": step, "val_loss": score.nll, "bpc": score.bpc, "perplexity": score.perplexity,
-                     "elapsed": round(elapsed, 3)})
-        if score.nll < best_val:
-            best_val = score.nll
-            save(run_dir / ckpt.BEST)
-        save(run_dir / ckpt.LAST)
+        score = evaluate_split(model, cfg, prepared, "val") if dist.is_main else None
+        if score is not None:
+            loggers.log({"step": tally.step, "epoch": tally.epoch, "val_loss": score.nll, "bpc": score.bpc,
+                         "perplexity": score.perplexity, "elapsed": round(tally.elapsed, 3)})
+        nll = dist.broadcast(score.nll if score is not None else None)
+        tally.last_val, tally.last_eval_step = nll, tally.step
+        improved = nll < tally.best_val
+        tally.best_val = min(tally.best_val, nll)
+        tally.evals_since_best = 0 if improved else tally.evals_since_best + 1
+        save(*[ckpt.BEST] * improved, *[ckpt.numbered(tally.step)] * (t.keep_last > 0), ckpt.LAST)
+        if dist.is_main and t.keep_last:
+            for _, path in ckpt.numbered_checkpoints(run_dir)[:-t.keep_last]:
+                path.unlink()
+
+    def budget_spent() -> Stopped | None:
+        """The budgets every process sees alike (time is agreed on separately)."""
+        if t.max_steps is not None and tally.step >= t.max_steps:
+            return "max_steps"
+        if t.patience is not None and tally.evals_since_best >= t.patience:
+            return "patience"
+        return None
 
     # --- loop --------------------------------------------------------------------------------------
-    t = cfg.train
-    bar = _progress(t.max_steps, step, progress)
-    stopped: Literal["max_steps", "max_time", "interrupted"] = "max_steps"
+    bar = _progress(t.max_steps, tally.step, progress and dist.is_main)
+    start_step, start_elapsed = tally.step, tally.elapsed
+    stopped = budget_spent() or ("max_time" if t.max_time is not None and tally.elapsed >= t.max_time else None)
+    rows = dist.rows(t.batch_size)
+    lr = learning_rate(cfg, max(0, tally.step - 1), batcher.epoch)
     model.train()
-    with _StopSignal() as stop:
-        tick = time.perf_counter()
-        while step < t.max_steps:
-            if t.max_time is not None and elapsed >= t.max_time:
-                stopped = "max_time"
-                break
-            if stop.received is not None:
-                stopped = "interrupted"
-                break
-            batch = batcher.next()
-            state = truncate(state) if batch.carry else None
-            lr = learning_rate(cfg, step, batch.epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+    try:
+        with _StopSignal() as stop:
+            tick = time.perf_counter()
+            while stopped is None:
+                batch = _draw(batcher, t.max_epochs)
+                if batch is None:
+                    stopped = "max_epochs"
+                    break
+                state = truncate(state) if batch.carry else None
+                lr = learning_rate(cfg, tally.step, batch.epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                inputs, targets = batch.inputs[rows], batch.targets[rows]
+                chars = int((batch.targets != IGNORE).sum())  # in the global minibatch
+                run = forward if inputs.shape[1] == t.seq_len else net  # compiled for full windows only
 
-            with autocast(cfg, device):
-                logits, state = model(batch.inputs, state)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.targets.reshape(-1),
-                                       ignore_index=IGNORE)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
-            loss_value, norm_value = loss.item(), grad_norm.item()
-            first_loss = loss_value if step == 0 else first_loss
-            problem = _divergence(loss_value, norm_value, first_loss, scaler.is_enabled())
-            if problem:
-                last = run_dir / ckpt.LAST
-                raise TrainingDiverged(
-                    f"training diverged at step {step + 1}: {problem}; "
-                    + (f"the last good checkpoint is {last}; " if last.exists() else "no checkpoint was saved yet; ")
-                    + "lower train.lr or set train.grad_clip")
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
+                with autocast(cfg, device):
+                    logits, state = run(inputs, state)
+                    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                          ignore_index=IGNORE, reduction="sum")
+                # DDP averages gradients over processes: scaled so, the step is that of the global mean loss
+                loss = nll * (dist.world_size / max(1, chars))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf))
+                # one exchange per step: the global loss, and whether any process was told to stop or ran out of time
+                now = time.perf_counter()
+                time_up = t.max_time is not None and tally.elapsed + (now - tick) >= t.max_time
+                shared = dist.all_reduce_sum(torch.tensor(
+                    [float(nll.detach()), float(stop.received is not None), float(time_up)], dtype=torch.float64, device=device))
+                loss_value = float(shared[0]) / max(1, chars)
+                if tally.step == 0:
+                    tally.first_loss = loss_value
+                problem = _divergence(loss_value, grad_norm, tally.first_loss, scaler.is_enabled())
+                if problem:
+                    last = run_dir / ckpt.LAST
+                    raise TrainingDiverged(
+                        f"training diverged at step {tally.step + 1}: {problem}; "
+                        + (f"the last good checkpoint is {last}; " if last.exists() else "no checkpoint was saved yet; ")
+                        + "lower train.lr or set train.grad_clip")
+                scaler.step(optimizer)
+                scaler.update()
 
-            now = time.perf_counter()
-            elapsed += now - tick
-            tick = now
-            chars = int((batch.targets != IGNORE).sum())
-            pending["loss"] += loss_value * chars
-            pending["chars"] += chars
-            if step % t.log_every == 0 or step == t.max_steps:
-                train_loss = pending["loss"] / max(1, pending["chars"])
-                chars_per_sec = pending["chars"] / max(elapsed - pending["since"], 1e-9)
-                metrics.log({"step": step, "epoch": batch.epoch, "train_loss": train_loss, "lr": lr,
-                             "grad_norm": norm_value, "chars_per_sec": round(chars_per_sec, 1),
-                             "elapsed": round(elapsed, 3)})
-                bar.set_postfix_str(f"loss {train_loss:.4f} val {last_val:.4f} lr {lr:.2e} {chars_per_sec:,.0f} chars/s",
-                                    refresh=False)
-                pending = {"loss": 0.0, "chars": 0, "since": elapsed}
-            bar.update(1)
-            if step % t.eval_every == 0:
+                now = time.perf_counter()
+                tally.step += 1
+                tally.epoch = batch.epoch
+                tally.elapsed += now - tick
+                tally.seconds += now - tick
+                tick = now
+                tally.loss_sum += loss_value * chars
+                tally.chars += chars
+                tally.grad_sum += grad_norm
+                tally.grad_max = max(tally.grad_max, grad_norm)
+                tally.steps += 1
+                if tally.step % t.log_every == 0:
+                    _log_training(loggers, bar, tally, lr, _time_left(t, tally, start_step, start_elapsed), t.max_epochs)
+                bar.update(1)
+                if tally.step % t.eval_every == 0:
+                    evaluate_and_save()
+                if t.sample_every and tally.step % t.sample_every == 0 and dist.is_main:
+                    bar.write(_preview(model, vocab, prepared.corpus.records, cfg.data.records == "pack", t.seed))
+                now = time.perf_counter()  # evaluation and samples count in the wall-clock budget, not in chars/s
+                tally.elapsed += now - tick
+                tick = now
+                stopped = (budget_spent() or ("interrupted" if float(shared[1]) else None)
+                           or ("max_time" if float(shared[2]) else None))
+        # --- the end -------------------------------------------------------------------------------
+        if stopped == "interrupted":  # save without evaluating, so the resumed run logs what this one would have
+            if tally.last_eval_step != tally.step:
+                save(ckpt.LAST)
+        else:  # a budget is spent: the last steps' record, a final evaluation and checkpoint
+            if tally.steps:
+                _log_training(loggers, bar, tally, lr, None, t.max_epochs)
+            if tally.last_eval_step != tally.step:
                 evaluate_and_save()
-                tick = time.perf_counter()  # evaluation is not training time
-            if t.sample_every and step % t.sample_every == 0:
-                bar.write(_preview(model, vocab, prepared.corpus.records, cfg.data.records == "pack", t.seed))
-                tick = time.perf_counter()
-    # --- the end: a final evaluation and checkpoint, whatever stopped the run ------------------------
-    if step % t.eval_every != 0 or step == 0:
-        evaluate_and_save()
-    bar.close()
-    metrics.close()
-    return RunResult(run_dir, step, best_val, last_val, stopped)
+    finally:
+        bar.close()
+        loggers.close()
+    received = stop.received or signal.SIGINT if stopped == "interrupted" else None
+    return RunResult(run_dir, tally.step, tally.best_val, tally.last_val, stopped, received)
+
+
+def _draw(batcher: Batcher, max_epochs: int | None) -> Batch | None:
+    """The next minibatch, or None once `max_epochs` epochs are done (the batcher then stays where it
+    was, so a resume with a larger budget continues exactly)."""
+    if max_epochs is None:
+        return batcher.next()
+    before = batcher.state_dict()
+    batch = batcher.next()
+    if batch.epoch >= max_epochs:
+        batcher.load_state_dict(before)
+        return None
+    return batch
+
+
+def _log_training(loggers: MetricLogger, bar: Any, tally: Tally, lr: float, left: float | None,
+                  max_epochs: int | None) -> None:
+    record = tally.record(lr)
+    loggers.log(record)
+    text = (f"loss {record['train_loss']:.4f} val {tally.last_val:.4f} lr {lr:.2e} "
+            f"{record['chars_per_sec']:,.0f} chars/s")
+    if max_epochs is not None:
+        text += f" epoch {tally.epoch + 1}/{max_epochs}"
+    if left is not None:
+        text += f" {_clock(left)} left"
+    bar.set_postfix_str(text, refresh=False)
+
+
+def _time_left(t: Any, tally: Tally, start_step: int, start_elapsed: float) -> float | None:
+    """Seconds until the first of the step and time budgets, at this session's pace."""
+    left = []
+    if t.max_steps is not None and tally.step > start_step:
+        left.append((t.max_steps - tally.step) * (tally.elapsed - start_elapsed) / (tally.step - start_step))
+    if t.max_time is not None:
+        left.append(t.max_time - tally.elapsed)
+    return max(0.0, min(left)) if left else None
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _divergence(loss: float, grad_norm: float, first_loss: float, scaled: bool) -> str | None:
@@ -345,16 +545,64 @@ def _divergence(loss: float, grad_norm: float, first_loss: float, scaled: bool) 
     return None
 
 
-def _progress(total: int, initial: int, enabled: bool) -> Any:
+def _record_resume(run_dir: Path, step: int, changes: list[str]) -> None:
+    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} resumed at step {step}"
+    line += f" with {'; '.join(changes)}" if changes else ""
+    with open(run_dir / RESUME_LOG, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    _say(f"resuming at step {step}" + (f" with {'; '.join(changes)}" if changes else ""))
+
+
+def _say(text: str) -> None:
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, file=sys.stderr)
+    tqdm.write(text, file=sys.stderr)
+
+
+def _progress(total: int | None, initial: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, file=sys.stderr,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
 
 
 def _preview(model: CharRNN, vocab: Vocab, records: bool, packed: bool, seed: int) -> str:
     opts = SampleOptions(length=200, temperature=0.8, num_samples=5 if records else 1, seed=seed)
     ids = generate(model, vocab, "", opts, records=records, packed=packed)
     return "\n".join(vocab.decode(s) for s in ids)
+
+
+def _fingerprint(model: torch.nn.Module) -> str:
+    """A digest of the parameters: equal on every process while the replicas agree."""
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _restore_rng(rng: dict[str, list[torch.Tensor]], dist: Dist) -> None:
+    """This process's generators as saved; a process the saving run did not have keeps its fresh seed."""
+    if dist.rank < len(rng["torch"]):
+        torch.set_rng_state(rng["torch"][dist.rank])
+    if dist.device.type == "cuda" and dist.rank < len(rng["cuda"]):
+        torch.cuda.set_rng_state(rng["cuda"][dist.rank], dist.device)
+
+
+def _gather_rows(state: State | None, dist: Dist) -> State | None:
+    """Every process's rows of the carried state (layers, rows, hidden), as one process would carry it."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(dist.gather_rows(s, 1) for s in state)  # type: ignore[return-value]
+    return dist.gather_rows(state, 1)
+
+
+def _take_rows(state: State | None, rows: slice) -> State | None:
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s[:, rows] for s in state)  # type: ignore[return-value]
+    return state[:, rows]
 
 
 def _to_device(state: Any, device: torch.device | str) -> Any:
