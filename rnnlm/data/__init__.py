@@ -3,6 +3,11 @@
 A corpus is either a *stream* (one long text per split, e.g. Shakespeare) or a set of *records*
 (one string per record, e.g. names; each record ends with `<eos>` once encoded). Loaders only read and
 split text; the vocabulary and the encoding into ids happen later (`rnnlm.vocab`, `rnnlm.batching`).
+
+One module per corpus, each registering its loader: `shakespeare`, `names`, `linux`, `text` (which also
+holds the file readers the others share) and `builtin` (`hello`, `anbn`). Around them: `download`
+(checked downloads and the mirror), `cache` (the preparation cache), `atomic` (all-or-nothing file
+writes) and `catalog` (what `rnnlm data list|fetch|info` shows).
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
-import os
 import socket
 import urllib.error
 import urllib.request

@@ -30,6 +30,7 @@ import codecs
 import glob
 import gzip
 import heapq
+import io
 import logging
 import lzma
 import os
@@ -39,7 +40,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from tqdm import tqdm
 
@@ -227,20 +228,20 @@ def _member_path(name: str) -> str:
 
 
 # Magic numbers of the compressions a kernel tarball comes in, and how to open each as a stream.
-COMPRESSIONS: dict[bytes, Callable[[BinaryIO], BinaryIO]] = {
-    b"\xfd7zXZ\x00": lambda f: lzma.open(f),  # type: ignore[dict-item]
-    b"\x1f\x8b": lambda f: gzip.open(f),  # type: ignore[dict-item]
-    b"BZh": lambda f: bz2.open(f),  # type: ignore[dict-item]
+COMPRESSIONS: dict[bytes, Callable[[Any], io.BufferedIOBase]] = {
+    b"\xfd7zXZ\x00": lambda f: lzma.LZMAFile(f),
+    b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f),
+    b"BZh": lambda f: bz2.BZ2File(f),
 }
 
 
-def _decompressed(f: BinaryIO, head: bytes) -> BinaryIO:
+def _decompressed(f: _ProgressReader, head: bytes) -> IO[bytes]:
     """The tar stream inside `f`. Decompressing here rather than in tarfile makes a truncated file an
     error (EOFError), where tarfile's own stream decompression ends quietly with the members read so far."""
     for magic, opener in COMPRESSIONS.items():
         if head.startswith(magic):
-            return opener(f)
-    return f
+            return cast(IO[bytes], opener(f))
+    return cast(IO[bytes], f)
 
 
 def read_tarball(path: Path, subdirs: tuple[str, ...], max_bytes: int | None) -> tuple[str, Scan]:
@@ -253,7 +254,7 @@ def read_tarball(path: Path, subdirs: tuple[str, ...], max_bytes: int | None) ->
         head = f.read(8)
         f.seek(0)
         try:
-            with tarfile.open(fileobj=_decompressed(_ProgressReader(f, bar), head), mode="r|") as tar:  # type: ignore[arg-type]
+            with tarfile.open(fileobj=_decompressed(_ProgressReader(f, bar), head), mode="r|") as tar:
                 for member in tar:
                     name = _member_path(member.name)
                     if not name:
@@ -262,8 +263,9 @@ def read_tarball(path: Path, subdirs: tuple[str, ...], max_bytes: int | None) ->
                     if root is None:
                         root = top
                     elif top != root:
-                        raise RnnlmError(f"{path}: {root!r} and {top!r} are both at the top of this tarball; a kernel "
-                                         f"tarball holds one folder (like linux-6.1/). Unpack it and give data.path the folder")
+                        raise RnnlmError(f"{path}: {root!r} and {top!r} are both at the top of this tarball; a "
+                                         "kernel tarball holds one folder (like linux-6.1/). Unpack it and give "
+                                         "data.path the folder")
                     if "/" in rel:
                         scan.top_level.add(rel.split("/", 1)[0])
                     if not (member.isfile() and is_source(rel, subdirs)):
@@ -317,7 +319,8 @@ def locate_source(cfg: DataConfig, root: DataRoot) -> Path:
 def read_kernel(source: Path, subdirs: tuple[str, ...], max_bytes: int | None, cache: Path | None) -> str:
     """The corpus text from a kernel folder, or from a tarball through the preparation cache in `cache`."""
     def read() -> str:
-        text, scan = read_tree(source, subdirs, max_bytes) if source.is_dir() else read_tarball(source, subdirs, max_bytes)
+        reader = read_tree if source.is_dir() else read_tarball
+        text, scan = reader(source, subdirs, max_bytes)
         _report(source, subdirs, scan)
         return text
 

@@ -1,7 +1,7 @@
-"""Fixtures for the corpus tests: the data mirror beside the repo, and a URL where nothing answers.
+"""Helpers for the corpus tests: the data mirror beside the repo, and a URL where nothing answers.
 
-Test modules import them by name. This is not a conftest.py on purpose: tests/conftest.py is imported
-as `conftest` by other test modules, and a second conftest module here would shadow it.
+Plain functions, called by the tests, rather than fixtures in a conftest.py: tests/conftest.py is
+imported as `conftest` by other test modules, and a second conftest module here would shadow it.
 """
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ MIRROR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 """The real corpora, read-only, in shared/ beside the repo (CI clones the repo with ../shared beside it)."""
 
 
-@pytest.fixture
-def mirror() -> Path:
+def data_mirror() -> Path:
+    """The mirror folder; the calling test is skipped, saying why, when it is not there."""
     if not (MIRROR / "shakespeare" / "input.txt").is_file() or not (MIRROR / "names" / "names.txt").is_file():
         pytest.skip(f"the data mirror {MIRROR.resolve()} (shared/data beside the repo) is missing")
     return MIRROR
 
 
-@pytest.fixture
-def offline_url() -> str:
+def refused_url() -> str:
     """A URL on 127.0.0.1 where nothing listens: connecting is refused at once, as on a machine with no network."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ from rnnlm.data import DataRoot
 from rnnlm.data import linux as linux_mod
 from rnnlm.data.catalog import corpus_info, fetch_corpus, format_info, format_listing, list_corpora
 from rnnlm.errors import RnnlmError
-from corpus_fixtures import mirror  # noqa: F401  (pytest fixtures)
+from corpus_fixtures import data_mirror
 
 
 @pytest.fixture
@@ -20,7 +20,8 @@ def no_installed_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(linux_mod, "SYSTEM_TARBALLS", str(tmp_path / "no-such-dir" / "*.tar.xz"))
 
 
-def test_list_shows_every_corpus_and_whether_it_is_here(tmp_path: Path, mirror: Path, no_installed_kernel: None) -> None:
+def test_list_shows_every_corpus_and_whether_it_is_here(tmp_path: Path, no_installed_kernel: None) -> None:
+    mirror = data_mirror()
     root = DataRoot(tmp_path / "data", mirror=mirror)
     before = {e.name: e for e in list_corpora(root)}
     assert set(before) >= {"shakespeare", "names", "linux", "text", "hello", "anbn"}
@@ -34,7 +35,8 @@ def test_list_shows_every_corpus_and_whether_it_is_here(tmp_path: Path, mirror: 
     assert "shakespeare" in format_listing(list(after.values()))
 
 
-def test_fetch_puts_the_checked_file_in_the_data_root(tmp_path: Path, mirror: Path) -> None:
+def test_fetch_puts_the_checked_file_in_the_data_root(tmp_path: Path) -> None:
+    mirror = data_mirror()
     root = DataRoot(tmp_path / "data", mirror=mirror)
     assert fetch_corpus(DataConfig(dataset="names"), root) == root.path / "names" / "names.txt"
     assert fetch_corpus(DataConfig(dataset="hello"), root) is None  # built in: nothing to fetch
@@ -42,7 +44,8 @@ def test_fetch_puts_the_checked_file_in_the_data_root(tmp_path: Path, mirror: Pa
         fetch_corpus(DataConfig(dataset="nmaes"), root)
 
 
-def test_info_counts_characters_vocabulary_splits_and_records(tmp_path: Path, mirror: Path) -> None:
+def test_info_counts_characters_vocabulary_splits_and_records(tmp_path: Path) -> None:
+    mirror = data_mirror()
     root = DataRoot(tmp_path / "data", mirror=mirror)
     info = corpus_info(DataConfig(dataset="shakespeare"), 0, root)
     assert info.characters == 1115394 and len(info.vocabulary) == 65

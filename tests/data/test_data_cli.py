@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import run_cli
-from corpus_fixtures import mirror  # noqa: F401  (pytest fixture)
+from corpus_fixtures import data_mirror
 
 
-def test_fetch_then_list_then_info(tmp_path: Path, mirror: Path) -> None:
+def test_fetch_then_list_then_info(tmp_path: Path) -> None:
+    mirror = data_mirror()
     data = tmp_path / "data"
     fetched = run_cli("data", "fetch", "shakespeare", "--data-dir", str(data), env={"RNNLM_DATA_MIRROR": str(mirror)})
     assert fetched.returncode == 0, fetched.stderr

@@ -14,7 +14,7 @@ import pytest
 from rnnlm.data import DataRoot
 from rnnlm.data.download import Remote, fetch
 from rnnlm.errors import RnnlmError
-from corpus_fixtures import offline_url  # noqa: F401  (pytest fixtures)
+from corpus_fixtures import refused_url
 
 BODY = "First Citizen:\nBefore we proceed any further, hear me speak.\n".encode() * 200
 DIGEST = hashlib.sha256(BODY).hexdigest()
@@ -60,7 +60,8 @@ def leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
-def test_download_succeeds_and_is_reused(server: str, tmp_path: Path, offline_url: str) -> None:
+def test_download_succeeds_and_is_reused(server: str, tmp_path: Path) -> None:
+    offline_url = refused_url()
     root = DataRoot(tmp_path / "data")
     got = fetch(Remote("corpus/input.txt", f"{server}/input.txt", DIGEST), root, timeout=5)
     assert got == root.path / "corpus" / "input.txt"
@@ -111,7 +112,8 @@ def test_server_that_never_answers_fails_after_the_timeout(tmp_path: Path) -> No
     assert leftovers(root.path) == []
 
 
-def test_offline_without_mirror_says_what_where_url_and_mirror(tmp_path: Path, offline_url: str) -> None:
+def test_offline_without_mirror_says_what_where_url_and_mirror(tmp_path: Path) -> None:
+    offline_url = refused_url()
     root = DataRoot(tmp_path / "data")
     url = offline_url
     with pytest.raises(RnnlmError) as e:
@@ -124,7 +126,8 @@ def test_offline_without_mirror_says_what_where_url_and_mirror(tmp_path: Path, o
     assert "RNNLM_DATA_MIRROR" in message and "--mirror" in message
 
 
-def test_mirror_is_tried_before_the_network(tmp_path: Path, offline_url: str) -> None:
+def test_mirror_is_tried_before_the_network(tmp_path: Path) -> None:
+    offline_url = refused_url()
     mirror = tmp_path / "mirror"
     (mirror / "corpus").mkdir(parents=True)
     (mirror / "corpus" / "input.txt").write_bytes(BODY)
@@ -134,7 +137,8 @@ def test_mirror_is_tried_before_the_network(tmp_path: Path, offline_url: str) ->
     assert (mirror / "corpus" / "input.txt").exists()  # copied, not moved
 
 
-def test_mirror_file_with_wrong_checksum_is_refused(tmp_path: Path, offline_url: str) -> None:
+def test_mirror_file_with_wrong_checksum_is_refused(tmp_path: Path) -> None:
+    offline_url = refused_url()
     mirror = tmp_path / "mirror"
     (mirror / "corpus").mkdir(parents=True)
     (mirror / "corpus" / "input.txt").write_bytes(BODY + b"edited")
@@ -151,7 +155,8 @@ def test_mirror_without_the_file_falls_back_to_the_network(server: str, tmp_path
     assert got.read_bytes() == BODY
 
 
-def test_damaged_file_in_the_data_root_is_an_error_not_reused(tmp_path: Path, offline_url: str) -> None:
+def test_damaged_file_in_the_data_root_is_an_error_not_reused(tmp_path: Path) -> None:
+    offline_url = refused_url()
     root = DataRoot(tmp_path / "data")
     (root.path / "corpus").mkdir(parents=True)
     (root.path / "corpus" / "input.txt").write_bytes(BODY[:-10])

@@ -9,7 +9,7 @@ from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data.download import sha256_file
 from rnnlm.data.names import NAMES
-from corpus_fixtures import mirror  # noqa: F401  (pytest fixtures)
+from corpus_fixtures import data_mirror
 
 
 
@@ -20,7 +20,8 @@ def load(tmp_path: Path, mirror: Path, seed: int = 1337) -> tuple[list[str], lis
     return lines, [corpus.train, corpus.val, corpus.test]
 
 
-def test_every_name_is_one_record_in_exactly_one_split(tmp_path: Path, mirror: Path) -> None:
+def test_every_name_is_one_record_in_exactly_one_split(tmp_path: Path) -> None:
+    mirror = data_mirror()
     lines, splits = load(tmp_path, mirror)
     assert len(lines) == 32033
     assert [len(s) for s in splits] == [28830, 1602, 1601]
@@ -30,19 +31,22 @@ def test_every_name_is_one_record_in_exactly_one_split(tmp_path: Path, mirror: P
     assert all(record and "\n" not in record and "<eos>" not in record for s in splits for record in s)
 
 
-def test_the_seed_decides_the_shuffle(tmp_path: Path, mirror: Path) -> None:
+def test_the_seed_decides_the_shuffle(tmp_path: Path) -> None:
+    mirror = data_mirror()
     _, a = load(tmp_path, mirror, seed=1)
     _, b = load(tmp_path, mirror, seed=1)
     _, c = load(tmp_path, mirror, seed=2)
     assert a == b and a != c
 
 
-def test_the_copy_in_the_data_root_is_the_published_file(tmp_path: Path, mirror: Path) -> None:
+def test_the_copy_in_the_data_root_is_the_published_file(tmp_path: Path) -> None:
+    mirror = data_mirror()
     load(tmp_path, mirror)
     assert sha256_file(tmp_path / "data" / NAMES.relpath) == NAMES.sha256
 
 
-def test_every_record_ends_in_eos_when_encoded(tmp_path: Path, mirror: Path) -> None:
+def test_every_record_ends_in_eos_when_encoded(tmp_path: Path) -> None:
+    mirror = data_mirror()
     from rnnlm.vocab import EOS_ID, Vocab
 
     _, (train, _, _) = load(tmp_path, mirror)

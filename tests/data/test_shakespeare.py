@@ -11,10 +11,11 @@ from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data import shakespeare as shakespeare_mod
 from rnnlm.data.download import Remote
 from rnnlm.errors import RnnlmError
-from corpus_fixtures import mirror, offline_url  # noqa: F401  (pytest fixtures)
+from corpus_fixtures import data_mirror, refused_url
 
 
-def test_splits_are_contiguous_spans_of_the_whole_play_text(tmp_path: Path, mirror: Path) -> None:
+def test_splits_are_contiguous_spans_of_the_whole_play_text(tmp_path: Path) -> None:
+    mirror = data_mirror()
     corpus = load_corpus(DataConfig(dataset="shakespeare"), 0, DataRoot(tmp_path / "data", mirror=mirror))
     text = (mirror / "shakespeare" / "input.txt").read_text(encoding="utf-8")
     assert len(text) == 1115394
@@ -24,14 +25,16 @@ def test_splits_are_contiguous_spans_of_the_whole_play_text(tmp_path: Path, mirr
     assert (tmp_path / "data" / "shakespeare" / "input.txt").is_file()
 
 
-def test_max_bytes_keeps_the_start(tmp_path: Path, mirror: Path) -> None:
+def test_max_bytes_keeps_the_start(tmp_path: Path) -> None:
+    mirror = data_mirror()
     corpus = load_corpus(DataConfig(dataset="shakespeare", max_bytes=1000, splits=(0.8, 0.1, 0.1)), 0,
                          DataRoot(tmp_path / "data", mirror=mirror))
     assert "".join(corpus.train + corpus.val + corpus.test) == (mirror / "shakespeare" / "input.txt").read_text()[:1000]
 
 
-def test_offline_with_no_mirror_the_loader_says_how_to_get_the_file(tmp_path: Path, offline_url: str,
+def test_offline_with_no_mirror_the_loader_says_how_to_get_the_file(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    offline_url = refused_url()
     offline = Remote("shakespeare/input.txt", offline_url, shakespeare_mod.SHAKESPEARE.sha256)
     monkeypatch.setattr(shakespeare_mod, "SHAKESPEARE", offline)
     with pytest.raises(RnnlmError) as e:

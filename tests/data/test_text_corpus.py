@@ -20,7 +20,8 @@ def write(path: Path, data: str | bytes) -> Path:
 
 
 def load(tmp_path: Path, path: str, **kw: object) -> str:
-    corpus = load_corpus(DataConfig(dataset="text", path=path, splits=(1.0, 0.0, 0.0), **kw), 0, DataRoot(tmp_path / "data"))
+    cfg = DataConfig(dataset="text", path=path, splits=(1.0, 0.0, 0.0), **kw)  # type: ignore[arg-type]
+    corpus = load_corpus(cfg, 0, DataRoot(tmp_path / "data"))
     return corpus.train[0]
 
 
