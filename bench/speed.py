@@ -133,11 +133,18 @@ def sample_fn(model: CharModel, batch_size: int, chars: int) -> Callable[[], Non
     return run
 
 
-def interleaved(ours: Callable[[], None], ref: Callable[[], None], reps: int, warmup: int = 1) -> tuple[float, float]:
-    """Median seconds per call of each side, alternating sides and which goes first."""
-    for _ in range(warmup):
-        ours()
-        ref()
+def interleaved(ours: Callable[[], None], ref: Callable[[], None], quick: bool,
+                budget: float = 25.0) -> tuple[float, float]:
+    """Median seconds per call of each side, alternating sides and which goes first.
+
+    The number of repetitions fits the row into `budget` seconds (at least 5, at most 41; 3 with --quick), so a slow
+    or busy machine stretches a row's precision, not the run's length.
+    """
+    start = time.perf_counter()
+    ours()
+    ref()  # warm-up: first-call allocations, oneDNN primitive creation, caches
+    per_pair = time.perf_counter() - start
+    reps = 3 if quick else max(5, min(41, int(budget / per_pair)))
     times: dict[str, list[float]] = {"ours": [], "ref": []}
     for rep in range(reps):
         order = [("ours", ours), ("ref", ref)] if rep % 2 == 0 else [("ref", ref), ("ours", ours)]
@@ -146,12 +153,6 @@ def interleaved(ours: Callable[[], None], ref: Callable[[], None], reps: int, wa
             fn()
             times[name].append(time.perf_counter() - start)
     return statistics.median(times["ours"]), statistics.median(times["ref"])
-
-
-def reps_for(shape: Shape, quick: bool) -> int:
-    if quick:
-        return 3
-    return 9 if shape == LARGE else 41
 
 
 def row(what: str, ours: float, ref: float, target: str, unit: str = "chars/s", ref_name: str = "torch.nn") -> str:
@@ -165,7 +166,7 @@ def bench_training(quick: bool) -> list[str]:
     for shape in (SMALL, LARGE):
         for kind in ("rnn", "lstm", "gru"):
             ref, ours = model_pair(kind, shape)
-            t_ours, t_ref = interleaved(train_step_fn(ours, shape), train_step_fn(ref, shape), reps_for(shape, quick))
+            t_ours, t_ref = interleaved(train_step_fn(ours, shape), train_step_fn(ref, shape), quick)
             chars = shape.batch * shape.seq
             rows.append(row(f"train {kind.upper()} {shape}", chars / t_ours, chars / t_ref, targets[kind]))
             print(rows[-1], flush=True)
@@ -176,8 +177,7 @@ def bench_bf16(quick: bool) -> list[str]:
     rows = []
     for shape in (SMALL, LARGE):
         ref, ours = model_pair("lstm", shape)
-        t_ours, t_ref = interleaved(train_step_fn(ours, shape, autocast=True), train_step_fn(ref, shape),
-                                    reps_for(shape, quick))
+        t_ours, t_ref = interleaved(train_step_fn(ours, shape, autocast=True), train_step_fn(ref, shape), quick)
         chars = shape.batch * shape.seq
         rows.append(row(f"train LSTM {shape}, rnnlm bf16 autocast", chars / t_ours, chars / t_ref, ">= 1.5x",
                         ref_name="torch.nn fp32"))
@@ -191,8 +191,7 @@ def bench_sampling(quick: bool) -> list[str]:
     ref, ours = model_pair("lstm", shape)
     for batch_size, target in ((1, ">= 5x"), (64, ">= 1.0x")):
         chars = 20 if quick else 100
-        t_ours, t_ref = interleaved(sample_fn(ours, batch_size, chars), sample_fn(ref, batch_size, chars),
-                                    3 if quick else 7)
+        t_ours, t_ref = interleaved(sample_fn(ours, batch_size, chars), sample_fn(ref, batch_size, chars), quick)
         total = chars * batch_size
         rows.append(row(f"sample LSTM 2x512, B={batch_size}", total / t_ours, total / t_ref, target,
                         ref_name="torch.nn step loop"))
@@ -209,8 +208,8 @@ def bench_eval(quick: bool) -> list[str]:
     for shape in (SMALL, LARGE):
         for kind in ("rnn", "lstm", "gru"):
             _, ours = model_pair(kind, shape)
-            t_eval, t_train = interleaved(eval_step_fn(ours, shape), train_step_fn(ours, shape),
-                                          3 if quick else 5)
+            t_eval, t_train = interleaved(eval_step_fn(ours, shape), train_step_fn(ours, shape), quick,
+                                          budget=30.0)
             eval_chars, chars = MAX_STREAMS * CHUNK, shape.batch * shape.seq
             rows.append(row(f"eval {kind.upper()} {shape.layers}x{shape.hidden} (B={MAX_STREAMS}, T={CHUNK}) vs "
                             f"its training at {shape}", eval_chars / t_eval, chars / t_train, ">= 3x",
