@@ -21,6 +21,8 @@ Where the time goes, and what each layer therefore does:
   rows (dgates^T @ h_prev) instead of T small ones.
 - Without autograd (evaluation, sampling) the same step code writes into reusable scratch buffers and nothing is
   saved, so a one-character step costs a handful of kernel launches per layer.
+- The LSTM runs its gates internally as o, i, f, g (a roll of torch's i, f, g, o): one sigmoid covers three adjacent
+  gates per step. Parameters, state dicts and xproj stay in torch's order; only the internal copies are rolled.
 """
 
 from __future__ import annotations
@@ -65,32 +67,32 @@ def _rnn_recurrence(xg: Tensor, h0: Tensor, w_hh: Tensor, relu: bool, out: Tenso
 
 def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, gates: Tensor, c: Tensor, tanh_c: Tensor,
                      out: Tensor) -> None:
-    """xg (T, B, 4H) already holds W_ih x_t + b_ih + b_hh.
+    """xg (T, B, 4H) already holds W_ih x_t + b_ih + b_hh, and xg and w_hh have their gates in the internal order
+    o, i, f, g (see `_lstm_order`).
 
-    gates (T|1, B, 4H) receives the activated gates i, f, g, o; c and tanh_c (T|1, B, H) the cell state and its tanh;
+    gates (T|1, B, 4H) receives the activated gates o, i, f, g; c and tanh_c (T|1, B, H) the cell state and its tanh;
     out (T, B, H) the hidden states. With (1, ...) buffers c must already hold c0 and is updated in place.
     """
     steps, hidden = xg.shape[0], h0.shape[-1]
     w_t = w_hh.t()  # (H, 4H)
     g_all = _per_step(gates, steps)
-    sig_if = _per_step(gates[..., : 2 * hidden], steps)  # i and f are adjacent, so one sigmoid covers both
-    tanh_g = _per_step(gates[..., 2 * hidden : 3 * hidden], steps)
-    sig_o = _per_step(gates[..., 3 * hidden :], steps)
-    i_g = _per_step(gates[..., :hidden], steps)
-    f_g = _per_step(gates[..., hidden : 2 * hidden], steps)
+    sig_oif = _per_step(gates[..., : 3 * hidden], steps)  # the three sigmoid gates are adjacent: one op
+    o_g = _per_step(gates[..., :hidden], steps)
+    i_g = _per_step(gates[..., hidden : 2 * hidden], steps)
+    f_g = _per_step(gates[..., 2 * hidden : 3 * hidden], steps)
+    tanh_g = _per_step(gates[..., 3 * hidden :], steps)
     cs, tcs = _per_step(c, steps), _per_step(tanh_c, steps)
     # The cell state read at step t: c0, then the previous step's (kept) or the same buffer (scratch, updated in place).
     c_prevs = (c0, *cs[:-1]) if c.shape[0] == steps else cs
     h_prev = h0
     for t, (x_t, h_t) in enumerate(zip(xg.unbind(0), out.unbind(0))):
         torch.addmm(x_t, h_prev, w_t, out=g_all[t])  # (B, 4H)
-        sig_if[t].sigmoid_()
+        sig_oif[t].sigmoid_()
         tanh_g[t].tanh_()
-        sig_o[t].sigmoid_()
         torch.mul(f_g[t], c_prevs[t], out=cs[t])  # f * c_{t-1}
         cs[t].addcmul_(i_g[t], tanh_g[t])  # + i * g
         torch.tanh(cs[t], out=tcs[t])
-        torch.mul(sig_o[t], tcs[t], out=h_t)  # h_t = o * tanh(c_t)
+        torch.mul(o_g[t], tcs[t], out=h_t)  # h_t = o * tanh(c_t)
         h_prev = h_t
 
 
@@ -124,6 +126,12 @@ def _gru_recurrence(xg: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor, gates: T
 # ---------------------------------------------------------------------------------------------------------------------
 # Training: one autograd Function per layer with a hand-written backward through time.
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def _lstm_order(t: Tensor, dim: int) -> Tensor:
+    """torch's gate order i, f, g, o -> ours o, i, f, g (a roll by one gate), so the three sigmoid gates are adjacent
+    (one op per step instead of two) and so are the three gates whose gradient is driven by dc (i, f, g)."""
+    return torch.roll(t, t.shape[dim] // 4, dim)
 
 
 def _shifted(first: Tensor, seq: Tensor) -> Tensor:
@@ -181,21 +189,21 @@ class _LSTMLayer(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor):
         h0, c0, w_hh, gates, c, tanh_c, out = ctx.saved_tensors
         hidden = h0.shape[-1]
-        i, f, g, o = gates.chunk(4, dim=-1)  # each (T, B, H)
+        o, i, f, g = gates.chunk(4, dim=-1)  # each (T, B, H), internal order
         # Everything that does not depend on the incoming gradient, for all steps at once:
         #   dc_t   += dh_t * o (1 - tanh^2 c_t)
-        #   d(i,f,g) = dc_t * (g i(1-i), c_{t-1} f(1-f), i (1-g^2));   d o = dh_t * tanh c_t o(1-o)
+        #   d o = dh_t * tanh c_t o(1-o);   d(i,f,g) = dc_t * (g i(1-i), c_{t-1} f(1-f), i (1-g^2))
         dc_from_dh = o * (1 - tanh_c * tanh_c)  # (T, B, H)
-        factors = torch.cat((g * i * (1 - i), _shifted(c0, c) * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)),
+        factors = torch.cat((tanh_c * o * (1 - o), g * i * (1 - i), _shifted(c0, c) * f * (1 - f), i * (1 - g * g)),
                             -1)  # (T, B, 4H)
         grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
         dc = grad_cn.clone(memory_format=torch.contiguous_format)  # (B, H), carried backwards in place
         dc_rows = dc.unsqueeze(1)  # (B, 1, H) view of dc, broadcast over the i, f, g factors
         d_gates = torch.empty_like(gates)  # (T, B, 4H)
         gh, dcdh, ff = grad_h.unbind(0), dc_from_dh.unbind(0), f.unbind(0)
-        dg_ifg = d_gates[..., : 3 * hidden].unflatten(-1, (3, hidden)).unbind(0)  # (B, 3, H) views
-        fac_ifg = factors[..., : 3 * hidden].unflatten(-1, (3, hidden)).unbind(0)
-        dg_o, fac_o, dg = d_gates[..., 3 * hidden :].unbind(0), factors[..., 3 * hidden :].unbind(0), d_gates.unbind(0)
+        dg_ifg = d_gates[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)  # (B, 3, H) views
+        fac_ifg = factors[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)
+        dg_o, fac_o, dg = d_gates[..., :hidden].unbind(0), factors[..., :hidden].unbind(0), d_gates.unbind(0)
         for t in range(len(gh) - 1, -1, -1):
             dc.addcmul_(gh[t], dcdh[t])
             torch.mul(dc_rows, fac_ifg[t], out=dg_ifg[t])
@@ -399,6 +407,9 @@ class _Recurrent(nn.Module):
                      dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
         w_ih, w_hh, b_ih, b_hh = self._layer_params(layer)
         folded = self.mode != "GRU"  # b_hh is a plain addend except in the GRU, where r multiplies it
+        if self.mode == "LSTM":
+            inp = _lstm_order(inp, -1) if layer == 0 else inp
+            w_ih, w_hh, b_ih, b_hh = (None if p is None else _lstm_order(p, 0) for p in (w_ih, w_hh, b_ih, b_hh))
         if layer == 0:
             xg = inp + b_hh if folded and b_hh is not None else inp
         else:
@@ -421,6 +432,7 @@ class _Recurrent(nn.Module):
         steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
         w_ih_t, w_hh_t, bias_x, b_hh = self._inference_weights(layer, dtype, batch)
         if layer == 0:
+            inp = _lstm_order(inp, -1) if self.mode == "LSTM" else inp
             xg = (inp + bias_x if bias_x is not None else inp).to(dtype).contiguous()  # (T, B, G*H)
         elif bias_x is not None:
             xg = torch.addmm(bias_x, inp.flatten(0, 1), w_ih_t).unflatten(0, (steps, batch))
@@ -464,6 +476,8 @@ class _Recurrent(nn.Module):
     def _make_inference_weights(self, layer: int, dtype: torch.dtype,
                                 contiguous: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().to(dtype) for p in self._layer_params(layer))
+        if self.mode == "LSTM":
+            w_ih, w_hh, b_ih, b_hh = (None if p is None else _lstm_order(p, 0) for p in (w_ih, w_hh, b_ih, b_hh))
         w_ih_t = w_ih.t().contiguous() if contiguous and layer > 0 else w_ih.t()
         w_hh_t = w_hh.t().contiguous() if contiguous else w_hh.t()
         if self.mode == "GRU":
