@@ -100,22 +100,34 @@ def sample(
     run: RunArg,
     temp: Annotated[Optional[float], typer.Option("--temp", "-t", help="Temperature; 0 always takes the most likely character "
                                                   "[default: the run's sample.temperature].", show_default=False)] = None,
-    length: Annotated[Optional[int], typer.Option("--length", "-n", help="Characters to generate [default: sample.length].",
+    length: Annotated[Optional[int], typer.Option("--length", "-n", help="Characters to generate per sample (for records: "
+                                                  "the most a record may have) [default: sample.length].",
                                                   show_default=False)] = None,
-    prime: Annotated[Optional[str], typer.Option("--prime", "-p", help="Text the model reads before it writes.",
-                                                 show_default=False)] = None,
+    prime: Annotated[Optional[str], typer.Option("--prime", "-p", help="Text the model reads before it writes; may be empty "
+                                                 "[default: sample.prime].", show_default=False)] = None,
+    prime_file: Annotated[Optional[Path], typer.Option("--prime-file", help="Read the prime from this UTF-8 file.",
+                                                       show_default=False)] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Prime characters the model never saw are an error, "
+                                         "not a warning.")] = False,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k most likely characters.",
                                                  show_default=False)] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Draw only from the smallest set of characters whose "
                                                    "probability reaches p.", show_default=False)] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", "-N", help="Samples generated together.")] = 1,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Same seed, same text.", show_default=False)] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-N", help="Samples generated together, as one batch.")] = 1,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Same seed, same text (sample i uses seed + i).",
+                                                show_default=False)] = None,
+    unique: Annotated[bool, typer.Option("--unique", help="Records: drop repeated records.")] = False,
+    novel: Annotated[bool, typer.Option("--novel", help="Records: keep only records the training split does not hold.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the samples to this file instead of stdout.",
+                                                show_default=False)] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept, to count novel records "
+                                                     "[default: data/ or $RNNLM_DATA_DIR].", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "cpu",
 ) -> None:
-    """Generate text from a trained model, streaming it to stdout."""
+    """Generate text from a trained model, streaming it to stdout; records corpora print one record per line."""
     from rnnlm import checkpoint as ckpt
-    from rnnlm.model import CharRNN
-    from rnnlm.sample import SampleOptions, generate
+    from rnnlm.data import DataRoot
+    from rnnlm.sample import SampleOptions, read_prime, sample_checkpoint
     from rnnlm.train import resolve_device
 
     point = ckpt.load(run)
@@ -124,24 +136,21 @@ def sample(
                          temperature=temp if temp is not None else defaults.temperature,
                          top_k=top_k if top_k is not None else defaults.top_k, top_p=top_p,
                          num_samples=num_samples, seed=seed)
-    prime = prime if prime is not None else defaults.prime
-    records = point.records
-    unknown = point.vocab.unknown(prime)
-    if unknown:
-        typer.echo(f"warning: the prime has characters the model never saw, read as <unk>: {''.join(unknown)!r}", err=True)
-    model = CharRNN(len(point.vocab), point.config.model).to(resolve_device(device))
-    model.load_state_dict(point.model)
-
-    if num_samples == 1 and not records:
-        sys.stdout.write(prime)
-        on_step = lambda ids: (sys.stdout.write(point.vocab.decode(ids)), sys.stdout.flush())  # noqa: E731
-        generate(model, point.vocab, prime, opts, records=False, on_step=on_step)
-        sys.stdout.write("\n")
-    else:
-        packed = point.config.data.records == "pack"
-        for ids in generate(model, point.vocab, prime, opts, records=records, packed=packed):
-            sys.stdout.write(prime + point.vocab.decode(ids) + "\n")
-    sys.stdout.flush()
+    primed = read_prime(point.vocab, prime, prime_file, strict, default=defaults.prime)
+    if primed.warning():
+        typer.echo(f"warning: {primed.warning()}", err=True)
+    try:
+        stream = open(out, "w", encoding="utf-8") if out is not None else sys.stdout
+    except OSError as e:
+        raise RnnlmError(f"--out {out}: cannot write ({e.strerror})") from None
+    try:
+        report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
+                                   root=DataRoot.resolve(data_dir), device=resolve_device(device))
+    finally:
+        if out is not None:
+            stream.close()
+    if report.summary():
+        typer.echo(report.summary(), err=True)
 
 
 @app.command("eval")
@@ -149,9 +158,17 @@ def evaluate(
     run: RunArg,
     perplexity: Annotated[bool, typer.Option("--perplexity", help="Report NLL, bits per character and perplexity "
                                              "(the only measure so far; on by default).")] = True,
-    split: Annotated[str, typer.Option("--split", help="val or test split of the run's corpus.")] = "val",
-    file: Annotated[Optional[list[Path]], typer.Option("--file", help="Score these UTF-8 files instead of a split.",
+    split: Annotated[Optional[str], typer.Option("--split", help="val or test split of the run's corpus [default: val].",
+                                                 show_default=False)] = None,
+    file: Annotated[Optional[list[Path]], typer.Option("--file", help="Score this UTF-8 file instead of a split; repeat "
+                                                       "for several (one record per line for a records model).",
                                                        show_default=False)] = None,
+    context: Annotated[Optional[int], typer.Option("--context", help="Score each character after at most N characters of "
+                                                   "history, from a zero state (as a block-size-N model would) "
+                                                   "[default: the state carried over the whole text].",
+                                                   show_default=False)] = None,
+    compare_compressors: Annotated[bool, typer.Option("--compare-compressors", help="Also print the bits per character "
+                                                      "of gzip -9, bz2 -9 and xz -9e on the same text.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept.", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "auto",
@@ -159,31 +176,19 @@ def evaluate(
     """Measure how well a model predicts held-out text: nats and bits per character, perplexity."""
     from rnnlm import checkpoint as ckpt
     from rnnlm.data import DataRoot
-    from rnnlm.data.text import read_utf8
-    from rnnlm.evaluate import score_stream
-    from rnnlm.model import CharRNN
-    from rnnlm.train import Prepared, evaluate_split, prepare, resolve_device
+    from rnnlm.evaluate import evaluate_sources, file_source, split_source
+    from rnnlm.train import resolve_device
 
-    if split not in ("val", "test"):
-        raise RnnlmError(f"--split {split!r}: choose val or test")
+    if file and split is not None:
+        raise RnnlmError("give --split or --file, not both")
     point = ckpt.load(run)
-    model = CharRNN(len(point.vocab), point.config.model).to(resolve_device(device))
-    model.load_state_dict(point.model)
-    if file:
-        text = "".join(read_utf8(f) for f in file)
-        if not text:
-            raise RnnlmError(f"{', '.join(map(str, file))}: no characters to score")
-        score = score_stream(model, point.vocab.encode(text))
-        source = ", ".join(map(str, file))
-    else:
-        prepared: Prepared = prepare(point.config, DataRoot.resolve(data_dir), point.vocab)
-        score = evaluate_split(model, point.config, prepared, split)
-        source = f"{point.config.data.dataset} {split} split"
-    if as_json:
-        typer.echo(json.dumps(score.as_dict()))
-    else:
-        typer.echo(f"{source}: {score.chars:,} characters ({score.unk:,} unknown)\n"
-                   f"  nll {score.nll:.4f} nats/char   bpc {score.bpc:.4f}   perplexity {score.perplexity:.3f}")
+    sources = ([file_source(f, point) for f in file] if file
+               else [split_source(point, split or "val", DataRoot.resolve(data_dir))])
+    result = evaluate_sources(point, sources, context=context, compressors=compare_compressors,
+                              device=resolve_device(device))
+    for warning in result.warnings():
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines()))
 
 
 data_app = typer.Typer(help="List, fetch and describe the corpora.", no_args_is_help=True,

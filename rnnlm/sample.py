@@ -5,19 +5,30 @@ generating N characters costs N single steps, never a re-read of the prefix.
 
 Sample i of a batch draws its randomness from its own generator, seeded `seed + i`, by inverse-CDF
 sampling with one uniform number per step: a batch of N samples is the same text as N runs of one.
+
+`sample_checkpoint` is what `rnnlm sample` runs: it writes the samples to a text stream as they are
+produced and, for line-per-record corpora, counts how many of the generated records are distinct and
+how many are novel (absent from the training split, which it reads again through the run's config).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import torch
 
+from rnnlm.checkpoint import Checkpoint
+from rnnlm.data import DataRoot, load_corpus
+from rnnlm.data.text import read_utf8
 from rnnlm.errors import RnnlmError
 from rnnlm.model import CharRNN
 from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
+
+STREAM_SEPARATOR = "---"
+"""The line between two samples of a stream corpus (records need none: one record, one line)."""
 
 
 @dataclass
@@ -125,7 +136,9 @@ def _write(model: CharRNN, logits: torch.Tensor, state: Any, opts: SampleOptions
     for _ in range(opts.length):
         masked = last.clone()
         masked[:, banned] = float("-inf")
-        nxt = torch.where(done, EOS_ID, choose(masked, opts, generators))
+        live = (~done).nonzero().flatten()  # a row that has ended draws nothing, as a run of one would stop
+        nxt = torch.full((n,), EOS_ID, dtype=torch.long)
+        nxt[live] = choose(masked[live], opts, [generators[i] for i in live.tolist()])
         for i, token in enumerate(nxt.tolist()):
             if not done[i] and token != EOS_ID:
                 out[i].append(token)
@@ -149,3 +162,173 @@ def _where(rows: torch.Tensor, old: Any, new: Any) -> Any:
     if isinstance(new, tuple):
         return tuple(_where(rows, o, w) for o, w in zip(old, new))
     return torch.where(rows[None, :, None], old, new)
+
+
+# ---------------------------------------------------------------------------------------------------
+# `rnnlm sample`: a checkpoint in, text out
+
+
+def load_model(point: Checkpoint, device: torch.device | str = "cpu") -> CharRNN:
+    """The checkpoint's model, in eval mode, on `device`."""
+    model = CharRNN(len(point.vocab), point.config.model).to(device)
+    model.load_state_dict(point.model)
+    return model.eval()
+
+
+@dataclass
+class Prime:
+    text: str
+    """What the model reads before it writes (printed as given, unknown characters included)."""
+    unknown: list[str]
+    """The distinct characters of `text` the vocabulary lacks, in order of appearance; each is read as <unk>."""
+    unknown_count: int
+    """How many characters of `text` are read as <unk>."""
+
+    def warning(self) -> str | None:
+        if not self.unknown:
+            return None
+        return (f"the prime has {self.unknown_count} character(s) the model never saw, read as <unk>: "
+                + ", ".join(map(repr, self.unknown)))
+
+
+def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, strict: bool = False,
+               default: str = "") -> Prime:
+    """The prime from `--prime TEXT` or `--prime-file PATH` (the file's text exactly, final newline
+    included), else `default`. With `strict`, characters the vocabulary lacks are an error."""
+    if text is not None and path is not None:
+        raise RnnlmError("give --prime TEXT or --prime-file PATH, not both")
+    prime = read_utf8(path) if path is not None else text if text is not None else default
+    unknown = vocab.unknown(prime)
+    missing = set(unknown)
+    result = Prime(prime, unknown, sum(c in missing for c in prime))
+    if unknown and strict:
+        raise RnnlmError(f"--strict: {result.warning()}")
+    return result
+
+
+@dataclass
+class SampleReport:
+    samples: int
+    """Samples (records) generated."""
+    written: int
+    """Samples written out, after --unique and --novel."""
+    records: bool
+    distinct: int = 0
+    """Records: how many different records were generated."""
+    novel: int | None = None
+    """Records: how many generated records (counted with repeats) are not in the training split; None if
+    the training split could not be read."""
+    cut: int = 0
+    """Records that reached the length limit before their <eos> (written as they are)."""
+    corpus: str = ""
+    note: str = ""
+    """Why the novelty is unknown."""
+
+    def summary(self) -> str | None:
+        """One line for stderr; None for stream corpora, which have nothing to count."""
+        if not self.records:
+            return None
+        parts = [f"{self.samples} records generated", f"{self.distinct} distinct"]
+        parts.append(f"{self.novel} novel (not in the {self.corpus} training split)" if self.novel is not None
+                     else f"novelty not checked: {self.note}")
+        line = ", ".join(parts)
+        if self.cut:
+            line += f"; {self.cut} reached the length limit before <eos> (raise --length)"
+        if self.written != self.samples:
+            line += f"; wrote {self.written}"
+        return line
+
+
+def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[set[str] | None, str, str]:
+    """The training split's records, read through the run's config as training read them, the corpus
+    name, and why they are missing (None, name, reason) when the corpus cannot be read here."""
+    try:
+        corpus = load_corpus(point.config.data, point.config.train.seed, root)
+    except RnnlmError as e:
+        return None, point.config.data.dataset, f"the training data cannot be read ({str(e).splitlines()[0]})"
+    return set(corpus.train), corpus.name, ""
+
+
+def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: TextIO, unique: bool = False,
+                      novel: bool = False, root: DataRoot | None = None,
+                      device: torch.device | str = "cpu") -> SampleReport:
+    """Generate `opts.num_samples` samples from a checkpoint and write them to `out` as they are produced.
+
+    One sample without filters is written and flushed character by character. Records are written one
+    per line, in order, each as soon as it and the ones before it have ended; `unique` drops repeats,
+    `novel` drops records the training split holds. Samples of a stream corpus are written when all are
+    done, separated by a line `---`.
+    """
+    if not point.records and (unique or novel):
+        raise RnnlmError("--unique and --novel apply to line-per-record corpora (names, anbn); "
+                         f"this model was trained on the stream corpus {point.config.data.dataset!r}")
+    training, corpus, note = training_records(point, root) if point.records else (None, "", "")
+    if novel and training is None:
+        raise RnnlmError(f"--novel needs the training split: {note}; point --data-dir at the corpus")
+    printer = _Printer(point.vocab, prime, out, opts.num_samples, point.records, unique, novel, training)
+    model = load_model(point, device)
+    generate(model, point.vocab, prime, opts, records=point.records, packed=point.config.data.records == "pack",
+             on_step=printer.step)
+    printer.finish()
+    generated = printer.generated
+    report = SampleReport(len(generated), printer.written, point.records, corpus=corpus, note=note)
+    if point.records:
+        report.distinct = len(set(generated))
+        report.novel = None if training is None else sum(r not in training for r in generated)
+        report.cut = printer.cut
+    return report
+
+
+class _Printer:
+    """Turns the ids `generate` produces, one step at a time, into text on `out`."""
+
+    def __init__(self, vocab: Vocab, prime: str, out: TextIO, n: int, records: bool, unique: bool, novel: bool,
+                 training: set[str] | None):
+        self.vocab, self.prime, self.out, self.records = vocab, prime, out, records
+        self.unique, self.novel, self.training = unique, novel, training
+        self.rows: list[list[int]] = [[] for _ in range(n)]
+        self.ended = [False] * n
+        self.generated: list[str] = []  # finished samples, in order
+        self.seen: set[str] = set()
+        self.written = self.cut = 0
+        self.live = n == 1 and not novel  # write each character as it comes
+        if self.live:
+            self._write(prime)
+
+    def step(self, ids: list[int]) -> None:
+        for i, token in enumerate(ids):
+            if self.ended[i]:
+                continue
+            if self.records and token == EOS_ID:
+                self.ended[i] = True
+                continue
+            self.rows[i].append(token)
+            if self.live:
+                self._write(self.vocab.decode([token]))
+        while self.records and len(self.generated) < len(self.rows) and self.ended[len(self.generated)]:
+            self._finish_row()
+
+    def finish(self) -> None:
+        while len(self.generated) < len(self.rows):
+            self.cut += self.records
+            self._finish_row()
+
+    def _finish_row(self) -> None:
+        i = len(self.generated)
+        text = self.prime + self.vocab.decode(self.rows[i])
+        self.generated.append(text)
+        keep = not (self.unique and text in self.seen) and not (self.novel and text in (self.training or ()))
+        self.seen.add(text)
+        if not keep:
+            return
+        if self.live:
+            self._write("\n")
+        elif self.records:
+            self._write(text + "\n")
+        else:
+            self._write((f"{STREAM_SEPARATOR}\n" if i else "") + text + "\n")
+        self.written += 1
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()

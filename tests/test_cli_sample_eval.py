@@ -1,0 +1,167 @@
+"""`rnnlm sample` and `rnnlm eval` run as a user runs them, on checkpoints written directly (no training).
+
+The main flows run the real command in a subprocess (`run_cli`); the many small variations and the
+error cases call the same entry point, `rnnlm.cli.main`, in this process, which saves importing torch
+two dozen times.
+"""
+
+import json
+import math
+import random
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import run_cli
+from rnnlm.cli import main
+from test_evaluate import uniform
+from test_sample import constant_logits, make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    return {
+        "hello": make_checkpoint(folder / "hello.pt", dataset="hello", chars="helo", seed=1),
+        # after any prefix: b or <eos>, one half each, so the records after the prime "aab" are aab b^k
+        "coin": make_checkpoint(folder / "coin.pt", dataset="anbn", chars="ab", setup=constant_logits(b=0.0, eos=0.0)),
+        "uniform": make_checkpoint(folder / "uniform.pt", dataset="hello", chars="abcdefghij", setup=uniform),
+    }
+
+
+def run_all(*commands):
+    """Several real CLI runs at once (each mostly waits on importing torch)."""
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda args: run_cli(*map(str, args)), commands))
+
+
+@pytest.fixture
+def rnnlm(monkeypatch, capsys):
+    """`rnnlm ARGS` through `rnnlm.cli.main` in this process: (exit status, stdout, stderr)."""
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["rnnlm", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        out = capsys.readouterr()
+        return exit_.value.code or 0, out.out, out.err
+    return run
+
+
+def one_line_error(status, err, *fragments):
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The real command, in a subprocess
+
+
+def test_sample_and_eval_as_a_user_runs_them(models, tmp_path):
+    rng = random.Random(0)
+    (tmp_path / "t.txt").write_text("".join(rng.choice("abcdefghij") for _ in range(3000)), encoding="utf-8")
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    seeded = ["sample", models["hello"], "--seed", "5", "--length", "40", "--prime", "he", "--temp", "1"]
+    stdout, to_file, records, warned, strict, uniform_eval, split, empty = run_all(
+        seeded, [*seeded, "--out", tmp_path / "s.txt"],
+        ["sample", models["coin"], "-N", "20", "--prime", "aab", "--seed", "1"],
+        ["sample", models["hello"], "--prime", "hé!", "--length", "5", "--seed", "0"],
+        ["sample", models["hello"], "--prime", "hé!", "--strict"],
+        ["eval", models["uniform"], "--file", tmp_path / "t.txt", "--json", "--context", "4", "--compare-compressors"],
+        ["eval", models["hello"], "--split", "test"],
+        ["eval", models["hello"], "--file", tmp_path / "empty.txt"])
+
+    # same seed, same text, in another process and into --out
+    assert stdout.returncode == 0, stdout.stderr
+    assert len(stdout.stdout) == 2 + 40 + 1 and stdout.stdout.startswith("he") and stdout.stderr == ""
+    assert to_file.stdout == "" and (tmp_path / "s.txt").read_text(encoding="utf-8") == stdout.stdout
+
+    # records: one per line, and the novelty summary on stderr
+    lines = records.stdout.splitlines()
+    assert len(lines) == 20 and all(r.startswith("aab") and set(r[3:]) <= {"b"} for r in lines)
+    novel = sum(r != "aabb" for r in lines)  # the anbn training split holds a^n b^n only
+    assert records.stderr.strip() == (f"20 records generated, {len(set(lines))} distinct, {novel} novel "
+                                      "(not in the anbn training split)")
+
+    # a prime with characters the model never saw: a warning naming them, or with --strict an error
+    assert warned.returncode == 0 and warned.stdout.startswith("hé!") and len(warned.stdout) == 3 + 5 + 1
+    assert warned.stderr.strip() == "warning: the prime has 2 character(s) the model never saw, read as <unk>: 'é', '!'"
+    one_line_error(strict.returncode, strict.stderr, "--strict", "'é', '!'")
+
+    # a uniform model on uniform random text: perplexity = vocabulary size (10 characters + <eos> + <unk>)
+    assert uniform_eval.returncode == 0, uniform_eval.stderr
+    score = json.loads(uniform_eval.stdout)
+    assert (score["chars"], score["unk"], score["context"]) == (3000, 0, 4)
+    assert score["perplexity"] == pytest.approx(12, rel=1e-5) and score["bpc"] == pytest.approx(math.log2(12), rel=1e-5)
+    assert set(score["compressors"]) == {"gzip", "bz2", "xz"}
+    assert all(math.log2(10) - 0.2 < bpc < 5 for bpc in score["compressors"].values())
+
+    assert split.returncode == 0, split.stderr
+    assert split.stdout.splitlines()[0] == "hello test split: 499 characters (0 unknown), state carried over the whole text"
+    assert split.stdout.splitlines()[1].startswith("  nll ")
+    one_line_error(empty.returncode, empty.stderr, "empty.txt: no characters to score")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Variations, through the same entry point in this process
+
+
+def test_a_different_seed_gives_different_text(models, rnnlm):
+    args = ["sample", models["hello"], "--length", "40", "--temp", "1"]
+    assert rnnlm(*args, "--seed", "5")[1] != rnnlm(*args, "--seed", "6")[1]
+    assert rnnlm(*args, "--seed", "5")[1] == rnnlm(*args, "--seed", "5")[1]
+
+
+def test_unique_and_novel_filter_the_records(models, rnnlm):
+    args = ["sample", models["coin"], "-N", "30", "--prime", "aab", "--seed", "2"]
+    status, out, err = rnnlm(*args)
+    records = out.splitlines()
+    status, kept, err = rnnlm(*args, "--unique", "--novel")
+    assert status == 0 and kept.splitlines() == list(dict.fromkeys(r for r in records if r != "aabb"))
+    assert err.strip().endswith(f"; wrote {len(kept.splitlines())}")
+    assert rnnlm(*args, "--unique")[1].splitlines() == list(dict.fromkeys(records))
+
+
+def test_eval_reports_unknown_characters_and_several_files(models, rnnlm, tmp_path):
+    (tmp_path / "a.txt").write_text("hello hello", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("hellö", encoding="utf-8")
+    files = ["--file", tmp_path / "a.txt", "--file", tmp_path / "b.txt"]
+    status, out, err = rnnlm("eval", models["hello"], *files)
+    assert status == 0, err
+    assert f"{tmp_path / 'a.txt'}: 11 characters (1 unknown)\n" in out
+    assert f"{tmp_path / 'b.txt'}: 5 characters (1 unknown)\n" in out
+    assert "total: 16 characters (2 unknown), state carried over the whole text" in out
+    assert "a.txt: 1 character(s) the model never saw, each scored as <unk>: ' '" in err and "'ö'" in err
+    score = json.loads(rnnlm("eval", models["hello"], *files, "--json")[1])
+    assert (score["chars"], score["unk"], score["unknown_chars"]) == (16, 2, [" ", "ö"])
+    assert [p["chars"] for p in score["parts"]] == [11, 5]
+
+
+def test_uniform_model_with_the_state_carried(models, rnnlm, tmp_path):
+    rng = random.Random(1)
+    (tmp_path / "t.txt").write_text("".join(rng.choice("abcdefghij") for _ in range(2000)), encoding="utf-8")
+    score = json.loads(rnnlm("eval", models["uniform"], "--file", tmp_path / "t.txt", "--json")[1])
+    assert score["perplexity"] == pytest.approx(12, rel=1e-5) and score["context"] is None
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["sample", "{hello}", "--length", "0"], ["--length 0"]),
+    (["sample", "{hello}", "--temp", "-0.5"], ["--temp -0.5"]),
+    (["sample", "{hello}", "--top-p", "0"], ["--top-p 0.0"]),
+    (["sample", "{hello}", "--top-p", "1.5"], ["--top-p 1.5"]),
+    (["sample", "{hello}", "--top-k", "0"], ["--top-k 0"]),
+    (["sample", "{hello}", "--prime-file", "{tmp}/none.txt"], ["none.txt: no such file"]),
+    (["sample", "{hello}", "--prime", "x", "--prime-file", "{tmp}/none.txt"], ["not both"]),
+    (["sample", "{hello}", "--novel"], ["line-per-record"]),
+    (["sample", "{hello}", "--out", "{tmp}/no/such/dir/s.txt"], ["--out", "cannot write"]),
+    (["eval", "{hello}", "--context", "0"], ["--context 0"]),
+    (["eval", "{hello}", "--split", "val", "--file", "{tmp}/none.txt"], ["--split or --file"]),
+    (["eval", "{hello}", "--split", "train"], ["choose val or test"]),
+    (["eval", "{hello}", "--file", "{tmp}/none.txt"], ["none.txt: no such file"]),
+])
+def test_errors_are_one_line_and_exit_2(models, rnnlm, tmp_path, args, fragments):
+    status, out, err = rnnlm(*[a.format(hello=models["hello"], tmp=tmp_path) for a in args])
+    one_line_error(status, err, *fragments)

@@ -1,0 +1,211 @@
+"""Evaluation: exact against brute force and against one stream; uniform models score log V; unknowns counted."""
+
+import bz2
+import gzip
+import lzma
+import math
+import random
+
+import pytest
+import torch
+
+import rnnlm.evaluate as ev
+from rnnlm import checkpoint as ckpt
+from rnnlm.config import load_config
+from rnnlm.errors import RnnlmError
+from rnnlm.evaluate import compressor_bpc, evaluate_sources, file_source, score_records, score_stream, split_source
+from rnnlm.model import CharRNN
+from rnnlm.vocab import EOS_ID
+from test_sample import make_checkpoint
+
+SPLIT_TOLERANCE = 1e-6
+"""nats/char: a stream cut into parallel rows equals one stream to float rounding (observed: ~1e-9)."""
+
+
+def random_model(vocab_size=12, cell="lstm", num_layers=2, seed=0):
+    torch.manual_seed(seed)
+    cfg = load_config(None, [f"model.cell={cell}", "model.hidden_size=16", f"model.num_layers={num_layers}"]).model
+    return CharRNN(vocab_size, cfg).eval()
+
+
+def long_memory_gru(vocab_size=12):
+    """A GRU whose update gate stays near 1: its state carries what it read thousands of steps back,
+    so a row started from a warm-up guess is wrong until the check corrects it."""
+    model = random_model(vocab_size, cell="gru", num_layers=1)
+    with torch.no_grad():
+        model.rnn.bias_hh_l0[16:32] += 6.0  # z = sigmoid(... + 6): keep 99.75% of the old state each step
+    return model
+
+
+@torch.no_grad()
+def brute_force(model, ids, context, spans):
+    """Each target read on its own: the window before it, from a zero state, one forward call per target."""
+    total, count = 0.0, 0
+    for f, e in spans:
+        for j in range(f + 1, e):
+            logits, _ = model(ids[max(f, j - context):j][None])
+            total -= float(torch.log_softmax(logits[0, -1].double(), -1)[ids[j]])
+            count += 1
+    return total / count, count
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("streams, warmup", [(2, 512), (7, 0), (7, 5), (33, 64)])
+def test_stream_split_equals_one_stream(cell, streams, warmup):
+    model = random_model(cell=cell)
+    ids = torch.randint(0, 12, (3001,), generator=torch.Generator().manual_seed(1))
+    one = score_stream(model, ids, streams=1)
+    split = score_stream(model, ids, streams=streams, warmup=warmup)
+    assert (split.chars, split.unk) == (one.chars, one.unk) == (3000, int((ids[1:] == 1).sum()))
+    assert abs(split.nll - one.nll) <= SPLIT_TOLERANCE
+
+
+def test_the_boundary_check_is_what_makes_the_split_exact(monkeypatch):
+    model = long_memory_gru()
+    ids = torch.randint(0, 12, (4001,), generator=torch.Generator().manual_seed(2))
+    one = score_stream(model, ids, streams=1)
+    assert abs(score_stream(model, ids, streams=8, warmup=16).nll - one.nll) <= SPLIT_TOLERANCE
+    monkeypatch.setattr(ev, "STATE_ATOL", math.inf)  # accept every warm-up guess unchecked
+    assert abs(score_stream(model, ids, streams=8, warmup=16).nll - one.nll) > 1e-4
+
+
+def test_default_streams_on_a_long_text_match_one_stream():
+    model = long_memory_gru()
+    ids = torch.randint(0, 12, (20_001,), generator=torch.Generator().manual_seed(3))
+    assert abs(score_stream(model, ids).nll - score_stream(model, ids, streams=1).nll) <= SPLIT_TOLERANCE
+
+
+@pytest.mark.parametrize("context", [1, 2, 5, 16, 40, 1000])
+def test_context_equals_brute_force_on_a_stream(context):
+    model = random_model()
+    ids = torch.randint(0, 12, (41,), generator=torch.Generator().manual_seed(4))
+    score = score_stream(model, ids, context=context)
+    expected, count = brute_force(model, ids, context, [(0, len(ids))])
+    assert score.chars == count == 40 and score.nll == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("context", [1, 3, 8])
+def test_context_equals_brute_force_on_records(context):
+    model = random_model()
+    g = torch.Generator().manual_seed(5)
+    records = [torch.randint(2, 12, (n,), generator=g) for n in (1, 4, 9, 2)]
+    ids = torch.cat([t for r in records for t in (torch.tensor([EOS_ID]), r, torch.tensor([EOS_ID]))])
+    spans, f = [], 0
+    for r in records:
+        spans.append((f, f + len(r) + 2))
+        f += len(r) + 2
+    expected, count = brute_force(model, ids, context, spans)
+    score = score_records(model, records, context=context)
+    assert score.chars == count == sum(len(r) + 1 for r in records) and score.nll == pytest.approx(expected, abs=1e-6)
+
+
+def test_context_longer_than_the_text_is_the_carried_state():
+    model = random_model()
+    ids = torch.randint(0, 12, (300,), generator=torch.Generator().manual_seed(6))
+    assert score_stream(model, ids, context=299).nll == pytest.approx(score_stream(model, ids, streams=1).nll, abs=1e-6)
+    records = [ids[2:9].clamp(min=2), ids[20:23].clamp(min=2)]
+    assert score_records(model, records, context=50).nll == pytest.approx(score_records(model, records).nll, abs=1e-6)
+
+
+def test_context_must_be_positive():
+    with pytest.raises(RnnlmError, match="--context 0"):
+        score_stream(random_model(), torch.arange(10) % 12, context=0)
+
+
+def uniform(model, vocab):
+    model.decoder.weight.zero_()
+    model.decoder.bias.zero_()
+
+
+@pytest.mark.parametrize("context", [None, 3])
+def test_uniform_model_on_uniform_text_has_perplexity_vocab_size(tmp_path, context):
+    chars = "abcdefghij"
+    point = ckpt.load(make_checkpoint(tmp_path / "u.pt", dataset="hello", chars=chars, setup=uniform))
+    rng = random.Random(0)
+    text = "".join(rng.choice(chars) for _ in range(5000))
+    assert set(text) == set(chars)
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    result = evaluate_sources(point, [file_source(tmp_path / "t.txt", point)], context=context)
+    assert result.total.chars == 5000 and result.total.unk == 0
+    assert result.total.perplexity == pytest.approx(len(point.vocab), rel=1e-5) and len(point.vocab) == 12
+    assert result.total.bpc == pytest.approx(math.log2(12), rel=1e-5)
+
+
+def test_unknown_characters_in_a_file_are_counted_and_named(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
+    (tmp_path / "t.txt").write_text("hello wörld, hello", encoding="utf-8")
+    result = evaluate_sources(point, [file_source(tmp_path / "t.txt", point)])
+    part = result.parts[0]
+    assert part.unknown == [" ", "w", "ö", "r", "d", ","] and part.score.unk == 7 and part.score.chars == 18
+    assert math.isfinite(part.score.nll)
+    assert "7 character(s) the model never saw" in result.warnings()[0] and "'ö'" in result.warnings()[0]
+    assert result.as_dict()["unknown_chars"] == part.unknown and result.as_dict()["unk"] == 7
+
+
+def test_a_records_model_reads_a_file_one_record_per_line(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="anbn", chars="ab"))
+    (tmp_path / "r.txt").write_text("ab\naabb\naaabbb\n", encoding="utf-8")
+    source = file_source(tmp_path / "r.txt", point)
+    assert source.ids.tolist() == [0, 2, 3, 0, 2, 2, 3, 3, 0, 2, 2, 2, 3, 3, 3, 0]
+    assert evaluate_sources(point, [source]).total.chars == 15  # 12 letters and 3 <eos>
+
+
+def test_several_files_total_weighs_by_characters(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
+    (tmp_path / "a.txt").write_text("hello" * 30, encoding="utf-8")
+    (tmp_path / "b.txt").write_text("olleh" * 3, encoding="utf-8")
+    result = evaluate_sources(point, [file_source(tmp_path / n, point) for n in ("a.txt", "b.txt")], compressors=True)
+    a, b = (p.score for p in result.parts)
+    assert (a.chars, b.chars, result.total.chars) == (150, 15, 165)
+    assert result.total.nll == pytest.approx((a.nll * 150 + b.nll * 15) / 165)
+    assert [len(p["source"]) > 0 for p in result.as_dict()["parts"]] == [True, True]
+    assert result.lines()[-3].startswith("total: 165 characters")
+
+
+def test_empty_file_is_an_error(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
+    (tmp_path / "e.txt").write_text("", encoding="utf-8")
+    with pytest.raises(RnnlmError, match="no characters to score"):
+        file_source(tmp_path / "e.txt", point)
+
+
+def test_compressor_bits_per_character():
+    rng = random.Random(1)
+    text = "".join(rng.choice("ab") for _ in range(20_000))
+    bpc = compressor_bpc(text)
+    assert bpc["gzip"] == 8 * len(gzip.compress(text.encode(), 9, mtime=0)) / 20_000
+    assert bpc["bz2"] == 8 * len(bz2.compress(text.encode(), 9)) / 20_000
+    assert bpc["xz"] == 8 * len(lzma.compress(text.encode(), preset=9 | lzma.PRESET_EXTREME)) / 20_000
+    assert all(0.95 < v < 1.5 for v in bpc.values())  # one random bit per character, and a little overhead
+    assert compressor_bpc("é" * 1000)["gzip"] < 0.5  # per character, not per UTF-8 byte
+
+
+def test_split_scores_reproduce_the_training_validation_loss(tmp_path):
+    from rnnlm.train import Prepared, evaluate_split, prepare
+
+    for dataset, mode in (("hello", "pack"), ("anbn", "pack"), ("anbn", "pad")):
+        point = ckpt.load(make_checkpoint(tmp_path / f"{dataset}-{mode}.pt", dataset=dataset, records_mode=mode,
+                                          chars="ab" if dataset == "anbn" else "helo"))
+        model = ev.load_model(point)
+        prepared: Prepared = prepare(point.config, vocab=point.vocab)
+        expected = evaluate_split(model, point.config, prepared, "val")
+        got = evaluate_sources(point, [split_source(point, "val")]).total
+        assert (got.chars, got.unk) == (expected.chars, expected.unk) and got.nll == pytest.approx(expected.nll, abs=1e-9)
+
+
+def test_unknown_split_is_an_error(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
+    with pytest.raises(RnnlmError, match="choose val or test"):
+        split_source(point, "train")
+
+
+def test_vocab_of_the_test_file_can_exceed_the_model(tmp_path):
+    # a character above every vocabulary code point must not fall off the end of the lookup
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
+    source = file_source_text(tmp_path, point, "hello\U0001F600")
+    assert source.unknown == ["\U0001F600"] and int((source.ids == 1).sum()) == 1
+
+
+def file_source_text(tmp_path, point, text):
+    (tmp_path / "x.txt").write_text(text, encoding="utf-8")
+    return file_source(tmp_path / "x.txt", point)

@@ -1,0 +1,226 @@
+"""Sampling: reproducible, batched like single runs, top-k/top-p exact, records end at <eos>, novelty counted."""
+
+import io
+import math
+
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from rnnlm import checkpoint as ckpt
+from rnnlm.config import load_config
+from rnnlm.data import load_corpus
+from rnnlm.errors import RnnlmError
+from rnnlm.model import CharRNN
+from rnnlm.sample import SampleOptions, choose, filter_logits, generate, read_prime, sample_checkpoint
+from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
+
+
+def make_checkpoint(path, dataset="anbn", chars="ab", cell="lstm", hidden_size=8, records_mode="pack", setup=None,
+                    seed=0):
+    """A checkpoint written directly (no training): a small random model, or one `setup(model, vocab)` shapes."""
+    cfg = load_config(None, [f"data.dataset={dataset}", f"data.records={records_mode}", f"model.cell={cell}",
+                             f"model.hidden_size={hidden_size}", "model.num_layers=1"])
+    vocab = Vocab.from_texts([chars])
+    torch.manual_seed(seed)
+    model = CharRNN(len(vocab), cfg.model)
+    if setup is not None:
+        with torch.no_grad():
+            setup(model, vocab)
+    ckpt.save(path, {"config": cfg.to_dict(), "vocab": list(vocab.itos), "records": dataset in ("anbn", "names"),
+                     "model": model.state_dict(), "step": 0, "train": {}})
+    return path
+
+
+def constant_logits(**logits):
+    """A `setup` whose model ignores its input: every step the same logits, -30 for characters not named
+    (`eos=` names <eos>)."""
+    def setup(model, vocab):
+        model.decoder.weight.zero_()
+        model.decoder.bias.fill_(-30.0)
+        for char, value in logits.items():
+            model.decoder.bias[EOS_ID if char == "eos" else vocab.itos.index(char)] = value
+    return setup
+
+
+def random_model(vocab_size=8, cell="lstm", seed=0):
+    torch.manual_seed(seed)
+    cfg = load_config(None, [f"model.cell={cell}", "model.hidden_size=16", "model.num_layers=2"]).model
+    return CharRNN(vocab_size, cfg).eval()
+
+
+VOCAB = Vocab.from_texts(["abcdef\n"])  # 9 ids: <eos>, <unk>, \n, a..f
+
+
+def test_fixed_seed_gives_identical_samples():
+    model = random_model(len(VOCAB))
+    opts = SampleOptions(length=60, temperature=1.0, num_samples=3, seed=11)
+    first = generate(model, VOCAB, "ab", opts)
+    assert generate(model, VOCAB, "ab", opts) == first
+    assert generate(model, VOCAB, "ab", SampleOptions(length=60, temperature=1.0, num_samples=3, seed=12)) != first
+
+
+def test_top_k_1_equals_argmax():
+    model = random_model(len(VOCAB))
+    greedy = generate(model, VOCAB, "a", SampleOptions(length=40, temperature=0, seed=1))
+    assert generate(model, VOCAB, "a", SampleOptions(length=40, temperature=1.5, top_k=1, seed=1)) == greedy
+    logits = torch.randn(50, 9, generator=torch.Generator().manual_seed(0))
+    generators = [torch.Generator().manual_seed(i) for i in range(50)]
+    assert torch.equal(choose(logits, SampleOptions(temperature=2.0, top_k=1), generators), logits.argmax(-1))
+
+
+@pytest.mark.parametrize("p, kept", [(0.3, 1), (0.5, 1), (0.6, 2), (0.75, 2), (0.8, 3), (0.875, 3), (0.9, 4), (1.0, 4)])
+def test_top_p_keeps_the_smallest_set_reaching_p(p, kept):
+    probs = torch.tensor([[0.125, 0.5, 0.125, 0.25]])  # exact in binary: the sums have no rounding
+    filtered = filter_logits(probs.log(), None, p)
+    survivors = torch.isfinite(filtered[0]).nonzero().flatten().tolist()
+    assert survivors == sorted([1, 3, 0, 2][:kept]) or (kept == 3 and survivors in ([0, 1, 3], [1, 2, 3]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-6, 6), min_size=2, max_size=12), st.floats(0.01, 1.0))
+def test_top_p_property(logits, p):
+    logits_t = torch.tensor([logits], dtype=torch.float32)
+    probs = logits_t.softmax(-1)[0].double()
+    ordered = probs.sort(descending=True).values
+    reach = ordered.cumsum(0)
+    assume(all(abs(float(c) - p) > 1e-5 for c in reach))  # no ties with p within float rounding
+    smallest = next(m for m in range(1, len(logits) + 1) if reach[m - 1] >= p)
+    kept = torch.isfinite(filter_logits(logits_t, None, p)[0])
+    assert int(kept.sum()) >= smallest  # ties in probability may keep a few more, never fewer
+    assert float(probs[kept].min()) >= float(probs[~kept].max()) if (~kept).any() else True
+    assert int(kept.sum()) == smallest or math.isclose(float(ordered[smallest - 1]), float(ordered[smallest]),
+                                                       rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("records, packed", [(False, False), (True, False), (True, True)])
+def test_a_batch_of_n_is_n_single_samples_with_seeds_seed_plus_i(records, packed):
+    model = random_model(len(VOCAB), cell="gru")
+    batch = generate(model, VOCAB, "ca", SampleOptions(length=30, temperature=1.0, top_p=0.95, num_samples=5, seed=40),
+                     records=records, packed=packed)
+    singles = [generate(model, VOCAB, "ca", SampleOptions(length=30, temperature=1.0, top_p=0.95, seed=40 + i),
+                        records=records, packed=packed)[0] for i in range(5)]
+    assert batch == singles
+    assert len(set(map(tuple, batch))) > 1
+
+
+def test_samples_never_contain_unk_and_streams_never_eos():
+    model = random_model(len(VOCAB))
+    with torch.no_grad():
+        model.decoder.bias[[EOS_ID, UNK_ID]] += 50  # the model wants nothing else
+    for sample in generate(model, VOCAB, "", SampleOptions(length=50, temperature=1.0, num_samples=4, seed=0)):
+        assert len(sample) == 50 and EOS_ID not in sample and UNK_ID not in sample
+
+
+def test_records_end_at_eos_one_per_line(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", setup=constant_logits(a=0.0, eos=0.0)))
+    out = io.StringIO()
+    report = sample_checkpoint(point, SampleOptions(length=200, temperature=1.0, num_samples=20, seed=5), "", out)
+    lines = out.getvalue().split("\n")
+    assert lines[-1] == "" and len(lines[:-1]) == 20  # one record per line, each ended
+    assert all(set(line) <= {"a"} for line in lines[:-1]) and report.cut == 0
+    assert len({len(line) for line in lines}) > 3  # the lengths vary: each record stopped at its own <eos>
+
+
+def test_records_cut_at_the_length_limit_are_counted(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", setup=constant_logits(a=5.0, eos=-5.0)))
+    out = io.StringIO()
+    report = sample_checkpoint(point, SampleOptions(length=7, temperature=0, num_samples=2), "", out)
+    assert out.getvalue() == "aaaaaaa\naaaaaaa\n" and report.cut == 2
+    assert "2 reached the length limit" in report.summary()
+
+
+def test_novelty_count_on_a_crafted_case(tmp_path):
+    # After the prime "aab" the model writes b or <eos> with probability 1/2 each: the records are aab b^k.
+    # The anbn training split holds only a^n b^n, so exactly the records other than "aabb" are novel.
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", setup=constant_logits(b=0.0, eos=0.0)))
+    training = set(load_corpus(point.config.data, point.config.train.seed).train)
+    assert "aabb" in training
+    opts = SampleOptions(length=50, temperature=1.0, num_samples=40, seed=3)
+    out = io.StringIO()
+    report = sample_checkpoint(point, opts, "aab", out)
+    records = out.getvalue().splitlines()
+    assert len(records) == 40 and all(r.startswith("aab") and set(r[3:]) <= {"b"} for r in records)
+    expected_novel = sum(r != "aabb" for r in records)
+    assert 0 < expected_novel < 40
+    assert (report.samples, report.novel, report.distinct) == (40, expected_novel, len(set(records)))
+    assert f"{expected_novel} novel" in report.summary()
+
+    kept = io.StringIO()
+    filtered = sample_checkpoint(point, opts, "aab", kept, unique=True, novel=True)
+    assert kept.getvalue().splitlines() == list(dict.fromkeys(r for r in records if r != "aabb"))
+    assert filtered.written == len(set(records) - {"aabb"}) and filtered.novel == expected_novel
+
+
+def test_novel_needs_a_records_corpus(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
+    with pytest.raises(RnnlmError, match="line-per-record"):
+        sample_checkpoint(point, SampleOptions(length=5), "", io.StringIO(), novel=True)
+
+
+def test_novelty_unknown_when_the_corpus_cannot_be_read(tmp_path):
+    path = make_checkpoint(tmp_path / "m.pt", dataset="names", chars="abc", setup=constant_logits(a=0.0, eos=0.0))
+    point = ckpt.load(path)
+    point.config.data.path = str(tmp_path / "gone.txt")
+    report = sample_checkpoint(point, SampleOptions(length=20, num_samples=3, seed=0), "", io.StringIO())
+    assert report.novel is None and "novelty not checked" in report.summary() and "gone.txt" in report.summary()
+    with pytest.raises(RnnlmError, match="--novel needs the training split"):
+        sample_checkpoint(point, SampleOptions(length=20), "", io.StringIO(), novel=True)
+
+
+class FlushLog(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def flush(self) -> None:
+        self.seen.append(self.getvalue())
+
+
+def test_one_sample_is_written_character_by_character(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
+    out = FlushLog()
+    sample_checkpoint(point, SampleOptions(length=25, temperature=1.0, seed=2), "he", out)
+    text = out.getvalue()
+    assert len(text) == 2 + 25 + 1 and text.startswith("he") and text.endswith("\n")
+    grown = [b for a, b in zip(out.seen, out.seen[1:]) if b != a]
+    assert len(grown) >= 25 and all(len(b) - len(a) == 1 for a, b in zip(out.seen[1:], out.seen[2:]) if b != a)
+
+
+def test_stream_samples_are_separated(tmp_path):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
+    out = io.StringIO()
+    sample_checkpoint(point, SampleOptions(length=10, temperature=1.0, num_samples=3, seed=2), "", out)
+    pieces = out.getvalue().split("\n---\n")
+    assert len(pieces) == 3 and all(len(p.strip("\n")) == 10 for p in pieces)
+
+
+def test_unknown_prime_characters_are_counted_and_named():
+    prime = read_prime(VOCAB, "ab€x€")
+    assert prime.unknown == ["€", "x"] and prime.unknown_count == 3
+    assert "3 character(s)" in prime.warning() and "'€', 'x'" in prime.warning()
+    with pytest.raises(RnnlmError, match="--strict"):
+        read_prime(VOCAB, "ab€", strict=True)
+    model = random_model(len(VOCAB))  # read as <unk>: generation goes on
+    assert len(generate(model, VOCAB, prime.text, SampleOptions(length=5, seed=0))[0]) == 5
+    assert read_prime(VOCAB, "abc", strict=True).warning() is None
+
+
+def test_prime_file_and_default(tmp_path):
+    (tmp_path / "p.txt").write_text("cab\n", encoding="utf-8")
+    assert read_prime(VOCAB, path=tmp_path / "p.txt").text == "cab\n"
+    assert read_prime(VOCAB, default="fa").text == "fa" and read_prime(VOCAB, "", default="fa").text == ""
+    with pytest.raises(RnnlmError, match="no such file"):
+        read_prime(VOCAB, path=tmp_path / "missing.txt")
+    with pytest.raises(RnnlmError, match="not both"):
+        read_prime(VOCAB, "a", tmp_path / "p.txt")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"length": 0}, "--length 0"), ({"length": -3}, "--length -3"), ({"temperature": -0.1}, "--temp -0.1"),
+    ({"top_p": 0.0}, "--top-p 0.0"), ({"top_p": 1.01}, "--top-p 1.01"), ({"top_k": 0}, "--top-k 0"),
+    ({"num_samples": 0}, "--num-samples 0")])
+def test_bad_options_are_errors(kwargs, message):
+    with pytest.raises(RnnlmError, match=message):
+        SampleOptions(**kwargs)
