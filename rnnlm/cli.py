@@ -78,9 +78,6 @@ def train(
         cfg = load_config(config, args)
     with setup(cfg.train.device) as dist:
         run_dir = resume if resume is not None else new_run_dir(out, config.stem, name, dist)  # type: ignore[union-attr]
-        if dist.is_main:
-            start = " (stopped before its first checkpoint: starting it over)" if resume and not previous else ""
-            typer.echo(f"run directory: {run_dir}{start}", err=True)
         result = run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet, dist=dist)
     summary = f"step {result.step}: val loss {result.last_val:.4f} nats/char (best {result.best_val:.4f})"
     if result.stopped == "interrupted":

@@ -344,6 +344,8 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
 
     loggers: MetricLogger = Loggers([])
     if dist.is_main:
+        over = resume is None and (run_dir / "config.yaml").exists()
+        _say(f"run directory: {run_dir}" + (" (stopped before its first checkpoint: starting it over)" if over else ""))
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in ckpt.remove_stale_temp_files(run_dir):
             _say(f"removed {stale.name}, left by a process killed while writing it")

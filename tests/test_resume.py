@@ -1,0 +1,189 @@
+"""Stopping and resuming through the real command line: Ctrl-C, SIGTERM, SIGKILL at any moment, and
+resuming with a changed config. Each compares the finished run's metrics with an uninterrupted run's."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from rnnlm import checkpoint as ckpt
+from rnnlm.config import load_config
+from rnnlm.metrics import read_metrics
+from rnnlm.train import SAFE_TO_CHANGE, train
+
+# dropout and random BPTT lengths: a resume must restore the torch and batcher generators to match
+TINY = str(REPO / "configs" / "tiny.yaml")
+COMMON = ["data.dataset=anbn", "model.hidden_size=32", "model.num_layers=1", "model.dropout=0.1", "train.bptt=random",
+          "train.seq_len=32", "train.batch_size=16", "train.lr=0.01", "train.log_every=5", "train.eval_every=20",
+          "train.device=cpu"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # one thread, as the in-process reference
+ENV.pop("RNNLM_DEBUG", None)
+
+
+def reference(tmp_path: Path, *overrides: str) -> list[dict]:
+    """The records of an uninterrupted run (in this process, single-threaded like the subprocesses)."""
+    result = train(load_config(TINY, [*COMMON, *overrides]), tmp_path / "reference", progress=False)
+    return strip(result.run_dir)
+
+
+def strip(run_dir: Path) -> list[dict]:
+    """Records without the fields that measure time."""
+    return [{k: v for k, v in r.items() if k not in ("elapsed", "chars_per_sec")} for r in read_metrics(run_dir)]
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "rnnlm", "train", *args, "-q"], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(run_dir: Path, step: int, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Until metrics.jsonl has a record at `step` or later: training is under way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.jsonl").exists() and any(r["step"] >= step for r in read_metrics(run_dir)):
+            return
+        assert process.poll() is None, process.communicate()[1]
+        time.sleep(0.02)
+    raise AssertionError(f"no record at step {step} after {timeout} s")
+
+
+def wait_for_progress(run: Path, resumed_from: int, process: subprocess.Popen[str]) -> bool:
+    """Until the process has trained past its checkpoint (True), or has finished (False). It first drops
+    the records a killed run wrote past that checkpoint, then writes its own."""
+    def newest() -> int:
+        return max((r["step"] for r in read_metrics(run)), default=0) if (run / "metrics.jsonl").exists() else 0
+
+    truncated = False
+    while process.poll() is None:
+        truncated = truncated or newest() <= resumed_from
+        if truncated and newest() > resumed_from:
+            return True
+        time.sleep(0.01)
+    assert process.returncode == 0, process.communicate()[1]
+    return False
+
+
+def temp_files(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.glob(".*.tmp-*"))
+
+
+def writing(run_dir: Path, pid: int) -> bool:
+    return any(name.endswith(f".tmp-{pid}") for name in os.listdir(run_dir)) if run_dir.exists() else False
+
+
+def interrupt(process: subprocess.Popen[str], run: Path, sig: int, after_step: int) -> int:
+    """Send `sig` once training passed `after_step`; check the exit status, the message and last.pt."""
+    wait_for_step(run, after_step, process)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + sig, err
+    assert f"resume with: rnnlm train --resume {run}" in err.splitlines()[-1]
+    assert temp_files(run) == []
+    return ckpt.load(run / ckpt.LAST).step
+
+
+def test_ctrl_c_and_sigterm_save_and_the_resumed_run_is_exact(tmp_path):
+    steps = "train.max_steps=200"
+    run = tmp_path / "run"
+    first = interrupt(start(TINY, "--out", str(tmp_path), "--name", "run", *COMMON, steps), run, signal.SIGINT, 10)
+    second = interrupt(start("--resume", str(run)), run, signal.SIGTERM, first + 5)
+    assert 10 <= first < second < 200, "the run ended before the signal came"
+
+    resumed = run_cli("train", "--resume", str(run), "-q", env={"OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {second}" in resumed.stderr
+    assert (run / "resume.log").read_text().count("resumed at step") == 2
+    assert strip(run) == reference(tmp_path, steps)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    """Killed again and again, at random moments and right as checkpoints are being written: each time
+    the newest checkpoint loads and the run resumes; in the end its metrics are an uninterrupted run's."""
+    steps = ["train.max_steps=160", "train.eval_every=4", "train.keep_last=2", "model.hidden_size=64"]  # writes often
+    run = tmp_path / "run"
+    rng = random.Random(5)
+    kills, mid_write, killed = 0, 0, set()
+    while kills < 6 or (mid_write == 0 and kills < 12):
+        resumed_from = ckpt.load(run / ckpt.LAST).step if (run / ckpt.LAST).exists() else 0
+        process = start("--resume", str(run)) if kills else start(TINY, "--out", str(tmp_path), "--name", "run",
+                                                                   *COMMON, *steps)
+        if not wait_for_progress(run, resumed_from, process):
+            break  # it finished first
+        if kills % 2 == 0:  # at a random moment: in a step, an evaluation, a checkpoint or metrics write
+            time.sleep(rng.uniform(0, 0.8))
+        else:  # as soon as this process has begun writing a checkpoint
+            while process.poll() is None and not writing(run, process.pid):
+                time.sleep(0.0005)
+        if process.poll() is not None:
+            assert process.returncode == 0, process.communicate()[1]
+            break
+        process.kill()
+        process.wait()
+        kills += 1
+        killed.add(process.pid)
+        left = temp_files(run)
+        assert all(int(name.rsplit("-", 1)[1]) in killed for name in left), left  # only killed writers leave any
+        mid_write += any(name.endswith(f".tmp-{process.pid}") for name in left)
+        point = ckpt.load(run / ckpt.LAST)  # the newest checkpoint loads, whatever the moment of the kill
+        assert point.step % 4 == 0 and resumed_from <= point.step < 160
+    assert kills >= 4 and mid_write > 0, (kills, mid_write)
+
+    finished = run_cli("train", "--resume", str(run), "-q", env={"OMP_NUM_THREADS": "1"})
+    assert finished.returncode == 0, finished.stderr
+    assert temp_files(run) == []
+    assert sorted(p.name for p in run.glob("step-*.pt")) == ["step-000156.pt", "step-000160.pt"]
+    assert strip(run) == reference(tmp_path, *steps)
+
+
+def test_resume_with_a_changed_config(tmp_path):
+    run = tmp_path / "run"
+    first = run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10", "-q")
+    assert first.returncode == 0, first.stderr
+    before = (run / "metrics.jsonl").read_text()
+
+    refused = run_cli("train", "--resume", str(run), "model.hidden_size=64", "train.lr=0.1", "train.max_steps=20")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: cannot resume with a changed config: model.hidden_size, train.lr differ from the run's config.yaml; "
+        "only " + ", ".join(sorted(SAFE_TO_CHANGE)) + " and sample.* may change on resume"]
+    assert (run / "metrics.jsonl").read_text() == before and not (run / "resume.log").exists()
+
+    accepted = run_cli("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "sample.length=50", "-q")
+    assert accepted.returncode == 0, accepted.stderr
+    change = "train.max_steps: 10 -> 20; train.eval_every: 20 -> 5; sample.length: 40 -> 50"
+    assert f"resuming at step 10 with {change}" in accepted.stderr
+    assert (run / "resume.log").read_text().strip().endswith(f"resumed at step 10 with {change}")
+    assert load_config(run / "config.yaml").train.max_steps == 20
+    assert [r["step"] for r in read_metrics(run) if "val_loss" in r] == [10, 15, 20]
+    assert "(max steps reached)" in accepted.stderr
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(load_config(TINY, [*COMMON, "train.max_steps=10"]).to_yaml())
+    (run / "metrics.jsonl").write_text('{"step": 5, "epoch": 0, "train_loss": 9.0}\n{"step": 10, "ep')
+    (run / ".best.pt.tmp-999999999").write_bytes(b"half a checkpoint")  # no process has this id
+    result = run_cli("train", "--resume", str(run), "-q", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "starting it over" in result.stderr and "removed .best.pt.tmp-999999999" in result.stderr
+    assert temp_files(run) == [] and ckpt.load(run / ckpt.LAST).step == 10
+    assert strip(run) == reference(tmp_path, "train.max_steps=10")
+
+
+def test_fp16_on_a_cpu_is_one_line(tmp_path):
+    result = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "train.precision=fp16", "train.device=cpu",
+                     "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: train.precision=fp16 needs a CUDA device; on a CPU use train.precision=bf16 or fp32"]
+    assert not any(tmp_path.iterdir())
