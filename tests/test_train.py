@@ -8,6 +8,7 @@ import torch
 from rnnlm import checkpoint as ckpt
 from rnnlm.batching import pad_records
 from rnnlm.config import load_config
+from rnnlm.errors import RnnlmError
 from rnnlm.metrics import read_metrics
 from rnnlm.model import CharRNN
 from rnnlm.train import learning_rate, train
@@ -69,6 +70,10 @@ def test_run_directory_holds_config_metrics_and_checkpoints(tmp_path):
     val_records = [r for r in records if "val_loss" in r]
     assert [r["step"] for r in train_records] == [10, 20, 30]
     assert [r["step"] for r in val_records] == [10, 20, 30]
+    assert set(train_records[0]) == {"step", "epoch", "train_loss", "lr", "grad_norm", "grad_norm_max", "chars_per_sec",
+                                     "elapsed"}
+    assert set(val_records[0]) == {"step", "epoch", "val_loss", "bpc", "perplexity", "elapsed"}
+    assert val_records[0]["bpc"] == pytest.approx(val_records[0]["val_loss"] / math.log(2))
     assert train_records[-1]["train_loss"] < train_records[0]["train_loss"]
     assert point.step == 30 and point.vocab.itos[2:] == ("e", "h", "l", "o")
 
@@ -113,3 +118,64 @@ def test_divergence_stops_with_a_message(tmp_path):
     with pytest.raises(TrainingDiverged, match="training diverged at step"):
         fit(tmp_path, "data.dataset=hello", "train.lr=1e30", "train.grad_clip=null", "train.optimizer=sgd",
             "train.max_steps=50")
+
+
+SMALL = ["data.dataset=hello", "model.hidden_size=16", "model.num_layers=1", "train.seq_len=16", "train.batch_size=8",
+         "train.device=cpu"]
+
+
+def test_max_epochs_ends_at_an_epoch_boundary_and_a_larger_budget_continues_exactly(tmp_path):
+    common = [*SMALL, "train.max_steps=null", "train.log_every=1", "train.eval_every=1000"]
+    one, _, _ = fit(tmp_path, *common, "train.max_epochs=1", name="one")
+    two, _, _ = fit(tmp_path, *common, "train.max_epochs=2", name="two")
+    assert one.stopped == two.stopped == "max_epochs"
+    epochs = [r["epoch"] for r in read_metrics(two.run_dir) if "train_loss" in r]
+    assert epochs == [0] * one.step + [1] * (two.step - one.step)
+    cfg = load_config(None, ["train.log_every=10", "train.eval_every=100", *common, "train.max_epochs=2"])
+    train(cfg, one.run_dir, resume=ckpt.load(one.run_dir / ckpt.LAST), progress=False)
+    losses = lambda r: [x["train_loss"] for x in read_metrics(r.run_dir) if "train_loss" in x]  # noqa: E731
+    assert losses(one) == losses(two)
+
+
+def test_patience_stops_when_the_validation_loss_stops_improving(tmp_path):
+    # gradients clipped to 1e-30: the weights never change, so the first evaluation stays the best
+    result, _, _ = fit(tmp_path, *SMALL, "train.grad_clip=1e-30", "train.eval_every=2", "train.patience=2",
+                       "train.max_steps=100")
+    assert result.stopped == "patience" and result.step == 6
+    assert [r["step"] for r in read_metrics(result.run_dir) if "val_loss" in r] == [2, 4, 6]
+
+
+def test_keep_last_keeps_the_newest_numbered_checkpoints(tmp_path):
+    result, _, _ = fit(tmp_path, *SMALL, "train.max_steps=30", "train.eval_every=5", "train.keep_last=2")
+    assert sorted(p.name for p in result.run_dir.glob("step-*.pt")) == ["step-000025.pt", "step-000030.pt"]
+    assert ckpt.load(result.run_dir / "step-000025.pt").step == 25
+
+
+def test_a_budget_spent_mid_record_still_logs_its_steps(tmp_path):
+    result, _, _ = fit(tmp_path, *SMALL, "train.max_steps=25", "train.log_every=10", "train.eval_every=10")
+    records = read_metrics(result.run_dir)
+    assert [r["step"] for r in records if "train_loss" in r] == [10, 20, 25]
+    assert [r["step"] for r in records if "val_loss" in r] == [10, 20, 25]
+
+
+def test_bf16_trains_on_a_cpu(tmp_path):
+    result, _, _ = fit(tmp_path, "data.dataset=hello", "model.hidden_size=32", "model.num_layers=1", "train.seq_len=16",
+                       "train.batch_size=8", "train.lr=0.01", "train.max_steps=300", "train.precision=bf16",
+                       "train.device=cpu")
+    assert result.last_val < 0.1  # nats/char; knowing nothing costs log(4) = 1.39
+
+
+def test_fp16_needs_cuda(tmp_path):
+    with pytest.raises(RnnlmError, match="^train.precision=fp16 needs a CUDA device; on a CPU use train.precision=bf16 or fp32$"):
+        fit(tmp_path, *SMALL, "train.precision=fp16")
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    # compiling unrolls the recurrence over the window: a short window keeps the compile to a minute or less
+    common = ["data.dataset=hello", "model.cell=rnn", "model.hidden_size=8", "model.num_layers=1", "train.seq_len=4",
+              "train.batch_size=4", "train.max_steps=6", "train.log_every=1", "train.eval_every=6", "train.device=cpu"]
+    eager, _, _ = fit(tmp_path, *common, name="eager")
+    compiled, _, _ = fit(tmp_path, *common, "train.compile=true", name="compiled")
+    losses = lambda r: [x["train_loss"] for x in read_metrics(r.run_dir) if "train_loss" in x]  # noqa: E731
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-5)
