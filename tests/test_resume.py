@@ -187,3 +187,18 @@ def test_fp16_on_a_cpu_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: train.precision=fp16 needs a CUDA device; on a CPU use train.precision=bf16 or fp32"]
     assert not any(tmp_path.iterdir())
+
+
+def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    try:
+        (tmp_path / f".last.pt.tmp-{sleeper.pid}").write_bytes(b"being written")
+        (tmp_path / f".last.pt.tmp-{done.stdout.strip()}").write_bytes(b"left by a killed writer")
+        (tmp_path / ".notes.txt").write_text("not ours")
+        removed = ckpt.remove_stale_temp_files(tmp_path)
+        assert [p.name for p in removed] == [f".last.pt.tmp-{done.stdout.strip()}"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".last.pt.tmp-{sleeper.pid}", ".notes.txt"])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
