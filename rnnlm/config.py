@@ -187,9 +187,9 @@ class TrainConfig:
     """Autocast precision of the forward pass: `bf16` on CPU and CUDA, `fp16` (with loss scaling) on CUDA only."""
 
     compile: bool = False
-    """Run the model through `torch.compile`. The recurrence is unrolled over the window, so compiling takes
-    long (about a minute per window length on a CPU, more for long windows) and is redone for every new
-    window length; it needs `train.bptt: fixed` and pays off only on long runs."""
+    """Run the model through `torch.compile` (full `seq_len` windows; an epoch's shorter last window runs
+    eagerly). The recurrence is unrolled over the window, so compiling takes minutes on a CPU, longer for
+    long windows; it needs `train.bptt: fixed` and `data.records: pack`, and pays off on long runs only."""
 
     seed: int = 1337
     """Seeds every random generator: a CPU run with the same seed is reproducible."""
