@@ -129,14 +129,21 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
     return torch.optim.RMSprop(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, alpha=0.95)
 
 
-def learning_rate(cfg: Config, step: int, epoch: int) -> float:
-    """The rate for optimizer step `step` (0-based) in epoch `epoch` (epochs completed before it)."""
+def learning_rate(cfg: Config, step: int, epoch: int, clock: float = 0.0) -> float:
+    """The rate for optimizer step `step` (0-based) in epoch `epoch` (epochs completed before it), `clock`
+    seconds into the run. The cosine decays over whichever budget ends first, `max_steps` or `max_time`:
+    a run given a time budget ends at its floor rate. (Such a run depends on the clock anyway: where it
+    stops does; runs without `max_time` never read it.)"""
     t = cfg.train
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
     if t.schedule == "cosine":
-        span = max(1, t.max_steps - t.warmup_steps)
-        progress = min(1.0, (step - t.warmup_steps) / span)
+        progress = 0.0
+        if t.max_steps is not None:
+            progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+        if t.max_time is not None:
+            progress = max(progress, clock / t.max_time)
+        progress = min(1.0, progress)
         return t.min_lr + (t.lr - t.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
     if t.schedule == "char_rnn":
         # char-rnn decays the rate at the end of every epoch from `learning_rate_decay_after` on
@@ -251,6 +258,8 @@ class Tally:
     last_eval_step: int = -1
     elapsed: float = 0.0
     """Wall-clock seconds over every session of the run, evaluations included (what `max_time` limits)."""
+    clock: float = 0.0
+    """`elapsed` as every process agrees on it (their mean at the last step): what the schedule reads."""
     first_loss: float = math.nan
     # the training record being gathered: sums over the steps since the last one
     loss_sum: float = 0.0
@@ -409,7 +418,7 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
     start_step, start_elapsed = tally.step, tally.elapsed
     stopped = budget_spent() or ("max_time" if t.max_time is not None and tally.elapsed >= t.max_time else None)
     rows = dist.rows(t.batch_size)
-    lr = learning_rate(cfg, max(0, tally.step - 1), batcher.epoch)
+    lr = learning_rate(cfg, max(0, tally.step - 1), batcher.epoch, tally.clock)
     model.train()
     try:
         with _StopSignal() as stop:
@@ -420,7 +429,7 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
                     stopped = "max_epochs"
                     break
                 state = truncate(state) if batch.carry else None
-                lr = learning_rate(cfg, tally.step, batch.epoch)
+                lr = learning_rate(cfg, tally.step, batch.epoch, tally.clock)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 inputs, targets = batch.inputs[rows], batch.targets[rows]
@@ -441,7 +450,9 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
                 now = time.perf_counter()
                 time_up = t.max_time is not None and tally.elapsed + (now - tick) >= t.max_time
                 shared = dist.all_reduce_sum(torch.tensor(
-                    [float(nll.detach()), float(stop.received is not None), float(time_up)], dtype=torch.float64, device=device))
+                    [float(nll.detach()), float(stop.received is not None), float(time_up), tally.elapsed + now - tick],
+                    dtype=torch.float64, device=device))
+                tally.clock = float(shared[3]) / dist.world_size
                 loss_value = float(shared[0]) / max(1, chars)
                 if tally.step == 0:
                     tally.first_loss = loss_value
