@@ -9,7 +9,7 @@ install: .venv/.installed
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e '.[test,plot]'
+	$(PY) -m pip install --quiet -e '.[test,plot,tensorboard]'
 	touch $@
 
 # Train the default config and print a sample: what a newcomer runs first.
