@@ -159,10 +159,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
     try:
         raw = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "unsupported global" in str(e).lower():  # the file names a Python object to rebuild: code, not data
             raise CheckpointError(f"{p}: refused to load: the file holds Python objects other than plain data "
                                   "and tensors, which could run code; rnnlm checkpoints never do") from None
-        raise CheckpointError(f"{p}: corrupted or not a checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint (its pickle is unreadable)") from None
     except Exception as e:  # torch.load fails in many ways on damaged bytes (RuntimeError, KeyError, EOFError, ...)
         raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint ({_first_line(e)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:

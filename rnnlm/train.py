@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import shutil
 import signal
 import sys
@@ -354,8 +355,8 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
     loggers: MetricLogger = Loggers([])
     if dist.is_main:
         over = resume is None and (run_dir / "config.yaml").exists()
+        _make_run_dir(run_dir)
         _say(f"run directory: {run_dir}" + (" (stopped before its first checkpoint: starting it over)" if over else ""))
-        run_dir.mkdir(parents=True, exist_ok=True)
         for stale in ckpt.remove_stale_temp_files(run_dir):
             _say(f"removed {stale.name}, left by a process killed while writing it")
         # what was written after the checkpoint belongs to a future this run will now write again
@@ -503,6 +504,18 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
         loggers.close()
     received = stop.received or signal.SIGINT if stopped == "interrupted" else None
     return RunResult(run_dir, tally.step, tally.best_val, tally.last_val, stopped, received)
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    """Create the run directory and prove it takes files, before any training time is spent."""
+    probe = run_dir / f".write-test-{os.getpid()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RnnlmError(f"cannot write the run directory {run_dir}: {e.strerror or e}; "
+                         "choose another folder with --out (or --name)") from None
 
 
 def _draw(batcher: Batcher, max_epochs: int | None) -> Batch | None:

@@ -1,0 +1,269 @@
+"""Issue 8's rule, case by case: a user's mistake is a short message on stderr naming what is wrong and
+how to fix it, exit status 2, no traceback, and nothing written or overwritten.
+
+The CLI runs in-process here (importing torch once), the way `rnnlm` runs it; tests/test_cli.py runs
+the same entry point as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+
+TEXT_CFG = str(REPO / "configs" / "text_lstm.yaml")
+NAMES_CFG = str(REPO / "configs" / "names_gru.yaml")
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    from rnnlm.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, sys.argv = sys.argv, ["rnnlm", *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_user_error(result: tuple[int, str, str], *needles: str, max_lines: int = 3) -> str:
+    code, _, err = result
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert 1 <= len([line for line in err.splitlines() if line.strip()]) <= max_lines, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "small.txt").write_text("hello world\n")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 au lait")
+    (tmp_path / "binary.dat").write_bytes(b"\x7fELF\x00\x00\x01" + bytes(range(256)))
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "names.txt").write_text("anna\nbob\n\ncarl\n")
+    (tmp_path / "text.txt").write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    return tmp_path
+
+
+def written(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["train", "no/such.yaml"], ["config file 'no/such.yaml' not found"]),
+    (["train", TEXT_CFG, "model.hiden_size=64"], ["unknown config key model.hiden_size", "did you mean 'hidden_size'"]),
+    (["train", TEXT_CFG, "model.hidden_size=wide"], ["model.hidden_size='wide'", "expected an integer"]),
+    (["train", TEXT_CFG, "model.hidden_size=0"], ["model.hidden_size=0 is not allowed"]),
+    (["train", TEXT_CFG, "train.lr=-0.1"], ["train.lr=-0.1 is not allowed"]),
+    (["train", TEXT_CFG, "model.dropout=1.0"], ["model.dropout=1.0 is not allowed", "[0, 1)"]),
+    (["train", TEXT_CFG, "model.cell=lstn"], ["model.cell='lstn'", "did you mean 'lstm'"]),
+    (["train", TEXT_CFG, "data.dataset=shakespear"], ["'shakespear' is not a corpus", "did you mean 'shakespeare'"]),
+    (["train", TEXT_CFG, "train.optimizer=adamx"], ["train.optimizer='adamx'", "adam, adamw, sgd, rmsprop"]),
+    (["train", TEXT_CFG, "train.schedule=linear"], ["train.schedule='linear'", "constant, cosine, char_rnn"]),
+    (["train", TEXT_CFG, "train.lr"], ["override 'train.lr' is malformed", "section.key=value"]),
+])
+def test_config_mistakes(tmp_path, args, needles):
+    assert_user_error(cli(*args, "--out", str(tmp_path / "runs")), *needles)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  cell: lstm\n  hidden_size: [64\ntrain:\n  lr: 0.1\n")
+    assert_user_error(cli("train", str(bad), "--out", str(tmp_path / "runs")), "bad.yaml: line", "YAML syntax error")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_seq_len_longer_than_the_training_split(files):
+    err = assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'small.txt'}", "train.seq_len=1000",
+                                "train.batch_size=1", "--out", str(files / "runs")),
+                            "too few for train.batch_size=1", "train.seq_len=1000")
+    assert "lower train.batch_size or train.seq_len" in err
+    assert not (files / "runs").exists()
+
+
+def test_batch_larger_than_the_corpus_allows(files):
+    assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "train.batch_size=4096",
+                          "--out", str(files / "runs")), "too few for train.batch_size=4096")
+    assert not (files / "runs").exists()
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, needles", [
+    ("missing.txt", ["missing.txt", "no such file"]),
+    ("empty.txt", ["empty.txt", "empty"]),
+    ("latin1.txt", ["latin1.txt", "not UTF-8", "byte offset 3"]),
+    ("binary.dat", ["binary.dat", "binary file"]),
+    ("nothing", ["nothing", "no text"]),
+])
+def test_data_mistakes(files, name, needles):
+    assert_user_error(cli("train", TEXT_CFG, f"data.path={files / name}", "--out", str(files / "runs")), *needles)
+    assert not (files / "runs").exists()
+
+
+def test_a_line_corpus_with_an_empty_line(files):
+    assert_user_error(cli("train", NAMES_CFG, f"data.path={files / 'names.txt'}", "--out", str(files / "runs")),
+                      "line 3 is empty")
+    assert not (files / "runs").exists()
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    code, _, err = cli("train", str(REPO / "configs" / "tiny.yaml"), "train.max_steps=5", "train.eval_every=5",
+                       "--out", str(out), "--name", "ok", "-q")
+    assert code == 0, err
+    return out / "ok"
+
+
+class Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("damage, needles", [
+    ("missing", ["no such checkpoint"]),
+    ("empty", ["the file is empty"]),
+    ("truncated", ["corrupted, truncated or not a checkpoint"]),
+    ("corrupted", ["corrupted, truncated or not a checkpoint"]),
+    ("foreign", ["not an rnnlm checkpoint"]),
+    ("future", ["checkpoint format 99"]),
+    ("text", ["corrupted, truncated or not a checkpoint"]),
+])
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_damaged_checkpoints(run, tmp_path, damage, needles, command):
+    good = (run / "best.pt").read_bytes()
+    path = tmp_path / "model.pt"
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "corrupted":
+        path.write_bytes(good[:200] + bytes(b ^ 0x5A for b in good[200:400]) + good[400:])
+    elif damage == "foreign":
+        torch.save({"state_dict": {"w": torch.ones(1)}}, path)
+    elif damage == "future":
+        payload = torch.load(run / "best.pt", weights_only=True)
+        torch.save({**payload, "version": 99}, path)
+    elif damage == "text":
+        path.write_text("I am a README, not a model\n")
+    assert_user_error(cli(command, str(path)), *needles)
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_a_crafted_pickle_never_runs(tmp_path, command):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "rnnlm-checkpoint", "version": 1, "model": Payload(marker)}, path)
+    assert_user_error(cli(command, str(path)), "refused to load")
+    assert not marker.exists()
+
+
+# --- environment ----------------------------------------------------------------------------------
+
+
+def test_output_directory_not_writable(files):
+    blocker = files / "a-file"
+    blocker.write_text("not a folder")
+    assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "--out", str(blocker / "runs")),
+                      "cannot write the run directory", "--out")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(files, monkeypatch):
+    from rnnlm import checkpoint as ckpt
+
+    real_write = ckpt._write_atomic
+
+    def disk_full_after_the_first_last_pt(path: Path, data) -> None:
+        """Writes the temp file, then fails as a full disk does, once a last.pt exists."""
+        if path.name != "last.pt" or not path.exists():
+            return real_write(path, data)
+        real_open = open
+
+        def full_open(file, mode="r", *a, **k):
+            handle = real_open(file, mode, *a, **k)
+            if "w" in mode:
+                handle.write = lambda _data: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+            return handle
+
+        monkeypatch.setattr("builtins.open", full_open)
+        try:
+            return real_write(path, data)
+        finally:
+            monkeypatch.setattr("builtins.open", real_open)
+
+    monkeypatch.setattr(ckpt, "_write_atomic", disk_full_after_the_first_last_pt)
+    run_dir = files / "runs" / "full"
+    assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "model.hidden_size=8",
+                          "model.num_layers=1", "train.seq_len=8", "train.batch_size=4", "train.eval_every=2",
+                          "train.max_steps=6", "--out", str(files / "runs"), "--name", "full", "-q"),
+                      "No space left on device", "the previous last.pt is intact")
+    assert ckpt.load(run_dir / "last.pt").step == 2  # the checkpoint before the failed write, intact
+    assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name]
+
+
+def test_cuda_on_a_machine_without_it(files):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "train.device=cuda",
+                          "--out", str(files / "runs")), "no CUDA device", "train.device=cpu")
+    assert not (files / "runs").exists()
+
+
+# --- sampling and evaluation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--length", "0"], ["--length"]),
+    (["--length", "-5"], ["--length"]),
+    (["--temp", "-1"], ["--temp", ">= 0"]),
+    (["--top-p", "0"], ["--top-p", "(0, 1]"]),
+    (["--top-p", "1.5"], ["--top-p", "(0, 1]"]),
+])
+def test_sampling_mistakes(run, args, needles):
+    assert_user_error(cli("sample", str(run), *args), *needles)
+
+
+def test_eval_file_with_no_characters(run, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_user_error(cli("eval", str(run), "--file", str(empty)), "empty.txt")
+
+
+def test_debug_shows_the_traceback_of_a_bug(monkeypatch, tmp_path):
+    import rnnlm.train
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(rnnlm.train, "train", broken)
+    with pytest.raises(ZeroDivisionError):
+        cli("--debug", "train", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path))
