@@ -188,6 +188,52 @@ def evaluate(
     typer.echo(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines()))
 
 
+@app.command()
+def viz(
+    run: RunArg,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="UTF-8 text for the model to read.",
+                                                 show_default=False)] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="The text itself, instead of --file.",
+                                                show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML page to write.")] = Path("viz.html"),
+    neuron: Annotated[Optional[str], typer.Option("--neuron", help="The neuron shown first: LAYER:INDEX (hidden state) "
+                                                  "or LAYER:INDEX:c (LSTM cell state), counted from 0; by default "
+                                                  "the top of the ranked list.", show_default=False)] = None,
+    chars: Annotated[int, typer.Option("--chars", help="Read at most this many characters of the text.")] = 3000,
+) -> None:
+    """Write a web page showing how each neuron fires at each character of a text, and what the model predicts next."""
+    from rnnlm import checkpoint as ckpt
+    from rnnlm.data.text import read_utf8
+    from rnnlm.viz import page_for_checkpoint
+
+    if (file is None) == (text is None):
+        raise RnnlmError("give the text to read with --file FILE or --text TEXT (one of the two)")
+    source = read_utf8(file) if file is not None else text
+    page = page_for_checkpoint(ckpt.load(run), source, neuron=neuron, chars=chars)
+    if page.trace.unknown:
+        typer.echo(f"warning: characters the model never saw, read as <unk>: {''.join(page.trace.unknown)!r}", err=True)
+    try:
+        out.write_text(page.html, encoding="utf-8")
+    except OSError as e:
+        raise RnnlmError(f"--out {out}: cannot write ({e.strerror})") from None
+    cut = f" (the first {chars:,}; --chars for more)" if page.truncated else ""
+    typer.echo(f"wrote {out}: {len(page.trace.text):,} characters{cut}, showing neuron {page.neuron}", err=True)
+    for line in page.best_matches():
+        typer.echo(f"  {line}", err=True)
+
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (or their metrics.jsonl files).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image to write; the suffix picks the format (.png, .svg, .pdf).")]
+    = Path("curves.png"),
+) -> None:
+    """Draw training and validation loss (nats and bits per character) against steps and time, all runs on one figure."""
+    from rnnlm.plot import plot_runs
+
+    typer.echo(f"wrote {plot_runs(runs, out)}", err=True)
+
+
 data_app = typer.Typer(help="List, fetch and describe the corpora.", no_args_is_help=True,
                        context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(data_app, name="data")
