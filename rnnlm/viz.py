@@ -287,7 +287,8 @@ def render_page(tr: Trace, vocab: Vocab, matches: list[Match], neuron: Neuron, t
     layers, hidden = q.shape[1], q.shape[2]
     data = {
         "text": tr.text, "cell": tr.cell, "kinds": list(tr.states), "layers": layers, "hidden": hidden,
-        # an LSTM's cell state and a ReLU RNN's h are unbounded: the page colours them by tanh(value)
+        # an LSTM's cell state and a ReLU RNN's h are unbounded: the page colours them scaled by their
+        # largest magnitude on the text, or by tanh(value)
         "squash": [k == "c" or tr.cell == "rnn" and float(np.abs(tr.states[k]).max(initial=0)) > 1
                    for k in tr.states],
         "acts": _b64(q, "<i1"), "scales": _b64(scale, "<f4"),
@@ -392,8 +393,8 @@ _PAGE = r"""<!DOCTYPE html>
     <label id="kind-label">state <select id="kind"></select></label>
     <label>neuron <input id="index" type="number" min="0" step="1"></label>
     <button id="prev" title="previous neuron">◀</button><button id="next" title="next neuron">▶</button>
-    <label id="scale-label">colour by <select id="scale"><option value="tanh">tanh(value)</option>
-      <option value="max">value ÷ its largest magnitude here</option></select></label>
+    <label id="scale-label">colour by <select id="scale"><option value="max">value ÷ max |value|</option>
+      <option value="tanh">tanh(value)</option></select></label>
     <span class="legend">−1 <span class="bar" id="legend"></span> +1</span>
     <label><input type="checkbox" id="preds" checked> predictions under each character</label>
     <span id="status" class="sub"></span>
@@ -408,8 +409,9 @@ _PAGE = r"""<!DOCTYPE html>
     <ol id="ranked"></ol>
     <h2 style="margin-top:14px">Reading the page</h2>
     <p>Each character is coloured by the chosen neuron's value right after the model read it
-       (blue negative, white zero, red positive). Cell states are unbounded: they are coloured by tanh of
-       their value, the way the cell passes them on, or (pick it above) scaled by their largest magnitude.
+       (blue negative, white zero, red positive). Cell states are unbounded: they are coloured by their
+       value divided by their largest magnitude on this text, or (pick it above) by tanh of their value,
+       the way the cell passes them on.
        Under it: the five characters the model thought most likely to come next, shaded by probability
        (green: the one that came), and a bar as high as the probability it gave the character that did come.
        Hover a character for the numbers.</p>
@@ -464,8 +466,8 @@ _PAGE = r"""<!DOCTYPE html>
   const slot = (n) => (D.kinds.indexOf(n.kind) * L + n.layer) * H + n.index;
   const value = (n, j) => acts[slot(n) * N + j] * scales[slot(n)] / 127;
   const squashed = (n) => D.squash[D.kinds.indexOf(n.kind)];
-  // the value a colour stands for, in [-1, 1]: bounded states as they are; unbounded ones (an LSTM's c) by
-  // tanh, as the cell passes them on (h = o * tanh(c)), or divided by their largest magnitude on this text
+  // the value a colour stands for, in [-1, 1]: bounded states as they are; unbounded ones (an LSTM's c)
+  // divided by their largest magnitude on this text, or by tanh, as the cell passes them on (h = o * tanh(c))
   function shader(n) {
     if (!squashed(n)) return (v) => Math.max(-1, Math.min(1, v));
     if ($("scale").value === "max") { const m = scales[slot(n)]; return (v) => v / m; }

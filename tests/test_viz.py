@@ -342,9 +342,9 @@ def c_page(tmp_path_factory):
     return page, path
 
 
-def expected_colours(page, neuron: Neuron, scaled: bool = False) -> np.ndarray:
+def expected_colours(page, neuron: Neuron, scaled: bool = True) -> np.ndarray:
     """The colour the page promises: white at 0, towards red (214,67,52) for +1 and blue (49,112,181) for -1,
-    with cell states through tanh, or divided by their largest magnitude on the text when `scaled`."""
+    with cell states divided by their largest magnitude on the text (`scaled`, the default) or through tanh."""
     q, scale = quantise(page.trace.states)
     k = list(page.trace.states).index(neuron.kind)
     v = q[k, neuron.layer, neuron.index].astype(np.float64) * scale[k, neuron.layer, neuron.index] / 127
@@ -380,10 +380,11 @@ def test_browser_picker_and_ranked_list_recolour_without_reloading(browser, c_pa
     np.testing.assert_allclose(after, expected_colours(page, Neuron(1, 7, "c")), atol=1.01)
     assert (np.abs(after - before).sum(axis=1) > 3).mean() > 0.5
     status = browser.js("document.getElementById('status').textContent")
-    assert "cell state c of layer 1, neuron 7, coloured by tanh" in status
-    browser.js("(e => { e.value = 'max'; e.dispatchEvent(new Event('change')); })(document.getElementById('scale'))")
-    np.testing.assert_allclose(browser.colours(), expected_colours(page, Neuron(1, 7, "c"), scaled=True), atol=1.01)
+    assert re.search(r"cell state c of layer 1, neuron 7, coloured by value / \d+\.\d\d \(its largest", status)
     browser.js("(e => { e.value = 'tanh'; e.dispatchEvent(new Event('change')); })(document.getElementById('scale'))")
+    np.testing.assert_allclose(browser.colours(), expected_colours(page, Neuron(1, 7, "c"), scaled=False), atol=1.01)
+    assert "coloured by tanh(value)" in browser.js("document.getElementById('status').textContent")
+    browser.js("(e => { e.value = 'max'; e.dispatchEvent(new Event('change')); })(document.getElementById('scale'))")
 
     top = page.matches[0]
     browser.js("document.querySelector('#ranked li[data-n]').click()")
