@@ -301,8 +301,8 @@ def render_page(tr: Trace, vocab: Vocab, matches: list[Match], neuron: Neuron, t
     }
     # JSON inside <script> must not contain "</" (it would end the element early); \u003c reads back as "<"
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
-    return (_PAGE.replace("__TITLE__", html.escape(title)).replace("__SUBTITLE__", html.escape(subtitle))
-            .replace("__DATA__", payload))
+    values = {"TITLE": html.escape(title), "SUBTITLE": html.escape(subtitle), "DATA": payload}
+    return re.sub(r"__(TITLE|SUBTITLE|DATA)__", lambda m: values[m.group(1)], _PAGE)  # one pass: no value is rescanned
 
 
 @dataclass
@@ -368,8 +368,8 @@ _PAGE = r"""<!DOCTYPE html>
   #text .a { height: 6px; margin-bottom: 6px; }
   #text.compact .p, #text.compact .a { display: none; }
   #text .k.on .c { outline: 1px solid #000; }
-  aside { width: 300px; flex: none; padding: 12px 16px; border-left: 1px solid #ddd; position: sticky; top: 90px;
-          max-height: calc(100vh - 110px); overflow: auto; }
+  aside { width: 300px; flex: none; padding: 12px 16px; border-left: 1px solid #ddd; position: sticky; top: 0;
+          box-sizing: border-box; max-height: 100vh; overflow: auto; }
   aside h2 { font-size: 14px; margin: 0 0 6px; }
   aside p { color: #666; margin: 0 0 8px; font-size: 12px; }
   #ranked { list-style: none; padding: 0; margin: 0; }
@@ -461,6 +461,13 @@ _PAGE = r"""<!DOCTYPE html>
   const cols = cells.map((c) => c.parentNode);
   cols.forEach((c, j) => { c.dataset.i = j; });
 
+  // the side panel sticks just below the header, whose height depends on how its controls wrap
+  function fitAside() {
+    const aside = document.querySelector("aside"), top = document.querySelector("header").offsetHeight;
+    aside.style.top = top + "px";
+    aside.style.maxHeight = (innerHeight - top) + "px";
+  }
+
   // --- colouring -----------------------------------------------------------------------------------------------
   let cur = { kind: D.neuron.kind, layer: D.neuron.layer, index: D.neuron.index };
   const slot = (n) => (D.kinds.indexOf(n.kind) * L + n.layer) * H + n.index;
@@ -490,6 +497,7 @@ _PAGE = r"""<!DOCTYPE html>
     $("status").textContent = `${cur.kind === "c" ? "cell state c" : "hidden state h"} of layer ${cur.layer}, ` +
       `neuron ${cur.index}${scaleNote(cur)}` + (N ? ` · from ${lo.toFixed(2)} to ${hi.toFixed(2)} on this text` : "");
     $("scale-label").style.display = squashed(cur) ? "" : "none";
+    fitAside();
     document.querySelectorAll("#ranked li").forEach((li) => li.classList.toggle("sel", li.dataset.n === key(cur)));
   }
   const key = (n) => `${n.layer}:${n.index}${n.kind === "c" ? ":c" : ""}`;
@@ -565,6 +573,7 @@ _PAGE = r"""<!DOCTYPE html>
   window.addEventListener("hashchange", fromHash);
   select(cur, false);
   fromHash();
+  window.addEventListener("resize", fitAside);
   document.body.dataset.ready = "1";
 })();
 </script>

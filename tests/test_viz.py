@@ -178,8 +178,10 @@ def page_data(page_html: str) -> dict[str, Any]:
 def test_page_is_self_contained_and_carries_the_text_safely(tmp_path):
     text = 'if (a < b && c > d) { s = "</script><script>alert(1)</script>"; } \u2028 é 😀\n'
     model, vocab = make_model(text)
-    page = page_for_checkpoint(ckpt.load(save_checkpoint(tmp_path / "m.pt", model, vocab)), text)
+    page = page_for_checkpoint(ckpt.load(save_checkpoint(tmp_path / "m.pt", model, vocab)), text,
+                               title="__DATA__ </title>")
     html = page.html
+    assert "<title>__DATA__ &lt;/title&gt; · rnnlm viz</title>" in html  # the title is text, not a placeholder
     for outside in ("http://", "https://", "<link", "src=", "url(", "@import", "//fonts"):
         assert outside not in html.lower(), outside
     assert html.count("</script>") == 2  # the data block and the one inline script; the text's own are escaped
