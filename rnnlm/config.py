@@ -98,6 +98,11 @@ class ModelConfig:
     embed_dim: int = 64
     """Width of the character embedding when `encoding: embedding`."""
 
+    forget_bias: float = 1.0
+    """For `lstm` only: the forget gates' initial bias, so that a new network remembers by default
+    (Jozefowicz et al. 2015, "An Empirical Exploration of Recurrent Network Architectures", sec. 2.2);
+    0 keeps torch.nn.LSTM's initialisation."""
+
     def __post_init__(self) -> None:
         _require(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, "an integer >= 1")
         _require(self.num_layers >= 1, "model.num_layers", self.num_layers, "an integer >= 1")

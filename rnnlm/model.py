@@ -33,8 +33,18 @@ class CharRNN(nn.Module):
             input_size = vocab_size
         kwargs = {"nonlinearity": cfg.nonlinearity} if cfg.cell == "rnn" else {}
         self.rnn = CELLS[cfg.cell](input_size, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout, **kwargs)
+        if cfg.cell == "lstm" and cfg.forget_bias:
+            self._init_forget_bias(cfg.forget_bias)
         self.drop = nn.Dropout(cfg.dropout)  # on the last layer's output; the cells drop between layers
         self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
+
+    @torch.no_grad()
+    def _init_forget_bias(self, value: float) -> None:
+        """Gates are i, f, g, o in torch's order: the forget gate's bias is rows [H, 2H) (the two biases add up)."""
+        h = self.cfg.hidden_size
+        for layer in range(self.cfg.num_layers):
+            getattr(self.rnn, f"bias_ih_l{layer}")[h:2 * h] = value
+            getattr(self.rnn, f"bias_hh_l{layer}")[h:2 * h] = 0.0
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """tokens (B, T) int64 -> logits (B, T, V) and the state after the last character."""

@@ -37,7 +37,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {REPO / 'configs' / 'tiny.yaml'}: unknown config key model.cel (did you mean 'cell'?); "
-        "model keys are: cell, nonlinearity, hidden_size, num_layers, dropout, encoding, embed_dim"]
+        "model keys are: cell, nonlinearity, hidden_size, num_layers, dropout, encoding, embed_dim, forget_bias"]
     assert "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir())  # nothing written
 

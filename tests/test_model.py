@@ -36,3 +36,12 @@ def test_init_state_is_zero_and_shaped_for_the_cell():
     logits_zero, _ = model(torch.zeros(4, 2, dtype=torch.long), (h, c))
     logits_none, _ = model(torch.zeros(4, 2, dtype=torch.long))
     assert torch.equal(logits_zero, logits_none)
+
+
+def test_lstm_forget_bias_starts_the_network_remembering():
+    model = CharRNN(5, ModelConfig(cell="lstm", hidden_size=3, num_layers=2, forget_bias=1.0))
+    for layer in range(2):
+        forget = getattr(model.rnn, f"bias_ih_l{layer}")[3:6] + getattr(model.rnn, f"bias_hh_l{layer}")[3:6]
+        assert torch.equal(forget, torch.ones(3))
+    plain = CharRNN(5, ModelConfig(cell="lstm", hidden_size=3, num_layers=1, forget_bias=0.0))
+    assert plain.rnn.bias_ih_l0.abs().max() <= 3 ** -0.5  # torch.nn's uniform(-1/sqrt(H), 1/sqrt(H)) untouched
