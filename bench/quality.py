@@ -1,0 +1,181 @@
+"""The quality benchmark: what the shipped configs reach in a wall-clock budget, against known results.
+
+    python bench/quality.py                      # every entry, full budgets (about 15 minutes)
+    python bench/quality.py --only names_gru     # one entry
+    python bench/quality.py --scale 0.1          # a quick smoke run at a tenth of each budget
+
+Each entry trains a shipped config with `train.max_time` (seconds of training; evaluation is not
+counted) and reports validation (and test) loss in nats and bits per character, the wall time, the
+characters seen, and the machine. Splits follow the anchor each entry is compared with:
+
+- tiny Shakespeare: the first 90% trains and the last 10% validates, as nanoGPT's `prepare.py` splits
+  it; validation loss is reported with the state carried over the whole split and with at most 64
+  characters of context (nanoGPT's block size in its CPU recipe, and the way it evaluates).
+- names: makemore's loss per character including each name's end, on held-out records
+  (the run's test split), plus the share of 1,000 sampled names that are not in the training data.
+- linux: a subset of the kernel source; a result and a sample, no anchor.
+
+Corpora come from the data root or RNNLM_DATA_MIRROR (e.g. ../shared/data); the Linux entry needs a
+kernel tarball (data.path or Debian's linux-source package) and is skipped with a note otherwise.
+Runs go to a temporary folder unless --keep DIR is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rnnlm import checkpoint as ckpt  # noqa: E402
+from rnnlm.config import load_config  # noqa: E402
+from rnnlm.data import DataRoot  # noqa: E402
+from rnnlm.errors import RnnlmError  # noqa: E402
+from rnnlm.evaluate import Score, score_records, score_stream  # noqa: E402
+from rnnlm.sample import SampleOptions, generate, load_model  # noqa: E402
+from rnnlm.train import encode_split, prepare, train  # noqa: E402
+
+
+@dataclass
+class Entry:
+    name: str
+    config: str
+    budget: float
+    """Seconds of training (train.max_time)."""
+    overrides: list[str] = field(default_factory=list)
+    anchor: str = ""
+    target: str = ""
+
+
+ENTRIES = [
+    Entry("shakespeare_lstm", "configs/shakespeare_lstm.yaml", 78, ["data.splits=[0.9,0.1,0.0]"],
+          "nanoGPT CPU baby GPT: 1.886 val after 78 s on this machine", "val <= 1.55 carried, <= 1.65 at 64 context"),
+    Entry("shakespeare_lstm_long", "configs/shakespeare_lstm_long.yaml", 600, ["data.splits=[0.9,0.1,0.0]"],
+          "char-rnn's 2-3 layer LSTMs, hours on a GPU", "val <= 1.45 carried"),
+    Entry("names_gru", "configs/names_gru.yaml", 90, [],
+          "makemore default transformer: 2.01 test after 95 s on this machine (1.92 in its README)",
+          "test <= 1.95, >= 70% of 1,000 samples novel"),
+    Entry("linux_lstm", "configs/linux_lstm.yaml", 120, [], "char-rnn's Linux LSTM (hours on a GPU)", "samples that look like C"),
+]
+
+
+@dataclass
+class Result:
+    entry: Entry
+    steps: int = 0
+    chars: int = 0
+    wall: float = 0.0
+    val: Score | None = None
+    val_context: Score | None = None
+    test: Score | None = None
+    novel: float | None = None
+    sample: str = ""
+    note: str = ""
+
+
+def run(entry: Entry, scale: float, runs: Path, root: DataRoot) -> Result:
+    budget = entry.budget * scale
+    cfg = load_config(REPO / entry.config, [*entry.overrides, f"train.max_time={budget}", "train.max_steps=100000000"])
+    result = Result(entry)
+    start = time.perf_counter()
+    try:
+        outcome = train(cfg, runs / entry.name, root=root, progress=sys.stderr.isatty())
+    except RnnlmError as e:
+        result.note = f"skipped: {e}"
+        return result
+    result.wall = time.perf_counter() - start
+    result.steps = outcome.step
+    point = ckpt.load(outcome.run_dir / ckpt.BEST)
+    model = load_model(point)
+    prepared = prepare(point.config, root, point.vocab)
+    result.chars = _chars_seen(cfg, outcome.step, prepared.corpus.train if prepared.corpus.records else None)
+    val = encode_split(prepared.corpus, point.vocab, "val", point.config.data.records)
+    if isinstance(val, list):  # records: makemore's per-character loss on held-out names
+        result.val = score_records(model, val)
+        result.test = score_records(model, encode_split(prepared.corpus, point.vocab, "test", "pad"))
+        result.novel, result.sample = _novelty(model, point, prepared.corpus.train)
+    else:
+        result.val = score_stream(model, val)
+        result.val_context = score_stream(model, val, context=64)
+        opts = SampleOptions(length=300, temperature=0.8, seed=1)
+        result.sample = point.vocab.decode(generate(model, point.vocab, point.config.sample.prime, opts)[0])
+        result.sample = point.config.sample.prime + result.sample
+    return result
+
+
+def _chars_seen(cfg, steps: int, records: list[str] | None) -> int:
+    """Characters trained on: steps x batch x window (seq_len, or the mean record with its <eos>)."""
+    window = sum(len(r) + 1 for r in records) / len(records) if records else cfg.train.seq_len
+    return round(steps * cfg.train.batch_size * window)
+
+
+def _novelty(model, point, train_records: list[str]) -> tuple[float, str]:
+    known = set(train_records)
+    samples = generate(model, point.vocab, "", SampleOptions(length=40, temperature=1.0, num_samples=1000, seed=1),
+                       records=True, packed=point.config.data.records == "pack")
+    names = [point.vocab.decode(s) for s in samples]
+    return sum(n not in known for n in names) / len(names), " ".join(names[:12])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def table(results: list[Result]) -> str:
+    def f(score: Score | None) -> str:
+        return f"{score.nll:.3f} ({score.bpc:.3f})" if score is not None else "-"
+
+    lines = ["| config | budget | steps | chars seen | val nats (bpc), carried | val, 64 context | test | novel | target |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        if r.note:
+            lines.append(f"| {r.entry.name} | {r.entry.budget:g} s | | | {r.note} | | | | {r.entry.target} |")
+            continue
+        novel = f"{r.novel:.0%}" if r.novel is not None else "-"
+        lines.append(f"| {r.entry.name} | {r.entry.budget:g} s ({r.wall:.0f} s wall) | {r.steps:,} | {r.chars / 1e6:.1f} M | "
+                     f"{f(r.val)} | {f(r.val_context)} | {f(r.test)} | {novel} | {r.entry.target} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="entries to run", choices=[e.name for e in ENTRIES])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every budget (0.1 for a smoke run)")
+    parser.add_argument("--keep", type=Path, help="keep the runs in this folder")
+    parser.add_argument("--data-dir", type=Path)
+    args = parser.parse_args()
+    root = DataRoot.resolve(args.data_dir)
+    entries = [e for e in ENTRIES if not args.only or e.name in args.only]
+    print(f"machine: {machine()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = args.keep or Path(tmp)
+        results = []
+        for entry in entries:
+            print(f"training {entry.name} for {entry.budget * args.scale:g} s ...", file=sys.stderr, flush=True)
+            results.append(run(entry, args.scale, runs, root))
+            print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    print(table(results))
+    for r in results:
+        if r.entry.anchor and not r.note:
+            print(f"\n{r.entry.name}: compare {r.entry.anchor}\nsample: {r.sample[:300]!r}")
+
+
+if __name__ == "__main__":
+    main()
