@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -50,6 +49,8 @@ def train(
                                                    show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept [default: data/ or $RNNLM_DATA_DIR].",
                                                      show_default=False)] = None,
+    mirror: Annotated[Optional[Path], typer.Option("--mirror", help="A folder laid out like the data root, tried before "
+                                                   "the network [default: $RNNLM_DATA_MIRROR].", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model; writes config.yaml, metrics.jsonl, best.pt and last.pt into a run directory.
@@ -66,7 +67,7 @@ def train(
     if config is not None and "=" in config.name and not config.exists():
         args.insert(0, str(config))  # `rnnlm train --resume RUN train.max_steps=2000`: no config, just overrides
         config = None
-    root = DataRoot.resolve(data_dir)
+    root = DataRoot.resolve(data_dir, mirror)
     previous = None
     if resume is not None:
         previous = resume_point(resume)  # None: stopped before its first checkpoint, so it starts over
@@ -278,7 +279,6 @@ def data_info(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDi
 
     cfg = config_for(name, overrides or [])
     typer.echo(format_info(corpus_info(cfg.data, cfg.train.seed, DataRoot.resolve(data_dir, mirror))))
-
 
 
 def main() -> None:
