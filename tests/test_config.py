@@ -66,3 +66,35 @@ def test_missing_config_file(tmp_path):
 def test_parse_override_reads_yaml_values():
     assert parse_override("train.max_time=90") == ("train", "max_time", 90)
     assert parse_override("sample.prime=ROMEO:") == ("sample", "prime", "ROMEO:")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OVERRIDES = {
+    "model.hidden_size": st.integers(1, 4096),
+    "model.num_layers": st.integers(1, 8),
+    "model.dropout": st.floats(0, 0.99, allow_nan=False),
+    "model.cell": st.sampled_from(["rnn", "lstm", "gru"]),
+    "train.lr": st.floats(1e-6, 10, allow_nan=False),
+    "train.seq_len": st.integers(1, 1000),
+    "train.grad_clip": st.one_of(st.none(), st.floats(0.01, 100, allow_nan=False)),
+    "train.batching": st.sampled_from(["random", "sequential"]),
+    "sample.prime": st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
+    "data.path": st.from_regex(r"[a-zA-Z0-9_./-]{1,20}", fullmatch=True),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(_OVERRIDES)), st.none()).flatmap(
+    lambda keys: st.fixed_dictionaries({k: _OVERRIDES[k] for k in keys})))
+def test_overrides_round_trip(values):
+    """Whatever is written on the command line is what the config holds, and survives config.yaml."""
+    def text(v):
+        return "null" if v is None else repr(v) if isinstance(v, float) else str(v)
+
+    cfg = load_config(None, [f"{k}={text(v)}" for k, v in values.items()])
+    for key, value in values.items():
+        section, name = key.split(".")
+        assert getattr(getattr(cfg, section), name) == value
+    assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
