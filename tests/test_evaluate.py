@@ -69,6 +69,21 @@ def test_the_boundary_check_is_what_makes_the_split_exact(monkeypatch):
     assert abs(score_stream(model, ids, streams=8, warmup=16).nll - one.nll) > 1e-4
 
 
+def test_a_model_that_never_forgets_costs_a_few_passes_not_one_per_row(monkeypatch):
+    """Warm-up guesses of a long-memory model stay wrong row after row; scoring stays exact and reads the text a
+    bounded number of times (a round per row would re-read it about streams / 2 times)."""
+    model = long_memory_gru()
+    ids = torch.randint(0, 12, (6001,), generator=torch.Generator().manual_seed(4))
+    one = score_stream(model, ids, streams=1)
+    read = []
+    real_read_rows = ev._read_rows
+    monkeypatch.setattr(ev, "_read_rows", lambda m, inputs, *a: read.append(inputs.numel()) or real_read_rows(
+        m, inputs, *a))
+    split = score_stream(model, ids, streams=40, warmup=8)
+    assert abs(split.nll - one.nll) <= SPLIT_TOLERANCE
+    assert sum(read) <= (ev.MAX_ROUNDS + 2) * len(ids)
+
+
 def test_default_streams_on_a_long_text_match_one_stream():
     model = long_memory_gru()
     ids = torch.randint(0, 12, (20_001,), generator=torch.Generator().manual_seed(3))
