@@ -28,6 +28,7 @@ Where the time goes, and what each layer therefore does:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -46,18 +47,61 @@ def _per_step(buf: Tensor, steps: int) -> Sequence[Tensor]:
     return views if len(views) == steps else views * steps
 
 
+PACK_MIN_SIZE = 256
+"""Layers at least this wide (in and out) run their per-step products through a packed oneDNN weight (`_Linear`)."""
+
+
+class _Linear:
+    """out = add + x @ W^T for one weight used at every step of a sequence: the recurrence's matrix product.
+
+    addmm hands MKL the weight afresh on every call. On a CPU with oneDNN, a float32 weight reordered once into
+    oneDNN's blocked layout runs the same product 1.3-1.6x faster at batch 32-128 and 256-512 units, 1.2x at batch 1,
+    and the reorder (0.1-0.3 ms) pays for itself within a few steps; below 256 units addmm is as fast or faster
+    (each product timed alone on the 2-core development machine; `bench/speed.py` shows the effect on whole steps).
+    Everywhere else (CUDA, float64, bf16, small layers, a torch
+    without oneDNN) this is addmm. `contiguous` stores W^T densely for addmm, which MKL's matrix-vector path prefers.
+    """
+
+    def __init__(self, weight: Tensor, contiguous: bool = False) -> None:
+        weight = weight.detach()  # (out, in)
+        self.packed = (torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
+                       if min(weight.shape) >= PACK_MIN_SIZE and _can_pack(weight) else None)
+        self.weight_t = weight.t().contiguous() if contiguous and self.packed is None else weight.t()  # (in, out)
+
+    def __call__(self, add: Tensor, x: Tensor, out: Tensor) -> Tensor:
+        """add (B, out) or (out,), x (B, in) -> out (B, out), which may be `add` itself."""
+        if self.packed is None:
+            return torch.addmm(add, x, self.weight_t, out=out)
+        return torch.add(add, torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], ""), out=out)
+
+
+def _can_pack(weight: Tensor) -> bool:
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and _onednn_linear_works()
+
+
+@functools.cache
+def _onednn_linear_works() -> bool:
+    """oneDNN's packed linear is a private op of torch's CPU build: use it only if it is there and agrees with mm."""
+    try:
+        w, x = torch.arange(32.0).reshape(8, 4).sin(), torch.arange(12.0).reshape(3, 4).cos()  # no RNG draws
+        y = torch.ops.mkldnn._linear_pointwise(x, torch.ops.mkldnn._reorder_linear_weight(w, None), None, "none", [],
+                                               "")
+        return torch.backends.mkldnn.is_available() and torch.allclose(y, x @ w.t(), rtol=1e-4, atol=1e-5)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Forward recurrences. Each writes step t into views of caller-owned buffers: with (T, ...) buffers every step is kept
 # for the backward pass; with (1, ...) buffers the same scratch memory is reused and only the outputs survive.
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _rnn_recurrence(xg: Tensor, h0: Tensor, w_hh: Tensor, relu: bool, out: Tensor) -> None:
-    """xg (T, B, H) already holds W_ih x_t + b_ih + b_hh; writes h_t into out (T, B, H)."""
-    w_t = w_hh.t()  # (H, H)
+def _rnn_recurrence(xg: Tensor, h0: Tensor, by_w_hh: _Linear, relu: bool, out: Tensor) -> None:
+    """xg (T, B, H) already holds W_ih x_t + b_ih + b_hh; by_w_hh multiplies by W_hh^T; writes h_t into out (T, B, H)."""
     h_prev = h0
     for x_t, h_t in zip(xg.unbind(0), out.unbind(0)):
-        torch.addmm(x_t, h_prev, w_t, out=h_t)  # (B, H)
+        by_w_hh(x_t, h_prev, out=h_t)  # (B, H)
         if relu:
             h_t.relu_()
         else:
@@ -65,16 +109,15 @@ def _rnn_recurrence(xg: Tensor, h0: Tensor, w_hh: Tensor, relu: bool, out: Tenso
         h_prev = h_t
 
 
-def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, gates: Tensor, c: Tensor, tanh_c: Tensor,
+def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, by_w_hh: _Linear, gates: Tensor, c: Tensor, tanh_c: Tensor,
                      out: Tensor) -> None:
-    """xg (T, B, 4H) already holds W_ih x_t + b_ih + b_hh, and xg and w_hh have their gates in the internal order
-    o, i, f, g (see `_lstm_order`).
+    """xg (T, B, 4H) already holds W_ih x_t + b_ih + b_hh; by_w_hh multiplies by W_hh^T; xg and W_hh have their gates in
+    the internal order o, i, f, g (see `_lstm_order`).
 
     gates (T|1, B, 4H) receives the activated gates o, i, f, g; c and tanh_c (T|1, B, H) the cell state and its tanh;
     out (T, B, H) the hidden states. With (1, ...) buffers c must already hold c0 and is updated in place.
     """
     steps, hidden = xg.shape[0], h0.shape[-1]
-    w_t = w_hh.t()  # (H, 4H)
     g_all = _per_step(gates, steps)
     sig_oif = _per_step(gates[..., : 3 * hidden], steps)  # the three sigmoid gates are adjacent: one op
     o_g = _per_step(gates[..., :hidden], steps)
@@ -86,7 +129,7 @@ def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, gates: Te
     c_prevs = (c0, *cs[:-1]) if c.shape[0] == steps else cs
     h_prev = h0
     for t, (x_t, h_t) in enumerate(zip(xg.unbind(0), out.unbind(0))):
-        torch.addmm(x_t, h_prev, w_t, out=g_all[t])  # (B, 4H)
+        by_w_hh(x_t, h_prev, out=g_all[t])  # (B, 4H)
         sig_oif[t].sigmoid_()
         tanh_g[t].tanh_()
         torch.mul(f_g[t], c_prevs[t], out=cs[t])  # f * c_{t-1}
@@ -96,15 +139,14 @@ def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, gates: Te
         h_prev = h_t
 
 
-def _gru_recurrence(xg: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor, gates: Tensor, hh: Tensor,
+def _gru_recurrence(xg: Tensor, h0: Tensor, by_w_hh: _Linear, b_hh: Tensor, gates: Tensor, hh: Tensor,
                     out: Tensor) -> None:
-    """xg (T, B, 3H) holds W_ih x_t + b_ih.
+    """xg (T, B, 3H) holds W_ih x_t + b_ih; by_w_hh multiplies by W_hh^T.
 
     gates (T|1, B, 3H) receives the activated r, z, n; hh (T|1, B, 3H) the raw W_hh h_{t-1} + b_hh (its n part is
     needed for the gradient of r); out (T, B, H) the hidden states.
     """
     steps, hidden = xg.shape[0], h0.shape[-1]
-    w_t = w_hh.t()  # (H, 3H)
     hhs = _per_step(hh, steps)
     rz = _per_step(gates[..., : 2 * hidden], steps)
     n = _per_step(gates[..., 2 * hidden :], steps)
@@ -116,7 +158,7 @@ def _gru_recurrence(xg: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor, gates: T
     x_n = xg[..., 2 * hidden :].unbind(0)
     h_prev = h0
     for t, h_t in enumerate(out.unbind(0)):
-        torch.addmm(b_hh, h_prev, w_t, out=hhs[t])  # (B, 3H)
+        by_w_hh(b_hh, h_prev, out=hhs[t])  # (B, 3H)
         torch.add(x_rz[t], hh_rz[t], out=rz[t]).sigmoid_()
         torch.addcmul(x_n[t], r[t], hh_n[t], out=n[t]).tanh_()  # n = tanh(x_n + r * hh_n)
         torch.lerp(n[t], h_prev, z[t], out=h_t)  # n + z * (h_prev - n) = (1 - z) * n + z * h_prev
@@ -150,7 +192,7 @@ class _RNNLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xg: Tensor, h0: Tensor, w_hh: Tensor, relu: bool) -> tuple[Tensor, Tensor]:
         out = xg.new_empty(xg.shape[0], xg.shape[1], h0.shape[-1])  # (T, B, H)
-        _rnn_recurrence(xg, h0, w_hh, relu, out)
+        _rnn_recurrence(xg, h0, _Linear(w_hh), relu, out)
         ctx.relu = relu
         ctx.save_for_backward(h0, w_hh, out)
         return out, out[-1].clone()
@@ -164,9 +206,10 @@ class _RNNLayer(torch.autograd.Function):
         grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
         d_pre = torch.empty_like(out)  # (T, B, H)
         gh, dp, sl = grad_h.unbind(0), d_pre.unbind(0), slope.unbind(0)
+        back = _Linear(w_hh.t())  # multiplies by W_hh
         for t in range(len(gh) - 1, 0, -1):
             torch.mul(gh[t], sl[t], out=dp[t])
-            gh[t - 1].addmm_(dp[t], w_hh)  # dh_{t-1} += d_pre_t @ W_hh
+            back(gh[t - 1], dp[t], out=gh[t - 1])  # dh_{t-1} += d_pre_t @ W_hh
         torch.mul(gh[0], sl[0], out=dp[0])
         grad_h0 = dp[0] @ w_hh if ctx.needs_input_grad[1] else None
         flat = d_pre.flatten(0, 1)  # (T*B, H)
@@ -180,7 +223,7 @@ class _LSTMLayer(torch.autograd.Function):
         steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
         gates = xg.new_empty(steps, batch, 4 * hidden)
         c, tanh_c, out = (xg.new_empty(steps, batch, hidden) for _ in range(3))
-        _lstm_recurrence(xg, h0, c0, w_hh, gates, c, tanh_c, out)
+        _lstm_recurrence(xg, h0, c0, _Linear(w_hh), gates, c, tanh_c, out)
         ctx.save_for_backward(h0, c0, w_hh, gates, c, tanh_c, out)
         return out, out[-1].clone(), c[-1].clone()
 
@@ -204,13 +247,14 @@ class _LSTMLayer(torch.autograd.Function):
         dg_ifg = d_gates[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)  # (B, 3, H) views
         fac_ifg = factors[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)
         dg_o, fac_o, dg = d_gates[..., :hidden].unbind(0), factors[..., :hidden].unbind(0), d_gates.unbind(0)
+        back = _Linear(w_hh.t())  # multiplies by W_hh
         for t in range(len(gh) - 1, -1, -1):
             dc.addcmul_(gh[t], dcdh[t])
             torch.mul(dc_rows, fac_ifg[t], out=dg_ifg[t])
             torch.mul(gh[t], fac_o[t], out=dg_o[t])
             dc.mul_(ff[t])  # now dc_{t-1}
             if t > 0:
-                gh[t - 1].addmm_(dg[t], w_hh)  # dh_{t-1} += d_gates_t @ W_hh
+                back(gh[t - 1], dg[t], out=gh[t - 1])  # dh_{t-1} += d_gates_t @ W_hh
         grad_h0 = dg[0] @ w_hh if ctx.needs_input_grad[1] else None
         grad_w = (d_gates.flatten(0, 1).t() @ _shifted(h0, out).flatten(0, 1)  # (4H, H), one product over T*B rows
                   if ctx.needs_input_grad[3] else None)
@@ -224,7 +268,7 @@ class _GRULayer(torch.autograd.Function):
         gates = xg.new_empty(steps, batch, 3 * hidden)
         hh = xg.new_empty(steps, batch, 3 * hidden)
         out = xg.new_empty(steps, batch, hidden)
-        _gru_recurrence(xg, h0, w_hh, b_hh, gates, hh, out)
+        _gru_recurrence(xg, h0, _Linear(w_hh), b_hh, gates, hh, out)
         ctx.save_for_backward(h0, w_hh, gates, hh, out)
         return out, out[-1].clone()
 
@@ -246,9 +290,10 @@ class _GRULayer(torch.autograd.Function):
         gh, gh_rows, zz = grad_h.unbind(0), grad_h.unsqueeze(2).unbind(0), z.unbind(0)  # gh_rows: (B, 1, H) views
         dhh_v, fac_v = d_hh.unflatten(-1, (3, hidden)).unbind(0), factors_hh.unflatten(-1, (3, hidden)).unbind(0)
         dhh = d_hh.unbind(0)
+        back = _Linear(w_hh.t())  # multiplies by W_hh
         for t in range(len(gh) - 1, 0, -1):
             torch.mul(gh_rows[t], fac_v[t], out=dhh_v[t])
-            gh[t - 1].addcmul_(gh[t], zz[t]).addmm_(dhh[t], w_hh)  # direct path z * dh, then through W_hh
+            back(gh[t - 1].addcmul_(gh[t], zz[t]), dhh[t], out=gh[t - 1])  # direct path z * dh, then through W_hh
         torch.mul(gh_rows[0], fac_v[0], out=dhh_v[0])
         grad_h0 = torch.addmm(gh[0] * zz[0], dhh[0], w_hh) if ctx.needs_input_grad[1] else None
         grad_x = torch.cat((d_hh[..., : 2 * hidden], grad_h * dn), -1)  # (T, B, 3H)
@@ -430,37 +475,37 @@ class _Recurrent(nn.Module):
                      dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
         """No autograd: one step's worth of scratch buffers reused for every step, nothing saved."""
         steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
-        w_ih_t, w_hh_t, bias_x, b_hh = self._inference_weights(layer, dtype, batch)
+        ih, hh, bias_x, b_hh = self._inference_weights(layer, dtype, batch)
+        gate_size = _GATES[self.mode] * hidden
         if layer == 0:
             inp = _lstm_order(inp, -1) if self.mode == "LSTM" else inp
             xg = (inp + bias_x if bias_x is not None else inp).to(dtype).contiguous()  # (T, B, G*H)
-        elif bias_x is not None:
-            xg = torch.addmm(bias_x, inp.flatten(0, 1), w_ih_t).unflatten(0, (steps, batch))
         else:
-            xg = torch.mm(inp.flatten(0, 1), w_ih_t).unflatten(0, (steps, batch))
+            add = bias_x if bias_x is not None else inp.new_zeros(())
+            xg = ih(add, inp.flatten(0, 1), out=inp.new_empty(steps * batch, gate_size)).unflatten(0, (steps, batch))
         h0 = h0.to(dtype)
         out = xg.new_empty(steps, batch, hidden)  # (T, B, H)
-        w_hh = w_hh_t.t()  # the recurrences multiply by W_hh.t(), which gives back w_hh_t, contiguous or not
         if self.mode == "LSTM":
             c = c0.to(dtype).unsqueeze(0).clone()  # (1, B, H), updated in place step by step
-            _lstm_recurrence(xg, h0, c[0], w_hh, xg.new_empty(1, batch, 4 * hidden), c, torch.empty_like(c), out)
+            _lstm_recurrence(xg, h0, c[0], hh, xg.new_empty(1, batch, gate_size), c, torch.empty_like(c), out)
             return out, out[-1], c[0]
         if self.mode == "GRU":
-            scratch = xg.new_empty(2, 1, batch, 3 * hidden)
-            _gru_recurrence(xg, h0, w_hh, b_hh, scratch[0], scratch[1], out)
+            scratch = xg.new_empty(2, 1, batch, gate_size)
+            _gru_recurrence(xg, h0, hh, b_hh, scratch[0], scratch[1], out)
         else:
-            _rnn_recurrence(xg, h0, w_hh, self.mode == "RNN_RELU", out)
+            _rnn_recurrence(xg, h0, hh, self.mode == "RNN_RELU", out)
         return out, out[-1], None
 
     def _inference_weights(self, layer: int, dtype: torch.dtype,
-                           batch: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """(W_ih^T, W_hh^T, bias added to the input projection, b_hh for the GRU), detached, in `dtype`.
+                           batch: int) -> tuple[_Linear | None, _Linear, Tensor | None, Tensor | None]:
+        """(products by W_ih^T and W_hh^T, bias added to the input projection, b_hh for the GRU), detached, in `dtype`.
 
-        At batch 1 every product is a matrix-vector product, which MKL runs ~2.5x faster with W^T stored contiguously
-        than as a transposed view (measured for 1x512 @ 512x2048 with cold caches: sampling one character at a time);
-        from batch 4 up the transposed view is 10-20% faster. So batch 1 gets contiguous copies, kept until the
-        parameters change: the key holds every parameter's version counter, which the optimizer's and
-        load_state_dict's in-place updates bump. Layer 0's W_ih^T is never used (the caller projected already).
+        Kept until the parameters change, so that a one-character step (sampling) neither packs nor copies a weight:
+        the key holds every parameter's version counter, which the optimizer's and load_state_dict's in-place updates
+        bump. At batch 1 every product is a matrix-vector product, which MKL runs ~2.5x faster with W^T stored
+        contiguously than as a transposed view (1x512 @ 512x2048 with cold caches); from batch 4 up the transposed view
+        is 10-20% faster; so the addmm path keeps a contiguous copy at batch 1 only. Layer 0 has no W_ih product (the
+        caller projected already).
         """
         params = self._layer_params(layer)
         contiguous = batch == 1
@@ -474,16 +519,16 @@ class _Recurrent(nn.Module):
         return hit[1]
 
     def _make_inference_weights(self, layer: int, dtype: torch.dtype,
-                                contiguous: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+                                contiguous: bool) -> tuple[_Linear | None, _Linear, Tensor | None, Tensor | None]:
         w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().to(dtype) for p in self._layer_params(layer))
         if self.mode == "LSTM":
             w_ih, w_hh, b_ih, b_hh = (None if p is None else _lstm_order(p, 0) for p in (w_ih, w_hh, b_ih, b_hh))
-        w_ih_t = w_ih.t().contiguous() if contiguous and layer > 0 else w_ih.t()
-        w_hh_t = w_hh.t().contiguous() if contiguous else w_hh.t()
+        ih = None if layer == 0 else _Linear(w_ih, contiguous)
+        hh = _Linear(w_hh, contiguous)
         if self.mode == "GRU":
-            return w_ih_t, w_hh_t, None if layer == 0 else b_ih, torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
+            return ih, hh, None if layer == 0 else b_ih, torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
         bias_x = None if b_ih is None else (b_hh if layer == 0 else b_ih + b_hh)
-        return w_ih_t, w_hh_t, bias_x, None
+        return ih, hh, bias_x, None
 
 
 class RNN(_Recurrent):

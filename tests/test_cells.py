@@ -235,6 +235,36 @@ def test_bf16_autocast_runs_and_stays_close(kind: str) -> None:
     torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.05)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_packed_float32_path_matches_torch_in_float64(kind: str) -> None:
+    """Layers of PACK_MIN_SIZE units in float32 multiply through oneDNN's packed weights (training, backward, no-grad
+    and one-step sampling); each path stays within float32 rounding of torch.nn in float64."""
+    if not cells._onednn_linear_works():
+        pytest.skip("this torch build has no oneDNN packed linear; the addmm path is tested above")
+    hidden, batch = cells.PACK_MIN_SIZE, 3
+    ref, ours = make_pair(kind, 5, hidden, 2)
+    ours.float()
+    assert cells._Linear(ours.weight_hh_l0).packed is not None
+    x, hx = torch.randn(6, batch, 5, dtype=torch.float64), initial_state(kind, 2, batch, hidden)
+    close = {"rtol": 1e-4, "atol": 1e-5}
+    out_r, st_r = ref(x.requires_grad_(True), hx)
+    (out_r.sum() + sum(s.pow(2).sum() for s in flat_state(st_r))).backward()
+    xf = x.detach().float().requires_grad_(True)
+    out_o, st_o = ours(xf, tuple(s.float() for s in hx) if kind == "lstm" else hx.float())
+    (out_o.sum() + sum(s.pow(2).sum() for s in flat_state(st_o))).backward()
+    torch.testing.assert_close(out_o.double(), out_r.detach(), **close)
+    torch.testing.assert_close(xf.grad.double(), x.grad, **close)
+    for (name, p_r), p_o in zip(ref.named_parameters(), ours.parameters(), strict=True):
+        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **close, msg=lambda m, name=name: f"{name}: {m}")
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(xf.detach())[0].double(), ref(x.detach())[0], **close)
+        state_r, state_o = None, None
+        for t in range(x.shape[0]):  # sampling: batch 1, one step at a time
+            step_r, state_r = ref(x[t : t + 1, :1].detach(), state_r)
+            step_o, state_o = ours(xf[t : t + 1, :1].detach(), state_o)
+            torch.testing.assert_close(step_o.double(), step_r, **close)
+
+
 def test_rejects_what_it_does_not_implement() -> None:
     with pytest.raises(ValueError, match="unidirectional"):
         cells.LSTM(3, 4, bidirectional=True)
