@@ -7,11 +7,13 @@ torch is imported inside the commands, so `rnnlm --help` answers at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TextIO
 
 import typer
 
@@ -23,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts say "[default: ...]", which rich markup would swallow as a tag
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -116,7 +119,8 @@ def sample(
                                                 show_default=False)] = None,
     unique: Annotated[bool, typer.Option("--unique", help="Records: drop repeated records.")] = False,
     novel: Annotated[bool, typer.Option("--novel", help="Records: keep only records the training split does not hold.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the samples to this file instead of stdout.",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the samples to this file instead of stdout; "
+                                                "it appears (or replaces one) when sampling ends.",
                                                 show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept, to count novel records "
                                                      "[default: data/ or $RNNLM_DATA_DIR].", show_default=False)] = None,
@@ -126,8 +130,8 @@ def sample(
     from rnnlm import checkpoint as ckpt
     from rnnlm.data import DataRoot
     from rnnlm.sample import SampleOptions, read_prime, sample_checkpoint
-    from rnnlm.train import resolve_device
 
+    target = device_for(device)
     point = ckpt.load(run)
     defaults = point.config.sample
     opts = SampleOptions(length=length if length is not None else defaults.length,
@@ -137,16 +141,9 @@ def sample(
     primed = read_prime(point.vocab, prime, prime_file, strict, default=defaults.prime)
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
-    try:
-        stream = open(out, "w", encoding="utf-8") if out is not None else sys.stdout
-    except OSError as e:
-        raise RnnlmError(f"--out {out}: cannot write ({e.strerror})") from None
-    try:
+    with output(out) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
-                                   root=DataRoot.resolve(data_dir), device=resolve_device(device))
-    finally:
-        if out is not None:
-            stream.close()
+                                   root=DataRoot.resolve(data_dir), device=target)
     if report.summary():
         typer.echo(report.summary(), err=True)
 
@@ -175,15 +172,14 @@ def evaluate(
     from rnnlm import checkpoint as ckpt
     from rnnlm.data import DataRoot
     from rnnlm.evaluate import evaluate_sources, file_source, split_source
-    from rnnlm.train import resolve_device
 
     if file and split is not None:
         raise RnnlmError("give --split or --file, not both")
+    target = device_for(device)
     point = ckpt.load(run)
     sources = ([file_source(f, point) for f in file] if file
                else [split_source(point, split or "val", DataRoot.resolve(data_dir))])
-    result = evaluate_sources(point, sources, context=context, compressors=compare_compressors,
-                              device=resolve_device(device))
+    result = evaluate_sources(point, sources, context=context, compressors=compare_compressors, device=target)
     for warning in result.warnings():
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines()))
@@ -213,10 +209,8 @@ def viz(
     page = page_for_checkpoint(ckpt.load(run), source, neuron=neuron, chars=chars)
     if page.trace.unknown:
         typer.echo(f"warning: characters the model never saw, read as <unk>: {''.join(page.trace.unknown)!r}", err=True)
-    try:
-        out.write_text(page.html, encoding="utf-8")
-    except OSError as e:
-        raise RnnlmError(f"--out {out}: cannot write ({e.strerror})") from None
+    with output(out) as stream:
+        stream.write(page.html)
     cut = f" (the first {chars:,}; --chars for more)" if page.truncated else ""
     typer.echo(f"wrote {out}: {len(page.trace.text):,} characters{cut}, showing neuron {page.neuron}", err=True)
     for line in page.best_matches():
@@ -235,7 +229,7 @@ def plot(
     typer.echo(f"wrote {plot_runs(runs, out)}", err=True)
 
 
-data_app = typer.Typer(help="List, fetch and describe the corpora.", no_args_is_help=True,
+data_app = typer.Typer(help="List, fetch and describe the corpora.", no_args_is_help=True, rich_markup_mode=None,
                        context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(data_app, name="data")
 
@@ -279,6 +273,32 @@ def data_info(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDi
 
     cfg = config_for(name, overrides or [])
     typer.echo(format_info(corpus_info(cfg.data, cfg.train.seed, DataRoot.resolve(data_dir, mirror))))
+
+
+def device_for(name: str):
+    """A command's --device as a torch.device, refused with a message before anything is loaded or written."""
+    from rnnlm.distributed import resolve_device
+
+    return resolve_device(name, option="--device")
+
+
+@contextlib.contextmanager
+def output(path: Optional[Path]) -> Iterator[TextIO]:
+    """stdout, or a text file for --out that appears only when the block completes: an existing file is
+    replaced then, and left as it was if anything fails on the way (a refused option, Ctrl-C, a full disk)."""
+    if path is None:
+        yield sys.stdout
+        return
+    from rnnlm.data.atomic import atomic_file
+
+    if path.is_dir():
+        raise RnnlmError(f"--out {path}: is a folder; give a file name")
+    with contextlib.ExitStack() as stack:
+        try:
+            stream = stack.enter_context(atomic_file(path, encoding="utf-8"))
+        except OSError as e:
+            raise RnnlmError(f"--out {path}: cannot write ({e.strerror})") from None
+        yield stream
 
 
 def main() -> None:

@@ -39,16 +39,19 @@ TIMEOUT = datetime.timedelta(minutes=30)
 """How long a process waits for the others, e.g. while rank 0 evaluates alone."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """`train.device` (auto, cpu, cuda, cuda:N) -> a device this machine has."""
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """auto, cpu, cuda or cuda:N -> a device this machine has; `option` names where `name` came from
+    (the config key, or a command's --device) in the message when it is not one."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not (name in ("cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise RnnlmError(f"{option}={name}: not a device; use one of auto, cpu, cuda, cuda:N")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RnnlmError(f"train.device={name}: this machine has no CUDA device; use train.device=cpu (or auto)")
+            raise RnnlmError(f"{option}={name}: this machine has no CUDA device; use {option}=cpu (or auto)")
         index = int(name[5:]) if name.startswith("cuda:") else 0
         if index >= torch.cuda.device_count():
-            raise RnnlmError(f"train.device={name}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise RnnlmError(f"{option}={name}: only {torch.cuda.device_count()} CUDA device(s) here")
     return torch.device(name)
 
 

@@ -50,6 +50,15 @@ def test_existing_run_is_never_overwritten(tmp_path):
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["keep.txt"]
 
 
+def test_help_shows_defaults_and_examples_written_in_brackets():
+    # rich markup would read "[default: ...]" as a style tag and drop it from the help text
+    wide = {"COLUMNS": "200"}  # one help line per option, so no phrase is wrapped
+    train = run_cli("train", "--help", env=wide)
+    assert "[default: config name + time]" in train.stdout and "[default: $RNNLM_DATA_MIRROR]" in train.stdout
+    fetch = run_cli("data", "fetch", "--help", env=wide)
+    assert "data.subdirs=[kernel]" in fetch.stdout
+
+
 def test_python_dash_m_works():
     result = run_cli("train", "--help")
     assert result.returncode == 0 and "--resume" in result.stdout

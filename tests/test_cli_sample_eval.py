@@ -156,7 +156,9 @@ def test_uniform_model_with_the_state_carried(models, rnnlm, tmp_path):
     (["sample", "{hello}", "--prime-file", "{tmp}/none.txt"], ["none.txt: no such file"]),
     (["sample", "{hello}", "--prime", "x", "--prime-file", "{tmp}/none.txt"], ["not both"]),
     (["sample", "{hello}", "--novel"], ["line-per-record"]),
-    (["sample", "{hello}", "--out", "{tmp}/no/such/dir/s.txt"], ["--out", "cannot write"]),
+    (["sample", "{hello}", "--out", "{tmp}"], ["--out", "is a folder"]),
+    (["sample", "{hello}", "--device", "gpu"], ["--device=gpu", "auto, cpu, cuda, cuda:N"]),
+    (["eval", "{hello}", "--device", "gpu"], ["--device=gpu", "auto, cpu, cuda, cuda:N"]),
     (["eval", "{hello}", "--context", "0"], ["--context 0"]),
     (["eval", "{hello}", "--split", "val", "--file", "{tmp}/none.txt"], ["--split or --file"]),
     (["eval", "{hello}", "--split", "train"], ["choose val or test"]),
@@ -165,3 +167,26 @@ def test_uniform_model_with_the_state_carried(models, rnnlm, tmp_path):
 def test_errors_are_one_line_and_exit_2(models, rnnlm, tmp_path, args, fragments):
     status, out, err = rnnlm(*[a.format(hello=models["hello"], tmp=tmp_path) for a in args])
     one_line_error(status, err, *fragments)
+
+
+def test_sample_out_writes_what_stdout_would_show(models, rnnlm, tmp_path):
+    args = ["sample", models["hello"], "--length", "60", "--seed", "3", "-N", "2"]
+    status, shown, err = rnnlm(*args)
+    target = tmp_path / "new" / "samples.txt"
+    status, out, err = rnnlm(*args, "--out", target)
+    assert status == 0 and out == "" and target.read_text(encoding="utf-8") == shown
+    assert sorted(p.name for p in target.parent.iterdir()) == ["samples.txt"]
+
+
+@pytest.mark.parametrize("mistake, fragment", [
+    (["--novel"], "line-per-record"),
+    (["--device", "cuda:7"], "--device=cuda:7"),
+    (["--length", "0"], "--length 0"),
+])
+def test_a_refused_sample_leaves_an_existing_out_file_as_it_was(models, rnnlm, tmp_path, mistake, fragment):
+    target = tmp_path / "samples.txt"
+    target.write_text("yesterday's samples\n", encoding="utf-8")
+    status, out, err = rnnlm("sample", models["hello"], "--out", target, *mistake)
+    one_line_error(status, err, fragment)
+    assert target.read_text(encoding="utf-8") == "yesterday's samples\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["samples.txt"]  # no temporary file left behind

@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any
 
 
 @contextmanager
-def atomic_file(target: Path) -> Iterator[BinaryIO]:
+def atomic_file(target: Path, encoding: str | None = None) -> Iterator[IO[Any]]:
     """A new temporary file beside `target` that replaces it when the block completes, and is removed if it raises.
+    Binary, or text in `encoding` when one is given.
 
     The temporary file sits in the target's folder so the final rename stays on one file system (where
     it is atomic), and its name starts with a dot and ends in `.part` so no corpus reader picks it up.
@@ -21,7 +22,7 @@ def atomic_file(target: Path) -> Iterator[BinaryIO]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
     try:
-        with tmp.open("xb") as f:
+        with tmp.open("x" if encoding else "xb", encoding=encoding) as f:
             yield f
         os.replace(tmp, target)
     except BaseException:
