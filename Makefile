@@ -1,6 +1,9 @@
 # Everyday commands. `make install` builds .venv with the CPU torch pin first, so pip never pulls a CUDA build.
 PY := .venv/bin/python
 TORCH_PIN ?= torch==2.13.0
+# Where pip looks for torch. Empty: pip's own configuration (CI's machines hold the CPU wheel locally).
+# On Linux PyPI's torch is the CUDA build (GBs); TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one.
+TORCH_INDEX ?=
 
 .PHONY: install demo test bench quality
 
@@ -8,7 +11,7 @@ install: .venv/.installed
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
-	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet $(TORCH_PIN) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[test,plot,tensorboard]'
 	touch $@
 

@@ -64,6 +64,8 @@ ENTRIES = [
           "nanoGPT CPU baby GPT: 1.886 val after 78 s on this machine", "val <= 1.55 carried, <= 1.65 at 64 context", 64),
     Entry("shakespeare_gru", "configs/shakespeare_gru.yaml", 78, ["data.splits=[0.9,0.1,0.0]"],
           "nanoGPT CPU baby GPT: 1.886 val after 78 s on this machine", "(the LSTM's targets)", 64),
+    Entry("shakespeare_rnn", "configs/shakespeare_rnn.yaml", 78, ["data.splits=[0.9,0.1,0.0]"],
+          "nanoGPT CPU baby GPT: 1.886 val after 78 s on this machine", "(a baseline for the gated cells)", 64),
     Entry("shakespeare_gru_long", "configs/shakespeare_gru_long.yaml", 600, ["data.splits=[0.9,0.1,0.0]"],
           "char-rnn's 2-3 layer LSTMs, hours on a GPU", "val <= 1.45 carried", 64),
     Entry("names_gru", "configs/names_gru.yaml", 90, [],

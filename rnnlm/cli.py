@@ -1,7 +1,9 @@
 """The `rnnlm` command: parse, build a config, call one library function, report.
 
 Mistakes the user can fix arrive as `RnnlmError` and leave as one short message on stderr with exit
-status 2. Set RNNLM_DEBUG=1 (or pass --debug) to see the traceback of anything else.
+status 2; anything else is a bug and keeps its traceback. RNNLM_DEBUG=1 (or --debug) shows the traceback
+behind a user mistake's message too.
+
 torch is imported inside the commands, so `rnnlm --help` answers at once.
 """
 

@@ -188,8 +188,10 @@ class TrainConfig:
     """Also log every metric to TensorBoard event files in `<run>/tensorboard` (needs the `tensorboard` package:
     `pip install 'rnnlm[tensorboard]'`)."""
 
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """Autocast precision of the forward pass: `bf16` on CPU and CUDA, `fp16` (with loss scaling) on CUDA only."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """Autocast precision of the forward pass: `bf16` on CPU and CUDA, `fp16` (with loss scaling) on CUDA only;
+    `auto` is bf16 where the device computes bfloat16 itself (a GPU with bf16, a CPU with AVX-512 BF16 or AMX)
+    and fp32 elsewhere, where bf16 would be emulated and many times slower."""
 
     compile: bool = False
     """Run the model through `torch.compile` (full `seq_len` windows; an epoch's shorter last window runs

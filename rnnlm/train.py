@@ -152,19 +152,37 @@ def learning_rate(cfg: Config, step: int, epoch: int, clock: float = 0.0) -> flo
     return t.lr
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 itself. A CPU without AVX-512 BF16 or AMX emulates it, and a
+    bf16 training step there ran about 80x slower than fp32 (a 1x512 LSTM on a 2-core AVX2 EPYC)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's, present since torch 2.1
+    return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def precision(cfg: Config, device: torch.device) -> str:
+    """`train.precision` with `auto` resolved for `device`: bf16 where it is native, else fp32."""
+    if cfg.train.precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return cfg.train.precision
+
+
 def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
-    if cfg.train.precision == "fp32":
+    chosen = precision(cfg, device)
+    if chosen == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if chosen == "bf16" else torch.float16)
 
 
 def check_precision(cfg: Config, device: torch.device) -> None:
     if cfg.train.precision == "fp16" and device.type != "cuda":
-        raise RnnlmError("train.precision=fp16 needs a CUDA device; on a CPU use train.precision=bf16 or fp32")
+        raise RnnlmError("train.precision=fp16 needs a CUDA device; on a CPU use train.precision=auto, bf16 or fp32")
     if cfg.train.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise RnnlmError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use fp16 or fp32")
-
+    if cfg.train.precision == "bf16" and device.type == "cpu" and not native_bf16(device):
+        _say("warning: train.precision=bf16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so bf16 is "
+             "emulated and far slower than fp32; use train.precision=auto (or fp32)")
 
 
 def check_compile(cfg: Config, device: torch.device) -> None:
@@ -479,6 +497,7 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
                 tally.grad_max = max(tally.grad_max, grad_norm)
                 tally.steps += 1
                 if tally.step % t.log_every == 0:
+                    bar.total = _expected_steps(t, tally, start_step, start_elapsed)
                     _log_training(loggers, bar, tally, lr, _time_left(t, tally, start_step, start_elapsed), t.max_epochs)
                 bar.update(1)
                 if tally.step % t.eval_every == 0:
@@ -495,6 +514,8 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
             if tally.last_eval_step != tally.step:
                 save(ckpt.LAST)
         else:  # a budget is spent: the last steps' record, a final evaluation and checkpoint
+            if t.max_steps is None:
+                bar.total = tally.step  # a time or epoch budget: the bar ends full where the run ended
             if tally.steps:
                 _log_training(loggers, bar, tally, lr, None, t.max_epochs)
             if tally.last_eval_step != tally.step:
@@ -535,13 +556,23 @@ def _log_training(loggers: MetricLogger, bar: Any, tally: Tally, lr: float, left
                   max_epochs: int | None) -> None:
     record = tally.record(lr)
     loggers.log(record)
-    text = (f"loss {record['train_loss']:.4f} val {tally.last_val:.4f} lr {lr:.2e} "
-            f"{record['chars_per_sec']:,.0f} chars/s")
+    val = f"{tally.last_val:.4f}" if math.isfinite(tally.last_val) else "-"  # "-" until the first evaluation
+    text = f"loss {record['train_loss']:.4f} val {val} lr {lr:.2e} {record['chars_per_sec']:,.0f} chars/s"
     if max_epochs is not None:
         text += f" epoch {tally.epoch + 1}/{max_epochs}"
     if left is not None:
         text += f" {_clock(left)} left"
     bar.set_postfix_str(text, refresh=False)
+
+
+def _expected_steps(t: Any, tally: Tally, start_step: int, start_elapsed: float) -> int | None:
+    """The bar's total: max_steps, or with only a time budget the step it will end near at this pace."""
+    if t.max_steps is not None:
+        return t.max_steps
+    if t.max_time is None or tally.step <= start_step or tally.elapsed <= start_elapsed:
+        return None
+    pace = (tally.step - start_step) / (tally.elapsed - start_elapsed)
+    return tally.step + max(0, round((t.max_time - tally.elapsed) * pace))
 
 
 def _time_left(t: Any, tally: Tally, start_step: int, start_elapsed: float) -> float | None:

@@ -111,10 +111,34 @@ def test_targets_are_inputs_shifted_and_stay_inside_the_split(n, batch, seq, bpt
         b = kind(tokens, batch, lengths(seq, bptt, seed), torch.Generator().manual_seed(seed))
     except RnnlmError:
         return  # too small: covered above
+    previous = None
     for _ in range(30):
         x = b.next()
         assert torch.equal(x.targets, x.inputs + 1)
         assert int(x.inputs.min()) >= 0 and int(x.targets.max()) < n
+        if x.carry:  # sequential: each row picks up exactly where it stopped, so carrying its state is right
+            assert kind is SequentialStreams and torch.equal(x.inputs[:, 0], previous.targets[:, -1])
+        previous = x
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths_=st.lists(st.integers(1, 9), min_size=1, max_size=25), batch=st.integers(1, 6), seed=st.integers(0, 99))
+def test_padded_record_batches_predict_each_record_then_eos_and_nothing_else(lengths_, batch, seed):
+    records = [torch.full((k,), 2 + i) for i, k in enumerate(lengths_)]  # record i: k copies of id 2 + i
+    if batch > len(records):
+        with pytest.raises(RnnlmError):
+            RecordBatches(records, batch, torch.Generator().manual_seed(seed), torch.device("cpu"))
+        return
+    b = RecordBatches(records, batch, torch.Generator().manual_seed(seed), torch.device("cpu"))
+    for _ in range(12):
+        x = b.next()
+        scored = x.targets != IGNORE
+        assert torch.equal(x.inputs[:, 0], torch.full((batch,), EOS_ID))  # each record is read from <eos>
+        assert torch.equal(x.inputs[:, 1:][scored[:, :-1]], x.targets[:, :-1][scored[:, :-1]])  # shifted by one
+        for row in range(batch):
+            target = x.targets[row][scored[row]].tolist()
+            assert target[-1] == EOS_ID and target[:-1] == records[target[0] - 2].tolist()  # one whole record
+            assert scored[row, :len(target)].all() and not scored[row, len(target):].any()  # then only padding
 
 
 def test_state_dict_resumes_the_same_batches():

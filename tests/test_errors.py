@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from rnnlm.errors import RnnlmError
 
 TEXT_CFG = str(REPO / "configs" / "text_lstm.yaml")
 NAMES_CFG = str(REPO / "configs" / "names_gru.yaml")
@@ -258,7 +259,7 @@ def test_eval_file_with_no_characters(run, tmp_path):
     assert_user_error(cli("eval", str(run), "--file", str(empty)), "empty.txt")
 
 
-def test_debug_shows_the_traceback_of_a_bug(monkeypatch, tmp_path):
+def test_a_bug_keeps_its_traceback_and_is_not_taken_for_a_user_mistake(monkeypatch, tmp_path):
     import rnnlm.train
 
     def broken(*a, **k):
@@ -266,4 +267,17 @@ def test_debug_shows_the_traceback_of_a_bug(monkeypatch, tmp_path):
 
     monkeypatch.setattr(rnnlm.train, "train", broken)
     with pytest.raises(ZeroDivisionError):
-        cli("--debug", "train", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path))
+        cli("train", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path))
+
+
+@pytest.mark.parametrize("how", ["--debug", "RNNLM_DEBUG=1"])
+def test_debug_shows_the_traceback_behind_a_user_mistake(monkeypatch, tmp_path, how):
+    monkeypatch.delenv("RNNLM_DEBUG", raising=False)  # --debug sets it for the process; restored after the test
+    args = ["train", str(tmp_path / "missing.yaml")]
+    assert_user_error(cli(*args), "missing.yaml")  # without: one line, exit 2
+    if how == "--debug":
+        args.insert(0, "--debug")
+    else:
+        monkeypatch.setenv("RNNLM_DEBUG", "1")
+    with pytest.raises(RnnlmError, match="missing.yaml"):
+        cli(*args)

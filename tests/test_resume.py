@@ -185,7 +185,7 @@ def test_fp16_on_a_cpu_is_one_line(tmp_path):
                      "--out", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: train.precision=fp16 needs a CUDA device; on a CPU use train.precision=bf16 or fp32"]
+        "error: train.precision=fp16 needs a CUDA device; on a CPU use train.precision=auto, bf16 or fp32"]
     assert not any(tmp_path.iterdir())
 
 

@@ -61,6 +61,21 @@ def test_fixed_seed_gives_identical_samples():
     assert generate(model, VOCAB, "ab", SampleOptions(length=60, temperature=1.0, num_samples=3, seed=12)) != first
 
 
+MODELS = {cell: random_model(len(VOCAB), cell=cell, seed=3) for cell in ("lstm", "gru", "rnn")}
+
+
+@settings(max_examples=30, deadline=None)
+@given(cell=st.sampled_from(sorted(MODELS)), seed=st.integers(0, 2**31), temperature=st.floats(0.05, 3.0),
+       top_k=st.none() | st.integers(1, 9), top_p=st.none() | st.floats(0.05, 1.0), n=st.integers(1, 4),
+       prime=st.text("abcdef\n", max_size=5), records=st.booleans())
+def test_sampling_with_a_fixed_seed_is_deterministic(cell, seed, temperature, top_k, top_p, n, prime, records):
+    opts = SampleOptions(length=25, temperature=temperature, top_k=top_k, top_p=top_p, num_samples=n, seed=seed)
+    first = generate(MODELS[cell], VOCAB, prime, opts, records=records)
+    torch.manual_seed(seed + 1)  # the global generator must play no part
+    assert generate(MODELS[cell], VOCAB, prime, opts, records=records) == first
+    assert len(first) == n
+
+
 def test_top_k_1_equals_argmax():
     model = random_model(len(VOCAB))
     greedy = generate(model, VOCAB, "a", SampleOptions(length=40, temperature=0, seed=1))

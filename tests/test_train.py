@@ -102,6 +102,16 @@ def test_max_time_stops_the_run(tmp_path):
     assert result.stopped == "max_time" and 0 < result.step < 1000000
 
 
+def test_a_time_budget_gets_a_progress_bar_that_ends_full(tmp_path, capsys):
+    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=null", "train.max_time=1", "train.log_every=1",
+                             "train.eval_every=1000000", "train.sample_every=0"])
+    result = train(cfg, tmp_path / "run", progress=True)
+    bar = capsys.readouterr().err.split("\r")
+    assert "val -" in bar[2] and "val inf" not in "".join(bar)  # no validation loss yet, and none shown
+    assert "left" in bar[2] and "/?" not in bar[-1]  # an estimated total once the pace is known
+    assert f"{result.step}/{result.step}" in bar[-1] and "100%" in bar[-1]
+
+
 def test_schedules():
     cfg = load_config(None, ["train.schedule=cosine", "train.warmup_steps=10", "train.max_steps=110", "train.lr=1.0"])
     assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
@@ -170,8 +180,24 @@ def test_bf16_trains_on_a_cpu(tmp_path):
     assert result.last_val < 0.1  # nats/char; knowing nothing costs log(4) = 1.39
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, capsys, native):
+    import rnnlm.train as train_mod
+
+    monkeypatch.setattr(train_mod, "native_bf16", lambda device: native)
+    cpu = torch.device("cpu")
+    auto = load_config(None, ["train.precision=auto"])
+    assert train_mod.precision(auto, cpu) == ("bf16" if native else "fp32")
+    with train_mod.autocast(auto, cpu):
+        product = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
+    # bf16 asked for by name is obeyed either way, with a warning where it is emulated
+    train_mod.check_precision(load_config(None, ["train.precision=bf16"]), cpu)
+    assert ("bf16 is emulated and far slower than fp32" in capsys.readouterr().err) is not native
+
+
 def test_fp16_needs_cuda(tmp_path):
-    with pytest.raises(RnnlmError, match="^train.precision=fp16 needs a CUDA device; on a CPU use train.precision=bf16 or fp32$"):
+    with pytest.raises(RnnlmError, match="^train.precision=fp16 needs a CUDA device; on a CPU use train.precision=auto, bf16 or fp32$"):
         fit(tmp_path, *SMALL, "train.precision=fp16")
 
 

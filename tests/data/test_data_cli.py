@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from corpus_fixtures import data_mirror
 
 
@@ -14,11 +16,14 @@ def test_fetch_then_list_then_info(tmp_path: Path) -> None:
     fetched = run_cli("data", "fetch", "shakespeare", "--data-dir", str(data), env={"RNNLM_DATA_MIRROR": str(mirror)})
     assert fetched.returncode == 0, fetched.stderr
     assert (data / "shakespeare" / "input.txt").stat().st_size == 1115394
+    fetched = run_cli("data", "fetch", "names", "--data-dir", str(data), env={"RNNLM_DATA_MIRROR": str(mirror)})
+    assert fetched.returncode == 0, fetched.stderr
+    assert (data / "names" / "names.txt").stat().st_size == 228145
 
     listed = run_cli("data", "list", "--data-dir", str(data), "--mirror", str(mirror))
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[0]: line for line in listed.stdout.splitlines() if not line.startswith(" ")}
-    assert "present" in rows["shakespeare"] and "in mirror" in rows["names"]
+    assert "present" in rows["shakespeare"] and "present" in rows["names"]
 
     info = run_cli("data", "info", "names", "--data-dir", str(data), "--mirror", str(mirror))
     assert info.returncode == 0, info.stderr
@@ -30,3 +35,43 @@ def test_unknown_corpus_is_one_line_and_status_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "did you mean 'shakespeare'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def kernel_like_tarball(path: Path, files: int = 300) -> Path:
+    """A release-shaped tarball (linux-9.9/...) with enough C in kernel/ and mm/ for the shipped config's batches."""
+    with tarfile.open(path, "w:xz") as tar:
+        for i in range(files):
+            folder = ("kernel", "mm", "drivers")[i % 3]
+            code = (f"// SPDX-License-Identifier: GPL-2.0\n#include <linux/{folder}.h>\n\n"
+                    f"static int {folder}_step_{i}(struct task_struct *p, int n)\n{{\n"
+                    f"\tif (n < {i})\n\t\treturn -EINVAL;\n\treturn n * {i + 1};\n}}\n").encode()
+            info = tarfile.TarInfo(f"linux-9.9/{folder}/file_{i:03d}.c")
+            info.size = len(code)
+            tar.addfile(info, io.BytesIO(code))
+    return path
+
+
+def test_the_shipped_configs_train_on_their_corpora(tmp_path: Path) -> None:
+    # The corpora issue's "done when": shakespeare_lstm.yaml with train.max_steps=50 from the mirror, and
+    # linux_lstm.yaml on a kernel tarball given as data.path; each run then samples from its config's prime.
+    data, runs = str(tmp_path / "data"), str(tmp_path / "runs")
+    env = {"RNNLM_DATA_MIRROR": str(data_mirror())}
+    tarball = kernel_like_tarball(tmp_path / "linux-9.9.tar.xz")
+    shakespeare, linux = (run_cli("train", str(REPO / "configs" / config), *overrides, "--data-dir", data, "--out", runs,
+                                  "--name", config, "-q", env=env)
+                          for config, overrides in [("shakespeare_lstm.yaml", ["train.max_steps=50"]),
+                                                    ("linux_lstm.yaml", [f"data.path={tarball}", "train.max_steps=10"])])
+    for result, config, steps, prime in [(shakespeare, "shakespeare_lstm.yaml", 50, "ROMEO:"),
+                                         (linux, "linux_lstm.yaml", 10, "static int ")]:
+        assert result.returncode == 0, result.stderr
+        assert f"done at step {steps}: val loss" in result.stderr
+        sampled = run_cli("sample", f"{runs}/{config}", "--length", "80", "--seed", "1")
+        assert sampled.returncode == 0 and sampled.stdout.startswith(prime) and len(sampled.stdout) > len(prime) + 40
+    text = linux_text(tmp_path / "data")
+    assert "kernel_step_" in text and "mm_step_" in text and "drivers_step_" not in text
+
+
+def linux_text(data: Path) -> str:
+    """The prepared Linux text the run cached in the data root (kernel/ and mm/ only, per the config)."""
+    (cached,) = (data / "linux").glob("prepared-*.txt")
+    return cached.read_text(encoding="utf-8")
