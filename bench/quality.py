@@ -41,7 +41,7 @@ from rnnlm.config import load_config  # noqa: E402
 from rnnlm.data import DataRoot  # noqa: E402
 from rnnlm.errors import RnnlmError  # noqa: E402
 from rnnlm.evaluate import Score, score_records, score_stream  # noqa: E402
-from rnnlm.sample import SampleOptions, generate, load_model  # noqa: E402
+from rnnlm.sample import SampleOptions, generate, load_model, start_state  # noqa: E402
 from rnnlm.train import encode_split, prepare, train  # noqa: E402
 
 
@@ -118,7 +118,8 @@ def run(entry: Entry, scale: float, runs: Path, root: DataRoot) -> Result:
         if entry.context is not None:
             result.val_context = score_stream(model, val, context=entry.context)
         opts = SampleOptions(length=300, temperature=0.8, seed=1)
-        result.sample = point.vocab.decode(generate(model, point.vocab, point.config.sample.prime, opts)[0])
+        result.sample = point.vocab.decode(generate(model, point.vocab, point.config.sample.prime, opts,
+                                                    start=start_state(point))[0])
         result.sample = point.config.sample.prime + result.sample
     return result
 

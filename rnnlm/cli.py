@@ -15,11 +15,14 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional, TextIO
+from typing import TYPE_CHECKING, Annotated, Optional, TextIO
 
 import typer
 
 from rnnlm.errors import RnnlmError
+
+if TYPE_CHECKING:
+    import torch
 
 app = typer.Typer(
     name="rnnlm",
@@ -277,7 +280,7 @@ def data_info(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDi
     typer.echo(format_info(corpus_info(cfg.data, cfg.train.seed, DataRoot.resolve(data_dir, mirror))))
 
 
-def device_for(name: str):
+def device_for(name: str) -> torch.device:
     """A command's --device as a torch.device, refused with a message before anything is loaded or written."""
     from rnnlm.distributed import resolve_device
 
@@ -301,6 +304,10 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
         except OSError as e:
             raise RnnlmError(f"--out {path}: cannot write ({e.strerror})") from None
         yield stream
+        try:
+            stack.close()  # flush, close and rename now, so that a full disk is a message, not a traceback
+        except OSError as e:
+            raise RnnlmError(f"--out {path}: could not write ({e.strerror}); nothing was replaced") from None
 
 
 def main() -> None:

@@ -84,24 +84,40 @@ def choose(logits: torch.Tensor, opts: SampleOptions, generators: list[torch.Gen
     return picked.clamp(max=probs.shape[-1] - 1)
 
 
-def start_ids(vocab: Vocab, prime: str, records: bool) -> torch.Tensor:
-    """What the model reads before it writes: a record starts after <eos>; an empty prime of a stream
-    corpus starts after a newline if the corpus has one (the start of a line), else after <eos>."""
+def start_ids(vocab: Vocab, prime: str, records: bool, warm: bool = False) -> torch.Tensor:
+    """What the model reads before it writes: a record starts after <eos>; a stream's prime is read as the
+    start of a line, after a newline if the corpus has one, when it is empty or `warm` (the model reads it
+    from a state carried over earlier text, see `start_state`); else, with nothing to follow, after <eos>."""
     if records:
         return torch.cat([torch.tensor([EOS_ID]), vocab.encode(prime)])
-    if prime:
+    if prime and not (warm and "\n" in vocab.itos):
         return vocab.encode(prime)
-    return vocab.encode("\n") if "\n" in vocab.itos else torch.tensor([EOS_ID])
+    return vocab.encode("\n" + prime) if "\n" in vocab.itos else torch.cat([torch.tensor([EOS_ID]), vocab.encode(prime)])
+
+
+def start_state(point: Checkpoint, device: torch.device | str = "cpu") -> Any:
+    """The state a stream model starts writing from: the state training's first row had reached at the
+    checkpoint (saved for resuming; None, the zero state, for records models and checkpoints without one).
+    With `train.batching: sequential` a model meets a zero state only at the start of each epoch, so a
+    prime read from zero can leave a model of few epochs writing noise for a hundred characters (a 1x512
+    LSTM after 78 s wrote 'ROMEO:X&&3$3&3&&&&&$&&'); from a state left by real text it writes text."""
+    carried = point.train.get("state") if not point.records else None
+    if carried is None:
+        return None
+    first_row = [t[:, :1].to(device=device, dtype=torch.float32) for t in (carried if isinstance(carried, tuple)
+                                                                           else (carried,))]
+    return tuple(first_row) if isinstance(carried, tuple) else first_row[0]
 
 
 @torch.inference_mode()
 def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, records: bool = False,
-             packed: bool = False, on_step: Callable[[list[int]], None] | None = None) -> list[list[int]]:
+             packed: bool = False, on_step: Callable[[list[int]], None] | None = None, start: Any = None) -> list[list[int]]:
     """Generate `opts.num_samples` continuations of `prime` (ids, prime excluded).
 
     For records, a sample ends at its <eos> (not included). A model trained on packed records
     (`data.records: pack`) always read a record with the state left by the record before it, so it
-    first writes one record that is thrown away, and only then the record that is kept. `on_step` gets
+    first writes one record that is thrown away, and only then the record that is kept. A stream model
+    reads the prime from `start` (one row, see `start_state`; None is the zero state). `on_step` gets
     each step's new ids, one per sample, as they are produced (EOS_ID for a finished record).
     """
     was_training = model.training
@@ -111,17 +127,25 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
     seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
     generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
 
-    ids = start_ids(vocab, prime, records).to(device).expand(n, -1)  # (N, P)
+    ids = start_ids(vocab, prime, records, warm=start is not None).to(device).expand(n, -1)  # (N, P)
     if records and packed:
         logits, state = model(ids[:, :1], None)  # <eos>
         _, logits, state = _write(model, logits, state, opts, generators, records=True)
         if ids.shape[1] > 1:
             logits, state = model(ids[:, 1:], state)  # the prime after the <eos> just written
     else:
-        logits, state = model(ids, None)
+        rows = None if start is None or records else _expand(start, n)
+        logits, state = model(ids, rows)
     out, _, _ = _write(model, logits, state, opts, generators, records, on_step)
     model.train(was_training)
     return out
+
+
+def _expand(state: Any, n: int) -> Any:
+    """One row of state (L, 1, H), or an LSTM's (h, c) pair of them, as n rows."""
+    if isinstance(state, tuple):
+        return tuple(_expand(t, n) for t in state)
+    return state.to(torch.float32).expand(-1, n, -1).contiguous()
 
 
 def _write(model: CharRNN, logits: torch.Tensor, state: Any, opts: SampleOptions, generators: list[torch.Generator],
@@ -268,6 +292,7 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     printer = _Printer(point.vocab, prime, out, opts.num_samples, point.records, unique, novel, training)
     model = load_model(point, device)
     generate(model, point.vocab, prime, opts, records=point.records, packed=point.config.data.records == "pack",
+             start=start_state(point, device),
              on_step=printer.step)
     printer.finish()
     generated = printer.generated

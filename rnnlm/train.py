@@ -503,7 +503,8 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
                 if tally.step % t.eval_every == 0:
                     evaluate_and_save()
                 if t.sample_every and tally.step % t.sample_every == 0 and dist.is_main:
-                    bar.write(_preview(model, vocab, prepared.corpus.records, cfg.data.records == "pack", t.seed))
+                    bar.write(_preview(model, vocab, prepared.corpus.records, cfg.data.records == "pack", t.seed,
+                                       _first_row(state)))
                 now = time.perf_counter()  # evaluation and samples count in the wall-clock budget, not in chars/s
                 tally.elapsed += now - tick
                 tick = now
@@ -623,10 +624,20 @@ def _progress(total: int | None, initial: int, enabled: bool) -> Any:
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
 
 
-def _preview(model: CharRNN, vocab: Vocab, records: bool, packed: bool, seed: int) -> str:
+def _preview(model: CharRNN, vocab: Vocab, records: bool, packed: bool, seed: int, start: State | None) -> str:
+    """A short sample while training; a stream model writes from the state training carries (if it does),
+    as `rnnlm sample` does from a checkpoint's."""
     opts = SampleOptions(length=200, temperature=0.8, num_samples=5 if records else 1, seed=seed)
-    ids = generate(model, vocab, "", opts, records=records, packed=packed)
+    ids = generate(model, vocab, "", opts, records=records, packed=packed, start=start)
     return "\n".join(vocab.decode(s) for s in ids)
+
+
+def _first_row(state: State | None) -> State | None:
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s[:, :1].detach().float() for s in state)  # type: ignore[return-value]
+    return state[:, :1].detach().float()
 
 
 def _fingerprint(model: torch.nn.Module) -> str:

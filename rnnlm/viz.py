@@ -26,7 +26,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ import torch
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.errors import RnnlmError
 from rnnlm.model import CharRNN
+from rnnlm.sample import start_state
 from rnnlm.vocab import EOS_ID, Vocab
 
 Kind = Literal["h", "c"]
@@ -76,13 +77,15 @@ class Trace:
 
 @torch.no_grad()
 def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_at_eos: bool = False,
-          top: int = TOP) -> Trace:
+          top: int = TOP, start: Any = None) -> Trace:
     """Read `text` one character at a time and record every layer's state after each one.
 
     The cells return only the last step's state of each layer, so stepping one character at a time is
     what yields every layer's h (and c) at every character. A model trained on records (one per line)
     reads `<eos>` first and in place of each newline, as in training; `reset_at_eos` starts every record
-    from the zero state (for `data.records=pad`, where each record was read on its own).
+    from the zero state (for `data.records=pad`, where each record was read on its own). A stream model
+    reads the text from `start` (one row of state, see `rnnlm.sample.start_state`) after a newline, as
+    `rnnlm sample` reads a prime, or from the zero state if `start` is None.
     """
     if not text:
         raise RnnlmError("no text to read: give a non-empty --file or --text")
@@ -94,6 +97,9 @@ def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_
         ids = torch.cat([torch.tensor([EOS_ID]), ids.masked_fill(newline, EOS_ID)])
         unknown = [c for c in unknown if c != "\n"]
         offset = 1
+    elif start is not None and "\n" in vocab.itos:  # the text starts a line, after the state left by earlier text
+        ids = torch.cat([vocab.encode("\n"), ids])
+        offset = 1
     was_training = model.training
     model.eval()
     device = model.decoder.weight.device
@@ -103,7 +109,7 @@ def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_
     states = {k: torch.empty(cfg.num_layers, steps, cfg.hidden_size) for k in kinds}  # (L, T, H)
     probs = torch.empty(steps, len(vocab))  # (T, V)
     zero = model.init_state(1, device)
-    state = zero
+    state = zero if start is None or records else start
     inputs = ids.to(device)
     for t in range(steps):
         if reset_at_eos and int(ids[t]) == EOS_ID:
@@ -333,7 +339,7 @@ def page_for_checkpoint(point: Checkpoint, text: str, neuron: str | None = None,
     model = CharRNN(len(point.vocab), cfg)
     model.load_state_dict(point.model)
     tr = trace(model, point.vocab, text, records=point.records,
-               reset_at_eos=point.records and point.config.data.records == "pad")
+               reset_at_eos=point.records and point.config.data.records == "pad", start=start_state(point))
     matches = rank_neurons(tr.states, text_features(text))
     chosen = chosen or (matches[0].neuron if matches else Neuron(cfg.num_layers - 1, 0))
     name = point.path.parent.name if point.path.name in ("best.pt", "last.pt") else point.path.name

@@ -190,3 +190,19 @@ def test_a_refused_sample_leaves_an_existing_out_file_as_it_was(models, rnnlm, t
     one_line_error(status, err, fragment)
     assert target.read_text(encoding="utf-8") == "yesterday's samples\n"
     assert [p.name for p in tmp_path.iterdir()] == ["samples.txt"]  # no temporary file left behind
+
+
+def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(models, rnnlm, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "samples.txt"
+    target.write_text("yesterday's samples\n", encoding="utf-8")
+    monkeypatch.setattr(os, "replace", full)  # the rename that would put the finished file in place
+    status, out, err = rnnlm("sample", models["hello"], "--length", "20", "--out", target)
+    one_line_error(status, err, "No space left on device", "nothing was replaced")
+    assert target.read_text(encoding="utf-8") == "yesterday's samples\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["samples.txt"]

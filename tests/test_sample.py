@@ -1,5 +1,6 @@
 """Sampling: reproducible, batched like single runs, top-k/top-p exact, records end at <eos>, novelty counted."""
 
+import dataclasses
 import io
 import math
 
@@ -239,3 +240,31 @@ def test_prime_file_and_default(tmp_path):
 def test_bad_options_are_errors(kwargs, message):
     with pytest.raises(RnnlmError, match=message):
         SampleOptions(**kwargs)
+
+
+def test_a_stream_model_writes_from_the_state_its_training_carried(tmp_path):
+    # A memory of one unit: tanh(2 h) keeps h near 0.96 once it is positive, and stays at 0 from zero.
+    # The decoder writes 'b' while the unit is on and 'a' while it is off, so the text shows the start state.
+    def memory(model, vocab):
+        for p in model.parameters():
+            p.zero_()
+        model.rnn.weight_hh_l0[0, 0] = 2.0
+        model.decoder.weight[vocab.itos.index("b"), 0] = 60.0  # with its bias -30: above a's 10 while h > 2/3
+        model.decoder.bias.fill_(-30.0)
+        model.decoder.bias[vocab.itos.index("a")] = 10.0
+
+    path = make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="ab\n", cell="rnn", setup=memory)
+    point = ckpt.load(path)
+    opts = SampleOptions(length=12, temperature=1.0, num_samples=2, seed=0)
+
+    def sample(point):
+        out = io.StringIO()
+        sample_checkpoint(point, opts, "ab", out)
+        return out.getvalue().split("\n---\n")
+
+    assert sample(point) == ["ab" + "a" * 12, "ab" + "a" * 12 + "\n"]  # no carried state: from zero
+    carried = torch.zeros(1, 4, 8)
+    carried[0, 0, 0] = 3.0  # training's first row ended with the unit on (the other rows do not matter)
+    carried[0, 1:, 0] = -3.0
+    warm = dataclasses.replace(point, train={"state": carried})
+    assert sample(warm) == ["ab" + "b" * 12, "ab" + "b" * 12 + "\n"]
