@@ -1,6 +1,6 @@
 """The quality benchmark: what the shipped configs reach in a wall-clock budget, against known results.
 
-    python bench/quality.py                      # every entry, full budgets (about 25 minutes)
+    python bench/quality.py                      # every entry, full budgets (about 35 minutes)
     python bench/quality.py --only names_gru     # one entry
     python bench/quality.py --scale 0.1          # a quick smoke run at a tenth of each budget
 
