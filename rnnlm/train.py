@@ -104,8 +104,8 @@ def encode_split(corpus: Corpus, vocab: Vocab, split: str, records_mode: str = "
     texts = corpus.split(split)  # type: ignore[arg-type]
     if not corpus.records:
         return vocab.encode("".join(texts))
-    if records_mode == "pad":
-        return [vocab.encode(r) for r in texts]
+    if records_mode == "pad":  # one vectorised encode, cut into records (views of it)
+        return list(torch.split(vocab.encode("".join(texts)), [len(r) for r in texts]))
     return vocab.encode_records(texts)
 
 
