@@ -298,16 +298,37 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
 
     if path.is_dir():
         raise RnnlmError(f"--out {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise RnnlmError(f"--out {path}: the folder {path.parent} does not exist")
     with contextlib.ExitStack() as stack:
         try:
             stream = stack.enter_context(atomic_file(path, encoding="utf-8"))
         except OSError as e:
             raise RnnlmError(f"--out {path}: cannot write ({e.strerror})") from None
-        yield stream
+        yield _Checked(stream, path)
         try:
             stack.close()  # flush, close and rename now, so that a full disk is a message, not a traceback
         except OSError as e:
             raise RnnlmError(f"--out {path}: could not write ({e.strerror}); nothing was replaced") from None
+
+
+class _Checked:
+    """A text file whose failed writes (a full disk, a file size limit) are a message, not a traceback."""
+
+    def __init__(self, stream: TextIO, path: Path) -> None:
+        self.stream, self.path = stream, path
+
+    def write(self, text: str) -> int:
+        return self._do(self.stream.write, text)
+
+    def flush(self) -> None:
+        self._do(self.stream.flush)
+
+    def _do(self, call, *args):  # type: ignore[no-untyped-def]
+        try:
+            return call(*args)
+        except OSError as e:
+            raise RnnlmError(f"--out {self.path}: could not write ({e.strerror}); nothing was replaced") from None
 
 
 def main() -> None:

@@ -96,12 +96,13 @@ def start_ids(vocab: Vocab, prime: str, records: bool, warm: bool = False) -> to
 
 
 def start_state(point: Checkpoint, device: torch.device | str = "cpu") -> Any:
-    """The state a stream model starts writing from: the state training's first row had reached at the
-    checkpoint (saved for resuming; None, the zero state, for records models and checkpoints without one).
-    With `train.batching: sequential` a model meets a zero state only at the start of each epoch, so a
-    prime read from zero can leave a model of few epochs writing noise for a hundred characters (a 1x512
-    LSTM after 78 s wrote 'ROMEO:X&&3$3&3&&&&&$&&'); from a state left by real text it writes text."""
-    carried = point.train.get("state") if not point.records else None
+    """The state a stream model starts writing from. Trained with `train.batching: sequential`, a model meets
+    the zero state only at the start of each epoch, so a prime read from zero can leave a model of few epochs
+    writing noise for a hundred characters (a 1x512 LSTM after 78 s wrote 'ROMEO:X&&3$3&3&&&&&$&&'); it
+    starts instead from the state training's first row had reached at the checkpoint (saved for resuming),
+    left by real text. Every other model (random windows, records) read every window from zero: None."""
+    sequential = not point.records and point.config.train.batching == "sequential"
+    carried = point.train.get("state") if sequential else None
     if carried is None:
         return None
     first_row = [t[:, :1].to(device=device, dtype=torch.float32) for t in (carried if isinstance(carried, tuple)

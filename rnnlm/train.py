@@ -156,7 +156,11 @@ def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes in bfloat16 itself. A CPU without AVX-512 BF16 or AMX emulates it, and a
     bf16 training step there ran about 80x slower than fp32 (a 1x512 LSTM on a 2-core AVX2 EPYC)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        with torch.cuda.device(device):  # not emulated: Ampere and later
+            try:
+                return torch.cuda.is_bf16_supported(including_emulation=False)
+            except TypeError:  # a torch from before the argument, whose answer was already "natively"
+                return torch.cuda.is_bf16_supported()
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's, present since torch 2.1
     return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
@@ -504,7 +508,7 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
                     evaluate_and_save()
                 if t.sample_every and tally.step % t.sample_every == 0 and dist.is_main:
                     bar.write(_preview(model, vocab, prepared.corpus.records, cfg.data.records == "pack", t.seed,
-                                       _first_row(state)))
+                                       _first_row(state) if t.batching == "sequential" else None))
                 now = time.perf_counter()  # evaluation and samples count in the wall-clock budget, not in chars/s
                 tally.elapsed += now - tick
                 tick = now
@@ -625,8 +629,8 @@ def _progress(total: int | None, initial: int, enabled: bool) -> Any:
 
 
 def _preview(model: CharRNN, vocab: Vocab, records: bool, packed: bool, seed: int, start: State | None) -> str:
-    """A short sample while training; a stream model writes from the state training carries (if it does),
-    as `rnnlm sample` does from a checkpoint's."""
+    """A short sample while training; a model trained on sequential streams writes from the state training
+    carries, as `rnnlm sample` does from a checkpoint's (`rnnlm.sample.start_state`)."""
     opts = SampleOptions(length=200, temperature=0.8, num_samples=5 if records else 1, seed=seed)
     ids = generate(model, vocab, "", opts, records=records, packed=packed, start=start)
     return "\n".join(vocab.decode(s) for s in ids)

@@ -172,24 +172,70 @@ def test_errors_are_one_line_and_exit_2(models, rnnlm, tmp_path, args, fragments
 def test_sample_out_writes_what_stdout_would_show(models, rnnlm, tmp_path):
     args = ["sample", models["hello"], "--length", "60", "--seed", "3", "-N", "2"]
     status, shown, err = rnnlm(*args)
-    target = tmp_path / "new" / "samples.txt"
+    target = tmp_path / "samples.txt"
     status, out, err = rnnlm(*args, "--out", target)
     assert status == 0 and out == "" and target.read_text(encoding="utf-8") == shown
-    assert sorted(p.name for p in target.parent.iterdir()) == ["samples.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.txt"]
 
 
-@pytest.mark.parametrize("mistake, fragment", [
-    (["--novel"], "line-per-record"),
-    (["--device", "cuda:7"], "--device=cuda:7"),
-    (["--length", "0"], "--length 0"),
-])
-def test_a_refused_sample_leaves_an_existing_out_file_as_it_was(models, rnnlm, tmp_path, mistake, fragment):
+class FailingFile:
+    """A file that takes `writes` writes, then raises `error` (a disk that fills up part way)."""
+
+    def __init__(self, file, writes, error):
+        self.file, self.writes, self.error = file, writes, error
+
+    def write(self, text):
+        self.writes -= 1
+        if self.writes < 0:
+            raise self.error
+        return self.file.write(text)
+
+    def flush(self):
+        self.file.flush()
+
+
+@pytest.mark.parametrize("how", ["refused inside the sampler", "disk full part way", "ctrl-c part way"])
+def test_a_sample_that_fails_part_way_leaves_an_existing_out_file_as_it_was(models, rnnlm, tmp_path, monkeypatch, how):
+    import contextlib
+    import errno
+
+    from rnnlm.data import atomic
+    from rnnlm.sample import _Printer
+
+    if how == "disk full part way":
+        real = atomic.atomic_file
+
+        @contextlib.contextmanager
+        def filling(target, encoding=None):
+            with real(target, encoding) as f:
+                yield FailingFile(f, 10, OSError(errno.ENOSPC, "No space left on device"))
+        monkeypatch.setattr(atomic, "atomic_file", filling)
+    if how == "ctrl-c part way":
+        real_write = _Printer._write
+        count = iter(range(10**6))
+
+        def interrupted(self, text):
+            if next(count) == 10:
+                raise KeyboardInterrupt
+            real_write(self, text)
+        monkeypatch.setattr(_Printer, "_write", interrupted)
     target = tmp_path / "samples.txt"
     target.write_text("yesterday's samples\n", encoding="utf-8")
-    status, out, err = rnnlm("sample", models["hello"], "--out", target, *mistake)
-    one_line_error(status, err, fragment)
+    extra = ["--novel"] if how == "refused inside the sampler" else []
+    status, out, err = rnnlm("sample", models["hello"], "--length", "50", "--out", target, *extra)
+    if how == "ctrl-c part way":
+        assert status == 130 and "Traceback" not in err  # typer's quiet exit for Ctrl-C
+    else:
+        one_line_error(status, err, "line-per-record" if extra else "could not write (No space left on device); "
+                                                                  "nothing was replaced")
     assert target.read_text(encoding="utf-8") == "yesterday's samples\n"
     assert [p.name for p in tmp_path.iterdir()] == ["samples.txt"]  # no temporary file left behind
+
+
+def test_out_in_a_missing_folder_is_refused_and_creates_nothing(models, rnnlm, tmp_path):
+    status, out, err = rnnlm("sample", models["hello"], "--out", tmp_path / "new" / "s.txt")
+    one_line_error(status, err, "--out", "does not exist")
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(models, rnnlm, tmp_path, monkeypatch):

@@ -272,7 +272,7 @@ def test_a_bug_keeps_its_traceback_and_is_not_taken_for_a_user_mistake(monkeypat
 
 @pytest.mark.parametrize("how", ["--debug", "RNNLM_DEBUG=1"])
 def test_debug_shows_the_traceback_behind_a_user_mistake(monkeypatch, tmp_path, how):
-    monkeypatch.delenv("RNNLM_DEBUG", raising=False)  # --debug sets it for the process; restored after the test
+    monkeypatch.setenv("RNNLM_DEBUG", "")  # off; --debug sets it for the process, and monkeypatch unsets it after
     args = ["train", str(tmp_path / "missing.yaml")]
     assert_user_error(cli(*args), "missing.yaml")  # without: one line, exit 2
     if how == "--debug":

@@ -268,3 +268,6 @@ def test_a_stream_model_writes_from_the_state_its_training_carried(tmp_path):
     carried[0, 1:, 0] = -3.0
     warm = dataclasses.replace(point, train={"state": carried})
     assert sample(warm) == ["ab" + "b" * 12, "ab" + "b" * 12 + "\n"]
+    # random windows: every window was read from zero in training, so sampling starts there too
+    cfg = dataclasses.replace(point.config, train=dataclasses.replace(point.config.train, batching="random"))
+    assert sample(dataclasses.replace(warm, config=cfg)) == sample(point)
