@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import torch
 
 from rnnlm.checkpoint import Checkpoint
+from rnnlm.config import Config
 from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data.text import read_utf8
 from rnnlm.errors import RnnlmError
@@ -101,13 +102,20 @@ def start_state(point: Checkpoint, device: torch.device | str = "cpu") -> Any:
     writing noise for a hundred characters (a 1x512 LSTM after 78 s wrote 'ROMEO:X&&3$3&3&&&&&$&&'); it
     starts instead from the state training's first row had reached at the checkpoint (saved for resuming),
     left by real text. Every other model (random windows, records) read every window from zero: None."""
-    sequential = not point.records and point.config.train.batching == "sequential"
-    carried = point.train.get("state") if sequential else None
-    if carried is None:
+    row = warm_start(point.train.get("state"), point.config, point.records)
+    if row is None:
         return None
-    first_row = [t[:, :1].to(device=device, dtype=torch.float32) for t in (carried if isinstance(carried, tuple)
-                                                                           else (carried,))]
-    return tuple(first_row) if isinstance(carried, tuple) else first_row[0]
+    return tuple(t.to(device) for t in row) if isinstance(row, tuple) else row.to(device)
+
+
+def warm_start(carried: Any, cfg: Config, records: bool) -> Any:
+    """The first row of a training state (L, B, H), or an LSTM's (h, c) pair, detached and in float32: where
+    a model trained on sequential streams starts writing (see `start_state`); None for any other model."""
+    if carried is None or records or cfg.train.batching != "sequential":
+        return None
+    if isinstance(carried, tuple):
+        return tuple(t[:, :1].detach().float() for t in carried)
+    return carried[:, :1].detach().float()
 
 
 @torch.inference_mode()
@@ -146,7 +154,7 @@ def _expand(state: Any, n: int) -> Any:
     """One row of state (L, 1, H), or an LSTM's (h, c) pair of them, as n rows."""
     if isinstance(state, tuple):
         return tuple(_expand(t, n) for t in state)
-    return state.to(torch.float32).expand(-1, n, -1).contiguous()
+    return state.expand(-1, n, -1).contiguous()
 
 
 def _write(model: CharRNN, logits: torch.Tensor, state: Any, opts: SampleOptions, generators: list[torch.Generator],

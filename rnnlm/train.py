@@ -51,7 +51,7 @@ from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import Score, score_records, score_stream
 from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, MetricLogger, TensorBoardLogger, check_tensorboard, truncate_metrics
 from rnnlm.model import CharRNN, State
-from rnnlm.sample import SampleOptions, generate
+from rnnlm.sample import SampleOptions, generate, warm_start
 from rnnlm.vocab import Vocab
 
 __all__ = ["train", "resolve_device", "RunResult", "TrainingDiverged", "SAFE_TO_CHANGE"]
@@ -508,7 +508,7 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
                     evaluate_and_save()
                 if t.sample_every and tally.step % t.sample_every == 0 and dist.is_main:
                     bar.write(_preview(model, vocab, prepared.corpus.records, cfg.data.records == "pack", t.seed,
-                                       _first_row(state) if t.batching == "sequential" else None))
+                                       warm_start(state, cfg, prepared.corpus.records)))
                 now = time.perf_counter()  # evaluation and samples count in the wall-clock budget, not in chars/s
                 tally.elapsed += now - tick
                 tick = now
@@ -634,14 +634,6 @@ def _preview(model: CharRNN, vocab: Vocab, records: bool, packed: bool, seed: in
     opts = SampleOptions(length=200, temperature=0.8, num_samples=5 if records else 1, seed=seed)
     ids = generate(model, vocab, "", opts, records=records, packed=packed, start=start)
     return "\n".join(vocab.decode(s) for s in ids)
-
-
-def _first_row(state: State | None) -> State | None:
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s[:, :1].detach().float() for s in state)  # type: ignore[return-value]
-    return state[:, :1].detach().float()
 
 
 def _fingerprint(model: torch.nn.Module) -> str:

@@ -34,7 +34,7 @@ import torch
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.errors import RnnlmError
 from rnnlm.model import CharRNN
-from rnnlm.sample import start_state
+from rnnlm.sample import start_ids, start_state
 from rnnlm.vocab import EOS_ID, Vocab
 
 Kind = Literal["h", "c"]
@@ -97,9 +97,9 @@ def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_
         ids = torch.cat([torch.tensor([EOS_ID]), ids.masked_fill(newline, EOS_ID)])
         unknown = [c for c in unknown if c != "\n"]
         offset = 1
-    elif start is not None and "\n" in vocab.itos:  # the text starts a line, after the state left by earlier text
-        ids = torch.cat([vocab.encode("\n"), ids])
-        offset = 1
+    elif start is not None:  # the text starts a line, after the state left by earlier text, as a prime does
+        ids = start_ids(vocab, text, records=False, warm=True)
+        offset = len(ids) - len(text)
     was_training = model.training
     model.eval()
     device = model.decoder.weight.device

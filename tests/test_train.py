@@ -108,7 +108,7 @@ def test_a_time_budget_gets_a_progress_bar_that_ends_full(tmp_path, capsys):
     result = train(cfg, tmp_path / "run", progress=True)
     bar = capsys.readouterr().err.split("\r")
     assert "val -" in bar[2] and "val inf" not in "".join(bar)  # no validation loss yet, and none shown
-    assert "left" in bar[2] and "/?" not in bar[-1]  # an estimated total once the pace is known
+    assert "left" in bar[2] and "/?" not in bar[2]  # an estimated total once the pace is known
     assert f"{result.step}/{result.step}" in bar[-1] and "100%" in bar[-1]
 
 
