@@ -8,6 +8,9 @@ cross-entropy, Adam), the same weights (torch.nn's state dict loaded into ours),
 Repetitions alternate between the sides (and which side goes first) so that drift of a shared machine hits both
 alike; every figure is the median over repetitions, ratios are rnnlm / torch.nn.
 
+Both sides run with glibc's malloc told to keep freed memory (`rnnlm.fused.keep_freed_memory`, as `rnnlm train`
+does), so neither pays for faulting in fresh pages each step. --unfused runs rnnlm without its C kernels.
+
 Memory of a training step is what autograd keeps for the backward pass: the bytes of every distinct tensor saved
 for backward during one step (counted by torch.autograd.graph.saved_tensors_hooks, which sees the custom Functions'
 save_for_backward and torch.nn's fused kernels alike). Unlike the process's resident set, it does not depend on the
@@ -17,6 +20,7 @@ allocator's history, so it is the same on every run.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -28,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlm import cells
+from rnnlm import cells, fused
 from rnnlm.evaluate import CHUNK, MAX_STREAMS
 
 VOCAB = 65  # tiny-shakespeare's alphabet
@@ -263,9 +267,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
     parser.add_argument("--only", choices=["train", "bf16", "sample", "eval", "memory"], action="append",
                         help="run only these sections (repeatable)")
+    parser.add_argument("--unfused", action="store_true",
+                        help="run rnnlm's recurrences as PyTorch ops only (RNNLM_FUSED=0), without its C kernels")
     args = parser.parse_args()
     sections = args.only or ["train", "bf16", "sample", "eval", "memory"]
-    print(f"Machine: {machine()}\n", flush=True)
+    if args.unfused:
+        os.environ["RNNLM_FUSED"] = "0"
+    # As `rnnlm train` does on a CPU; a process-wide setting, so both sides run with it.
+    heap = "freed memory kept for reuse" if fused.keep_freed_memory() else "malloc as configured"
+    kernels = "fused C kernels" if fused.kernels(torch.zeros(1)) is not None else "PyTorch ops only (no C kernels)"
+    print(f"Machine: {machine()}\nrnnlm: {kernels}; {heap}\n", flush=True)
     print("| what | rnnlm | baseline | ratio | target |")
     print("|---|---:|---:|---:|---|", flush=True)
     start = time.perf_counter()

@@ -22,8 +22,8 @@ Where the time goes, and what each layer therefore does:
   rows (dgates^T @ h_prev) instead of T small ones.
 - Without autograd (evaluation, sampling) the same step code writes into reusable scratch buffers and nothing is
   saved, so a one-character step costs a handful of kernel launches per layer.
-- The LSTM runs its gates internally as o, i, f, g (a roll of torch's i, f, g, o): one sigmoid covers three adjacent
-  gates per step. Parameters, state dicts and xproj stay in torch's order; only the internal copies are rolled.
+- On a CPU in float32 the pointwise half of every step, forward and backward, is one C loop (`fused.py`); the
+  PyTorch ops below are the same equations for everything else (CUDA, bfloat16, float64, no C compiler).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlm import fused
+
 Mode = Literal["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]
 _GATES: dict[str, int] = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
@@ -46,6 +48,16 @@ def _per_step(buf: Tensor, steps: int) -> Sequence[Tensor]:
     """Per-step views of `buf` (T, ...) when it keeps every step, or the same scratch view T times when it is (1, ...)."""
     views = buf.unbind(0)
     return views if len(views) == steps else views * steps
+
+
+def _pointers(buf: Tensor, steps: int) -> list[int]:
+    """Addresses of buf[0], ..., buf[T-1] of a contiguous (T, ...) buffer, or T times buf[0] of a (1, ...) scratch:
+    what the C kernels take, without making T tensor views."""
+    base = buf.data_ptr()
+    if buf.shape[0] != steps:
+        return [base] * steps
+    step = buf.stride(0) * buf.element_size()
+    return [base + t * step for t in range(steps)]
 
 
 PACK_MIN_SIZE = 256
@@ -74,6 +86,13 @@ class _Linear:
         if self.packed is None:
             return torch.addmm(add, x, self.weight_t, out=out)
         return torch.add(add, torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], ""), out=out)
+
+    def product(self, x: Tensor, scratch: Tensor) -> Tensor:
+        """x (B, in) @ W^T, contiguous (B, out): written into `scratch` by addmm's path; a new tensor from oneDNN,
+        whose linear has no out= form."""
+        if self.packed is None:
+            return torch.mm(x, self.weight_t, out=scratch)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
 
 
 def _can_pack(weight: Tensor) -> bool:
@@ -112,27 +131,39 @@ def _rnn_recurrence(xg: Tensor, h0: Tensor, by_w_hh: _Linear, relu: bool, out: T
 
 def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, by_w_hh: _Linear, gates: Tensor, c: Tensor, tanh_c: Tensor,
                      out: Tensor) -> None:
-    """xg (T, B, 4H) already holds W_ih x_t + b_ih + b_hh; by_w_hh multiplies by W_hh^T; xg and W_hh have their gates in
-    the internal order o, i, f, g (see `_lstm_order`).
+    """xg (T, B, 4H) already holds W_ih x_t + b_ih + b_hh, gates in torch's order i, f, g, o; by_w_hh multiplies by
+    W_hh^T.
 
-    gates (T|1, B, 4H) receives the activated gates o, i, f, g; c and tanh_c (T|1, B, H) the cell state and its tanh;
+    gates (T|1, B, 4H) receives the activated gates; c and tanh_c (T|1, B, H) the cell state and its tanh;
     out (T, B, H) the hidden states. With (1, ...) buffers c must already hold c0 and is updated in place.
     """
     steps, hidden = xg.shape[0], h0.shape[-1]
+    keeps_steps, c0 = c.shape[0] == steps, c0.contiguous()
+    kernels = fused.kernels(xg)
+    if kernels is not None:  # the same step with its pointwise half (and the add of x_t) in one C loop
+        xs, gs, cs, tcs, hs = (_pointers(a, steps) for a in (xg, gates, c, tanh_c, out))
+        c_prevs = [c0.data_ptr(), *cs[:-1]] if keeps_steps else cs
+        scratch, h_views, h_prev = xg.new_empty(xg.shape[1], 4 * hidden), out.unbind(0), h0
+        for t in range(steps):
+            hw = by_w_hh.product(h_prev, scratch)  # (B, 4H)
+            kernels.lstm_forward(xg.shape[1], hidden, xs[t], hw.data_ptr(), gs[t], c_prevs[t], cs[t], tcs[t], hs[t])
+            h_prev = h_views[t]
+        return
     g_all = _per_step(gates, steps)
-    sig_oif = _per_step(gates[..., : 3 * hidden], steps)  # the three sigmoid gates are adjacent: one op
-    o_g = _per_step(gates[..., :hidden], steps)
-    i_g = _per_step(gates[..., hidden : 2 * hidden], steps)
-    f_g = _per_step(gates[..., 2 * hidden : 3 * hidden], steps)
-    tanh_g = _per_step(gates[..., 3 * hidden :], steps)
     cs, tcs = _per_step(c, steps), _per_step(tanh_c, steps)
     # The cell state read at step t: c0, then the previous step's (kept) or the same buffer (scratch, updated in place).
-    c_prevs = (c0, *cs[:-1]) if c.shape[0] == steps else cs
+    c_prevs = (c0, *cs[:-1]) if keeps_steps else cs
+    sig_if = _per_step(gates[..., : 2 * hidden], steps)  # i and f are adjacent: one sigmoid
+    i_g = _per_step(gates[..., :hidden], steps)
+    f_g = _per_step(gates[..., hidden : 2 * hidden], steps)
+    tanh_g = _per_step(gates[..., 2 * hidden : 3 * hidden], steps)
+    o_g = _per_step(gates[..., 3 * hidden :], steps)
     h_prev = h0
     for t, (x_t, h_t) in enumerate(zip(xg.unbind(0), out.unbind(0))):
         by_w_hh(x_t, h_prev, out=g_all[t])  # (B, 4H)
-        sig_oif[t].sigmoid_()
+        sig_if[t].sigmoid_()
         tanh_g[t].tanh_()
+        o_g[t].sigmoid_()
         torch.mul(f_g[t], c_prevs[t], out=cs[t])  # f * c_{t-1}
         cs[t].addcmul_(i_g[t], tanh_g[t])  # + i * g
         torch.tanh(cs[t], out=tcs[t])
@@ -149,6 +180,17 @@ def _gru_recurrence(xg: Tensor, h0: Tensor, by_w_hh: _Linear, b_hh: Tensor, gate
     """
     steps, hidden = xg.shape[0], h0.shape[-1]
     hhs = _per_step(hh, steps)
+    kernels = fused.kernels(xg)
+    if kernels is not None:  # the same step with its pointwise half (and the add of b_hh) in one C loop
+        h0, b_hh = h0.contiguous(), b_hh.contiguous()
+        xs, gs, hh_ptrs, hs = (_pointers(a, steps) for a in (xg, gates, hh, out))
+        h_views, h_prev, h_prevs = out.unbind(0), h0, [h0.data_ptr(), *hs[:-1]]
+        for t in range(steps):
+            hw = by_w_hh.product(h_prev, hhs[t])  # (B, 3H)
+            kernels.gru_forward(xg.shape[1], hidden, xs[t], hw.data_ptr(), b_hh.data_ptr(), hh_ptrs[t], h_prevs[t],
+                                gs[t], hs[t])
+            h_prev = h_views[t]
+        return
     rz = _per_step(gates[..., : 2 * hidden], steps)
     n = _per_step(gates[..., 2 * hidden :], steps)
     r = _per_step(gates[..., :hidden], steps)
@@ -171,15 +213,18 @@ def _gru_recurrence(xg: Tensor, h0: Tensor, by_w_hh: _Linear, b_hh: Tensor, gate
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _lstm_order(t: Tensor, dim: int) -> Tensor:
-    """torch's gate order i, f, g, o -> ours o, i, f, g (a roll by one gate), so the three sigmoid gates are adjacent
-    (one op per step instead of two) and so are the three gates whose gradient is driven by dc (i, f, g)."""
-    return torch.roll(t, t.shape[dim] // 4, dim)
-
-
 def _shifted(first: Tensor, seq: Tensor) -> Tensor:
     """(first, seq[0], ..., seq[T-2]): the value each step read from the previous step. (T, B, H)"""
     return torch.cat((first.unsqueeze(0), seq[:-1]), 0)
+
+
+def _grad_w_hh(d_pre: Tensor, h0: Tensor, out: Tensor) -> Tensor:
+    """The gradient of W_hh, sum over t of d_pre_t^T h_{t-1}: one product over the (T-1)*B rows of steps 1.. (views of
+    the saved outputs, no copy) added to step 0's with h0. d_pre (T, B, G*H), h0 (B, H), out (T, B, H) -> (G*H, H)."""
+    first = d_pre[0].t() @ h0
+    if d_pre.shape[0] == 1:
+        return first
+    return torch.addmm(first, d_pre[1:].flatten(0, 1).t(), out[:-1].flatten(0, 1))
 
 
 def _add_grad_at_end(grad_out: Tensor, grad_last: Tensor) -> Tensor:
@@ -213,8 +258,7 @@ class _RNNLayer(torch.autograd.Function):
             back(gh[t - 1], dp[t], out=gh[t - 1])  # dh_{t-1} += d_pre_t @ W_hh
         torch.mul(gh[0], sl[0], out=dp[0])
         grad_h0 = dp[0] @ w_hh if ctx.needs_input_grad[1] else None
-        flat = d_pre.flatten(0, 1)  # (T*B, H)
-        grad_w = flat.t() @ _shifted(h0, out).flatten(0, 1) if ctx.needs_input_grad[2] else None  # (H, H)
+        grad_w = _grad_w_hh(d_pre, h0, out) if ctx.needs_input_grad[2] else None
         return d_pre, grad_h0, grad_w, None
 
 
@@ -232,34 +276,52 @@ class _LSTMLayer(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor):
         h0, c0, w_hh, gates, c, tanh_c, out = ctx.saved_tensors
-        hidden = h0.shape[-1]
-        o, i, f, g = gates.chunk(4, dim=-1)  # each (T, B, H), internal order
-        # Everything that does not depend on the incoming gradient, for all steps at once:
-        #   dc_t   += dh_t * o (1 - tanh^2 c_t)
-        #   d o = dh_t * tanh c_t o(1-o);   d(i,f,g) = dc_t * (g i(1-i), c_{t-1} f(1-f), i (1-g^2))
-        dc_from_dh = o * (1 - tanh_c * tanh_c)  # (T, B, H)
-        factors = torch.cat((tanh_c * o * (1 - o), g * i * (1 - i), _shifted(c0, c) * f * (1 - f), i * (1 - g * g)),
-                            -1)  # (T, B, 4H)
-        grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
         dc = grad_cn.clone(memory_format=torch.contiguous_format)  # (B, H), carried backwards in place
-        dc_rows = dc.unsqueeze(1)  # (B, 1, H) view of dc, broadcast over the i, f, g factors
         d_gates = torch.empty_like(gates)  # (T, B, 4H)
-        gh, dcdh, ff = grad_h.unbind(0), dc_from_dh.unbind(0), f.unbind(0)
-        dg_ifg = d_gates[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)  # (B, 3, H) views
-        fac_ifg = factors[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)
-        dg_o, fac_o, dg = d_gates[..., :hidden].unbind(0), factors[..., :hidden].unbind(0), d_gates.unbind(0)
         back = _Linear(w_hh.t())  # multiplies by W_hh
-        for t in range(len(gh) - 1, -1, -1):
-            dc.addcmul_(gh[t], dcdh[t])
-            torch.mul(dc_rows, fac_ifg[t], out=dg_ifg[t])
-            torch.mul(gh[t], fac_o[t], out=dg_o[t])
-            dc.mul_(ff[t])  # now dc_{t-1}
-            if t > 0:
-                back(gh[t - 1], dg[t], out=gh[t - 1])  # dh_{t-1} += d_gates_t @ W_hh
-        grad_h0 = dg[0] @ w_hh if ctx.needs_input_grad[1] else None
-        grad_w = (d_gates.flatten(0, 1).t() @ _shifted(h0, out).flatten(0, 1)  # (4H, H), one product over T*B rows
-                  if ctx.needs_input_grad[3] else None)
+        kernels = fused.kernels(gates)
+        if kernels is not None:  # the step below in one C loop, with nothing computed ahead for all steps
+            steps, batch, hidden = gates.shape[0], gates.shape[1], h0.shape[-1]
+            grad_out, c0 = grad_out.contiguous(), c0.contiguous()
+            gh, gs, tcs, dgs, cs = (_pointers(a, steps) for a in (grad_out, gates, tanh_c, d_gates, c))
+            c_prevs, dg_views = [c0.data_ptr(), *cs[:-1]], d_gates.unbind(0)
+            rec, scratch = grad_hn.contiguous(), dc.new_empty(batch, hidden)  # what reaches h_t through W_hh
+            for t in range(steps - 1, -1, -1):
+                kernels.lstm_backward(batch, hidden, gs[t], c_prevs[t], tcs[t], gh[t], rec.data_ptr(), dc.data_ptr(),
+                                      dgs[t])
+                if t > 0:
+                    rec = back.product(dg_views[t], scratch)  # d_gates_t @ W_hh, reaching h_{t-1}
+        else:
+            grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
+            _lstm_backward_steps(gates, c0, c, tanh_c, grad_h, dc, d_gates, back)
+        grad_h0 = d_gates[0] @ w_hh if ctx.needs_input_grad[1] else None
+        grad_w = _grad_w_hh(d_gates, h0, out) if ctx.needs_input_grad[3] else None
         return d_gates, grad_h0, dc, grad_w
+
+
+def _lstm_backward_steps(gates: Tensor, c0: Tensor, c: Tensor, tanh_c: Tensor, grad_h: Tensor, dc: Tensor,
+                         d_gates: Tensor, back: _Linear) -> None:
+    """The LSTM's backward through time as PyTorch ops: fills d_gates (T, B, 4H), leaves dc_{-1} in dc (B, H)."""
+    hidden = c0.shape[-1]
+    i, f, g, o = gates.chunk(4, dim=-1)  # each (T, B, H)
+    # Everything that does not depend on the incoming gradient, for all steps at once:
+    #   dc_t   += dh_t * o (1 - tanh^2 c_t)
+    #   d o = dh_t * tanh c_t o(1-o);   d(i,f,g) = dc_t * (g i(1-i), c_{t-1} f(1-f), i (1-g^2))
+    dc_from_dh = o * (1 - tanh_c * tanh_c)  # (T, B, H)
+    factors = torch.cat((g * i * (1 - i), _shifted(c0, c) * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)),
+                        -1)  # (T, B, 4H)
+    dc_rows = dc.unsqueeze(1)  # (B, 1, H) view of dc, broadcast over the i, f, g factors
+    gh, dcdh, ff = grad_h.unbind(0), dc_from_dh.unbind(0), f.unbind(0)
+    dg_ifg = d_gates[..., : 3 * hidden].unflatten(-1, (3, hidden)).unbind(0)  # (B, 3, H) views
+    fac_ifg = factors[..., : 3 * hidden].unflatten(-1, (3, hidden)).unbind(0)
+    dg_o, fac_o, dg = d_gates[..., 3 * hidden :].unbind(0), factors[..., 3 * hidden :].unbind(0), d_gates.unbind(0)
+    for t in range(len(gh) - 1, -1, -1):
+        dc.addcmul_(gh[t], dcdh[t])
+        torch.mul(dc_rows, fac_ifg[t], out=dg_ifg[t])
+        torch.mul(gh[t], fac_o[t], out=dg_o[t])
+        dc.mul_(ff[t])  # now dc_{t-1}
+        if t > 0:
+            back(gh[t - 1], dg[t], out=gh[t - 1])  # dh_{t-1} += d_gates_t @ W_hh
 
 
 class _GRULayer(torch.autograd.Function):
@@ -277,6 +339,9 @@ class _GRULayer(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor, grad_hn: Tensor):
         h0, w_hh, gates, hh, out = ctx.saved_tensors
+        kernels = fused.kernels(gates)
+        if kernels is not None:
+            return _gru_backward_fused(ctx, kernels, h0, w_hh, gates, hh, out, grad_out, grad_hn)
         hidden = h0.shape[-1]
         r, z, n = gates.chunk(3, dim=-1)  # each (T, B, H)
         hh_n = hh[..., 2 * hidden :]
@@ -298,10 +363,32 @@ class _GRULayer(torch.autograd.Function):
         torch.mul(gh_rows[0], fac_v[0], out=dhh_v[0])
         grad_h0 = torch.addmm(gh[0] * zz[0], dhh[0], w_hh) if ctx.needs_input_grad[1] else None
         grad_x = torch.cat((d_hh[..., : 2 * hidden], grad_h * dn), -1)  # (T, B, 3H)
-        grad_w = (d_hh.flatten(0, 1).t() @ _shifted(h0, out).flatten(0, 1)  # (3H, H), one product over T*B rows
-                  if ctx.needs_input_grad[2] else None)
+        grad_w = _grad_w_hh(d_hh, h0, out) if ctx.needs_input_grad[2] else None
         grad_b = d_hh.sum((0, 1)) if ctx.needs_input_grad[3] else None
         return grad_x, grad_h0, grad_w, grad_b
+
+
+def _gru_backward_fused(ctx, kernels: fused.Kernels, h0: Tensor, w_hh: Tensor, gates: Tensor, hh: Tensor, out: Tensor,
+                        grad_out: Tensor, grad_hn: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """_GRULayer.backward with each step's pointwise half in one C loop (`fused.c`, rnnlm_gru_backward)."""
+    batch, hidden = gates.shape[1], h0.shape[-1]
+    grad_h = grad_out.clone(memory_format=torch.contiguous_format)  # (T, B, H), gains the direct path z * dh_{t+1}
+    grad_x, d_hh = torch.empty_like(hh), torch.empty_like(hh)  # (T, B, 3H): of W_ih x + b_ih, of W_hh h + b_hh
+    grad_h0 = torch.zeros_like(h0, memory_format=torch.contiguous_format)  # (B, H)
+    steps, h0 = gates.shape[0], h0.contiguous()
+    gh, gx, dhh, gs, hhs, hs = (_pointers(a, steps) for a in (grad_h, grad_x, d_hh, gates, hh, out))
+    h_prevs, gh_prevs, dhh_views = [h0.data_ptr(), *hs[:-1]], [grad_h0.data_ptr(), *gh[:-1]], d_hh.unbind(0)
+    back = _Linear(w_hh.t())  # multiplies by W_hh
+    rec, scratch = grad_hn.contiguous(), grad_h0.new_empty(batch, hidden)  # what reaches h_t through W_hh
+    for t in range(steps - 1, -1, -1):
+        kernels.gru_backward(batch, hidden, gs[t], hhs[t], h_prevs[t], gh[t], rec.data_ptr(), gx[t], dhh[t],
+                             gh_prevs[t])
+        if t > 0:
+            rec = back.product(dhh_views[t], scratch)  # d_hh_t @ W_hh, reaching h_{t-1}
+    grad_h0 = torch.addmm(grad_h0, dhh_views[0], w_hh) if ctx.needs_input_grad[1] else None
+    grad_w = _grad_w_hh(d_hh, h0, out) if ctx.needs_input_grad[2] else None
+    grad_b = d_hh.sum((0, 1)) if ctx.needs_input_grad[3] else None
+    return grad_x, grad_h0, grad_w, grad_b
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -453,9 +540,6 @@ class _Recurrent(nn.Module):
                      dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
         w_ih, w_hh, b_ih, b_hh = self._layer_params(layer)
         folded = self.mode != "GRU"  # b_hh is a plain addend except in the GRU, where r multiplies it
-        if self.mode == "LSTM":
-            inp = _lstm_order(inp, -1) if layer == 0 else inp
-            w_ih, w_hh, b_ih, b_hh = (None if p is None else _lstm_order(p, 0) for p in (w_ih, w_hh, b_ih, b_hh))
         if layer == 0:
             xg = inp + b_hh if folded and b_hh is not None else inp
         else:
@@ -479,7 +563,6 @@ class _Recurrent(nn.Module):
         ih, hh, bias_x, b_hh = self._inference_weights(layer, dtype, batch)
         gate_size = _GATES[self.mode] * hidden
         if layer == 0:
-            inp = _lstm_order(inp, -1) if self.mode == "LSTM" else inp
             xg = (inp + bias_x if bias_x is not None else inp).to(dtype).contiguous()  # (T, B, G*H)
         else:
             add = bias_x if bias_x is not None else inp.new_zeros(())
@@ -522,8 +605,6 @@ class _Recurrent(nn.Module):
     def _make_inference_weights(self, layer: int, dtype: torch.dtype,
                                 contiguous: bool) -> tuple[_Linear | None, _Linear, Tensor | None, Tensor | None]:
         w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().to(dtype) for p in self._layer_params(layer))
-        if self.mode == "LSTM":
-            w_ih, w_hh, b_ih, b_hh = (None if p is None else _lstm_order(p, 0) for p in (w_ih, w_hh, b_ih, b_hh))
         ih = None if layer == 0 else _Linear(w_ih, contiguous)
         hh = _Linear(w_hh, contiguous)
         if self.mode == "GRU":

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnlm import checkpoint as ckpt
+from rnnlm import fused
 from rnnlm.batching import IGNORE, Batch, Batcher, RandomWindows, RecordBatches, SequentialStreams, WindowLengths, truncate
 from rnnlm.config import Config, ConfigError
 from rnnlm.data import Corpus, DataRoot, load_corpus
@@ -336,6 +337,8 @@ def train(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint | None = None, roo
     device = dist.device
     check_precision(cfg, device)
     check_compile(cfg, device)
+    if device.type == "cpu":
+        fused.keep_freed_memory()
     if t.batch_size % dist.world_size:
         raise RnnlmError(f"train.batch_size={t.batch_size} cannot be shared evenly by {dist.world_size} processes; "
                          f"use a multiple of {dist.world_size}")

@@ -1,0 +1,181 @@
+"""The C kernels behind float32 CPU recurrences (rnnlm/fused.c): built here, equal to torch.nn with and without them,
+and a machine that cannot build them still trains, on the PyTorch path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rnnlm import cells, fused
+from test_cells import KINDS, flat_state, initial_state, make_pair
+
+F32 = {"rtol": 2e-5, "atol": 2e-6}  # float32 rounding over a few steps, against torch.nn in float64
+
+
+@pytest.fixture(params=["fused", "pytorch"])
+def path(request, monkeypatch) -> str:
+    """Each test runs once through the C kernels and once with RNNLM_FUSED=0 (PyTorch ops only)."""
+    if request.param == "pytorch":
+        monkeypatch.setenv("RNNLM_FUSED", "0")
+    else:
+        monkeypatch.delenv("RNNLM_FUSED", raising=False)
+        if fused.kernels(torch.zeros(1)) is None:
+            pytest.skip("no C compiler here: the PyTorch path is the one that runs")
+    return request.param
+
+
+def test_kernels_are_built_where_there_is_a_compiler() -> None:
+    """A silent fallback would cost every CPU user the speed: where cc exists (and always in CI) they must load."""
+    if not (os.environ.get("CI") or shutil.which(os.environ.get("CC") or "cc")):
+        pytest.skip("no C compiler on this machine")
+    assert fused.kernels(torch.zeros(1)) is not None
+    assert fused.kernels(torch.zeros(1, dtype=torch.float64)) is None  # float64 and bf16 take the PyTorch path
+    assert fused.kernels(torch.zeros(1, dtype=torch.bfloat16)) is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("hidden, batch", [(13, 3), (64, 1)])  # 13: rows that end mid-vector
+def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path: str) -> None:
+    ref, ours = make_pair(kind, 5, hidden, 2)
+    ours.float()
+    x, hx = torch.randn(7, batch, 5, dtype=torch.float64), initial_state(kind, 2, batch, hidden)
+    out_r, st_r = ref(x.requires_grad_(True), hx)
+    g = torch.Generator().manual_seed(1)
+    weights = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (out_r, *flat_state(st_r))]
+    sum((t * w).sum() for t, w in zip((out_r, *flat_state(st_r)), weights)).backward()
+    xf = x.detach().float().requires_grad_(True)
+    hf = tuple(s.float().requires_grad_(True) for s in flat_state(hx))
+    out_o, st_o = ours(xf, hf if kind == "lstm" else hf[0])
+    sum((t * w.float()).sum() for t, w in zip((out_o, *flat_state(st_o)), weights)).backward()
+    torch.testing.assert_close(out_o.double(), out_r.detach(), **F32)
+    for a, b in zip(flat_state(st_o), flat_state(st_r), strict=True):
+        torch.testing.assert_close(a.double(), b.detach(), **F32)
+    torch.testing.assert_close(xf.grad.double(), x.grad, **F32)
+    for (name, p_r), p_o in zip(ref.named_parameters(), ours.parameters(), strict=True):
+        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **F32, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_inference_and_sampling_steps_match_torch(kind: str, path: str) -> None:
+    ref, ours = make_pair(kind, 5, 21, 2)
+    ours.float()
+    x, hx = torch.randn(6, 2, 5, dtype=torch.float64), initial_state(kind, 2, 2, 21)
+    with torch.inference_mode():
+        out_r, _ = ref(x, hx)
+        out_o, _ = ours(x.float(), tuple(s.float() for s in hx) if kind == "lstm" else hx.float())
+        torch.testing.assert_close(out_o.double(), out_r, **F32)
+        state_r = state_o = None
+        for t in range(x.shape[0]):  # one character at a time, batch 1, the state carried
+            step_r, state_r = ref(x[t : t + 1, :1], state_r)
+            step_o, state_o = ours(x[t : t + 1, :1].float(), state_o)
+            torch.testing.assert_close(step_o.double(), step_r, **F32)
+
+
+def test_activations_match_torch_over_the_whole_range() -> None:
+    """sigmoid and tanh of the C loops, from deep saturation through 0 (relative error there) to inf and nan."""
+    kernels = fused.kernels(torch.zeros(1))
+    if kernels is None:
+        pytest.skip("no C compiler here")
+    x = torch.cat([torch.linspace(-120, 120, 200_001), torch.logspace(-30, 1, 2_000), -torch.logspace(-30, 1, 2_000),
+                   torch.tensor([0.0, float("inf"), -float("inf"), float("nan")])])
+    for fn, ref in ((kernels.sigmoid, torch.sigmoid), (kernels.tanh, torch.tanh)):
+        y = torch.empty_like(x)
+        fn(x.numel(), x.data_ptr(), y.data_ptr())
+        expected = ref(x.double())
+        torch.testing.assert_close(y.double(), expected, rtol=3e-7, atol=1e-37, equal_nan=True)
+
+
+def _fake_compiler(tmp_path: Path, script: str) -> str:
+    cc = tmp_path / "cc"
+    cc.write_text("#!/bin/sh\n" + script)
+    cc.chmod(cc.stat().st_mode | stat.S_IEXEC)
+    return str(cc)
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """No cached library and no loaded one: the next fused.kernels() builds from scratch in tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("RNNLM_FUSED", raising=False)
+    fused._load.cache_clear()
+    yield
+    fused._load.cache_clear()
+
+
+def test_a_compiler_that_fails_means_the_pytorch_path_and_one_warning(tmp_path, monkeypatch, fresh_build) -> None:
+    monkeypatch.setenv("CC", _fake_compiler(tmp_path, "echo 'fused.c:1: error: no vectors today' >&2; exit 1"))
+    with pytest.warns(UserWarning, match="could not build.*no vectors today"):
+        assert fused.kernels(torch.zeros(1)) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fused.kernels(torch.zeros(1)) is None  # decided once per process
+    ref, ours = make_pair("lstm", 3, 4, 1)  # and the cells still train, on the PyTorch path
+    out, _ = ours.float()(torch.randn(5, 2, 3))
+    out.sum().backward()
+    assert all(p.grad is not None for p in ours.parameters())
+
+
+def test_no_compiler_is_quiet(tmp_path, monkeypatch, fresh_build) -> None:
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fused.kernels(torch.zeros(1)) is None
+
+
+def test_a_library_is_built_once_and_reused(tmp_path, monkeypatch, fresh_build) -> None:
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler here")
+    assert fused.kernels(torch.zeros(1)) is not None
+    built = list((tmp_path / "cache" / "rnnlm").glob("fused-*.so"))
+    assert len(built) == 1 and not list((tmp_path / "cache" / "rnnlm").glob("*.tmp"))  # no half-written leftovers
+    first = built[0].stat().st_mtime_ns
+    assert fused._build(shutil.which("cc")) == built[0] and built[0].stat().st_mtime_ns == first
+
+
+def test_packed_products_are_contiguous_rows() -> None:
+    """The kernels read the product row by row: _Linear.product must hand back a dense (B, out) array either way."""
+    for size in (8, cells.PACK_MIN_SIZE):
+        lin = cells._Linear(torch.randn(3 * size, size))
+        out = lin.product(torch.randn(5, size), torch.empty(5, 3 * size))
+        assert out.is_contiguous() and out.shape == (5, 3 * size)
+
+
+def test_keep_freed_memory_takes_on_glibc() -> None:
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("a glibc malloc setting")
+    assert fused.keep_freed_memory()
+    x = torch.empty(64 * 2**20 // 4)  # a block glibc would otherwise map and unmap
+    del x
+
+
+def test_the_model_trains_the_same_with_and_without_kernels(monkeypatch) -> None:
+    """Ten Adam steps of a small LSTM model end at the same loss either way (same equations, float32 rounding)."""
+    if fused.kernels(torch.zeros(1)) is None:
+        pytest.skip("no C compiler here")
+
+    def run() -> float:
+        torch.manual_seed(0)
+        model = nn.ModuleDict({"rnn": cells.LSTM(8, 32, 2), "out": nn.Linear(32, 8)})
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        x = torch.randn(20, 4, 8)
+        target = torch.randint(8, (20, 4))
+        for _ in range(10):
+            out, _ = model["rnn"](x)
+            loss = nn.functional.cross_entropy(model["out"](out).flatten(0, 1), target.flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    with_kernels = run()
+    monkeypatch.setenv("RNNLM_FUSED", "0")
+    assert run() == pytest.approx(with_kernels, rel=1e-4)
