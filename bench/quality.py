@@ -116,7 +116,7 @@ def run(entry: Entry, scale: float, runs: Path, root: DataRoot) -> Result:
     else:
         result.val = score_stream(model, val)
         if entry.context is not None:
-            result.val_context = score_stream(model, val, context=entry.context)
+            result.val_context = score_stream(model, val, context=entry.context, start=start_state(point))
         opts = SampleOptions(length=300, temperature=0.8, seed=1)
         result.sample = point.vocab.decode(generate(model, point.vocab, point.config.sample.prime, opts,
                                                     start=start_state(point))[0])

@@ -369,7 +369,7 @@ class _GRULayer(torch.autograd.Function):
 
 
 def _gru_backward_fused(ctx, kernels: fused.Kernels, h0: Tensor, w_hh: Tensor, gates: Tensor, hh: Tensor, out: Tensor,
-                        grad_out: Tensor, grad_hn: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+                        grad_out: Tensor, grad_hn: Tensor) -> tuple[Tensor | None, ...]:
     """_GRULayer.backward with each step's pointwise half in one C loop (`fused.c`, rnnlm_gru_backward)."""
     batch, hidden = gates.shape[1], h0.shape[-1]
     grad_h = grad_out.clone(memory_format=torch.contiguous_format)  # (T, B, H), gains the direct path z * dh_{t+1}

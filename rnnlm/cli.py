@@ -164,7 +164,8 @@ def evaluate(
                                                        "for several (one record per line for a records model).",
                                                        show_default=False)] = None,
     context: Annotated[Optional[int], typer.Option("--context", help="Score each character after at most N characters of "
-                                                   "history, from a zero state (as a block-size-N model would) "
+                                                   "history, each window from the state sampling starts "
+                                                   "from (as a block-size-N model would) "
                                                    "[default: the state carried over the whole text].",
                                                    show_default=False)] = None,
     compare_compressors: Annotated[bool, typer.Option("--compare-compressors", help="Also print the bits per character "

@@ -91,7 +91,8 @@ def _load() -> Kernels | None:
 def _build(compiler: str) -> Path:
     """The library for this source, flags, compiler and CPU, compiled unless already cached."""
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS + OPENMP).encode(), compiler.encode(), _cpu_id()])).hexdigest()
+    parts = [source, " ".join(FLAGS + OPENMP).encode(), compiler.encode(), _cpu_id()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rnnlm"
     target = cache / f"fused-{key[:20]}.so"
     if target.exists():

@@ -38,12 +38,12 @@ def long_memory_gru(vocab_size=12):
 
 
 @torch.no_grad()
-def brute_force(model, ids, context, spans):
-    """Each target read on its own: the window before it, from a zero state, one forward call per target."""
+def brute_force(model, ids, context, spans, start=None):
+    """Each target read on its own: the window before it, from `start` (zero if None), one forward call per target."""
     total, count = 0.0, 0
     for f, e in spans:
         for j in range(f + 1, e):
-            logits, _ = model(ids[max(f, j - context):j][None])
+            logits, _ = model(ids[max(f, j - context):j][None], start)
             total -= float(torch.log_softmax(logits[0, -1].double(), -1)[ids[j]])
             count += 1
     return total / count, count
@@ -97,6 +97,20 @@ def test_context_equals_brute_force_on_a_stream(context):
     score = score_stream(model, ids, context=context)
     expected, count = brute_force(model, ids, context, [(0, len(ids))])
     assert score.chars == count == 40 and score.nll == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_context_windows_read_from_the_given_start_state(cell):
+    """A stream model's windows start where `rnnlm sample` starts writing (the checkpoint's warm state), not at zero."""
+    model = random_model(cell=cell)
+    ids = torch.randint(0, 12, (60,), generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(6)
+    row = torch.randn(2, 1, 16, generator=g)
+    start = (row, torch.randn(2, 1, 16, generator=g)) if cell == "lstm" else row
+    score = score_stream(model, ids, context=7, start=start)
+    expected, count = brute_force(model, ids, 7, [(0, len(ids))], start)
+    assert score.chars == count and score.nll == pytest.approx(expected, abs=1e-6)
+    assert abs(score.nll - score_stream(model, ids, context=7).nll) > 1e-3  # the start state matters here
 
 
 @pytest.mark.parametrize("context", [1, 3, 8])
