@@ -37,7 +37,7 @@ SOURCE = Path(__file__).with_name("fused.c")
 # -fno-trapping-math lets the compiler turn the activations' clamps into vector selects; it changes no result.
 FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fPIC", "-shared")
 # Tried first: rows split over threads. The library then needs libgomp.so.1, which torch's CPU build has loaded
-# already, so both share one OpenMP runtime and one thread pool. A compiler without OpenMP builds the serial loops.
+# already, so both share one OpenMP runtime and one thread pool.
 OPENMP = ("-fopenmp",)
 
 _INT, _PTR = ctypes.c_int64, ctypes.c_void_p
@@ -102,7 +102,9 @@ def _build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=target.stem, suffix=".tmp")
     os.close(fd)
     try:
-        for flags in (FLAGS + OPENMP, FLAGS):
+        # A compiler without OpenMP builds serial loops; one that does not know -march=native, portable ones.
+        portable = tuple(f for f in FLAGS if f != "-march=native")
+        for flags in (FLAGS + OPENMP, FLAGS, portable):
             done = subprocess.run([compiler, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
                                   timeout=120)
             if done.returncode == 0:

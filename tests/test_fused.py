@@ -63,6 +63,23 @@ def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) -> None:
+    """batch_first input reaches the kernels transposed (made contiguous first); no bias means zero addends."""
+    ref, ours = make_pair(kind, 4, 9, 2, batch_first=True, bias=False)
+    ours.float()
+    x = torch.randn(3, 5, 4, dtype=torch.float64)  # (B, T, in)
+    out_r, _ = ref(x.requires_grad_(True))
+    out_r.pow(2).sum().backward()
+    xf = x.detach().float().requires_grad_(True)
+    out_o, _ = ours(xf)
+    out_o.pow(2).sum().backward()
+    torch.testing.assert_close(out_o.double(), out_r.detach(), **F32)
+    torch.testing.assert_close(xf.grad.double(), x.grad, **F32)
+    for (name, p_r), p_o in zip(ref.named_parameters(), ours.parameters(), strict=True):
+        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **F32, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_float32_inference_and_sampling_steps_match_torch(kind: str, path: str) -> None:
     ref, ours = make_pair(kind, 5, 21, 2)
     ours.float()
