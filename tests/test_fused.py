@@ -31,6 +31,15 @@ def path(request, monkeypatch) -> str:
     return request.param
 
 
+def assert_matches(ref: nn.Module, ours: nn.Module, results, xf, x) -> None:
+    """Each (ours, torch.nn's) result, the input's gradient and every parameter's gradient, to float32 rounding."""
+    for a, b in results:
+        torch.testing.assert_close(a.double(), b.detach(), **F32)
+    torch.testing.assert_close(xf.grad.double(), x.grad, **F32)
+    for (name, p_r), p_o in zip(ref.named_parameters(), ours.parameters(), strict=True):
+        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **F32, msg=lambda m, name=name: f"{name}: {m}")
+
+
 def test_kernels_are_built_where_there_is_a_compiler() -> None:
     """A silent fallback would cost every CPU user the speed: where cc exists (and always in CI) they must load."""
     if not (os.environ.get("CI") or shutil.which(os.environ.get("CC") or "cc")):
@@ -54,12 +63,7 @@ def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path
     hf = tuple(s.float().requires_grad_(True) for s in flat_state(hx))
     out_o, st_o = ours(xf, hf if kind == "lstm" else hf[0])
     sum((t * w.float()).sum() for t, w in zip((out_o, *flat_state(st_o)), weights)).backward()
-    torch.testing.assert_close(out_o.double(), out_r.detach(), **F32)
-    for a, b in zip(flat_state(st_o), flat_state(st_r), strict=True):
-        torch.testing.assert_close(a.double(), b.detach(), **F32)
-    torch.testing.assert_close(xf.grad.double(), x.grad, **F32)
-    for (name, p_r), p_o in zip(ref.named_parameters(), ours.parameters(), strict=True):
-        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **F32, msg=lambda m, name=name: f"{name}: {m}")
+    assert_matches(ref, ours, zip((out_o, *flat_state(st_o)), (out_r, *flat_state(st_r)), strict=True), xf, x)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -73,10 +77,7 @@ def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) ->
     xf = x.detach().float().requires_grad_(True)
     out_o, _ = ours(xf)
     out_o.pow(2).sum().backward()
-    torch.testing.assert_close(out_o.double(), out_r.detach(), **F32)
-    torch.testing.assert_close(xf.grad.double(), x.grad, **F32)
-    for (name, p_r), p_o in zip(ref.named_parameters(), ours.parameters(), strict=True):
-        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **F32, msg=lambda m, name=name: f"{name}: {m}")
+    assert_matches(ref, ours, [(out_o, out_r)], xf, x)
 
 
 @pytest.mark.parametrize("kind", KINDS)
