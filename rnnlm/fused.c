@@ -8,8 +8,8 @@
  * or `H` wide. Gates are in torch's order: i, f, g, o for the LSTM, r, z, n for the GRU.
  *
  * The activations are computed from one branch-free e^x - 1 so that the loops vectorise without -ffast-math (which
- * would change the floating-point mode of the whole process). They agree with torch's to a few ulp; the equivalence
- * tests in tests/test_cells.py hold them to torch.nn's outputs and gradients.
+ * would change the floating-point mode of the whole process). They agree with torch's to a few ulp; tests/test_fused.py
+ * holds them, and every step, to torch.nn's outputs and gradients.
  */
 #include <stdint.h>
 #include <string.h>
