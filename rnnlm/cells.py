@@ -50,6 +50,11 @@ def _per_step(buf: Tensor, steps: int) -> Sequence[Tensor]:
     return views if len(views) == steps else views * steps
 
 
+def _dense(*buffers: Tensor) -> bool:
+    """Whether the C kernels can walk these buffers row by row (they are row-major, as every buffer rnnlm makes is)."""
+    return all(b.is_contiguous() for b in buffers)
+
+
 def _pointers(buf: Tensor, steps: int) -> list[int]:
     """Addresses of buf[0], ..., buf[T-1] of a contiguous (T, ...) buffer, or T times buf[0] of a (1, ...) scratch:
     what the C kernels take, without making T tensor views."""
@@ -139,7 +144,7 @@ def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, by_w_hh: _Linear, gates
     """
     steps, hidden = xg.shape[0], h0.shape[-1]
     keeps_steps, c0 = c.shape[0] == steps, c0.contiguous()
-    kernels = fused.kernels(xg)
+    kernels = fused.kernels(xg) if _dense(xg, gates, c, tanh_c, out) else None
     if kernels is not None:  # the same step with its pointwise half (and the add of x_t) in one C loop
         xs, gs, cs, tcs, hs = (_pointers(a, steps) for a in (xg, gates, c, tanh_c, out))
         c_prevs = [c0.data_ptr(), *cs[:-1]] if keeps_steps else cs
@@ -180,7 +185,7 @@ def _gru_recurrence(xg: Tensor, h0: Tensor, by_w_hh: _Linear, b_hh: Tensor, gate
     """
     steps, hidden = xg.shape[0], h0.shape[-1]
     hhs = _per_step(hh, steps)
-    kernels = fused.kernels(xg)
+    kernels = fused.kernels(xg) if _dense(xg, gates, hh, out) else None
     if kernels is not None:  # the same step with its pointwise half (and the add of b_hh) in one C loop
         h0, b_hh = h0.contiguous(), b_hh.contiguous()
         xs, gs, hh_ptrs, hs = (_pointers(a, steps) for a in (xg, gates, hh, out))
@@ -570,7 +575,7 @@ class _Recurrent(nn.Module):
         h0 = h0.to(dtype)
         out = xg.new_empty(steps, batch, hidden)  # (T, B, H)
         if self.mode == "LSTM":
-            c = c0.to(dtype).unsqueeze(0).clone()  # (1, B, H), updated in place step by step
+            c = c0.to(dtype).unsqueeze(0).clone(memory_format=torch.contiguous_format)  # (1, B, H), updated in place
             _lstm_recurrence(xg, h0, c[0], hh, xg.new_empty(1, batch, gate_size), c, torch.empty_like(c), out)
             return out, out[-1], c[0]
         if self.mode == "GRU":

@@ -77,7 +77,7 @@ def _load() -> Kernels | None:
         return None  # the PyTorch path; README "Speed" says what a compiler buys
     try:
         lib = Kernels(ctypes.CDLL(str(_build(compiler))))
-    except (OSError, subprocess.SubprocessError) as e:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # RuntimeError: no home folder for the cache
         warnings.warn(f"rnnlm: could not build its fused CPU kernels, so training runs the slower PyTorch path: {e}",
                       stacklevel=3)
         return None
