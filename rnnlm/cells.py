@@ -146,12 +146,13 @@ def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, by_w_hh: _Linear, gates
     keeps_steps, c0 = c.shape[0] == steps, c0.contiguous()
     kernels = fused.kernels(xg) if _dense(xg, gates, c, tanh_c, out) else None
     if kernels is not None:  # the same step with its pointwise half (and the add of x_t) in one C loop
+        batch = xg.shape[1]
         xs, gs, cs, tcs, hs = (_pointers(a, steps) for a in (xg, gates, c, tanh_c, out))
         c_prevs = [c0.data_ptr(), *cs[:-1]] if keeps_steps else cs
-        scratch, h_views, h_prev = xg.new_empty(xg.shape[1], 4 * hidden), out.unbind(0), h0
+        scratch, h_views, h_prev = xg.new_empty(batch, 4 * hidden), out.unbind(0), h0
         for t in range(steps):
             hw = by_w_hh.product(h_prev, scratch)  # (B, 4H)
-            kernels.lstm_forward(xg.shape[1], hidden, xs[t], hw.data_ptr(), gs[t], c_prevs[t], cs[t], tcs[t], hs[t])
+            kernels.lstm_forward(batch, hidden, xs[t], hw.data_ptr(), gs[t], c_prevs[t], cs[t], tcs[t], hs[t])
             h_prev = h_views[t]
         return
     g_all = _per_step(gates, steps)
@@ -187,12 +188,12 @@ def _gru_recurrence(xg: Tensor, h0: Tensor, by_w_hh: _Linear, b_hh: Tensor, gate
     hhs = _per_step(hh, steps)
     kernels = fused.kernels(xg) if _dense(xg, gates, hh, out) else None
     if kernels is not None:  # the same step with its pointwise half (and the add of b_hh) in one C loop
-        h0, b_hh = h0.contiguous(), b_hh.contiguous()
+        batch, h_prev, b_hh = xg.shape[1], h0.contiguous(), b_hh.contiguous()
         xs, gs, hh_ptrs, hs = (_pointers(a, steps) for a in (xg, gates, hh, out))
-        h_views, h_prev, h_prevs = out.unbind(0), h0, [h0.data_ptr(), *hs[:-1]]
+        h_views = out.unbind(0)
         for t in range(steps):
             hw = by_w_hh.product(h_prev, hhs[t])  # (B, 3H)
-            kernels.gru_forward(xg.shape[1], hidden, xs[t], hw.data_ptr(), b_hh.data_ptr(), hh_ptrs[t], h_prevs[t],
+            kernels.gru_forward(batch, hidden, xs[t], hw.data_ptr(), b_hh.data_ptr(), hh_ptrs[t], h_prev.data_ptr(),
                                 gs[t], hs[t])
             h_prev = h_views[t]
         return

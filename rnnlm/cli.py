@@ -310,7 +310,11 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
         try:
             stack.close()  # flush, close and rename now, so that a full disk is a message, not a traceback
         except OSError as e:
-            raise RnnlmError(f"--out {path}: could not write ({e.strerror}); nothing was replaced") from None
+            raise _write_failed(path, e) from None
+
+
+def _write_failed(path: Path, e: OSError) -> RnnlmError:
+    return RnnlmError(f"--out {path}: could not write ({e.strerror}); nothing was replaced")
 
 
 class _Checked:
@@ -329,7 +333,7 @@ class _Checked:
         try:
             return call(*args)
         except OSError as e:
-            raise RnnlmError(f"--out {self.path}: could not write ({e.strerror}); nothing was replaced") from None
+            raise _write_failed(self.path, e) from None
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data.text import read_records, read_utf8
 from rnnlm.errors import RnnlmError
 from rnnlm.model import CharRNN, State
-from rnnlm.sample import load_model, start_ids, start_state
+from rnnlm.sample import expand_rows, load_model, start_ids, start_state
 from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
 
 WARMUP = 512
@@ -202,25 +202,16 @@ def _score_context(model: CharRNN, ids: torch.Tensor, bounds: list[tuple[int, in
     with _eval_mode(model):
         for i in range(0, len(heads), rows):
             batch = inputs[i:i + rows]
-            nll, _ = _read_rows(model, batch, targets[i:i + rows], _repeat(start, len(batch)))
+            nll, _ = _read_rows(model, batch, targets[i:i + rows], expand_rows(start, len(batch)))
             total = _add(total, _score(nll, targets[i:i + rows]))
         window = torch.arange(-context, 0, device=device)
         for i in range(0, len(later), rows):
             j = later[i:i + rows]
             window_targets = torch.full((len(j), context), IGNORE, dtype=torch.long, device=device)
             window_targets[:, -1] = ids[j]
-            nll, _ = _read_rows(model, ids[j[:, None] + window], window_targets, _repeat(start, len(j)))
+            nll, _ = _read_rows(model, ids[j[:, None] + window], window_targets, expand_rows(start, len(j)))
             total = _add(total, _score(nll, window_targets))
     return total
-
-
-def _repeat(row: State | None, n: int) -> State | None:
-    """A one-row state (L, 1, H) (or an (h, c) pair of them) as n identical rows; None stays None."""
-    if row is None:
-        return None
-    if isinstance(row, tuple):
-        return tuple(t.expand(-1, n, -1).contiguous() for t in row)
-    return row.expand(-1, n, -1).contiguous()
 
 
 def _read_rows(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,

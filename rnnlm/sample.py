@@ -143,17 +143,19 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
         if ids.shape[1] > 1:
             logits, state = model(ids[:, 1:], state)  # the prime after the <eos> just written
     else:
-        rows = None if start is None or records else _expand(start, n)
+        rows = None if records else expand_rows(start, n)
         logits, state = model(ids, rows)
     out, _, _ = _write(model, logits, state, opts, generators, records, on_step)
     model.train(was_training)
     return out
 
 
-def _expand(state: Any, n: int) -> Any:
-    """One row of state (L, 1, H), or an LSTM's (h, c) pair of them, as n rows."""
+def expand_rows(state: Any, n: int) -> Any:
+    """One row of state (L, 1, H), or an LSTM's (h, c) pair of them, as n rows; None (the zero state) stays None."""
+    if state is None:
+        return None
     if isinstance(state, tuple):
-        return tuple(_expand(t, n) for t in state)
+        return tuple(expand_rows(t, n) for t in state)
     return state.expand(-1, n, -1).contiguous()
 
 
