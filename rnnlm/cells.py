@@ -29,10 +29,11 @@ Where the time goes, and what each layer therefore does:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from rnnlm import fused
 
 Mode = Literal["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]
 _GATES: dict[str, int] = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+_T = TypeVar("_T")
 
 
 def _per_step(buf: Tensor, steps: int) -> Sequence[Tensor]:
@@ -65,8 +67,21 @@ def _pointers(buf: Tensor, steps: int) -> list[int]:
     return [base + t * step for t in range(steps)]
 
 
+STEP_MAX_BATCH = 8
+"""Inference at batches up to this size runs each step of the stack as one C call (`_Recurrent._step_stack`)."""
+_STEP_KIND = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
+
 PACK_MIN_SIZE = 256
 """Layers at least this wide (in and out) run their per-step products through a packed oneDNN weight (`_Linear`)."""
+
+
+class _StepWeights:
+    """A stack's weights packed for the C step (`_Recurrent._make_step_weights`), and the array of their addresses
+    that rnnlm_step takes."""
+
+    def __init__(self, tensors: list[Tensor]) -> None:
+        self.tensors = tensors  # keeps the memory the addresses point to
+        self.pointers = (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
 
 
 class _Linear:
@@ -468,8 +483,7 @@ class _Recurrent(nn.Module):
             raise ValueError(f"input has {input.shape[-1]} features, expected input_size={self.input_size}")
         if self.batch_first and input.dim() == 3:
             input = input.transpose(0, 1)
-        w_ih, _, b_ih, _ = self._layer_params(0)
-        output, state = self.forward_projected(F.linear(input, w_ih, b_ih), hx)  # (T, B, G*H) projection of all steps
+        output, state = self._stack(input, hx, projected=False)
         if self.batch_first and input.dim() == 3:
             output = output.transpose(0, 1)
         return output, state
@@ -481,12 +495,32 @@ class _Recurrent(nn.Module):
         model passes a column lookup of W_ih for one-hot input here instead of a dense product. Gradients flow into
         xproj.
         """
-        unbatched = xproj.dim() == 2
+        return self._stack(xproj, hx, projected=True)
+
+    def _stack(self, inp: Tensor, hx: State | None, projected: bool) -> tuple[Tensor, State]:
+        """The stack on time-major input (T, B, in) or (T, in), or on layer 0's input projection if `projected`."""
+        unbatched = inp.dim() == 2
         if unbatched:
-            xproj = xproj.unsqueeze(1)
+            inp = inp.unsqueeze(1)
             if hx is not None:
                 hx = tuple(s.unsqueeze(1) for s in hx) if isinstance(hx, tuple) else hx.unsqueeze(1)
-        h0, c0 = self._initial_state(xproj, hx)
+        h0, c0 = self._initial_state(inp, hx)
+        kernels = self._step_kernels(inp)
+        if kernels is not None:
+            output, state = self._step_stack(kernels, inp, h0, c0, projected)
+        else:
+            if not projected:  # (T, B, G*H): the input projection of all steps in one product
+                w_ih, _, b_ih, _ = self._layer_params(0)
+                inp = F.linear(inp, w_ih, b_ih)
+            output, state = self._layers(inp, h0, c0)
+        if unbatched:
+            output = output.squeeze(1)
+            state = tuple(s.squeeze(1) for s in state) if isinstance(state, tuple) else state.squeeze(1)
+        return output, state
+
+    def _layers(self, xproj: Tensor, h0: Tensor, c0: Tensor | None) -> tuple[Tensor, State]:
+        """The stack on layer 0's input projection (T, B, G*H), layer by layer: training, and inference that the C
+        step (`_step_stack`) does not serve."""
         compute_dtype = self._compute_dtype(xproj)
         # Autocast has no rule for our out= ops, so cast once to the autocast dtype here and run the layers with
         # autocast off; gradients flow back through the casts to the fp32 parameters.
@@ -502,13 +536,8 @@ class _Recurrent(nn.Module):
                                                     compute_dtype)
                 h_n.append(h)
                 c_n.append(c)
-        output = layer_input
         h_stack = torch.stack(h_n)  # (L, B, H)
-        state: State = h_stack if c0 is None else (h_stack, torch.stack(c_n))
-        if unbatched:
-            output = output.squeeze(1)
-            state = tuple(s.squeeze(1) for s in state) if isinstance(state, tuple) else state.squeeze(1)
-        return output, state
+        return layer_input, (h_stack if c0 is None else (h_stack, torch.stack(c_n)))
 
     def _initial_state(self, xproj: Tensor, hx: State | None) -> tuple[Tensor, Tensor | None]:
         """(h0, c0), each (L, B, H); c0 is None except for LSTM."""
@@ -590,22 +619,27 @@ class _Recurrent(nn.Module):
                            batch: int) -> tuple[_Linear | None, _Linear, Tensor | None, Tensor | None]:
         """(products by W_ih^T and W_hh^T, bias added to the input projection, b_hh for the GRU), detached, in `dtype`.
 
-        Kept until the parameters change, so that a one-character step (sampling) neither packs nor copies a weight:
-        the key holds every parameter's version counter, which the optimizer's and load_state_dict's in-place updates
-        bump. At batch 1 every product is a matrix-vector product, which MKL runs ~2.5x faster with W^T stored
+        Kept until the parameters change (`_cached`), so that a one-character step neither packs nor copies a weight.
+        At batch 1 every product is a matrix-vector product, which MKL runs ~2.5x faster with W^T stored
         contiguously than as a transposed view (1x512 @ 512x2048 with cold caches); from batch 4 up the transposed view
         is 10-20% faster; so the addmm path keeps a contiguous copy at batch 1 only. Layer 0 has no W_ih product (the
         caller projected already).
         """
-        params = self._layer_params(layer)
         contiguous = batch == 1
-        if any(p is not None and p.is_inference() for p in params):  # no version counters to key a cache on
-            return self._make_inference_weights(layer, dtype, contiguous)
-        key = (dtype, *((p._version, p.data_ptr(), p.device) for p in params if p is not None))
+        return self._cached(layer, (dtype, contiguous), lambda: self._make_inference_weights(layer, dtype, contiguous))
+
+    def _cached(self, layer: int | None, variant: object, make: Callable[[], _T]) -> _T:
+        """make(), a function of the parameters of `layer` (None: of every layer), kept until they change: the key
+        holds every parameter's version counter, which the optimizer's and load_state_dict's in-place updates bump."""
+        layers = range(self.num_layers) if layer is None else (layer,)
+        params = [p for n in layers for p in self._layer_params(n) if p is not None]
+        if any(p.is_inference() for p in params):  # no version counters to key a cache on
+            return make()
+        key = tuple((p._version, p.data_ptr(), p.device) for p in params)
         cache = self.__dict__.setdefault("_inference_cache", {})
-        hit = cache.get((layer, contiguous))
+        hit = cache.get((layer, variant))
         if hit is None or hit[0] != key:
-            hit = cache[layer, contiguous] = (key, self._make_inference_weights(layer, dtype, contiguous))
+            hit = cache[layer, variant] = (key, make())
         return hit[1]
 
     def _make_inference_weights(self, layer: int, dtype: torch.dtype,
@@ -617,6 +651,70 @@ class _Recurrent(nn.Module):
             return ih, hh, None if layer == 0 else b_ih, torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
         bias_x = None if b_ih is None else (b_hh if layer == 0 else b_ih + b_hh)
         return ih, hh, bias_x, None
+
+
+    # -- inference at a small batch: one C call per step and layer ----------------------------------------------------
+
+    def _step_kernels(self, inp: Tensor) -> fused.Kernels | None:
+        """The C kernels if this call is float32 inference on a CPU at a batch of at most STEP_MAX_BATCH rows (with no
+        dropout to apply), else None."""
+        if (inp.shape[1] > STEP_MAX_BATCH or torch.is_grad_enabled() or (self.training and self.dropout > 0)
+                or torch.is_autocast_enabled(inp.device.type)):
+            return None
+        return fused.kernels(inp)
+
+    def _step_stack(self, kernels: fused.Kernels, inp: Tensor, h0: Tensor, c0: Tensor | None,
+                    projected: bool) -> tuple[Tensor, State]:
+        """The stack without autograd at a small batch: each step is one C call (`fused.c`, rnnlm_step) that reads
+        every layer's packed weights once, W_ih's with W_hh's, and runs the pointwise half on the gates while they are
+        in registers. Sampling is this at batch 1, where a step is matrix-vector products whose time is reading the
+        weights: MKL's took 2.5x as long on the development machine, with a dozen PyTorch calls per layer around them.
+
+        inp (T, B, in) float32, or layer 0's input projection (T, B, G*H) if `projected`; h0, c0 (L, B, H). Returns
+        the output (T, B, H) and the state (L, B, H), fresh tensors."""
+        steps, batch, hidden, layers = inp.shape[0], inp.shape[1], self.hidden_size, self.num_layers
+        weights = self._cached(None, ("step", projected), lambda: self._make_step_weights(projected))
+        states = inp.new_empty(steps, layers, batch, hidden)  # every layer's h after each step
+        c_n = None if c0 is None else c0.float().clone(memory_format=torch.contiguous_format)  # updated in place
+        h0 = h0.float().contiguous()
+        h_prev = h0.data_ptr()
+        inp = inp.contiguous()
+        given, hs = _pointers(inp, steps), _pointers(states, steps)
+        kind, k0, c_ptr = _STEP_KIND[self.mode], 0 if projected else inp.shape[-1], None if c_n is None else c_n.data_ptr()
+        for t in range(steps):
+            x, v0 = (given[t], None) if projected else (None, given[t])
+            kernels.step(kind, layers, batch, hidden, k0, weights.pointers, x, v0, h_prev, c_ptr, hs[t])
+            h_prev = hs[t]
+        h_n = states[-1]
+        return states[:, -1].contiguous(), (h_n if c_n is None else (h_n, c_n))
+
+    def _make_step_weights(self, projected: bool) -> _StepWeights:
+        """Every layer's weights and biases in rnnlm_step's layout (see fused.c): panels of 8 units, (P, K1 + H, G, 8),
+        and biases (P, S, G, 8); units past H are zero. If `projected` (layer 0 is given its input projection, which
+        has b_ih) layer 0's panels have no W_ih part (K1 = 0) and its biases no b_ih."""
+        gates, hidden = _GATES[self.mode], self.hidden_size
+        units = -(-hidden // 8) * 8
+
+        def split(t: Tensor) -> Tensor:  # (G*H, *rest) -> (P, *rest, G, 8)
+            padded = t.new_zeros(gates, units, *t.shape[1:])
+            padded[:, :hidden] = t.unflatten(0, (gates, hidden))
+            padded = padded.unflatten(1, (units // 8, 8))  # (G, P, 8, *rest)
+            return padded.permute(1, *range(3, padded.dim()), 0, 2)
+
+        tensors = []
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().float() for p in self._layer_params(layer))
+            raw = layer > 0 or not projected
+            zeros = w_hh.new_zeros(w_hh.shape[0])
+            b_ih = b_ih if b_ih is not None and raw else zeros
+            b_hh = zeros if b_hh is None else b_hh
+            panels = torch.cat((split(w_ih), split(w_hh)), 1) if raw else split(w_hh)
+            if self.mode == "GRU":  # r multiplies W_hn h + b_hn: the two biases stay apart
+                bias = torch.stack((split(b_ih), split(b_hh)), 1)
+            else:
+                bias = split(b_ih + b_hh).unsqueeze(1)
+            tensors += [panels.contiguous(), bias.contiguous()]
+        return _StepWeights(tensors)
 
 
 class RNN(_Recurrent):

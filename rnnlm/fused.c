@@ -149,3 +149,113 @@ void rnnlm_gru_backward(int64_t B, int64_t H, const float *gates, const float *h
         }
     }
 }
+
+/* ---- One step of a whole stack at a small batch: the products and the pointwise half in one pass over the weights ----
+ *
+ * At batch 1 (sampling) a step's products are matrix-vector products, and their time is reading the weights: 12 MB
+ * per character for a 2x512 LSTM. A general product would also store the 4H pre-activations for a pointwise loop to
+ * read back. Here each layer's weights are packed once (cells.py, `_make_step_weights`) into panels of 8 hidden
+ * units: panel p holds, for units 8p..8p+7, row k of every gate's weights, k-major: first the K1 columns of W_ih (none
+ * when layer 0 is given its input projection x), then the H columns of W_hh, each row G gates x 8 units, contiguous.
+ * A panel is read front to back once per row of the batch, its 8 units' gates end in registers, and the pointwise
+ * half runs on them there. Panels share nothing, so the threads split each layer's panels and meet once per layer.
+ *
+ * kind: 0 RNN tanh, 1 RNN relu, 2 LSTM, 3 GRU, with G = 1, 1, 4, 3 gates. Sizes: L layers, B rows, H units, K0 input
+ * columns of layer 0 (0 when x is given). weights: for each layer its panels (ceil(H / 8), K1 + H, G, 8) and its bias
+ * (ceil(H / 8), S, G, 8): S = 1, the sum of the biases that add (without b_ih when x has it), or for the GRU S = 2,
+ * b_ih (or zero) then b_hh. x (B, G*H) layer 0's input projection or NULL; v0 (B, K0) layer 0's input or NULL;
+ * h_prev (L, B, H); c (L, B, H) the LSTM's cell state, updated in place (else NULL); h (L, B, H) receives the new
+ * state and must not overlap h_prev, which other panels are still reading. Layer l > 0 reads layer l - 1's new h.
+ */
+typedef float v8 __attribute__((vector_size(32)));
+
+static inline v8 load8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v); /* an unaligned load */
+    return v;
+}
+
+/* acc[g] = sum over k < K of v[k] * w[k][g][:], two k at a time into separate sums (so that twice G multiply-adds are
+ * in flight). Returns where w's rows end. Inlined with G a constant, the sums stay in registers. */
+static inline const float *dot_panel(int G, int64_t K, const float *w, const float *v, v8 *acc) {
+    v8 even[4] = {0}, odd[4] = {0};
+    int64_t k = 0;
+    for (; k + 1 < K; k += 2, w += 16 * G)
+        for (int g = 0; g < G; g++) {
+            even[g] += v[k] * load8(w + 8 * g);
+            odd[g] += v[k + 1] * load8(w + 8 * (G + g));
+        }
+    if (k < K) {
+        for (int g = 0; g < G; g++) even[g] += v[k] * load8(w + 8 * g);
+        w += 8 * G;
+    }
+    for (int g = 0; g < G; g++) acc[g] = even[g] + odd[g];
+    return w;
+}
+
+/* Panel p of one layer, every row of the batch. */
+static inline void step_panel(int kind, int G, int64_t p, int64_t B, int64_t H, int64_t K1, const float *panels,
+                              const float *bias, const float *x, const float *v1, const float *h_prev, float *c,
+                              float *h) {
+    const int S = kind == 3 ? 2 : 1;
+    const float *panel = panels + p * (K1 + H) * G * 8, *bx = bias + p * S * G * 8, *bh = bx + (S - 1) * G * 8;
+    for (int64_t b = 0; b < B; b++) {
+        v8 ax[4] = {0}, ah[4];
+        const float *w = panel;
+        if (K1 > 0) w = dot_panel(G, K1, w, v1 + b * K1, ax);
+        dot_panel(G, H, w, h_prev + b * H, ah);
+        float pre_x[4][8], pre_h[4][8]; /* gate g of unit 8p + u: the input's part and W_hh's */
+        memcpy(pre_x, ax, sizeof(v8) * G);
+        memcpy(pre_h, ah, sizeof(v8) * G);
+        const float *xb = x ? x + b * G * H : 0, *hp = h_prev + b * H;
+        float *hb = h + b * H, *cb = c ? c + b * H : 0;
+        for (int u = 0; u < 8 && p * 8 + u < H; u++) {
+            int64_t j = p * 8 + u;
+            float in[4], rec[4];
+            for (int g = 0; g < G; g++) {
+                in[g] = pre_x[g][u] + bx[g * 8 + u] + (xb ? xb[g * H + j] : 0.0f);
+                rec[g] = pre_h[g][u] + (S == 2 ? bh[g * 8 + u] : 0.0f);
+            }
+            if (kind == 2) {
+                float ig = sigmoidf_(in[0] + rec[0]), fg = sigmoidf_(in[1] + rec[1]);
+                float gg = tanhf_(in[2] + rec[2]), og = sigmoidf_(in[3] + rec[3]);
+                float cj = fg * cb[j] + ig * gg;
+                cb[j] = cj;
+                hb[j] = og * tanhf_(cj);
+            } else if (kind == 3) {
+                float r = sigmoidf_(in[0] + rec[0]), z = sigmoidf_(in[1] + rec[1]);
+                float n = tanhf_(in[2] + r * rec[2]);
+                hb[j] = n + z * (hp[j] - n);
+            } else {
+                float s = in[0] + rec[0];
+                hb[j] = kind == 0 ? tanhf_(s) : (s > 0.0f ? s : 0.0f);
+            }
+        }
+    }
+}
+
+static void step_panel_of(int64_t kind, int64_t p, int64_t B, int64_t H, int64_t K1, const float *panels,
+                          const float *bias, const float *x, const float *v1, const float *h_prev, float *c, float *h) {
+    switch (kind) { /* a constant G for each, so that the compiler unrolls the gate loops */
+    case 0: step_panel(0, 1, p, B, H, K1, panels, bias, x, v1, h_prev, c, h); break;
+    case 1: step_panel(1, 1, p, B, H, K1, panels, bias, x, v1, h_prev, c, h); break;
+    case 2: step_panel(2, 4, p, B, H, K1, panels, bias, x, v1, h_prev, c, h); break;
+    case 3: step_panel(3, 3, p, B, H, K1, panels, bias, x, v1, h_prev, c, h); break;
+    }
+}
+
+void rnnlm_step(int64_t kind, int64_t L, int64_t B, int64_t H, int64_t K0, const float *const *weights, const float *x,
+                const float *v0, const float *h_prev, float *c, float *h) {
+    const int64_t n_panels = (H + 7) / 8, G = kind == 2 ? 4 : (kind == 3 ? 3 : 1);
+    const int64_t floats_read = n_panels * G * 8 * B * (K0 + H + (L - 1) * 2 * H);
+    (void)floats_read; /* unused without OpenMP; with it, a small step stays on one thread */
+#pragma omp parallel if (floats_read >= 65536)
+    for (int64_t l = 0; l < L; l++) {
+        const int64_t K1 = l == 0 ? K0 : H, state = l * B * H;
+        const float *v1 = l == 0 ? v0 : h + state - B * H;
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < n_panels; p++)
+            step_panel_of(kind, p, B, H, K1, weights[2 * l], weights[2 * l + 1], l == 0 ? x : 0, v1, h_prev + state,
+                          c ? c + state : 0, h + state);
+    }
+}

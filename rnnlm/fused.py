@@ -48,6 +48,7 @@ _SIGNATURES = {
     "rnnlm_lstm_backward": (_INT, _INT, *[_PTR] * 7),
     "rnnlm_gru_forward": (_INT, _INT, *[_PTR] * 7),
     "rnnlm_gru_backward": (_INT, _INT, *[_PTR] * 8),
+    "rnnlm_step": (*[_INT] * 5, *[_PTR] * 6),
 }
 
 
@@ -61,6 +62,7 @@ class Kernels:
         self.sigmoid, self.tanh = lib.rnnlm_sigmoid, lib.rnnlm_tanh
         self.lstm_forward, self.lstm_backward = lib.rnnlm_lstm_forward, lib.rnnlm_lstm_backward
         self.gru_forward, self.gru_backward = lib.rnnlm_gru_forward, lib.rnnlm_gru_backward
+        self.step = lib.rnnlm_step
 
 
 def kernels(like: Tensor) -> Kernels | None:

@@ -80,20 +80,75 @@ def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) ->
     assert_matches(ref, ours, [(out_o, out_r)], xf, x)
 
 
+@pytest.fixture
+def step_calls(monkeypatch) -> list[int]:
+    """Counts calls of the one-step C kernel (rnnlm_step), so that a test knows which inference path ran."""
+    calls: list[int] = []
+    lib = fused.kernels(torch.zeros(1))
+    if lib is not None:
+        real = lib.step
+        monkeypatch.setattr(lib, "step", lambda *args: (calls.append(1), real(*args))[1])
+    return calls
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_float32_inference_and_sampling_steps_match_torch(kind: str, path: str) -> None:
-    ref, ours = make_pair(kind, 5, 21, 2)
+@pytest.mark.parametrize("batch", [1, 3, cells.STEP_MAX_BATCH + 1])  # the one-step C kernel, then the layer loop
+def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int, path: str, step_calls) -> None:
+    """Evaluation (a whole sequence), sampling (one character at a time, the state carried) and the model's one-hot
+    path (forward_projected), without autograd: outputs and states. 21 units leave the C kernel's last panel of 8
+    part-filled; three layers chain each layer's new state into the next."""
+    ref, ours = make_pair(kind, 5, 21, 3)
     ours.float()
-    x, hx = torch.randn(6, 2, 5, dtype=torch.float64), initial_state(kind, 2, 2, 21)
+    x, hx = torch.randn(6, batch, 5, dtype=torch.float64), initial_state(kind, 3, batch, 21)
+    as_float = (lambda s: tuple(t.float() for t in s)) if kind == "lstm" else (lambda s: s.float())
     with torch.inference_mode():
-        out_r, _ = ref(x, hx)
-        out_o, _ = ours(x.float(), tuple(s.float() for s in hx) if kind == "lstm" else hx.float())
-        torch.testing.assert_close(out_o.double(), out_r, **F32)
-        state_r = state_o = None
-        for t in range(x.shape[0]):  # one character at a time, batch 1, the state carried
-            step_r, state_r = ref(x[t : t + 1, :1], state_r)
-            step_o, state_o = ours(x[t : t + 1, :1].float(), state_o)
+        out_r, st_r = ref(x, hx)
+        out_o, st_o = ours(x.float(), as_float(hx))
+        xproj = x.float() @ ours.weight_ih_l0.t() + ours.bias_ih_l0  # (T, B, G*H), as the model's one-hot lookup
+        out_p, st_p = ours.forward_projected(xproj, as_float(hx))
+        for a, b, c in zip((out_o, *flat_state(st_o)), (out_p, *flat_state(st_p)), (out_r, *flat_state(st_r))):
+            torch.testing.assert_close(a.double(), c, **F32)
+            torch.testing.assert_close(b.double(), c, **F32)
+        state_r, state_o = hx, as_float(hx)
+        for t in range(x.shape[0]):
+            step_r, state_r = ref(x[t : t + 1], state_r)
+            step_o, state_o = ours(x[t : t + 1].float(), state_o)
             torch.testing.assert_close(step_o.double(), step_r, **F32)
+        for a, b in zip(flat_state(state_o), flat_state(state_r), strict=True):
+            torch.testing.assert_close(a.double(), b, **F32)
+    assert bool(step_calls) == (path == "fused" and batch <= cells.STEP_MAX_BATCH)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_one_step_kernel_follows_weight_updates(kind: str, path: str) -> None:
+    """The C step reads weights packed once; an optimizer step or a state dict load must repack them."""
+    ref, ours = make_pair(kind, 5, 12, 2)
+    ours.float()
+    x = torch.randn(3, 1, 5)
+    with torch.no_grad():
+        ours(x)  # packs
+    opt = torch.optim.SGD(ours.parameters(), lr=0.5)
+    ours(x)[0].sum().backward()
+    opt.step()
+    ref.load_state_dict(ours.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x)[0].double(), ref(x.double())[0], **F32)
+        other = make_pair(kind, 5, 12, 2)[0]
+        other.load_state_dict({k: v * 2 for k, v in other.state_dict().items()})
+        ours.load_state_dict(other.state_dict())
+        torch.testing.assert_close(ours(x)[0].double(), other(x.double())[0], **F32)
+
+
+def test_dropout_in_training_mode_still_drops_without_autograd(path: str) -> None:
+    """A model left in training mode drops units between layers even under no_grad, as torch.nn does: the C step
+    (which has no dropout) must not take such a call."""
+    torch.manual_seed(0)
+    ours = cells.LSTM(5, 16, 2, dropout=0.5)
+    x = torch.randn(4, 1, 5)
+    with torch.no_grad():
+        dropped = ours(x)[0]
+        kept = ours.eval()(x)[0]
+    assert not torch.allclose(dropped, kept)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
