@@ -24,6 +24,12 @@ Where the time goes, and what each layer therefore does:
   saved, so a one-character step costs a handful of kernel launches per layer.
 - On a CPU in float32 the pointwise half of every step, forward and backward, is one C loop (`fused.py`); the
   PyTorch ops below are the same equations for everything else (CUDA, bfloat16, float64, no C compiler).
+- Where a step's product is small enough that MKL runs it slowly (~60 GFLOP/s for a 1x128 LSTM's 32x128 @ 128x512 on
+  the development machine), the C code does the product too: an LSTM layer of up to SEQUENCE_MAX_HIDDEN units trains
+  through one C call per sequence, forward and backward, each step's product and pointwise half done together panel
+  by panel; and inference at a batch of up to STEP_MAX_BATCH rows (sampling) runs each step of the whole stack as one
+  C call that reads every weight once (`_step_stack`).
+- The LSTM's biases are added inside its recurrence, not by a pass over the (T, B, 4H) projection of their own.
 """
 
 from __future__ import annotations
@@ -71,8 +77,30 @@ STEP_MAX_BATCH = 8
 """Inference at batches up to this size runs each step of the stack as one C call (`_Recurrent._step_stack`)."""
 _STEP_KIND = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 
+SEQUENCE_MAX_HIDDEN = 384
+"""LSTM layers up to this width train through whole-sequence C loops (rnnlm_lstm_sequence and its backward), wider ones
+one step at a time around oneDNN's product (see `_LSTMLayer`). A layer's forward and backward at T=64, timed on the
+development machine, C loops / per-step: 1.13x at 256 units, 1.16x at 384, 0.88x at 512 (batch 32); 1.03x and 1.06x
+at 256 and 384 units, batch 64; 1.3x at 128 units, forward alone."""
+
 PACK_MIN_SIZE = 256
 """Layers at least this wide (in and out) run their per-step products through a packed oneDNN weight (`_Linear`)."""
+
+
+def _sum_or_none(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """a + b where both are given; the one given; None when neither is (a layer without bias)."""
+    return b if a is None else (a if b is None else a + b)
+
+
+def _panels(t: Tensor, gates: int, hidden: int) -> Tensor:
+    """A weight (G*H, K) or bias (G*H,) in the C kernels' panels of 8 units: (P, K, G, 8) or (P, G, 8), P = ceil(H / 8),
+    contiguous, zero past unit H. Panel p holds units 8p..8p+7 of every gate, so that one pass over it yields all the
+    gates of those units (`fused.c`)."""
+    units = -(-hidden // 8) * 8
+    padded = t.new_zeros(gates, units, *t.shape[1:])
+    padded[:, :hidden] = t.unflatten(0, (gates, hidden))
+    padded = padded.unflatten(1, (units // 8, 8))  # (G, P, 8, *rest)
+    return padded.permute(1, *range(3, padded.dim()), 0, 2).contiguous()
 
 
 class _StepWeights:
@@ -150,9 +178,9 @@ def _rnn_recurrence(xg: Tensor, h0: Tensor, by_w_hh: _Linear, relu: bool, out: T
 
 
 def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, by_w_hh: _Linear, gates: Tensor, c: Tensor, tanh_c: Tensor,
-                     out: Tensor) -> None:
-    """xg (T, B, 4H) already holds W_ih x_t + b_ih + b_hh, gates in torch's order i, f, g, o; by_w_hh multiplies by
-    W_hh^T.
+                     out: Tensor, bias: Tensor | None = None) -> None:
+    """xg (T, B, 4H) holds W_ih x_t + b_ih + b_hh, or W_ih x_t with the biases' sum in `bias` (4H), gates in torch's
+    order i, f, g, o; by_w_hh multiplies by W_hh^T.
 
     gates (T|1, B, 4H) receives the activated gates; c and tanh_c (T|1, B, H) the cell state and its tanh;
     out (T, B, H) the hidden states. With (1, ...) buffers c must already hold c0 and is updated in place.
@@ -160,16 +188,20 @@ def _lstm_recurrence(xg: Tensor, h0: Tensor, c0: Tensor, by_w_hh: _Linear, gates
     steps, hidden = xg.shape[0], h0.shape[-1]
     keeps_steps, c0 = c.shape[0] == steps, c0.contiguous()
     kernels = fused.kernels(xg) if _dense(xg, gates, c, tanh_c, out) else None
-    if kernels is not None:  # the same step with its pointwise half (and the add of x_t) in one C loop
+    if kernels is not None:  # the same step with its pointwise half (and the adds of x_t and bias) in one C loop
         batch = xg.shape[1]
+        bias = xg.new_zeros(4 * hidden) if bias is None else bias.contiguous()
         xs, gs, cs, tcs, hs = (_pointers(a, steps) for a in (xg, gates, c, tanh_c, out))
         c_prevs = [c0.data_ptr(), *cs[:-1]] if keeps_steps else cs
         scratch, h_views, h_prev = xg.new_empty(batch, 4 * hidden), out.unbind(0), h0
         for t in range(steps):
             hw = by_w_hh.product(h_prev, scratch)  # (B, 4H)
-            kernels.lstm_forward(batch, hidden, xs[t], hw.data_ptr(), gs[t], c_prevs[t], cs[t], tcs[t], hs[t])
+            kernels.lstm_forward(batch, hidden, xs[t], bias.data_ptr(), hw.data_ptr(), gs[t], c_prevs[t], cs[t],
+                                 tcs[t], hs[t])
             h_prev = h_views[t]
         return
+    if bias is not None:
+        xg = xg + bias
     g_all = _per_step(gates, steps)
     cs, tcs = _per_step(c, steps), _per_step(tanh_c, steps)
     # The cell state read at step t: c0, then the previous step's (kept) or the same buffer (scratch, updated in place).
@@ -285,11 +317,22 @@ class _RNNLayer(torch.autograd.Function):
 
 class _LSTMLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(ctx, xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor,
+                bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """xg (T, B, 4H) the input projection; bias (4H) what it still lacks of b_ih + b_hh, or None."""
         steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
         gates = xg.new_empty(steps, batch, 4 * hidden)
         c, tanh_c, out = (xg.new_empty(steps, batch, hidden) for _ in range(3))
-        _lstm_recurrence(xg, h0, c0, _Linear(w_hh), gates, c, tanh_c, out)
+        bias = None if bias is None else bias.detach()
+        kernels = fused.kernels(xg) if _dense(xg) and hidden <= SEQUENCE_MAX_HIDDEN else None
+        if kernels is not None:  # the whole sequence in one C call: each step's product and pointwise half together
+            h0c, c0c, panels = h0.contiguous(), c0.contiguous(), _panels(w_hh.detach(), 4, hidden)
+            bias = None if bias is None else bias.contiguous()
+            kernels.lstm_sequence(steps, batch, hidden, xg.data_ptr(), None if bias is None else bias.data_ptr(),
+                                  panels.data_ptr(), h0c.data_ptr(), c0c.data_ptr(), gates.data_ptr(), c.data_ptr(),
+                                  tanh_c.data_ptr(), out.data_ptr())
+        else:
+            _lstm_recurrence(xg, h0, c0, _Linear(w_hh), gates, c, tanh_c, out, bias)
         ctx.save_for_backward(h0, c0, w_hh, gates, c, tanh_c, out)
         return out, out[-1].clone(), c[-1].clone()
 
@@ -299,14 +342,20 @@ class _LSTMLayer(torch.autograd.Function):
         h0, c0, w_hh, gates, c, tanh_c, out = ctx.saved_tensors
         dc = grad_cn.clone(memory_format=torch.contiguous_format)  # (B, H), carried backwards in place
         d_gates = torch.empty_like(gates)  # (T, B, 4H)
-        back = _Linear(w_hh.t())  # multiplies by W_hh
         kernels = fused.kernels(gates)
-        if kernels is not None:  # the step below in one C loop, with nothing computed ahead for all steps
-            steps, batch, hidden = gates.shape[0], gates.shape[1], h0.shape[-1]
+        steps, batch, hidden = gates.shape[0], gates.shape[1], h0.shape[-1]
+        if kernels is not None and hidden <= SEQUENCE_MAX_HIDDEN:  # the whole sequence in one C call, as the forward
+            grad_out, c0, grad_hn = grad_out.contiguous(), c0.contiguous(), grad_hn.contiguous()
+            by_unit = _panels(w_hh.t(), 1, hidden)  # (P, 4H, 1, 8): W_hh's columns 8q..8q+7 in panel q
+            kernels.lstm_backward_sequence(steps, batch, hidden, by_unit.data_ptr(), gates.data_ptr(), c0.data_ptr(),
+                                           c.data_ptr(), tanh_c.data_ptr(), grad_out.data_ptr(), grad_hn.data_ptr(),
+                                           dc.data_ptr(), d_gates.data_ptr())
+        elif kernels is not None:  # the step below in one C loop; the product through oneDNN's packed W_hh
             grad_out, c0 = grad_out.contiguous(), c0.contiguous()
             gh, gs, tcs, dgs, cs = (_pointers(a, steps) for a in (grad_out, gates, tanh_c, d_gates, c))
             c_prevs, dg_views = [c0.data_ptr(), *cs[:-1]], d_gates.unbind(0)
             rec, scratch = grad_hn.contiguous(), dc.new_empty(batch, hidden)  # what reaches h_t through W_hh
+            back = _Linear(w_hh.t())  # multiplies by W_hh
             for t in range(steps - 1, -1, -1):
                 kernels.lstm_backward(batch, hidden, gs[t], c_prevs[t], tcs[t], gh[t], rec.data_ptr(), dc.data_ptr(),
                                       dgs[t])
@@ -314,10 +363,11 @@ class _LSTMLayer(torch.autograd.Function):
                     rec = back.product(dg_views[t], scratch)  # d_gates_t @ W_hh, reaching h_{t-1}
         else:
             grad_h = _add_grad_at_end(grad_out, grad_hn)  # (T, B, H), accumulates the recurrent part in place
-            _lstm_backward_steps(gates, c0, c, tanh_c, grad_h, dc, d_gates, back)
+            _lstm_backward_steps(gates, c0, c, tanh_c, grad_h, dc, d_gates, _Linear(w_hh.t()))  # by W_hh
         grad_h0 = d_gates[0] @ w_hh if ctx.needs_input_grad[1] else None
         grad_w = _grad_w_hh(d_gates, h0, out) if ctx.needs_input_grad[3] else None
-        return d_gates, grad_h0, dc, grad_w
+        grad_b = d_gates.sum((0, 1)) if ctx.needs_input_grad[4] else None
+        return d_gates, grad_h0, dc, grad_w, grad_b
 
 
 def _lstm_backward_steps(gates: Tensor, c0: Tensor, c: Tensor, tanh_c: Tensor, grad_h: Tensor, dc: Tensor,
@@ -509,18 +559,23 @@ class _Recurrent(nn.Module):
         if kernels is not None:
             output, state = self._step_stack(kernels, inp, h0, c0, projected)
         else:
+            b_ih = None
             if not projected:  # (T, B, G*H): the input projection of all steps in one product
                 w_ih, _, b_ih, _ = self._layer_params(0)
-                inp = F.linear(inp, w_ih, b_ih)
-            output, state = self._layers(inp, h0, c0)
+                if self.mode == "LSTM":  # b_ih is added later, with b_hh, by the recurrence's C loop
+                    inp = torch.matmul(inp, w_ih.t())
+                else:
+                    inp, b_ih = F.linear(inp, w_ih, b_ih), None
+            output, state = self._layers(inp, h0, c0, b_ih)
         if unbatched:
             output = output.squeeze(1)
             state = tuple(s.squeeze(1) for s in state) if isinstance(state, tuple) else state.squeeze(1)
         return output, state
 
-    def _layers(self, xproj: Tensor, h0: Tensor, c0: Tensor | None) -> tuple[Tensor, State]:
+    def _layers(self, xproj: Tensor, h0: Tensor, c0: Tensor | None, b_ih: Tensor | None) -> tuple[Tensor, State]:
         """The stack on layer 0's input projection (T, B, G*H), layer by layer: training, and inference that the C
-        step (`_step_stack`) does not serve."""
+        step (`_step_stack`) does not serve. b_ih is layer 0's, if xproj does not include it yet: the biases of a
+        layer are added once, together (in the LSTM's C loop, for nothing)."""
         compute_dtype = self._compute_dtype(xproj)
         # Autocast has no rule for our out= ops, so cast once to the autocast dtype here and run the layers with
         # autocast off; gradients flow back through the casts to the fp32 parameters.
@@ -533,7 +588,7 @@ class _Recurrent(nn.Module):
                 if layer > 0:
                     layer_input = F.dropout(layer_input, self.dropout, self.training)
                 layer_input, h, c = self._run_layer(layer, layer_input, h0[layer], None if c0 is None else c0[layer],
-                                                    compute_dtype)
+                                                    compute_dtype, b_ih if layer == 0 else None)
                 h_n.append(h)
                 c_n.append(c)
         h_stack = torch.stack(h_n)  # (L, B, H)
@@ -562,28 +617,32 @@ class _Recurrent(nn.Module):
 
     # -- one layer ---------------------------------------------------------------------------------------------------
 
-    def _run_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None,
-                   dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
-        """inp is the layer's input (T, B, in) or, for layer 0, already its projection (T, B, G*H).
-        Returns output (T, B, H), h_n (B, H), c_n (B, H) or None."""
+    def _run_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None, dtype: torch.dtype,
+                   b_ih0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """inp is the layer's input (T, B, in) or, for layer 0, already its projection (T, B, G*H), to which b_ih0 is
+        still to be added unless None. Returns output (T, B, H), h_n (B, H), c_n (B, H) or None."""
         params = self._layer_params(layer)
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (inp, h0, c0, *params)):
-            return self._train_layer(layer, inp, h0, c0, dtype)
-        return self._infer_layer(layer, inp, h0, c0, dtype)
+            return self._train_layer(layer, inp, h0, c0, dtype, b_ih0)
+        return self._infer_layer(layer, inp, h0, c0, dtype, b_ih0)
 
-    def _train_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None,
-                     dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _train_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None, dtype: torch.dtype,
+                     b_ih0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         w_ih, w_hh, b_ih, b_hh = self._layer_params(layer)
+        if self.mode == "LSTM":  # the biases go into the recurrence, which adds them on its way (no pass of their own)
+            xg = inp if layer == 0 else torch.matmul(inp, w_ih.to(dtype).t())  # (T, B, 4H), all steps in one product
+            bias = _sum_or_none(b_ih0 if layer == 0 else b_ih, b_hh)
+            return _LSTMLayer.apply(xg.to(dtype).contiguous(), h0.to(dtype), c0.to(dtype), w_hh.to(dtype),
+                                    None if bias is None else bias.to(dtype))
         folded = self.mode != "GRU"  # b_hh is a plain addend except in the GRU, where r multiplies it
         if layer == 0:
-            xg = inp + b_hh if folded and b_hh is not None else inp
+            bias = _sum_or_none(b_ih0, b_hh if folded else None)
+            xg = inp if bias is None else inp + bias.to(inp.dtype)
         else:
             bias = b_ih + b_hh if folded and b_ih is not None else b_ih
             # The previous layer's output is already in the compute dtype. (T, B, G*H), all steps in one product
             xg = F.linear(inp, w_ih.to(dtype), None if bias is None else bias.to(dtype))
         xg, h0, w_hh = xg.to(dtype).contiguous(), h0.to(dtype), w_hh.to(dtype)
-        if self.mode == "LSTM":
-            return _LSTMLayer.apply(xg, h0, c0.to(dtype), w_hh)
         if self.mode == "GRU":
             b_hh = w_hh.new_zeros(w_hh.shape[0]) if b_hh is None else b_hh.to(dtype)
             out, h_n = _GRULayer.apply(xg, h0, w_hh, b_hh)
@@ -591,14 +650,15 @@ class _Recurrent(nn.Module):
             out, h_n = _RNNLayer.apply(xg, h0, w_hh, self.mode == "RNN_RELU")
         return out, h_n, None
 
-    def _infer_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None,
-                     dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _infer_layer(self, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None, dtype: torch.dtype,
+                     b_ih0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         """No autograd: one step's worth of scratch buffers reused for every step, nothing saved."""
         steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
         ih, hh, bias_x, b_hh = self._inference_weights(layer, dtype, batch)
         gate_size = _GATES[self.mode] * hidden
         if layer == 0:
-            xg = (inp + bias_x if bias_x is not None else inp).to(dtype).contiguous()  # (T, B, G*H)
+            bias_x = _sum_or_none(bias_x, b_ih0)
+            xg = (inp + bias_x.to(inp.dtype) if bias_x is not None else inp).to(dtype).contiguous()  # (T, B, G*H)
         else:
             add = bias_x if bias_x is not None else inp.new_zeros(())
             xg = ih(add, inp.flatten(0, 1), out=inp.new_empty(steps * batch, gate_size)).unflatten(0, (steps, batch))
@@ -693,14 +753,7 @@ class _Recurrent(nn.Module):
         and biases (P, S, G, 8); units past H are zero. If `projected` (layer 0 is given its input projection, which
         has b_ih) layer 0's panels have no W_ih part (K1 = 0) and its biases no b_ih."""
         gates, hidden = _GATES[self.mode], self.hidden_size
-        units = -(-hidden // 8) * 8
-
-        def split(t: Tensor) -> Tensor:  # (G*H, *rest) -> (P, *rest, G, 8)
-            padded = t.new_zeros(gates, units, *t.shape[1:])
-            padded[:, :hidden] = t.unflatten(0, (gates, hidden))
-            padded = padded.unflatten(1, (units // 8, 8))  # (G, P, 8, *rest)
-            return padded.permute(1, *range(3, padded.dim()), 0, 2)
-
+        split = functools.partial(_panels, gates=gates, hidden=hidden)
         tensors = []
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().float() for p in self._layer_params(layer))

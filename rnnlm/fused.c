@@ -1,8 +1,9 @@
 /* The pointwise half of one recurrent step, fused into one pass over memory: see rnnlm/fused.py.
  *
- * Each function does, for one time step of a batch of B rows, the elementwise work that follows (forward) or precedes
- * (backward) the step's matrix product, which stays in PyTorch (MKL / oneDNN). Unfused, that work is 5-12 PyTorch ops
- * per step, each a kernel launch and a trip through memory; here it is one loop that the compiler vectorises.
+ * Each of the first functions does, for one time step of a batch of B rows, the elementwise work that follows
+ * (forward) or precedes (backward) the step's matrix product, which stays in PyTorch (MKL / oneDNN). Unfused, that
+ * work is 5-12 PyTorch ops per step, each a kernel launch and a trip through memory; here it is one loop that the
+ * compiler vectorises. The last ones (rnnlm_step, rnnlm_lstm_sequence and its backward) do the product as well.
  *
  * All arrays are float32 and row-major with unit stride inside a row; rows are `4H` (LSTM gates), `3H` (GRU gates)
  * or `H` wide. Gates are in torch's order: i, f, g, o for the LSTM, r, z, n for the GRU.
@@ -46,20 +47,69 @@ static inline float tanhf_(float x) { /* sign(x) (1 - e^-2|x|) / (1 + e^-2|x|) *
     return x < 0.0f ? -t : t;
 }
 
-/* Elementwise activations, for tests and for anyone checking these against torch. */
-void rnnlm_sigmoid(int64_t n, const float *x, float *y) {
-    for (int64_t k = 0; k < n; k++) y[k] = sigmoidf_(x[k]);
+/* The same three on 8 floats at once (GCC / Clang vector extensions: AVX on x86-64, two NEON registers on ARM), for
+ * loops the compiler would not vectorise itself; the same operations in the same order. */
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8 load8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v); /* an unaligned load */
+    return v;
 }
 
-void rnnlm_tanh(int64_t n, const float *x, float *y) {
-    for (int64_t k = 0; k < n; k++) y[k] = tanhf_(x[k]);
+static inline v8 splat(float s) { return (v8){s, s, s, s, s, s, s, s}; }
+
+static inline v8 select8(v8i mask, v8 a, v8 b) { return (v8)((mask & (v8i)a) | (~mask & (v8i)b)); } /* mask ? a : b */
+
+static inline v8 expm1v(v8 x) {
+    x = select8(x < splat(-87.0f), splat(-87.0f), select8(x > splat(87.0f), splat(87.0f), x));
+    const v8 round_shift = splat(12582912.0f);
+    v8 n = (x * 1.44269504088896341f + round_shift) - round_shift;
+    v8 r = x - n * 0.693145751953125f;
+    r = r - n * 1.42860682030941723e-06f;
+    v8 p = r * (1.0f + r * (1.0f / 2 + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720
+           + r * (1.0f / 5040 + r * (1.0f / 40320))))))));
+    v8 scale = (v8)((__builtin_convertvector(n, v8i) + 127) << 23);
+    return scale * p + (scale - 1.0f);
 }
 
-/* LSTM forward: x (B, 4H) holds W_ih x_t + b_ih + b_hh and hw (B, 4H) holds W_hh h_{t-1}, gates in the order
- * i, f, g, o; gates (B, 4H) receives the activated gates (it may be hw itself); c = f * c_prev + i * g,
- * tanh_c = tanh(c), h = o * tanh_c (each (B, H)); c may be c_prev itself. */
-void rnnlm_lstm_forward(int64_t B, int64_t H, const float *x, const float *hw, float *gates, const float *c_prev,
-                        float *c, float *tanh_c, float *h) {
+static inline v8 sigmoidv(v8 x) { return 1.0f / (2.0f + expm1v(-x)); }
+
+static inline v8 tanhv(v8 x) {
+    v8i negative = x < splat(0.0f);
+    v8 m = expm1v(-2.0f * select8(negative, -x, x));
+    v8 t = -m / (2.0f + m);
+    return select8(negative, -t, t);
+}
+
+/* Elementwise activations, for tests and for anyone checking these against torch: the scalar functions, or with
+ * `vector` set the vector ones (8 at a time, the last block padded). */
+static void activate(int64_t n, const float *x, float *y, int vector, float (*scalar)(float), v8 (*vec)(v8)) {
+    if (!vector) {
+        for (int64_t k = 0; k < n; k++) y[k] = scalar(x[k]);
+        return;
+    }
+    for (int64_t k = 0; k < n; k += 8) {
+        float in[8] = {0}, out[8];
+        int m = n - k < 8 ? (int)(n - k) : 8;
+        memcpy(in, x + k, m * sizeof(float));
+        v8 v = vec(load8(in));
+        memcpy(out, &v, sizeof out);
+        memcpy(y + k, out, m * sizeof(float));
+    }
+}
+
+void rnnlm_sigmoid(int64_t n, const float *x, float *y, int64_t vector) { activate(n, x, y, vector, sigmoidf_, sigmoidv); }
+
+void rnnlm_tanh(int64_t n, const float *x, float *y, int64_t vector) { activate(n, x, y, vector, tanhf_, tanhv); }
+
+/* LSTM forward: x (B, 4H) holds W_ih x_t and bias (4H) whatever x lacks of b_ih + b_hh (zeros if it has them), hw
+ * (B, 4H) holds W_hh h_{t-1}, gates in the order i, f, g, o; gates (B, 4H) receives the activated gates (it may be hw
+ * itself); c = f * c_prev + i * g, tanh_c = tanh(c), h = o * tanh_c (each (B, H)); c may be c_prev itself. */
+void rnnlm_lstm_forward(int64_t B, int64_t H, const float *x, const float *bias, const float *hw, float *gates,
+                        const float *c_prev, float *c, float *tanh_c, float *h) {
+    const float *bi = bias, *bf = bi + H, *bg = bf + H, *bo = bg + H;
     PARALLEL_ROWS
     for (int64_t b = 0; b < B; b++) {
         const float *xi = x + b * 4 * H, *xf = xi + H, *xg = xf + H, *xo = xg + H;
@@ -68,8 +118,8 @@ void rnnlm_lstm_forward(int64_t B, int64_t H, const float *x, const float *hw, f
         float *cb = c + b * H, *tb = tanh_c + b * H, *hb = h + b * H;
 #pragma GCC ivdep
         for (int64_t j = 0; j < H; j++) {
-            float oj = sigmoidf_(xo[j] + wo[j]), ij = sigmoidf_(xi[j] + wi[j]), fj = sigmoidf_(xf[j] + wf[j]);
-            float gj = tanhf_(xg[j] + wg[j]);
+            float oj = sigmoidf_(xo[j] + wo[j] + bo[j]), ij = sigmoidf_(xi[j] + wi[j] + bi[j]);
+            float fj = sigmoidf_(xf[j] + wf[j] + bf[j]), gj = tanhf_(xg[j] + wg[j] + bg[j]);
             float cj = fj * cp[j] + ij * gj, tj = tanhf_(cj);
             o[j] = oj, i[j] = ij, f[j] = fj, g[j] = gj;
             cb[j] = cj, tb[j] = tj, hb[j] = oj * tj;
@@ -167,13 +217,6 @@ void rnnlm_gru_backward(int64_t B, int64_t H, const float *gates, const float *h
  * h_prev (L, B, H); c (L, B, H) the LSTM's cell state, updated in place (else NULL); h (L, B, H) receives the new
  * state and must not overlap h_prev, which other panels are still reading. Layer l > 0 reads layer l - 1's new h.
  */
-typedef float v8 __attribute__((vector_size(32)));
-
-static inline v8 load8(const float *p) {
-    v8 v;
-    memcpy(&v, p, sizeof v); /* an unaligned load */
-    return v;
-}
 
 /* acc[g] = sum over k < K of v[k] * w[k][g][:], two k at a time into separate sums (so that twice G multiply-adds are
  * in flight). Returns where w's rows end. Inlined with G a constant, the sums stay in registers. */
@@ -257,5 +300,159 @@ void rnnlm_step(int64_t kind, int64_t L, int64_t B, int64_t H, int64_t K0, const
         for (int64_t p = 0; p < n_panels; p++)
             step_panel_of(kind, p, B, H, K1, weights[2 * l], weights[2 * l + 1], l == 0 ? x : 0, v1, h_prev + state,
                           c ? c + state : 0, h + state);
+    }
+}
+
+/* ---- The LSTM's forward pass through a whole sequence, for training ----
+ *
+ * Each step's product h_{t-1} W_hh^T and its pointwise half in one pass, panel by panel as in rnnlm_step (W_hh packed
+ * the same way, K1 = 0), with rows in blocks of three so that each weight loaded serves three rows. One OpenMP region
+ * runs the whole sequence; the threads split each step's panels and meet once per step (step t reads all of h_{t-1}).
+ * A 1x128 LSTM's step at batch 32 is 2 M multiply-adds: through MKL and a separate pointwise loop it cost ~70 us on
+ * the development machine, a fork and a Python call included.
+ *
+ * xg (T, B, 4H): W_ih x_t, with or without biases, gates i, f, g, o; bias (4H) the biases xg lacks, or NULL;
+ * panels (ceil(H / 8), H, 4, 8); h0, c0 (B, H). Out, all row-major: gates (T, B, 4H) the activated gates, c and
+ * tanh_c (T, B, H), h (T, B, H).
+ */
+
+/* acc[r][g] = sum over k < K of v[r][k] * w[k][g][:] for R rows of v (row stride `stride`), G = 4 gates. */
+static inline void dot_rows(int R, int64_t K, const float *w, const float *v, int64_t stride, v8 acc[3][4]) {
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < 4; g++) acc[r][g] = (v8){0};
+    for (int64_t k = 0; k < K; k++, w += 32) {
+        v8 w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16), w3 = load8(w + 24);
+        for (int r = 0; r < R; r++) {
+            float s = v[r * stride + k];
+            acc[r][0] += s * w0, acc[r][1] += s * w1, acc[r][2] += s * w2, acc[r][3] += s * w3;
+        }
+    }
+}
+
+/* n <= 8 floats; a whole 8 as one vector move (a variable-length memcpy would be a library call). */
+static inline v8 read8(const float *src, int n) {
+    if (n == 8) return load8(src);
+    float padded[8] = {0};
+    for (int u = 0; u < n; u++) padded[u] = src[u];
+    return load8(padded);
+}
+
+static inline void write8(float *dst, v8 v, int n) {
+    if (n == 8) {
+        memcpy(dst, &v, sizeof v);
+        return;
+    }
+    float all[8];
+    memcpy(all, &v, sizeof all);
+    for (int u = 0; u < n; u++) dst[u] = all[u];
+}
+
+/* The pointwise half for the n <= 8 units j0.. of one row, from pre (4 gates x 8 units, W_hh's part), the row's x
+ * and the bias (or NULL), each at unit j0 of gate i. */
+static inline void lstm_cell8(int n, int64_t H, const v8 pre[4], const float *x, const float *bias,
+                              const float *c_prev, float *gates, float *c, float *tanh_c, float *h) {
+    v8 a[4];
+    for (int g = 0; g < 4; g++) a[g] = read8(x + g * H, n) + pre[g] + (bias ? read8(bias + g * H, n) : splat(0.0f));
+    v8 ig = sigmoidv(a[0]), fg = sigmoidv(a[1]), gg = tanhv(a[2]), og = sigmoidv(a[3]);
+    v8 cj = fg * read8(c_prev, n) + ig * gg, tj = tanhv(cj);
+    write8(gates, ig, n), write8(gates + H, fg, n), write8(gates + 2 * H, gg, n), write8(gates + 3 * H, og, n);
+    write8(c, cj, n), write8(tanh_c, tj, n), write8(h, og * tj, n);
+}
+
+static inline void lstm_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, const float *bias,
+                             const float *panel, const float *h_prev, const float *c_prev, float *gates, float *c,
+                             float *tanh_c, float *h) {
+    v8 acc[3][4];
+    dot_rows(R, H, panel, h_prev + b * H, H, acc);
+    const int64_t j0 = p * 8;
+    const int n = H - j0 < 8 ? (int)(H - j0) : 8;
+    for (int r = 0; r < R; r++) {
+        const int64_t row = b + r;
+        lstm_cell8(n, H, acc[r], xg + row * 4 * H + j0, bias ? bias + j0 : 0, c_prev + row * H + j0,
+                   gates + row * 4 * H + j0, c + row * H + j0, tanh_c + row * H + j0, h + row * H + j0);
+    }
+}
+
+void rnnlm_lstm_sequence(int64_t T, int64_t B, int64_t H, const float *xg, const float *bias, const float *panels,
+                         const float *h0, const float *c0, float *gates, float *c, float *tanh_c, float *h) {
+    const int64_t n_panels = (H + 7) / 8, state = B * H;
+#pragma omp parallel if (B * H * H >= 65536)
+    for (int64_t t = 0; t < T; t++) {
+        const float *hp = t ? h + (t - 1) * state : h0, *cp = t ? c + (t - 1) * state : c0;
+        const float *x = xg + t * 4 * state;
+        float *gt = gates + t * 4 * state, *ct = c + t * state, *tt = tanh_c + t * state, *ht = h + t * state;
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < n_panels; p++) {
+            const float *panel = panels + p * H * 32;
+            int64_t b = 0;
+            for (; b + 3 <= B; b += 3) lstm_rows(3, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
+            if (B - b == 2) lstm_rows(2, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
+            if (B - b == 1) lstm_rows(1, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
+        }
+    }
+}
+
+/* ---- The LSTM's backward pass through a whole sequence ----
+ *
+ * Step t's gradient reaching h_t through W_hh is d_gates_{t+1} W_hh, a product whose every output unit needs all 4H
+ * gate gradients of step t+1; the pointwise backward of unit j at step t needs only unit j's. So the threads split the
+ * output units in panels of 8, each panel computes its units' share of the product and at once their pointwise
+ * backward, and the threads meet once per step. W_hh is packed by output unit: back (ceil(H / 8), 4H, 8), panel q
+ * holding W_hh[:, 8q..8q+7]. Rows go in blocks of up to 8, one accumulator each.
+ *
+ * In: gates (T, B, 4H) activated i, f, g, o; c0 (B, H), c and tanh_c (T, B, H); grad_h (T, B, H), the gradient
+ * reaching each h_t from above; grad_hn (B, H), the final state's; dc (B, H) the gradient reaching c_{T-1}. Out:
+ * d_gates (T, B, 4H), the gradient of the gates' pre-activations; dc becomes the gradient reaching c0. The gradient
+ * reaching h0 (d_gates_0 W_hh) is left to the caller.
+ */
+static inline void dot_back(int R, int64_t K, const float *w, const float *v, int64_t stride, v8 *acc) {
+    for (int r = 0; r < R; r++) acc[r] = (v8){0};
+    for (int64_t k = 0; k < K; k++, w += 8) {
+        v8 wk = load8(w);
+        for (int r = 0; r < R; r++) acc[r] += v[r * stride + k] * wk;
+    }
+}
+
+static inline void lstm_back_rows(int R, int64_t q, int64_t b, int64_t H, int last, const float *panel,
+                                  const float *dg_next, const float *grad_hn, const float *gates, const float *c_prev,
+                                  const float *tanh_c, const float *grad_h, float *dc, float *d_gates) {
+    v8 rec[8] = {{0}};
+    if (!last) dot_back(R, 4 * H, panel, dg_next + b * 4 * H, 4 * H, rec);
+    const int64_t j0 = q * 8;
+    const int n = H - j0 < 8 ? (int)(H - j0) : 8;
+    for (int r = 0; r < R; r++) {
+        const int64_t row = b + r, s = row * H + j0;
+        const float *g4 = gates + row * 4 * H + j0;
+        v8 hj = read8(grad_h + s, n) + (last ? read8(grad_hn + s, n) : rec[r]);
+        v8 ig = read8(g4, n), fg = read8(g4 + H, n), gg = read8(g4 + 2 * H, n), og = read8(g4 + 3 * H, n);
+        v8 tj = read8(tanh_c + s, n), d = read8(dc + s, n) + hj * og * (1.0f - tj * tj); /* dc_t in full */
+        float *dg = d_gates + row * 4 * H + j0;
+        write8(dg, d * gg * ig * (1.0f - ig), n);
+        write8(dg + H, d * read8(c_prev + s, n) * fg * (1.0f - fg), n);
+        write8(dg + 2 * H, d * ig * (1.0f - gg * gg), n);
+        write8(dg + 3 * H, hj * tj * og * (1.0f - og), n);
+        write8(dc + s, d * fg, n);
+    }
+}
+
+void rnnlm_lstm_backward_sequence(int64_t T, int64_t B, int64_t H, const float *back, const float *gates,
+                                  const float *c0, const float *c, const float *tanh_c, const float *grad_h,
+                                  const float *grad_hn, float *dc, float *d_gates) {
+    const int64_t n_panels = (H + 7) / 8, state = B * H;
+#pragma omp parallel if (B * H * H >= 65536)
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const int last = t == T - 1;
+        const float *dg_next = last ? 0 : d_gates + (t + 1) * 4 * state, *gt = gates + t * 4 * state;
+        const float *cp = t ? c + (t - 1) * state : c0, *tc = tanh_c + t * state, *gh = grad_h + t * state;
+        float *dgt = d_gates + t * 4 * state;
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < n_panels; q++) {
+            const float *panel = back + q * 4 * H * 8;
+            int64_t b = 0;
+            for (; b + 8 <= B; b += 8) lstm_back_rows(8, q, b, H, last, panel, dg_next, grad_hn, gt, cp, tc, gh, dc, dgt);
+            if (B - b >= 4) lstm_back_rows(4, q, b, H, last, panel, dg_next, grad_hn, gt, cp, tc, gh, dc, dgt), b += 4;
+            if (B - b >= 2) lstm_back_rows(2, q, b, H, last, panel, dg_next, grad_hn, gt, cp, tc, gh, dc, dgt), b += 2;
+            if (B - b >= 1) lstm_back_rows(1, q, b, H, last, panel, dg_next, grad_hn, gt, cp, tc, gh, dc, dgt);
+        }
     }
 }

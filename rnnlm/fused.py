@@ -3,7 +3,9 @@
 Why: after its matrix product, an LSTM step is sigmoid, tanh, two products and a sum over the gates, and its backward
 step a dozen more; as PyTorch ops each is a kernel launch and a pass over memory (about 800 launches per training step
 of a 1x128 LSTM, and at 2x512 arrays that no longer fit in cache). One C loop per step does all of it in registers.
-The matrix products stay in PyTorch (MKL / oneDNN).
+The large matrix products stay in PyTorch (MKL / oneDNN); small ones, which MKL runs far below the machine's speed
+or which only read weights (sampling at batch 1), are done in the same C loops as the pointwise half: a whole LSTM
+sequence of a narrow layer, forward and backward, and one inference step of a whole stack (`cells.py` says when).
 
 How: `kernels()` compiles `fused.c` with the system's C compiler (`$CC`, else `cc`) for this machine's CPU
 (`-march=native`), caches the library under `$XDG_CACHE_HOME/rnnlm` (else `~/.cache/rnnlm`), keyed by the source,
@@ -42,13 +44,15 @@ OPENMP = ("-fopenmp",)
 
 _INT, _PTR = ctypes.c_int64, ctypes.c_void_p
 _SIGNATURES = {
-    "rnnlm_sigmoid": (_INT, _PTR, _PTR),
-    "rnnlm_tanh": (_INT, _PTR, _PTR),
-    "rnnlm_lstm_forward": (_INT, _INT, *[_PTR] * 7),
+    "rnnlm_sigmoid": (_INT, _PTR, _PTR, _INT),
+    "rnnlm_tanh": (_INT, _PTR, _PTR, _INT),
+    "rnnlm_lstm_forward": (_INT, _INT, *[_PTR] * 8),
     "rnnlm_lstm_backward": (_INT, _INT, *[_PTR] * 7),
     "rnnlm_gru_forward": (_INT, _INT, *[_PTR] * 7),
     "rnnlm_gru_backward": (_INT, _INT, *[_PTR] * 8),
     "rnnlm_step": (*[_INT] * 5, *[_PTR] * 6),
+    "rnnlm_lstm_sequence": (*[_INT] * 3, *[_PTR] * 9),
+    "rnnlm_lstm_backward_sequence": (*[_INT] * 3, *[_PTR] * 9),
 }
 
 
@@ -62,7 +66,8 @@ class Kernels:
         self.sigmoid, self.tanh = lib.rnnlm_sigmoid, lib.rnnlm_tanh
         self.lstm_forward, self.lstm_backward = lib.rnnlm_lstm_forward, lib.rnnlm_lstm_backward
         self.gru_forward, self.gru_backward = lib.rnnlm_gru_forward, lib.rnnlm_gru_backward
-        self.step = lib.rnnlm_step
+        self.step, self.lstm_sequence = lib.rnnlm_step, lib.rnnlm_lstm_sequence
+        self.lstm_backward_sequence = lib.rnnlm_lstm_backward_sequence
 
 
 def kernels(like: Tensor) -> Kernels | None:
@@ -134,9 +139,10 @@ def _agrees_with_torch(lib: Kernels) -> bool:
     x = torch.linspace(-30, 30, 4001)
     y = torch.empty_like(x)
     for fn, ref in ((lib.sigmoid, torch.sigmoid), (lib.tanh, torch.tanh)):
-        fn(x.numel(), x.data_ptr(), y.data_ptr())
-        if not torch.allclose(y, ref(x), rtol=1e-6, atol=1e-7):
-            return False
+        for vector in (0, 1):
+            fn(x.numel(), x.data_ptr(), y.data_ptr(), vector)
+            if not torch.allclose(y, ref(x), rtol=1e-6, atol=1e-7):
+                return False
     return True
 
 

@@ -184,7 +184,7 @@ def test_custom_backward_passes_gradcheck(kind: str) -> None:
     h0, c0 = torch.randn(batch, hidden, **d), torch.randn(batch, hidden, **d)
     w_hh, b_hh = torch.randn(gates * hidden, hidden, **d) * 0.5, torch.randn(gates * hidden, **d)
     if kind == "lstm":
-        fn, args = cells._LSTMLayer.apply, (xg, h0, c0, w_hh)
+        fn, args = cells._LSTMLayer.apply, (xg, h0, c0, w_hh, b_hh)
     elif kind == "gru":
         fn, args = cells._GRULayer.apply, (xg, h0, w_hh, b_hh)
     else:

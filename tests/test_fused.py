@@ -31,13 +31,17 @@ def path(request, monkeypatch) -> str:
     return request.param
 
 
-def assert_matches(ref: nn.Module, ours: nn.Module, results, xf, x) -> None:
-    """Each (ours, torch.nn's) result, the input's gradient and every parameter's gradient, to float32 rounding."""
+def assert_matches(ref: nn.Module, ours: nn.Module, results, xf, x, hidden: int = 64) -> None:
+    """Each (ours, torch.nn's) result, the input's gradient and every parameter's gradient, to float32 rounding.
+
+    A gradient is a sum over hidden units, steps and rows whose terms partly cancel; float32's absolute error in such
+    a sum grows like the square root of its length, so past 64 units the absolute tolerance grows the same way."""
+    tol = {"rtol": F32["rtol"], "atol": F32["atol"] * max(1.0, (hidden / 64) ** 0.5)}
     for a, b in results:
-        torch.testing.assert_close(a.double(), b.detach(), **F32)
-    torch.testing.assert_close(xf.grad.double(), x.grad, **F32)
+        torch.testing.assert_close(a.double(), b.detach(), **tol)
+    torch.testing.assert_close(xf.grad.double(), x.grad, **tol)
     for (name, p_r), p_o in zip(ref.named_parameters(), ours.parameters(), strict=True):
-        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **F32, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **tol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_kernels_are_built_where_there_is_a_compiler() -> None:
@@ -50,8 +54,10 @@ def test_kernels_are_built_where_there_is_a_compiler() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("hidden, batch", [(13, 3), (64, 1)])  # 13: rows that end mid-vector
+@pytest.mark.parametrize("hidden, batch", [(13, 3), (64, 1), (cells.SEQUENCE_MAX_HIDDEN + 3, 2)])
 def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path: str) -> None:
+    """13 units: rows that end mid-vector; below PACK_MIN_SIZE the LSTM runs whole sequences in one C call
+    (rnnlm_lstm_sequence and its backward), from it on a C call per step after oneDNN's product."""
     ref, ours = make_pair(kind, 5, hidden, 2)
     ours.float()
     x, hx = torch.randn(7, batch, 5, dtype=torch.float64), initial_state(kind, 2, batch, hidden)
@@ -63,7 +69,8 @@ def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path
     hf = tuple(s.float().requires_grad_(True) for s in flat_state(hx))
     out_o, st_o = ours(xf, hf if kind == "lstm" else hf[0])
     sum((t * w.float()).sum() for t, w in zip((out_o, *flat_state(st_o)), weights)).backward()
-    assert_matches(ref, ours, zip((out_o, *flat_state(st_o)), (out_r, *flat_state(st_r)), strict=True), xf, x)
+    assert_matches(ref, ours, zip((out_o, *flat_state(st_o)), (out_r, *flat_state(st_r)), strict=True), xf, x,
+                   hidden)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -169,8 +176,10 @@ def test_a_transposed_initial_state_matches_torch(kind: str, path: str) -> None:
             torch.testing.assert_close(a.double(), b.detach(), **F32)
 
 
-def test_activations_match_torch_over_the_whole_range() -> None:
-    """sigmoid and tanh of the C loops, from deep saturation through 0 (relative error there) to inf and nan."""
+@pytest.mark.parametrize("vector", [0, 1], ids=["scalar", "vector"])
+def test_activations_match_torch_over_the_whole_range(vector: int) -> None:
+    """sigmoid and tanh of the C loops, the scalar functions and the 8-wide ones, from deep saturation through 0
+    (relative error there) to inf and nan."""
     kernels = fused.kernels(torch.zeros(1))
     if kernels is None:
         pytest.skip("no C compiler here")
@@ -178,7 +187,7 @@ def test_activations_match_torch_over_the_whole_range() -> None:
                    torch.tensor([0.0, float("inf"), -float("inf"), float("nan")])])
     for fn, ref in ((kernels.sigmoid, torch.sigmoid), (kernels.tanh, torch.tanh)):
         y = torch.empty_like(x)
-        fn(x.numel(), x.data_ptr(), y.data_ptr())
+        fn(x.numel(), x.data_ptr(), y.data_ptr(), vector)
         expected = ref(x.double())
         torch.testing.assert_close(y.double(), expected, rtol=3e-7, atol=1e-37, equal_nan=True)
 
