@@ -306,7 +306,8 @@ void rnnlm_step(int64_t kind, int64_t L, int64_t B, int64_t H, int64_t K0, const
 /* ---- The LSTM's forward pass through a whole sequence, for training ----
  *
  * Each step's product h_{t-1} W_hh^T and its pointwise half in one pass, panel by panel as in rnnlm_step (W_hh packed
- * the same way, K1 = 0), with rows in blocks of three so that each weight loaded serves three rows. One OpenMP region
+ * the same way, K1 = 0), with rows in pairs so that each weight loaded serves two rows (the 8 sums and the 4 weights
+ * of a k then fit the 16 AVX registers; three rows ran 15-25% slower). One OpenMP region
  * runs the whole sequence; the threads split each step's panels and meet once per step (step t reads all of h_{t-1}).
  * A 1x128 LSTM's step at batch 32 is 2 M multiply-adds: through MKL and a separate pointwise loop it cost ~70 us on
  * the development machine, a fork and a Python call included.
@@ -316,8 +317,8 @@ void rnnlm_step(int64_t kind, int64_t L, int64_t B, int64_t H, int64_t K0, const
  * tanh_c (T, B, H), h (T, B, H).
  */
 
-/* acc[r][g] = sum over k < K of v[r][k] * w[k][g][:] for R rows of v (row stride `stride`), G = 4 gates. */
-static inline void dot_rows(int R, int64_t K, const float *w, const float *v, int64_t stride, v8 acc[3][4]) {
+/* acc[r][g] = sum over k < K of v[r][k] * w[k][g][:] for R <= 2 rows of v (row stride `stride`), G = 4 gates. */
+static inline void dot_rows(int R, int64_t K, const float *w, const float *v, int64_t stride, v8 acc[2][4]) {
     for (int r = 0; r < R; r++)
         for (int g = 0; g < 4; g++) acc[r][g] = (v8){0};
     for (int64_t k = 0; k < K; k++, w += 32) {
@@ -349,7 +350,9 @@ static inline void write8(float *dst, v8 v, int n) {
 
 /* The pointwise half for the n <= 8 units j0.. of one row, from pre (4 gates x 8 units, W_hh's part), the row's x
  * and the bias (or NULL), each at unit j0 of gate i. */
-static inline void lstm_cell8(int n, int64_t H, const v8 pre[4], const float *x, const float *bias,
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE void lstm_cell8(int n, int64_t H, const v8 pre[4], const float *x, const float *bias,
                               const float *c_prev, float *gates, float *c, float *tanh_c, float *h) {
     v8 a[4];
     for (int g = 0; g < 4; g++) a[g] = read8(x + g * H, n) + pre[g] + (bias ? read8(bias + g * H, n) : splat(0.0f));
@@ -362,14 +365,18 @@ static inline void lstm_cell8(int n, int64_t H, const v8 pre[4], const float *x,
 static inline void lstm_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, const float *bias,
                              const float *panel, const float *h_prev, const float *c_prev, float *gates, float *c,
                              float *tanh_c, float *h) {
-    v8 acc[3][4];
+    v8 acc[2][4];
     dot_rows(R, H, panel, h_prev + b * H, H, acc);
     const int64_t j0 = p * 8;
     const int n = H - j0 < 8 ? (int)(H - j0) : 8;
     for (int r = 0; r < R; r++) {
         const int64_t row = b + r;
-        lstm_cell8(n, H, acc[r], xg + row * 4 * H + j0, bias ? bias + j0 : 0, c_prev + row * H + j0,
-                   gates + row * 4 * H + j0, c + row * H + j0, tanh_c + row * H + j0, h + row * H + j0);
+        const float *xr = xg + row * 4 * H + j0, *br = bias ? bias + j0 : 0, *cr = c_prev + row * H + j0;
+        float *gr = gates + row * 4 * H + j0, *c_out = c + row * H + j0, *tr = tanh_c + row * H + j0;
+        if (n == 8) /* a constant n: whole-vector loads and stores */
+            lstm_cell8(8, H, acc[r], xr, br, cr, gr, c_out, tr, h + row * H + j0);
+        else
+            lstm_cell8(n, H, acc[r], xr, br, cr, gr, c_out, tr, h + row * H + j0);
     }
 }
 
@@ -385,8 +392,7 @@ void rnnlm_lstm_sequence(int64_t T, int64_t B, int64_t H, const float *xg, const
         for (int64_t p = 0; p < n_panels; p++) {
             const float *panel = panels + p * H * 32;
             int64_t b = 0;
-            for (; b + 3 <= B; b += 3) lstm_rows(3, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
-            if (B - b == 2) lstm_rows(2, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
+            for (; b + 2 <= B; b += 2) lstm_rows(2, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
             if (B - b == 1) lstm_rows(1, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
         }
     }
@@ -413,6 +419,20 @@ static inline void dot_back(int R, int64_t K, const float *w, const float *v, in
     }
 }
 
+/* The pointwise backward for the n <= 8 units j0.. of one row: rec is what reached h_t through W_hh, or, if given,
+ * grad_hn (pointers at unit j0 of the row, gates' at gate i). */
+INLINE void lstm_back_cell8(int n, int64_t H, v8 rec, const float *grad_hn, const float *grad_h, const float *g4,
+                            const float *c_prev, const float *tanh_c, float *dc, float *dg) {
+    v8 hj = read8(grad_h, n) + (grad_hn ? read8(grad_hn, n) : rec);
+    v8 ig = read8(g4, n), fg = read8(g4 + H, n), gg = read8(g4 + 2 * H, n), og = read8(g4 + 3 * H, n);
+    v8 tj = read8(tanh_c, n), d = read8(dc, n) + hj * og * (1.0f - tj * tj); /* dc_t in full */
+    write8(dg, d * gg * ig * (1.0f - ig), n);
+    write8(dg + H, d * read8(c_prev, n) * fg * (1.0f - fg), n);
+    write8(dg + 2 * H, d * ig * (1.0f - gg * gg), n);
+    write8(dg + 3 * H, hj * tj * og * (1.0f - og), n);
+    write8(dc, d * fg, n);
+}
+
 static inline void lstm_back_rows(int R, int64_t q, int64_t b, int64_t H, int last, const float *panel,
                                   const float *dg_next, const float *grad_hn, const float *gates, const float *c_prev,
                                   const float *tanh_c, const float *grad_h, float *dc, float *d_gates) {
@@ -421,17 +441,12 @@ static inline void lstm_back_rows(int R, int64_t q, int64_t b, int64_t H, int la
     const int64_t j0 = q * 8;
     const int n = H - j0 < 8 ? (int)(H - j0) : 8;
     for (int r = 0; r < R; r++) {
-        const int64_t row = b + r, s = row * H + j0;
-        const float *g4 = gates + row * 4 * H + j0;
-        v8 hj = read8(grad_h + s, n) + (last ? read8(grad_hn + s, n) : rec[r]);
-        v8 ig = read8(g4, n), fg = read8(g4 + H, n), gg = read8(g4 + 2 * H, n), og = read8(g4 + 3 * H, n);
-        v8 tj = read8(tanh_c + s, n), d = read8(dc + s, n) + hj * og * (1.0f - tj * tj); /* dc_t in full */
-        float *dg = d_gates + row * 4 * H + j0;
-        write8(dg, d * gg * ig * (1.0f - ig), n);
-        write8(dg + H, d * read8(c_prev + s, n) * fg * (1.0f - fg), n);
-        write8(dg + 2 * H, d * ig * (1.0f - gg * gg), n);
-        write8(dg + 3 * H, hj * tj * og * (1.0f - og), n);
-        write8(dc + s, d * fg, n);
+        const int64_t row = b + r, s = row * H + j0, g = row * 4 * H + j0;
+        const float *rec_r = last ? grad_hn + s : 0;
+        if (n == 8) /* a constant n: whole-vector loads and stores */
+            lstm_back_cell8(8, H, rec[r], rec_r, grad_h + s, gates + g, c_prev + s, tanh_c + s, dc + s, d_gates + g);
+        else
+            lstm_back_cell8(n, H, rec[r], rec_r, grad_h + s, gates + g, c_prev + s, tanh_c + s, dc + s, d_gates + g);
     }
 }
 
