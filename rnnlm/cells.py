@@ -654,6 +654,10 @@ class _Recurrent(nn.Module):
                      b_ih0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         """No autograd: one step's worth of scratch buffers reused for every step, nothing saved."""
         steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
+        if self.mode == "LSTM" and hidden <= SEQUENCE_MAX_HIDDEN and dtype == torch.float32:
+            kernels = fused.kernels(inp)
+            if kernels is not None:
+                return self._infer_lstm_sequence(kernels, layer, inp, h0, c0, b_ih0)
         ih, hh, bias_x, b_hh = self._inference_weights(layer, dtype, batch)
         gate_size = _GATES[self.mode] * hidden
         if layer == 0:
@@ -674,6 +678,24 @@ class _Recurrent(nn.Module):
         else:
             _rnn_recurrence(xg, h0, hh, self.mode == "RNN_RELU", out)
         return out, out[-1], None
+
+    def _infer_lstm_sequence(self, kernels: fused.Kernels, layer: int, inp: Tensor, h0: Tensor, c0: Tensor,
+                             b_ih0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """A narrow LSTM layer without autograd (evaluation): the training forward's C loop over the whole sequence,
+        keeping only each step's h and two steps' c."""
+        steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
+        w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach() for p in self._layer_params(layer))
+        panels = self._cached(layer, "panels", lambda: _panels(w_hh.float(), 4, hidden))
+        if layer == 0:
+            xg, bias = inp, _sum_or_none(b_ih0, b_hh)
+        else:
+            xg, bias = torch.matmul(inp, w_ih.float().t()), _sum_or_none(b_ih, b_hh)
+        xg, bias = xg.contiguous(), None if bias is None else bias.float().contiguous()
+        h0, c0 = h0.float().contiguous(), c0.float().contiguous()
+        out, c = xg.new_empty(steps, batch, hidden), xg.new_empty(2, batch, hidden)  # c: steps take turns
+        kernels.lstm_sequence(steps, batch, hidden, xg.data_ptr(), None if bias is None else bias.data_ptr(),
+                              panels.data_ptr(), h0.data_ptr(), c0.data_ptr(), None, c.data_ptr(), None, out.data_ptr())
+        return out, out[-1], c[(steps - 1) % 2]
 
     def _inference_weights(self, layer: int, dtype: torch.dtype,
                            batch: int) -> tuple[_Linear | None, _Linear, Tensor | None, Tensor | None]:

@@ -314,7 +314,8 @@ void rnnlm_step(int64_t kind, int64_t L, int64_t B, int64_t H, int64_t K0, const
  *
  * xg (T, B, 4H): W_ih x_t, with or without biases, gates i, f, g, o; bias (4H) the biases xg lacks, or NULL;
  * panels (ceil(H / 8), H, 4, 8); h0, c0 (B, H). Out, all row-major: gates (T, B, 4H) the activated gates, c and
- * tanh_c (T, B, H), h (T, B, H).
+ * tanh_c (T, B, H), h (T, B, H). Without autograd (gates and tanh_c NULL) nothing is kept: c is (2, B, H), steps
+ * taking turns, and the last step's cell state ends in c[(T - 1) % 2].
  */
 
 /* acc[r][g] = sum over k < K of v[r][k] * w[k][g][:] for R <= 2 rows of v (row stride `stride`), G = 4 gates. */
@@ -358,8 +359,10 @@ INLINE void lstm_cell8(int n, int64_t H, const v8 pre[4], const float *x, const 
     for (int g = 0; g < 4; g++) a[g] = read8(x + g * H, n) + pre[g] + (bias ? read8(bias + g * H, n) : splat(0.0f));
     v8 ig = sigmoidv(a[0]), fg = sigmoidv(a[1]), gg = tanhv(a[2]), og = sigmoidv(a[3]);
     v8 cj = fg * read8(c_prev, n) + ig * gg, tj = tanhv(cj);
-    write8(gates, ig, n), write8(gates + H, fg, n), write8(gates + 2 * H, gg, n), write8(gates + 3 * H, og, n);
-    write8(c, cj, n), write8(tanh_c, tj, n), write8(h, og * tj, n);
+    if (gates) /* kept for the backward pass */
+        write8(gates, ig, n), write8(gates + H, fg, n), write8(gates + 2 * H, gg, n), write8(gates + 3 * H, og, n);
+    if (tanh_c) write8(tanh_c, tj, n);
+    write8(c, cj, n), write8(h, og * tj, n);
 }
 
 static inline void lstm_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, const float *bias,
@@ -372,7 +375,8 @@ static inline void lstm_rows(int R, int64_t p, int64_t b, int64_t H, const float
     for (int r = 0; r < R; r++) {
         const int64_t row = b + r;
         const float *xr = xg + row * 4 * H + j0, *br = bias ? bias + j0 : 0, *cr = c_prev + row * H + j0;
-        float *gr = gates + row * 4 * H + j0, *c_out = c + row * H + j0, *tr = tanh_c + row * H + j0;
+        float *gr = gates ? gates + row * 4 * H + j0 : 0, *tr = tanh_c ? tanh_c + row * H + j0 : 0;
+        float *c_out = c + row * H + j0;
         if (n == 8) /* a constant n: whole-vector loads and stores */
             lstm_cell8(8, H, acc[r], xr, br, cr, gr, c_out, tr, h + row * H + j0);
         else
@@ -385,9 +389,10 @@ void rnnlm_lstm_sequence(int64_t T, int64_t B, int64_t H, const float *xg, const
     const int64_t n_panels = (H + 7) / 8, state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = 0; t < T; t++) {
-        const float *hp = t ? h + (t - 1) * state : h0, *cp = t ? c + (t - 1) * state : c0;
-        const float *x = xg + t * 4 * state;
-        float *gt = gates + t * 4 * state, *ct = c + t * state, *tt = tanh_c + t * state, *ht = h + t * state;
+        const int64_t slot = gates ? t : t % 2, prev = gates ? t - 1 : (t - 1) % 2; /* c's place for step t, t - 1 */
+        const float *hp = t ? h + (t - 1) * state : h0, *cp = t ? c + prev * state : c0, *x = xg + t * 4 * state;
+        float *gt = gates ? gates + t * 4 * state : 0, *tt = tanh_c ? tanh_c + t * state : 0;
+        float *ct = c + slot * state, *ht = h + t * state;
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < n_panels; p++) {
             const float *panel = panels + p * H * 32;

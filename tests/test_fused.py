@@ -100,13 +100,15 @@ def step_calls(monkeypatch) -> list[int]:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("batch", [1, 3, cells.STEP_MAX_BATCH + 1])  # the one-step C kernel, then the layer loop
-def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int, path: str, step_calls) -> None:
+@pytest.mark.parametrize("hidden", [21, cells.SEQUENCE_MAX_HIDDEN + 3])  # an LSTM's layer: one C call, or per step
+def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int, hidden: int, path: str,
+                                                          step_calls) -> None:
     """Evaluation (a whole sequence), sampling (one character at a time, the state carried) and the model's one-hot
-    path (forward_projected), without autograd: outputs and states. 21 units leave the C kernel's last panel of 8
+    path (forward_projected), without autograd: outputs and states. 21 units leave the C kernels' last panel of 8
     part-filled; three layers chain each layer's new state into the next."""
-    ref, ours = make_pair(kind, 5, 21, 3)
+    ref, ours = make_pair(kind, 5, hidden, 3)
     ours.float()
-    x, hx = torch.randn(6, batch, 5, dtype=torch.float64), initial_state(kind, 3, batch, 21)
+    x, hx = torch.randn(6, batch, 5, dtype=torch.float64), initial_state(kind, 3, batch, hidden)
     as_float = (lambda s: tuple(t.float() for t in s)) if kind == "lstm" else (lambda s: s.float())
     with torch.inference_mode():
         out_r, st_r = ref(x, hx)
@@ -127,11 +129,13 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_one_step_kernel_follows_weight_updates(kind: str, path: str) -> None:
-    """The C step reads weights packed once; an optimizer step or a state dict load must repack them."""
+@pytest.mark.parametrize("batch", [1, cells.STEP_MAX_BATCH + 1])
+def test_packed_inference_weights_follow_weight_updates(kind: str, batch: int, path: str) -> None:
+    """The C kernels read weights packed once (the one-step kernel at batch 1, the LSTM's sequence loop above
+    STEP_MAX_BATCH); an optimizer step or a state dict load must repack them."""
     ref, ours = make_pair(kind, 5, 12, 2)
     ours.float()
-    x = torch.randn(3, 1, 5)
+    x = torch.randn(3, batch, 5)
     with torch.no_grad():
         ours(x)  # packs
     opt = torch.optim.SGD(ours.parameters(), lr=0.5)
