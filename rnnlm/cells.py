@@ -324,7 +324,8 @@ class _LSTMLayer(torch.autograd.Function):
         gates = xg.new_empty(steps, batch, 4 * hidden)
         c, tanh_c, out = (xg.new_empty(steps, batch, hidden) for _ in range(3))
         bias = None if bias is None else bias.detach()
-        kernels = fused.kernels(xg) if _dense(xg) and hidden <= SEQUENCE_MAX_HIDDEN else None
+        on_cpu = w_hh.device.type == "cpu" and w_hh.dtype == xg.dtype  # else the PyTorch path raises, as torch.nn
+        kernels = fused.kernels(xg) if _dense(xg) and hidden <= SEQUENCE_MAX_HIDDEN and on_cpu else None
         if kernels is not None:  # the whole sequence in one C call: each step's product and pointwise half together
             h0c, c0c, panels = h0.contiguous(), c0.contiguous(), _panels(w_hh.detach(), 4, hidden)
             bias = None if bias is None else bias.contiguous()
@@ -499,6 +500,13 @@ class _Recurrent(nn.Module):
                 self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(gate_size, **factory)))
         self.reset_parameters()
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave out the packed weights kept for inference (`_cached`): they hold raw addresses
+        for the C kernels, and the copy packs its own on first use."""
+        state = super().__getstate__()
+        state.pop("_inference_cache", None)
+        return state
+
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
@@ -575,7 +583,7 @@ class _Recurrent(nn.Module):
     def _layers(self, xproj: Tensor, h0: Tensor, c0: Tensor | None, b_ih: Tensor | None) -> tuple[Tensor, State]:
         """The stack on layer 0's input projection (T, B, G*H), layer by layer: training, and inference that the C
         step (`_step_stack`) does not serve. b_ih is layer 0's, if xproj does not include it yet: the biases of a
-        layer are added once, together (in the LSTM's C loop, for nothing)."""
+        layer are added once, together (in the LSTM's C loop, at no extra cost)."""
         compute_dtype = self._compute_dtype(xproj)
         # Autocast has no rule for our out= ops, so cast once to the autocast dtype here and run the layers with
         # autocast off; gradients flow back through the casts to the fp32 parameters.
@@ -654,7 +662,7 @@ class _Recurrent(nn.Module):
                      b_ih0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         """No autograd: one step's worth of scratch buffers reused for every step, nothing saved."""
         steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
-        if self.mode == "LSTM" and hidden <= SEQUENCE_MAX_HIDDEN and dtype == torch.float32:
+        if self.mode == "LSTM" and hidden <= SEQUENCE_MAX_HIDDEN and dtype == torch.float32 and self._float32_cpu():
             kernels = fused.kernels(inp)
             if kernels is not None:
                 return self._infer_lstm_sequence(kernels, layer, inp, h0, c0, b_ih0)
@@ -712,17 +720,24 @@ class _Recurrent(nn.Module):
 
     def _cached(self, layer: int | None, variant: object, make: Callable[[], _T]) -> _T:
         """make(), a function of the parameters of `layer` (None: of every layer), kept until they change: the key
-        holds every parameter's version counter, which the optimizer's and load_state_dict's in-place updates bump."""
+        holds every parameter object and its version counter, which in-place updates (the optimizer's,
+        load_state_dict's, any op under no_grad) bump. Writes through `p.data` bypass version counters, as they
+        bypass autograd: after such a write, call `clear_inference_cache()`."""
         layers = range(self.num_layers) if layer is None else (layer,)
         params = [p for n in layers for p in self._layer_params(n) if p is not None]
         if any(p.is_inference() for p in params):  # no version counters to key a cache on
             return make()
-        key = tuple((p._version, p.data_ptr(), p.device) for p in params)
+        key = [(p, p._version, p.data_ptr(), p.device, p.dtype) for p in params]
         cache = self.__dict__.setdefault("_inference_cache", {})
         hit = cache.get((layer, variant))
-        if hit is None or hit[0] != key:
+        if hit is None or len(hit[0]) != len(key) or any(
+                a[0] is not b[0] or a[1:] != b[1:] for a, b in zip(hit[0], key, strict=True)):
             hit = cache[layer, variant] = (key, make())
         return hit[1]
+
+    def clear_inference_cache(self) -> None:
+        """Drop the weight copies kept for inference; the next no-grad call makes them afresh."""
+        self.__dict__.pop("_inference_cache", None)
 
     def _make_inference_weights(self, layer: int, dtype: torch.dtype,
                                 contiguous: bool) -> tuple[_Linear | None, _Linear, Tensor | None, Tensor | None]:
@@ -734,16 +749,21 @@ class _Recurrent(nn.Module):
         bias_x = None if b_ih is None else (b_hh if layer == 0 else b_ih + b_hh)
         return ih, hh, bias_x, None
 
-
-    # -- inference at a small batch: one C call per step and layer ----------------------------------------------------
+    # -- inference at a small batch: one C call per step for the whole stack -----------------------------------------
 
     def _step_kernels(self, inp: Tensor) -> fused.Kernels | None:
         """The C kernels if this call is float32 inference on a CPU at a batch of at most STEP_MAX_BATCH rows (with no
         dropout to apply), else None."""
         if (inp.shape[1] > STEP_MAX_BATCH or torch.is_grad_enabled() or (self.training and self.dropout > 0)
-                or torch.is_autocast_enabled(inp.device.type)):
+                or torch.is_autocast_enabled(inp.device.type) or not self._float32_cpu()):
             return None
         return fused.kernels(inp)
+
+    def _float32_cpu(self) -> bool:
+        """Whether every parameter is float32 on the CPU, as the C kernels need (any other model takes the PyTorch
+        path, which raises on a mismatch with the input as torch.nn does)."""
+        return all(p.dtype == torch.float32 and p.device.type == "cpu" for p in self._parameters.values()
+                   if p is not None)
 
     def _step_stack(self, kernels: fused.Kernels, inp: Tensor, h0: Tensor, c0: Tensor | None,
                     projected: bool) -> tuple[Tensor, State]:
@@ -767,7 +787,7 @@ class _Recurrent(nn.Module):
             x, v0 = (given[t], None) if projected else (None, given[t])
             kernels.step(kind, layers, batch, hidden, k0, weights.pointers, x, v0, h_prev, c_ptr, hs[t])
             h_prev = hs[t]
-        h_n = states[-1]
+        h_n = states[-1] if steps == 1 else states[-1].clone()  # not a view keeping every step's states alive
         return states[:, -1].contiguous(), (h_n if c_n is None else (h_n, c_n))
 
     def _make_step_weights(self, projected: bool) -> _StepWeights:

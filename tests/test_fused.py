@@ -3,7 +3,10 @@ and a machine that cannot build them still trains, on the PyTorch path."""
 
 from __future__ import annotations
 
+import collections
+import copy
 import os
+import pickle
 import shutil
 import stat
 import warnings
@@ -31,6 +34,19 @@ def path(request, monkeypatch) -> str:
     return request.param
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch) -> collections.Counter:
+    """Counts calls of the C kernels that also do products (rnnlm_step, rnnlm_lstm_sequence and its backward), so
+    that a test knows which path ran."""
+    calls: collections.Counter = collections.Counter()
+    lib = fused.kernels(torch.zeros(1))
+    if lib is not None:
+        for name in ("step", "lstm_sequence", "lstm_backward_sequence"):
+            real = getattr(lib, name)
+            monkeypatch.setattr(lib, name, lambda *args, name=name, real=real: (calls.update([name]), real(*args))[1])
+    return calls
+
+
 def assert_matches(ref: nn.Module, ours: nn.Module, results, xf, x, hidden: int = 64) -> None:
     """Each (ours, torch.nn's) result, the input's gradient and every parameter's gradient, to float32 rounding.
 
@@ -54,10 +70,11 @@ def test_kernels_are_built_where_there_is_a_compiler() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("hidden, batch", [(13, 3), (64, 1), (cells.SEQUENCE_MAX_HIDDEN + 3, 2)])
-def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path: str) -> None:
-    """13 units: rows that end mid-vector; below PACK_MIN_SIZE the LSTM runs whole sequences in one C call
-    (rnnlm_lstm_sequence and its backward), from it on a C call per step after oneDNN's product."""
+@pytest.mark.parametrize("hidden, batch", [(13, 3), (64, 1), (100, 9), (cells.SEQUENCE_MAX_HIDDEN + 3, 2)])
+def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path: str, kernel_calls) -> None:
+    """13 units: rows that end mid-vector. Up to SEQUENCE_MAX_HIDDEN units the LSTM runs whole sequences in one C
+    call each way (rnnlm_lstm_sequence and its backward; at 100 units and batch 9 on two threads, with the
+    backward's blocks of 8 rows and the lone last row), wider ones a C call per step after oneDNN's product."""
     ref, ours = make_pair(kind, 5, hidden, 2)
     ours.float()
     x, hx = torch.randn(7, batch, 5, dtype=torch.float64), initial_state(kind, 2, batch, hidden)
@@ -71,6 +88,8 @@ def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path
     sum((t * w.float()).sum() for t, w in zip((out_o, *flat_state(st_o)), weights)).backward()
     assert_matches(ref, ours, zip((out_o, *flat_state(st_o)), (out_r, *flat_state(st_r)), strict=True), xf, x,
                    hidden)
+    whole = path == "fused" and kind == "lstm" and hidden <= cells.SEQUENCE_MAX_HIDDEN
+    assert kernel_calls["lstm_sequence"] == kernel_calls["lstm_backward_sequence"] == (2 if whole else 0)  # 2 layers
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -87,22 +106,11 @@ def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) ->
     assert_matches(ref, ours, [(out_o, out_r)], xf, x)
 
 
-@pytest.fixture
-def step_calls(monkeypatch) -> list[int]:
-    """Counts calls of the one-step C kernel (rnnlm_step), so that a test knows which inference path ran."""
-    calls: list[int] = []
-    lib = fused.kernels(torch.zeros(1))
-    if lib is not None:
-        real = lib.step
-        monkeypatch.setattr(lib, "step", lambda *args: (calls.append(1), real(*args))[1])
-    return calls
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("batch", [1, 3, cells.STEP_MAX_BATCH + 1])  # the one-step C kernel, then the layer loop
 @pytest.mark.parametrize("hidden", [21, cells.SEQUENCE_MAX_HIDDEN + 3])  # an LSTM's layer: one C call, or per step
 def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int, hidden: int, path: str,
-                                                          step_calls) -> None:
+                                                          kernel_calls) -> None:
     """Evaluation (a whole sequence), sampling (one character at a time, the state carried) and the model's one-hot
     path (forward_projected), without autograd: outputs and states. 21 units leave the C kernels' last panel of 8
     part-filled; three layers chain each layer's new state into the next."""
@@ -125,7 +133,9 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
             torch.testing.assert_close(step_o.double(), step_r, **F32)
         for a, b in zip(flat_state(state_o), flat_state(state_r), strict=True):
             torch.testing.assert_close(a.double(), b, **F32)
-    assert bool(step_calls) == (path == "fused" and batch <= cells.STEP_MAX_BATCH)
+    assert bool(kernel_calls["step"]) == (path == "fused" and batch <= cells.STEP_MAX_BATCH)
+    whole = path == "fused" and kind == "lstm" and hidden <= cells.SEQUENCE_MAX_HIDDEN and batch > cells.STEP_MAX_BATCH
+    assert bool(kernel_calls["lstm_sequence"]) == whole
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -148,6 +158,32 @@ def test_packed_inference_weights_follow_weight_updates(kind: str, batch: int, p
         other.load_state_dict({k: v * 2 for k, v in other.state_dict().items()})
         ours.load_state_dict(other.state_dict())
         torch.testing.assert_close(ours(x)[0].double(), other(x.double())[0], **F32)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_model_that_has_sampled_copies_and_pickles(kind: str, path: str) -> None:
+    """The packed weights kept for the C kernels hold raw addresses: copies and pickles leave them out, and the copy
+    packs its own (from its own weights) when it samples."""
+    _, ours = make_pair(kind, 5, 12, 2)
+    ours.float()
+    x = torch.randn(4, 1, 5)
+    with torch.no_grad():
+        before = ours(x)[0]
+        copied, unpickled = copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))
+        for other in (copied, unpickled):
+            torch.testing.assert_close(other(x)[0], before)
+        copied.weight_hh_l0.mul_(0.5)
+        assert not torch.allclose(copied(x)[0], before)
+        torch.testing.assert_close(ours(x)[0], before)
+
+
+def test_the_c_kernels_leave_a_float64_or_mixed_model_alone(path: str) -> None:
+    """A float64 model given float32 input raises, as torch.nn does, instead of running in float32; a float32 model
+    given float64 input too."""
+    for model, x in ((cells.LSTM(5, 8, 1).double(), torch.randn(3, 1, 5)),
+                     (cells.GRU(5, 8, 1), torch.randn(3, 1, 5).double())):
+        with torch.no_grad(), pytest.raises(RuntimeError):
+            model(x)
 
 
 def test_dropout_in_training_mode_still_drops_without_autograd(path: str) -> None:
