@@ -403,7 +403,14 @@ class _GRULayer(torch.autograd.Function):
         gates = xg.new_empty(steps, batch, 3 * hidden)
         hh = xg.new_empty(steps, batch, 3 * hidden)
         out = xg.new_empty(steps, batch, hidden)
-        _gru_recurrence(xg, h0, _Linear(w_hh), b_hh, gates, hh, out)
+        on_cpu = w_hh.device.type == "cpu" and w_hh.dtype == xg.dtype == b_hh.dtype  # else the PyTorch path raises
+        kernels = fused.kernels(xg) if _dense(xg) and hidden <= SEQUENCE_MAX_HIDDEN and on_cpu else None
+        if kernels is not None:  # the whole sequence in one C call: each step's product and pointwise half together
+            h0c, b_hhc, panels = h0.contiguous(), b_hh.detach().contiguous(), _panels(w_hh.detach(), 3, hidden)
+            kernels.gru_sequence(steps, batch, hidden, xg.data_ptr(), b_hhc.data_ptr(), panels.data_ptr(),
+                                 h0c.data_ptr(), hh.data_ptr(), gates.data_ptr(), out.data_ptr())
+        else:
+            _gru_recurrence(xg, h0, _Linear(w_hh), b_hh, gates, hh, out)
         ctx.save_for_backward(h0, w_hh, gates, hh, out)
         return out, out[-1].clone()
 

@@ -403,6 +403,66 @@ void rnnlm_lstm_sequence(int64_t T, int64_t B, int64_t H, const float *xg, const
     }
 }
 
+/* ---- The GRU's forward pass through a whole sequence, for training ----
+ *
+ * As rnnlm_lstm_sequence, with three gates: W_hh packed (ceil(H / 8), H, 3, 8). xg (T, B, 3H) holds W_ih x_t + b_ih;
+ * b_hh (3H). Out, all row-major: hh (T, B, 3H) = W_hh h_{t-1} + b_hh (its n part is needed for the gradient of r),
+ * gates (T, B, 3H) r, z, n, h (T, B, H).
+ */
+static inline void dot_rows3(int R, int64_t K, const float *w, const float *v, int64_t stride, v8 acc[2][3]) {
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < 3; g++) acc[r][g] = (v8){0};
+    for (int64_t k = 0; k < K; k++, w += 24) {
+        v8 w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16);
+        for (int r = 0; r < R; r++) {
+            float s = v[r * stride + k];
+            acc[r][0] += s * w0, acc[r][1] += s * w1, acc[r][2] += s * w2;
+        }
+    }
+}
+
+INLINE void gru_cell8(int n, int64_t H, const v8 pre[3], const float *x, const float *b_hh, const float *h_prev,
+                      float *hh, float *gates, float *h) {
+    v8 hr = pre[0] + read8(b_hh, n), hz = pre[1] + read8(b_hh + H, n), hn = pre[2] + read8(b_hh + 2 * H, n);
+    v8 r = sigmoidv(read8(x, n) + hr), z = sigmoidv(read8(x + H, n) + hz);
+    v8 nn = tanhv(read8(x + 2 * H, n) + r * hn);
+    write8(hh, hr, n), write8(hh + H, hz, n), write8(hh + 2 * H, hn, n);
+    write8(gates, r, n), write8(gates + H, z, n), write8(gates + 2 * H, nn, n);
+    write8(h, nn + z * (read8(h_prev, n) - nn), n);
+}
+
+static inline void gru_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, const float *b_hh,
+                            const float *panel, const float *h_prev, float *hh, float *gates, float *h) {
+    v8 acc[2][3];
+    dot_rows3(R, H, panel, h_prev + b * H, H, acc);
+    const int64_t j0 = p * 8;
+    const int n = H - j0 < 8 ? (int)(H - j0) : 8;
+    for (int r = 0; r < R; r++) {
+        const int64_t row = b + r, g3 = row * 3 * H + j0, s = row * H + j0;
+        if (n == 8) /* a constant n: whole-vector loads and stores */
+            gru_cell8(8, H, acc[r], xg + g3, b_hh + j0, h_prev + s, hh + g3, gates + g3, h + s);
+        else
+            gru_cell8(n, H, acc[r], xg + g3, b_hh + j0, h_prev + s, hh + g3, gates + g3, h + s);
+    }
+}
+
+void rnnlm_gru_sequence(int64_t T, int64_t B, int64_t H, const float *xg, const float *b_hh, const float *panels,
+                        const float *h0, float *hh, float *gates, float *h) {
+    const int64_t n_panels = (H + 7) / 8, state = B * H;
+#pragma omp parallel if (B * H * H >= 65536)
+    for (int64_t t = 0; t < T; t++) {
+        const float *hp = t ? h + (t - 1) * state : h0, *x = xg + t * 3 * state;
+        float *hht = hh + t * 3 * state, *gt = gates + t * 3 * state, *ht = h + t * state;
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < n_panels; p++) {
+            const float *panel = panels + p * H * 24;
+            int64_t b = 0;
+            for (; b + 2 <= B; b += 2) gru_rows(2, p, b, H, x, b_hh, panel, hp, hht, gt, ht);
+            if (B - b == 1) gru_rows(1, p, b, H, x, b_hh, panel, hp, hht, gt, ht);
+        }
+    }
+}
+
 /* ---- The LSTM's backward pass through a whole sequence ----
  *
  * Step t's gradient reaching h_t through W_hh is d_gates_{t+1} W_hh, a product whose every output unit needs all 4H

@@ -53,6 +53,7 @@ _SIGNATURES = {
     "rnnlm_step": (*[_INT] * 5, *[_PTR] * 6),
     "rnnlm_lstm_sequence": (*[_INT] * 3, *[_PTR] * 9),
     "rnnlm_lstm_backward_sequence": (*[_INT] * 3, *[_PTR] * 9),
+    "rnnlm_gru_sequence": (*[_INT] * 3, *[_PTR] * 7),
 }
 
 
@@ -67,7 +68,7 @@ class Kernels:
         self.lstm_forward, self.lstm_backward = lib.rnnlm_lstm_forward, lib.rnnlm_lstm_backward
         self.gru_forward, self.gru_backward = lib.rnnlm_gru_forward, lib.rnnlm_gru_backward
         self.step, self.lstm_sequence = lib.rnnlm_step, lib.rnnlm_lstm_sequence
-        self.lstm_backward_sequence = lib.rnnlm_lstm_backward_sequence
+        self.lstm_backward_sequence, self.gru_sequence = lib.rnnlm_lstm_backward_sequence, lib.rnnlm_gru_sequence
 
 
 def kernels(like: Tensor) -> Kernels | None:

@@ -36,12 +36,12 @@ def path(request, monkeypatch) -> str:
 
 @pytest.fixture
 def kernel_calls(monkeypatch) -> collections.Counter:
-    """Counts calls of the C kernels that also do products (rnnlm_step, rnnlm_lstm_sequence and its backward), so
-    that a test knows which path ran."""
+    """Counts calls of the C kernels that also do products (rnnlm_step, rnnlm_lstm_sequence and its backward,
+    rnnlm_gru_sequence), so that a test knows which path ran."""
     calls: collections.Counter = collections.Counter()
     lib = fused.kernels(torch.zeros(1))
     if lib is not None:
-        for name in ("step", "lstm_sequence", "lstm_backward_sequence"):
+        for name in ("step", "lstm_sequence", "lstm_backward_sequence", "gru_sequence"):
             real = getattr(lib, name)
             monkeypatch.setattr(lib, name, lambda *args, name=name, real=real: (calls.update([name]), real(*args))[1])
     return calls
@@ -74,7 +74,8 @@ def test_kernels_are_built_where_there_is_a_compiler() -> None:
 def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path: str, kernel_calls) -> None:
     """13 units: rows that end mid-vector. Up to SEQUENCE_MAX_HIDDEN units the LSTM runs whole sequences in one C
     call each way (rnnlm_lstm_sequence and its backward; at 100 units and batch 9 on two threads, with the
-    backward's blocks of 8 rows and the lone last row), wider ones a C call per step after oneDNN's product."""
+    backward's blocks of 8 rows and the lone last row) and the GRU its forward (rnnlm_gru_sequence), wider ones a C
+    call per step after oneDNN's product."""
     ref, ours = make_pair(kind, 5, hidden, 2)
     ours.float()
     x, hx = torch.randn(7, batch, 5, dtype=torch.float64), initial_state(kind, 2, batch, hidden)
@@ -88,8 +89,10 @@ def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path
     sum((t * w.float()).sum() for t, w in zip((out_o, *flat_state(st_o)), weights)).backward()
     assert_matches(ref, ours, zip((out_o, *flat_state(st_o)), (out_r, *flat_state(st_r)), strict=True), xf, x,
                    hidden)
-    whole = path == "fused" and kind == "lstm" and hidden <= cells.SEQUENCE_MAX_HIDDEN
-    assert kernel_calls["lstm_sequence"] == kernel_calls["lstm_backward_sequence"] == (2 if whole else 0)  # 2 layers
+    whole = path == "fused" and hidden <= cells.SEQUENCE_MAX_HIDDEN
+    assert kernel_calls["lstm_sequence"] == kernel_calls["lstm_backward_sequence"] == (2 if whole and kind == "lstm"
+                                                                                       else 0)  # two layers
+    assert kernel_calls["gru_sequence"] == (2 if whole and kind == "gru" else 0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
