@@ -3,7 +3,8 @@
  * Each of the first functions does, for one time step of a batch of B rows, the elementwise work that follows
  * (forward) or precedes (backward) the step's matrix product, which stays in PyTorch (MKL / oneDNN). Unfused, that
  * work is 5-12 PyTorch ops per step, each a kernel launch and a trip through memory; here it is one loop that the
- * compiler vectorises. The last ones (rnnlm_step, rnnlm_lstm_sequence and its backward) do the product as well.
+ * compiler vectorises. The last ones (rnnlm_step, rnnlm_lstm_sequence and its backward, rnnlm_gru_sequence) do the
+ * product as well.
  *
  * All arrays are float32 and row-major with unit stride inside a row; rows are `4H` (LSTM gates), `3H` (GRU gates)
  * or `H` wide. Gates are in torch's order: i, f, g, o for the LSTM, r, z, n for the GRU.
