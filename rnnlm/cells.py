@@ -325,7 +325,6 @@ class _LSTMLayer(torch.autograd.Function):
         steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
         gates = xg.new_empty(steps, batch, 4 * hidden)
         c, tanh_c, out = (xg.new_empty(steps, batch, hidden) for _ in range(3))
-        bias = None if bias is None else bias.detach()
         on_cpu = w_hh.device.type == "cpu" and w_hh.dtype == xg.dtype  # else the PyTorch path raises, as torch.nn
         kernels = fused.kernels(xg) if _dense(xg) and hidden <= SEQUENCE_MAX_HIDDEN and on_cpu else None
         if kernels is not None:  # the whole sequence in one C call: each step's product and pointwise half together

@@ -319,15 +319,18 @@ void rnnlm_step(int64_t kind, int64_t L, int64_t B, int64_t H, int64_t K0, const
  * taking turns, and the last step's cell state ends in c[(T - 1) % 2].
  */
 
-/* acc[r][g] = sum over k < K of v[r][k] * w[k][g][:] for R <= 2 rows of v (row stride `stride`), G = 4 gates. */
-static inline void dot_rows(int R, int64_t K, const float *w, const float *v, int64_t stride, v8 acc[2][4]) {
+/* acc[r][g] = sum over k < K of v[r][k] * w[k][g][:] for R <= 2 rows of v (row stride `stride`) and G <= 4 gates.
+ * Inlined with R and G constants, the weights of a k are loaded once for both rows and the sums stay in registers. */
+static inline void dot_rows(int R, int G, int64_t K, const float *w, const float *v, int64_t stride,
+                            v8 acc[2][4]) {
     for (int r = 0; r < R; r++)
-        for (int g = 0; g < 4; g++) acc[r][g] = (v8){0};
-    for (int64_t k = 0; k < K; k++, w += 32) {
-        v8 w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16), w3 = load8(w + 24);
+        for (int g = 0; g < G; g++) acc[r][g] = (v8){0};
+    for (int64_t k = 0; k < K; k++, w += 8 * G) {
+        v8 wk[4];
+        for (int g = 0; g < G; g++) wk[g] = load8(w + 8 * g);
         for (int r = 0; r < R; r++) {
             float s = v[r * stride + k];
-            acc[r][0] += s * w0, acc[r][1] += s * w1, acc[r][2] += s * w2, acc[r][3] += s * w3;
+            for (int g = 0; g < G; g++) acc[r][g] += s * wk[g];
         }
     }
 }
@@ -370,7 +373,7 @@ static inline void lstm_rows(int R, int64_t p, int64_t b, int64_t H, const float
                              const float *panel, const float *h_prev, const float *c_prev, float *gates, float *c,
                              float *tanh_c, float *h) {
     v8 acc[2][4];
-    dot_rows(R, H, panel, h_prev + b * H, H, acc);
+    dot_rows(R, 4, H, panel, h_prev + b * H, H, acc);
     const int64_t j0 = p * 8;
     const int n = H - j0 < 8 ? (int)(H - j0) : 8;
     for (int r = 0; r < R; r++) {
@@ -410,18 +413,6 @@ void rnnlm_lstm_sequence(int64_t T, int64_t B, int64_t H, const float *xg, const
  * b_hh (3H). Out, all row-major: hh (T, B, 3H) = W_hh h_{t-1} + b_hh (its n part is needed for the gradient of r),
  * gates (T, B, 3H) r, z, n, h (T, B, H).
  */
-static inline void dot_rows3(int R, int64_t K, const float *w, const float *v, int64_t stride, v8 acc[2][3]) {
-    for (int r = 0; r < R; r++)
-        for (int g = 0; g < 3; g++) acc[r][g] = (v8){0};
-    for (int64_t k = 0; k < K; k++, w += 24) {
-        v8 w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16);
-        for (int r = 0; r < R; r++) {
-            float s = v[r * stride + k];
-            acc[r][0] += s * w0, acc[r][1] += s * w1, acc[r][2] += s * w2;
-        }
-    }
-}
-
 INLINE void gru_cell8(int n, int64_t H, const v8 pre[3], const float *x, const float *b_hh, const float *h_prev,
                       float *hh, float *gates, float *h) {
     v8 hr = pre[0] + read8(b_hh, n), hz = pre[1] + read8(b_hh + H, n), hn = pre[2] + read8(b_hh + 2 * H, n);
@@ -434,8 +425,8 @@ INLINE void gru_cell8(int n, int64_t H, const v8 pre[3], const float *x, const f
 
 static inline void gru_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, const float *b_hh,
                             const float *panel, const float *h_prev, float *hh, float *gates, float *h) {
-    v8 acc[2][3];
-    dot_rows3(R, H, panel, h_prev + b * H, H, acc);
+    v8 acc[2][4];
+    dot_rows(R, 3, H, panel, h_prev + b * H, H, acc);
     const int64_t j0 = p * 8;
     const int n = H - j0 < 8 ? (int)(H - j0) : 8;
     for (int r = 0; r < R; r++) {
