@@ -24,11 +24,12 @@ Where the time goes, and what each layer therefore does:
   saved, so a one-character step costs a handful of kernel launches per layer.
 - On a CPU in float32 the pointwise half of every step, forward and backward, is one C loop (`fused.py`); the
   PyTorch ops below are the same equations for everything else (CUDA, bfloat16, float64, no C compiler).
-- Where a step's product is small enough that MKL runs it slowly (~60 GFLOP/s for a 1x128 LSTM's 32x128 @ 128x512 on
-  the development machine), the C code does the product too: an LSTM layer of up to SEQUENCE_MAX_HIDDEN units trains
-  through one C call per sequence, forward and backward, each step's product and pointwise half done together panel
-  by panel, and a GRU layer as narrow runs its forward pass the same way; and inference at a batch of up to STEP_MAX_BATCH rows (sampling) runs each step of the whole stack as one
-  C call that reads every weight once (`_step_stack`).
+- The C code does each step's product too, where it beats MKL and oneDNN at it (a step's product is small: a 1x128
+  LSTM's 32x128 @ 128x512 runs at ~60 GFLOP/s through MKL on the development machine): an LSTM layer of up to
+  SEQUENCE_MAX_HIDDEN units trains through one C call per sequence, forward and backward, each step's product and
+  pointwise half done together panel by panel, and a GRU layer as wide runs its forward pass the same way; and
+  inference at a batch of up to STEP_MAX_BATCH rows (sampling) runs each step of the whole stack as one C call that
+  reads every weight once (`_step_stack`).
 - The LSTM's biases are added inside its recurrence, not by a pass over the (T, B, 4H) projection of their own.
 """
 
@@ -77,13 +78,14 @@ STEP_MAX_BATCH = 8
 """Inference at batches up to this size runs each step of the stack as one C call (`_Recurrent._step_stack`)."""
 _STEP_KIND = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 
-SEQUENCE_MAX_HIDDEN = 384
+SEQUENCE_MAX_HIDDEN = 1024
 """LSTM layers up to this width train through whole-sequence C loops (rnnlm_lstm_sequence and its backward), and GRU
 layers run their forward pass through one (rnnlm_gru_sequence); wider ones go one step at a time around oneDNN's
-product (see `_LSTMLayer`, `_GRULayer`). Timed on the development machine, C loops / per-step: an LSTM layer's forward
-and backward at T=64, 1.13x at 256 units, 1.16x at 384, 0.88x at 512 (batch 32), 1.03x and 1.06x at 256 and 384 units
-(batch 64), 1.3x at 128 units forward alone; a GRU layer's forward, 1.49x at 128 units, 1.29x at 256, 1.07x at 384
-(T=128), 0.94x at 512 (batch 64)."""
+product (see `_LSTMLayer`, `_GRULayer`). Timed on the development machine at T=64, C loops / per-step path, forward
+and backward: LSTM at batch 32 1.23x and 1.12x at 512 units, 1.20x and 1.00x at 768, 1.23x and 1.03x at 1024; at
+batch 64 and 512 units 1.02x and 1.03x; the GRU's forward 1.40x at 128 units (batch 64), 1.24x at 384, 1.24x and
+1.16x at 512 (batch 32, 64), 1.26x at 1024. Wider layers were not timed: a panel (8 units' weights, `fused.c`) then
+outgrows a core's 512 KB L2, which it is read from once per 3 or 4 rows."""
 
 PACK_MIN_SIZE = 256
 """Layers at least this wide (in and out) run their per-step products through a packed oneDNN weight (`_Linear`)."""

@@ -70,12 +70,14 @@ def test_kernels_are_built_where_there_is_a_compiler() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("hidden, batch", [(13, 3), (64, 1), (100, 9), (cells.SEQUENCE_MAX_HIDDEN + 3, 2)])
+@pytest.mark.parametrize("hidden, batch", [(13, 5), (64, 1), (100, 10), (20, 2),
+                                           (cells.SEQUENCE_MAX_HIDDEN + 3, 3)])
 def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path: str, kernel_calls) -> None:
     """13 units: rows that end mid-vector. Up to SEQUENCE_MAX_HIDDEN units the LSTM runs whole sequences in one C
-    call each way (rnnlm_lstm_sequence and its backward; at 100 units and batch 9 on two threads, with the
-    backward's blocks of 8 rows and the lone last row) and the GRU its forward (rnnlm_gru_sequence), wider ones a C
-    call per step after oneDNN's product."""
+    call each way (rnnlm_lstm_sequence and its backward) and the GRU its forward (rnnlm_gru_sequence), wider ones a C
+    call per step after oneDNN's product. The batches leave every remainder of the C loops' row blocks (the LSTM's
+    rows in threes, the GRU's in fours, the backward's in sixes); 100 units run on two threads, with an odd number of
+    panels (the backward takes them in pairs)."""
     ref, ours = make_pair(kind, 5, hidden, 2)
     ours.float()
     x, hx = torch.randn(7, batch, 5, dtype=torch.float64), initial_state(kind, 2, batch, hidden)
