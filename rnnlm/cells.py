@@ -294,8 +294,16 @@ def _add_grad_at_end(grad_out: Tensor, grad_last: Tensor) -> Tensor:
 class _RNNLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xg: Tensor, h0: Tensor, w_hh: Tensor, relu: bool) -> tuple[Tensor, Tensor]:
-        out = xg.new_empty(xg.shape[0], xg.shape[1], h0.shape[-1])  # (T, B, H)
-        _rnn_recurrence(xg, h0, _Linear(w_hh), relu, out)
+        steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
+        out = xg.new_empty(steps, batch, hidden)  # (T, B, H)
+        on_cpu = w_hh.device.type == "cpu" and w_hh.dtype == xg.dtype  # else the PyTorch path raises, as torch.nn
+        kernels = fused.kernels(xg) if _dense(xg) and hidden <= SEQUENCE_MAX_HIDDEN and on_cpu else None
+        if kernels is not None:  # the whole sequence in one C call: each step's product and activation together
+            h0c, panels = h0.contiguous(), _panels(w_hh.detach(), 1, hidden)
+            kernels.rnn_sequence(steps, batch, hidden, relu, xg.data_ptr(), panels.data_ptr(), h0c.data_ptr(),
+                                 out.data_ptr())
+        else:
+            _rnn_recurrence(xg, h0, _Linear(w_hh), relu, out)
         ctx.relu = relu
         ctx.save_for_backward(h0, w_hh, out)
         return out, out[-1].clone()
@@ -452,22 +460,29 @@ class _GRULayer(torch.autograd.Function):
 
 def _gru_backward_fused(ctx, kernels: fused.Kernels, h0: Tensor, w_hh: Tensor, gates: Tensor, hh: Tensor, out: Tensor,
                         grad_out: Tensor, grad_hn: Tensor) -> tuple[Tensor | None, ...]:
-    """_GRULayer.backward with each step's pointwise half in one C loop (`fused.c`, rnnlm_gru_backward)."""
+    """_GRULayer.backward through the C kernels (`fused.c`): the whole sequence in one call up to SEQUENCE_MAX_HIDDEN
+    units (rnnlm_gru_backward_sequence), else each step's pointwise half in one call (rnnlm_gru_backward)."""
     batch, hidden = gates.shape[1], h0.shape[-1]
     grad_h = grad_out.clone(memory_format=torch.contiguous_format)  # (T, B, H), gains the direct path z * dh_{t+1}
     grad_x, d_hh = torch.empty_like(hh), torch.empty_like(hh)  # (T, B, 3H): of W_ih x + b_ih, of W_hh h + b_hh
     grad_h0 = torch.zeros_like(h0, memory_format=torch.contiguous_format)  # (B, H)
-    steps, h0 = gates.shape[0], h0.contiguous()
-    gh, gx, dhh, gs, hhs, hs = (_pointers(a, steps) for a in (grad_h, grad_x, d_hh, gates, hh, out))
-    h_prevs, gh_prevs, dhh_views = [h0.data_ptr(), *hs[:-1]], [grad_h0.data_ptr(), *gh[:-1]], d_hh.unbind(0)
-    back = _Linear(w_hh.t())  # multiplies by W_hh
-    rec, scratch = grad_hn.contiguous(), grad_h0.new_empty(batch, hidden)  # what reaches h_t through W_hh
-    for t in range(steps - 1, -1, -1):
-        kernels.gru_backward(batch, hidden, gs[t], hhs[t], h_prevs[t], gh[t], rec.data_ptr(), gx[t], dhh[t],
-                             gh_prevs[t])
-        if t > 0:
-            rec = back.product(dhh_views[t], scratch)  # d_hh_t @ W_hh, reaching h_{t-1}
-    grad_h0 = torch.addmm(grad_h0, dhh_views[0], w_hh) if ctx.needs_input_grad[1] else None
+    steps, h0, grad_hn = gates.shape[0], h0.contiguous(), grad_hn.contiguous()
+    if hidden <= SEQUENCE_MAX_HIDDEN:  # the whole sequence in one C call, as the forward
+        by_unit = _panels(w_hh.t(), 1, hidden)  # (P, 3H, 1, 8): W_hh's columns 8q..8q+7 in panel q
+        kernels.gru_backward_sequence(steps, batch, hidden, by_unit.data_ptr(), gates.data_ptr(), hh.data_ptr(),
+                                      h0.data_ptr(), out.data_ptr(), grad_h.data_ptr(), grad_hn.data_ptr(),
+                                      grad_h0.data_ptr(), grad_x.data_ptr(), d_hh.data_ptr())
+    else:  # the step below in one C loop; the product through oneDNN's packed W_hh
+        gh, gx, dhh, gs, hhs, hs = (_pointers(a, steps) for a in (grad_h, grad_x, d_hh, gates, hh, out))
+        h_prevs, gh_prevs, dhh_views = [h0.data_ptr(), *hs[:-1]], [grad_h0.data_ptr(), *gh[:-1]], d_hh.unbind(0)
+        back = _Linear(w_hh.t())  # multiplies by W_hh
+        rec, scratch = grad_hn, grad_h0.new_empty(batch, hidden)  # what reaches h_t through W_hh
+        for t in range(steps - 1, -1, -1):
+            kernels.gru_backward(batch, hidden, gs[t], hhs[t], h_prevs[t], gh[t], rec.data_ptr(), gx[t], dhh[t],
+                                 gh_prevs[t])
+            if t > 0:
+                rec = back.product(dhh_views[t], scratch)  # d_hh_t @ W_hh, reaching h_{t-1}
+    grad_h0 = torch.addmm(grad_h0, d_hh[0], w_hh) if ctx.needs_input_grad[1] else None
     grad_w = _grad_w_hh(d_hh, h0, out) if ctx.needs_input_grad[2] else None
     grad_b = d_hh.sum((0, 1)) if ctx.needs_input_grad[3] else None
     return grad_x, grad_h0, grad_w, grad_b
@@ -672,10 +687,10 @@ class _Recurrent(nn.Module):
                      b_ih0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         """No autograd: one step's worth of scratch buffers reused for every step, nothing saved."""
         steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
-        if self.mode == "LSTM" and hidden <= SEQUENCE_MAX_HIDDEN and dtype == torch.float32 and self._float32_cpu():
+        if hidden <= SEQUENCE_MAX_HIDDEN and dtype == torch.float32 and self._float32_cpu():
             kernels = fused.kernels(inp)
             if kernels is not None:
-                return self._infer_lstm_sequence(kernels, layer, inp, h0, c0, b_ih0)
+                return self._infer_sequence(kernels, layer, inp, h0, c0, b_ih0)
         ih, hh, bias_x, b_hh = self._inference_weights(layer, dtype, batch)
         gate_size = _GATES[self.mode] * hidden
         if layer == 0:
@@ -697,20 +712,31 @@ class _Recurrent(nn.Module):
             _rnn_recurrence(xg, h0, hh, self.mode == "RNN_RELU", out)
         return out, out[-1], None
 
-    def _infer_lstm_sequence(self, kernels: fused.Kernels, layer: int, inp: Tensor, h0: Tensor, c0: Tensor,
-                             b_ih0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """A narrow LSTM layer without autograd (evaluation): the training forward's C loop over the whole sequence,
-        keeping only each step's h and two steps' c."""
+    def _infer_sequence(self, kernels: fused.Kernels, layer: int, inp: Tensor, h0: Tensor, c0: Tensor | None,
+                        b_ih0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A layer without autograd (evaluation): the training forward's C loop over the whole sequence, keeping only
+        each step's h (and the LSTM's two latest c)."""
         steps, batch, hidden = inp.shape[0], inp.shape[1], self.hidden_size
-        w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach() for p in self._layer_params(layer))
-        panels = self._cached(layer, "panels", lambda: _panels(w_hh.float(), 4, hidden))
-        if layer == 0:
-            xg, bias = inp, _sum_or_none(b_ih0, b_hh)
-        else:
-            xg, bias = torch.matmul(inp, w_ih.float().t()), _sum_or_none(b_ih, b_hh)
+        w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().float() for p in self._layer_params(layer))
+        panels = self._cached(layer, "panels", lambda: _panels(w_hh, _GATES[self.mode], hidden))
+        b_x = b_ih0 if layer == 0 else b_ih
+        xg = inp if layer == 0 else torch.matmul(inp, w_ih.t())  # (T, B, G*H)
+        if self.mode == "GRU":  # b_ih into the projection; b_hh goes inside, r * (W_hn h + b_hn)
+            xg, bias = xg if b_x is None else xg + b_x.float(), w_hh.new_zeros(3 * hidden) if b_hh is None else b_hh
+        else:  # plain addends: the LSTM's loop adds them, the RNN's projection takes them
+            bias = _sum_or_none(b_x, b_hh)
         xg, bias = xg.contiguous(), None if bias is None else bias.float().contiguous()
-        h0, c0 = h0.float().contiguous(), c0.float().contiguous()
-        out, c = xg.new_empty(steps, batch, hidden), xg.new_empty(2, batch, hidden)  # c: steps take turns
+        h0, out = h0.float().contiguous(), xg.new_empty(steps, batch, hidden)
+        if self.mode == "GRU":
+            kernels.gru_sequence(steps, batch, hidden, xg.data_ptr(), bias.data_ptr(), panels.data_ptr(),
+                                 h0.data_ptr(), None, None, out.data_ptr())
+            return out, out[-1], None
+        if self.mode != "LSTM":
+            xg = xg if bias is None else (xg + bias).contiguous()
+            kernels.rnn_sequence(steps, batch, hidden, self.mode == "RNN_RELU", xg.data_ptr(), panels.data_ptr(),
+                                 h0.data_ptr(), out.data_ptr())
+            return out, out[-1], None
+        c0, c = c0.float().contiguous(), xg.new_empty(2, batch, hidden)  # c: steps take turns
         kernels.lstm_sequence(steps, batch, hidden, xg.data_ptr(), None if bias is None else bias.data_ptr(),
                               panels.data_ptr(), h0.data_ptr(), c0.data_ptr(), None, c.data_ptr(), None, out.data_ptr())
         return out, out[-1], c[(steps - 1) % 2]

@@ -3,8 +3,8 @@
  * Each of the first functions does, for one time step of a batch of B rows, the elementwise work that follows
  * (forward) or precedes (backward) the step's matrix product, which stays in PyTorch (MKL / oneDNN). Unfused, that
  * work is 5-12 PyTorch ops per step, each a kernel launch and a trip through memory; here it is one loop that the
- * compiler vectorises. The last ones (rnnlm_step, rnnlm_lstm_sequence and its backward, rnnlm_gru_sequence) do the
- * product as well.
+ * compiler vectorises. The last ones (rnnlm_step and the whole-sequence loops rnnlm_lstm_sequence, rnnlm_gru_sequence,
+ * their backward passes, and rnnlm_rnn_sequence) do the product as well.
  *
  * All arrays are float32 and row-major with unit stride inside a row; rows are `4H` (LSTM gates), `3H` (GRU gates)
  * or `H` wide. Gates are in torch's order: i, f, g, o for the LSTM, r, z, n for the GRU.
@@ -427,30 +427,31 @@ void rnnlm_lstm_sequence(int64_t T, int64_t B, int64_t H, const float *xg, const
  *
  * As rnnlm_lstm_sequence, with three gates: W_hh packed (ceil(H / 8), H, 3, 8). xg (T, B, 3H) holds W_ih x_t + b_ih;
  * b_hh (3H). Out, all row-major: hh (T, B, 3H) = W_hh h_{t-1} + b_hh (its n part is needed for the gradient of r),
- * gates (T, B, 3H) r, z, n, h (T, B, H).
+ * gates (T, B, 3H) r, z, n, h (T, B, H). Without autograd hh and gates are NULL: only h is kept.
  */
 INLINE void gru_cell8(int n, int64_t H, const v8 pre[3], const float *x, const float *b_hh, const float *h_prev,
                       float *hh, float *gates, float *h) {
     v8 hr = pre[0] + read8(b_hh, n), hz = pre[1] + read8(b_hh + H, n), hn = pre[2] + read8(b_hh + 2 * H, n);
     v8 r = sigmoidv(read8(x, n) + hr), z = sigmoidv(read8(x + H, n) + hz);
     v8 nn = tanhv(read8(x + 2 * H, n) + r * hn);
-    write8(hh, hr, n), write8(hh + H, hz, n), write8(hh + 2 * H, hn, n);
-    write8(gates, r, n), write8(gates + H, z, n), write8(gates + 2 * H, nn, n);
+    if (hh) write8(hh, hr, n), write8(hh + H, hz, n), write8(hh + 2 * H, hn, n);
+    if (gates) write8(gates, r, n), write8(gates + H, z, n), write8(gates + 2 * H, nn, n);
     write8(h, nn + z * (read8(h_prev, n) - nn), n);
 }
 
-INLINE void gru_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, const float *b_hh,
-                            const float *panel, const float *h_prev, float *hh, float *gates, float *h) {
+INLINE void gru_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, const float *b_hh, const float *panel,
+                     const float *h_prev, float *hh, float *gates, float *h) {
     v8 acc[4][4];
     dot_rows(R, 3, H, panel, h_prev + b * H, H, acc);
     const int64_t j0 = p * 8;
     const int n = H - j0 < 8 ? (int)(H - j0) : 8;
     for (int r = 0; r < R; r++) {
         const int64_t row = b + r, g3 = row * 3 * H + j0, s = row * H + j0;
+        float *hr = hh ? hh + g3 : 0, *gr = gates ? gates + g3 : 0;
         if (n == 8) /* a constant n: whole-vector loads and stores */
-            gru_cell8(8, H, acc[r], xg + g3, b_hh + j0, h_prev + s, hh + g3, gates + g3, h + s);
+            gru_cell8(8, H, acc[r], xg + g3, b_hh + j0, h_prev + s, hr, gr, h + s);
         else
-            gru_cell8(n, H, acc[r], xg + g3, b_hh + j0, h_prev + s, hh + g3, gates + g3, h + s);
+            gru_cell8(n, H, acc[r], xg + g3, b_hh + j0, h_prev + s, hr, gr, h + s);
     }
 }
 
@@ -460,7 +461,7 @@ void rnnlm_gru_sequence(int64_t T, int64_t B, int64_t H, const float *xg, const 
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = 0; t < T; t++) {
         const float *hp = t ? h + (t - 1) * state : h0, *x = xg + t * 3 * state;
-        float *hht = hh + t * 3 * state, *gt = gates + t * 3 * state, *ht = h + t * state;
+        float *hht = hh ? hh + t * 3 * state : 0, *gt = gates ? gates + t * 3 * state : 0, *ht = h + t * state;
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < n_panels; p++) {
             const float *panel = panels + p * H * 24;
@@ -581,6 +582,144 @@ void rnnlm_lstm_backward_sequence(int64_t T, int64_t B, int64_t H, const float *
                 lstm_back_panels(2, q, B, H, last, panel, dg_next, grad_hn, gt, cp, tc, gh, dc, dgt);
             else
                 lstm_back_panels(1, q, B, H, last, panel, dg_next, grad_hn, gt, cp, tc, gh, dc, dgt);
+        }
+    }
+}
+
+/* ---- The GRU's backward pass through a whole sequence ----
+ *
+ * As rnnlm_lstm_backward_sequence: panel q of `back` (ceil(H / 8), 3H, 8) holds W_hh[:, 8q..8q+7], and each panel
+ * computes its units' share of d_hh_{t+1} W_hh, then their pointwise backward. In: gates r, z, n and hh = W_hh h + b_hh
+ * (T, B, 3H) of the forward, h0 (B, H), h (T, B, H); grad_h (T, B, H) the gradient reaching each h_t from above,
+ * which gains the direct path z_{t+1} dh_{t+1} on the way (so it is overwritten); grad_hn (B, H), the final state's.
+ * Out: d_x (T, B, 3H), the gradient of W_ih x_t + b_ih; d_hh (T, B, 3H), of W_hh h_{t-1} + b_hh; grad_h0 (B, H) gains
+ * z_0 dh_0 (the caller adds d_hh_0 W_hh).
+ */
+INLINE void gru_back_cell8(int n, int64_t H, v8 rec, const float *grad_hn, const float *grad_h, const float *g3,
+                           const float *hh3, const float *h_prev, float *grad_h_prev, float *dx, float *dhh) {
+    v8 hj = read8(grad_h, n) + (grad_hn ? read8(grad_hn, n) : rec);
+    v8 r = read8(g3, n), z = read8(g3 + H, n), nn = read8(g3 + 2 * H, n);
+    v8 dn = hj * (1.0f - z) * (1.0f - nn * nn);
+    v8 dr = dn * read8(hh3 + 2 * H, n) * r * (1.0f - r);
+    v8 dz = hj * (read8(h_prev, n) - nn) * z * (1.0f - z);
+    write8(dx, dr, n), write8(dx + H, dz, n), write8(dx + 2 * H, dn, n);
+    write8(dhh, dr, n), write8(dhh + H, dz, n), write8(dhh + 2 * H, dn * r, n);
+    write8(grad_h_prev, read8(grad_h_prev, n) + z * hj, n);
+}
+
+INLINE void gru_back_rows(int R, int N, int64_t q, int64_t b, int64_t H, int last, const float *panel,
+                          const float *dhh_next, const float *grad_hn, const float *gates, const float *hh,
+                          const float *h_prev, const float *grad_h, float *grad_h_prev, float *d_x, float *d_hh) {
+    v8 rec[6][2] = {{{0}}};
+    if (!last) dot_back(R, N, 3 * H, panel, 3 * H * 8, dhh_next + b * 3 * H, 3 * H, rec);
+    for (int m = 0; m < N; m++) {
+        const int64_t j0 = (q + m) * 8;
+        const int n = H - j0 < 8 ? (int)(H - j0) : 8;
+        for (int r = 0; r < R; r++) {
+            const int64_t row = b + r, s = row * H + j0, g = row * 3 * H + j0;
+            const float *rec_r = last ? grad_hn + s : 0;
+            if (n == 8) /* a constant n: whole-vector loads and stores */
+                gru_back_cell8(8, H, rec[r][m], rec_r, grad_h + s, gates + g, hh + g, h_prev + s, grad_h_prev + s,
+                               d_x + g, d_hh + g);
+            else
+                gru_back_cell8(n, H, rec[r][m], rec_r, grad_h + s, gates + g, hh + g, h_prev + s, grad_h_prev + s,
+                               d_x + g, d_hh + g);
+        }
+    }
+}
+
+INLINE void gru_back_panels(int N, int64_t q, int64_t B, int64_t H, int last, const float *panel,
+                            const float *dhh_next, const float *grad_hn, const float *gates, const float *hh,
+                            const float *h_prev, const float *grad_h, float *grad_h_prev, float *d_x, float *d_hh) {
+#define BACK_ROWS(R) gru_back_rows(R, N, q, b, H, last, panel, dhh_next, grad_hn, gates, hh, h_prev, grad_h, \
+                                   grad_h_prev, d_x, d_hh)
+    int64_t b = 0;
+    for (; b + 6 <= B; b += 6) BACK_ROWS(6);
+    switch (B - b) { /* a constant R for each */
+    case 5: BACK_ROWS(5); break;
+    case 4: BACK_ROWS(4); break;
+    case 3: BACK_ROWS(3); break;
+    case 2: BACK_ROWS(2); break;
+    case 1: BACK_ROWS(1); break;
+    }
+#undef BACK_ROWS
+}
+
+void rnnlm_gru_backward_sequence(int64_t T, int64_t B, int64_t H, const float *back, const float *gates,
+                                 const float *hh, const float *h0, const float *h, float *grad_h, const float *grad_hn,
+                                 float *grad_h0, float *d_x, float *d_hh) {
+    const int64_t n_panels = (H + 7) / 8, state = B * H;
+#pragma omp parallel if (B * H * H >= 65536)
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const int last = t == T - 1;
+        const float *dhh_next = last ? 0 : d_hh + (t + 1) * 3 * state, *gt = gates + t * 3 * state;
+        const float *hht = hh + t * 3 * state, *hp = t ? h + (t - 1) * state : h0, *gh = grad_h + t * state;
+        float *ghp = t ? grad_h + (t - 1) * state : grad_h0, *dxt = d_x + t * 3 * state, *dht = d_hh + t * 3 * state;
+#pragma omp for schedule(static)
+        for (int64_t pair = 0; pair < (n_panels + 1) / 2; pair++) {
+            const int64_t q = 2 * pair;
+            const float *panel = back + q * 3 * H * 8;
+            if (q + 1 < n_panels)
+                gru_back_panels(2, q, B, H, last, panel, dhh_next, grad_hn, gt, hht, hp, gh, ghp, dxt, dht);
+            else
+                gru_back_panels(1, q, B, H, last, panel, dhh_next, grad_hn, gt, hht, hp, gh, ghp, dxt, dht);
+        }
+    }
+}
+
+/* ---- The plain RNN's forward pass through a whole sequence ----
+ *
+ * h_t = tanh (or relu) of x_t + W_hh h_{t-1}, as rnnlm_lstm_sequence with one gate: W_hh packed (ceil(H / 8), H, 1, 8).
+ * A panel of one gate gives too few sums per row to hide a k's loads, so the threads take panels in pairs and rows in
+ * blocks of 6, the tile of the LSTM's backward (`dot_back`). xg (T, B, H) holds W_ih x_t + b_ih + b_hh; relu 0 for
+ * tanh, 1 for relu; h (T, B, H).
+ */
+INLINE void rnn_rows(int R, int N, int64_t relu, int64_t q, int64_t b, int64_t H, const float *panel, const float *x,
+                     const float *h_prev, float *h) {
+    v8 pre[6][2];
+    dot_back(R, N, H, panel, H * 8, h_prev + b * H, H, pre);
+    for (int m = 0; m < N; m++) {
+        const int64_t j0 = (q + m) * 8;
+        const int n = H - j0 < 8 ? (int)(H - j0) : 8;
+        for (int r = 0; r < R; r++) {
+            const int64_t s = (b + r) * H + j0;
+            v8 a = read8(x + s, n) + pre[r][m];
+            a = relu ? select8(a < splat(0.0f), splat(0.0f), a) : tanhv(a); /* relu keeps a nan, as torch's */
+            if (n == 8) /* a constant n: a whole-vector store */
+                write8(h + s, a, 8);
+            else
+                write8(h + s, a, n);
+        }
+    }
+}
+
+INLINE void rnn_panels(int N, int64_t relu, int64_t q, int64_t B, int64_t H, const float *panel, const float *x,
+                       const float *h_prev, float *h) {
+    int64_t b = 0;
+    for (; b + 6 <= B; b += 6) rnn_rows(6, N, relu, q, b, H, panel, x, h_prev, h);
+    switch (B - b) { /* a constant R for each */
+    case 5: rnn_rows(5, N, relu, q, b, H, panel, x, h_prev, h); break;
+    case 4: rnn_rows(4, N, relu, q, b, H, panel, x, h_prev, h); break;
+    case 3: rnn_rows(3, N, relu, q, b, H, panel, x, h_prev, h); break;
+    case 2: rnn_rows(2, N, relu, q, b, H, panel, x, h_prev, h); break;
+    case 1: rnn_rows(1, N, relu, q, b, H, panel, x, h_prev, h); break;
+    }
+}
+
+void rnnlm_rnn_sequence(int64_t T, int64_t B, int64_t H, int64_t relu, const float *xg, const float *panels,
+                        const float *h0, float *h) {
+    const int64_t n_panels = (H + 7) / 8, state = B * H;
+#pragma omp parallel if (B * H * H >= 65536)
+    for (int64_t t = 0; t < T; t++) {
+        const float *hp = t ? h + (t - 1) * state : h0, *x = xg + t * state;
+        float *ht = h + t * state;
+#pragma omp for schedule(static)
+        for (int64_t pair = 0; pair < (n_panels + 1) / 2; pair++) {
+            const int64_t q = 2 * pair;
+            if (q + 1 < n_panels)
+                rnn_panels(2, relu, q, B, H, panels + q * H * 8, x, hp, ht);
+            else
+                rnn_panels(1, relu, q, B, H, panels + q * H * 8, x, hp, ht);
         }
     }
 }

@@ -55,6 +55,8 @@ _SIGNATURES = {
     "rnnlm_lstm_sequence": (*[_INT] * 3, *[_PTR] * 9),
     "rnnlm_lstm_backward_sequence": (*[_INT] * 3, *[_PTR] * 9),
     "rnnlm_gru_sequence": (*[_INT] * 3, *[_PTR] * 7),
+    "rnnlm_gru_backward_sequence": (*[_INT] * 3, *[_PTR] * 10),
+    "rnnlm_rnn_sequence": (*[_INT] * 4, *[_PTR] * 4),
 }
 
 
@@ -70,11 +72,18 @@ class Kernels:
         self.gru_forward, self.gru_backward = lib.rnnlm_gru_forward, lib.rnnlm_gru_backward
         self.step, self.lstm_sequence = lib.rnnlm_step, lib.rnnlm_lstm_sequence
         self.lstm_backward_sequence, self.gru_sequence = lib.rnnlm_lstm_backward_sequence, lib.rnnlm_gru_sequence
+        self.gru_backward_sequence, self.rnn_sequence = lib.rnnlm_gru_backward_sequence, lib.rnnlm_rnn_sequence
 
 
 def kernels(like: Tensor) -> Kernels | None:
-    """The fused kernels if they can serve tensors like `like` (float32 on a CPU) and are enabled and built."""
+    """The fused kernels if they can serve tensors like `like` (float32 on a CPU) and are enabled and built.
+
+    Never under torch.compile: the kernels take raw addresses, which a traced graph does not have (Dynamo traced
+    into the ctypes calls and the model computed garbage), so a compiled model runs the PyTorch ops, which the
+    compiler fuses itself."""
     if like.device.type != "cpu" or like.dtype != torch.float32 or os.environ.get("RNNLM_FUSED") == "0":
+        return None
+    if torch.compiler.is_compiling():
         return None
     return _load()
 

@@ -36,12 +36,13 @@ def path(request, monkeypatch) -> str:
 
 @pytest.fixture
 def kernel_calls(monkeypatch) -> collections.Counter:
-    """Counts calls of the C kernels that also do products (rnnlm_step, rnnlm_lstm_sequence and its backward,
-    rnnlm_gru_sequence), so that a test knows which path ran."""
+    """Counts calls of the C kernels that also do products (rnnlm_step, rnnlm_lstm_sequence and rnnlm_gru_sequence
+    and their backward passes, rnnlm_rnn_sequence), so that a test knows which path ran."""
     calls: collections.Counter = collections.Counter()
     lib = fused.kernels(torch.zeros(1))
     if lib is not None:
-        for name in ("step", "lstm_sequence", "lstm_backward_sequence", "gru_sequence"):
+        for name in ("step", "lstm_sequence", "lstm_backward_sequence", "gru_sequence", "gru_backward_sequence",
+                     "rnn_sequence"):
             real = getattr(lib, name)
             monkeypatch.setattr(lib, name, lambda *args, name=name, real=real: (calls.update([name]), real(*args))[1])
     return calls
@@ -73,11 +74,11 @@ def test_kernels_are_built_where_there_is_a_compiler() -> None:
 @pytest.mark.parametrize("hidden, batch", [(13, 5), (64, 1), (100, 10), (20, 2),
                                            (cells.SEQUENCE_MAX_HIDDEN + 3, 3)])
 def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path: str, kernel_calls) -> None:
-    """13 units: rows that end mid-vector. Up to SEQUENCE_MAX_HIDDEN units the LSTM runs whole sequences in one C
-    call each way (rnnlm_lstm_sequence and its backward) and the GRU its forward (rnnlm_gru_sequence), wider ones a C
-    call per step after oneDNN's product. The batches leave every remainder of the C loops' row blocks (the LSTM's
-    rows in threes, the GRU's in fours, the backward's in sixes); 100 units run on two threads, with an odd number of
-    panels (the backward takes them in pairs)."""
+    """13 units: rows that end mid-vector. Up to SEQUENCE_MAX_HIDDEN units the LSTM and the GRU run whole sequences in
+    one C call each way (rnnlm_lstm_sequence, rnnlm_gru_sequence and their backward passes), the RNN its forward
+    (rnnlm_rnn_sequence); wider layers run a step at a time around oneDNN's product. The batches leave every remainder
+    of the C loops' row blocks (the LSTM's rows in threes, the GRU's in fours, the backward passes' and the RNN's in
+    sixes); 100 units run on two threads, with an odd number of panels (those three take panels in pairs)."""
     ref, ours = make_pair(kind, 5, hidden, 2)
     ours.float()
     x, hx = torch.randn(7, batch, 5, dtype=torch.float64), initial_state(kind, 2, batch, hidden)
@@ -94,12 +95,15 @@ def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path
     whole = path == "fused" and hidden <= cells.SEQUENCE_MAX_HIDDEN
     assert kernel_calls["lstm_sequence"] == kernel_calls["lstm_backward_sequence"] == (2 if whole and kind == "lstm"
                                                                                        else 0)  # two layers
-    assert kernel_calls["gru_sequence"] == (2 if whole and kind == "gru" else 0)
+    assert kernel_calls["gru_sequence"] == kernel_calls["gru_backward_sequence"] == (2 if whole and kind == "gru"
+                                                                                     else 0)
+    assert kernel_calls["rnn_sequence"] == (2 if whole and kind.startswith("rnn") else 0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) -> None:
-    """batch_first input reaches the kernels transposed (made contiguous first); no bias means zero addends."""
+    """batch_first input reaches the kernels transposed (made contiguous first); no bias means zero addends, in training
+    and in evaluation (a batch past STEP_MAX_BATCH, so whole sequences rather than the one-step kernel)."""
     ref, ours = make_pair(kind, 4, 9, 2, batch_first=True, bias=False)
     ours.float()
     x = torch.randn(3, 5, 4, dtype=torch.float64)  # (B, T, in)
@@ -109,11 +113,14 @@ def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) ->
     out_o, _ = ours(xf)
     out_o.pow(2).sum().backward()
     assert_matches(ref, ours, [(out_o, out_r)], xf, x)
+    wide = torch.randn(cells.STEP_MAX_BATCH + 1, 5, 4, dtype=torch.float64)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(wide.float())[0].double(), ref(wide)[0], **F32)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("batch", [1, 3, cells.STEP_MAX_BATCH + 1])  # the one-step C kernel, then the layer loop
-@pytest.mark.parametrize("hidden", [21, cells.SEQUENCE_MAX_HIDDEN + 3])  # an LSTM's layer: one C call, or per step
+@pytest.mark.parametrize("hidden", [21, cells.SEQUENCE_MAX_HIDDEN + 3])  # a gated layer: one C call, or per step
 def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int, hidden: int, path: str,
                                                           kernel_calls) -> None:
     """Evaluation (a whole sequence), sampling (one character at a time, the state carried) and the model's one-hot
@@ -139,8 +146,10 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
         for a, b in zip(flat_state(state_o), flat_state(state_r), strict=True):
             torch.testing.assert_close(a.double(), b, **F32)
     assert bool(kernel_calls["step"]) == (path == "fused" and batch <= cells.STEP_MAX_BATCH)
-    whole = path == "fused" and kind == "lstm" and hidden <= cells.SEQUENCE_MAX_HIDDEN and batch > cells.STEP_MAX_BATCH
-    assert bool(kernel_calls["lstm_sequence"]) == whole
+    whole = path == "fused" and hidden <= cells.SEQUENCE_MAX_HIDDEN and batch > cells.STEP_MAX_BATCH
+    assert bool(kernel_calls["lstm_sequence"]) == (whole and kind == "lstm")
+    assert bool(kernel_calls["gru_sequence"]) == (whole and kind == "gru")
+    assert bool(kernel_calls["rnn_sequence"]) == (whole and kind.startswith("rnn"))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -323,3 +332,21 @@ def test_the_model_trains_the_same_with_and_without_kernels(monkeypatch) -> None
     with_kernels = run()
     monkeypatch.setenv("RNNLM_FUSED", "0")
     assert run() == pytest.approx(with_kernels, rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lstm", "gru"])  # the RNN's compiled training: tests/test_train.py
+def test_compiled_model_matches_eager(kind: str) -> None:
+    """Under torch.compile the C kernels stand aside (a traced graph has no addresses to give them; traced into,
+    they computed garbage), so a compiled model gives the eager model's outputs and gradients."""
+    torch.manual_seed(0)
+    eager = {"lstm": cells.LSTM, "gru": cells.GRU}[kind](5, 8, 1)
+    twin = copy.deepcopy(eager)
+    x = torch.randn(4, 3, 5)
+    out_e, _ = eager(x)
+    out_c, _ = torch.compile(twin, dynamic=False)(x)
+    out_e.square().sum().backward()
+    out_c.square().sum().backward()
+    torch.testing.assert_close(out_c, out_e)
+    for p_c, p_e in zip(twin.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(p_c.grad, p_e.grad)
