@@ -25,11 +25,11 @@ Where the time goes, and what each layer therefore does:
 - On a CPU in float32 the pointwise half of every step, forward and backward, is one C loop (`fused.py`); the
   PyTorch ops below are the same equations for everything else (CUDA, bfloat16, float64, no C compiler).
 - The C code does each step's product too, where it beats MKL and oneDNN at it (a step's product is small: a 1x128
-  LSTM's 32x128 @ 128x512 runs at ~60 GFLOP/s through MKL on the development machine): an LSTM layer of up to
-  SEQUENCE_MAX_HIDDEN units trains through one C call per sequence, forward and backward, each step's product and
-  pointwise half done together panel by panel, and a GRU layer as wide runs its forward pass the same way; and
-  inference at a batch of up to STEP_MAX_BATCH rows (sampling) runs each step of the whole stack as one C call that
-  reads every weight once (`_step_stack`).
+  LSTM's 32x128 @ 128x512 runs at ~60 GFLOP/s through MKL on the development machine): a layer of up to
+  SEQUENCE_MAX_HIDDEN units runs a whole sequence in one C call, each step's product and pointwise half done together
+  panel by panel (the LSTM and the GRU forward and backward, the RNN forward); and inference at a batch of up to
+  STEP_MAX_BATCH rows (sampling) runs each step of the whole stack as one C call that reads every weight once
+  (`_step_stack`). Under torch.compile the PyTorch ops run (`fused.kernels`).
 - The LSTM's biases are added inside its recurrence, not by a pass over the (T, B, 4H) projection of their own.
 """
 
@@ -79,13 +79,13 @@ STEP_MAX_BATCH = 8
 _STEP_KIND = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 
 SEQUENCE_MAX_HIDDEN = 1024
-"""LSTM layers up to this width train through whole-sequence C loops (rnnlm_lstm_sequence and its backward), and GRU
-layers run their forward pass through one (rnnlm_gru_sequence); wider ones go one step at a time around oneDNN's
-product (see `_LSTMLayer`, `_GRULayer`). Timed on the development machine at T=64, C loops / per-step path, forward
-and backward: LSTM at batch 32 1.23x and 1.12x at 512 units, 1.20x and 1.00x at 768, 1.23x and 1.03x at 1024; at
-batch 64 and 512 units 1.02x and 1.03x; the GRU's forward 1.40x at 128 units (batch 64), 1.24x at 384, 1.24x and
-1.16x at 512 (batch 32, 64), 1.26x at 1024. Wider layers were not timed: a panel (8 units' weights, `fused.c`) then
-outgrows a core's 512 KB L2, which it is read from once per 3 or 4 rows."""
+"""Layers up to this width run whole sequences through one C call: the LSTM's and the GRU's forward and backward
+passes (rnnlm_lstm_sequence, rnnlm_gru_sequence and their backward), the RNN's forward (rnnlm_rnn_sequence), and
+evaluation the same forwards; wider ones go one step at a time around oneDNN's product (see `_LSTMLayer`,
+`_GRULayer`, `_RNNLayer`). Timed on the development machine at T=64, C loops / per-step path, forward and backward:
+LSTM at batch 32 1.23x and 1.12x at 512 units, 1.20x and 1.00x at 768, 1.23x and 1.03x at 1024, at batch 64 and 512
+units 1.02x and 1.03x; GRU 1.38x and 1.07x at 128 units (batch 64), 1.48x and 1.15x at 384, 1.27x and 1.16x at 512
+(batch 64), 1.19x and 1.09x at 1024; the RNN's forward 1.4x-1.9x. Wider layers were not timed."""
 
 PACK_MIN_SIZE = 256
 """Layers at least this wide (in and out) run their per-step products through a packed oneDNN weight (`_Linear`)."""
