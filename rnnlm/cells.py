@@ -22,8 +22,9 @@ Where the time goes, and what each layer therefore does:
   rows (dgates^T @ h_prev) instead of T small ones.
 - Without autograd (evaluation, sampling) the same step code writes into reusable scratch buffers and nothing is
   saved, so a one-character step costs a handful of kernel launches per layer.
-- On a CPU in float32 the pointwise half of every step, forward and backward, is one C loop (`fused.py`); the
-  PyTorch ops below are the same equations for everything else (CUDA, bfloat16, float64, no C compiler).
+- On a CPU in float32 the pointwise half of every LSTM and GRU step, forward and backward, is one C loop
+  (`fused.py`); the PyTorch ops below are the same equations for everything else (CUDA, bfloat16, float64, no C
+  compiler).
 - The C code does each step's product too, where it beats MKL and oneDNN at it (a step's product is small: a 1x128
   LSTM's 32x128 @ 128x512 runs at ~60 GFLOP/s through MKL on the development machine): a layer of up to
   SEQUENCE_MAX_HIDDEN units runs a whole sequence in one C call, each step's product and pointwise half done together

@@ -195,7 +195,7 @@ class TrainConfig:
 
     compile: bool = False
     """Run the model through `torch.compile` (full `seq_len` windows; an epoch's shorter last window runs
-    eagerly). The recurrence is unrolled over the window, so compiling takes a minute or more, longer for
+    eagerly). The recurrence is unrolled over the window, so compiling takes half a minute or more, longer for
     long windows; it needs `train.bptt: fixed` and `data.records: pack`. The compiled model runs PyTorch ops
     instead of rnnlm's C loops, so on a CPU it is slower than eager (2.6x the step time of a 1x128 LSTM):
     it is meant for CUDA."""

@@ -272,7 +272,7 @@ static inline void step_panel(int kind, int G, int64_t p, int64_t B, int64_t H, 
                 hb[j] = n + z * (hp[j] - n);
             } else {
                 float s = in[0] + rec[0];
-                hb[j] = kind == 0 ? tanhf_(s) : (s > 0.0f ? s : 0.0f);
+                hb[j] = kind == 0 ? tanhf_(s) : (s < 0.0f ? 0.0f : s); /* relu keeps a nan, as torch's */
             }
         }
     }
@@ -523,69 +523,6 @@ INLINE void lstm_back_cell8(int n, int64_t H, v8 rec, const float *grad_hn, cons
     write8(dc, d * fg, n);
 }
 
-/* Rows b..b+R-1 (R <= 6) of the N <= 2 panels q, q+1: their share of d_gates_{t+1} W_hh, then their pointwise
- * backward. */
-INLINE void lstm_back_rows(int R, int N, int64_t q, int64_t b, int64_t H, int last, const float *panel,
-                           const float *dg_next, const float *grad_hn, const float *gates, const float *c_prev,
-                           const float *tanh_c, const float *grad_h, float *dc, float *d_gates) {
-    v8 rec[6][2] = {{{0}}};
-    if (!last) dot_back(R, N, 4 * H, panel, 4 * H * 8, dg_next + b * 4 * H, 4 * H, rec);
-    for (int m = 0; m < N; m++) {
-        const int64_t j0 = (q + m) * 8;
-        const int n = H - j0 < 8 ? (int)(H - j0) : 8;
-        for (int r = 0; r < R; r++) {
-            const int64_t row = b + r, s = row * H + j0, g = row * 4 * H + j0;
-            const float *rec_r = last ? grad_hn + s : 0;
-            if (n == 8) /* a constant n: whole-vector loads and stores */
-                lstm_back_cell8(8, H, rec[r][m], rec_r, grad_h + s, gates + g, c_prev + s, tanh_c + s, dc + s,
-                                d_gates + g);
-            else
-                lstm_back_cell8(n, H, rec[r][m], rec_r, grad_h + s, gates + g, c_prev + s, tanh_c + s, dc + s,
-                                d_gates + g);
-        }
-    }
-}
-
-/* Every row of panels q, q+1 (N = 2) or q alone (N = 1). */
-INLINE void lstm_back_panels(int N, int64_t q, int64_t B, int64_t H, int last, const float *panel,
-                             const float *dg_next, const float *grad_hn, const float *gates, const float *c_prev,
-                             const float *tanh_c, const float *grad_h, float *dc, float *d_gates) {
-#define BACK_ROWS(R) lstm_back_rows(R, N, q, b, H, last, panel, dg_next, grad_hn, gates, c_prev, tanh_c, grad_h, dc, \
-                                    d_gates)
-    int64_t b = 0;
-    for (; b + 6 <= B; b += 6) BACK_ROWS(6);
-    switch (B - b) { /* a constant R for each */
-    case 5: BACK_ROWS(5); break;
-    case 4: BACK_ROWS(4); break;
-    case 3: BACK_ROWS(3); break;
-    case 2: BACK_ROWS(2); break;
-    case 1: BACK_ROWS(1); break;
-    }
-#undef BACK_ROWS
-}
-
-void rnnlm_lstm_backward_sequence(int64_t T, int64_t B, int64_t H, const float *back, const float *gates,
-                                  const float *c0, const float *c, const float *tanh_c, const float *grad_h,
-                                  const float *grad_hn, float *dc, float *d_gates) {
-    const int64_t n_panels = (H + 7) / 8, state = B * H;
-#pragma omp parallel if (B * H * H >= 65536)
-    for (int64_t t = T - 1; t >= 0; t--) {
-        const int last = t == T - 1;
-        const float *dg_next = last ? 0 : d_gates + (t + 1) * 4 * state, *gt = gates + t * 4 * state;
-        const float *cp = t ? c + (t - 1) * state : c0, *tc = tanh_c + t * state, *gh = grad_h + t * state;
-        float *dgt = d_gates + t * 4 * state;
-#pragma omp for schedule(static)
-        for (int64_t pair = 0; pair < (n_panels + 1) / 2; pair++) {
-            const int64_t q = 2 * pair;
-            const float *panel = back + q * 4 * H * 8;
-            if (q + 1 < n_panels)
-                lstm_back_panels(2, q, B, H, last, panel, dg_next, grad_hn, gt, cp, tc, gh, dc, dgt);
-            else
-                lstm_back_panels(1, q, B, H, last, panel, dg_next, grad_hn, gt, cp, tc, gh, dc, dgt);
-        }
-    }
-}
-
 /* ---- The GRU's backward pass through a whole sequence ----
  *
  * As rnnlm_lstm_backward_sequence: panel q of `back` (ceil(H / 8), 3H, 8) holds W_hh[:, 8q..8q+7], and each panel
@@ -607,63 +544,100 @@ INLINE void gru_back_cell8(int n, int64_t H, v8 rec, const float *grad_hn, const
     write8(grad_h_prev, read8(grad_h_prev, n) + z * hj, n);
 }
 
-INLINE void gru_back_rows(int R, int N, int64_t q, int64_t b, int64_t H, int last, const float *panel,
-                          const float *dhh_next, const float *grad_hn, const float *gates, const float *hh,
-                          const float *h_prev, const float *grad_h, float *grad_h_prev, float *d_x, float *d_hh) {
+/* The loops both backward passes share (they differ in the cell functions above). What step t reads and writes: the
+ * LSTM's members (G = 4 gates) or the GRU's (G = 3), each at step t's rows. */
+typedef struct {
+    const float *next;    /* the gate gradients of step t+1, which reach h_t through W_hh; NULL at the last step */
+    const float *grad_hn; /* the final state's gradient, which reaches h_t instead at the last step */
+    const float *gates, *grad_h;
+    const float *c_prev, *tanh_c; /* LSTM */
+    float *dc, *d_gates;
+    const float *hh, *h_prev; /* GRU */
+    float *grad_h_prev, *d_x, *d_hh;
+} BackStep;
+
+/* The pointwise backward of the n <= 8 units j0.. of one row. */
+INLINE void back_cell8(int G, int n, int64_t H, v8 rec, const BackStep *st, int64_t row, int64_t j0) {
+    const int64_t s = row * H + j0, g = row * G * H + j0;
+    const float *grad_hn = st->next ? 0 : st->grad_hn + s;
+    if (G == 4)
+        lstm_back_cell8(n, H, rec, grad_hn, st->grad_h + s, st->gates + g, st->c_prev + s, st->tanh_c + s, st->dc + s,
+                        st->d_gates + g);
+    else
+        gru_back_cell8(n, H, rec, grad_hn, st->grad_h + s, st->gates + g, st->hh + g, st->h_prev + s,
+                       st->grad_h_prev + s, st->d_x + g, st->d_hh + g);
+}
+
+/* Rows b..b+R-1 (R <= 6) of the N <= 2 panels q, q+1: their share of the product that reaches h_t, then their
+ * pointwise backward. */
+INLINE void back_rows(int G, int R, int N, int64_t q, int64_t b, int64_t H, const float *panel, const BackStep *st) {
     v8 rec[6][2] = {{{0}}};
-    if (!last) dot_back(R, N, 3 * H, panel, 3 * H * 8, dhh_next + b * 3 * H, 3 * H, rec);
+    if (st->next) dot_back(R, N, G * H, panel, G * H * 8, st->next + b * G * H, G * H, rec);
     for (int m = 0; m < N; m++) {
         const int64_t j0 = (q + m) * 8;
         const int n = H - j0 < 8 ? (int)(H - j0) : 8;
         for (int r = 0; r < R; r++) {
-            const int64_t row = b + r, s = row * H + j0, g = row * 3 * H + j0;
-            const float *rec_r = last ? grad_hn + s : 0;
             if (n == 8) /* a constant n: whole-vector loads and stores */
-                gru_back_cell8(8, H, rec[r][m], rec_r, grad_h + s, gates + g, hh + g, h_prev + s, grad_h_prev + s,
-                               d_x + g, d_hh + g);
+                back_cell8(G, 8, H, rec[r][m], st, b + r, j0);
             else
-                gru_back_cell8(n, H, rec[r][m], rec_r, grad_h + s, gates + g, hh + g, h_prev + s, grad_h_prev + s,
-                               d_x + g, d_hh + g);
+                back_cell8(G, n, H, rec[r][m], st, b + r, j0);
         }
     }
 }
 
-INLINE void gru_back_panels(int N, int64_t q, int64_t B, int64_t H, int last, const float *panel,
-                            const float *dhh_next, const float *grad_hn, const float *gates, const float *hh,
-                            const float *h_prev, const float *grad_h, float *grad_h_prev, float *d_x, float *d_hh) {
-#define BACK_ROWS(R) gru_back_rows(R, N, q, b, H, last, panel, dhh_next, grad_hn, gates, hh, h_prev, grad_h, \
-                                   grad_h_prev, d_x, d_hh)
+/* Every row of panels q, q+1 (N = 2) or q alone (N = 1). */
+INLINE void back_panels(int G, int N, int64_t q, int64_t B, int64_t H, const float *panel, const BackStep *st) {
     int64_t b = 0;
-    for (; b + 6 <= B; b += 6) BACK_ROWS(6);
+    for (; b + 6 <= B; b += 6) back_rows(G, 6, N, q, b, H, panel, st);
     switch (B - b) { /* a constant R for each */
-    case 5: BACK_ROWS(5); break;
-    case 4: BACK_ROWS(4); break;
-    case 3: BACK_ROWS(3); break;
-    case 2: BACK_ROWS(2); break;
-    case 1: BACK_ROWS(1); break;
+    case 5: back_rows(G, 5, N, q, b, H, panel, st); break;
+    case 4: back_rows(G, 4, N, q, b, H, panel, st); break;
+    case 3: back_rows(G, 3, N, q, b, H, panel, st); break;
+    case 2: back_rows(G, 2, N, q, b, H, panel, st); break;
+    case 1: back_rows(G, 1, N, q, b, H, panel, st); break;
     }
-#undef BACK_ROWS
+}
+
+/* One step, inside the parallel region: the threads share out the panels in pairs, and the loop's closing barrier
+ * lets step t-1 read all of step t. */
+INLINE void back_step(int G, int64_t B, int64_t H, const float *back, const BackStep *st) {
+    const int64_t n_panels = (H + 7) / 8;
+#pragma omp for schedule(static)
+    for (int64_t pair = 0; pair < (n_panels + 1) / 2; pair++) {
+        const int64_t q = 2 * pair;
+        if (q + 1 < n_panels)
+            back_panels(G, 2, q, B, H, back + q * G * H * 8, st);
+        else
+            back_panels(G, 1, q, B, H, back + q * G * H * 8, st);
+    }
+}
+
+void rnnlm_lstm_backward_sequence(int64_t T, int64_t B, int64_t H, const float *back, const float *gates,
+                                  const float *c0, const float *c, const float *tanh_c, const float *grad_h,
+                                  const float *grad_hn, float *dc, float *d_gates) {
+    const int64_t state = B * H;
+#pragma omp parallel if (B * H * H >= 65536)
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const BackStep st = {.next = t == T - 1 ? 0 : d_gates + (t + 1) * 4 * state, .grad_hn = grad_hn,
+                             .gates = gates + t * 4 * state, .grad_h = grad_h + t * state,
+                             .c_prev = t ? c + (t - 1) * state : c0, .tanh_c = tanh_c + t * state, .dc = dc,
+                             .d_gates = d_gates + t * 4 * state};
+        back_step(4, B, H, back, &st);
+    }
 }
 
 void rnnlm_gru_backward_sequence(int64_t T, int64_t B, int64_t H, const float *back, const float *gates,
                                  const float *hh, const float *h0, const float *h, float *grad_h, const float *grad_hn,
                                  float *grad_h0, float *d_x, float *d_hh) {
-    const int64_t n_panels = (H + 7) / 8, state = B * H;
+    const int64_t state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = T - 1; t >= 0; t--) {
-        const int last = t == T - 1;
-        const float *dhh_next = last ? 0 : d_hh + (t + 1) * 3 * state, *gt = gates + t * 3 * state;
-        const float *hht = hh + t * 3 * state, *hp = t ? h + (t - 1) * state : h0, *gh = grad_h + t * state;
-        float *ghp = t ? grad_h + (t - 1) * state : grad_h0, *dxt = d_x + t * 3 * state, *dht = d_hh + t * 3 * state;
-#pragma omp for schedule(static)
-        for (int64_t pair = 0; pair < (n_panels + 1) / 2; pair++) {
-            const int64_t q = 2 * pair;
-            const float *panel = back + q * 3 * H * 8;
-            if (q + 1 < n_panels)
-                gru_back_panels(2, q, B, H, last, panel, dhh_next, grad_hn, gt, hht, hp, gh, ghp, dxt, dht);
-            else
-                gru_back_panels(1, q, B, H, last, panel, dhh_next, grad_hn, gt, hht, hp, gh, ghp, dxt, dht);
-        }
+        const BackStep st = {.next = t == T - 1 ? 0 : d_hh + (t + 1) * 3 * state, .grad_hn = grad_hn,
+                             .gates = gates + t * 3 * state, .grad_h = grad_h + t * state, .hh = hh + t * 3 * state,
+                             .h_prev = t ? h + (t - 1) * state : h0,
+                             .grad_h_prev = t ? grad_h + (t - 1) * state : grad_h0, .d_x = d_x + t * 3 * state,
+                             .d_hh = d_hh + t * 3 * state};
+        back_step(3, B, H, back, &st);
     }
 }
 

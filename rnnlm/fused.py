@@ -5,8 +5,8 @@ step a dozen more; as PyTorch ops each is a kernel launch and a pass over memory
 of a 1x128 LSTM, and at 2x512 arrays that no longer fit in cache). One C loop per step does all of it in registers.
 The large matrix products stay in PyTorch (MKL / oneDNN); the recurrent ones, small per step, which MKL runs below
 the machine's speed or which only read weights (sampling at batch 1), are done in the same C loops as the pointwise
-half: a whole sequence of a layer, forward and backward, and one inference step of a whole stack (`cells.py` says
-when).
+half: a whole sequence of a layer (forward and backward for the LSTM and GRU, forward for the RNN), and one
+inference step of a whole stack (`cells.py` says when).
 
 How: `kernels()` compiles `fused.c` with the system's C compiler (`$CC`, else `cc`) for this machine's CPU
 (`-march=native`), caches the library under `$XDG_CACHE_HOME/rnnlm` (else `~/.cache/rnnlm`), keyed by the source,
