@@ -92,6 +92,16 @@ PACK_MIN_SIZE = 256
 """Layers at least this wide (in and out) run their per-step products through a packed oneDNN weight (`_Linear`)."""
 
 
+def _sequence_kernels(xg: Tensor, w_hh: Tensor, *more: Tensor) -> fused.Kernels | None:
+    """The C kernels if a layer's whole sequence can run in one call: its input projection xg dense, the layer at most
+    SEQUENCE_MAX_HIDDEN wide, and its weights on the CPU in xg's dtype (else the PyTorch path raises on the mismatch,
+    as torch.nn does)."""
+    fits = _dense(xg) and w_hh.shape[-1] <= SEQUENCE_MAX_HIDDEN
+    if not fits or any(w.device.type != "cpu" or w.dtype != xg.dtype for w in (w_hh, *more)):
+        return None
+    return fused.kernels(xg)
+
+
 def _sum_or_none(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     """a + b where both are given; the one given; None when neither is (a layer without bias)."""
     return b if a is None else (a if b is None else a + b)
@@ -297,8 +307,7 @@ class _RNNLayer(torch.autograd.Function):
     def forward(ctx, xg: Tensor, h0: Tensor, w_hh: Tensor, relu: bool) -> tuple[Tensor, Tensor]:
         steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
         out = xg.new_empty(steps, batch, hidden)  # (T, B, H)
-        on_cpu = w_hh.device.type == "cpu" and w_hh.dtype == xg.dtype  # else the PyTorch path raises, as torch.nn
-        kernels = fused.kernels(xg) if _dense(xg) and hidden <= SEQUENCE_MAX_HIDDEN and on_cpu else None
+        kernels = _sequence_kernels(xg, w_hh)
         if kernels is not None:  # the whole sequence in one C call: each step's product and activation together
             h0c, panels = h0.contiguous(), _panels(w_hh.detach(), 1, hidden)
             kernels.rnn_sequence(steps, batch, hidden, relu, xg.data_ptr(), panels.data_ptr(), h0c.data_ptr(),
@@ -336,8 +345,7 @@ class _LSTMLayer(torch.autograd.Function):
         steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
         gates = xg.new_empty(steps, batch, 4 * hidden)
         c, tanh_c, out = (xg.new_empty(steps, batch, hidden) for _ in range(3))
-        on_cpu = w_hh.device.type == "cpu" and w_hh.dtype == xg.dtype  # else the PyTorch path raises, as torch.nn
-        kernels = fused.kernels(xg) if _dense(xg) and hidden <= SEQUENCE_MAX_HIDDEN and on_cpu else None
+        kernels = _sequence_kernels(xg, w_hh)
         if kernels is not None:  # the whole sequence in one C call: each step's product and pointwise half together
             h0c, c0c, panels = h0.contiguous(), c0.contiguous(), _panels(w_hh.detach(), 4, hidden)
             bias = None if bias is None else bias.contiguous()
@@ -415,8 +423,7 @@ class _GRULayer(torch.autograd.Function):
         gates = xg.new_empty(steps, batch, 3 * hidden)
         hh = xg.new_empty(steps, batch, 3 * hidden)
         out = xg.new_empty(steps, batch, hidden)
-        on_cpu = w_hh.device.type == "cpu" and w_hh.dtype == xg.dtype == b_hh.dtype  # else the PyTorch path raises
-        kernels = fused.kernels(xg) if _dense(xg) and hidden <= SEQUENCE_MAX_HIDDEN and on_cpu else None
+        kernels = _sequence_kernels(xg, w_hh, b_hh)
         if kernels is not None:  # the whole sequence in one C call: each step's product and pointwise half together
             h0c, b_hhc, panels = h0.contiguous(), b_hh.detach().contiguous(), _panels(w_hh.detach(), 3, hidden)
             kernels.gru_sequence(steps, batch, hidden, xg.data_ptr(), b_hhc.data_ptr(), panels.data_ptr(),
@@ -721,19 +728,22 @@ class _Recurrent(nn.Module):
         w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().float() for p in self._layer_params(layer))
         panels = self._cached(layer, "panels", lambda: _panels(w_hh, _GATES[self.mode], hidden))
         b_x = b_ih0 if layer == 0 else b_ih
+        b_x = None if b_x is None else b_x.float()
         xg = inp if layer == 0 else torch.matmul(inp, w_ih.t())  # (T, B, G*H)
         if self.mode == "GRU":  # b_ih into the projection; b_hh goes inside, r * (W_hn h + b_hn)
-            xg, bias = xg if b_x is None else xg + b_x.float(), w_hh.new_zeros(3 * hidden) if b_hh is None else b_hh
-        else:  # plain addends: the LSTM's loop adds them, the RNN's projection takes them
+            xg, bias = xg if b_x is None else xg + b_x, w_hh.new_zeros(3 * hidden) if b_hh is None else b_hh
+        elif self.mode == "LSTM":  # the loop adds both
             bias = _sum_or_none(b_x, b_hh)
-        xg, bias = xg.contiguous(), None if bias is None else bias.float().contiguous()
+        else:  # the RNN's projection takes both
+            both = _sum_or_none(b_x, b_hh)
+            xg, bias = xg if both is None else xg + both, None
+        xg, bias = xg.contiguous(), None if bias is None else bias.contiguous()
         h0, out = h0.float().contiguous(), xg.new_empty(steps, batch, hidden)
         if self.mode == "GRU":
             kernels.gru_sequence(steps, batch, hidden, xg.data_ptr(), bias.data_ptr(), panels.data_ptr(),
                                  h0.data_ptr(), None, None, out.data_ptr())
             return out, out[-1], None
         if self.mode != "LSTM":
-            xg = xg if bias is None else (xg + bias).contiguous()
             kernels.rnn_sequence(steps, batch, hidden, self.mode == "RNN_RELU", xg.data_ptr(), panels.data_ptr(),
                                  h0.data_ptr(), out.data_ptr())
             return out, out[-1], None

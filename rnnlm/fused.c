@@ -544,71 +544,86 @@ INLINE void gru_back_cell8(int n, int64_t H, v8 rec, const float *grad_hn, const
     write8(grad_h_prev, read8(grad_h_prev, n) + z * hj, n);
 }
 
-/* The loops both backward passes share (they differ in the cell functions above). What step t reads and writes: the
- * LSTM's members (G = 4 gates) or the GRU's (G = 3), each at step t's rows. */
+/* The plain RNN's forward step: h = tanh (or relu) of x + pre for the n <= 8 units at x, h. */
+INLINE void rnn_cell8(int n, int relu, v8 pre, const float *x, float *h) {
+    v8 a = read8(x, n) + pre;
+    write8(h, relu ? select8(a < splat(0.0f), splat(0.0f), a) : tanhv(a), n); /* relu keeps a nan, as torch's */
+}
+
+/* ---- The loops of both backward passes and of the plain RNN's forward ----
+ *
+ * Each step is a product by a panel of 8 units' weights, K = G * H long, of rows that have one gate per panel (so
+ * too few sums per row to hide a k's loads): the threads take panels in pairs and rows in blocks of 6 (`dot_back`),
+ * and each unit's pointwise work follows at once. What step t reads and writes, at step t's rows: the LSTM's backward
+ * (G = 4), the GRU's (G = 3), or the RNN's forward (G = 1, the product being W_hh h_{t-1}). */
 typedef struct {
-    const float *next;    /* the gate gradients of step t+1, which reach h_t through W_hh; NULL at the last step */
+    const float *in;      /* the rows multiplied: the gate gradients of step t+1 (they reach h_t through W_hh; NULL at
+                           * a backward pass's last step), or the RNN's h_{t-1} */
     const float *grad_hn; /* the final state's gradient, which reaches h_t instead at the last step */
     const float *gates, *grad_h;
     const float *c_prev, *tanh_c; /* LSTM */
     float *dc, *d_gates;
     const float *hh, *h_prev; /* GRU */
     float *grad_h_prev, *d_x, *d_hh;
-} BackStep;
+    const float *x; /* RNN: x_t (W_ih x_t and both biases) and h_t */
+    float *h;
+    int relu;
+} PanelStep;
 
-/* The pointwise backward of the n <= 8 units j0.. of one row. */
-INLINE void back_cell8(int G, int n, int64_t H, v8 rec, const BackStep *st, int64_t row, int64_t j0) {
+/* The pointwise work of the n <= 8 units j0.. of one row, from `pre`, its share of the product. */
+INLINE void panel_cell8(int G, int n, int64_t H, v8 pre, const PanelStep *st, int64_t row, int64_t j0) {
     const int64_t s = row * H + j0, g = row * G * H + j0;
-    const float *grad_hn = st->next ? 0 : st->grad_hn + s;
+    const float *grad_hn = st->in ? 0 : st->grad_hn + s;
     if (G == 4)
-        lstm_back_cell8(n, H, rec, grad_hn, st->grad_h + s, st->gates + g, st->c_prev + s, st->tanh_c + s, st->dc + s,
+        lstm_back_cell8(n, H, pre, grad_hn, st->grad_h + s, st->gates + g, st->c_prev + s, st->tanh_c + s, st->dc + s,
                         st->d_gates + g);
-    else
-        gru_back_cell8(n, H, rec, grad_hn, st->grad_h + s, st->gates + g, st->hh + g, st->h_prev + s,
+    else if (G == 3)
+        gru_back_cell8(n, H, pre, grad_hn, st->grad_h + s, st->gates + g, st->hh + g, st->h_prev + s,
                        st->grad_h_prev + s, st->d_x + g, st->d_hh + g);
+    else
+        rnn_cell8(n, st->relu, pre, st->x + s, st->h + s);
 }
 
-/* Rows b..b+R-1 (R <= 6) of the N <= 2 panels q, q+1: their share of the product that reaches h_t, then their
- * pointwise backward. */
-INLINE void back_rows(int G, int R, int N, int64_t q, int64_t b, int64_t H, const float *panel, const BackStep *st) {
-    v8 rec[6][2] = {{{0}}};
-    if (st->next) dot_back(R, N, G * H, panel, G * H * 8, st->next + b * G * H, G * H, rec);
+/* Rows b..b+R-1 (R <= 6) of the N <= 2 panels q, q+1: their share of the product, then their pointwise work. */
+INLINE void panel_rows(int G, int R, int N, int64_t q, int64_t b, int64_t H, const float *panel, const PanelStep *st) {
+    v8 pre[6][2] = {{{0}}};
+    if (st->in) dot_back(R, N, G * H, panel, G * H * 8, st->in + b * G * H, G * H, pre);
     for (int m = 0; m < N; m++) {
         const int64_t j0 = (q + m) * 8;
         const int n = H - j0 < 8 ? (int)(H - j0) : 8;
         for (int r = 0; r < R; r++) {
             if (n == 8) /* a constant n: whole-vector loads and stores */
-                back_cell8(G, 8, H, rec[r][m], st, b + r, j0);
+                panel_cell8(G, 8, H, pre[r][m], st, b + r, j0);
             else
-                back_cell8(G, n, H, rec[r][m], st, b + r, j0);
+                panel_cell8(G, n, H, pre[r][m], st, b + r, j0);
         }
     }
 }
 
 /* Every row of panels q, q+1 (N = 2) or q alone (N = 1). */
-INLINE void back_panels(int G, int N, int64_t q, int64_t B, int64_t H, const float *panel, const BackStep *st) {
+INLINE void panel_pair(int G, int N, int64_t q, int64_t B, int64_t H, const float *panel, const PanelStep *st) {
     int64_t b = 0;
-    for (; b + 6 <= B; b += 6) back_rows(G, 6, N, q, b, H, panel, st);
+    for (; b + 6 <= B; b += 6) panel_rows(G, 6, N, q, b, H, panel, st);
     switch (B - b) { /* a constant R for each */
-    case 5: back_rows(G, 5, N, q, b, H, panel, st); break;
-    case 4: back_rows(G, 4, N, q, b, H, panel, st); break;
-    case 3: back_rows(G, 3, N, q, b, H, panel, st); break;
-    case 2: back_rows(G, 2, N, q, b, H, panel, st); break;
-    case 1: back_rows(G, 1, N, q, b, H, panel, st); break;
+    case 5: panel_rows(G, 5, N, q, b, H, panel, st); break;
+    case 4: panel_rows(G, 4, N, q, b, H, panel, st); break;
+    case 3: panel_rows(G, 3, N, q, b, H, panel, st); break;
+    case 2: panel_rows(G, 2, N, q, b, H, panel, st); break;
+    case 1: panel_rows(G, 1, N, q, b, H, panel, st); break;
     }
 }
 
-/* One step, inside the parallel region: the threads share out the panels in pairs, and the loop's closing barrier
- * lets step t-1 read all of step t. */
-INLINE void back_step(int G, int64_t B, int64_t H, const float *back, const BackStep *st) {
+/* One step, inside the parallel region: the threads share out the panels (ceil(H / 8), G * H, 8) in pairs, and the
+ * loop's closing barrier lets the next step read all of this one. */
+INLINE void panel_step(int G, int64_t B, int64_t H, const float *panels, const PanelStep *st) {
     const int64_t n_panels = (H + 7) / 8;
 #pragma omp for schedule(static)
     for (int64_t pair = 0; pair < (n_panels + 1) / 2; pair++) {
         const int64_t q = 2 * pair;
         if (q + 1 < n_panels)
-            back_panels(G, 2, q, B, H, back + q * G * H * 8, st);
+            panel_pair(G, 2, q, B, H, panels + q * G * H * 8, st);
         else
-            back_panels(G, 1, q, B, H, back + q * G * H * 8, st);
+            panel_pair(G, 1, q, B, H, panels + q * G * H * 8, st);
     }
 }
 
@@ -618,11 +633,11 @@ void rnnlm_lstm_backward_sequence(int64_t T, int64_t B, int64_t H, const float *
     const int64_t state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = T - 1; t >= 0; t--) {
-        const BackStep st = {.next = t == T - 1 ? 0 : d_gates + (t + 1) * 4 * state, .grad_hn = grad_hn,
-                             .gates = gates + t * 4 * state, .grad_h = grad_h + t * state,
-                             .c_prev = t ? c + (t - 1) * state : c0, .tanh_c = tanh_c + t * state, .dc = dc,
-                             .d_gates = d_gates + t * 4 * state};
-        back_step(4, B, H, back, &st);
+        const PanelStep st = {.in = t == T - 1 ? 0 : d_gates + (t + 1) * 4 * state, .grad_hn = grad_hn,
+                              .gates = gates + t * 4 * state, .grad_h = grad_h + t * state,
+                              .c_prev = t ? c + (t - 1) * state : c0, .tanh_c = tanh_c + t * state, .dc = dc,
+                              .d_gates = d_gates + t * 4 * state};
+        panel_step(4, B, H, back, &st);
     }
 }
 
@@ -632,68 +647,27 @@ void rnnlm_gru_backward_sequence(int64_t T, int64_t B, int64_t H, const float *b
     const int64_t state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = T - 1; t >= 0; t--) {
-        const BackStep st = {.next = t == T - 1 ? 0 : d_hh + (t + 1) * 3 * state, .grad_hn = grad_hn,
-                             .gates = gates + t * 3 * state, .grad_h = grad_h + t * state, .hh = hh + t * 3 * state,
-                             .h_prev = t ? h + (t - 1) * state : h0,
-                             .grad_h_prev = t ? grad_h + (t - 1) * state : grad_h0, .d_x = d_x + t * 3 * state,
-                             .d_hh = d_hh + t * 3 * state};
-        back_step(3, B, H, back, &st);
+        const PanelStep st = {.in = t == T - 1 ? 0 : d_hh + (t + 1) * 3 * state, .grad_hn = grad_hn,
+                              .gates = gates + t * 3 * state, .grad_h = grad_h + t * state, .hh = hh + t * 3 * state,
+                              .h_prev = t ? h + (t - 1) * state : h0,
+                              .grad_h_prev = t ? grad_h + (t - 1) * state : grad_h0, .d_x = d_x + t * 3 * state,
+                              .d_hh = d_hh + t * 3 * state};
+        panel_step(3, B, H, back, &st);
     }
 }
 
 /* ---- The plain RNN's forward pass through a whole sequence ----
  *
- * h_t = tanh (or relu) of x_t + W_hh h_{t-1}, as rnnlm_lstm_sequence with one gate: W_hh packed (ceil(H / 8), H, 1, 8).
- * A panel of one gate gives too few sums per row to hide a k's loads, so the threads take panels in pairs and rows in
- * blocks of 6, the tile of the LSTM's backward (`dot_back`). xg (T, B, H) holds W_ih x_t + b_ih + b_hh; relu 0 for
- * tanh, 1 for relu; h (T, B, H).
+ * h_t = tanh (or relu) of x_t + W_hh h_{t-1}, through the loops above with G = 1: W_hh packed (ceil(H / 8), H, 1, 8).
+ * xg (T, B, H) holds W_ih x_t + b_ih + b_hh; relu 0 for tanh, 1 for relu; h (T, B, H).
  */
-INLINE void rnn_rows(int R, int N, int64_t relu, int64_t q, int64_t b, int64_t H, const float *panel, const float *x,
-                     const float *h_prev, float *h) {
-    v8 pre[6][2];
-    dot_back(R, N, H, panel, H * 8, h_prev + b * H, H, pre);
-    for (int m = 0; m < N; m++) {
-        const int64_t j0 = (q + m) * 8;
-        const int n = H - j0 < 8 ? (int)(H - j0) : 8;
-        for (int r = 0; r < R; r++) {
-            const int64_t s = (b + r) * H + j0;
-            v8 a = read8(x + s, n) + pre[r][m];
-            a = relu ? select8(a < splat(0.0f), splat(0.0f), a) : tanhv(a); /* relu keeps a nan, as torch's */
-            if (n == 8) /* a constant n: a whole-vector store */
-                write8(h + s, a, 8);
-            else
-                write8(h + s, a, n);
-        }
-    }
-}
-
-INLINE void rnn_panels(int N, int64_t relu, int64_t q, int64_t B, int64_t H, const float *panel, const float *x,
-                       const float *h_prev, float *h) {
-    int64_t b = 0;
-    for (; b + 6 <= B; b += 6) rnn_rows(6, N, relu, q, b, H, panel, x, h_prev, h);
-    switch (B - b) { /* a constant R for each */
-    case 5: rnn_rows(5, N, relu, q, b, H, panel, x, h_prev, h); break;
-    case 4: rnn_rows(4, N, relu, q, b, H, panel, x, h_prev, h); break;
-    case 3: rnn_rows(3, N, relu, q, b, H, panel, x, h_prev, h); break;
-    case 2: rnn_rows(2, N, relu, q, b, H, panel, x, h_prev, h); break;
-    case 1: rnn_rows(1, N, relu, q, b, H, panel, x, h_prev, h); break;
-    }
-}
-
 void rnnlm_rnn_sequence(int64_t T, int64_t B, int64_t H, int64_t relu, const float *xg, const float *panels,
                         const float *h0, float *h) {
-    const int64_t n_panels = (H + 7) / 8, state = B * H;
+    const int64_t state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = 0; t < T; t++) {
-        const float *hp = t ? h + (t - 1) * state : h0, *x = xg + t * state;
-        float *ht = h + t * state;
-#pragma omp for schedule(static)
-        for (int64_t pair = 0; pair < (n_panels + 1) / 2; pair++) {
-            const int64_t q = 2 * pair;
-            if (q + 1 < n_panels)
-                rnn_panels(2, relu, q, B, H, panels + q * H * 8, x, hp, ht);
-            else
-                rnn_panels(1, relu, q, B, H, panels + q * H * 8, x, hp, ht);
-        }
+        const PanelStep st = {.in = t ? h + (t - 1) * state : h0, .x = xg + t * state, .h = h + t * state,
+                              .relu = (int)relu};
+        panel_step(1, B, H, panels, &st);
     }
 }
