@@ -63,12 +63,12 @@ static inline v8 splat(float s) { return (v8){s, s, s, s, s, s, s, s}; }
 
 static inline v8 select8(v8i mask, v8 a, v8 b) { return (v8)((mask & (v8i)a) | (~mask & (v8i)b)); } /* mask ? a : b */
 
+#define INLINE static inline __attribute__((always_inline))
+
 /* The activations of N <= 12 vectors at once: x[i] becomes sigmoid(x[i]), or tanh(x[i]) where bit i of `tanh_of` is
  * set, each by the same operations as the scalar functions above. The N are computed stage by stage, so that their
  * dependency chains interleave: one at a time, a chain of ~20 dependent operations leaves the core waiting (the
  * LSTM's whole-sequence forward, computing a row block's 12 gates together, ran 1.07x faster). */
-#define INLINE static inline __attribute__((always_inline))
-
 INLINE void activations(int N, v8 *x, unsigned tanh_of) {
     const v8 round_shift = splat(12582912.0f);
     v8i negative[12];
@@ -404,7 +404,7 @@ INLINE void lstm_cells(int R, int n, int64_t H, v8 pre[4][4], const float *x, co
     for (int r = 0; r < R; r++)
         for (int g = 0; g < 4; g++)
             a[4 * r + g] = read8(x + r * 4 * H + g * H, n) + pre[r][g] + (bias ? read8(bias + g * H, n) : splat(0.0f));
-    activations(4 * R, a, R == 3 ? 0x444 : (R == 2 ? 0x44 : 0x4)); /* i, f, g, o: g is a tanh */
+    activations(4 * R, a, 0x444u & ((1u << 4 * R) - 1)); /* i, f, g, o: each row's g (bit 4r + 2) is a tanh */
     for (int r = 0; r < R; r++) {
         const v8 *ifgo = a + 4 * r;
         tc[r] = ifgo[1] * read8(c_prev + r * H, n) + ifgo[0] * ifgo[2];
