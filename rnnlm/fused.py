@@ -47,6 +47,7 @@ _INT, _PTR = ctypes.c_int64, ctypes.c_void_p
 _SIGNATURES = {
     "rnnlm_sigmoid": (_INT, _PTR, _PTR, _INT),
     "rnnlm_tanh": (_INT, _PTR, _PTR, _INT),
+    "rnnlm_activations": (_INT, _PTR, _PTR, _INT),
     "rnnlm_lstm_forward": (_INT, _INT, *[_PTR] * 8),
     "rnnlm_lstm_backward": (_INT, _INT, *[_PTR] * 7),
     "rnnlm_gru_forward": (_INT, _INT, *[_PTR] * 7),
@@ -67,7 +68,7 @@ class Kernels:
         for name, argtypes in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = argtypes, None
-        self.sigmoid, self.tanh = lib.rnnlm_sigmoid, lib.rnnlm_tanh
+        self.sigmoid, self.tanh, self.activations = lib.rnnlm_sigmoid, lib.rnnlm_tanh, lib.rnnlm_activations
         self.lstm_forward, self.lstm_backward = lib.rnnlm_lstm_forward, lib.rnnlm_lstm_backward
         self.gru_forward, self.gru_backward = lib.rnnlm_gru_forward, lib.rnnlm_gru_backward
         self.step, self.lstm_sequence = lib.rnnlm_step, lib.rnnlm_lstm_sequence

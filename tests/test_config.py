@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from rnnlm.config import Config, ConfigError, from_dict, load_config, parse_override
@@ -29,14 +28,17 @@ def test_overrides_change_values_with_types():
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_betas_reach_the_optimizer(optimizer):
+    import torch
     from rnnlm.train import make_optimizer
     cfg = load_config(None, [f"train.optimizer={optimizer}", "train.betas=[0.8, 0.95]", "train.weight_decay=0.1"])
     opt = make_optimizer(cfg, torch.nn.Linear(2, 2))
     assert opt.defaults["betas"] == (0.8, 0.95) and opt.defaults["weight_decay"] == 0.1
+    default = make_optimizer(load_config(None, [f"train.optimizer={optimizer}"]), torch.nn.Linear(2, 2))
+    assert default.defaults["betas"] == (0.9, 0.999)  # torch's: configs without the key train as before
 
 
 def test_resolved_config_round_trips_through_yaml():
-    cfg = load_config(None, ["model.cell=gru", "train.max_time=12.5"])
+    cfg = load_config(None, ["model.cell=gru", "train.max_time=12.5", "train.betas=[0.8, 0.95]"])
     assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
 
 
@@ -51,6 +53,7 @@ def test_resolved_config_round_trips_through_yaml():
     ("train.optimizer=adamax", "train.optimizer='adamax' is not allowed"),
     ("train.betas=[0.9, 1]", "train.betas=[0.9, 1.0] is not allowed: two numbers in [0, 1)"),
     ("train.betas=[0.9]", "train.betas=[0.9] has the wrong length: expected 2 items"),
+    ("train.betas=[-0.1, 0.99]", "train.betas=[-0.1, 0.99] is not allowed: two numbers in [0, 1)"),
     ("train.schedule=linear", "train.schedule='linear' is not allowed"),
     ("train.device=tpu", "train.device='tpu' is not allowed"),
     ("trainlr", "override 'trainlr' is malformed"),

@@ -252,6 +252,25 @@ def test_activations_match_torch_over_the_whole_range(vector: int) -> None:
         torch.testing.assert_close(y.double(), expected, rtol=3e-7, atol=1e-37, equal_nan=True)
 
 
+@pytest.mark.parametrize("tanh_of", [0x444, 0xF00, 0x5A3])
+def test_activations_of_a_row_block_match_torch_and_one_at_a_time(tanh_of: int) -> None:
+    """The sequence loops activate up to 12 vectors together, sigmoid or tanh by a bit mask (the LSTM's rows: every
+    fourth a tanh): each vector's values are torch's, and the very ones the 8-wide function gives alone."""
+    kernels = fused.kernels(torch.zeros(1))
+    if kernels is None:
+        pytest.skip("no C compiler here")
+    x = torch.cat([torch.linspace(-100, 100, 96 * 500), torch.logspace(-30, 1, 95), torch.tensor([float("nan")])])
+    y = torch.empty_like(x)
+    kernels.activations(x.numel(), x.data_ptr(), y.data_ptr(), tanh_of)
+    is_tanh = torch.tensor([tanh_of >> (k // 8 % 12) & 1 == 1 for k in range(x.numel())])
+    expected = torch.where(is_tanh, torch.tanh(x.double()), torch.sigmoid(x.double()))
+    torch.testing.assert_close(y.double(), expected, rtol=3e-7, atol=1e-37, equal_nan=True)
+    alone_sigmoid, alone_tanh = torch.empty_like(x), torch.empty_like(x)
+    kernels.sigmoid(x.numel(), x.data_ptr(), alone_sigmoid.data_ptr(), 1)
+    kernels.tanh(x.numel(), x.data_ptr(), alone_tanh.data_ptr(), 1)
+    assert torch.equal(y[:-1], torch.where(is_tanh, alone_tanh, alone_sigmoid)[:-1])
+
+
 def _fake_compiler(tmp_path: Path, script: str) -> str:
     cc = tmp_path / "cc"
     cc.write_text("#!/bin/sh\n" + script)
