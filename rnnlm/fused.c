@@ -101,39 +101,8 @@ INLINE void activations(int N, v8 *x, unsigned tanh_of) {
     }
 }
 
-static inline v8 sigmoidv(v8 x) {
-    activations(1, &x, 0);
-    return x;
-}
-
-static inline v8 tanhv(v8 x) {
-    activations(1, &x, 1);
-    return x;
-}
-
-/* Elementwise activations, for tests and for anyone checking these against torch: the scalar functions, or with
- * `vector` set the vector ones (8 at a time, the last block padded). */
-static void activate(int64_t n, const float *x, float *y, int vector, float (*scalar)(float), v8 (*vec)(v8)) {
-    if (!vector) {
-        for (int64_t k = 0; k < n; k++) y[k] = scalar(x[k]);
-        return;
-    }
-    for (int64_t k = 0; k < n; k += 8) {
-        float in[8] = {0}, out[8];
-        int m = n - k < 8 ? (int)(n - k) : 8;
-        memcpy(in, x + k, m * sizeof(float));
-        v8 v = vec(load8(in));
-        memcpy(out, &v, sizeof out);
-        memcpy(y + k, out, m * sizeof(float));
-    }
-}
-
-void rnnlm_sigmoid(int64_t n, const float *x, float *y, int64_t vector) { activate(n, x, y, vector, sigmoidf_, sigmoidv); }
-
-void rnnlm_tanh(int64_t n, const float *x, float *y, int64_t vector) { activate(n, x, y, vector, tanhf_, tanhv); }
-
 /* n floats as the sequence loops activate them: in blocks of 12 vectors (the last padded), vector i of a block by
- * sigmoid, or by tanh where bit i of tanh_of is set; for tests, against torch and the one-vector form. */
+ * sigmoid, or by tanh where bit i of tanh_of is set; for tests, and for anyone checking these against torch. */
 void rnnlm_activations(int64_t n, const float *x, float *y, int64_t tanh_of) {
     for (int64_t k = 0; k < n; k += 96) {
         float in[96] = {0};
@@ -145,6 +114,23 @@ void rnnlm_activations(int64_t n, const float *x, float *y, int64_t tanh_of) {
         memcpy(in, v, sizeof in);
         memcpy(y + k, in, m * sizeof(float));
     }
+}
+
+/* Elementwise sigmoid and tanh, likewise: the scalar functions, or with `vector` set the vector ones. */
+void rnnlm_sigmoid(int64_t n, const float *x, float *y, int64_t vector) {
+    if (vector) {
+        rnnlm_activations(n, x, y, 0);
+        return;
+    }
+    for (int64_t k = 0; k < n; k++) y[k] = sigmoidf_(x[k]);
+}
+
+void rnnlm_tanh(int64_t n, const float *x, float *y, int64_t vector) {
+    if (vector) {
+        rnnlm_activations(n, x, y, 0xfff);
+        return;
+    }
+    for (int64_t k = 0; k < n; k++) y[k] = tanhf_(x[k]);
 }
 
 /* LSTM forward: x (B, 4H) holds W_ih x_t and bias (4H) whatever x lacks of b_ih + b_hh (zeros if it has them), hw

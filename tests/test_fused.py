@@ -238,8 +238,8 @@ def test_a_transposed_initial_state_matches_torch(kind: str, path: str) -> None:
 
 @pytest.mark.parametrize("vector", [0, 1], ids=["scalar", "vector"])
 def test_activations_match_torch_over_the_whole_range(vector: int) -> None:
-    """sigmoid and tanh of the C loops, the scalar functions and the 8-wide ones, from deep saturation through 0
-    (relative error there) to inf and nan."""
+    """sigmoid and tanh of the C loops, the scalar functions and the vector ones (12 vectors at a time), from deep
+    saturation through 0 (relative error there) to inf and nan."""
     kernels = fused.kernels(torch.zeros(1))
     if kernels is None:
         pytest.skip("no C compiler here")
@@ -255,7 +255,7 @@ def test_activations_match_torch_over_the_whole_range(vector: int) -> None:
 @pytest.mark.parametrize("tanh_of", [0x444, 0xF00, 0x5A3])
 def test_activations_of_a_row_block_match_torch_and_one_at_a_time(tanh_of: int) -> None:
     """The sequence loops activate up to 12 vectors together, sigmoid or tanh by a bit mask (the LSTM's rows: every
-    fourth a tanh): each vector's values are torch's, and the very ones the 8-wide function gives alone."""
+    fourth a tanh): each vector's values are torch's, and the very ones a block of a single kind gives."""
     kernels = fused.kernels(torch.zeros(1))
     if kernels is None:
         pytest.skip("no C compiler here")
