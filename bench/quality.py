@@ -41,8 +41,10 @@ from rnnlm.config import load_config  # noqa: E402
 from rnnlm.data import DataRoot  # noqa: E402
 from rnnlm.errors import RnnlmError  # noqa: E402
 from rnnlm.evaluate import Score, score_records, score_stream  # noqa: E402
-from rnnlm.sample import SampleOptions, generate, load_model, start_state  # noqa: E402
-from rnnlm.train import encode_split, prepare, train  # noqa: E402
+from rnnlm.inference import load_model, start_state  # noqa: E402
+from rnnlm.runtime import keep_freed_memory  # noqa: E402
+from rnnlm.sample import SampleOptions, generate  # noqa: E402
+from rnnlm.train import prepare, train  # noqa: E402
 
 
 @dataclass
@@ -108,10 +110,11 @@ def run(entry: Entry, scale: float, runs: Path, root: DataRoot) -> Result:
     model = load_model(point)
     prepared = prepare(point.config, root, point.vocab)
     result.chars = _chars_seen(cfg, outcome.step, prepared.corpus.train if prepared.corpus.records else None)
-    val = encode_split(prepared.corpus, point.vocab, "val", point.config.data.records)
+    corpus = prepared.corpus
+    val = point.vocab.encode_split(corpus.val, corpus.records, point.config.data.records)
     if isinstance(val, list):  # records: makemore's per-character loss on held-out names
         result.val = score_records(model, val)
-        result.test = score_records(model, encode_split(prepared.corpus, point.vocab, "test", "pad"))
+        result.test = score_records(model, point.vocab.encode_split(corpus.test, corpus.records, "pad"))
         result.novel, result.sample = _novelty(model, point, prepared.corpus.train)
     else:
         result.val = score_stream(model, val)
@@ -173,6 +176,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the runs in this folder")
     parser.add_argument("--data-dir", type=Path)
     args = parser.parse_args()
+    keep_freed_memory()  # as `rnnlm train` does
     root = DataRoot.resolve(args.data_dir)
     entries = [e for e in ENTRIES if not args.only or e.name in args.only]
     print(f"machine: {machine()}", flush=True)

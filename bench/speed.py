@@ -8,7 +8,7 @@ cross-entropy, Adam), the same weights (torch.nn's state dict loaded into ours),
 Repetitions alternate between the sides (and which side goes first) so that drift of a shared machine hits both
 alike; every figure is the median over repetitions, ratios are rnnlm / torch.nn.
 
-Both sides run with glibc's malloc told to keep freed memory (`rnnlm.fused.keep_freed_memory`, as `rnnlm train`
+Both sides run with glibc's malloc told to keep freed memory (`rnnlm.runtime.keep_freed_memory`, as `rnnlm train`
 does), so neither pays for faulting in fresh pages each step. --unfused runs rnnlm without its C kernels.
 
 Memory of a training step is what autograd keeps for the backward pass: the bytes of every distinct tensor saved
@@ -23,7 +23,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlm import cells, fused
+from rnnlm import cells, fused, runtime
 from rnnlm.evaluate import CHUNK, MAX_STREAMS
 
 VOCAB = 65  # tiny-shakespeare's alphabet
@@ -274,7 +273,7 @@ def main() -> None:
     if args.unfused:
         os.environ["RNNLM_FUSED"] = "0"
     # As `rnnlm train` does on a CPU; a process-wide setting, so both sides run with it.
-    heap = "freed memory kept for reuse" if fused.keep_freed_memory() else "malloc as configured"
+    heap = "freed memory kept for reuse" if runtime.keep_freed_memory() else "malloc as configured"
     kernels = "fused C kernels" if fused.kernels(torch.zeros(1)) is not None else "PyTorch ops only (no C kernels)"
     print(f"Machine: {machine()}\nrnnlm: {kernels}; {heap}\n", flush=True)
     print("| what | rnnlm | baseline | ratio | target |")

@@ -15,28 +15,22 @@ Every random choice comes from the batcher's own `torch.Generator`, whose state 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import torch
 
+from rnnlm.config import Config
 from rnnlm.errors import RnnlmError
+from rnnlm.state import State, map_state
 from rnnlm.vocab import EOS_ID
 
 IGNORE = -100
 """Target id that the loss ignores (padding of record batches); torch's cross_entropy default."""
 
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
-
-
-def truncate(state: State) -> State:
+def truncate(state: State | None) -> State | None:
     """Truncated BPTT happens here: keep the state's values, cut its history from the graph."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)  # type: ignore[return-value]
-    return state.detach()
+    return map_state(torch.Tensor.detach, state)
 
 
 @dataclass
@@ -212,3 +206,12 @@ def pad_records(records: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
         targets[row, :len(r)] = r
         targets[row, len(r)] = EOS_ID
     return inputs, targets
+
+
+def make_batcher(cfg: Config, train_ids: torch.Tensor | list[torch.Tensor], device: torch.device) -> Batcher:
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    if isinstance(train_ids, list):
+        return RecordBatches(train_ids, cfg.train.batch_size, generator, device)
+    lengths = WindowLengths(cfg.train.seq_len, cfg.train.bptt, generator)
+    kind = SequentialStreams if cfg.train.batching == "sequential" else RandomWindows
+    return kind(train_ids.to(device), cfg.train.batch_size, lengths, generator)

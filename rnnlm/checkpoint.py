@@ -9,13 +9,11 @@ A checkpoint is a `torch.save`d dict of tensors, numbers, strings, lists and dic
     records     whether the corpus is line-per-record (each sample then ends at <eos>)
     model       the model's state dict
     step        optimizer steps taken
-    train       everything needed to resume (optimizer, batcher, RNG and carried hidden state, ...)
+    train       `TrainingState` as plain data: everything needed to resume
 
 It is read back with `torch.load(weights_only=True)`, whose unpickler only rebuilds those types, so a
-crafted file cannot run code when loaded. Writes are atomic: a temporary file in the same folder,
-`.NAME.tmp-PID`, flushed to disk, then renamed over the old one; a crash at any moment leaves the
-previous file intact. A process killed mid-write leaves its temporary file behind; the next run in the
-folder removes it (`remove_stale_temp_files`), knowing it is stale because process PID is gone.
+crafted file cannot run code when loaded. Writes are atomic (`rnnlm.atomic`): a crash at any moment leaves
+the previous file intact.
 
 A run folder holds `last.pt` (the newest: where a resume starts), `best.pt` (lowest validation loss)
 and, with `train.keep_last`, numbered checkpoints `step-000400.pt`.
@@ -23,18 +21,21 @@ and, with `train.keep_last`, numbered checkpoints `step-000400.pt`.
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import os
+import math
 import pickle
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rnnlm.atomic import atomic_file
 from rnnlm.config import Config, ConfigError, from_dict
 from rnnlm.errors import RnnlmError
+from rnnlm.state import State
 from rnnlm.vocab import Vocab
 
 FORMAT = "rnnlm-checkpoint"
@@ -47,70 +48,83 @@ class CheckpointError(RnnlmError):
 
 
 @dataclass
+class Tally:
+    """What the trainer counts besides weights and generators."""
+
+    step: int = 0
+    epoch: int = 0
+    best_val: float = math.inf
+    last_val: float = math.inf
+    evals_since_best: int = 0
+    last_eval_step: int = -1
+    elapsed: float = 0.0
+    """Wall-clock seconds over every session of the run, evaluations included (what `max_time` limits)."""
+    clock: float = 0.0
+    """`elapsed` as every process agrees on it (their mean at the last step): what the schedule reads."""
+    first_loss: float = math.nan
+    # the training record being gathered: sums over the steps since the last one
+    loss_sum: float = 0.0
+    chars: int = 0
+    seconds: float = 0.0
+    grad_sum: float = 0.0
+    grad_max: float = 0.0
+    steps: int = 0
+
+
+@dataclass
+class TrainingState:
+    """Everything besides the weights that a resume restores, as it is saved."""
+
+    optimizer: dict[str, Any]
+    batcher: dict[str, Any]
+    scaler: dict[str, Any] | None
+    rng: dict[str, list[torch.Tensor]]
+    """Every process's generator states: {"torch": [...], "cuda": [...]} in rank order."""
+    state: State | None
+    """The hidden state sequential batching carries, all rows (as one process would carry it), on the CPU."""
+    tally: Tally = field(default_factory=Tally)
+    replicas: list[str] = field(default_factory=list)
+    """Under torchrun, each process's parameter digest at the save: equal while the replicas agree."""
+
+    def to_plain(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "tally": asdict(self.tally)}
+
+    @classmethod
+    def from_plain(cls, raw: dict[str, Any]) -> "TrainingState":
+        state = raw["state"]
+        return cls(raw["optimizer"], raw["batcher"], raw["scaler"], raw["rng"],
+                   tuple(state) if isinstance(state, (tuple, list)) else state, Tally(**raw["tally"]),
+                   list(raw.get("replicas", [])))
+
+
+@dataclass
 class Checkpoint:
     config: Config
     vocab: Vocab
     records: bool
     model: dict[str, torch.Tensor]
     step: int
-    train: dict[str, Any]
-    path: Path
+    train: TrainingState | None
+    path: Path | None = None
 
 
-def save(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically (temp file, fsync, rename)."""
-    save_all([path], payload)
-
-
-def save_all(paths: list[Path], payload: dict[str, Any]) -> None:
-    """Write the same checkpoint under several names (serialized once), each atomically, in order."""
+def save(paths: list[Path], point: Checkpoint) -> None:
+    """Write the same checkpoint under each of `paths` (serialized once), each atomically, in order."""
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}, buffer)
+    torch.save({"format": FORMAT, "version": CHECKPOINT_VERSION, "config": point.config.to_dict(),
+                "vocab": list(point.vocab.itos), "records": point.records, "model": point.model, "step": point.step,
+                "train": None if point.train is None else point.train.to_plain()}, buffer)
     for path in paths:
-        _write_atomic(path, buffer.getbuffer())
+        try:
+            _write(path, buffer.getbuffer())
+        except OSError as e:
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise CheckpointError(f"{path}: could not write the checkpoint ({e.strerror or e}); {kept}") from None
 
 
-def _write_atomic(path: Path, data: memoryview) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-        raise CheckpointError(f"{path}: could not write the checkpoint ({e.strerror or e}); {kept}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-_TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the temporary files (`.NAME.tmp-PID`) that writers killed mid-write left in `folder`:
-    those whose process is gone (or is this one, which is not writing yet). Returns what was removed."""
-    removed = []
-    for p in folder.glob(".*.tmp-*"):
-        match = _TEMP.match(p.name)
-        if match and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+def _write(path: Path, data: memoryview) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def numbered(step: int) -> str:
@@ -122,19 +136,6 @@ def numbered_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """The numbered checkpoints in `folder`, oldest first."""
     found = [(int(m.group(1)), p) for p in folder.glob("step-*.pt") if (m := re.fullmatch(r"step-(\d+)\.pt", p.name))]
     return sorted(found)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
 
 
 def resolve(path: str | Path) -> Path:
@@ -173,7 +174,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
     try:
         config = from_dict(raw["config"])
         vocab = Vocab.from_list(raw["vocab"])
-        return Checkpoint(config, vocab, bool(raw["records"]), raw["model"], int(raw["step"]), raw.get("train") or {}, p)
+        training = TrainingState.from_plain(raw["train"]) if raw.get("train") else None
+        return Checkpoint(config, vocab, bool(raw["records"]), raw["model"], int(raw["step"]), training, p)
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{p}: damaged checkpoint ({_first_line(e)})") from None
 

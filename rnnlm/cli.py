@@ -69,7 +69,9 @@ def train(
     from rnnlm.config import from_dict, load_config, merge_overrides, read_yaml
     from rnnlm.data import DataRoot
     from rnnlm.distributed import setup
-    from rnnlm.train import new_run_dir, resume_point, train as run_training
+    from rnnlm.runs import new_run_dir, resume_point
+    from rnnlm.runtime import keep_freed_memory
+    from rnnlm.train import train as run_training
 
     args = list(overrides or [])
     if config is not None and "=" in config.name and not config.exists():
@@ -86,6 +88,8 @@ def train(
     else:
         cfg = load_config(config, args)
     with setup(cfg.train.device) as dist:
+        if dist.device.type == "cpu":
+            keep_freed_memory()
         run_dir = resume if resume is not None else new_run_dir(out, config.stem, name, dist)  # type: ignore[union-attr]
         result = run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet, dist=dist)
     summary = f"step {result.step}: val loss {result.last_val:.4f} nats/char (best {result.best_val:.4f})"
@@ -156,10 +160,10 @@ def sample(
 @app.command("eval")
 def evaluate(
     run: RunArg,
-    perplexity: Annotated[bool, typer.Option("--perplexity", help="Report NLL, bits per character and perplexity "
-                                             "(the only measure so far; on by default).")] = True,
-    split: Annotated[Optional[str], typer.Option("--split", help="val or test split of the run's corpus [default: val].",
-                                                 show_default=False)] = None,
+    perplexity: Annotated[bool, typer.Option("--perplexity", help="Lead the report with perplexity (nll and bits "
+                                             "per character follow; every measure is always reported).")] = False,
+    split: Annotated[Optional[str], typer.Option("--split", help="train, val or test split of the run's corpus "
+                                                 "[default: val].", show_default=False)] = None,
     file: Annotated[Optional[list[Path]], typer.Option("--file", help="Score this UTF-8 file instead of a split; repeat "
                                                        "for several (one record per line for a records model).",
                                                        show_default=False)] = None,
@@ -188,7 +192,7 @@ def evaluate(
     result = evaluate_sources(point, sources, context=context, compressors=compare_compressors, device=target)
     for warning in result.warnings():
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines()))
+    typer.echo(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines(perplexity_first=perplexity)))
 
 
 @app.command()
@@ -283,7 +287,7 @@ def data_info(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDi
 
 def device_for(name: str) -> torch.device:
     """A command's --device as a torch.device, refused with a message before anything is loaded or written."""
-    from rnnlm.distributed import resolve_device
+    from rnnlm.device import resolve_device
 
     return resolve_device(name, option="--device")
 
@@ -295,7 +299,7 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
-    from rnnlm.data.atomic import atomic_file
+    from rnnlm.atomic import atomic_file
 
     if path.is_dir():
         raise RnnlmError(f"--out {path}: is a folder; give a file name")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,26 +34,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from rnnlm.device import resolve_device
 from rnnlm.errors import RnnlmError
+from rnnlm.state import State, map_state
 
 TIMEOUT = datetime.timedelta(minutes=30)
 """How long a process waits for the others, e.g. while rank 0 evaluates alone."""
-
-
-def resolve_device(name: str, option: str = "train.device") -> torch.device:
-    """auto, cpu, cuda or cuda:N -> a device this machine has; `option` names where `name` came from
-    (the config key, or a command's --device) in the message when it is not one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not (name in ("cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise RnnlmError(f"{option}={name}: not a device; use one of auto, cpu, cuda, cuda:N")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RnnlmError(f"{option}={name}: this machine has no CUDA device; use {option}=cpu (or auto)")
-        index = int(name[5:]) if name.startswith("cuda:") else 0
-        if index >= torch.cuda.device_count():
-            raise RnnlmError(f"{option}={name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -77,10 +64,6 @@ class Dist:
         """This process's rows of a global minibatch."""
         share = batch_size // self.world_size
         return slice(self.rank * share, (self.rank + 1) * share)
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The element-wise sum over processes, in place."""
@@ -144,3 +127,30 @@ def setup(device_name: str) -> Iterator[Dist]:
         yield Dist(rank, world, local, device)
     finally:
         dist.destroy_process_group()
+
+
+def gather_state(state: State | None, dist: Dist) -> State | None:
+    """Every process's rows of the carried state (layers, rows, hidden), as one process would carry it."""
+    return map_state(lambda s: dist.gather_rows(s, 1), state)
+
+
+def rng_states(dist: Dist) -> dict[str, list[torch.Tensor]]:
+    """Every process's random generators, in rank order, for a checkpoint."""
+    cuda = dist.all_gather(torch.cuda.get_rng_state(dist.device)) if dist.device.type == "cuda" else []
+    return {"torch": dist.all_gather(torch.get_rng_state()), "cuda": cuda}
+
+
+def restore_rng(rng: dict[str, list[torch.Tensor]], dist: Dist) -> None:
+    """This process's generators as saved; a process the saving run did not have keeps its fresh seed."""
+    if dist.rank < len(rng["torch"]):
+        torch.set_rng_state(rng["torch"][dist.rank])
+    if dist.device.type == "cuda" and dist.rank < len(rng["cuda"]):
+        torch.cuda.set_rng_state(rng["cuda"][dist.rank], dist.device)
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A digest of the parameters: equal on every process while the replicas agree."""
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]

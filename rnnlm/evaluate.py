@@ -24,7 +24,7 @@ Three ways to read a text, each exact:
   to and including its own `<eos>`, as makemore reports its loss.
 
 - With a fixed context (`context=N`): every character is scored after reading, from the model's start
-  state (zero, or for a stream model its warm start, see `sample.start_state`), at most the N ids before
+  state (zero, or for a stream model its warm start, see `inference.start_state`), at most the N ids before
   it (the stream's first id, `<eos>` or a newline, counts as one), as a model with a block size of N would
   see it. A state cannot be shared between two windows, so this costs
   about N times a stream pass: the first N characters of a stream or record are one row read from its
@@ -53,8 +53,9 @@ from rnnlm.checkpoint import Checkpoint
 from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data.text import read_records, read_utf8
 from rnnlm.errors import RnnlmError
-from rnnlm.model import CharRNN, State
-from rnnlm.sample import expand_rows, load_model, start_ids, start_state
+from rnnlm.inference import eval_mode, load_model, start_ids, start_state
+from rnnlm.model import CharRNN
+from rnnlm.state import State, expand_rows, map_state, select_rows, tensors
 from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
 
 WARMUP = 512
@@ -103,7 +104,7 @@ def score_stream(model: CharRNN, ids: torch.Tensor, streams: int | None = None, 
     `start` is the one-row state every `context` window is read from (None: zero). A model trained on sequential
     streams met the zero state only at the start of each epoch, and windows read from zero measured that rather
     than the model: a 1x512 LSTM after 78 s scored 1.894 at 64 characters of context from zero and 1.582 with
-    the state carried. Give it `sample.start_state(checkpoint)`, as `rnnlm eval` does. The carried-state reading
+    the state carried. Give it `inference.start_state(checkpoint)`, as `rnnlm eval` does. The carried-state reading
     starts from zero: it reads the whole text, and its start touches only the first characters."""
     n = len(ids)
     if n < 2:
@@ -113,7 +114,7 @@ def score_stream(model: CharRNN, ids: torch.Tensor, streams: int | None = None, 
         return _score_context(model, ids, [(0, n)], context, start)
     if streams is None:
         streams = max(1, min(MAX_STREAMS, (n - 1) // MIN_STREAM))
-    with _eval_mode(model):
+    with eval_mode(model):
         return _score_split(model, ids, streams, warmup)
 
 
@@ -133,7 +134,7 @@ def score_records(model: CharRNN, records: list[torch.Tensor], batch_size: int =
         return _score_context(model, ids.to(model.decoder.weight.device), bounds, context)
     order = sorted(range(len(records)), key=lambda i: len(records[i]))  # similar lengths pad little
     total = Score(0.0, 0, 0)
-    with _eval_mode(model):
+    with eval_mode(model):
         for i in range(0, len(order), batch_size):
             inputs, targets = pad_records([records[j] for j in order[i:i + batch_size]])
             nll, _ = _read_rows(model, inputs, targets)
@@ -161,8 +162,8 @@ def _score_split(model: CharRNN, ids: torch.Tensor, streams: int, warmup: int) -
     for _ in range(MAX_ROUNDS):  # after round k the first k + 1 rows are exact
         if len(bad) == 0:
             return _score(nll, targets)
-        start = _put_rows(start, bad, _rows(end, bad - 1))
-        nll[bad], redone = _read_rows(model, inputs[bad], targets[bad], _rows(start, bad))
+        start = _put_rows(start, bad, select_rows(end, bad - 1))
+        nll[bad], redone = _read_rows(model, inputs[bad], targets[bad], select_rows(start, bad))
         end = _put_rows(end, bad, redone)
         bad = _wrong_starts(start, end)
     # A model that remembers further back than any warm-up (an LSTM counting open braces) would need a round per
@@ -170,19 +171,19 @@ def _score_split(model: CharRNN, ids: torch.Tensor, streams: int, warmup: int) -
     # are read in order instead, each from the exact end of the row before it: at most one more pass, one row wide.
     for row in range(int(bad[0]) if len(bad) else streams, streams):
         one = torch.tensor([row], device=device)
-        if _close(_rows(start, one), _rows(end, one - 1)).all():
+        if _close(select_rows(start, one), select_rows(end, one - 1)).all():
             continue
-        start = _put_rows(start, one, _rows(end, one - 1))
-        nll[one], redone = _read_rows(model, inputs[one], targets[one], _rows(start, one))
+        start = _put_rows(start, one, select_rows(end, one - 1))
+        nll[one], redone = _read_rows(model, inputs[one], targets[one], select_rows(start, one))
         end = _put_rows(end, one, redone)
     return _score(nll, targets)
 
 
 def _wrong_starts(start: State, end: State) -> torch.Tensor:
     """The rows k >= 1 whose starting state is not (to STATE_ATOL, STATE_RTOL) where row k - 1 ended."""
-    h = end[0] if isinstance(end, tuple) else end  # (L, S, H)
+    h = tensors(end)[0]  # (L, S, H)
     prev = torch.arange(h.shape[1] - 1, device=h.device)
-    return prev[~_close(_rows(start, prev + 1), _rows(end, prev))] + 1
+    return prev[~_close(select_rows(start, prev + 1), select_rows(end, prev))] + 1
 
 
 def _score_context(model: CharRNN, ids: torch.Tensor, bounds: list[tuple[int, int]], context: int,
@@ -199,7 +200,7 @@ def _score_context(model: CharRNN, ids: torch.Tensor, bounds: list[tuple[int, in
     later = torch.cat([torch.arange(min(f + context + 1, e), e, device=device) for f, e in bounds])
     total = Score(float("nan"), 0, 0)
     rows = max(1, POSITIONS // min(context, CHUNK))
-    with _eval_mode(model):
+    with eval_mode(model):
         for i in range(0, len(heads), rows):
             batch = inputs[i:i + rows]
             nll, _ = _read_rows(model, batch, targets[i:i + rows], expand_rows(start, len(batch)))
@@ -249,38 +250,19 @@ def _pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
 
 
-def _rows(state: Any, index: torch.Tensor) -> Any:
-    """Rows `index` of a state (L, B, H), or of each tensor of a tuple of them."""
-    return tuple(s[:, index] for s in state) if isinstance(state, tuple) else state[:, index]
-
-
-def _put_rows(state: Any, index: torch.Tensor, value: Any) -> Any:
+def _put_rows(state: State, index: torch.Tensor, value: State) -> State:
     """A copy of `state` with rows `index` replaced by `value`."""
-    if isinstance(state, tuple):
-        return tuple(_put_rows(s, index, v) for s, v in zip(state, value))
-    state = state.clone()
-    state[:, index] = value
-    return state
+    def put(s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        s = s.clone()
+        s[:, index] = v
+        return s
+    return map_state(put, state, value)
 
 
-def _close(a: Any, b: Any) -> torch.Tensor:
+def _close(a: State, b: State) -> torch.Tensor:
     """Per row (B,): every number of state `a` within STATE_ATOL + STATE_RTOL * |b| of state `b`."""
-    if isinstance(a, tuple):
-        return torch.stack([_close(x, y) for x, y in zip(a, b)]).all(0)
-    return ((a - b).abs() <= STATE_ATOL + STATE_RTOL * b.abs()).all(-1).all(0)  # (L, B, H) -> (B,)
-
-
-class _eval_mode:
-    """Dropout off while scoring; the model's mode is restored afterwards."""
-
-    def __init__(self, model: CharRNN):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self) -> None:
-        self.model.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.model.train(self.was_training)
+    per_tensor = map_state(lambda x, y: ((x - y).abs() <= STATE_ATOL + STATE_RTOL * y.abs()).all(-1).all(0), a, b)
+    return torch.stack(tensors(per_tensor)).all(0)  # (L, B, H) -> (B,)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -304,13 +286,11 @@ def encode_source(name: str, texts: list[str], vocab: Vocab, records: bool, reco
     read them. `from_start` puts the start id (as in sampling: a newline, else <eos>) before a stream,
     so that its first character is scored too; a split of the corpus leaves it out, as training's
     validation does, so `rnnlm eval --split val` reproduces the logged val_loss."""
+    ids = vocab.encode_split(texts, records, records_mode)
     if records:
-        ids: torch.Tensor | list[torch.Tensor] = (
-            [vocab.encode(r) for r in texts] if records_mode == "pad" else vocab.encode_records(texts))
         text = "".join(r + "\n" for r in texts)
     else:
         text = "".join(texts)
-        ids = vocab.encode(text)
         if from_start:
             ids = torch.cat([start_ids(vocab, "", records=False), ids])
         else:
@@ -327,9 +307,9 @@ def file_source(path: Path, point: Checkpoint) -> Source:
 
 
 def split_source(point: Checkpoint, split: str, root: DataRoot | None = None) -> Source:
-    """The val or test split of the run's corpus, read through the run's config as training read it."""
-    if split not in ("val", "test"):
-        raise RnnlmError(f"--split {split!r}: choose val or test")
+    """A split of the run's corpus (train, val or test), read through the run's config as training read it."""
+    if split not in ("train", "val", "test"):
+        raise RnnlmError(f"--split {split!r}: choose train, val or test")
     corpus = load_corpus(point.config.data, point.config.train.seed, root)
     texts = corpus.split(split)  # type: ignore[arg-type]
     if (not texts) if corpus.records else len("".join(texts)) < 2:  # a stream's first character is context only
@@ -371,14 +351,16 @@ class Evaluation:
                      list(dict.fromkeys(c for p in self.parts for c in p.unknown)), _combined(self.parts))
         return {**whole.as_dict(), "context": self.context, "parts": [p.as_dict() for p in self.parts]}
 
-    def lines(self) -> list[str]:
+    def lines(self, perplexity_first: bool = False) -> list[str]:
+        """The report: each source's characters, then its nll, bpc and perplexity (perplexity first if asked)."""
         how = f"at most {self.context} characters of context" if self.context else "state carried over the whole text"
         named = self.parts + ([Part("total", self.total, [], _combined(self.parts))] if len(self.parts) > 1 else [])
         out: list[str] = []
         for p in named:
             s = p.score
             out.append(f"{p.name}: {s.chars:,} characters ({s.unk:,} unknown)" + (f", {how}" if p is named[-1] else ""))
-            out.append(f"  nll {s.nll:.4f} nats/char   bpc {s.bpc:.4f}   perplexity {s.perplexity:.3f}")
+            measures = [f"nll {s.nll:.4f} nats/char", f"bpc {s.bpc:.4f}", f"perplexity {s.perplexity:.3f}"]
+            out.append("  " + "   ".join(measures[-1:] + measures[:-1] if perplexity_first else measures))
             if p.compressors is not None:
                 out.append("  " + "   ".join(f"{k} {v:.4f} bpc" for k, v in p.compressors.items()))
         return out

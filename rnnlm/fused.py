@@ -1,22 +1,23 @@
-"""The pointwise half of each recurrent step as one C loop (`fused.c`), compiled on first use, for float32 on a CPU.
+"""The C boundary: `fused.c` compiled on first use, loaded with ctypes, and called only through typed wrappers.
 
-Why: after its matrix product, an LSTM step is sigmoid, tanh, two products and a sum over the gates, and its backward
-step a dozen more; as PyTorch ops each is a kernel launch and a pass over memory (about 800 launches per training step
-of a 1x128 LSTM, and at 2x512 arrays that no longer fit in cache). One C loop per step does all of it in registers.
-The large matrix products stay in PyTorch (MKL / oneDNN); the recurrent ones, small per step, which MKL runs below
-the machine's speed or which only read weights (sampling at batch 1), are done in the same C loops as the pointwise
-half: a whole sequence of a layer (forward and backward for the LSTM and GRU, forward for the RNN), and one
-inference step of a whole stack (`cells.py` says when).
+Why C: a recurrent step is a small matrix product followed by a dozen pointwise operations. As PyTorch ops each is a
+kernel launch and a pass over memory, and a step's product is small enough that MKL runs it below the machine's speed.
+`fused.c` does each step's product and its pointwise half together, gates in registers (the cells' fast path,
+`rnnlm.fastpath`, says when it runs).
 
 How: `kernels()` compiles `fused.c` with the system's C compiler (`$CC`, else `cc`) for this machine's CPU
 (`-march=native`), caches the library under `$XDG_CACHE_HOME/rnnlm` (else `~/.cache/rnnlm`), keyed by the source,
 the flags, the compiler and the CPU, and loads it with ctypes: no torch headers, no build step at install, about a
-second the first time and nothing after. Then it checks the library against torch on a small input.
+second the first time and nothing after. Then it checks the library's activations against torch.
 
-When the kernels are not used, the recurrences run the same equations as PyTorch ops (`cells.py`), which is also what
+The boundary is typed: each C entry point has one wrapper here (`Kernels.lstm_sequence`, ...) that takes named
+tensors, checks their dtype, device, contiguity and shape against the others', and only then passes addresses. The
+argument order is never written in Python: the wrappers call by parameter name, and the names and their order are
+read from the C definitions in `fused.c` (`signatures`), so a wrapper and its C function cannot disagree silently.
+
+When the kernels are not used, the cells run the same equations as PyTorch ops (`rnnlm.reference`), which is also what
 runs on CUDA, in bfloat16 and in float64: no compiler, a compile that fails (a one-time warning says why), a library
-that disagrees with torch (a warning too), or RNNLM_FUSED=0 in the environment. The tests run both paths against
-torch.nn.
+that disagrees with torch (a warning too), RNNLM_FUSED=0 in the environment, or a model under torch.compile.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -43,48 +44,175 @@ FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fPIC", "-shared")
 # already, so both share one OpenMP runtime and one thread pool.
 OPENMP = ("-fopenmp",)
 
-_INT, _PTR = ctypes.c_int64, ctypes.c_void_p
-_SIGNATURES = {
-    "rnnlm_sigmoid": (_INT, _PTR, _PTR, _INT),
-    "rnnlm_tanh": (_INT, _PTR, _PTR, _INT),
-    "rnnlm_activations": (_INT, _PTR, _PTR, _INT),
-    "rnnlm_lstm_forward": (_INT, _INT, *[_PTR] * 8),
-    "rnnlm_lstm_backward": (_INT, _INT, *[_PTR] * 7),
-    "rnnlm_gru_forward": (_INT, _INT, *[_PTR] * 7),
-    "rnnlm_gru_backward": (_INT, _INT, *[_PTR] * 8),
-    "rnnlm_step": (*[_INT] * 5, *[_PTR] * 6),
-    "rnnlm_lstm_sequence": (*[_INT] * 3, *[_PTR] * 9),
-    "rnnlm_lstm_backward_sequence": (*[_INT] * 3, *[_PTR] * 9),
-    "rnnlm_gru_sequence": (*[_INT] * 3, *[_PTR] * 7),
-    "rnnlm_gru_backward_sequence": (*[_INT] * 3, *[_PTR] * 10),
-    "rnnlm_rnn_sequence": (*[_INT] * 4, *[_PTR] * 4),
-}
+Arg = Tensor | int | None | ctypes.Array
+
+
+def signatures(source: str) -> dict[str, list[tuple[str, bool]]]:
+    """Each exported function of the C source, `void rnnlm_NAME(...) {`, as its parameters in order: (name, whether
+    it is an integer; else a pointer)."""
+    found = {}
+    for name, params in re.findall(r"^void (rnnlm_\w+)\(([^)]*)\)\s*\{", source, flags=re.M):
+        parsed = []
+        for param in " ".join(params.split()).split(","):
+            declaration = param.strip()
+            parsed.append((re.findall(r"\w+", declaration)[-1], declaration.startswith("int64_t")))
+        found[name] = parsed
+    return found
+
+
+def pack_panels(weight: Tensor, gates: int, hidden: int) -> Tensor:
+    """A weight (G*H, K) or bias (G*H,) in the C loops' panels of 8 units: (P, K, G, 8) or (P, G, 8), P = ceil(H / 8),
+    contiguous, zero past unit H. Panel p holds units 8p..8p+7 of every gate, so that one pass over it yields all the
+    gates of those units."""
+    units = -(-hidden // 8) * 8
+    padded = weight.new_zeros(gates, units, *weight.shape[1:])
+    padded[:, :hidden] = weight.unflatten(0, (gates, hidden))
+    padded = padded.unflatten(1, (units // 8, 8))  # (G, P, 8, *rest)
+    return padded.permute(1, *range(3, padded.dim()), 0, 2).contiguous()
+
+
+def pack_by_unit(w_hh: Tensor) -> Tensor:
+    """W_hh (G*H, H) as the backward loops read it: (P, G*H, 8), panel q holding W_hh's columns 8q..8q+7."""
+    return pack_panels(w_hh.t(), 1, w_hh.shape[1]).squeeze(2)
 
 
 class Kernels:
-    """The compiled functions; arguments are sizes and data pointers (`Tensor.data_ptr()`) of contiguous float32."""
+    """The compiled library, one typed method per C entry point. Every tensor is float32, on the CPU, dense."""
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        for name, argtypes in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = argtypes, None
-        self.sigmoid, self.tanh, self.activations = lib.rnnlm_sigmoid, lib.rnnlm_tanh, lib.rnnlm_activations
-        self.lstm_forward, self.lstm_backward = lib.rnnlm_lstm_forward, lib.rnnlm_lstm_backward
-        self.gru_forward, self.gru_backward = lib.rnnlm_gru_forward, lib.rnnlm_gru_backward
-        self.step, self.lstm_sequence = lib.rnnlm_step, lib.rnnlm_lstm_sequence
-        self.lstm_backward_sequence, self.gru_sequence = lib.rnnlm_lstm_backward_sequence, lib.rnnlm_gru_sequence
-        self.gru_backward_sequence, self.rnn_sequence = lib.rnnlm_gru_backward_sequence, lib.rnnlm_rnn_sequence
+    def __init__(self, lib: ctypes.CDLL, source: str) -> None:
+        self._functions = {}
+        for name, params in signatures(source).items():
+            function = getattr(lib, name)
+            function.argtypes = [ctypes.c_int64 if is_int else ctypes.c_void_p for _, is_int in params]
+            function.restype = None
+            self._functions[name] = (function, [p for p, _ in params])
+
+    def _call(self, name: str, **args: Arg) -> None:
+        function, params = self._functions[name]
+        if sorted(args) != sorted(params):  # a bug in a wrapper, never a user's mistake
+            raise TypeError(f"{name}({', '.join(params)}) called with {', '.join(args)}")
+        function(*(args[p].data_ptr() if isinstance(args[p], Tensor) else args[p] for p in params))
+
+    def activations(self, *, y: Tensor, x: Tensor, tanh_of: int) -> None:
+        """y = sigmoid or tanh of x (n,), in blocks of 12 vectors of 8, vector i of a block by tanh if bit i of
+        tanh_of is set: as the C loops activate their gates."""
+        _check("activations", y=(y, x.shape), x=(x, x.shape))
+        self._call("rnnlm_activations", y=y, x=x, tanh_of=tanh_of, n=x.numel())
+
+    def lstm_sequence(self, *, h: Tensor, c: Tensor, gates: Tensor | None, tanh_c: Tensor | None, xg: Tensor,
+                      bias: Tensor | None, panels: Tensor, h0: Tensor, c0: Tensor) -> None:
+        """An LSTM layer over T steps. Training keeps gates (T, B, 4H), c and tanh_c (T, B, H); inference passes
+        gates and tanh_c None and c (2, B, H), the last step's cell state ending in c[(T - 1) % 2]."""
+        steps, batch, hidden = h.shape
+        kept = steps if gates is not None else 2
+        _check("lstm_sequence", h=(h, h.shape), c=(c, (kept, batch, hidden)),
+               gates=(gates, (steps, batch, 4 * hidden)), tanh_c=(tanh_c, h.shape), xg=(xg, (steps, batch, 4 * hidden)),
+               bias=(bias, (4 * hidden,)), panels=(panels, (_panels(hidden), hidden, 4, 8)), h0=(h0, (batch, hidden)),
+               c0=(c0, (batch, hidden)))
+        if (gates is None) != (tanh_c is None):
+            raise ValueError("lstm_sequence: gates and tanh_c are kept together (training) or not at all")
+        self._call("rnnlm_lstm_sequence", h=h, c=c, gates=gates, tanh_c=tanh_c, xg=xg, bias=bias, panels=panels,
+                   h0=h0, c0=c0, T=steps, B=batch, H=hidden)
+
+    def lstm_backward_sequence(self, *, d_gates: Tensor, dc: Tensor, back: Tensor, gates: Tensor, c0: Tensor,
+                               c: Tensor, tanh_c: Tensor, grad_h: Tensor, grad_hn: Tensor) -> None:
+        """The LSTM layer's backward through time: d_gates (T, B, 4H); dc (B, H) from the gradient reaching c_{T-1}
+        to the one reaching c0."""
+        steps, batch, hidden = c.shape
+        _check("lstm_backward_sequence", d_gates=(d_gates, (steps, batch, 4 * hidden)), dc=(dc, (batch, hidden)),
+               back=(back, (_panels(hidden), 4 * hidden, 8)), gates=(gates, d_gates.shape), c0=(c0, dc.shape),
+               c=(c, c.shape), tanh_c=(tanh_c, c.shape), grad_h=(grad_h, c.shape), grad_hn=(grad_hn, dc.shape))
+        self._call("rnnlm_lstm_backward_sequence", d_gates=d_gates, dc=dc, back=back, gates=gates, c0=c0, c=c,
+                   tanh_c=tanh_c, grad_h=grad_h, grad_hn=grad_hn, T=steps, B=batch, H=hidden)
+
+    def gru_sequence(self, *, h: Tensor, hh: Tensor | None, gates: Tensor | None, xg: Tensor, b_hh: Tensor,
+                     panels: Tensor, h0: Tensor) -> None:
+        """A GRU layer over T steps; training keeps hh = W_hh h + b_hh and the gates r, z, n (T, B, 3H)."""
+        steps, batch, hidden = h.shape
+        wide = (steps, batch, 3 * hidden)
+        _check("gru_sequence", h=(h, h.shape), hh=(hh, wide), gates=(gates, wide), xg=(xg, wide),
+               b_hh=(b_hh, (3 * hidden,)), panels=(panels, (_panels(hidden), hidden, 3, 8)), h0=(h0, (batch, hidden)))
+        if (hh is None) != (gates is None):
+            raise ValueError("gru_sequence: hh and gates are kept together (training) or not at all")
+        self._call("rnnlm_gru_sequence", h=h, hh=hh, gates=gates, xg=xg, b_hh=b_hh, panels=panels, h0=h0, T=steps,
+                   B=batch, H=hidden)
+
+    def gru_backward_sequence(self, *, d_x: Tensor, d_hh: Tensor, grad_h0: Tensor, grad_h: Tensor, back: Tensor,
+                              gates: Tensor, hh: Tensor, h0: Tensor, h: Tensor, grad_hn: Tensor) -> None:
+        """The GRU layer's backward through time: d_x and d_hh (T, B, 3H); grad_h0 (B, H) gains z_0 dh_0; grad_h
+        (T, B, H) gains the direct path on the way."""
+        steps, batch, hidden = h.shape
+        wide = (steps, batch, 3 * hidden)
+        _check("gru_backward_sequence", d_x=(d_x, wide), d_hh=(d_hh, wide), grad_h0=(grad_h0, (batch, hidden)),
+               grad_h=(grad_h, h.shape), back=(back, (_panels(hidden), 3 * hidden, 8)), gates=(gates, wide),
+               hh=(hh, wide), h0=(h0, (batch, hidden)), h=(h, h.shape), grad_hn=(grad_hn, (batch, hidden)))
+        self._call("rnnlm_gru_backward_sequence", d_x=d_x, d_hh=d_hh, grad_h0=grad_h0, grad_h=grad_h, back=back,
+                   gates=gates, hh=hh, h0=h0, h=h, grad_hn=grad_hn, T=steps, B=batch, H=hidden)
+
+    def rnn_sequence(self, *, h: Tensor, xg: Tensor, panels: Tensor, h0: Tensor, relu: bool) -> None:
+        """A vanilla RNN layer over T steps: h (T, B, H) from xg (T, B, H), which holds both biases."""
+        steps, batch, hidden = h.shape
+        _check("rnn_sequence", h=(h, h.shape), xg=(xg, h.shape), panels=(panels, (_panels(hidden), hidden, 1, 8)),
+               h0=(h0, (batch, hidden)))
+        self._call("rnnlm_rnn_sequence", h=h, xg=xg, panels=panels, h0=h0, relu=int(relu), T=steps, B=batch,
+                   H=hidden)
+
+    def step(self, *, h: Tensor, c: Tensor | None, weights: list[Tensor], x: Tensor | None, v0: Tensor | None,
+             h_prev: Tensor, kind: int, gates: int) -> None:
+        """One step of a whole stack: h (L, B, H) from h_prev (L, B, H), c (L, B, H) updated in place (the LSTM);
+        layer 0 reads its input projection x (B, G*H) or its input v0 (B, K0); `weights` is each layer's panels
+        (P, K1 + H, G, 8) and biases (P, S, G, 8), as `rnnlm.fastpath.step_weights` packs them."""
+        layers, batch, hidden = h_prev.shape
+        k0 = 0 if v0 is None else v0.shape[1]
+        per_bias = 2 if gates == 3 else 1
+        shapes = {}
+        for layer in range(layers):
+            k1 = k0 if layer == 0 else hidden
+            shapes[f"weights[{2 * layer}]"] = (weights[2 * layer], (_panels(hidden), k1 + hidden, gates, 8))
+            shapes[f"weights[{2 * layer + 1}]"] = (weights[2 * layer + 1], (_panels(hidden), per_bias, gates, 8))
+        _check("step", h=(h, h_prev.shape), c=(c, h_prev.shape), x=(x, (batch, gates * hidden)), v0=(v0, (batch, k0)),
+               h_prev=(h_prev, h_prev.shape), **shapes)
+        if len(weights) != 2 * layers or (x is None) == (v0 is None):
+            raise ValueError("step: two weight tensors per layer, and layer 0 reads x or v0 (one of them)")
+        if _overlap(h, h_prev):
+            raise ValueError("step: h must not overlap h_prev, which other panels are still reading")
+        pointers = (ctypes.c_void_p * len(weights))(*(w.data_ptr() for w in weights))
+        self._call("rnnlm_step", h=h, c=c, weights=pointers, x=x, v0=v0, h_prev=h_prev, kind=kind, L=layers,
+                   B=batch, H=hidden, K0=k0)
 
 
-def kernels(like: Tensor) -> Kernels | None:
-    """The fused kernels if they can serve tensors like `like` (float32 on a CPU) and are enabled and built.
+def _panels(hidden: int) -> int:
+    return -(-hidden // 8)
+
+
+def _check(function: str, **named: tuple[Tensor | None, tuple[int, ...] | torch.Size]) -> None:
+    """Every named tensor given (None is C's NULL, which the wrappers allow only where the C code reads none) is a
+    dense float32 CPU array of its expected shape; else a ValueError naming the function and the argument."""
+    for name, (t, shape) in named.items():
+        if t is None:
+            continue
+        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError(f"{function}: {name} must be a contiguous float32 CPU tensor, got {t.dtype} on "
+                             f"{t.device}{'' if t.is_contiguous() else ', not contiguous'}")
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{function}: {name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+
+
+def _overlap(a: Tensor, b: Tensor) -> bool:
+    a0, b0 = a.data_ptr(), b.data_ptr()
+    return a0 < b0 + b.numel() * b.element_size() and b0 < a0 + a.numel() * a.element_size()
+
+
+def kernels(like: Tensor | None = None) -> Kernels | None:
+    """The kernels if they can serve tensors like `like` (float32 on a CPU; None: just whether they are enabled and
+    built).
 
     Never under torch.compile: the kernels take raw addresses, which a traced graph does not have (Dynamo traced
     into the ctypes calls and the model computed garbage), so a compiled model runs the PyTorch ops, which the
     compiler fuses itself."""
-    if like.device.type != "cpu" or like.dtype != torch.float32 or os.environ.get("RNNLM_FUSED") == "0":
+    if like is not None and (like.device.type != "cpu" or like.dtype != torch.float32):
         return None
-    if torch.compiler.is_compiling():
+    if os.environ.get("RNNLM_FUSED") == "0" or torch.compiler.is_compiling():
         return None
     return _load()
 
@@ -95,7 +223,7 @@ def _load() -> Kernels | None:
     if compiler is None:
         return None  # the PyTorch path; README "Speed" says what a compiler buys
     try:
-        lib = Kernels(ctypes.CDLL(str(_build(compiler))))
+        lib = Kernels(ctypes.CDLL(str(_build(compiler))), SOURCE.read_text(encoding="utf-8"))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # RuntimeError: no home folder for the cache
         warnings.warn(f"rnnlm: could not build its fused CPU kernels, so training runs the slower PyTorch path: {e}",
                       stacklevel=3)
@@ -150,31 +278,8 @@ def _agrees_with_torch(lib: Kernels) -> bool:
     """A compiler that miscompiles the loops must not train models: compare with torch on a range of inputs."""
     x = torch.linspace(-30, 30, 4001)
     y = torch.empty_like(x)
-    for fn, ref in ((lib.sigmoid, torch.sigmoid), (lib.tanh, torch.tanh)):
-        for vector in (0, 1):
-            fn(x.numel(), x.data_ptr(), y.data_ptr(), vector)
-            if not torch.allclose(y, ref(x), rtol=1e-6, atol=1e-7):
-                return False
+    for tanh_of, ref in ((0, torch.sigmoid), (0xFFF, torch.tanh)):
+        lib.activations(y=y, x=x, tanh_of=tanh_of)
+        if not torch.allclose(y, ref(x), rtol=1e-6, atol=1e-7):
+            return False
     return True
-
-
-def keep_freed_memory() -> bool:
-    """Have glibc's malloc keep the memory torch frees for the next training step, instead of returning it to the OS.
-
-    Every training step allocates the same large buffers (an LSTM layer's gates alone are T*B*4H floats: 52 MB at
-    2x512, B=64, T=100) and frees them after the backward pass. By default glibc serves blocks over 128 KB (over
-    32 MB, always) with fresh mappings and unmaps them on free, so each step faults its buffers in again page by page,
-    zero-filled by the kernel. Measured on the 2-core machine: the C loops of one 2x512 LSTM layer's forward pass take
-    46 ms on fresh pages and 16 ms on reused ones; a 1x128 LSTM's forward pass spends 3 of its 10 ms faulting in two
-    4 MB arrays. Allocating from the heap and never trimming it keeps the process at
-    its peak resident size, which a training process reaches on its first step anyway. `rnnlm train` calls this on a
-    CPU; it is a process-wide setting, so a library user opts in. Returns whether the setting took (glibc only).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))

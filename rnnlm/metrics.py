@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from rnnlm.atomic import atomic_file
 from rnnlm.errors import RnnlmError
 
 METRICS = "metrics.jsonl"
@@ -106,10 +106,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop records after `last_step` (written after the checkpoint a run resumes from), and any line
-    cut off by a crash, atomically (through `.metrics.jsonl.tmp-PID`, like checkpoints)."""
+    cut off by a crash, atomically (`rnnlm.atomic`)."""
     if not path.exists():
         return
     keep = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path, encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in keep))

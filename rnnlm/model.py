@@ -12,8 +12,7 @@ from torch import nn
 
 from rnnlm import cells
 from rnnlm.config import ModelConfig
-
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+from rnnlm.state import State
 
 CELLS: dict[str, type[nn.Module]] = {"rnn": cells.RNN, "lstm": cells.LSTM, "gru": cells.GRU}
 
@@ -65,6 +64,3 @@ class CharRNN(nn.Module):
                             dtype=weight.dtype)
         return (zeros, zeros.clone()) if self.cfg.cell == "lstm" else zeros
 
-
-def num_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -16,16 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import torch
 
 from rnnlm.checkpoint import Checkpoint
-from rnnlm.config import Config
 from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data.text import read_utf8
 from rnnlm.errors import RnnlmError
+from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
+from rnnlm.state import State, expand_rows, where_rows
 from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
 
 STREAM_SEPARATOR = "---"
@@ -85,42 +86,9 @@ def choose(logits: torch.Tensor, opts: SampleOptions, generators: list[torch.Gen
     return picked.clamp(max=probs.shape[-1] - 1)
 
 
-def start_ids(vocab: Vocab, prime: str, records: bool, warm: bool = False) -> torch.Tensor:
-    """What the model reads before it writes: a record starts after <eos>; a stream's prime is read as the
-    start of a line, after a newline if the corpus has one, when it is empty or `warm` (the model reads it
-    from a state carried over earlier text, see `start_state`); else, with nothing to follow, after <eos>."""
-    if records:
-        return torch.cat([torch.tensor([EOS_ID]), vocab.encode(prime)])
-    if prime and not (warm and "\n" in vocab.itos):
-        return vocab.encode(prime)
-    return vocab.encode("\n" + prime) if "\n" in vocab.itos else torch.cat([torch.tensor([EOS_ID]), vocab.encode(prime)])
-
-
-def start_state(point: Checkpoint, device: torch.device | str = "cpu") -> Any:
-    """The state a stream model starts writing from. Trained with `train.batching: sequential`, a model meets
-    the zero state only at the start of each epoch, so a prime read from zero can leave a model of few epochs
-    writing noise for a hundred characters (a 1x512 LSTM after 78 s wrote 'ROMEO:X&&3$3&3&&&&&$&&'); it
-    starts instead from the state training's first row had reached at the checkpoint (saved for resuming),
-    left by real text. Every other model (random windows, records) read every window from zero: None."""
-    row = warm_start(point.train.get("state"), point.config, point.records)
-    if row is None:
-        return None
-    return tuple(t.to(device) for t in row) if isinstance(row, tuple) else row.to(device)
-
-
-def warm_start(carried: Any, cfg: Config, records: bool) -> Any:
-    """The first row of a training state (L, B, H), or an LSTM's (h, c) pair, detached and in float32: where
-    a model trained on sequential streams starts writing (see `start_state`); None for any other model."""
-    if carried is None or records or cfg.train.batching != "sequential":
-        return None
-    if isinstance(carried, tuple):
-        return tuple(t[:, :1].detach().float() for t in carried)
-    return carried[:, :1].detach().float()
-
-
 @torch.inference_mode()
 def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, records: bool = False,
-             packed: bool = False, on_step: Callable[[list[int]], None] | None = None, start: Any = None) -> list[list[int]]:
+             packed: bool = False, on_step: Callable[[list[int]], None] | None = None, start: State | None = None) -> list[list[int]]:
     """Generate `opts.num_samples` continuations of `prime` (ids, prime excluded).
 
     For records, a sample ends at its <eos> (not included). A model trained on packed records
@@ -129,38 +97,26 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
     reads the prime from `start` (one row, see `start_state`; None is the zero state). `on_step` gets
     each step's new ids, one per sample, as they are produced (EOS_ID for a finished record).
     """
-    was_training = model.training
-    model.eval()
     device = model.decoder.weight.device
     n = opts.num_samples
     seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
     generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
 
     ids = start_ids(vocab, prime, records, warm=start is not None).to(device).expand(n, -1)  # (N, P)
-    if records and packed:
-        logits, state = model(ids[:, :1], None)  # <eos>
-        _, logits, state = _write(model, logits, state, opts, generators, records=True)
-        if ids.shape[1] > 1:
-            logits, state = model(ids[:, 1:], state)  # the prime after the <eos> just written
-    else:
-        rows = None if records else expand_rows(start, n)
-        logits, state = model(ids, rows)
-    out, _, _ = _write(model, logits, state, opts, generators, records, on_step)
-    model.train(was_training)
+    with eval_mode(model):
+        if records and packed:
+            logits, state = model(ids[:, :1], None)  # <eos>
+            _, logits, state = _write(model, logits, state, opts, generators, records=True)
+            if ids.shape[1] > 1:
+                logits, state = model(ids[:, 1:], state)  # the prime after the <eos> just written
+        else:
+            logits, state = model(ids, None if records else expand_rows(start, n))
+        out, _, _ = _write(model, logits, state, opts, generators, records, on_step)
     return out
 
 
-def expand_rows(state: Any, n: int) -> Any:
-    """One row of state (L, 1, H), or an LSTM's (h, c) pair of them, as n rows; None (the zero state) stays None."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(expand_rows(t, n) for t in state)
-    return state.expand(-1, n, -1).contiguous()
-
-
-def _write(model: CharRNN, logits: torch.Tensor, state: Any, opts: SampleOptions, generators: list[torch.Generator],
-           records: bool, on_step: Callable[[list[int]], None] | None = None) -> tuple[list[list[int]], torch.Tensor, Any]:
+def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: SampleOptions, generators: list[torch.Generator],
+           records: bool, on_step: Callable[[list[int]], None] | None = None) -> tuple[list[list[int]], torch.Tensor, State]:
     """Draw up to opts.length characters per row from `logits` (N, P, V) on. A record's row stops at its
     <eos>: its state and logits stay those right after reading that <eos>."""
     n = len(generators)
@@ -182,7 +138,7 @@ def _write(model: CharRNN, logits: torch.Tensor, state: Any, opts: SampleOptions
         logits, new_state = model(nxt.to(last.device)[:, None], state)
         if records and bool(done.any()):
             keep = done.to(last.device)
-            new_state = _where(keep, state, new_state)
+            new_state = where_rows(keep, state, new_state)
             logits = torch.where(keep[:, None, None], last[:, None], logits)
         state, last = new_state, logits[:, -1]
         if records:
@@ -192,22 +148,8 @@ def _write(model: CharRNN, logits: torch.Tensor, state: Any, opts: SampleOptions
     return out, last[:, None], state
 
 
-def _where(rows: torch.Tensor, old: Any, new: Any) -> Any:
-    """Per row of the batch, `old` where rows is True, else `new`; states are (L, N, H) or a tuple of them."""
-    if isinstance(new, tuple):
-        return tuple(_where(rows, o, w) for o, w in zip(old, new))
-    return torch.where(rows[None, :, None], old, new)
-
-
 # ---------------------------------------------------------------------------------------------------
 # `rnnlm sample`: a checkpoint in, text out
-
-
-def load_model(point: Checkpoint, device: torch.device | str = "cpu") -> CharRNN:
-    """The checkpoint's model, in eval mode, on `device`."""
-    model = CharRNN(len(point.vocab), point.config.model).to(device)
-    model.load_state_dict(point.model)
-    return model.eval()
 
 
 @dataclass

@@ -26,15 +26,16 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.errors import RnnlmError
+from rnnlm.inference import eval_mode, start_ids, start_state
 from rnnlm.model import CharRNN
-from rnnlm.sample import start_ids, start_state
+from rnnlm.state import State, tensors
 from rnnlm.vocab import EOS_ID, Vocab
 
 Kind = Literal["h", "c"]
@@ -77,14 +78,14 @@ class Trace:
 
 @torch.no_grad()
 def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_at_eos: bool = False,
-          top: int = TOP, start: Any = None) -> Trace:
+          top: int = TOP, start: State | None = None) -> Trace:
     """Read `text` one character at a time and record every layer's state after each one.
 
     The cells return only the last step's state of each layer, so stepping one character at a time is
     what yields every layer's h (and c) at every character. A model trained on records (one per line)
     reads `<eos>` first and in place of each newline, as in training; `reset_at_eos` starts every record
     from the zero state (for `data.records=pad`, where each record was read on its own). A stream model
-    reads the text from `start` (one row of state, see `rnnlm.sample.start_state`) after a newline, as
+    reads the text from `start` (one row of state, see `rnnlm.inference.start_state`) after a newline, as
     `rnnlm sample` reads a prime, or from the zero state if `start` is None.
     """
     if not text:
@@ -100,8 +101,6 @@ def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_
     elif start is not None:  # the text starts a line, after the state left by earlier text, as a prime does
         ids = start_ids(vocab, text, records=False, warm=True)
         offset = len(ids) - len(text)
-    was_training = model.training
-    model.eval()
     device = model.decoder.weight.device
     cfg = model.cfg
     kinds = ("h", "c") if cfg.cell == "lstm" else ("h",)
@@ -111,14 +110,14 @@ def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_
     zero = model.init_state(1, device)
     state = zero if start is None or records else start
     inputs = ids.to(device)
-    for t in range(steps):
-        if reset_at_eos and int(ids[t]) == EOS_ID:
-            state = zero
-        logits, state = model(inputs[t].view(1, 1), state)
-        for k, s in zip(kinds, state if isinstance(state, tuple) else (state,)):
-            states[k][:, t] = s[:, 0].float().cpu()  # (L, H)
-        probs[t] = logits[0, 0].float().softmax(-1).cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        for t in range(steps):
+            if reset_at_eos and int(ids[t]) == EOS_ID:
+                state = zero
+            logits, state = model(inputs[t].view(1, 1), state)
+            for k, s in zip(kinds, tensors(state)):
+                states[k][:, t] = s[:, 0].float().cpu()  # (L, H)
+            probs[t] = logits[0, 0].float().softmax(-1).cpu()
 
     probs = probs[offset:]  # (N, V)
     k = min(top, len(vocab))

@@ -66,6 +66,15 @@ class Vocab:
         out[torch.from_numpy(np.arange(int(lengths.sum())) + shift)] = self.encode("".join(records))
         return out
 
+    def encode_split(self, texts: Sequence[str], records: bool, records_mode: str = "pack") -> torch.Tensor | list[torch.Tensor]:
+        """A split's texts as a model reads them: a stream corpus as one stream of ids; records packed into one
+        stream (`encode_records`), or with `records_mode` "pad" as one tensor of ids per record."""
+        if not records:
+            return self.encode("".join(texts))
+        if records_mode == "pad":  # one vectorised encode, cut into records (views of it)
+            return list(torch.split(self.encode("".join(texts)), [len(r) for r in texts]))
+        return self.encode_records(texts)
+
     def unknown(self, text: str) -> list[str]:
         """The distinct characters of `text` the vocabulary lacks, in order of first appearance."""
         known = set(self.itos[2:])

@@ -6,41 +6,15 @@ no-autograd path (evaluation, and T=1 sampling steps), and `forward_projected` (
 
 from __future__ import annotations
 
-import itertools
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from rnnlm import cells
+from helpers import KINDS, flat_state, initial_state, make_pair
+from rnnlm import cells, reference
 
-KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 TOL = {"rtol": 1e-10, "atol": 1e-10}
-
-
-def make_pair(kind: str, input_size: int, hidden: int, layers: int, **kw) -> tuple[nn.Module, nn.Module]:
-    """A torch.nn reference and ours with the reference's weights loaded, in float64."""
-    torch.manual_seed(0)
-    if kind.startswith("rnn"):
-        kw["nonlinearity"] = kind.split("_")[1]
-        ref_cls, our_cls = nn.RNN, cells.RNN
-    else:
-        ref_cls, our_cls = (nn.LSTM, cells.LSTM) if kind == "lstm" else (nn.GRU, cells.GRU)
-    ref = ref_cls(input_size, hidden, layers, **kw).double()
-    ours = our_cls(input_size, hidden, layers, **kw).double()
-    ours.load_state_dict(ref.state_dict())
-    return ref, ours
-
-
-def initial_state(kind: str, layers: int, batch: int | None, hidden: int) -> Tensor | tuple[Tensor, Tensor]:
-    shape = (layers, hidden) if batch is None else (layers, batch, hidden)
-    if kind == "lstm":
-        return torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
-    return torch.randn(shape, dtype=torch.float64)
-
-
-def flat_state(state: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, ...]:
-    return state if isinstance(state, tuple) else (state,)
 
 
 def leaf(state, requires_grad: bool):
@@ -175,21 +149,22 @@ def test_forward_projected_gradients_reach_w_ih_through_a_lookup(kind: str) -> N
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_custom_backward_passes_gradcheck(kind: str) -> None:
-    """Finite differences against the hand-written backward of every layer Function, every input at once."""
+    """Finite differences against the reference's hand-written backward through time, every input at once."""
     torch.manual_seed(0)
     steps, batch, hidden = 4, 2, 3
+    mode = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}[kind]
     gates = {"lstm": 4, "gru": 3}.get(kind, 1)
     d = {"dtype": torch.float64, "requires_grad": True}
     xg = torch.randn(steps, batch, gates * hidden, **d)
     h0, c0 = torch.randn(batch, hidden, **d), torch.randn(batch, hidden, **d)
     w_hh, b_hh = torch.randn(gates * hidden, hidden, **d) * 0.5, torch.randn(gates * hidden, **d)
-    if kind == "lstm":
-        fn, args = cells._LSTMLayer.apply, (xg, h0, c0, w_hh, b_hh)
-    elif kind == "gru":
-        fn, args = cells._GRULayer.apply, (xg, h0, w_hh, b_hh)
-    else:
-        fn, args = cells._RNNLayer.apply, (xg, h0, w_hh, kind == "rnn_relu")
-    assert torch.autograd.gradcheck(fn, args)
+    bias = None if kind.startswith("rnn") else b_hh
+    cell = reference.CELLS[mode]
+
+    def layer(*args):
+        return [t for t in cells._Layer.apply(cell, *args) if t is not None]
+
+    assert torch.autograd.gradcheck(layer, (xg, w_hh, bias, h0, c0 if kind == "lstm" else None))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -233,36 +208,6 @@ def test_bf16_autocast_runs_and_stays_close(kind: str) -> None:
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in ours.parameters())
     out32, _ = ours(x)
     torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.05)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_packed_float32_path_matches_torch_in_float64(kind: str) -> None:
-    """Layers of PACK_MIN_SIZE units in float32 multiply through oneDNN's packed weights (training, backward, no-grad
-    and one-step sampling); each path stays within float32 rounding of torch.nn in float64."""
-    if not cells._onednn_linear_works():
-        pytest.skip("this torch build has no oneDNN packed linear; the addmm path is tested above")
-    hidden, batch = cells.PACK_MIN_SIZE, 3
-    ref, ours = make_pair(kind, 5, hidden, 2)
-    ours.float()
-    assert cells._Linear(ours.weight_hh_l0).packed is not None
-    x, hx = torch.randn(6, batch, 5, dtype=torch.float64), initial_state(kind, 2, batch, hidden)
-    close = {"rtol": 1e-4, "atol": 1e-5}
-    out_r, st_r = ref(x.requires_grad_(True), hx)
-    (out_r.sum() + sum(s.pow(2).sum() for s in flat_state(st_r))).backward()
-    xf = x.detach().float().requires_grad_(True)
-    out_o, st_o = ours(xf, tuple(s.float() for s in hx) if kind == "lstm" else hx.float())
-    (out_o.sum() + sum(s.pow(2).sum() for s in flat_state(st_o))).backward()
-    torch.testing.assert_close(out_o.double(), out_r.detach(), **close)
-    torch.testing.assert_close(xf.grad.double(), x.grad, **close)
-    for (name, p_r), p_o in zip(ref.named_parameters(), ours.parameters(), strict=True):
-        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **close, msg=lambda m, name=name: f"{name}: {m}")
-    with torch.inference_mode():
-        torch.testing.assert_close(ours(xf.detach())[0].double(), ref(x.detach())[0], **close)
-        state_r, state_o = None, None
-        for t in range(x.shape[0]):  # sampling: batch 1, one step at a time
-            step_r, state_r = ref(x[t : t + 1, :1].detach(), state_r)
-            step_o, state_o = ours(xf[t : t + 1, :1].detach(), state_o)
-            torch.testing.assert_close(step_o.double(), step_r, **close)
 
 
 def test_rejects_what_it_does_not_implement() -> None:

@@ -1,23 +1,35 @@
 import os
-import pickle
 
 import pytest
 import torch
 
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import Config
+from rnnlm.vocab import Vocab
 
 
-def payload():
-    return {"config": Config().to_dict(), "vocab": ["<eos>", "<unk>", "a"], "records": False,
-            "model": {"w": torch.ones(2)}, "step": 3, "train": {}}
+def payload() -> ckpt.Checkpoint:
+    return ckpt.Checkpoint(Config(), Vocab.from_list(["<eos>", "<unk>", "a"]), False, {"w": torch.ones(2)}, 3, None)
 
 
 def test_round_trip(tmp_path):
-    ckpt.save(tmp_path / "last.pt", payload())
+    ckpt.save([tmp_path / "last.pt"], payload())
     point = ckpt.load(tmp_path)
     assert point.step == 3 and point.vocab.itos == ("<eos>", "<unk>", "a") and torch.equal(point.model["w"], torch.ones(2))
+    assert point.config == Config() and point.train is None
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_the_training_state_round_trips_by_field(tmp_path):
+    """What a resume reads comes back as the typed object it was saved as, the carried LSTM state a pair again."""
+    state = (torch.randn(1, 2, 3), torch.randn(1, 2, 3))
+    training = ckpt.TrainingState({"state": {}}, {"pos": 4}, None, {"torch": [torch.get_rng_state()], "cuda": []},
+                                  state, ckpt.Tally(step=3, best_val=1.5, first_loss=2.0), ["abc"])
+    ckpt.save([tmp_path / "last.pt"], ckpt.Checkpoint(Config(), Vocab.from_list(["<eos>", "<unk>", "a"]), False,
+                                                      {"w": torch.ones(2)}, 3, training))
+    back = ckpt.load(tmp_path / "last.pt").train
+    assert back.tally == ckpt.Tally(step=3, best_val=1.5, first_loss=2.0) and back.batcher == {"pos": 4} and back.replicas == ["abc"]
+    assert isinstance(back.state, tuple) and all(torch.equal(a, b) for a, b in zip(back.state, state, strict=True))
 
 
 class Payload:
@@ -43,7 +55,7 @@ def test_a_crafted_pickle_cannot_run_code(tmp_path):
 ])
 def test_damaged_files_are_named(tmp_path, damage, message):
     path = tmp_path / "last.pt"
-    ckpt.save(path, payload())
+    ckpt.save([path], payload())
     damage(path)
     with pytest.raises(ckpt.CheckpointError, match=message):
         ckpt.load(path)
@@ -53,7 +65,7 @@ def test_foreign_and_future_files(tmp_path):
     torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
     with pytest.raises(ckpt.CheckpointError, match="not an rnnlm checkpoint"):
         ckpt.load(tmp_path / "other.pt")
-    torch.save({**payload(), "format": "rnnlm-checkpoint", "version": 99}, tmp_path / "future.pt")
+    torch.save({"format": "rnnlm-checkpoint", "version": 99, "model": {}}, tmp_path / "future.pt")
     with pytest.raises(ckpt.CheckpointError, match="checkpoint format 99"):
         ckpt.load(tmp_path / "future.pt")
 

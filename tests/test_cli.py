@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 
 def test_help_lists_the_commands():

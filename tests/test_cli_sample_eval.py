@@ -8,15 +8,11 @@ two dozen times.
 import json
 import math
 import random
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import run_cli
-from rnnlm.cli import main
-from test_evaluate import uniform
-from test_sample import constant_logits, make_checkpoint
+from helpers import assert_user_error, cli, constant_logits, make_checkpoint, run_cli, uniform
 
 
 @pytest.fixture(scope="module")
@@ -34,26 +30,6 @@ def run_all(*commands):
     """Several real CLI runs at once (each mostly waits on importing torch)."""
     with ThreadPoolExecutor(4) as pool:
         return list(pool.map(lambda args: run_cli(*map(str, args)), commands))
-
-
-@pytest.fixture
-def rnnlm(monkeypatch, capsys):
-    """`rnnlm ARGS` through `rnnlm.cli.main` in this process: (exit status, stdout, stderr)."""
-    def run(*args):
-        monkeypatch.setattr(sys, "argv", ["rnnlm", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_:
-            main()
-        out = capsys.readouterr()
-        return exit_.value.code or 0, out.out, out.err
-    return run
-
-
-def one_line_error(status, err, *fragments):
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -89,7 +65,7 @@ def test_sample_and_eval_as_a_user_runs_them(models, tmp_path):
     # a prime with characters the model never saw: a warning naming them, or with --strict an error
     assert warned.returncode == 0 and warned.stdout.startswith("hé!") and len(warned.stdout) == 3 + 5 + 1
     assert warned.stderr.strip() == "warning: the prime has 2 character(s) the model never saw, read as <unk>: 'é', '!'"
-    one_line_error(strict.returncode, strict.stderr, "--strict", "'é', '!'")
+    assert_user_error((strict.returncode, strict.stdout, strict.stderr), "--strict", "'é', '!'")
 
     # a uniform model on uniform random text: perplexity = vocabulary size (10 characters + <eos> + <unk>)
     assert uniform_eval.returncode == 0, uniform_eval.stderr
@@ -102,49 +78,53 @@ def test_sample_and_eval_as_a_user_runs_them(models, tmp_path):
     assert split.returncode == 0, split.stderr
     assert split.stdout.splitlines()[0] == "hello test split: 499 characters (0 unknown), state carried over the whole text"
     assert split.stdout.splitlines()[1].startswith("  nll ")
-    one_line_error(empty.returncode, empty.stderr, "empty.txt: no characters to score")
+    assert_user_error((empty.returncode, empty.stdout, empty.stderr), "empty.txt: no characters to score")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Variations, through the same entry point in this process
 
 
-def test_a_different_seed_gives_different_text(models, rnnlm):
+def test_a_different_seed_gives_different_text(models):
     args = ["sample", models["hello"], "--length", "40", "--temp", "1"]
-    assert rnnlm(*args, "--seed", "5")[1] != rnnlm(*args, "--seed", "6")[1]
-    assert rnnlm(*args, "--seed", "5")[1] == rnnlm(*args, "--seed", "5")[1]
+    assert cli(*args, "--seed", "5")[1] != cli(*args, "--seed", "6")[1]
+    assert cli(*args, "--seed", "5")[1] == cli(*args, "--seed", "5")[1]
 
 
-def test_unique_and_novel_filter_the_records(models, rnnlm):
+def test_unique_and_novel_filter_the_records(models):
     args = ["sample", models["coin"], "-N", "30", "--prime", "aab", "--seed", "2"]
-    status, out, err = rnnlm(*args)
+    status, out, err = cli(*args)
     records = out.splitlines()
-    status, kept, err = rnnlm(*args, "--unique", "--novel")
+    status, kept, err = cli(*args, "--unique", "--novel")
     assert status == 0 and kept.splitlines() == list(dict.fromkeys(r for r in records if r != "aabb"))
     assert err.strip().endswith(f"; wrote {len(kept.splitlines())}")
-    assert rnnlm(*args, "--unique")[1].splitlines() == list(dict.fromkeys(records))
+    assert cli(*args, "--unique")[1].splitlines() == list(dict.fromkeys(records))
 
 
-def test_eval_reports_unknown_characters_and_several_files(models, rnnlm, tmp_path):
+def test_eval_reports_unknown_characters_and_several_files(models, tmp_path):
     (tmp_path / "a.txt").write_text("hello hello", encoding="utf-8")
     (tmp_path / "b.txt").write_text("hellö", encoding="utf-8")
     files = ["--file", tmp_path / "a.txt", "--file", tmp_path / "b.txt"]
-    status, out, err = rnnlm("eval", models["hello"], *files)
+    status, out, err = cli("eval", models["hello"], *files)
     assert status == 0, err
     assert f"{tmp_path / 'a.txt'}: 11 characters (1 unknown)\n" in out
     assert f"{tmp_path / 'b.txt'}: 5 characters (1 unknown)\n" in out
     assert "total: 16 characters (2 unknown), state carried over the whole text" in out
     assert "a.txt: 1 character(s) the model never saw, each scored as <unk>: ' '" in err and "'ö'" in err
-    score = json.loads(rnnlm("eval", models["hello"], *files, "--json")[1])
+    score = json.loads(cli("eval", models["hello"], *files, "--json")[1])
     assert (score["chars"], score["unk"], score["unknown_chars"]) == (16, 2, [" ", "ö"])
     assert [p["chars"] for p in score["parts"]] == [11, 5]
 
 
-def test_uniform_model_with_the_state_carried(models, rnnlm, tmp_path):
+def test_uniform_model_with_the_state_carried(models, tmp_path):
     rng = random.Random(1)
     (tmp_path / "t.txt").write_text("".join(rng.choice("abcdefghij") for _ in range(2000)), encoding="utf-8")
-    score = json.loads(rnnlm("eval", models["uniform"], "--file", tmp_path / "t.txt", "--json")[1])
+    score = json.loads(cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--json")[1])
     assert score["perplexity"] == pytest.approx(12, rel=1e-5) and score["context"] is None
+    plain = cli("eval", models["uniform"], "--file", tmp_path / "t.txt")[1].splitlines()
+    led = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--perplexity")[1].splitlines()
+    assert plain[1].split()[0] == "nll" and led[1].split()[:2] == ["perplexity", "12.000"]  # --perplexity leads with it
+    assert sorted(plain[1].split()) == sorted(led[1].split())  # and reports the same measures
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -161,19 +141,19 @@ def test_uniform_model_with_the_state_carried(models, rnnlm, tmp_path):
     (["eval", "{hello}", "--device", "gpu"], ["--device=gpu", "auto, cpu, cuda, cuda:N"]),
     (["eval", "{hello}", "--context", "0"], ["--context 0"]),
     (["eval", "{hello}", "--split", "val", "--file", "{tmp}/none.txt"], ["--split or --file"]),
-    (["eval", "{hello}", "--split", "train"], ["choose val or test"]),
+    (["eval", "{hello}", "--split", "dev"], ["choose train, val or test"]),
     (["eval", "{hello}", "--file", "{tmp}/none.txt"], ["none.txt: no such file"]),
 ])
-def test_errors_are_one_line_and_exit_2(models, rnnlm, tmp_path, args, fragments):
-    status, out, err = rnnlm(*[a.format(hello=models["hello"], tmp=tmp_path) for a in args])
-    one_line_error(status, err, *fragments)
+def test_errors_are_one_line_and_exit_2(models, tmp_path, args, fragments):
+    status, out, err = cli(*[a.format(hello=models["hello"], tmp=tmp_path) for a in args])
+    assert_user_error((status, out, err), *fragments)
 
 
-def test_sample_out_writes_what_stdout_would_show(models, rnnlm, tmp_path):
+def test_sample_out_writes_what_stdout_would_show(models, tmp_path):
     args = ["sample", models["hello"], "--length", "60", "--seed", "3", "-N", "2"]
-    status, shown, err = rnnlm(*args)
+    status, shown, err = cli(*args)
     target = tmp_path / "samples.txt"
-    status, out, err = rnnlm(*args, "--out", target)
+    status, out, err = cli(*args, "--out", target)
     assert status == 0 and out == "" and target.read_text(encoding="utf-8") == shown
     assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.txt"]
 
@@ -195,11 +175,11 @@ class FailingFile:
 
 
 @pytest.mark.parametrize("how", ["refused inside the sampler", "disk full part way", "ctrl-c part way"])
-def test_a_sample_that_fails_part_way_leaves_an_existing_out_file_as_it_was(models, rnnlm, tmp_path, monkeypatch, how):
+def test_a_sample_that_fails_part_way_leaves_an_existing_out_file_as_it_was(models, tmp_path, monkeypatch, how):
     import contextlib
     import errno
 
-    from rnnlm.data import atomic
+    from rnnlm import atomic
     from rnnlm.sample import _Printer
 
     if how == "disk full part way":
@@ -222,23 +202,23 @@ def test_a_sample_that_fails_part_way_leaves_an_existing_out_file_as_it_was(mode
     target = tmp_path / "samples.txt"
     target.write_text("yesterday's samples\n", encoding="utf-8")
     extra = ["--novel"] if how == "refused inside the sampler" else []
-    status, out, err = rnnlm("sample", models["hello"], "--length", "50", "--out", target, *extra)
+    status, out, err = cli("sample", models["hello"], "--length", "50", "--out", target, *extra)
     if how == "ctrl-c part way":
         assert status == 130 and "Traceback" not in err  # typer's quiet exit for Ctrl-C
     else:
-        one_line_error(status, err, "line-per-record" if extra else "could not write (No space left on device); "
+        assert_user_error((status, out, err), "line-per-record" if extra else "could not write (No space left on device); "
                                                                   "nothing was replaced")
     assert target.read_text(encoding="utf-8") == "yesterday's samples\n"
     assert [p.name for p in tmp_path.iterdir()] == ["samples.txt"]  # no temporary file left behind
 
 
-def test_out_in_a_missing_folder_is_refused_and_creates_nothing(models, rnnlm, tmp_path):
-    status, out, err = rnnlm("sample", models["hello"], "--out", tmp_path / "new" / "s.txt")
-    one_line_error(status, err, "--out", "does not exist")
+def test_out_in_a_missing_folder_is_refused_and_creates_nothing(models, tmp_path):
+    status, out, err = cli("sample", models["hello"], "--out", tmp_path / "new" / "s.txt")
+    assert_user_error((status, out, err), "--out", "does not exist")
     assert not any(tmp_path.iterdir())
 
 
-def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(models, rnnlm, tmp_path, monkeypatch):
+def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(models, tmp_path, monkeypatch):
     import errno
     import os
 
@@ -248,7 +228,7 @@ def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(model
     target = tmp_path / "samples.txt"
     target.write_text("yesterday's samples\n", encoding="utf-8")
     monkeypatch.setattr(os, "replace", full)  # the rename that would put the finished file in place
-    status, out, err = rnnlm("sample", models["hello"], "--length", "20", "--out", target)
-    one_line_error(status, err, "No space left on device", "nothing was replaced")
+    status, out, err = cli("sample", models["hello"], "--length", "20", "--out", target)
+    assert_user_error((status, out, err), "No space left on device", "nothing was replaced")
     assert target.read_text(encoding="utf-8") == "yesterday's samples\n"
     assert [p.name for p in tmp_path.iterdir()] == ["samples.txt"]

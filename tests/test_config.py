@@ -29,7 +29,7 @@ def test_overrides_change_values_with_types():
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_betas_reach_the_optimizer(optimizer):
     import torch
-    from rnnlm.train import make_optimizer
+    from rnnlm.optim import make_optimizer
     cfg = load_config(None, [f"train.optimizer={optimizer}", "train.betas=[0.8, 0.95]", "train.weight_decay=0.1"])
     opt = make_optimizer(cfg, torch.nn.Linear(2, 2))
     assert opt.defaults["betas"] == (0.8, 0.95) and opt.defaults["weight_decay"] == 0.1

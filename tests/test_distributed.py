@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import load_config
 from rnnlm.distributed import Dist
@@ -49,7 +49,7 @@ def test_two_processes_train_the_model_one_process_would(tmp_path):
                 assert math.isclose(a[key], b[key], rel_tol=1e-4), (a, b)
 
     point = ckpt.load(run / ckpt.LAST)
-    replicas = point.train["replicas"]
+    replicas = point.train.replicas
     assert len(replicas) == 2 and replicas[0] == replicas[1]  # both processes hold the same parameters
     reference = ckpt.load(one / ckpt.LAST).model
     for name, value in point.model.items():

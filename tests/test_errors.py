@@ -8,46 +8,18 @@ the same entry point as a real subprocess.
 from __future__ import annotations
 
 import errno
-import io
 import os
-import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO, assert_user_error, cli
+from rnnlm.atomic import atomic_file
 from rnnlm.errors import RnnlmError
 
 TEXT_CFG = str(REPO / "configs" / "text_lstm.yaml")
 NAMES_CFG = str(REPO / "configs" / "names_gru.yaml")
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    from rnnlm.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["rnnlm", *args]
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
-
-
-def assert_user_error(result: tuple[int, str, str], *needles: str, max_lines: int = 3) -> str:
-    code, _, err = result
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert 1 <= len([line for line in err.splitlines() if line.strip()]) <= max_lines, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.fixture
@@ -201,32 +173,22 @@ def test_output_directory_not_writable(files):
 def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(files, monkeypatch):
     from rnnlm import checkpoint as ckpt
 
-    real_write = ckpt._write_atomic
+    real_write = ckpt._write
 
     def disk_full_after_the_first_last_pt(path: Path, data) -> None:
-        """Writes the temp file, then fails as a full disk does, once a last.pt exists."""
+        """Once a last.pt exists, writes half of the new one to the temporary file, then fails as a full disk does."""
         if path.name != "last.pt" or not path.exists():
             return real_write(path, data)
-        real_open = open
+        with atomic_file(path) as f:
+            f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        def full_open(file, mode="r", *a, **k):
-            handle = real_open(file, mode, *a, **k)
-            if "w" in mode:
-                handle.write = lambda _data: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
-            return handle
-
-        monkeypatch.setattr("builtins.open", full_open)
-        try:
-            return real_write(path, data)
-        finally:
-            monkeypatch.setattr("builtins.open", real_open)
-
-    monkeypatch.setattr(ckpt, "_write_atomic", disk_full_after_the_first_last_pt)
+    monkeypatch.setattr(ckpt, "_write", disk_full_after_the_first_last_pt)
     run_dir = files / "runs" / "full"
     assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "model.hidden_size=8",
                           "model.num_layers=1", "train.seq_len=8", "train.batch_size=4", "train.eval_every=2",
                           "train.max_steps=6", "--out", str(files / "runs"), "--name", "full", "-q"),
-                      "No space left on device", "the previous last.pt is intact")
+                      "No space left on device", "the previous last.pt is intact", max_lines=2)
     assert ckpt.load(run_dir / "last.pt").step == 2  # the checkpoint before the failed write, intact
     assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name]
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from rnnlm import cells, fused
-from test_cells import KINDS, flat_state, initial_state, make_pair
+from rnnlm import cells, fastpath, fused, runtime
+from helpers import KINDS, flat_state, initial_state, make_pair
 
 F32 = {"rtol": 2e-5, "atol": 2e-6}  # float32 rounding over a few steps, against torch.nn in float64
 
@@ -44,21 +44,26 @@ def kernel_calls(monkeypatch) -> collections.Counter:
         for name in ("step", "lstm_sequence", "lstm_backward_sequence", "gru_sequence", "gru_backward_sequence",
                      "rnn_sequence"):
             real = getattr(lib, name)
-            monkeypatch.setattr(lib, name, lambda *args, name=name, real=real: (calls.update([name]), real(*args))[1])
+            monkeypatch.setattr(lib, name, lambda name=name, real=real, **args: (calls.update([name]), real(**args))[1])
     return calls
 
 
 def assert_matches(ref: nn.Module, ours: nn.Module, results, xf, x, hidden: int = 64) -> None:
     """Each (ours, torch.nn's) result, the input's gradient and every parameter's gradient, to float32 rounding.
 
-    A gradient is a sum over hidden units, steps and rows whose terms partly cancel; float32's absolute error in such
-    a sum grows like the square root of its length, so past 64 units the absolute tolerance grows the same way."""
-    tol = {"rtol": F32["rtol"], "atol": F32["atol"] * max(1.0, (hidden / 64) ** 0.5)}
+    A gradient is a sum over hidden units, steps and rows whose terms partly cancel, so an entry's float32 error
+    follows the size of the terms summed, not the entry's own size: each tensor is held to F32's rtol of its largest
+    entry (a normwise bound), and past 64 units the absolute floor grows like the square root of the sums' length."""
+    def close(a: torch.Tensor, b: torch.Tensor, name: str = "") -> None:
+        atol = max(F32["atol"] * max(1.0, (hidden / 64) ** 0.5), F32["rtol"] * float(b.detach().abs().max()))
+        torch.testing.assert_close(a.double(), b.detach(), rtol=F32["rtol"], atol=atol,
+                                   msg=(lambda m: f"{name}: {m}") if name else None)
+
     for a, b in results:
-        torch.testing.assert_close(a.double(), b.detach(), **tol)
-    torch.testing.assert_close(xf.grad.double(), x.grad, **tol)
+        close(a, b)
+    close(xf.grad, x.grad, "input")
     for (name, p_r), p_o in zip(ref.named_parameters(), ours.parameters(), strict=True):
-        torch.testing.assert_close(p_o.grad.double(), p_r.grad, **tol, msg=lambda m, name=name: f"{name}: {m}")
+        close(p_o.grad, p_r.grad, name)
 
 
 def test_kernels_are_built_where_there_is_a_compiler() -> None:
@@ -71,13 +76,11 @@ def test_kernels_are_built_where_there_is_a_compiler() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("hidden, batch", [(13, 5), (64, 1), (100, 10), (20, 3), (36, 8),
-                                           (cells.SEQUENCE_MAX_HIDDEN + 3, 2)])
+@pytest.mark.parametrize("hidden, batch", [(13, 5), (64, 1), (100, 10), (20, 3), (36, 8), (131, 2)])
 def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path: str, kernel_calls) -> None:
     """Outputs, final states and the gradients of the input, the initial states and the parameters. 13 units: rows
-    that end mid-vector. Up to SEQUENCE_MAX_HIDDEN units the LSTM and the GRU run whole sequences in one C call each
-    way (rnnlm_lstm_sequence, rnnlm_gru_sequence and their backward passes), the RNN its forward (rnnlm_rnn_sequence);
-    wider layers run a step at a time around oneDNN's product. The batches leave every remainder of the C loops' row
+    that end mid-vector. The LSTM and the GRU run whole sequences in one C call each way (rnnlm_lstm_sequence,
+    rnnlm_gru_sequence and their backward passes), the RNN its forward (rnnlm_rnn_sequence). The batches leave every remainder of the C loops' row
     blocks (the LSTM's rows in threes, the GRU's in fours, the backward passes' and the RNN's in sixes); 100 units
     run the C loops on two threads (conftest sets one for every other test), with an odd number of panels (the loops
     in sixes take panels in pairs)."""
@@ -98,7 +101,7 @@ def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path
     state_grads = [(s_o.grad, s_r.grad) for s_o, s_r in zip(hf, flat_state(hx), strict=True)]
     assert_matches(ref, ours, [*zip((out_o, *flat_state(st_o)), (out_r, *flat_state(st_r)), strict=True),
                                *state_grads], xf, x, hidden)
-    whole = path == "fused" and hidden <= cells.SEQUENCE_MAX_HIDDEN
+    whole = path == "fused"
     assert kernel_calls["lstm_sequence"] == kernel_calls["lstm_backward_sequence"] == (2 if whole and kind == "lstm"
                                                                                        else 0)  # two layers
     assert kernel_calls["gru_sequence"] == kernel_calls["gru_backward_sequence"] == (2 if whole and kind == "gru"
@@ -119,14 +122,14 @@ def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) ->
     out_o, _ = ours(xf)
     out_o.pow(2).sum().backward()
     assert_matches(ref, ours, [(out_o, out_r)], xf, x)
-    wide = torch.randn(cells.STEP_MAX_BATCH + 1, 5, 4, dtype=torch.float64)
+    wide = torch.randn(fastpath.STEP_MAX_BATCH + 1, 5, 4, dtype=torch.float64)
     with torch.inference_mode():
         torch.testing.assert_close(ours(wide.float())[0].double(), ref(wide)[0], **F32)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("batch", [1, 3, cells.STEP_MAX_BATCH + 1])  # the one-step C kernel, then the layer loop
-@pytest.mark.parametrize("hidden", [21, cells.SEQUENCE_MAX_HIDDEN + 3])  # a gated layer: one C call, or per step
+@pytest.mark.parametrize("batch", [1, 3, fastpath.STEP_MAX_BATCH + 1])  # the one-step C kernel, then the layer loop
+@pytest.mark.parametrize("hidden", [21, 131])
 def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int, hidden: int, path: str,
                                                           kernel_calls) -> None:
     """Evaluation (a whole sequence), sampling (one character at a time, the state carried) and the model's one-hot
@@ -151,15 +154,15 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
             torch.testing.assert_close(step_o.double(), step_r, **F32)
         for a, b in zip(flat_state(state_o), flat_state(state_r), strict=True):
             torch.testing.assert_close(a.double(), b, **F32)
-    assert bool(kernel_calls["step"]) == (path == "fused" and batch <= cells.STEP_MAX_BATCH)
-    whole = path == "fused" and hidden <= cells.SEQUENCE_MAX_HIDDEN and batch > cells.STEP_MAX_BATCH
+    assert bool(kernel_calls["step"]) == (path == "fused" and batch <= fastpath.STEP_MAX_BATCH)
+    whole = path == "fused" and batch > fastpath.STEP_MAX_BATCH
     assert bool(kernel_calls["lstm_sequence"]) == (whole and kind == "lstm")
     assert bool(kernel_calls["gru_sequence"]) == (whole and kind == "gru")
     assert bool(kernel_calls["rnn_sequence"]) == (whole and kind.startswith("rnn"))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("batch", [1, cells.STEP_MAX_BATCH + 1])
+@pytest.mark.parametrize("batch", [1, fastpath.STEP_MAX_BATCH + 1])
 def test_packed_inference_weights_follow_weight_updates(kind: str, batch: int, path: str) -> None:
     """The C kernels read weights packed once (the one-step kernel at batch 1, the LSTM's sequence loop above
     STEP_MAX_BATCH); an optimizer step or a state dict load must repack them."""
@@ -236,24 +239,23 @@ def test_a_transposed_initial_state_matches_torch(kind: str, path: str) -> None:
             torch.testing.assert_close(a.double(), b.detach(), **F32)
 
 
-@pytest.mark.parametrize("vector", [0, 1], ids=["scalar", "vector"])
-def test_activations_match_torch_over_the_whole_range(vector: int) -> None:
-    """sigmoid and tanh of the C loops, the scalar functions and the vector ones (12 vectors at a time), from deep
-    saturation through 0 (relative error there) to inf and nan."""
+@pytest.mark.parametrize("tanh_of", [0, 0xFFF], ids=["sigmoid", "tanh"])
+def test_activations_match_torch_over_the_whole_range(tanh_of: int) -> None:
+    """sigmoid and tanh of the C loops (12 vectors at a time), from deep saturation through 0 (relative error there)
+    to inf and nan."""
     kernels = fused.kernels(torch.zeros(1))
     if kernels is None:
         pytest.skip("no C compiler here")
     x = torch.cat([torch.linspace(-120, 120, 200_001), torch.logspace(-30, 1, 2_000), -torch.logspace(-30, 1, 2_000),
                    torch.tensor([0.0, float("inf"), -float("inf"), float("nan")])])
-    for fn, ref in ((kernels.sigmoid, torch.sigmoid), (kernels.tanh, torch.tanh)):
-        y = torch.empty_like(x)
-        fn(x.numel(), x.data_ptr(), y.data_ptr(), vector)
-        expected = ref(x.double())
-        torch.testing.assert_close(y.double(), expected, rtol=3e-7, atol=1e-37, equal_nan=True)
+    y = torch.empty_like(x)
+    kernels.activations(y=y, x=x, tanh_of=tanh_of)
+    expected = (torch.tanh if tanh_of else torch.sigmoid)(x.double())
+    torch.testing.assert_close(y.double(), expected, rtol=3e-7, atol=1e-37, equal_nan=True)
 
 
 @pytest.mark.parametrize("tanh_of", [0x444, 0xF00, 0x5A3])
-def test_activations_of_a_row_block_match_torch_and_one_at_a_time(tanh_of: int) -> None:
+def test_activations_of_a_row_block_match_torch_and_one_kind_at_a_time(tanh_of: int) -> None:
     """The sequence loops activate up to 12 vectors together, sigmoid or tanh by a bit mask (the LSTM's rows: every
     fourth a tanh): each vector's values are torch's, and the very ones a block of a single kind gives."""
     kernels = fused.kernels(torch.zeros(1))
@@ -261,14 +263,44 @@ def test_activations_of_a_row_block_match_torch_and_one_at_a_time(tanh_of: int) 
         pytest.skip("no C compiler here")
     x = torch.cat([torch.linspace(-100, 100, 96 * 500), torch.logspace(-30, 1, 95), torch.tensor([float("nan")])])
     y = torch.empty_like(x)
-    kernels.activations(x.numel(), x.data_ptr(), y.data_ptr(), tanh_of)
+    kernels.activations(y=y, x=x, tanh_of=tanh_of)
     is_tanh = torch.tensor([tanh_of >> (k // 8 % 12) & 1 == 1 for k in range(x.numel())])
     expected = torch.where(is_tanh, torch.tanh(x.double()), torch.sigmoid(x.double()))
     torch.testing.assert_close(y.double(), expected, rtol=3e-7, atol=1e-37, equal_nan=True)
     alone_sigmoid, alone_tanh = torch.empty_like(x), torch.empty_like(x)
-    kernels.sigmoid(x.numel(), x.data_ptr(), alone_sigmoid.data_ptr(), 1)
-    kernels.tanh(x.numel(), x.data_ptr(), alone_tanh.data_ptr(), 1)
+    kernels.activations(y=alone_sigmoid, x=x, tanh_of=0)
+    kernels.activations(y=alone_tanh, x=x, tanh_of=0xFFF)
     assert torch.equal(y[:-1], torch.where(is_tanh, alone_tanh, alone_sigmoid)[:-1])
+
+
+def test_every_c_entry_point_has_one_typed_wrapper_with_outputs_first_and_sizes_last() -> None:
+    """The wrappers call fused.c by parameter name, read from its definitions: each exported function has a wrapper,
+    and its signature lists pointers (outputs first, by the C comments) before the integer sizes and flags."""
+    c_functions = fused.signatures(fused.SOURCE.read_text())
+    wrappers = {name for name in vars(fused.Kernels) if not name.startswith("_")}
+    assert {name.removeprefix("rnnlm_") for name in c_functions} == wrappers
+    for name, params in c_functions.items():
+        kinds = [is_int for _, is_int in params]
+        assert kinds == sorted(kinds), f"{name}: an integer before a pointer: {params}"
+
+
+def test_a_wrong_argument_is_refused_before_any_address_is_passed() -> None:
+    """A swapped, misshapen, non-contiguous or wrongly typed tensor is an error, never a call into C."""
+    kernels = fused.kernels(torch.zeros(1))
+    if kernels is None:
+        pytest.skip("no C compiler here")
+    steps, batch, hidden = 3, 2, 8
+    h, xg, h0 = torch.empty(steps, batch, hidden), torch.randn(steps, batch, hidden), torch.zeros(batch, hidden)
+    panels = fused.pack_panels(torch.randn(hidden, hidden), 1, hidden)
+    good = {"h": h, "xg": xg, "panels": panels, "h0": h0, "relu": False}
+    kernels.rnn_sequence(**good)
+    for bad, message in ((dict(h0=xg), "h0 has shape"), (dict(panels=h0), "panels has shape"),
+                         (dict(xg=xg.double()), "xg must be a contiguous float32"),
+                         (dict(xg=xg.transpose(0, 1).contiguous().transpose(0, 1)), "not contiguous")):
+        with pytest.raises(ValueError, match=message):
+            kernels.rnn_sequence(**{**good, **bad})
+    with pytest.raises(TypeError, match="rnnlm_rnn_sequence"):
+        kernels._call("rnnlm_rnn_sequence", h=h, xg=xg, panels=panels, h_prev=h0, relu=0, T=steps, B=batch, H=hidden)
 
 
 def _fake_compiler(tmp_path: Path, script: str) -> str:
@@ -296,8 +328,10 @@ def test_a_compiler_that_fails_means_the_pytorch_path_and_one_warning(tmp_path, 
         warnings.simplefilter("error")
         assert fused.kernels(torch.zeros(1)) is None  # decided once per process
     ref, ours = make_pair("lstm", 3, 4, 1)  # and the cells still train, on the PyTorch path
-    out, _ = ours.float()(torch.randn(5, 2, 3))
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    out, _ = ours.float()(x.float())
     out.sum().backward()
+    torch.testing.assert_close(out.double(), ref(x)[0].detach(), **F32)
     assert all(p.grad is not None for p in ours.parameters())
 
 
@@ -319,20 +353,12 @@ def test_a_library_is_built_once_and_reused(tmp_path, monkeypatch, fresh_build) 
     assert fused._build(compiler) == built[0] and built[0].stat().st_mtime_ns == first
 
 
-def test_packed_products_are_contiguous_rows() -> None:
-    """The kernels read the product row by row: _Linear.product must hand back a dense (B, out) array either way."""
-    for size in (8, cells.PACK_MIN_SIZE):
-        lin = cells._Linear(torch.randn(3 * size, size))
-        out = lin.product(torch.randn(5, size), torch.empty(5, 3 * size))
-        assert out.is_contiguous() and out.shape == (5, 3 * size)
-
-
 def test_keep_freed_memory_takes_on_glibc() -> None:
     import platform
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("a glibc malloc setting")
-    assert fused.keep_freed_memory()
+    assert runtime.keep_freed_memory()
 
 
 def test_the_model_trains_the_same_with_and_without_kernels(monkeypatch) -> None:

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 from rnnlm import checkpoint as ckpt
+from rnnlm.atomic import remove_stale_temp_files
 from rnnlm.config import load_config
 from rnnlm.metrics import read_metrics
-from rnnlm.train import SAFE_TO_CHANGE, train
+from rnnlm.runs import SAFE_TO_CHANGE
+from rnnlm.train import train
 
 # dropout and random BPTT lengths: a resume must restore the torch and batcher generators to match
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -199,7 +201,7 @@ def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
         (tmp_path / f".last.pt.tmp-{sleeper.pid}").write_bytes(b"being written")
         (tmp_path / f".last.pt.tmp-{done.stdout.strip()}").write_bytes(b"left by a killed writer")
         (tmp_path / ".notes.txt").write_text("not ours")
-        removed = ckpt.remove_stale_temp_files(tmp_path)
+        removed = remove_stale_temp_files(tmp_path)
         assert [p.name for p in removed] == [f".last.pt.tmp-{done.stdout.strip()}"]
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".last.pt.tmp-{sleeper.pid}", ".notes.txt"])
     finally:

@@ -9,6 +9,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from helpers import constant_logits, make_checkpoint
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import load_config
 from rnnlm.data import load_corpus
@@ -16,33 +17,6 @@ from rnnlm.errors import RnnlmError
 from rnnlm.model import CharRNN
 from rnnlm.sample import SampleOptions, choose, filter_logits, generate, read_prime, sample_checkpoint
 from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
-
-
-def make_checkpoint(path, dataset="anbn", chars="ab", cell="lstm", hidden_size=8, records_mode="pack", setup=None,
-                    seed=0):
-    """A checkpoint written directly (no training): a small random model, or one `setup(model, vocab)` shapes."""
-    cfg = load_config(None, [f"data.dataset={dataset}", f"data.records={records_mode}", f"model.cell={cell}",
-                             f"model.hidden_size={hidden_size}", "model.num_layers=1"])
-    vocab = Vocab.from_texts([chars])
-    torch.manual_seed(seed)
-    model = CharRNN(len(vocab), cfg.model)
-    if setup is not None:
-        with torch.no_grad():
-            setup(model, vocab)
-    ckpt.save(path, {"config": cfg.to_dict(), "vocab": list(vocab.itos), "records": dataset in ("anbn", "names"),
-                     "model": model.state_dict(), "step": 0, "train": {}})
-    return path
-
-
-def constant_logits(**logits):
-    """A `setup` whose model ignores its input: every step the same logits, -30 for characters not named
-    (`eos=` names <eos>)."""
-    def setup(model, vocab):
-        model.decoder.weight.zero_()
-        model.decoder.bias.fill_(-30.0)
-        for char, value in logits.items():
-            model.decoder.bias[EOS_ID if char == "eos" else vocab.itos.index(char)] = value
-    return setup
 
 
 def random_model(vocab_size=8, cell="lstm", seed=0):
@@ -266,7 +240,7 @@ def test_a_stream_model_writes_from_the_state_its_training_carried(tmp_path):
     carried = torch.zeros(1, 4, 8)
     carried[0, 0, 0] = 3.0  # training's first row ended with the unit on (the other rows do not matter)
     carried[0, 1:, 0] = -3.0
-    warm = dataclasses.replace(point, train={"state": carried})
+    warm = dataclasses.replace(point, train=ckpt.TrainingState({}, {}, None, {"torch": [], "cuda": []}, carried))
     assert sample(warm) == ["ab" + "b" * 12, "ab" + "b" * 12 + "\n"]
     # random windows: every window was read from zero in training, so sampling starts there too
     cfg = dataclasses.replace(point.config, train=dataclasses.replace(point.config.train, batching="random"))

@@ -11,8 +11,7 @@ from rnnlm.config import load_config
 from rnnlm.errors import RnnlmError
 from rnnlm.metrics import read_metrics
 from rnnlm.model import CharRNN
-from rnnlm.train import learning_rate, train
-from rnnlm.vocab import EOS_ID
+from rnnlm.train import train
 
 
 def fit(tmp_path, *overrides, name="run"):
@@ -112,21 +111,6 @@ def test_a_time_budget_gets_a_progress_bar_that_ends_full(tmp_path, capsys):
     assert f"{result.step}/{result.step}" in bar[-1] and "100%" in bar[-1]
 
 
-def test_schedules():
-    cfg = load_config(None, ["train.schedule=cosine", "train.warmup_steps=10", "train.max_steps=110", "train.lr=1.0"])
-    assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
-    assert learning_rate(cfg, 9, 0) == pytest.approx(1.0)
-    assert learning_rate(cfg, 60, 0) == pytest.approx(0.5)
-    assert learning_rate(cfg, 110, 0) == pytest.approx(0.0)
-    cfg = load_config(None, ["train.schedule=cosine", "train.max_steps=null", "train.max_time=100", "train.lr=1.0"])
-    assert learning_rate(cfg, 5, 0, clock=50.0) == pytest.approx(0.5)  # a time budget: the cosine follows the clock
-    assert learning_rate(cfg, 5, 0, clock=100.0) == pytest.approx(0.0)
-    cfg = load_config(None, ["train.schedule=cosine", "train.max_steps=100", "train.max_time=1000", "train.lr=1.0"])
-    assert learning_rate(cfg, 50, 0, clock=750.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))  # whichever is further
-    cfg = load_config(None, ["train.schedule=char_rnn", "train.decay_after=2", "train.decay_rate=0.5", "train.lr=1.0"])
-    assert [learning_rate(cfg, 0, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.125]
-
-
 def test_divergence_stops_with_a_message(tmp_path):
     from rnnlm.train import TrainingDiverged
 
@@ -178,22 +162,6 @@ def test_bf16_trains_on_a_cpu(tmp_path):
                        "train.batch_size=8", "train.lr=0.01", "train.max_steps=300", "train.precision=bf16",
                        "train.device=cpu")
     assert result.last_val < 0.1  # nats/char; knowing nothing costs log(4) = 1.39
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, capsys, native):
-    import rnnlm.train as train_mod
-
-    monkeypatch.setattr(train_mod, "native_bf16", lambda device: native)
-    cpu = torch.device("cpu")
-    auto = load_config(None, ["train.precision=auto"])
-    assert train_mod.precision(auto, cpu) == ("bf16" if native else "fp32")
-    with train_mod.autocast(auto, cpu):
-        product = torch.ones(4, 4) @ torch.ones(4, 4)
-    assert product.dtype == (torch.bfloat16 if native else torch.float32)
-    # bf16 asked for by name is obeyed either way, with a warning where it is emulated
-    train_mod.check_precision(load_config(None, ["train.precision=bf16"]), cpu)
-    assert ("bf16 is emulated and far slower than fp32" in capsys.readouterr().err) is not native
 
 
 def test_fp16_needs_cuda(tmp_path):

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import load_config
 from rnnlm.errors import RnnlmError
@@ -57,8 +57,7 @@ def save_checkpoint(path: Path, model: CharRNN, vocab: Vocab) -> Path:
     cfg = load_config(None, [f"model.cell={model.cfg.cell}", f"model.num_layers={model.cfg.num_layers}",
                              f"model.hidden_size={model.cfg.hidden_size}"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt.save(path, {"config": cfg.to_dict(), "vocab": list(vocab.itos), "records": False,
-                     "model": model.state_dict(), "step": 7, "train": {}})
+    ckpt.save([path], ckpt.Checkpoint(cfg, vocab, False, model.state_dict(), 7, None))
     return path
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rnnlm.data.atomic import atomic_file
+from rnnlm.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 

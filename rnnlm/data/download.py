@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from rnnlm import __version__
 from rnnlm.data import DataRoot
-from rnnlm.data.atomic import atomic_file
+from rnnlm.atomic import atomic_file
 from rnnlm.errors import RnnlmError
 
 DEFAULT_TIMEOUT = 30.0

@@ -1,7 +1,7 @@
 """Helpers for the corpus tests: the data mirror beside the repo, and a URL where nothing answers.
 
 Plain functions, called by the tests, rather than fixtures in a conftest.py: tests/conftest.py is
-imported as `conftest` by other test modules, and a second conftest module here would shadow it.
+importable as `conftest` by other test modules, and a second conftest module here would shadow it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-MIRROR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+from helpers import MIRROR
+
 """The real corpora, read-only, in shared/ beside the repo (CI clones the repo with ../shared beside it)."""
 
 

@@ -6,7 +6,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 from corpus_fixtures import data_mirror
 
 

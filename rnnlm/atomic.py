@@ -1,0 +1,74 @@
+"""Writing a file so that readers see the old one or the complete new one, never a half-written one.
+
+Every file rnnlm writes over an old one goes through `atomic_file`: checkpoints, metrics rewrites, prepared corpora,
+downloads and `--out` files. The new bytes go to a temporary file beside the target, `.NAME.tmp-PID`, which is
+flushed to disk and renamed over the target only when the block completes; on an error or Ctrl-C it is removed and
+the target is left as it was. A process killed mid-write leaves its temporary file behind; `remove_stale_temp_files`
+deletes those whose process is gone. The rename stays on one file system (where it is atomic), and the dot keeps
+corpus readers from picking the temporary file up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+_TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
+
+
+@contextmanager
+def atomic_file(target: Path, encoding: str | None = None) -> Iterator[IO[Any]]:
+    """A temporary file beside `target` that replaces it, synced to disk, when the block completes, and is removed
+    if the block raises. Binary, or text in `encoding` when one is given."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w" if encoding else "wb", encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files (`.NAME.tmp-PID`) that writers killed mid-write left in `folder`: those whose
+    process is gone (or is this one, which is not writing yet). Returns what was removed."""
+    removed = []
+    for p in folder.glob(".*.tmp-*"):
+        match = _TEMP.match(p.name)
+        if match and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; some file systems cannot sync a directory, where the rename is still atomic."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

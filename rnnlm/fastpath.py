@@ -1,0 +1,175 @@
+"""The cells' fast path: float32 recurrences on a CPU through rnnlm's C loops (`fused.c`, via `rnnlm.fused`).
+
+The same equations as `rnnlm.reference`, with the same interface, so `rnnlm.cells` picks one or the other per call:
+
+- A layer's whole sequence is one C call each way (`lstm_forward`, `gru_forward`, `rnn_forward` and the LSTM's and
+  GRU's backward): every step's recurrent product h_{t-1} W_hh^T and its pointwise half together, panel by panel of 8
+  units, the threads meeting once per step. A step's product is small (a 1x128 LSTM's 32x128 @ 128x512), and MKL
+  runs it well below the machine's speed; the C loops keep each weight loaded for several rows. The RNN's backward is
+  the reference's PyTorch ops.
+- Inference at a batch of up to STEP_MAX_BATCH rows (sampling) runs each step of the whole stack as one C call that
+  reads every weight once (`step_stack`): at batch 1 a step is matrix-vector products whose time is reading the
+  weights, and a dozen PyTorch calls per layer around them cost more than the arithmetic.
+
+Weights are packed into the C loops' panels (`fused.pack_panels`) on every training call (they change every step)
+and, for `step_stack`, once until a parameter changes (`cached`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from rnnlm import fused
+from rnnlm.reference import CELLS as REFERENCE
+from rnnlm.reference import LayerGrads, Recurrence
+
+STEP_MAX_BATCH = 8
+"""Inference at batches up to this size runs each step of the stack as one C call (`step_stack`)."""
+GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+_STEP_KIND = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
+_T = TypeVar("_T")
+
+
+def _kernels() -> fused.Kernels:
+    k = fused.kernels()
+    assert k is not None, "rnnlm.cells chose the fast path without the kernels"
+    return k
+
+
+def _dense(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().contiguous()
+
+
+def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: Tensor,
+                 keep: bool) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
+    out = xg.new_empty(steps, batch, hidden)
+    gates = xg.new_empty(steps, batch, 4 * hidden) if keep else None
+    c = xg.new_empty(steps if keep else 2, batch, hidden)  # without autograd, steps take turns in two slots
+    tanh_c = torch.empty_like(c) if keep else None
+    c0 = c0.contiguous()
+    _kernels().lstm_sequence(h=out, c=c, gates=gates, tanh_c=tanh_c, xg=xg.contiguous(), bias=_dense(bias),
+                             panels=fused.pack_panels(w_hh.detach(), 4, hidden), h0=h0.contiguous(), c0=c0)
+    if not keep:
+        return out, c[(steps - 1) % 2], ()
+    return out, c[-1].clone(), (c0, gates, c, tanh_c)
+
+
+def lstm_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
+                  grad_hn: Tensor | None, grad_cn: Tensor | None) -> LayerGrads:
+    c0, gates, c, tanh_c = saved
+    dc = torch.zeros_like(c0) if grad_cn is None else grad_cn.clone(memory_format=torch.contiguous_format)
+    d_gates = torch.empty_like(gates)
+    _kernels().lstm_backward_sequence(d_gates=d_gates, dc=dc, back=fused.pack_by_unit(w_hh.detach()), gates=gates,
+                                      c0=c0, c=c, tanh_c=tanh_c, grad_h=grad_out.contiguous(),
+                                      grad_hn=_zeros_if_none(grad_hn, c0))
+    return LayerGrads(d_gates, d_gates, None, dc)
+
+
+def gru_forward(xg: Tensor, w_hh: Tensor, bias: Tensor, h0: Tensor, c0: None,
+                keep: bool) -> tuple[Tensor, None, tuple[Tensor, ...]]:
+    steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
+    out = xg.new_empty(steps, batch, hidden)
+    gates, hh = (xg.new_empty(steps, batch, 3 * hidden), xg.new_empty(steps, batch, 3 * hidden)) if keep else (None,
+                                                                                                            None)
+    _kernels().gru_sequence(h=out, hh=hh, gates=gates, xg=xg.contiguous(), b_hh=_dense(bias),
+                            panels=fused.pack_panels(w_hh.detach(), 3, hidden), h0=h0.contiguous())
+    return out, None, (gates, hh) if keep else ()
+
+
+def gru_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
+                 grad_hn: Tensor | None, grad_cn: None) -> LayerGrads:
+    gates, hh = saved
+    grad_h = grad_out.clone(memory_format=torch.contiguous_format)  # gains the direct path z * dh_{t+1}
+    d_x, d_hh = torch.empty_like(hh), torch.empty_like(hh)
+    grad_h0 = torch.zeros_like(h0, memory_format=torch.contiguous_format)
+    _kernels().gru_backward_sequence(d_x=d_x, d_hh=d_hh, grad_h0=grad_h0, grad_h=grad_h,
+                                     back=fused.pack_by_unit(w_hh.detach()), gates=gates, hh=hh, h0=h0.contiguous(),
+                                     h=out, grad_hn=_zeros_if_none(grad_hn, grad_h0))
+    return LayerGrads(d_x, d_hh, grad_h0, None)
+
+
+def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep: bool,
+                relu: bool = False) -> tuple[Tensor, None, tuple[Tensor, ...]]:
+    out = xg.new_empty(xg.shape[0], xg.shape[1], h0.shape[-1])
+    _kernels().rnn_sequence(h=out, xg=xg.contiguous(), panels=fused.pack_panels(w_hh.detach(), 1, h0.shape[-1]),
+                            h0=h0.contiguous(), relu=relu)
+    return out, None, ()
+
+
+def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+
+CELLS = {"RNN_TANH": Recurrence(rnn_forward, REFERENCE["RNN_TANH"].backward),
+         "RNN_RELU": Recurrence(functools.partial(rnn_forward, relu=True), REFERENCE["RNN_RELU"].backward),
+         "LSTM": Recurrence(lstm_forward, lstm_backward), "GRU": Recurrence(gru_forward, gru_backward)}
+
+
+# ---- one step of the whole stack, for sampling ----------------------------------------------------------------------
+
+
+def step_stack(stack: nn.Module, inp: Tensor, h0: Tensor, c0: Tensor | None,
+               projected: bool) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+    """The stack without autograd at a small batch, each step one C call (rnnlm_step) that reads every layer's packed
+    weights once, W_ih's with W_hh's, and runs the pointwise half on the gates while they are in registers.
+
+    inp (T, B, in) float32, or layer 0's input projection (T, B, G*H) if `projected`; h0, c0 (L, B, H). Returns the
+    output (T, B, H) and the state (L, B, H), fresh tensors."""
+    steps = inp.shape[0]
+    weights = cached(stack, ("step", projected), lambda: step_weights(stack, projected))
+    states = inp.new_empty(steps, *h0.shape)  # every layer's h after each step
+    c_n = None if c0 is None else c0.clone(memory_format=torch.contiguous_format)  # updated in place
+    h_prev, inp, kernels = h0.contiguous(), inp.contiguous(), _kernels()
+    for t in range(steps):
+        kernels.step(h=states[t], c=c_n, weights=weights, x=inp[t] if projected else None,
+                     v0=None if projected else inp[t], h_prev=h_prev, kind=_STEP_KIND[stack.mode],
+                     gates=GATES[stack.mode])
+        h_prev = states[t]
+    h_n = states[-1] if steps == 1 else states[-1].clone()  # not a view keeping every step's states alive
+    return states[:, -1].contiguous(), (h_n if c_n is None else (h_n, c_n))
+
+
+def step_weights(stack: Any, projected: bool) -> list[Tensor]:
+    """Every layer's weights and biases in rnnlm_step's layout (see fused.c): panels of 8 units, (P, K1 + H, G, 8),
+    and biases (P, S, G, 8); units past H are zero. If `projected` (layer 0 is given its input projection, which
+    has b_ih) layer 0's panels have no W_ih part (K1 = 0) and its biases no b_ih."""
+    gates, hidden = GATES[stack.mode], stack.hidden_size
+    pack = functools.partial(fused.pack_panels, gates=gates, hidden=hidden)
+    tensors = []
+    for layer in range(stack.num_layers):
+        w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().float() for p in stack.layer_params(layer))
+        raw = layer > 0 or not projected
+        zeros = w_hh.new_zeros(w_hh.shape[0])
+        b_ih = b_ih if b_ih is not None and raw else zeros
+        b_hh = zeros if b_hh is None else b_hh
+        panels = torch.cat((pack(w_ih), pack(w_hh)), 1) if raw else pack(w_hh)
+        if stack.mode == "GRU":  # r multiplies W_hn h + b_hn: the two biases stay apart
+            bias = torch.stack((pack(b_ih), pack(b_hh)), 1)
+        else:
+            bias = pack(b_ih + b_hh).unsqueeze(1)
+        tensors += [panels.contiguous(), bias.contiguous()]
+    return tensors
+
+
+def cached(stack: nn.Module, variant: object, make: Callable[[], _T]) -> _T:
+    """make(), a function of the stack's parameters, kept until they change: the key holds every parameter object and
+    its version counter, which in-place updates (the optimizer's, load_state_dict's, any op under no_grad) bump.
+    Writes through `p.data` bypass version counters, as they bypass autograd: after such a write, call the stack's
+    `clear_inference_cache()`. The cache lives in the module's __dict__, which copies and pickles leave out
+    (`rnnlm.cells`)."""
+    params = [p for p in stack.parameters()]
+    if any(p.is_inference() for p in params):  # no version counters to key a cache on
+        return make()
+    key = [(p, p._version, p.data_ptr(), p.device, p.dtype) for p in params]
+    cache = stack.__dict__.setdefault("_inference_cache", {})
+    hit = cache.get(variant)
+    if hit is None or len(hit[0]) != len(key) or any(
+            a[0] is not b[0] or a[1:] != b[1:] for a, b in zip(hit[0], key, strict=True)):
+        hit = cache[variant] = (key, make())
+    return hit[1]

@@ -1,0 +1,67 @@
+"""Reading with a trained model: what sampling, evaluation and the neuron pictures share.
+
+- `load_model`: a checkpoint's model, in eval mode, on a device.
+- `start_state`: the state a stream model starts reading from (see there why it is not zero).
+- `start_ids`: what the model reads before the text it is given: `<eos>` for a record, a newline for a stream.
+- `eval_mode`: dropout off for a block, the model's mode restored afterwards, whatever happens inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from rnnlm.checkpoint import Checkpoint
+from rnnlm.config import Config
+from rnnlm.model import CharRNN
+from rnnlm.state import State, map_state
+from rnnlm.vocab import EOS_ID, Vocab
+
+
+def load_model(point: Checkpoint, device: torch.device | str = "cpu") -> CharRNN:
+    """The checkpoint's model, in eval mode, on `device`."""
+    model = CharRNN(len(point.vocab), point.config.model).to(device)
+    model.load_state_dict(point.model)
+    return model.eval()
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Dropout off inside the block; the model's training mode is restored when it ends, also on an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def start_ids(vocab: Vocab, prime: str, records: bool, warm: bool = False) -> torch.Tensor:
+    """What the model reads before it writes: a record starts after <eos>; a stream's prime is read as the
+    start of a line, after a newline if the corpus has one, when it is empty or `warm` (the model reads it
+    from a state carried over earlier text, see `start_state`); else, with nothing to follow, after <eos>."""
+    if records:
+        return torch.cat([torch.tensor([EOS_ID]), vocab.encode(prime)])
+    if prime and not (warm and "\n" in vocab.itos):
+        return vocab.encode(prime)
+    return vocab.encode("\n" + prime) if "\n" in vocab.itos else torch.cat([torch.tensor([EOS_ID]), vocab.encode(prime)])
+
+
+def start_state(point: Checkpoint, device: torch.device | str = "cpu") -> State | None:
+    """The state a stream model starts writing from. Trained with `train.batching: sequential`, a model meets
+    the zero state only at the start of each epoch, so a prime read from zero can leave a model of few epochs
+    writing noise for a hundred characters (a 1x512 LSTM after 78 s wrote 'ROMEO:X&&3$3&3&&&&&$&&'); it
+    starts instead from the state training's first row had reached at the checkpoint (saved for resuming),
+    left by real text. Every other model (random windows, records) read every window from zero: None."""
+    carried = point.train.state if point.train is not None else None
+    return map_state(lambda t: t.to(device), warm_start(carried, point.config, point.records))
+
+
+def warm_start(carried: State | None, cfg: Config, records: bool) -> State | None:
+    """The first row of a training state (L, B, H), or an LSTM's (h, c) pair, detached and in float32: where
+    a model trained on sequential streams starts writing (see `start_state`); None for any other model."""
+    if records or cfg.train.batching != "sequential":
+        return None
+    return map_state(lambda t: t[:, :1].detach().float(), carried)

@@ -1,0 +1,43 @@
+"""The optimizer and the learning-rate schedule a config asks for."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rnnlm.config import Config
+
+
+def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = model.parameters()
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.RMSprop(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, alpha=0.95)
+
+
+def learning_rate(cfg: Config, step: int, epoch: int, clock: float = 0.0) -> float:
+    """The rate for optimizer step `step` (0-based) in epoch `epoch` (epochs completed before it), `clock`
+    seconds into the run. The cosine decays over whichever budget ends first, `max_steps` or `max_time`:
+    a run given a time budget ends at its floor rate. (Such a run depends on the clock anyway: where it
+    stops does; runs without `max_time` never read it.)"""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.schedule == "cosine":
+        progress = 0.0
+        if t.max_steps is not None:
+            progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+        if t.max_time is not None:
+            progress = max(progress, clock / t.max_time)
+        progress = min(1.0, progress)
+        return t.min_lr + (t.lr - t.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    if t.schedule == "char_rnn":
+        # char-rnn decays the rate at the end of every epoch from `learning_rate_decay_after` on
+        return t.lr * t.decay_rate ** max(0, epoch - t.decay_after + 1) if epoch >= 1 else t.lr
+    return t.lr

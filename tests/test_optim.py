@@ -1,0 +1,25 @@
+"""The learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rnnlm.config import load_config
+from rnnlm.optim import learning_rate
+
+
+def test_schedules():
+    cfg = load_config(None, ["train.schedule=cosine", "train.warmup_steps=10", "train.max_steps=110", "train.lr=1.0"])
+    assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9, 0) == pytest.approx(1.0)
+    assert learning_rate(cfg, 60, 0) == pytest.approx(0.5)
+    assert learning_rate(cfg, 110, 0) == pytest.approx(0.0)
+    cfg = load_config(None, ["train.schedule=cosine", "train.max_steps=null", "train.max_time=100", "train.lr=1.0"])
+    assert learning_rate(cfg, 5, 0, clock=50.0) == pytest.approx(0.5)  # a time budget: the cosine follows the clock
+    assert learning_rate(cfg, 5, 0, clock=100.0) == pytest.approx(0.0)
+    cfg = load_config(None, ["train.schedule=cosine", "train.max_steps=100", "train.max_time=1000", "train.lr=1.0"])
+    assert learning_rate(cfg, 50, 0, clock=750.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))  # whichever is further
+    cfg = load_config(None, ["train.schedule=char_rnn", "train.decay_after=2", "train.decay_rate=0.5", "train.lr=1.0"])
+    assert [learning_rate(cfg, 0, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.125]
