@@ -9,7 +9,9 @@ Three batchers, one interface (`next()` -> `Batch`, `state_dict()`, `load_state_
 - `RecordBatches` (`data.records: pad`): whole records of a line corpus, padded; the padding is
   masked out of the loss.
 
-Every random choice comes from the batcher's own `torch.Generator`, whose state is part of
+Each reads its windows straight from a split's ids (`Tokens`: the store's memory map, through the lookup to the
+model's vocabulary), copying only the (B, T) of a minibatch, so a corpus of any size costs its page cache and
+nothing per process. Every random choice comes from the batcher's own `torch.Generator`, whose state is part of
 `state_dict()`, so a resumed run sees exactly the minibatches an uninterrupted run would have seen.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 
 from rnnlm.config import Config
@@ -31,6 +34,23 @@ IGNORE = -100
 def truncate(state: State | None) -> State | None:
     """Truncated BPTT happens here: keep the state's values, cut its history from the graph."""
     return map_state(torch.Tensor.detach, state)
+
+
+class Tokens:
+    """A split's ids as the model reads them: `symbols` (N,) of any integer type, a memory map or an array, looked
+    up in `lut` (store symbol -> vocabulary id) when given. Only what is indexed is read and turned into int64."""
+
+    def __init__(self, symbols: np.ndarray | torch.Tensor, lut: np.ndarray | None = None) -> None:
+        self.symbols = symbols.numpy() if isinstance(symbols, torch.Tensor) else symbols
+        self.lut = lut
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def take(self, index: Any) -> torch.Tensor:
+        """ids[index] as int64: a slice, or an integer array of any shape."""
+        picked = np.asarray(self.symbols[index])
+        return torch.from_numpy(self.lut[picked] if self.lut is not None else picked.astype(np.int64))
 
 
 @dataclass
@@ -84,8 +104,10 @@ class SequentialStreams:
         └ ...   │ ...   │ ... ┘   so its final hidden state is the next one's initial state.
     """
 
-    def __init__(self, tokens: torch.Tensor, batch_size: int, lengths: WindowLengths, generator: torch.Generator):
-        self.tokens, self.batch_size, self.lengths, self.generator = tokens, batch_size, lengths, generator
+    def __init__(self, tokens: Tokens, batch_size: int, lengths: WindowLengths, generator: torch.Generator,
+                 device: torch.device | str = "cpu"):
+        self.tokens, self.batch_size, self.lengths, self.generator = _tokens(tokens), batch_size, lengths, generator
+        self.device = device
         if (len(tokens) - lengths.seq_len) // batch_size < lengths.seq_len:  # each row: at least one window
             raise RnnlmError(
                 f"the training split has {len(tokens):,} characters, too few for train.batch_size={batch_size} streams "
@@ -103,13 +125,13 @@ class SequentialStreams:
             self.epoch += 1
             self._start_epoch()
         length = min(self.lengths.draw(), self.row_len - self.pos)
-        span = self.batch_size * self.row_len
-        rows_in = self.tokens[self.offset:self.offset + span].view(self.batch_size, self.row_len)
-        rows_out = self.tokens[self.offset + 1:self.offset + 1 + span].view(self.batch_size, self.row_len)
+        # row b of this minibatch: ids[offset + b * row_len + pos : ... + length], targets one to the right
+        starts = self.offset + np.arange(self.batch_size)[:, None] * self.row_len + self.pos
+        index = starts + np.arange(length)  # (B, T)
         carry = self.pos > 0
-        cols = slice(self.pos, self.pos + length)
         self.pos += length
-        return Batch(rows_in[:, cols], rows_out[:, cols], carry, self.epoch)
+        return Batch(self.tokens.take(index).to(self.device), self.tokens.take(index + 1).to(self.device), carry,
+                     self.epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "offset": self.offset, "row_len": self.row_len, "pos": self.pos,
@@ -125,8 +147,10 @@ class RandomWindows:
     o < T, shuffles them, and serves B at a time (the last partial group is dropped), so an epoch
     reads every character about once, in random order. Each window starts from a zero state."""
 
-    def __init__(self, tokens: torch.Tensor, batch_size: int, lengths: WindowLengths, generator: torch.Generator):
-        self.tokens, self.batch_size, self.lengths, self.generator = tokens, batch_size, lengths, generator
+    def __init__(self, tokens: Tokens, batch_size: int, lengths: WindowLengths, generator: torch.Generator,
+                 device: torch.device | str = "cpu"):
+        self.tokens, self.batch_size, self.lengths, self.generator = _tokens(tokens), batch_size, lengths, generator
+        self.device = device
         windows = (len(tokens) - 1 - lengths.seq_len) // lengths.seq_len
         if windows < batch_size:
             raise RnnlmError(
@@ -149,8 +173,9 @@ class RandomWindows:
         length = self.lengths.draw()
         starts = self.order[self.pos:self.pos + self.batch_size].clamp(max=len(self.tokens) - 1 - length)
         self.pos += self.batch_size
-        index = (starts[:, None] + torch.arange(length)).to(self.tokens.device)  # (B, T)
-        return Batch(self.tokens[index], self.tokens[index + 1], False, self.epoch)
+        index = (starts[:, None] + torch.arange(length)).numpy()  # (B, T)
+        return Batch(self.tokens.take(index).to(self.device), self.tokens.take(index + 1).to(self.device), False,
+                     self.epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "order": self.order, "pos": self.pos, "generator": self.generator.get_state()}
@@ -167,7 +192,8 @@ class RecordBatches:
         target  e     m m a <eos> IGNORE IGNORE
     """
 
-    def __init__(self, records: list[torch.Tensor], batch_size: int, generator: torch.Generator, device: torch.device):
+    def __init__(self, records: Records | list[torch.Tensor], batch_size: int, generator: torch.Generator,
+                 device: torch.device | str = "cpu"):
         if len(records) < batch_size:
             raise RnnlmError(f"the training split has {len(records):,} records, fewer than train.batch_size={batch_size}; "
                              "lower train.batch_size or use more records")
@@ -196,6 +222,24 @@ class RecordBatches:
         self.epoch, self.order, self.pos = state["epoch"], state["order"], state["pos"]
 
 
+class Records:
+    """A records split as `RecordBatches` reads it: record k is ids[offsets[k] + 1 : offsets[k + 1]], between the
+    <eos> before it and the one after it, read from `tokens` only when drawn."""
+
+    def __init__(self, tokens: Tokens, offsets: np.ndarray) -> None:
+        self.tokens, self.offsets = tokens, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return self.tokens.take(slice(int(self.offsets[k]) + 1, int(self.offsets[k + 1])))
+
+
+def _tokens(tokens: Tokens | torch.Tensor) -> Tokens:
+    return tokens if isinstance(tokens, Tokens) else Tokens(tokens)
+
+
 def pad_records(records: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Records of ids (without <eos>) -> inputs and targets (B, 1 + longest), see `RecordBatches`."""
     width = 1 + max(len(r) for r in records)
@@ -208,10 +252,11 @@ def pad_records(records: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     return inputs, targets
 
 
-def make_batcher(cfg: Config, train_ids: torch.Tensor | list[torch.Tensor], device: torch.device) -> Batcher:
+def make_batcher(cfg: Config, tokens: Tokens, offsets: np.ndarray | None, device: torch.device) -> Batcher:
+    """The batcher a config asks for, over a training split: its ids, and a records corpus's record offsets."""
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    if isinstance(train_ids, list):
-        return RecordBatches(train_ids, cfg.train.batch_size, generator, device)
+    if offsets is not None and cfg.data.records == "pad":
+        return RecordBatches(Records(tokens, offsets), cfg.train.batch_size, generator, device)
     lengths = WindowLengths(cfg.train.seq_len, cfg.train.bptt, generator)
     kind = SequentialStreams if cfg.train.batching == "sequential" else RandomWindows
-    return kind(train_ids.to(device), cfg.train.batch_size, lengths, generator)
+    return kind(tokens, cfg.train.batch_size, lengths, generator, device)

@@ -128,6 +128,7 @@ class _Recurrent(nn.Module):
     def clear_inference_cache(self) -> None:
         """Drop the weight copies kept for inference; the next no-grad call makes them afresh."""
         self.__dict__.pop("_inference_cache", None)
+        fastpath.forget_packed(list(self.parameters()))
 
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)

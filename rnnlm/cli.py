@@ -172,6 +172,10 @@ def evaluate(
                                                    "from (as a block-size-N model would) "
                                                    "[default: the state carried over the whole text].",
                                                    show_default=False)] = None,
+    streams: Annotated[Optional[int], typer.Option("--streams", help="How a stream is read: 1 exactly as one stream, N "
+                                                   "in N carried streams (one batched pass, for long texts) "
+                                                   "[default: 1 up to 1,048,576 characters, else 128].",
+                                                   show_default=False)] = None,
     compare_compressors: Annotated[bool, typer.Option("--compare-compressors", help="Also print the bits per character "
                                                       "of gzip -9, bz2 -9 and xz -9e on the same text.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
@@ -188,8 +192,9 @@ def evaluate(
     target = device_for(device)
     point = ckpt.load(run)
     sources = ([file_source(f, point) for f in file] if file
-               else [split_source(point, split or "val", DataRoot.resolve(data_dir))])
-    result = evaluate_sources(point, sources, context=context, compressors=compare_compressors, device=target)
+               else [split_source(point, split or "val", DataRoot.resolve(data_dir), progress=True)])
+    result = evaluate_sources(point, sources, context=context, compressors=compare_compressors, device=target,
+                              streams=streams, progress=True)
     for warning in result.warnings():
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines(perplexity_first=perplexity)))

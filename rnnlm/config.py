@@ -176,7 +176,11 @@ class TrainConfig:
     loss; null never stops early."""
 
     eval_every: int = 200
-    """Evaluate on the whole validation split every this many steps (and at the end), and write checkpoints."""
+    """Evaluate on the validation split every this many steps (and at the end), and write checkpoints."""
+
+    eval_chars: int | None = 250_000
+    """Characters of the validation split each evaluation scores: its prefix of this length, scored exactly (the
+    whole split when it is shorter); null scores all of it."""
 
     keep_last: int = 0
     """Numbered checkpoints (`step-000400.pt`, one per evaluation) to keep besides `best.pt` and `last.pt`;
@@ -235,6 +239,8 @@ class TrainConfig:
         _require(not self.compile or self.bptt == "fixed", "train.compile", self.compile,
                  "train.bptt=random gives every minibatch a new window length to compile; use train.bptt=fixed")
         _require(self.eval_every >= 1, "train.eval_every", self.eval_every, "an integer >= 1")
+        _require(self.eval_chars is None or self.eval_chars >= 2, "train.eval_chars", self.eval_chars,
+                 "an integer >= 2 (characters of the validation split), or null for all of it")
         _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
         _require(self.sample_every >= 0, "train.sample_every", self.sample_every, "an integer >= 0 (0 turns samples off)")
         _require(self.device == "auto" or self.device == "cpu" or self.device == "cuda"

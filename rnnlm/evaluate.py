@@ -20,6 +20,12 @@ Three ways to read a text, each exact:
         row 1     [ s-w+1 .. s ] ── guess ─────>  [ s+1 ..... 2s ]            checked against row 0's end
         row 2     [ 2s-w+1 . 2s] ── guess ─────>  [ 2s+1 .... 3s ]            checked against row 1's end
 
+- A text too long for that (over EXACT_MAX characters for `rnnlm eval`, or with `streams` N > 1): as N carried
+  streams, the same rows and warm-up guesses, unchecked, in one batched pass, and reported as read that way. For
+  a model that forgets within the warm-up this is the exact result; for one that does not, each row's first
+  characters are scored from an approximate state. The ids are read CHUNK columns at a time from the split's
+  memory map, so a split of any length costs the memory of a short one.
+
 - Records (`data.records: pad`) independently (`score_records`), each read from `<eos>` and scored up
   to and including its own `<eos>`, as makemore reports its loss.
 
@@ -41,26 +47,32 @@ import bz2
 import gzip
 import lzma
 import math
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rnnlm.batching import IGNORE, pad_records
+from rnnlm.batching import IGNORE, Records, Tokens, pad_records
 from rnnlm.checkpoint import Checkpoint
-from rnnlm.data import DataRoot, load_corpus
+from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.text import read_records, read_utf8
 from rnnlm.errors import RnnlmError
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
 from rnnlm.state import State, expand_rows, map_state, select_rows, tensors
-from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
+from rnnlm.vocab import EOS_ID, UNK_ID
 
 WARMUP = 512
 MIN_STREAM = 2048  # characters a stream scores at the least before another stream is worth it
 MAX_STREAMS = 128
+EXACT_MAX = 1 << 20
+"""`rnnlm eval` reads a text of up to this many characters exactly as one stream, a longer one in MAX_STREAMS
+carried streams (unless --streams says otherwise)."""
 CHUNK = 256  # time steps per forward call
 POSITIONS = 1 << 16  # ids per forward call when scoring context windows
 STATE_ATOL = 1e-5
@@ -96,26 +108,35 @@ class Score:
 
 
 @torch.no_grad()
-def score_stream(model: CharRNN, ids: torch.Tensor, streams: int | None = None, warmup: int = WARMUP,
-                 context: int | None = None, start: State | None = None) -> Score:
-    """Score ids[1:] given everything before them (with `context`, given at most `context` ids before
-    them). ids: (N,) int64. `streams` rows share the work (default: one per MIN_STREAM characters).
+def score_stream(model: CharRNN, ids: Tokens | torch.Tensor, streams: int = 1, warmup: int = WARMUP,
+                 context: int | None = None, start: State | None = None, progress: bool = False,
+                 rows: int | None = None) -> Score:
+    """Score ids[1:] given everything before them (with `context`, given at most `context` ids before them).
+
+    `streams` 1 reads the text exactly as one stream would (in parallel rows checked against each other, see the
+    module docstring) in `rows` rows (default: one per MIN_STREAM characters, up to MAX_STREAMS); N > 1 reads it as
+    N carried streams, each from the state after reading the `warmup` ids before it, unchecked: one batched pass,
+    for texts too long to check. ids are read `CHUNK` columns at a time, so a memory-mapped split of any length
+    costs no more memory than a short one.
 
     `start` is the one-row state every `context` window is read from (None: zero). A model trained on sequential
     streams met the zero state only at the start of each epoch, and windows read from zero measured that rather
     than the model: a 1x512 LSTM after 78 s scored 1.894 at 64 characters of context from zero and 1.582 with
     the state carried. Give it `inference.start_state(checkpoint)`, as `rnnlm eval` does. The carried-state reading
     starts from zero: it reads the whole text, and its start touches only the first characters."""
-    n = len(ids)
+    tokens = ids if isinstance(ids, Tokens) else Tokens(ids)
+    n = len(tokens)
     if n < 2:
         return Score(float("nan"), 0, 0)
-    ids = ids.to(model.decoder.weight.device)
     if context is not None:
-        return _score_context(model, ids, [(0, n)], context, start)
-    if streams is None:
-        streams = max(1, min(MAX_STREAMS, (n - 1) // MIN_STREAM))
-    with eval_mode(model):
-        return _score_split(model, ids, streams, warmup)
+        return _score_context(model, tokens, [(0, n)], context, start)
+    if streams > 1:
+        rows = min(streams, n - 1)
+    elif rows is None:
+        rows = max(1, min(MAX_STREAMS, (n - 1) // MIN_STREAM))
+    with eval_mode(model), _bar(progress, n - 1) as bar:
+        nll = _score_split(model, tokens, rows, warmup, streams == 1, bar)
+    return Score(float(nll.sum()) / (n - 1), n - 1, _count_unk(tokens, 1, n))
 
 
 @torch.no_grad()
@@ -131,52 +152,49 @@ def score_records(model: CharRNN, records: list[torch.Tensor], batch_size: int =
         ends = lengths.cumsum(0) + 1
         # record k reads ids[start_k : end_k]: its own leading <eos>, its characters, and its final <eos>
         bounds = [(int(e - n - 1), int(e)) for e, n in zip(ends, lengths)]
-        return _score_context(model, ids.to(model.decoder.weight.device), bounds, context)
+        return _score_context(model, Tokens(ids), bounds, context)
     order = sorted(range(len(records)), key=lambda i: len(records[i]))  # similar lengths pad little
     total = Score(0.0, 0, 0)
     with eval_mode(model):
         for i in range(0, len(order), batch_size):
             inputs, targets = pad_records([records[j] for j in order[i:i + batch_size]])
-            nll, _ = _read_rows(model, inputs, targets)
+            nll, _ = _read(model, inputs, targets)
             total = _add(total, _score(nll, targets))
     return total
 
 
-def _score_split(model: CharRNN, ids: torch.Tensor, streams: int, warmup: int) -> Score:
-    """One stream, read as `streams` rows checked against each other (see the module docstring)."""
-    n, device = len(ids), ids.device
-    seg = math.ceil((n - 1) / streams)
-    streams = math.ceil((n - 1) / seg)                                  # no row without a target
-    first = torch.arange(streams, device=device) * seg + 1             # first target of each row
-    pos = first[:, None] - 1 + torch.arange(seg, device=device)       # (S, seg) input positions
-    inputs = ids[pos.clamp(max=n - 1)]
-    targets = torch.where(pos + 1 < n, ids[(pos + 1).clamp(max=n - 1)], IGNORE)
-
-    start = model.init_state(streams)
+def _score_split(model: CharRNN, tokens: Tokens, rows: int, warmup: int, exact: bool, bar: Any) -> torch.Tensor:
+    """One stream read as `rows` rows, each row's summed NLL: checked against each other if `exact` (see the module
+    docstring), else each from its warm-up guess."""
+    n, device = len(tokens), model.decoder.weight.device
+    seg = math.ceil((n - 1) / rows)
+    rows = math.ceil((n - 1) / seg)  # no row without a target
+    starts = np.arange(rows) * seg  # where each row's inputs start; its targets are one to the right
+    start = model.init_state(rows)
     w = min(warmup, seg)  # row k >= 1 has k * seg >= w characters before it
-    if streams > 1 and w > 0:
-        _, guess = _read_rows(model, ids[(first[1:, None] - 1 - w) + torch.arange(w, device=device)], None)
-        start = _put_rows(start, torch.arange(1, streams, device=device), guess)
-    nll, end = _read_rows(model, inputs, targets, start)
-    bad = _wrong_starts(start, end)
+    if rows > 1 and w > 0:
+        _, guess = _read_rows(model, tokens, starts[1:] - w, w, None, scored=False)
+        start = _put_rows(start, torch.arange(1, rows, device=device), guess)
+    nll, end = _read_rows(model, tokens, starts, seg, start, bar=bar)
+    bad = _wrong_starts(start, end) if exact else torch.zeros(0, dtype=torch.long)
     for _ in range(MAX_ROUNDS):  # after round k the first k + 1 rows are exact
         if len(bad) == 0:
-            return _score(nll, targets)
+            return nll
         start = _put_rows(start, bad, select_rows(end, bad - 1))
-        nll[bad], redone = _read_rows(model, inputs[bad], targets[bad], select_rows(start, bad))
+        nll[bad], redone = _read_rows(model, tokens, starts[bad.cpu().numpy()], seg, select_rows(start, bad))
         end = _put_rows(end, bad, redone)
         bad = _wrong_starts(start, end)
     # A model that remembers further back than any warm-up (an LSTM counting open braces) would need a round per
     # row, each re-reading every row after the first wrong one. Past MAX_ROUNDS, the rows from the first wrong one on
     # are read in order instead, each from the exact end of the row before it: at most one more pass, one row wide.
-    for row in range(int(bad[0]) if len(bad) else streams, streams):
+    for row in range(int(bad[0]) if len(bad) else rows, rows):
         one = torch.tensor([row], device=device)
         if _close(select_rows(start, one), select_rows(end, one - 1)).all():
             continue
         start = _put_rows(start, one, select_rows(end, one - 1))
-        nll[one], redone = _read_rows(model, inputs[one], targets[one], select_rows(start, one))
+        nll[one], redone = _read_rows(model, tokens, starts[row:row + 1], seg, select_rows(start, one))
         end = _put_rows(end, one, redone)
-    return _score(nll, targets)
+    return nll
 
 
 def _wrong_starts(start: State, end: State) -> torch.Tensor:
@@ -186,37 +204,69 @@ def _wrong_starts(start: State, end: State) -> torch.Tensor:
     return prev[~_close(select_rows(start, prev + 1), select_rows(end, prev))] + 1
 
 
-def _score_context(model: CharRNN, ids: torch.Tensor, bounds: list[tuple[int, int]], context: int,
+def _score_context(model: CharRNN, tokens: Tokens, bounds: list[tuple[int, int]], context: int,
                    start: State | None = None) -> Score:
     """Score ids[f+1:e] of every (f, e) in `bounds`, each id after at most `context` ids of ids[f:], every row
     read from `start` (one row; None: zero)."""
     if context < 1:
         raise RnnlmError(f"--context {context}: give at least 1 character of context")
-    device = ids.device
     # the first `context` targets of each span: one row read from the span's start
-    heads = [ids[f:min(e, f + context + 1)] for f, e in bounds]
+    heads = [tokens.take(slice(f, min(e, f + context + 1))) for f, e in bounds]
     inputs, targets = _pad([h[:-1] for h in heads], EOS_ID), _pad([h[1:] for h in heads], IGNORE)
-    # every later target j: its own row, the `context` ids before it, scored at the last column only
-    later = torch.cat([torch.arange(min(f + context + 1, e), e, device=device) for f, e in bounds])
     total = Score(float("nan"), 0, 0)
     rows = max(1, POSITIONS // min(context, CHUNK))
     with eval_mode(model):
         for i in range(0, len(heads), rows):
             batch = inputs[i:i + rows]
-            nll, _ = _read_rows(model, batch, targets[i:i + rows], expand_rows(start, len(batch)))
+            nll, _ = _read(model, batch, targets[i:i + rows], expand_rows(start, len(batch)))
             total = _add(total, _score(nll, targets[i:i + rows]))
-        window = torch.arange(-context, 0, device=device)
-        for i in range(0, len(later), rows):
-            j = later[i:i + rows]
-            window_targets = torch.full((len(j), context), IGNORE, dtype=torch.long, device=device)
-            window_targets[:, -1] = ids[j]
-            nll, _ = _read_rows(model, ids[j[:, None] + window], window_targets, expand_rows(start, len(j)))
+        # every later target j: its own row, the `context` ids before it, scored at the last column only
+        window = np.arange(-context, 0)
+        for j in _later_positions(bounds, context, rows):
+            window_targets = torch.full((len(j), context), IGNORE, dtype=torch.long)
+            window_targets[:, -1] = tokens.take(j)
+            nll, _ = _read(model, tokens.take(j[:, None] + window), window_targets, expand_rows(start, len(j)))
             total = _add(total, _score(nll, window_targets))
     return total
 
 
-def _read_rows(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,
-               state: State | None = None) -> tuple[torch.Tensor, State]:
+def _later_positions(bounds: list[tuple[int, int]], context: int, block: int) -> Iterator[np.ndarray]:
+    """The targets of every span past its first `context`, `block` at a time (never all at once)."""
+    pending: list[np.ndarray] = []
+    size = 0
+    for f, e in bounds:
+        lo = min(f + context + 1, e)
+        while lo < e:
+            hi = min(e, lo + block - size)
+            pending.append(np.arange(lo, hi))
+            size, lo = size + hi - lo, hi
+            if size == block:
+                yield np.concatenate(pending)
+                pending, size = [], 0
+    if pending:
+        yield np.concatenate(pending)
+
+
+def _read_rows(model: CharRNN, tokens: Tokens, starts: np.ndarray, length: int, state: State | None,
+               scored: bool = True, bar: Any = None) -> tuple[torch.Tensor, State]:
+    """Rows r reading ids[starts[r] : starts[r] + length] (past the end: its last id again, unscored) from `state`,
+    CHUNK columns at a time from `tokens`; each row's NLL summed over its targets (the ids one to the right)."""
+    n, device = len(tokens), model.decoder.weight.device
+    nll = torch.zeros(len(starts), dtype=torch.float64, device=device)
+    for t in range(0, length, CHUNK):
+        pos = starts[:, None] + np.arange(t, min(t + CHUNK, length))  # (R, C)
+        targets = None
+        if scored:
+            targets = tokens.take(np.minimum(pos + 1, n - 1)).masked_fill_(torch.from_numpy(pos + 1 >= n), IGNORE)
+        chunk_nll, state = _read(model, tokens.take(np.minimum(pos, n - 1)), targets, state)
+        nll += chunk_nll
+        if bar is not None and targets is not None:
+            bar.update(int((targets != IGNORE).sum()))
+    return nll, state
+
+
+def _read(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,
+          state: State | None = None) -> tuple[torch.Tensor, State]:
     """Rows (R, T) read left to right from `state` (zero if None), CHUNK steps per call. Returns each
     row's summed NLL over its scored targets (R,) float64 (zeros without targets) and the final state."""
     device = model.decoder.weight.device
@@ -230,6 +280,19 @@ def _read_rows(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | Non
                                    ignore_index=IGNORE, reduction="none")
             nll += loss.view(chunk.shape).double().sum(1)
     return nll, state
+
+
+def _count_unk(tokens: Tokens, lo: int, hi: int) -> int:
+    """How many of ids[lo:hi] are <unk>, a chunk at a time."""
+    return sum(int((tokens.take(slice(k, min(k + CHUNK * 4096, hi))) == UNK_ID).sum())
+               for k in range(lo, hi, CHUNK * 4096))
+
+
+def _bar(progress: bool, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="char", unit_scale=True, desc="scoring", disable=not progress or None, delay=1.0,
+                leave=False, file=sys.stderr)
 
 
 def _score(nll: torch.Tensor, targets: torch.Tensor) -> Score:
@@ -270,53 +333,53 @@ def _close(a: State, b: State) -> torch.Tensor:
 
 
 @dataclass
-class Source:
+class Text:
+    """What `rnnlm eval` scores: a file, or a split of the run's corpus."""
+
     name: str
-    ids: torch.Tensor | list[torch.Tensor]
+    ids: Tokens | list[torch.Tensor]
     """A stream, scored from its second id on, or records (`data.records: pad`), each scored whole."""
-    text: str
-    """The characters the model scores, as the compressors see them (a record's <eos> is a newline)."""
+    characters: Callable[[], str]
+    """The characters the model scores, as the compressors see them (a record's <eos> is a newline); read only
+    when the compressors are asked for."""
     unknown: list[str]
-    """Distinct characters the vocabulary lacks, in order of appearance."""
+    """Distinct characters the vocabulary lacks."""
 
 
-def encode_source(name: str, texts: list[str], vocab: Vocab, records: bool, records_mode: str,
-                  from_start: bool) -> Source:
-    """Texts of a stream corpus (concatenated) or records, encoded the way the model was trained to
-    read them. `from_start` puts the start id (as in sampling: a newline, else <eos>) before a stream,
-    so that its first character is scored too; a split of the corpus leaves it out, as training's
-    validation does, so `rnnlm eval --split val` reproduces the logged val_loss."""
-    ids = vocab.encode_split(texts, records, records_mode)
-    if records:
-        text = "".join(r + "\n" for r in texts)
-    else:
-        text = "".join(texts)
-        if from_start:
-            ids = torch.cat([start_ids(vocab, "", records=False), ids])
-        else:
-            text = text[1:]
-    return Source(name, ids, text, vocab.unknown("".join(texts)))
-
-
-def file_source(path: Path, point: Checkpoint) -> Source:
-    """A UTF-8 file: one record per line for a records model, else one stream read from its start."""
+def file_source(path: Path, point: Checkpoint) -> Text:
+    """A UTF-8 file: one record per line for a records model, else one stream read from its start (after the start
+    id sampling reads first, a newline or <eos>, so that its first character is scored too)."""
     texts = read_records(path) if point.records else [read_utf8(path)]
     if not "".join(texts):
         raise RnnlmError(f"{path}: no characters to score (the file is empty)")
-    return encode_source(str(path), texts, point.vocab, point.records, point.config.data.records, from_start=True)
+    vocab = point.vocab
+    ids = vocab.encode_split(texts, point.records, point.config.data.records)
+    text = "".join(r + "\n" for r in texts) if point.records else texts[0]
+    if not point.records:
+        ids = Tokens(torch.cat([start_ids(vocab, "", records=False), ids]))
+    elif isinstance(ids, torch.Tensor):
+        ids = Tokens(ids)
+    return Text(str(path), ids, lambda: text, vocab.unknown("".join(texts)))
 
 
-def split_source(point: Checkpoint, split: str, root: DataRoot | None = None) -> Source:
-    """A split of the run's corpus (train, val or test), read through the run's config as training read it."""
+def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, progress: bool = False) -> Text:
+    """A split of the run's corpus (train, val or test), read from its store as training read it: a stream's first
+    character is context only, as in training's validation, so `--split val` reproduces the logged val_loss."""
     if split not in ("train", "val", "test"):
         raise RnnlmError(f"--split {split!r}: choose train, val or test")
-    corpus = load_corpus(point.config.data, point.config.train.seed, root)
-    texts = corpus.split(split)  # type: ignore[arg-type]
-    if (not texts) if corpus.records else len("".join(texts)) < 2:  # a stream's first character is context only
-        raise RnnlmError(f"the {split} split of {corpus.name} is empty; score a file with --file, "
+    store = open_corpus(point.config.data, point.config.train.seed, root, progress)
+    info = store.manifest["splits"][split]
+    if info.get("records", 0) == 0 if store.records else info["characters"] < 2:
+        raise RnnlmError(f"the {split} split of {store.name} is empty; score a file with --file, "
                          f"or train with a larger data.splits share for {split}")
-    return encode_source(f"{corpus.name} {split} split", texts, point.vocab, corpus.records,
-                         point.config.data.records, from_start=False)
+    tokens = Tokens(store.ids(split), store.lut(point.vocab))
+    ids: Tokens | list[torch.Tensor] = tokens
+    if store.records and point.config.data.records == "pad":
+        records = Records(tokens, store.offsets(split))
+        ids = [records[k] for k in range(len(records))]
+    unknown = sorted(c for c, n in store.counts[split].items() if n and c not in point.vocab.itos)
+    characters = (lambda: store.text(split)) if store.records else (lambda: store.text(split)[1:])
+    return Text(f"{store.name} {split} split", ids, characters, unknown)
 
 
 def compressor_bpc(text: str) -> dict[str, float]:
@@ -333,10 +396,20 @@ class Part:
     score: Score
     unknown: list[str]
     compressors: dict[str, float] | None
+    streams: int | None = None
+    """How a stream was read: 1 exactly as one stream, N as N carried streams; None for records or windows."""
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"source": self.name, **self.score.as_dict(), "unknown_chars": self.unknown}
+        out: dict[str, Any] = {"source": self.name, **self.score.as_dict(), "unknown_chars": self.unknown,
+                               "streams": self.streams}
         return out | ({"compressors": self.compressors} if self.compressors is not None else {})
+
+    def reading(self) -> str:
+        if self.streams is None:
+            return "each record on its own"
+        if self.streams == 1:
+            return "state carried over the whole text, exactly as one stream"
+        return f"state carried in {self.streams} streams, each from the {WARMUP} characters before it"
 
 
 @dataclass
@@ -353,12 +426,12 @@ class Evaluation:
 
     def lines(self, perplexity_first: bool = False) -> list[str]:
         """The report: each source's characters, then its nll, bpc and perplexity (perplexity first if asked)."""
-        how = f"at most {self.context} characters of context" if self.context else "state carried over the whole text"
         named = self.parts + ([Part("total", self.total, [], _combined(self.parts))] if len(self.parts) > 1 else [])
         out: list[str] = []
         for p in named:
             s = p.score
-            out.append(f"{p.name}: {s.chars:,} characters ({s.unk:,} unknown)" + (f", {how}" if p is named[-1] else ""))
+            how = f"at most {self.context} characters of context" if self.context else p.reading()
+            out.append(f"{p.name}: {s.chars:,} characters ({s.unk:,} unknown)" + (f", {how}" if p in self.parts else ""))
             measures = [f"nll {s.nll:.4f} nats/char", f"bpc {s.bpc:.4f}", f"perplexity {s.perplexity:.3f}"]
             out.append("  " + "   ".join(measures[-1:] + measures[:-1] if perplexity_first else measures))
             if p.compressors is not None:
@@ -380,18 +453,26 @@ def _combined(parts: list[Part]) -> dict[str, float] | None:
             for k in parts[0].compressors}  # type: ignore[union-attr]
 
 
-def evaluate_sources(point: Checkpoint, sources: list[Source], context: int | None = None, compressors: bool = False,
-                     device: torch.device | str = "cpu", streams: int | None = None) -> Evaluation:
-    """Score each source with the checkpoint's model; the total weighs each by its characters."""
+def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None = None, compressors: bool = False,
+                     device: torch.device | str = "cpu", streams: int | None = None,
+                     progress: bool = False) -> Evaluation:
+    """Score each source with the checkpoint's model; the total weighs each by its characters. A stream is read
+    with `streams` (see `score_stream`); None: exactly as one stream up to EXACT_MAX characters, else in
+    MAX_STREAMS carried streams."""
+    if streams is not None and streams < 1:
+        raise RnnlmError(f"--streams {streams}: give 1 (exactly as one stream) or more (that many carried streams)")
     model = load_model(point, device)
     parts: list[Part] = []
     for source in sources:
+        read = None
         if isinstance(source.ids, list):
             score = score_records(model, source.ids, context=context)
         else:
-            score = score_stream(model, source.ids, streams=streams, context=context,
+            read = streams or (1 if len(source.ids) <= EXACT_MAX else MAX_STREAMS)
+            score = score_stream(model, source.ids, streams=read, context=context, progress=progress,
                                  start=start_state(point, device) if context is not None else None)
-        parts.append(Part(source.name, score, source.unknown, compressor_bpc(source.text) if compressors else None))
+        bpc = compressor_bpc(source.characters()) if compressors else None
+        parts.append(Part(source.name, score, source.unknown, bpc, None if context is not None else read))
     total = Score(float("nan"), 0, 0)
     for p in parts:
         total = _add(total, p.score)

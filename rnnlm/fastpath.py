@@ -11,13 +11,14 @@ The same equations as `rnnlm.reference`, with the same interface, so `rnnlm.cell
   reads every weight once (`step_stack`): at batch 1 a step is matrix-vector products whose time is reading the
   weights, and a dozen PyTorch calls per layer around them cost more than the arithmetic.
 
-Weights are packed into the C loops' panels (`fused.pack_panels`) on every training call (they change every step)
-and, for `step_stack`, once until a parameter changes (`cached`).
+Weights are packed into the C loops' panels (`fused.pack_panels`) on every training call (they change every step);
+inference keeps its packed copies until a parameter changes (`_panels`, and `cached` for `step_stack`).
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -45,6 +46,31 @@ def _dense(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().contiguous()
 
 
+_PACKED: dict[tuple[int, int], tuple[Any, int, int, Tensor]] = {}
+
+
+def _panels(w_hh: Tensor, gates: int, keep: bool) -> Tensor:
+    """W_hh in the C loops' panels. Training packs it on every call (it changes every step); inference (evaluation,
+    sampling at a large batch, one step per call) keeps the packed copy until the weight changes in place (its
+    version counter), or is freed, or `forget_packed` drops it."""
+    if keep or w_hh.is_inference():  # an inference tensor has no version counter to key a copy on
+        return fused.pack_panels(w_hh.detach(), gates, w_hh.shape[1])
+    key = (id(w_hh), gates)
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0]() is w_hh and hit[1:3] == (w_hh._version, w_hh.data_ptr()):
+        return hit[3]
+    packed = fused.pack_panels(w_hh.detach(), gates, w_hh.shape[1])
+    _PACKED[key] = (weakref.ref(w_hh, lambda _: _PACKED.pop(key, None)), w_hh._version, w_hh.data_ptr(), packed)
+    return packed
+
+
+def forget_packed(params: list[Tensor]) -> None:
+    """Drop the packed copies of these weights (after a write through `.data`, which bumps no version)."""
+    for p in params:
+        for gates in (1, 3, 4):
+            _PACKED.pop((id(p), gates), None)
+
+
 def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: Tensor,
                  keep: bool) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
     steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
@@ -54,7 +80,7 @@ def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: 
     tanh_c = torch.empty_like(c) if keep else None
     c0 = c0.contiguous()
     _kernels().lstm_sequence(h=out, c=c, gates=gates, tanh_c=tanh_c, xg=xg.contiguous(), bias=_dense(bias),
-                             panels=fused.pack_panels(w_hh.detach(), 4, hidden), h0=h0.contiguous(), c0=c0)
+                             panels=_panels(w_hh, 4, keep), h0=h0.contiguous(), c0=c0)
     if not keep:
         return out, c[(steps - 1) % 2], ()
     return out, c[-1].clone(), (c0, gates, c, tanh_c)
@@ -78,7 +104,7 @@ def gru_forward(xg: Tensor, w_hh: Tensor, bias: Tensor, h0: Tensor, c0: None,
     gates, hh = (xg.new_empty(steps, batch, 3 * hidden), xg.new_empty(steps, batch, 3 * hidden)) if keep else (None,
                                                                                                             None)
     _kernels().gru_sequence(h=out, hh=hh, gates=gates, xg=xg.contiguous(), b_hh=_dense(bias),
-                            panels=fused.pack_panels(w_hh.detach(), 3, hidden), h0=h0.contiguous())
+                            panels=_panels(w_hh, 3, keep), h0=h0.contiguous())
     return out, None, (gates, hh) if keep else ()
 
 
@@ -97,8 +123,7 @@ def gru_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...
 def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep: bool,
                 relu: bool = False) -> tuple[Tensor, None, tuple[Tensor, ...]]:
     out = xg.new_empty(xg.shape[0], xg.shape[1], h0.shape[-1])
-    _kernels().rnn_sequence(h=out, xg=xg.contiguous(), panels=fused.pack_panels(w_hh.detach(), 1, h0.shape[-1]),
-                            h0=h0.contiguous(), relu=relu)
+    _kernels().rnn_sequence(h=out, xg=xg.contiguous(), panels=_panels(w_hh, 1, keep), h0=h0.contiguous(), relu=relu)
     return out, None, ()
 
 

@@ -21,7 +21,7 @@ from typing import TextIO
 import torch
 
 from rnnlm.checkpoint import Checkpoint
-from rnnlm.data import DataRoot, load_corpus
+from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.text import read_utf8
 from rnnlm.errors import RnnlmError
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
@@ -220,10 +220,10 @@ def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[s
     """The training split's records, read through the run's config as training read them, the corpus
     name, and why they are missing (None, name, reason) when the corpus cannot be read here."""
     try:
-        corpus = load_corpus(point.config.data, point.config.train.seed, root)
+        store = open_corpus(point.config.data, point.config.train.seed, root, progress=False)
     except RnnlmError as e:
         return None, point.config.data.dataset, f"the training data cannot be read ({str(e).splitlines()[0]})"
-    return set(corpus.train), corpus.name, ""
+    return set(store.record_texts("train")), store.name, ""
 
 
 def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: TextIO, unique: bool = False,

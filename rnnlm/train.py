@@ -28,16 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rnnlm import checkpoint as ckpt
 from rnnlm import device as dev
-from rnnlm.batching import IGNORE, Batch, Batcher, make_batcher, truncate
+from rnnlm.batching import IGNORE, Batch, Batcher, Records, Tokens, make_batcher, truncate
 from rnnlm.checkpoint import Checkpoint, Tally, TrainingState
 from rnnlm.config import Config
 from rnnlm.console import Progress, say
-from rnnlm.data import Corpus, DataRoot, load_corpus
+from rnnlm.data import DataRoot, open_corpus
+from rnnlm.data.store import Store
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import Score, score_records, score_stream
@@ -71,24 +73,46 @@ class RunResult:
 
 @dataclass
 class Prepared:
-    corpus: Corpus
+    """A corpus ready for a model: its store, and the vocabulary the model reads it with (the store's training
+    characters, or a checkpoint's)."""
+
+    store: Store
     vocab: Vocab
-    train: torch.Tensor | list[torch.Tensor]  # a stream of ids, or one tensor of ids per record
+
+    @property
+    def records(self) -> bool:
+        return self.store.records
+
+    def tokens(self, split: str) -> Tokens:
+        return Tokens(self.store.ids(split), self.store.lut(self.vocab))
+
+    def offsets(self, split: str) -> np.ndarray | None:
+        return self.store.offsets(split) if self.store.records else None
 
 
-def prepare(cfg: Config, root: DataRoot | None = None, vocab: Vocab | None = None) -> Prepared:
-    """Read the corpus, build (or reuse) the vocabulary, and encode the training split."""
-    corpus = load_corpus(cfg.data, cfg.train.seed, root)
-    vocab = vocab or Vocab.from_texts(corpus.train)
-    return Prepared(corpus, vocab, vocab.encode_split(corpus.train, corpus.records, cfg.data.records))
+def prepare(cfg: Config, root: DataRoot | None = None, vocab: Vocab | None = None, progress: bool = True) -> Prepared:
+    """The corpus's store (prepared first if needed) and the vocabulary: `vocab`, or the store's."""
+    store = open_corpus(cfg.data, cfg.train.seed, root, progress)
+    return Prepared(store, vocab or store.vocab())
 
 
 def evaluate_split(model: CharRNN, cfg: Config, prepared: Prepared, split: str) -> Score:
-    """Score a split the way the model was trained to read it: packed records and streams as one
-    stream with the state carried, padded records each from a zero state."""
-    texts = prepared.corpus.split(split)  # type: ignore[arg-type]
-    ids = prepared.vocab.encode_split(texts, prepared.corpus.records, cfg.data.records)
-    return score_records(model, ids) if isinstance(ids, list) else score_stream(model, ids)
+    """Score a split the way the model was trained to read it: packed records and streams as one stream with the
+    state carried, padded records each from a zero state; at most `train.eval_chars` of it, from its start."""
+    limit = cfg.train.eval_chars
+    tokens = prepared.tokens(split)
+    if prepared.records and cfg.data.records == "pad":
+        records = Records(tokens, prepared.offsets(split))  # type: ignore[arg-type]
+        picked, used = [], 0
+        for k in range(len(records)):
+            if limit is not None and used >= limit:
+                break
+            picked.append(records[k])
+            used += len(picked[-1]) + 1
+        return score_records(model, picked)
+    if limit is not None and len(tokens) > limit:
+        tokens = Tokens(tokens.symbols[:limit], tokens.lut)
+    return score_stream(model, tokens)
 
 
 def train(cfg: Config, run_dir: Path, resume: Checkpoint | None = None, root: DataRoot | None = None,
@@ -112,13 +136,13 @@ class Trainer:
             check_tensorboard()
         changes = check_resume_config(resume.config, cfg) if resume is not None else None
         torch.manual_seed(t.seed)
-        self.prepared = prepare(cfg, root, resume.vocab if resume else None)
+        self.prepared = prepare(cfg, root, resume.vocab if resume else None, progress=dist.is_main)
         self.vocab = self.prepared.vocab
         self.model = CharRNN(len(self.vocab), cfg.model).to(device)
         if dist.rank:  # own dropout masks per process; the weights all come from rank 0 (DDP broadcasts them)
             torch.manual_seed(t.seed + dist.rank)
         self.optimizer = make_optimizer(cfg, self.model)
-        self.batcher = make_batcher(cfg, self.prepared.train, device)
+        self.batcher = make_batcher(cfg, self.prepared.tokens("train"), self.prepared.offsets("train"), device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         if dist.is_main and t.patience is not None and self.evaluate("val").chars == 0:  # fail now, not in an hour
             raise RnnlmError("train.patience stops on the validation loss, but the validation split is empty; "
@@ -313,13 +337,13 @@ class Trainer:
                                  self.scaler.state_dict() if self.scaler.is_enabled() else None, rng,
                                  map_state(lambda s: s.cpu(), full_state), self.tally, replicas)
         ckpt.save([self.run_dir / n for n in names],
-                  Checkpoint(self.cfg, self.vocab, self.prepared.corpus.records, self.model.state_dict(),
+                  Checkpoint(self.cfg, self.vocab, self.prepared.records, self.model.state_dict(),
                              self.tally.step, training))
 
     def preview(self) -> str:
         """A short sample while training; a model trained on sequential streams writes from the state training
         carries, as `rnnlm sample` does from a checkpoint's (`rnnlm.inference.start_state`)."""
-        records = self.prepared.corpus.records
+        records = self.prepared.records
         opts = SampleOptions(length=200, temperature=0.8, num_samples=5 if records else 1, seed=self.cfg.train.seed)
         ids = generate(self.model, self.vocab, "", opts, records=records, packed=self.cfg.data.records == "pack",
                        start=warm_start(self.state, self.cfg, records))

@@ -3,7 +3,8 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rnnlm.batching import IGNORE, RandomWindows, RecordBatches, SequentialStreams, WindowLengths, pad_records, truncate
+from rnnlm.batching import (IGNORE, RandomWindows, RecordBatches, Records, SequentialStreams, Tokens, WindowLengths,
+                            pad_records, truncate)
 from rnnlm.errors import RnnlmError
 from rnnlm.vocab import EOS_ID
 
@@ -152,3 +153,40 @@ def test_state_dict_resumes_the_same_batches():
     b = RandomWindows(tokens, 4, WindowLengths(7, "random", gen), gen)
     b.load_state_dict(saved)
     assert all(torch.equal(e, b.next().inputs) for e in expected)
+
+
+@pytest.mark.parametrize("kind", [SequentialStreams, RandomWindows])
+def test_batches_from_the_store_equal_batches_from_encoded_text(tmp_path, kind):
+    """The store's memory map through its lookup gives the very minibatches the encoded text gave before it."""
+    from rnnlm.config import load_config
+    from rnnlm.data import DataRoot, open_corpus
+
+    text = "".join(chr(97 + (i * i) % 23) for i in range(20_000))
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    cfg = load_config(None, ["data.dataset=text", f"data.path={tmp_path / 't.txt'}"])
+    store = open_corpus(cfg.data, 0, DataRoot(tmp_path / "data"), progress=False)
+    vocab = store.vocab()
+    from_store = Tokens(store.ids("train"), store.lut(vocab))
+    in_memory = vocab.encode(text[:store.manifest["splits"]["train"]["characters"]])
+    a = kind(from_store, 8, lengths(20, "random", seed=3), torch.Generator().manual_seed(3))
+    b = kind(in_memory, 8, lengths(20, "random", seed=3), torch.Generator().manual_seed(3))
+    for _ in range(200):
+        x, y = a.next(), b.next()
+        assert torch.equal(x.inputs, y.inputs) and torch.equal(x.targets, y.targets) and x.carry == y.carry
+
+
+def test_record_batches_read_records_from_the_store(tmp_path):
+    from rnnlm.config import load_config
+    from rnnlm.data import DataRoot, open_corpus
+
+    names = [f"n{k}" * (1 + k % 3) for k in range(100)]
+    (tmp_path / "n.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    cfg = load_config(None, ["data.dataset=names", f"data.path={tmp_path / 'n.txt'}"])
+    store = open_corpus(cfg.data, 0, DataRoot(tmp_path / "data"), progress=False)
+    vocab = store.vocab()
+    records = Records(Tokens(store.ids("train"), store.lut(vocab)), store.offsets("train"))
+    assert [vocab.decode(records[k].tolist()) for k in range(len(records))] == store.record_texts("train")
+    batch = RecordBatches(records, 4, torch.Generator().manual_seed(0)).next()
+    drawn = [vocab.decode([t for t in row.tolist() if t != IGNORE]).rstrip("\n") for row in batch.targets]
+    assert len(set(drawn)) == 4 and set(drawn) <= set(store.record_texts("train"))
+    assert (batch.inputs[:, 0] == EOS_ID).all()

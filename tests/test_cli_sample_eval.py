@@ -76,7 +76,8 @@ def test_sample_and_eval_as_a_user_runs_them(models, tmp_path):
     assert all(math.log2(10) - 0.2 < bpc < 5 for bpc in score["compressors"].values())
 
     assert split.returncode == 0, split.stderr
-    assert split.stdout.splitlines()[0] == "hello test split: 499 characters (0 unknown), state carried over the whole text"
+    assert split.stdout.splitlines()[0] == ("hello test split: 499 characters (0 unknown), state carried over the "
+                                            "whole text, exactly as one stream")
     assert split.stdout.splitlines()[1].startswith("  nll ")
     assert_user_error((empty.returncode, empty.stdout, empty.stderr), "empty.txt: no characters to score")
 
@@ -107,9 +108,10 @@ def test_eval_reports_unknown_characters_and_several_files(models, tmp_path):
     files = ["--file", tmp_path / "a.txt", "--file", tmp_path / "b.txt"]
     status, out, err = cli("eval", models["hello"], *files)
     assert status == 0, err
-    assert f"{tmp_path / 'a.txt'}: 11 characters (1 unknown)\n" in out
-    assert f"{tmp_path / 'b.txt'}: 5 characters (1 unknown)\n" in out
-    assert "total: 16 characters (2 unknown), state carried over the whole text" in out
+    lines = out.splitlines()
+    assert lines[0] == f"{tmp_path / 'a.txt'}: 11 characters (1 unknown), state carried over the whole text, exactly as one stream"
+    assert lines[2].startswith(f"{tmp_path / 'b.txt'}: 5 characters (1 unknown), ")
+    assert lines[4] == "total: 16 characters (2 unknown)"
     assert "a.txt: 1 character(s) the model never saw, each scored as <unk>: ' '" in err and "'ö'" in err
     score = json.loads(cli("eval", models["hello"], *files, "--json")[1])
     assert (score["chars"], score["unk"], score["unknown_chars"]) == (16, 2, [" ", "ö"])
@@ -125,6 +127,11 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     led = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--perplexity")[1].splitlines()
     assert plain[1].split()[0] == "nll" and led[1].split()[:2] == ["perplexity", "12.000"]  # --perplexity leads with it
     assert sorted(plain[1].split()) == sorted(led[1].split())  # and reports the same measures
+    status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "4")
+    assert status == 0 and out.splitlines()[0].endswith("state carried in 4 streams, each from the 512 characters "
+                                                         "before it")
+    assert "perplexity 12.000" in out
+    assert_user_error(cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "0"), "--streams 0")
 
 
 @pytest.mark.parametrize("args, fragments", [

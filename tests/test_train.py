@@ -178,3 +178,26 @@ def test_compiled_training_matches_eager(tmp_path):
     compiled, _, _ = fit(tmp_path, *common, "train.compile=true", name="compiled")
     losses = lambda r: [x["train_loss"] for x in read_metrics(r.run_dir) if "train_loss" in x]  # noqa: E731
     assert losses(compiled) == pytest.approx(losses(eager), rel=1e-5)
+
+
+def test_evaluation_scores_at_most_eval_chars_of_the_validation_split(tmp_path):
+    from rnnlm.data import DataRoot
+    from rnnlm.evaluate import score_stream
+    from rnnlm.train import evaluate_split, prepare
+
+    text = "".join("abcdefgh"[(i * 7 + i // 13) % 8] for i in range(40_000))  # val: 2,000 characters
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    common = ["data.dataset=text", f"data.path={tmp_path / 't.txt'}", "model.hidden_size=8", "model.num_layers=1"]
+    root = DataRoot(tmp_path / "data")
+    budget, whole = load_config(None, [*common, "train.eval_chars=300"]), load_config(None, [*common, "train.eval_chars=null"])
+    prepared = prepare(budget, root, progress=False)
+    torch.manual_seed(0)
+    model = CharRNN(len(prepared.vocab), budget.model)
+    prefix = evaluate_split(model, budget, prepared, "val")
+    assert prefix.chars == 299  # a prefix of 300 characters: each after the one before it
+    assert prefix.nll == pytest.approx(score_stream(model, prepared.vocab.encode(text[36_000:36_300])).nll, abs=1e-9)
+    assert evaluate_split(model, whole, prepared, "val").chars == 1_999
+    result = train(load_config(None, [*common, "train.eval_chars=300", "train.max_steps=4", "train.eval_every=4",
+                                      "train.batch_size=4", "train.seq_len=16"]), tmp_path / "run", root=root,
+                   progress=False)
+    assert [r["step"] for r in read_metrics(result.run_dir) if "val_loss" in r] == [4]

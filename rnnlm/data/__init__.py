@@ -1,24 +1,24 @@
-"""Corpora: every `data.dataset` is a loader that returns a `Corpus` of plain strings.
+"""Corpora: every `data.dataset` is a loader that says where a corpus's text comes from (a `Source`); the store
+(`rnnlm.data.store`) prepares it once into memory-mapped ids, and every run after that maps them.
 
-A corpus is either a *stream* (one long text per split, e.g. Shakespeare) or a set of *records*
-(one string per record, e.g. names; each record ends with `<eos>` once encoded). Loaders only read and
-split text; the vocabulary and the encoding into ids happen later (`rnnlm.vocab`, `rnnlm.batching`).
+A corpus is either a *stream* (one long text, e.g. Shakespeare, split into contiguous spans) or a set of
+*records* (one per line, e.g. names; each ends with `<eos>`, shuffled into splits by the seed).
 
 One module per corpus, each registering its loader: `shakespeare`, `names`, `linux`, `text` (which also
 holds the file readers the others share) and `builtin` (`hello`, `anbn`). Around them: `download`
-(checked downloads and the mirror), `cache` (the preparation cache), `atomic` (all-or-nothing file
-writes) and `catalog` (what `rnnlm data list|fetch|info` shows).
+(checked downloads and the mirror), `store` (the prepared token store) and `catalog` (what
+`rnnlm data list|fetch|info` shows).
 """
 
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
 from rnnlm.config import DataConfig
+from rnnlm.data.store import Source, Store, open_store
 from rnnlm.errors import RnnlmError
 
 Split = Literal["train", "val", "test"]
@@ -51,7 +51,7 @@ class DataRoot:
         return cls(Path(path), Path(mirror) if mirror else None)
 
 
-Loader = Callable[[DataConfig, int, DataRoot], Corpus]
+Loader = Callable[[DataConfig, int, DataRoot], Source]
 LOADERS: dict[str, Loader] = {}
 
 
@@ -60,24 +60,6 @@ def register(name: str) -> Callable[[Loader], Loader]:
         LOADERS[name] = loader
         return loader
     return add
-
-
-def split_stream(name: str, text: str, fractions: tuple[float, float, float]) -> Corpus:
-    """Contiguous spans: the first `train` fraction, then val, then test."""
-    n = len(text)
-    a = round(n * fractions[0])
-    b = a + round(n * fractions[1])
-    return Corpus(name, [text[:a]], [text[a:b]], [text[b:]])
-
-
-def split_records(name: str, records: list[str], fractions: tuple[float, float, float], seed: int) -> Corpus:
-    """Records shuffled with `seed`, then cut by the fractions, so no record straddles two splits."""
-    shuffled = list(records)
-    random.Random(seed).shuffle(shuffled)
-    n = len(shuffled)
-    a = round(n * fractions[0])
-    b = a + round(n * fractions[1])
-    return Corpus(name, shuffled[:a], shuffled[a:b], shuffled[b:], records=True)
 
 
 def get_loader(name: str) -> Loader:
@@ -93,9 +75,32 @@ def get_loader(name: str) -> Loader:
     return LOADERS[name]
 
 
+def source_for(cfg: DataConfig, seed: int, root: DataRoot | None = None) -> Source:
+    """Where the corpus named by `cfg.dataset` comes from, under these settings (nothing is read yet)."""
+    return get_loader(cfg.dataset)(cfg, seed, root or DataRoot.resolve())
+
+
+def open_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None, progress: bool = True) -> Store:
+    """The corpus's prepared store, prepared first when it is missing, stale or damaged (`rnnlm.data.store`)."""
+    root = root or DataRoot.resolve()
+    source = source_for(cfg, seed, root)
+    store = open_store(source, root.path / source.name, progress, say=_say)
+    if not store.manifest["splits"]["train"]["characters"]:
+        raise RnnlmError(f"corpus {store.name!r} has an empty training split; give it more text or a larger "
+                         "data.splits[0]")
+    return store
+
+
 def load_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None) -> Corpus:
-    """Read and split the corpus named by `cfg.dataset`."""
-    corpus = get_loader(cfg.dataset)(cfg, seed, root or DataRoot.resolve())
-    if not "".join(corpus.train):
-        raise RnnlmError(f"corpus {corpus.name!r} has an empty training split; give it more text or a larger data.splits[0]")
-    return corpus
+    """The corpus's splits as text, read back from its store: for small corpora and tests (a big corpus is read
+    through the store's memory maps instead)."""
+    store = open_corpus(cfg, seed, root, progress=False)
+    if store.records:
+        return Corpus(store.name, *(store.record_texts(s) for s in ("train", "val", "test")), records=True)
+    return Corpus(store.name, *([store.text(s)] for s in ("train", "val", "test")))
+
+
+def _say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr)

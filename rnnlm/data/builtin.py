@@ -13,14 +13,17 @@ from __future__ import annotations
 import random
 
 from rnnlm.config import DataConfig
-from rnnlm.data import Corpus, DataRoot, register
+from rnnlm.data import DataRoot, register
+from rnnlm.data.store import Source
 
 ANBN_MAX_N = 10
 
 
 @register("hello")
-def hello(cfg: DataConfig, seed: int, root: DataRoot) -> Corpus:
-    return Corpus("hello", ["hello" * 2000], ["hello" * 100], ["hello" * 100])
+def hello(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
+    parts = ("hello" * 2000, "hello" * 100, "hello" * 100)  # train, val, test
+    return Source("hello", {"version": 1}, {}, cfg.splits, pieces=lambda: [p.encode() for p in parts],
+                  sizes=(10000, 500, 500))
 
 
 def anbn_records(count: int, rng: random.Random, max_n: int = ANBN_MAX_N) -> list[str]:
@@ -28,6 +31,9 @@ def anbn_records(count: int, rng: random.Random, max_n: int = ANBN_MAX_N) -> lis
 
 
 @register("anbn")
-def anbn(cfg: DataConfig, seed: int, root: DataRoot) -> Corpus:
-    rng = random.Random(seed)
-    return Corpus("anbn", anbn_records(2000, rng), anbn_records(200, rng), anbn_records(200, rng), records=True)
+def anbn(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
+    def records() -> list[str]:
+        rng = random.Random(seed)
+        return anbn_records(2000, rng) + anbn_records(200, rng) + anbn_records(200, rng)  # train, val, test
+
+    return Source("anbn", {"version": 1}, {"seed": seed}, cfg.splits, records=records, sizes=(2000, 200, 200))

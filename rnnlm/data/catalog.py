@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnlm.config import Config, DataConfig, load_config
-from rnnlm.data import LOADERS, Corpus, DataRoot, get_loader, load_corpus
+from rnnlm.data import LOADERS, DataRoot, get_loader, open_corpus
+from rnnlm.data.store import Store
 from rnnlm.data.download import Remote, fetch
 from rnnlm.data.linux import KERNEL_RELEASE, locate_source, system_tarballs
 from rnnlm.data.names import NAMES
@@ -141,23 +142,32 @@ class CorpusInfo:
     unseen_in_train: list[str]
     """Characters of val or test that train lacks: the model reads them as `<unk>`."""
 
+    store: Path
+    """Where the prepared store is."""
+
+    store_bytes: int
+    """Its size on disk."""
+
 
 def corpus_info(cfg: DataConfig, seed: int, root: DataRoot) -> CorpusInfo:
-    return describe(load_corpus(cfg, seed, root))
+    """From the corpus's store (prepared first if needed): its counts, not its text."""
+    return describe(open_corpus(cfg, seed, root))
 
 
-def describe(corpus: Corpus) -> CorpusInfo:
-    splits = {"train": corpus.train, "val": corpus.val, "test": corpus.test}
-    counts = {name: Counter("".join(parts)) for name, parts in splits.items()}
+def describe(store: Store) -> CorpusInfo:
+    counts = {name: Counter(store.counts[name]) for name in ("train", "val", "test")}
     total = counts["train"] + counts["val"] + counts["test"]
+    splits = store.manifest["splits"]
     return CorpusInfo(
-        name=corpus.name,
-        records=corpus.records,
+        name=store.name,
+        records=store.records,
         characters=sum(total.values()),
         vocabulary=sorted(total.items(), key=lambda kv: (-kv[1], kv[0])),
         split_characters={name: sum(c.values()) for name, c in counts.items()},
-        split_records={name: len(parts) for name, parts in splits.items()} if corpus.records else None,
-        unseen_in_train=sorted(set(total) - set(counts["train"])),
+        split_records={name: splits[name]["records"] for name in counts} if store.records else None,
+        unseen_in_train=sorted(set(total) - {c for c, n in counts["train"].items() if n}),
+        store=store.folder,
+        store_bytes=sum(f["bytes"] for f in store.manifest["files"].values()),
     )
 
 
@@ -171,9 +181,13 @@ def format_info(info: CorpusInfo) -> str:
         lines.append(f"records     {sum(info.split_records.values()):,} ({records}), each ended by <eos>")
     lines.append(f"vocabulary  {len(info.vocabulary)} characters"
                  + (" + <eos>" if info.records else "") + ", by count:")
-    cells = [f"{ch!r:>6} {n:<9,}" for ch, n in info.vocabulary]
+    names = [repr(ch) for ch, _ in info.vocabulary]
+    counts = [f"{n:,}" for _, n in info.vocabulary]
+    name_width, count_width = max(map(len, names), default=0), max(map(len, counts), default=0)
+    cells = [f"{name:>{name_width}} {count:<{count_width}}  " for name, count in zip(names, counts)]
     lines += ["  " + "".join(cells[i:i + 6]).rstrip() for i in range(0, len(cells), 6)]
     if info.unseen_in_train:
         lines.append(f"not in train (read as <unk>): {' '.join(map(repr, info.unseen_in_train))}")
+    lines.append(f"store       {info.store} ({_bytes(info.store_bytes)})")
     return "\n".join(lines)
 

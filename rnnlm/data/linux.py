@@ -14,13 +14,11 @@ relative to the tree, or, in a tarball, to its one top-level folder (`linux-6.1/
 UTF-8 is left out with a warning (kernel 6.1 has none; older kernels have a few Latin-1 files).
 
 Sorted order from a tarball. A tarball is a stream in whatever order it was written, which need not
-be path order, so the last member may sort first: without unpacking, the only way to know the first
-`max_bytes` of the sorted concatenation is to read the stream to its end. It is read once, holding
-only what can still be part of that prefix (see `SortedPrefix`), so memory stays near `max_bytes`
-however big the tarball is; the result goes to the preparation cache (`rnnlm.data.cache`), and later
-runs read that instead (Debian's 6.1 tarball, about 140 MB, takes about 12 s to stream on a 2-core
-machine). A folder needs no such care: its file names are listed and sorted first, and reading stops
-as soon as `max_bytes` are read, so folders are read directly, uncached.
+be path order, so the last member may sort first. It is streamed once, never unpacked: each source file's
+bytes are appended to a spill file beside the store being prepared, with an index of where each one is, and
+the store's passes then read the spill in path order (`TarballPieces`). Memory holds the index, not the text.
+A folder needs no such care: its file names are listed and sorted first, and reading stops as soon as
+`max_bytes` are read.
 """
 
 from __future__ import annotations
@@ -29,11 +27,11 @@ import bz2
 import codecs
 import glob
 import gzip
-import heapq
 import io
 import logging
 import lzma
 import os
+import tempfile
 import re
 import tarfile
 import zlib
@@ -45,10 +43,10 @@ from typing import IO, Any, BinaryIO, cast
 from tqdm import tqdm
 
 from rnnlm.config import DataConfig
-from rnnlm.data import Corpus, DataRoot, register, split_stream
-from rnnlm.data.cache import cached_text
+from rnnlm.data import DataRoot, register
 from rnnlm.data.download import Remote, fetch
-from rnnlm.data.text import is_binary
+from rnnlm.data.store import Source
+from rnnlm.data.text import files_identity, is_binary
 from rnnlm.errors import RnnlmError
 
 log = logging.getLogger(__name__)
@@ -90,70 +88,13 @@ def is_source(rel: str, subdirs: tuple[str, ...]) -> bool:
 
 
 def is_utf8(raw: bytes) -> bool:
+    if raw.isascii():  # most source files: no decoding needed
+        return not is_binary(raw)
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
     return not is_binary(raw)
-
-
-# -- the first max_bytes in path order, from files arriving in any order -----------------------------
-
-@dataclass(frozen=True)
-class _Latest:
-    """A heap entry that puts the path that sorts last on top of Python's min-heap."""
-
-    rel: str
-
-    def __lt__(self, other: "_Latest") -> bool:
-        return self.rel > other.rel
-
-
-class SortedPrefix:
-    """Collects files that arrive in any order and keeps those that can be in the first `limit` bytes
-    of their concatenation in path order.
-
-    A file is dropped once the files held with smaller paths fill `limit` by themselves: files seen
-    later can only add to what sorts before it, never take away, so it can never come back in. After
-    each drop check, everything held but the last-sorting file is under `limit`, so memory stays
-    below `limit` plus one file.
-    """
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.held: dict[str, bytes] = {}
-        self.heap: list[_Latest] = []
-        self.total = 0
-
-    def wants(self, rel: str) -> bool:
-        """False when `rel` would be dropped at once, so its bytes need not even be read."""
-        return self.limit is None or self.total < self.limit or not self.heap or rel < self.heap[0].rel
-
-    def add(self, rel: str, raw: bytes) -> None:
-        if rel in self.held:  # a tarball may repeat a path; as with tar -x, the later copy wins
-            self.total -= len(self.held[rel])
-        else:
-            heapq.heappush(self.heap, _Latest(rel))
-        self.held[rel] = raw
-        self.total += len(raw)
-        while self.limit is not None and self.heap and self.total - len(self.held[self.heap[0].rel]) >= self.limit:
-            self.total -= len(self.held.pop(heapq.heappop(self.heap).rel))
-
-    def items(self) -> list[tuple[str, bytes]]:
-        return sorted(self.held.items())
-
-
-def concatenate(files: Iterable[tuple[str, bytes]], max_bytes: int | None) -> str:
-    """The files' text in the given order, cut after `max_bytes` bytes (a character cut in half is dropped)."""
-    pieces: list[str] = []
-    used = 0
-    for _, raw in files:
-        if max_bytes is not None and used + len(raw) > max_bytes:
-            pieces.append(codecs.getincrementaldecoder("utf-8")().decode(raw[: max_bytes - used], final=False))
-            break
-        pieces.append(raw.decode("utf-8"))
-        used += len(raw)
-    return "".join(pieces)
 
 
 # -- reading a folder and a tarball ------------------------------------------------------------------
@@ -194,18 +135,31 @@ def _may_hold(rel_dir: str, subdirs: tuple[str, ...]) -> bool:
                               for d in subdirs)
 
 
+def tree_pieces(files: list[tuple[str, Path]], max_bytes: int | None, scan: Scan) -> Iterator[bytes]:
+    """The files' bytes in the given order, the last cut after `max_bytes` bytes (a character cut in half is
+    dropped); files that are not UTF-8 text are left out (noted in `scan`)."""
+    used = 0
+    for rel, path in files:
+        raw = path.read_bytes()
+        if not is_utf8(raw):
+            scan.skipped.append(rel)
+            continue
+        if max_bytes is not None and used + len(raw) >= max_bytes:
+            yield _whole(raw[: max_bytes - used])
+            return
+        used += len(raw)
+        yield raw
+
+
+def _whole(raw: bytes) -> bytes:
+    """`raw` without a character cut in half at its end."""
+    return codecs.getincrementaldecoder("utf-8")().decode(raw, final=False).encode("utf-8")
+
+
 def read_tree(tree: Path, subdirs: tuple[str, ...], max_bytes: int | None) -> tuple[str, Scan]:
+    """A kernel folder's text (for small trees and tests; the store reads through `tree_pieces`)."""
     files, scan = tree_files(tree, subdirs)
-
-    def texts() -> Iterator[tuple[str, bytes]]:
-        for rel, path in files:  # lazily, so reading stops at the byte limit
-            raw = path.read_bytes()
-            if is_utf8(raw):
-                yield rel, raw
-            else:
-                scan.skipped.append(rel)
-
-    return concatenate(texts(), max_bytes), scan
+    return b"".join(tree_pieces(files, max_bytes, scan)).decode("utf-8"), scan
 
 
 class _ProgressReader:
@@ -244,12 +198,53 @@ def _decompressed(f: _ProgressReader, head: bytes) -> IO[bytes]:
     return cast(IO[bytes], f)
 
 
-def read_tarball(path: Path, subdirs: tuple[str, ...], max_bytes: int | None) -> tuple[str, Scan]:
-    """Stream the tarball once (tarfile mode 'r|': never seeking, never unpacking to disk)."""
-    prefix = SortedPrefix(max_bytes)
-    scan = Scan(top_level=set(), matched=set(), skipped=[])
+class TarballPieces:
+    """A tarball's source files in path order, for every pass of the store: the first call streams the tarball
+    once (tarfile mode 'r|': never seeking, never unpacking), appending each file to a spill file in `folder` and
+    indexing it; every call then reads the spill in path order. `close` removes the spill."""
+
+    def __init__(self, path: Path, subdirs: tuple[str, ...], max_bytes: int | None, folder: Path) -> None:
+        self.path, self.subdirs, self.max_bytes, self.folder = path, subdirs, max_bytes, folder
+        self.spill: Path | None = None
+        self.index: dict[str, tuple[int, int]] = {}
+        self.scan = Scan(top_level=set(), matched=set(), skipped=[])
+
+    def __call__(self) -> Iterator[bytes]:
+        if self.spill is None:
+            self._stream()
+            _report(self.path, self.subdirs, self.scan)
+        return self._pieces()
+
+    def _pieces(self) -> Iterator[bytes]:
+        used = 0
+        with open(self.spill, "rb") as f:  # type: ignore[arg-type]
+            for rel in sorted(self.index):
+                offset, size = self.index[rel]
+                f.seek(offset)
+                raw = f.read(size)
+                if self.max_bytes is not None and used + size >= self.max_bytes:
+                    yield _whole(raw[: self.max_bytes - used])
+                    return
+                used += size
+                yield raw
+
+    def _stream(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.spill = self.folder / f".spill-{os.getpid()}"
+        with open(self.spill, "wb") as out:
+            for rel, raw in _tar_sources(self.path, self.subdirs, self.scan):
+                self.index[rel] = (out.tell(), len(raw))  # a tarball may repeat a path: as with tar -x, the later wins
+                out.write(raw)
+
+    def close(self) -> None:
+        if self.spill is not None:
+            self.spill.unlink(missing_ok=True)
+
+
+def _tar_sources(path: Path, subdirs: tuple[str, ...], scan: Scan) -> Iterator[tuple[str, bytes]]:
+    """(path in the tree, bytes) of each UTF-8 source file of the tarball, in the tarball's order."""
     root: str | None = None
-    with path.open("rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None,
+    with path.open("rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None, delay=1.0,
                                     desc=f"reading {path.name}", leave=False) as bar:
         head = f.read(8)
         f.seek(0)
@@ -260,9 +255,8 @@ def read_tarball(path: Path, subdirs: tuple[str, ...], max_bytes: int | None) ->
                     if not name:
                         continue
                     top, _, rel = name.partition("/")
-                    if root is None:
-                        root = top
-                    elif top != root:
+                    root = root or top
+                    if top != root:
                         raise RnnlmError(f"{path}: {root!r} and {top!r} are both at the top of this tarball; a "
                                          "kernel tarball holds one folder (like linux-6.1/). Unpack it and give "
                                          "data.path the folder")
@@ -271,18 +265,24 @@ def read_tarball(path: Path, subdirs: tuple[str, ...], max_bytes: int | None) ->
                     if not (member.isfile() and is_source(rel, subdirs)):
                         continue
                     scan.matched.add(subdir_of(rel, subdirs) or "")
-                    if not prefix.wants(rel):
-                        continue
                     raw = tar.extractfile(member).read()  # type: ignore[union-attr]
                     if is_utf8(raw):
-                        prefix.add(rel, raw)
+                        yield rel, raw
                     else:
                         scan.skipped.append(rel)
         except (tarfile.TarError, lzma.LZMAError, zlib.error, OSError, EOFError) as e:
             # OSError covers gzip's and bz2's "not a gzip file" / "invalid data stream".
             raise RnnlmError(f"{path}: not a readable tarball, or a damaged one ({e}); data.path takes a kernel "
                              "source folder or a .tar.xz/.tar.gz tarball") from None
-    return concatenate(prefix.items(), max_bytes), scan
+
+
+def read_tarball(path: Path, subdirs: tuple[str, ...], max_bytes: int | None) -> tuple[str, Scan]:
+    """A tarball's text in path order (for small tarballs and tests; the store reads through `TarballPieces`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pieces = TarballPieces(path, subdirs, max_bytes, Path(tmp))
+        text = b"".join(pieces()).decode("utf-8")
+        pieces.close()
+    return text, pieces.scan
 
 
 # -- where the source is -----------------------------------------------------------------------------
@@ -316,36 +316,38 @@ def locate_source(cfg: DataConfig, root: DataRoot) -> Path:
                          f"linux-source package (apt-get install linux-source-6.1).") from None
 
 
-def read_kernel(source: Path, subdirs: tuple[str, ...], max_bytes: int | None, cache: Path | None) -> str:
-    """The corpus text from a kernel folder, or from a tarball through the preparation cache in `cache`."""
-    def read() -> str:
-        reader = read_tree if source.is_dir() else read_tarball
-        text, scan = reader(source, subdirs, max_bytes)
-        _report(source, subdirs, scan)
-        return text
-
-    if source.is_dir() or cache is None:
-        return read()
-    stat = source.stat()
-    identity = f"{stat.st_size}:{stat.st_mtime_ns}"
-    settings = {"subdirs": list(subdirs), "max_bytes": max_bytes}
-    return cached_text(cache, str(source.resolve()), identity, settings, read)
-
-
 def _report(source: Path, subdirs: tuple[str, ...], scan: Scan) -> None:
     missing = [d for d in subdirs if d not in scan.matched]
     if missing:
         raise RnnlmError(f"data.subdirs: {', '.join(missing)} holds no .c or .h files in {source}; "
                          f"its top-level folders are: {', '.join(sorted(scan.top_level)) or 'none'}")
-    if scan.skipped:
-        log.warning("left out %d source file(s) of %s that are not UTF-8 text: %s", len(scan.skipped), source,
-                    ", ".join(scan.skipped[:3]) + (", ..." if len(scan.skipped) > 3 else ""))
+    skipped = sorted(set(scan.skipped))  # a folder is read once per pass of the store
+    if skipped:
+        log.warning("left out %d source file(s) of %s that are not UTF-8 text: %s", len(skipped), source,
+                    ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else ""))
+        scan.skipped.clear()
 
 
 @register("linux")
-def linux(cfg: DataConfig, seed: int, root: DataRoot) -> Corpus:
+def linux(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
     source = locate_source(cfg, root)
-    text = read_kernel(source, normalise_subdirs(cfg.subdirs), cfg.max_bytes, cache=root.path / "linux")
-    if not text:
+    subdirs = normalise_subdirs(cfg.subdirs)
+    settings = {"path": str(source.resolve()), "subdirs": list(subdirs), "max_bytes": cfg.max_bytes}
+    if source.is_dir():
+        files, scan = tree_files(source, subdirs)
+        _report(source, subdirs, scan)
+        pieces: Callable[[], Iterator[bytes]] = lambda: _nonempty(source, tree_pieces(files, cfg.max_bytes, scan))
+        return Source("linux", {"files": files_identity([p for _, p in files])}, settings, cfg.splits,
+                      pieces=pieces, close=lambda: _report(source, subdirs, scan))
+    tarball = TarballPieces(source, subdirs, cfg.max_bytes, root.path / "linux")
+    return Source("linux", {"files": files_identity([source])}, settings, cfg.splits,
+                  pieces=lambda: _nonempty(source, tarball()), close=tarball.close)
+
+
+def _nonempty(source: Path, pieces: Iterator[bytes]) -> Iterator[bytes]:
+    seen = False
+    for piece in pieces:
+        seen = seen or bool(piece)
+        yield piece
+    if not seen:
         raise RnnlmError(f"{source}: no .c or .h files to read; give data.path a Linux kernel source folder or tarball")
-    return split_stream("linux", text, cfg.splits)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rnnlm.config import DataConfig
-from rnnlm.data import Corpus, DataRoot, register, split_records
+from rnnlm.data import DataRoot, register
 from rnnlm.data.download import Remote, fetch
-from rnnlm.data.text import read_records
+from rnnlm.data.store import Source
+from rnnlm.data.text import files_identity, read_records
 
 NAMES = Remote(
     relpath="names/names.txt",
@@ -24,6 +25,9 @@ NAMES = Remote(
 
 
 @register("names")
-def names(cfg: DataConfig, seed: int, root: DataRoot) -> Corpus:
+def names(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
     path = Path(cfg.path).expanduser() if cfg.path else fetch(NAMES, root)
-    return split_records("names", read_records(path, cfg.max_bytes), cfg.splits, seed)
+    if not path.is_file():
+        read_records(path)  # the message for a path that is missing or not a file
+    return Source("names", {"files": files_identity([path])}, {"path": str(path.resolve()), "max_bytes": cfg.max_bytes},
+                  cfg.splits, records=lambda: read_records(path, cfg.max_bytes), seed=seed)

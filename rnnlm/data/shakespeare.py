@@ -8,9 +8,10 @@ training never reads.
 from __future__ import annotations
 
 from rnnlm.config import DataConfig
-from rnnlm.data import Corpus, DataRoot, register, split_stream
+from rnnlm.data import DataRoot, register
 from rnnlm.data.download import Remote, fetch
-from rnnlm.data.text import read_utf8
+from rnnlm.data.store import Source
+from rnnlm.data.text import stream_source
 
 SHAKESPEARE = Remote(
     relpath="shakespeare/input.txt",
@@ -21,6 +22,6 @@ SHAKESPEARE = Remote(
 
 
 @register("shakespeare")
-def shakespeare(cfg: DataConfig, seed: int, root: DataRoot) -> Corpus:
-    text = read_utf8(fetch(SHAKESPEARE, root), cfg.max_bytes)
-    return split_stream("shakespeare", text, cfg.splits)
+def shakespeare(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
+    path = fetch(SHAKESPEARE, root)
+    return stream_source("shakespeare", str(path), cfg, [path])

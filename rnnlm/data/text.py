@@ -18,13 +18,17 @@ import codecs
 import glob
 import logging
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rnnlm.config import DataConfig
-from rnnlm.data import Corpus, DataRoot, register, split_stream
+from rnnlm.data import DataRoot, register
+from rnnlm.data.store import Source
 from rnnlm.errors import RnnlmError
 
 log = logging.getLogger(__name__)
+
+PIECE_BYTES = 1 << 22
 
 
 def is_binary(raw: bytes) -> bool:
@@ -89,35 +93,135 @@ def text_files(spec: str) -> list[Path]:
     raise RnnlmError(f"{spec}: no such file or directory; data.path takes a file, a directory or a glob")
 
 
-def read_text(spec: str, max_bytes: int | None = None) -> str:
-    """All text under `data.path`, concatenated in sorted path order, at most `max_bytes` bytes of it."""
-    if Path(spec).expanduser().is_file():
-        text = read_utf8(Path(spec).expanduser(), max_bytes)
-        if not text:
-            raise RnnlmError(f"{spec}: the file is empty; give data.path a file with some text")
-        return text
-    files = text_files(spec)
-    pieces: list[str] = []
-    binaries: list[Path] = []
-    budget = max_bytes
-    for path in files:
-        raw, truncated = read_prefix(path, budget)
-        if is_binary(raw):
-            binaries.append(path)
-            continue
-        pieces.append(decode_utf8(raw, path, truncated))
-        if budget is not None:
-            budget -= len(raw)
-            if budget <= 0:
+def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[bytes]:
+    """A file's text in pieces of whole UTF-8 characters, at most PIECE_BYTES each, checked as they are read; stops
+    when `budget[0]` bytes (shared by every file of a corpus) are spent, dropping a character the limit cuts in
+    half. A NUL byte makes the file binary: an error if it was `named` on its own, else (a file found in a folder or
+    a glob) it is skipped, if the NUL comes in its first piece, with the warning the caller gives."""
+    carry, offset = b"", 0
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        raise RnnlmError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RnnlmError(f"{path}: is a directory, expected a text file") from None
+    except PermissionError:
+        raise RnnlmError(f"{path}: permission denied") from None
+    with f:
+        while budget[0] is None or budget[0] > 0:
+            block = f.read(PIECE_BYTES if budget[0] is None else min(PIECE_BYTES, budget[0]))
+            if not block:
                 break
-    if binaries:
-        log.warning("skipped %d binary file(s) under %s: %s", len(binaries), spec,
-                    ", ".join(map(str, binaries[:3])) + (", ..." if len(binaries) > 3 else ""))
-    text = "".join(pieces)
-    if not text:
+            if budget[0] is not None:
+                budget[0] -= len(block)
+            if is_binary(block):
+                if offset == 0 and not named:
+                    raise _Binary(path)
+                raise RnnlmError(f"{path}: a binary file, not text (NUL byte at offset {offset + block.index(0)}); "
+                                 "give data.path a text file")
+            data, start = carry + block, offset - len(carry)
+            cut = len(data) if data.isascii() else _whole_characters(data)
+            piece, carry = data[:cut], data[cut:]
+            _check_utf8(path, piece, start)
+            offset += len(block)
+            yield piece
+    if carry and (budget[0] is None or budget[0] > 0):  # the file ends inside a character: not a cut, an error
+        _check_utf8(path, carry + b"\xff", offset - len(carry))
+
+
+def _check_utf8(path: Path, data: bytes, start: int) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RnnlmError(f"{path}: not UTF-8 text (byte offset {start + e.start}: {data[e.start:e.start + 1]!r}); "
+                         "convert it, e.g. with iconv -t UTF-8") from None
+
+
+class _Binary(Exception):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+
+def _whole_characters(data: bytes) -> int:
+    """The length of the longest prefix of `data` that ends on a character boundary (at most 3 bytes short)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # a character starts here: is it complete?
+            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)
+
+
+def text_pieces(spec: str, max_bytes: int | None) -> Iterator[bytes]:
+    """All text under `data.path` (a file, a folder or a glob), in sorted path order, at most `max_bytes` bytes of
+    it, in pieces of whole characters. Binary files found in a folder or a glob are skipped with a warning."""
+    named = Path(spec).expanduser().is_file()
+    files = [Path(spec).expanduser()] if named else text_files(spec)
+    budget: list[int | None] = [max_bytes]
+    skipped: list[Path] = []
+    seen = False
+    for path in files:
+        try:
+            for piece in file_pieces(path, budget, named):
+                seen = seen or bool(piece)
+                yield piece
+        except _Binary as binary:
+            skipped.append(binary.path)
+        if budget[0] is not None and budget[0] <= 0:
+            break
+    if skipped:
+        log.warning("skipped %d binary file(s) under %s: %s", len(skipped), spec,
+                    ", ".join(map(str, skipped[:3])) + (", ..." if len(skipped) > 3 else ""))
+    if not seen:
+        if named:
+            raise RnnlmError(f"{spec}: the file is empty; give data.path a file with some text")
         found = f"{len(files)} file(s), none with text" if files else "no files"
         raise RnnlmError(f"{spec}: no text to read ({found}); give data.path a folder or glob of UTF-8 text files")
-    return text
+
+
+def read_text(spec: str, max_bytes: int | None = None) -> str:
+    """All text under `data.path` as one string (for small texts; the store reads `text_pieces` chunk by chunk)."""
+    return b"".join(text_pieces(spec, max_bytes)).decode("utf-8")
+
+
+def files_identity(files: list[Path]) -> list[list[object]]:
+    """What a store made from `files` depends on: each file's absolute path, size and modification time."""
+    out: list[list[object]] = []
+    for path in files:
+        st = path.stat()
+        out.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def stream_source(name: str, spec: str, cfg: DataConfig, files: list[Path]) -> Source:
+    """A stream corpus read from `files` (what `spec` names), split by `data.splits`."""
+    once = _Once(lambda: text_pieces(spec, cfg.max_bytes))
+    return Source(name, {"files": files_identity(files)}, {"path": _absolute(spec), "max_bytes": cfg.max_bytes},
+                  cfg.splits, pieces=once)
+
+
+class _Once:
+    """The pieces for every pass of the store, with the warnings about skipped files given on the first only."""
+
+    def __init__(self, make: Callable[[], Iterator[bytes]]) -> None:
+        self.make, self.calls = make, 0
+
+    def __call__(self) -> Iterator[bytes]:
+        self.calls += 1
+        return self.make() if self.calls == 1 else self._quiet()
+
+    def _quiet(self) -> Iterator[bytes]:
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            yield from self.make()
+        finally:
+            log.setLevel(level)
+
+
+def _absolute(spec: str) -> str:
+    path = os.path.expanduser(spec)
+    return path if os.path.isabs(path) else os.path.join(os.path.abspath("."), path)
 
 
 def read_records(path: Path, max_bytes: int | None = None) -> list[str]:
@@ -144,7 +248,8 @@ def read_records(path: Path, max_bytes: int | None = None) -> list[str]:
 
 
 @register("text")
-def text(cfg: DataConfig, seed: int, root: DataRoot) -> Corpus:
+def text(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
     if not cfg.path:
         raise RnnlmError("data.dataset=text needs data.path: add data.path=FILE to the command line or the config")
-    return split_stream("text", read_text(cfg.path, cfg.max_bytes), cfg.splits)
+    named = Path(cfg.path).expanduser()
+    return stream_source("text", cfg.path, cfg, [named] if named.is_file() else text_files(cfg.path))

@@ -72,6 +72,9 @@ def test_the_shipped_configs_train_on_their_corpora(tmp_path: Path) -> None:
 
 
 def linux_text(data: Path) -> str:
-    """The prepared Linux text the run cached in the data root (kernel/ and mm/ only, per the config)."""
-    (cached,) = (data / "linux").glob("prepared-*.txt")
-    return cached.read_text(encoding="utf-8")
+    """The Linux text the run prepared into its store in the data root (kernel/ and mm/ only, per the config)."""
+    from rnnlm.data.store import _load
+
+    (folder,) = (data / "linux").glob("store-*")
+    store = _load(folder)
+    return "".join(store.text(split) for split in ("train", "val", "test"))

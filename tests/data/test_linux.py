@@ -12,14 +12,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data import linux as linux_mod
 from rnnlm.data.download import Remote
-from rnnlm.data.linux import SortedPrefix, concatenate, read_tarball, read_tree
+from rnnlm.data.linux import read_tarball, read_tree
 from rnnlm.errors import RnnlmError
 from corpus_fixtures import refused_url
 
@@ -133,20 +131,6 @@ def test_non_utf8_sources_are_left_out_of_a_tarball_with_a_warning(tmp_path: Pat
     assert "fs/latin1.c" in caplog.text
 
 
-@settings(max_examples=200, deadline=None)
-@given(sizes=st.lists(st.integers(0, 20), min_size=0, max_size=12), limit=st.integers(1, 120), seed=st.integers(0, 99))
-def test_sorted_prefix_holds_only_what_the_limit_needs(sizes: list[int], limit: int, seed: int) -> None:
-    files = [(f"f{i:02d}.c", bytes([97 + i]) * n) for i, n in enumerate(sizes)]
-    arrival = files[:]
-    random.Random(seed).shuffle(arrival)
-    prefix = SortedPrefix(limit)
-    for rel, raw in arrival:
-        if prefix.wants(rel):
-            prefix.add(rel, raw)
-        assert prefix.total < limit + max(sizes)  # memory stays near the limit
-    assert concatenate(prefix.items(), limit) == concatenate(sorted(files), limit)
-
-
 def test_tarball_with_two_top_level_folders_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "two.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
@@ -207,33 +191,34 @@ def test_the_pinned_release_in_the_data_root_comes_before_an_installed_tarball(t
     assert linux_mod.locate_source(DataConfig(dataset="linux"), root) == root.path / "linux" / "linux-9.9.tar.xz"
 
 
-# -- the preparation cache ---------------------------------------------------------------------------
+# -- the store ---------------------------------------------------------------------------------------
 
 def load_linux(tarball: Path, root: DataRoot, subdirs: tuple[str, ...] = ()) -> str:
     cfg = DataConfig(dataset="linux", path=str(tarball), subdirs=subdirs, splits=(1.0, 0.0, 0.0))
     return load_corpus(cfg, 0, root).train[0]
 
 
-def test_linux_tarball_is_streamed_once_then_read_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_linux_tarball_is_streamed_once_then_read_from_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tarball = make_tarball(tmp_path / "linux-9.9.tar.xz")
     root = DataRoot(tmp_path / "data")
     assert load_linux(tarball, root) == FULL
-    assert len(list((root.path / "linux").glob("prepared-*.txt"))) == 1
+    assert len(list((root.path / "linux").glob("store-*"))) == 1
+    assert not list((root.path / "linux").glob(".spill-*"))  # the spill of the tarball's files is gone
 
     def no_streaming(*args: object) -> None:
         raise AssertionError("the tarball was read again")
 
-    real_read = linux_mod.read_tarball
-    monkeypatch.setattr(linux_mod, "read_tarball", no_streaming)
+    real_stream = linux_mod._tar_sources
+    monkeypatch.setattr(linux_mod, "_tar_sources", no_streaming)
     assert load_linux(tarball, root) == FULL
 
-    # New settings: streamed again, into a second file.
-    monkeypatch.setattr(linux_mod, "read_tarball", real_read)
+    # New settings: streamed again, into a second store.
+    monkeypatch.setattr(linux_mod, "_tar_sources", real_stream)
     assert load_linux(tarball, root, subdirs=("kernel",)) == "".join(TREE[p] for p in SOURCES if p.startswith("kernel/"))
-    assert len(list((root.path / "linux").glob("prepared-*.txt"))) == 2
+    assert len(list((root.path / "linux").glob("store-*"))) == 2
 
 
-def test_linux_cache_is_rebuilt_when_the_tarball_changes(tmp_path: Path) -> None:
+def test_linux_store_is_rebuilt_when_the_tarball_changes(tmp_path: Path) -> None:
     tarball = make_tarball(tmp_path / "linux-9.9.tar.gz")
     root = DataRoot(tmp_path / "data")
     assert load_linux(tarball, root) == FULL
@@ -241,7 +226,7 @@ def test_linux_cache_is_rebuilt_when_the_tarball_changes(tmp_path: Path) -> None
     stat = tarball.stat()
     os.utime(tarball, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a different mtime even on a coarse clock
     assert load_linux(tarball, root) == FULL + "// new file\n"
-    assert len(list((root.path / "linux").glob("prepared-*.txt"))) == 1  # rebuilt in place, no stale copy
+    assert len(list((root.path / "linux").glob("store-*"))) == 1  # rebuilt in place, no stale copy
 
 
 def test_subdirs_are_checked_when_the_config_is_read() -> None:

@@ -1,0 +1,413 @@
+"""The prepared token store: a corpus read once into memory-mapped files of small integers.
+
+    <data root>/<corpus>/store-<key>/
+        manifest.json    format, the source's identity, the settings, per split: symbols, records, bytes, CRC-32
+        symbols.json     the store's symbols (<eos>, then every character of the corpus in code-point order) and
+                         each split's character counts
+        train.ids        the training split, one symbol per character: uint8 (up to 256 symbols), uint16 or int32
+        train.offsets    records corpora only: where each record's leading <eos> is, and the final one (int64)
+        val.ids ...
+
+`key` hashes the corpus name and the settings that shape the store (which files, the byte limit, the split
+fractions, the seed that shuffles records), so each combination has its own store. A stream corpus is split into
+contiguous spans of characters; a records corpus is stored as `<eos> r1 <eos> r2 ... <eos>` per split, records
+shuffled with the seed, so both batching modes read it (packed: the stream as it is; padded: record by record).
+
+The store's symbols cover every character of the corpus, so a split reads back exactly as its text. The model's
+vocabulary (the training split's characters, `Store.vocab`) is derived from the counts; `Store.lut` maps store
+symbols to a vocabulary's ids, a character outside it to <unk>.
+
+Preparing streams the text three times through fixed-size chunks: once to count its characters (which fixes the
+split boundaries), once to count each split's characters (the vocabulary), once to write the ids. Memory stays at
+a few chunks (of CHUNK_BYTES) whatever the corpus size; nothing holds the corpus as one string or one int64 array.
+
+`open_store` is the one place that decides whether a store is ready, stale or damaged:
+- it is built when missing, and rebuilt when the source's identity (sizes and modification times of its files) or
+  the format changed;
+- a file of the wrong size, or whose CRC-32 (all of a file up to FULL_CHECK_BYTES, else of SAMPLES blocks spread
+  over it) differs from the manifest's, is damaged: rebuilt, with a one-line note;
+- a build writes into a temporary folder that is renamed into place only when complete, under a lock file that
+  another process preparing the same store waits on (the lock dies with its process): Ctrl-C or a crash leaves
+  nothing that a later run would trust, and a later run removes what it left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import random
+import shutil
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnlm.errors import RnnlmError
+from rnnlm.vocab import EOS, EOS_ID, UNK, UNK_ID, Vocab
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+CHUNK_BYTES = 1 << 24
+"""Text is read, counted and encoded this many bytes at a time."""
+FULL_CHECK_BYTES = 1 << 26
+"""Files up to this size are checked whole each time a store is opened; bigger ones by SAMPLES blocks."""
+SAMPLES, SAMPLE_BYTES = 64, 1 << 16
+MAX_CODEPOINT = 0x110000
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a corpus loader hands the store: where the text comes from, without reading it yet."""
+
+    name: str
+    """The corpus: shakespeare, names, linux, text, hello, anbn."""
+    identity: dict[str, Any]
+    """What the text depends on that can change under the same settings (sizes and modification times of the
+    files read): a store made from another identity is stale."""
+    settings: dict[str, Any]
+    """What shapes the store: the files chosen, the byte limit, the split fractions, the seed of a records shuffle."""
+    splits: tuple[float, float, float]
+    pieces: Callable[[], Iterable[bytes]] | None = None
+    """A stream corpus: its UTF-8 text in order, in pieces of whole characters; called once per pass."""
+    records: Callable[[], list[str]] | None = None
+    """A records corpus: its records, in file order."""
+    seed: int = 0
+    sizes: tuple[int, int, int] | None = None
+    """Splits given by the corpus itself (the generated ones): train, val, test sizes in characters (a stream) or
+    records, in that order, instead of fractions (and no shuffle)."""
+    close: Callable[[], None] | None = None
+    """Called once the store is ready: removes whatever the pieces kept on disk between passes."""
+
+    @property
+    def is_records(self) -> bool:
+        return self.records is not None
+
+
+@dataclass
+class Store:
+    """An opened store: memory-mapped ids, the symbols, and each split's character counts."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    symbols: tuple[str, ...]
+    counts: dict[str, dict[str, int]]
+    _maps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def records(self) -> bool:
+        return bool(self.manifest["records"])
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["corpus"])
+
+    def ids(self, split: str) -> np.ndarray:
+        """The split's store symbols (read-only memory map): (N,) of the store's dtype."""
+        if split not in self._maps:
+            info = self.manifest["splits"][split]
+            path = self.folder / f"{split}.ids"
+            dtype = np.dtype(self.manifest["dtype"])
+            self._maps[split] = (np.memmap(path, dtype=dtype, mode="r") if info["symbols"]
+                                 else np.zeros(0, dtype=dtype))
+        return self._maps[split]
+
+    def offsets(self, split: str) -> np.ndarray:
+        """Records corpora: the positions of each record's leading <eos> and of the final <eos> (R + 1,)."""
+        return np.fromfile(self.folder / f"{split}.offsets", dtype=np.int64)
+
+    def vocab(self) -> Vocab:
+        """The model's vocabulary: <eos>, <unk>, then the training split's characters."""
+        return Vocab((EOS, UNK, *sorted(c for c, n in self.counts["train"].items() if n)))
+
+    def lut(self, vocab: Vocab) -> np.ndarray:
+        """Store symbol -> `vocab` id (int64), a character `vocab` lacks -> <unk>."""
+        stoi = {c: i for i, c in enumerate(vocab.itos)}
+        return np.array([EOS_ID] + [stoi.get(c, UNK_ID) for c in self.symbols[1:]], dtype=np.int64)
+
+    def text(self, split: str) -> str:
+        """The split's text, exactly (a records split as its records, each followed by a newline)."""
+        ids = np.asarray(self.ids(split))
+        if self.records:
+            ids = ids[1:]  # the leading <eos>; every later one ends a record
+        table = np.array(["\n", *self.symbols[1:]])
+        return "".join(table[ids].tolist())
+
+    def record_texts(self, split: str) -> list[str]:
+        """A records split's records."""
+        text = self.text(split)
+        return text.split("\n")[:-1] if text else []
+
+
+# ---- opening ---------------------------------------------------------------------------------------------------------
+
+
+def store_key(source: Source) -> str:
+    settings = {"corpus": source.name, "records": source.is_records, **source.settings,
+                "splits": list(source.sizes or source.splits)}
+    if source.is_records and source.sizes is None:
+        settings["seed"] = source.seed
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def open_store(source: Source, folder: Path, progress: bool = True, say: Callable[[str], None] = print) -> Store:
+    """The ready store for `source` under `folder`, prepared first if missing, stale or damaged."""
+    key = store_key(source)
+    path = folder / f"store-{key}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RnnlmError(f"cannot write the corpus store in {folder}: {e.strerror or e}; "
+                         "point --data-dir (or RNNLM_DATA_DIR) at a writable folder") from None
+    try:
+        with _lock(folder / f".store-{key}.lock"):
+            problem = _problem(path, source)
+            if problem is not None:
+                if problem != "missing":
+                    say(f"note: the {source.name} store {path.name} {problem}; preparing it again")
+                _remove_leftovers(folder, key)
+                _build(source, path, progress)
+            return _load(path)
+    finally:
+        if source.close is not None:
+            source.close()
+
+
+def _problem(path: Path, source: Source) -> str | None:
+    """Why the store at `path` cannot be used, or None."""
+    manifest = _read_json(path / "manifest.json")
+    if manifest is None:
+        return "missing" if not path.exists() else "has no readable manifest"
+    if manifest.get("format") != FORMAT_VERSION:
+        return f"has format {manifest.get('format')}, this rnnlm writes {FORMAT_VERSION}"
+    if manifest.get("identity") != _plain(source.identity):
+        return "was prepared from files that have changed since"
+    for name, info in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != info["bytes"]:
+            return f"is damaged ({name} is missing or truncated)"
+        if _crc(file, info["bytes"]) != info["crc32"]:
+            return f"is damaged ({name} does not match its checksum)"
+    return None
+
+
+def _load(path: Path) -> Store:
+    manifest = _read_json(path / "manifest.json")
+    symbols = _read_json(path / "symbols.json")
+    return Store(path, manifest, tuple(symbols["symbols"]), symbols["counts"])
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` for the block: a second process preparing the same store waits here."""
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(folder: Path, key: str) -> None:
+    """Temporary folders of builds that were stopped (we hold the lock, so no build is running)."""
+    for stale in folder.glob(f".store-{key}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _crc(path: Path, size: int) -> int:
+    """CRC-32 of a whole file up to FULL_CHECK_BYTES, else of SAMPLES blocks spread evenly over it."""
+    crc = 0
+    with open(path, "rb") as f:
+        if size <= FULL_CHECK_BYTES:
+            while block := f.read(CHUNK_BYTES):
+                crc = zlib.crc32(block, crc)
+            return crc
+        for k in range(SAMPLES):
+            f.seek((size - SAMPLE_BYTES) * k // (SAMPLES - 1))
+            crc = zlib.crc32(f.read(SAMPLE_BYTES), crc)
+    return crc
+
+
+# ---- preparing -------------------------------------------------------------------------------------------------------
+
+
+def _build(source: Source, path: Path, progress: bool) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        manifest = (_write_records if source.is_records else _write_stream)(source, tmp, progress)
+        manifest["files"] = {p.name: {"bytes": p.stat().st_size, "crc32": _crc(p, p.stat().st_size)}
+                             for p in sorted(tmp.iterdir())}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        if path.exists():  # stale or damaged: out of the way first (a process still reading it keeps its maps)
+            old = path.with_name(f".{path.name}.tmp-{os.getpid()}-old")
+            os.replace(path, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _manifest(source: Source, symbols: int, splits: dict[str, dict[str, int]]) -> dict[str, Any]:
+    return {"format": FORMAT_VERSION, "corpus": source.name, "records": source.is_records,
+            "identity": _plain(source.identity), "settings": _plain(source.settings), "splits_fractions":
+            list(source.splits), "dtype": _dtype(symbols).str, "symbols": symbols, "splits": splits}
+
+
+def _dtype(symbols: int) -> np.dtype:
+    """The smallest integer type that holds every symbol."""
+    return np.dtype(np.uint8 if symbols <= 256 else np.uint16 if symbols <= 65536 else np.int32)
+
+
+def _bounds(n: int, fractions: tuple[float, float, float]) -> list[int]:
+    """[0, a, b, n]: the first `train` fraction, then val, then test (as contiguous spans)."""
+    a = round(n * fractions[0])
+    return [0, a, a + round(n * fractions[1]), n]
+
+
+def _write_symbols(tmp: Path, symbols: list[str], counts: dict[str, dict[str, int]]) -> None:
+    (tmp / "symbols.json").write_text(json.dumps({"symbols": symbols, "counts": counts}, ensure_ascii=False),
+                                      encoding="utf-8")
+
+
+# -- records: small enough to hold (one line per record) -------------------------------------------------------------
+
+
+def _write_records(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
+    records = source.records()  # type: ignore[misc]
+    order = list(range(len(records)))
+    if source.sizes is None:
+        random.Random(source.seed).shuffle(order)  # the same permutation as shuffling the records themselves
+        bounds = _bounds(len(order), source.splits)
+    else:
+        bounds = [0, *np.cumsum(source.sizes).tolist()]
+    parts = {split: order[bounds[k]:bounds[k + 1]] for k, split in enumerate(SPLITS)}
+    chars = sorted(set().union(*map(set, records))) if records else []
+    symbols = [EOS, *chars]
+    stoi = {c: i for i, c in enumerate(symbols)}
+    dtype = _dtype(len(symbols))
+    counts, info = {}, {}
+    for split, picked in parts.items():
+        texts = [records[i] for i in picked]
+        lengths = np.array([len(r) + 1 for r in texts], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # each record's leading <eos>
+        ids = np.zeros(int(offsets[-1]) + 1, dtype=dtype)
+        joined = "".join(texts)
+        ids[np.arange(len(joined)) + np.repeat(np.arange(len(texts)), lengths - 1) + 1] = [stoi[c] for c in joined]
+        ids.tofile(tmp / f"{split}.ids")
+        offsets.tofile(tmp / f"{split}.offsets")
+        counts[split] = _count_text(joined)
+        info[split] = {"symbols": len(ids), "characters": len(joined), "records": len(texts)}
+    _write_symbols(tmp, symbols, counts)
+    return _manifest(source, len(symbols), info)
+
+
+def _count_text(text: str) -> dict[str, int]:
+    if not text:
+        return {}
+    points, n = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), return_counts=True)
+    return {chr(p): int(c) for p, c in zip(points.tolist(), n.tolist())}
+
+
+# -- streams: three passes over chunks of text --------------------------------------------------------------------------
+
+
+def _chunks(source: Source) -> Iterator[np.ndarray]:
+    """The text's code points, about CHUNK_BYTES of text at a time: uint8 for a run of ASCII pieces, else uint32.
+    Pieces are grouped by whether they are ASCII, so that the few with other characters (a source file with an
+    accented name in a comment) do not send the many without them down the slower path."""
+    pending: list[bytes] = []
+    size, ascii_run = 0, True
+    for piece in source.pieces():  # type: ignore[misc]
+        is_ascii = piece.isascii()
+        if pending and (is_ascii != ascii_run or size >= CHUNK_BYTES):
+            yield _codepoints(b"".join(pending), ascii_run)
+            pending, size = [], 0
+        pending.append(piece)
+        size, ascii_run = size + len(piece), is_ascii
+    if pending:
+        yield _codepoints(b"".join(pending), ascii_run)
+
+
+def _codepoints(raw: bytes, ascii: bool) -> np.ndarray:
+    if ascii:
+        return np.frombuffer(raw, dtype=np.uint8)
+    return np.frombuffer(raw.decode("utf-8").encode("utf-32-le"), dtype=np.uint32)
+
+
+def _bar(progress: bool, total: int, what: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="char", unit_scale=True, desc=what, disable=not progress or None, delay=1.0,
+                leave=False)
+
+
+def _write_stream(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
+    n = 0
+    with _bar(progress, 0, f"reading {source.name}") as bar:
+        for cp in _chunks(source):
+            n += len(cp)
+            bar.update(len(cp))
+    bounds = _bounds(n, source.splits) if source.sizes is None else [0, *np.cumsum(source.sizes).tolist()]
+    if bounds[-1] != n:
+        raise ValueError(f"{source.name}: the given split sizes add up to {bounds[-1]}, the text has {n} characters")
+    totals = [np.zeros(MAX_CODEPOINT, dtype=np.int64) for _ in SPLITS]
+    with _bar(progress, n, f"counting {source.name}") as bar:
+        for start, cp in _positioned(_chunks(source)):
+            for k, part in _cut(start, cp, bounds):
+                totals[k][: int(part.max()) + 1] += np.bincount(part) if len(part) else 0
+            bar.update(len(cp))
+    present = np.flatnonzero(sum(totals))
+    symbols = [EOS, *map(chr, present.tolist())]
+    dtype = _dtype(len(symbols))
+    lut = np.zeros(MAX_CODEPOINT, dtype=dtype)  # code point -> symbol, straight into the store's type
+    lut[present] = np.arange(1, len(present) + 1)
+    files = [open(tmp / f"{split}.ids", "wb") for split in SPLITS]
+    try:
+        with _bar(progress, n, f"writing the {source.name} store") as bar:
+            for start, cp in _positioned(_chunks(source)):
+                for k, part in _cut(start, cp, bounds):
+                    files[k].write((lut[:256] if part.dtype == np.uint8 else lut)[part].data)
+                bar.update(len(cp))
+    finally:
+        for f in files:
+            f.close()
+    counts = {split: {chr(p): int(totals[k][p]) for p in np.flatnonzero(totals[k]).tolist()}
+              for k, split in enumerate(SPLITS)}
+    _write_symbols(tmp, symbols, counts)
+    info = {split: {"symbols": bounds[k + 1] - bounds[k], "characters": bounds[k + 1] - bounds[k]}
+            for k, split in enumerate(SPLITS)}
+    return _manifest(source, len(symbols), info)
+
+
+def _positioned(chunks: Iterable[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    start = 0
+    for cp in chunks:
+        yield start, cp
+        start += len(cp)
+
+
+def _cut(start: int, cp: np.ndarray, bounds: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """The parts of chunk `cp` (its first character at `start`) that fall in each split: (split index, part)."""
+    end = start + len(cp)
+    for k in range(len(SPLITS)):
+        lo, hi = max(start, bounds[k]), min(end, bounds[k + 1])
+        if lo < hi:
+            yield k, cp[lo - start:hi - start]

@@ -1,0 +1,196 @@
+"""The prepared token store: exact round trips, the smallest integer type, record boundaries, and stores that are
+stale, damaged, prepared twice at once or interrupted."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import REPO
+from rnnlm.config import load_config
+from rnnlm.data import DataRoot, load_corpus, open_corpus, source_for
+from rnnlm.data import store as store_mod
+from rnnlm.vocab import EOS_ID, UNK_ID
+
+
+def text_cfg(path: Path, *more: str):
+    return load_config(None, ["data.dataset=text", f"data.path={path}", *more]).data
+
+
+def open_text(tmp_path: Path, text: str, *more: str, name: str = "corpus.txt"):
+    """The store of `text`, written to a file first unless the file already holds it."""
+    path = tmp_path / name
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return open_corpus(text_cfg(path, *more), 0, DataRoot(tmp_path / "data"), progress=False)
+
+
+def test_every_split_reads_back_exactly_and_in_the_old_proportions(tmp_path):
+    text = "".join(chr(0x41 + (i * 7919) % 26) + ("é" if i % 17 == 0 else "") + ("\n" if i % 61 == 0 else "")
+                   for i in range(5000))
+    store = open_text(tmp_path, text)
+    n = len(text)
+    a = round(n * 0.9)
+    b = a + round(n * 0.05)
+    assert [store.text(s) for s in ("train", "val", "test")] == [text[:a], text[a:b], text[b:]]
+    assert store.manifest["splits"]["train"]["characters"] == a
+    assert sum(store.counts["val"].values()) == b - a
+
+
+def test_chunks_cut_anywhere_give_the_same_store(tmp_path, monkeypatch):
+    """Text is read in chunks and pieces that may split a multi-byte character: the store does not depend on it."""
+    text = "αβγ δ€𝄞 " * 3000
+    whole = open_text(tmp_path, text)
+    monkeypatch.setattr(store_mod, "CHUNK_BYTES", 37)
+    from rnnlm.data import text as text_mod
+    monkeypatch.setattr(text_mod, "PIECE_BYTES", 11)
+    again = open_text(tmp_path, text, "data.max_bytes=1000000")  # other settings: another store, built in pieces
+    assert again.folder != whole.folder
+    assert [again.text(s) for s in ("train", "val", "test")] == [whole.text(s) for s in ("train", "val", "test")]
+
+
+def test_the_smallest_integer_type_that_holds_the_symbols(tmp_path):
+    assert open_text(tmp_path, "abc" * 100, name="a.txt").ids("train").dtype == np.uint8
+    many = "".join(chr(0x4E00 + k) for k in range(300)) * 3  # 300 CJK characters: more than 255 symbols
+    store = open_text(tmp_path, many, name="b.txt")
+    assert store.ids("train").dtype == np.uint16 and store.text("train") + store.text("val") + store.text(
+        "test") == many
+
+
+def test_the_model_vocabulary_is_the_training_characters_and_others_read_as_unk(tmp_path):
+    store = open_text(tmp_path, "ab" * 100 + "z" * 20)  # z only past the training span
+    vocab = store.vocab()
+    assert vocab.itos == ("<eos>", "<unk>", "a", "b")
+    ids = store.lut(vocab)[np.asarray(store.ids("test"))]
+    assert set(ids.tolist()) == {UNK_ID}
+
+
+def test_records_keep_their_boundaries_and_the_old_shuffle(tmp_path):
+    names = [f"name{k:03d}" for k in range(200)]
+    (tmp_path / "n.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    cfg = load_config(None, ["data.dataset=names", f"data.path={tmp_path / 'n.txt'}"]).data
+    store = open_corpus(cfg, 7, DataRoot(tmp_path / "data"), progress=False)
+    import random
+    shuffled = list(names)
+    random.Random(7).shuffle(shuffled)  # how records were split before the store
+    assert store.record_texts("train") + store.record_texts("val") + store.record_texts("test") == shuffled
+    ids, offsets = np.asarray(store.ids("val")), store.offsets("val")
+    assert (ids[offsets] == EOS_ID).all() and len(offsets) == len(store.record_texts("val")) + 1
+    first = "".join(store.symbols[i] for i in ids[offsets[0] + 1:offsets[1]])
+    assert first == store.record_texts("val")[0]
+
+
+def test_a_changed_source_is_prepared_again(tmp_path, capsys):
+    path = tmp_path / "corpus.txt"
+    path.write_text("one " * 200, encoding="utf-8")
+    root = DataRoot(tmp_path / "data")
+    first = open_corpus(text_cfg(path), 0, root, progress=False)
+    assert first.text("train").startswith("one")
+    path.write_text("two " * 300, encoding="utf-8")
+    again = open_corpus(text_cfg(path), 0, root, progress=False)
+    assert again.text("train").startswith("two") and again.folder == first.folder
+    assert "changed since" in capsys.readouterr().err
+    assert len(list((root.path / "text").glob("store-*"))) == 1  # rebuilt in place, no stale copy
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest"])
+def test_a_damaged_store_is_noticed_and_prepared_again(tmp_path, capsys, damage):
+    text = "hello world, " * 500
+    store = open_text(tmp_path, text)
+    ids = store.folder / "train.ids"
+    if damage == "truncate":
+        os.truncate(ids, ids.stat().st_size // 2)
+    elif damage == "flip":
+        raw = bytearray(ids.read_bytes())
+        raw[100] ^= 0xFF
+        ids.write_bytes(bytes(raw))
+    else:
+        (store.folder / "manifest.json").write_text("{not json", encoding="utf-8")
+    again = open_text(tmp_path, text)
+    assert again.text("train") + again.text("val") + again.text("test") == text
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "preparing it again" in err and ("damaged" in err or "manifest" in err)
+
+
+def test_a_stopped_preparation_leaves_nothing_that_is_trusted(tmp_path, monkeypatch):
+    path = tmp_path / "corpus.txt"
+    path.write_text("abc " * 1000, encoding="utf-8")
+    root = DataRoot(tmp_path / "data")
+    real = store_mod._write_symbols
+
+    def interrupted(*args):
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod, "_write_symbols", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        open_corpus(text_cfg(path), 0, root, progress=False)
+    assert not list((root.path / "text").glob("store-*"))  # nothing in place, and no temporary folder left
+    assert not list((root.path / "text").glob(".store-*.tmp-*"))
+    monkeypatch.setattr(store_mod, "_write_symbols", real)
+    assert open_corpus(text_cfg(path), 0, root, progress=False).text("train").startswith("abc ")
+
+
+def _open_in_a_process(args: tuple[str, str, int]) -> tuple[str, list[int]]:
+    path, data, _ = args
+    store = open_corpus(text_cfg(Path(path)), 0, DataRoot(Path(data)), progress=False)
+    return store.text("train")[:20], np.asarray(store.ids("train")[:50]).tolist()
+
+
+def test_two_processes_preparing_one_store_at_once_agree(tmp_path, monkeypatch):
+    path = tmp_path / "corpus.txt"
+    path.write_text("the quick brown fox " * 20000, encoding="utf-8")
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        results = pool.map(_open_in_a_process, [(str(path), str(tmp_path / "data"), k) for k in range(3)])
+    assert len({repr(r) for r in results}) == 1
+    stores = list((tmp_path / "data" / "text").glob("store-*"))
+    assert len(stores) == 1 and not list((tmp_path / "data" / "text").glob(".store-*.tmp-*"))
+
+
+def test_ctrl_c_while_preparing_then_a_later_run_prepares_it(tmp_path):
+    """A real process interrupted part way through preparing leaves a temporary folder at most, which the next
+    run removes before it prepares the store."""
+    path = tmp_path / "big.txt"
+    path.write_text("abcdefghij" * 3_000_000, encoding="utf-8")
+    data = tmp_path / "data"
+    script = ("import sys; from pathlib import Path; from rnnlm.config import load_config; "
+              "from rnnlm.data import DataRoot, open_corpus; "
+              f"open_corpus(load_config(None, ['data.dataset=text', 'data.path={path}']).data, 0, DataRoot(Path('{data}')), progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((data / "text").glob(".store-*.tmp-*")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert not list((data / "text").glob("store-*"))
+    store = open_corpus(text_cfg(path), 0, DataRoot(data), progress=False)
+    assert store.manifest["splits"]["train"]["characters"] == 27_000_000
+    assert not list((data / "text").glob(".store-*.tmp-*"))
+
+
+def test_a_prepared_store_is_opened_without_reading_the_text_again(tmp_path, monkeypatch):
+    path = tmp_path / "corpus.txt"
+    path.write_text("some text " * 1000, encoding="utf-8")
+    root = DataRoot(tmp_path / "data")
+    open_corpus(text_cfg(path), 0, root, progress=False)
+    source = source_for(text_cfg(path), 0, root)
+    assert store_mod._problem(root.path / "text" / f"store-{store_mod.store_key(source)}", source) is None
+    from rnnlm.data import text as text_mod
+    monkeypatch.setattr(text_mod, "text_pieces", lambda *a: pytest.fail("the text was read again"))
+    assert open_corpus(text_cfg(path), 0, root, progress=False).text("val")
+
+
+def test_load_corpus_gives_the_splits_as_text(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("xyz" * 1000, encoding="utf-8")
+    corpus = load_corpus(text_cfg(path), 0, DataRoot(tmp_path / "data"))
+    assert "".join(corpus.train + corpus.val + corpus.test) == "xyz" * 1000
