@@ -19,6 +19,20 @@ rows of it; DistributedDataParallel averages the gradients, so all replicas take
 In `sequential` batching row r continues from minibatch to minibatch, so each process carries the
 hidden state of its own rows; a checkpoint gathers the rows back into the state a single process
 would carry, which is why a run can resume with a different number of processes.
+
+Leaving. A process that finishes waits at a barrier for the others (rank 0 writes the last checkpoint while
+they wait), and then all leave the process group together. The group must really be gone before Python
+shuts down: gloo finishes each collective on a worker thread of its own, which then releases the tensors the
+collective used, and releasing a tensor Python holds takes the interpreter's lock; a worker that reaches for it
+while the interpreter is shutting down is killed, and the process aborts with "terminate called without an
+active exception" (a core dump of such a run showed exactly that: a gloo worker destroying a finished
+all-gather during `Py_FinalizeEx`). `destroy_process_group` joins those threads, unless something still holds
+the group: with torch 2.13, importing `torch._dynamo` while a group exists (which the first optimizer does) keeps
+that group alive for good, so `setup` imports it before it joins the group.
+
+Failing. An error on one process is published to torchrun's store before that process leaves the group;
+the others, whose next collective then fails, read it there and stop with a message naming the rank and
+the cause (`RankFailed`), instead of waiting out the timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import contextlib
 import datetime
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +126,8 @@ def setup(device_name: str) -> Iterator[Dist]:
     if device_name.startswith("cuda:"):
         raise RnnlmError(f"train.device={device_name}: under torchrun each process uses cuda:LOCAL_RANK; "
                          "set train.device=cuda (or auto)")
+    import torch._dynamo  # noqa: F401  (before the group exists: imported while it does, it keeps the group alive)
+
     if device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise RnnlmError(f"train.device={device_name}: this machine has no CUDA device; use train.device=cpu")
@@ -123,10 +140,72 @@ def setup(device_name: str) -> Iterator[Dist]:
     else:
         device = torch.device("cpu")
         dist.init_process_group("gloo", timeout=TIMEOUT)
+    here = Dist(rank, world, local, device)
     try:
-        yield Dist(rank, world, local, device)
+        yield here
+        dist.barrier()  # every process leaves after rank 0's last write
+    except BaseException as e:
+        failure = _failed(here, e)
+        if failure is e:
+            raise
+        raise failure from None
     finally:
         dist.destroy_process_group()
+
+
+class RankFailed(RnnlmError):
+    """Another process of the run failed, and this one stopped with it."""
+
+
+FAILURE_KEY = "rnnlm/failed"
+
+
+def _failed(here: Dist, error: BaseException) -> BaseException:
+    """The error to leave with. A collective that failed because another process is gone becomes `RankFailed`,
+    with the cause that process published (the first to fail is the one reported); this process's own error is
+    published for the others, then raised as it is."""
+    if isinstance(error, (RankFailed, KeyboardInterrupt, SystemExit)):
+        return error
+    store = _store()
+    if _collective_failed(error):  # another process left the group
+        cause = _published(store)
+        return RankFailed(f"{cause or 'another process of this run stopped without saying why (killed?)'}; "
+                          f"rank {here.rank} stopped with it")
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if store is not None:
+        with contextlib.suppress(Exception):
+            store.compare_set(FAILURE_KEY, "", f"rank {here.rank} failed: {message}")
+    return error
+
+
+def _collective_failed(error: BaseException) -> bool:
+    """Whether a collective failed because a peer is gone: gloo reports a closed or reset connection as a plain
+    RuntimeError, NCCL and newer torch as DistBackendError."""
+    if isinstance(error, (dist.DistBackendError, dist.DistNetworkError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(k in text for k in ("gloo", "Connection reset", "Connection closed"))
+
+
+def _published(store: Any, wait: float = 2.0) -> str | None:
+    """The failure another process published, waiting a moment for it (it publishes, then leaves the group)."""
+    deadline = time.monotonic() + wait
+    while store is not None:
+        with contextlib.suppress(Exception):
+            if store.check([FAILURE_KEY]):
+                return store.get(FAILURE_KEY).decode("utf-8", "replace")
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return None
+
+
+def _store() -> Any:
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:  # no default group any more, or a torch without this helper
+        return None
+
 
 
 def gather_state(state: State | None, dist: Dist) -> State | None:

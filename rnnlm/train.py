@@ -204,7 +204,7 @@ class Trainer:
         received = stop.received or signal.SIGINT if stopped == "interrupted" else None
         return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, received)
 
-    def step(self, batch: Batch, stop: "StopSignal") -> tuple[bool, bool]:
+    def step(self, batch: Batch, stop: StopSignal) -> tuple[bool, bool]:
         """One optimizer step on `batch`; returns whether any process was told to stop, or ran out of time."""
         t, tally, dist = self.cfg.train, self.tally, self.dist
         self.state = truncate(self.state) if batch.carry else None
