@@ -5,7 +5,7 @@ TORCH_PIN ?= torch==2.13.0
 # On Linux PyPI's torch is the CUDA build (GBs); TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one.
 TORCH_INDEX ?=
 
-.PHONY: install demo test bench quality
+.PHONY: install demo test bench scale quality
 
 install: .venv/.installed
 
@@ -15,16 +15,19 @@ install: .venv/.installed
 	$(PY) -m pip install --quiet -e '.[test,plot,tensorboard]'
 	touch $@
 
-# Train the default config and print a sample: what a newcomer runs first.
+# Train the demo config for half a minute and print a sample: what a newcomer runs first.
 demo: install
-	.venv/bin/rnnlm train configs/tiny.yaml --name tiny-demo-$$(date +%s) --out checkpoints
-	.venv/bin/rnnlm sample $$(ls -td checkpoints/tiny-demo-* | head -1) --num-samples 10 --seed 1
+	.venv/bin/rnnlm train configs/demo.yaml --name demo-$$(date +%s) --out checkpoints
+	.venv/bin/rnnlm sample $$(ls -td checkpoints/demo-* | head -1) --seed 1
 
 test: install
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) bench/speed.py
+
+scale: install
+	$(PY) bench/scale.py
 
 quality: install
 	$(PY) bench/quality.py

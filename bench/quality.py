@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rnnlm import checkpoint as ckpt  # noqa: E402
+from rnnlm.batching import Records  # noqa: E402
 from rnnlm.config import load_config  # noqa: E402
 from rnnlm.data import DataRoot  # noqa: E402
 from rnnlm.errors import RnnlmError  # noqa: E402
@@ -108,15 +109,15 @@ def run(entry: Entry, scale: float, runs: Path, root: DataRoot) -> Result:
     result.steps = outcome.step
     point = ckpt.load(outcome.run_dir / ckpt.BEST)
     model = load_model(point)
-    prepared = prepare(point.config, root, point.vocab)
-    result.chars = _chars_seen(cfg, outcome.step, prepared.corpus.train if prepared.corpus.records else None)
-    corpus = prepared.corpus
-    val = point.vocab.encode_split(corpus.val, corpus.records, point.config.data.records)
-    if isinstance(val, list):  # records: makemore's per-character loss on held-out names
-        result.val = score_records(model, val)
-        result.test = score_records(model, point.vocab.encode_split(corpus.test, corpus.records, "pad"))
-        result.novel, result.sample = _novelty(model, point, prepared.corpus.train)
+    prepared = prepare(point.config, root, point.vocab, progress=False)
+    train_records = prepared.store.record_texts("train") if prepared.records else None
+    result.chars = _chars_seen(cfg, outcome.step, train_records)
+    if prepared.records:  # records: makemore's per-character loss on held-out names (the whole splits)
+        result.val = score_records(model, _records(prepared, "val"))
+        result.test = score_records(model, _records(prepared, "test"))
+        result.novel, result.sample = _novelty(model, point, train_records)  # type: ignore[arg-type]
     else:
+        val = prepared.tokens("val")  # the whole split, exactly (not train.eval_chars of it)
         result.val = score_stream(model, val)
         if entry.context is not None:
             result.val_context = score_stream(model, val, context=entry.context, start=start_state(point))
@@ -125,6 +126,11 @@ def run(entry: Entry, scale: float, runs: Path, root: DataRoot) -> Result:
                                                     start=start_state(point))[0])
         result.sample = point.config.sample.prime + result.sample
     return result
+
+
+def _records(prepared, split: str) -> list:
+    records = Records(prepared.tokens(split), prepared.offsets(split))
+    return [records[k] for k in range(len(records))]
 
 
 def _chars_seen(cfg, steps: int, records: list[str] | None) -> int:

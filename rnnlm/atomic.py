@@ -10,6 +10,7 @@ corpus readers from picking the temporary file up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -26,13 +27,16 @@ def atomic_file(target: Path, encoding: str | None = None) -> Iterator[IO[Any]]:
     if the block raises. Binary, or text in `encoding` when one is given."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    f = tmp.open("w" if encoding else "wb", encoding=encoding)
     try:
-        with tmp.open("w" if encoding else "wb", encoding=encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
         os.replace(tmp, target)
     except BaseException:
+        with contextlib.suppress(OSError):  # closing flushes what is buffered: on a full disk a second error, which
+            f.close()                       # would hide the first
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)

@@ -197,7 +197,7 @@ class _Recurrent(nn.Module):
         """Where this call runs: the C loops for float32 on a CPU when they are built (and not under autocast), one
         C call per step for inference at a small batch (without dropout to apply), else PyTorch ops."""
         if (fused.kernels(inp) is None or self._autocast_dtype(inp) not in (None, torch.float32)
-                or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in self.parameters())):
+                or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in self._parameters.values())):
             return "torch"
         if (not torch.is_grad_enabled() and inp.shape[1] <= fastpath.STEP_MAX_BATCH
                 and not (self.training and self.dropout > 0)):

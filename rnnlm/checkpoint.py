@@ -26,6 +26,8 @@ import io
 import math
 import pickle
 import re
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ import torch
 from rnnlm.atomic import atomic_file
 from rnnlm.config import Config, ConfigError, from_dict
 from rnnlm.errors import RnnlmError
+from rnnlm.model import parameter_shapes
 from rnnlm.state import State
 from rnnlm.vocab import Vocab
 
@@ -61,6 +64,8 @@ class Tally:
     """Wall-clock seconds over every session of the run, evaluations included (what `max_time` limits)."""
     clock: float = 0.0
     """`elapsed` as every process agrees on it (their mean at the last step): what the schedule reads."""
+    train_time: float = 0.0
+    """Seconds of training steps over every session, evaluations and samples excluded (what `rnnlm plot` draws)."""
     first_loss: float = math.nan
     # the training record being gathered: sums over the steps since the last one
     loss_sum: float = 0.0
@@ -106,6 +111,8 @@ class Checkpoint:
     step: int
     train: TrainingState | None
     path: Path | None = None
+    data_root: str | None = None
+    """The absolute data root the run trained from: where `rnnlm sample` and `rnnlm eval` read its corpus."""
 
 
 def save(paths: list[Path], point: Checkpoint) -> None:
@@ -113,7 +120,7 @@ def save(paths: list[Path], point: Checkpoint) -> None:
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "version": CHECKPOINT_VERSION, "config": point.config.to_dict(),
                 "vocab": list(point.vocab.itos), "records": point.records, "model": point.model, "step": point.step,
-                "train": None if point.train is None else point.train.to_plain()}, buffer)
+                "train": None if point.train is None else point.train.to_plain(), "data_root": point.data_root}, buffer)
     for path in paths:
         try:
             _write(path, buffer.getbuffer())
@@ -157,8 +164,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
     p = resolve(path)
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: the file is empty, not a checkpoint")
+    if not zipfile.is_zipfile(p):  # torch.save's archive: anything else is another tool's file, or a plain pickle
+        with open(p, "rb") as f:
+            pickled = f.read(1) == b"\x80"
+        what = "a plain pickle" if pickled else "not a checkpoint"
+        raise CheckpointError(f"{p}: refused to load: {what} (rnnlm checkpoints are torch archives of tensors and "
+                              "plain data; a pickle could run code when loaded)" if pickled else
+                              f"{p}: corrupted, truncated or {what} (not a torch archive)")
     try:
-        raw = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's remarks on the pickle protocol are not the user's business
+            warnings.simplefilter("ignore")
+            raw = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "unsupported global" in str(e).lower():  # the file names a Python object to rebuild: code, not data
             raise CheckpointError(f"{p}: refused to load: the file holds Python objects other than plain data "
@@ -175,9 +191,36 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
         config = from_dict(raw["config"])
         vocab = Vocab.from_list(raw["vocab"])
         training = TrainingState.from_plain(raw["train"]) if raw.get("train") else None
-        return Checkpoint(config, vocab, bool(raw["records"]), raw["model"], int(raw["step"]), training, p)
-    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        point = Checkpoint(config, vocab, bool(raw["records"]), raw["model"], int(raw["step"]), training, p,
+                           raw.get("data_root"))
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
         raise CheckpointError(f"{p}: damaged checkpoint ({_first_line(e)})") from None
+    _check_weights(point)
+    return point
+
+
+def _check_weights(point: Checkpoint) -> None:
+    """The weights are exactly what the checkpoint's config and vocabulary make (names, shapes, floating point), so
+    that a model is built and loaded only when they fit, and a crafted config (a million layers) costs nothing."""
+    weights, where = point.model, point.path
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        raise CheckpointError(f"{where}: damaged checkpoint (its weights are not a mapping of names to tensors)")
+    model = point.config.model
+    count = 4 * model.num_layers + 2 + (model.encoding == "embedding")
+    if len(weights) != count:  # before listing the names: a crafted num_layers could make millions
+        raise CheckpointError(f"{where}: its weights do not fit its config: {len(weights)} tensors, where "
+                              f"model.num_layers={model.num_layers} makes {count}")
+    expected = parameter_shapes(len(point.vocab), model)
+    problems = [f"{name} is missing" for name in expected if name not in weights]
+    problems += [f"{name} is not part of the model" for name in weights if name not in expected]
+    problems += [f"{name} is {tuple(weights[name].shape)}, the config makes it {shape}" for name, shape in
+                 expected.items() if name in weights and tuple(weights[name].shape) != shape]
+    problems += [f"{name} holds {t.dtype}, not floating point" for name, t in weights.items()
+                 if not t.is_floating_point()]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(f"{where}: its weights do not fit its config: {'; '.join(problems[:3])}{more}")
 
 
 def _first_line(e: BaseException) -> str:

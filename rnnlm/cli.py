@@ -13,9 +13,10 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
 
@@ -24,32 +25,50 @@ from rnnlm.errors import RnnlmError
 if TYPE_CHECKING:
     import torch
 
+# Typer prints each argument's Python type beside its name in --help (`KEY=VALUE... <list[str]>`); the metavars
+# below already say what to give, so arguments show those alone.
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+
 app = typer.Typer(
     name="rnnlm",
     help="Train character-level recurrent language models, sample from them and measure them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     rich_markup_mode=None,  # help texts say "[default: ...]", which rich markup would swallow as a tag
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory (its best checkpoint is used) or a checkpoint file.",
-                                        show_default=False)]
+                                        show_default=False, metavar="RUN")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Where the model runs: auto (CUDA when present), cpu, cuda or "
+                                        "cuda:N.", metavar="[auto|cpu|cuda|cuda:N]")]
+OverridesArg = Annotated[Optional[list[str]], typer.Argument(
+    help="Config overrides as section.key=value, e.g. train.lr=0.001 model.hidden_size=256.", show_default=False,
+    metavar="KEY=VALUE")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from rnnlm import __version__
+
+        typer.echo(f"rnnlm {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks of unexpected errors.")] = False) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks of unexpected errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", help="Print rnnlm's version and exit.", callback=_version,
+                                                is_eager=True)] = False) -> None:
     if debug:
         os.environ["RNNLM_DEBUG"] = "1"
 
 
-@app.command()
+@app.command(short_help="Train a model into a run directory.")
 def train(
     config: Annotated[Optional[Path], typer.Argument(help="YAML config, e.g. configs/tiny.yaml. Optional with --resume.",
-                                                     show_default=False)] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(
-        help="Config overrides as section.key=value, e.g. train.lr=0.001 model.hidden_size=256.", show_default=False)] = None,
+                                                     show_default=False, metavar="CONFIG")] = None,
+    overrides: OverridesArg = None,
     out: Annotated[Path, typer.Option("--out", help="Folder that holds run directories.")] = Path("checkpoints"),
     name: Annotated[Optional[str], typer.Option("--name", help="Run directory name [default: config name + time].",
                                                 show_default=False)] = None,
@@ -59,53 +78,105 @@ def train(
                                                      show_default=False)] = None,
     mirror: Annotated[Optional[Path], typer.Option("--mirror", help="A folder laid out like the data root, tried before "
                                                    "the network [default: $RNNLM_DATA_MIRROR].", show_default=False)] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this trained model's weights (a "
+                                                      "run directory or checkpoint): fine-tuning; the same as "
+                                                      "train.init_from=PATH.", show_default=False,
+                                                      metavar="RUN")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model; writes config.yaml, metrics.jsonl, best.pt and last.pt into a run directory.
 
     Ctrl-C (or SIGTERM) saves last.pt and prints the command that resumes. Under
     `torchrun --nproc_per_node=N -m rnnlm train ...` the N processes train one model data-parallel."""
-    from rnnlm import checkpoint as ckpt
-    from rnnlm.config import from_dict, load_config, merge_overrides, read_yaml
     from rnnlm.data import DataRoot
     from rnnlm.distributed import setup
-    from rnnlm.runs import new_run_dir, resume_point
-    from rnnlm.runtime import keep_freed_memory
+    from rnnlm.runs import RunLock, discard_if_empty, new_run_dir
+    from rnnlm.runtime import keep_freed_memory, use_threads
     from rnnlm.train import train as run_training
 
     args = list(overrides or [])
     if config is not None and "=" in config.name and not config.exists():
         args.insert(0, str(config))  # `rnnlm train --resume RUN train.max_steps=2000`: no config, just overrides
         config = None
-    root = DataRoot.resolve(data_dir, mirror)
-    previous = None
-    if resume is not None:
-        previous = resume_point(resume)  # None: stopped before its first checkpoint, so it starts over
-        base = previous.config.to_dict() if previous is not None else read_yaml(resume / "config.yaml")
-        cfg = load_config(config, args) if config is not None else from_dict(merge_overrides(base, args))
-    elif config is None:
+    if resume is None and config is None:
         raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
-    else:
-        cfg = load_config(config, args)
-    with setup(cfg.train.device) as dist:
-        if dist.device.type == "cpu":
-            keep_freed_memory()
-        run_dir = resume if resume is not None else new_run_dir(out, config.stem, name, dist)  # type: ignore[union-attr]
-        result = run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet, dist=dist)
+    if init_from is not None:
+        if resume is not None:
+            raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
+        args.append(f"train.init_from={ckpt_path(init_from)}")
+    root = DataRoot.resolve(data_dir, mirror)
+    with contextlib.ExitStack() as stack:
+        if resume is not None and os.environ.get("RANK", "0") == "0":  # rank 0 (or a lone process) writes the run
+            if not resume.is_dir():
+                raise RnnlmError(f"--resume {resume}: not a run directory")
+            stack.enter_context(RunLock(resume))
+        previous, cfg = _run_config(config, args, resume)
+        with setup(cfg.train.device) as dist:
+            if dist.device.type == "cpu":
+                keep_freed_memory()
+                use_threads(cfg.train.threads)
+            made_out = not out.exists()
+            run_dir = resume if resume is not None else new_run_dir(out, config.stem, name, dist)  # type: ignore[union-attr]
+            if resume is None and dist.is_main:
+                stack.enter_context(RunLock(run_dir))
+            try:
+                result = run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet, dist=dist)
+            except BaseException:
+                if resume is None and dist.is_main:
+                    discard_if_empty(run_dir, made_out)
+                raise
+    if dist.is_main:
+        _report(result, dist, data_dir)
+    if result.stopped == "interrupted":
+        raise typer.Exit(128 + int(result.signal or 2))
+
+
+def _report(result: Any, dist: Any, data_dir: Optional[Path]) -> None:
+    """How the run ended, and what to run next."""
+    from rnnlm import checkpoint as ckpt
+
+    run_dir = result.run_dir
     summary = f"step {result.step}: val loss {result.last_val:.4f} nats/char (best {result.best_val:.4f})"
     if result.stopped == "interrupted":
         launcher = f"torchrun --nproc_per_node={dist.world_size} -m rnnlm" if dist.enabled else "rnnlm"
         where = f" --data-dir {data_dir}" if data_dir is not None else ""
-        if dist.is_main:
-            typer.echo(f"stopped at {summary}; saved {run_dir / ckpt.LAST}\n"
-                       f"resume with: {launcher} train --resume {run_dir}{where}", err=True)
-        raise typer.Exit(128 + int(result.signal or 2))
-    if dist.is_main:
+        typer.echo(f"stopped at {summary}; saved {run_dir / ckpt.LAST}\n"
+                   f"resume with: {launcher} train --resume {run_dir}{where}", err=True)
+    elif result.nothing_to_do:
+        budget = {"max_steps": f"train.max_steps={2 * result.step}", "max_epochs": "train.max_epochs=N",
+                  "max_time": "train.max_time=SECONDS", "patience": "train.patience=N"}[result.stopped]
+        typer.echo(f"nothing to do: the run is at {summary} and its {result.stopped.replace('_', ' ')} is spent; "
+                   f"give it more with: rnnlm train --resume {run_dir} {budget}", err=True)
+    else:
         typer.echo(f"done at {summary} ({result.stopped.replace('_', ' ')} reached)", err=True)
         typer.echo(f"sample with: rnnlm sample {run_dir}", err=True)
 
 
-@app.command()
+def ckpt_path(path: Path) -> str:
+    """A checkpoint given on the command line, as the absolute path a run records."""
+    from rnnlm import checkpoint as ckpt
+
+    return str(ckpt.resolve(path).resolve())
+
+
+def _run_config(config: Optional[Path], args: list[str], resume: Optional[Path]) -> tuple[Any, Any]:
+    """The checkpoint a resume starts from (None for a new run, or a run stopped before its first checkpoint) and
+    the config to train with: CONFIG and overrides; for a resume, the run's config.yaml with its edits (each then
+    checked like an override), else its checkpoint's."""
+    from rnnlm.config import from_dict, load_config, merge_overrides, with_absolute_paths
+    from rnnlm.runs import resume_point
+
+    if resume is None:
+        return None, with_absolute_paths(load_config(config, args))
+    previous = resume_point(resume)
+    edited = resume / "config.yaml" if (resume / "config.yaml").is_file() else None
+    source = config if config is not None else edited
+    if source is not None or previous is None:
+        return previous, load_config(source, args)
+    return previous, from_dict(merge_overrides(previous.config.to_dict(), args))
+
+
+@app.command(short_help="Generate text from a trained model.")
 def sample(
     run: RunArg,
     temp: Annotated[Optional[float], typer.Option("--temp", "-t", help="Temperature; 0 always takes the most likely character "
@@ -115,14 +186,15 @@ def sample(
                                                   show_default=False)] = None,
     prime: Annotated[Optional[str], typer.Option("--prime", "-p", help="Text the model reads before it writes; may be empty "
                                                  "[default: sample.prime].", show_default=False)] = None,
-    prime_file: Annotated[Optional[Path], typer.Option("--prime-file", help="Read the prime from this UTF-8 file.",
-                                                       show_default=False)] = None,
+    prime_file: Annotated[Optional[Path], typer.Option("--prime-file", help="Read the prime from this UTF-8 file (- for "
+                                                       "standard input).", show_default=False)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Prime characters the model never saw are an error, "
                                          "not a warning.")] = False,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k most likely characters.",
-                                                 show_default=False)] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k most likely characters "
+                                                 "[default: sample.top_k].", show_default=False)] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Draw only from the smallest set of characters whose "
-                                                   "probability reaches p.", show_default=False)] = None,
+                                                   "probability reaches p [default: sample.top_p].",
+                                                   show_default=False)] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-N", help="Samples generated together, as one batch.")] = 1,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Same seed, same text (sample i uses seed + i).",
                                                 show_default=False)] = None,
@@ -132,12 +204,14 @@ def sample(
                                                 "it appears (or replaces one) when sampling ends.",
                                                 show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept, to count novel records "
-                                                     "[default: data/ or $RNNLM_DATA_DIR].", show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "cpu",
+                                                     "[default: where the run trained from].",
+                                                     show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Use a checkpoint whose weights hold NaN or infinite values "
+                                        "(with a warning) instead of refusing it.")] = False,
 ) -> None:
     """Generate text from a trained model, streaming it to stdout; records corpora print one record per line."""
     from rnnlm import checkpoint as ckpt
-    from rnnlm.data import DataRoot
     from rnnlm.sample import SampleOptions, read_prime, sample_checkpoint
 
     target = device_for(device)
@@ -145,26 +219,27 @@ def sample(
     defaults = point.config.sample
     opts = SampleOptions(length=length if length is not None else defaults.length,
                          temperature=temp if temp is not None else defaults.temperature,
-                         top_k=top_k if top_k is not None else defaults.top_k, top_p=top_p,
+                         top_k=top_k if top_k is not None else defaults.top_k,
+                         top_p=top_p if top_p is not None else defaults.top_p,
                          num_samples=num_samples, seed=seed)
     primed = read_prime(point.vocab, prime, prime_file, strict, default=defaults.prime)
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
     with output(out) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
-                                   root=DataRoot.resolve(data_dir), device=target)
+                                   root=run_data(point, data_dir), device=target, force=force)
     if report.summary():
         typer.echo(report.summary(), err=True)
 
 
-@app.command("eval")
+@app.command("eval", short_help="Measure a model on held-out text: perplexity, bits per character.")
 def evaluate(
     run: RunArg,
     perplexity: Annotated[bool, typer.Option("--perplexity", help="Lead the report with perplexity (nll and bits "
                                              "per character follow; every measure is always reported).")] = False,
-    split: Annotated[Optional[str], typer.Option("--split", help="train, val or test split of the run's corpus "
-                                                 "[default: val].", show_default=False)] = None,
-    file: Annotated[Optional[list[Path]], typer.Option("--file", help="Score this UTF-8 file instead of a split; repeat "
+    split: Annotated[Optional[str], typer.Option("--split", help="A split of the run's corpus [default: val].",
+                                                 show_default=False, metavar="[train|val|test]")] = None,
+    file: Annotated[Optional[list[Path]], typer.Option("--file", metavar="FILE", help="Score this UTF-8 file instead of a split; repeat "
                                                        "for several (one record per line for a records model).",
                                                        show_default=False)] = None,
     context: Annotated[Optional[int], typer.Option("--context", help="Score each character after at most N characters of "
@@ -179,12 +254,14 @@ def evaluate(
     compare_compressors: Annotated[bool, typer.Option("--compare-compressors", help="Also print the bits per character "
                                                       "of gzip -9, bz2 -9 and xz -9e on the same text.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept.", show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "auto",
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept [default: where the run "
+                                                     "trained from].", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Use a checkpoint whose weights hold NaN or infinite values "
+                                        "(with a warning) instead of refusing it.")] = False,
 ) -> None:
     """Measure how well a model predicts held-out text: nats and bits per character, perplexity."""
     from rnnlm import checkpoint as ckpt
-    from rnnlm.data import DataRoot
     from rnnlm.evaluate import evaluate_sources, file_source, split_source
 
     if file and split is not None:
@@ -192,15 +269,62 @@ def evaluate(
     target = device_for(device)
     point = ckpt.load(run)
     sources = ([file_source(f, point) for f in file] if file
-               else [split_source(point, split or "val", DataRoot.resolve(data_dir), progress=True)])
+               else [split_source(point, split or "val", run_data(point, data_dir), progress=True)])
     result = evaluate_sources(point, sources, context=context, compressors=compare_compressors, device=target,
-                              streams=streams, progress=True)
+                              streams=streams, progress=True, force=force)
     for warning in result.warnings():
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines(perplexity_first=perplexity)))
 
 
-@app.command()
+@app.command("runs", short_help="List the runs in a folder: model, steps, best validation loss, status.")
+def list_runs(
+    folder: Annotated[Path, typer.Argument(help="The folder that holds run directories.", metavar="FOLDER")]
+    = Path("checkpoints"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per run, for scripts.")] = False,
+) -> None:
+    """List the runs in FOLDER, the most recently active first: name, model, corpus, steps, best validation loss
+    (nats and bits per character), training time and status (finished, stopped, running)."""
+    import dataclasses
+
+    from rnnlm.console import clock
+    from rnnlm.runs import list_runs as runs_in
+
+    runs = runs_in(folder)
+    if as_json:
+        for r in runs:
+            typer.echo(json.dumps(dataclasses.asdict(r)))
+        return
+    if not runs:
+        typer.echo(f"no runs in {folder}", err=True)
+        return
+    rows = [("run", "model", "corpus", "steps", "best val", "bpc", "time", "status")] + [
+        (r.name, r.model, r.dataset, f"{r.steps:,}", "-" if r.best_val is None else f"{r.best_val:.4f}",
+         "-" if r.best_bpc is None else f"{r.best_bpc:.4f}", clock(r.seconds), r.status) for r in runs]
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) if k < 3 or k == 7 else cell.rjust(w)
+                             for k, (cell, w) in enumerate(zip(row, widths))).rstrip())
+
+
+@app.command("config", short_help="Print a config fully resolved, every key with its value.")
+def show_config(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config [default: none, the defaults].",
+                                                     show_default=False, metavar="CONFIG")] = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """Print the config a run of CONFIG with these overrides would use, as YAML: every key, defaults included, as
+    `rnnlm train` writes it to the run's config.yaml. Nothing is trained."""
+    from rnnlm.config import load_config
+
+    args = list(overrides or [])
+    if config is not None and "=" in config.name and not config.exists():
+        args.insert(0, str(config))  # `rnnlm config train.lr=0.01`: no file, just overrides
+        config = None
+    typer.echo(load_config(config, args).to_yaml(), nl=False)
+
+
+@app.command(short_help="Write a web page of how each neuron fires on a text.")
 def viz(
     run: RunArg,
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="UTF-8 text for the model to read.",
@@ -220,6 +344,7 @@ def viz(
 
     if (file is None) == (text is None):
         raise RnnlmError("give the text to read with --file FILE or --text TEXT (one of the two)")
+    out_path(out)  # refused now rather than after the work
     source = read_utf8(file) if file is not None else text
     page = page_for_checkpoint(ckpt.load(run), source, neuron=neuron, chars=chars)
     if page.trace.unknown:
@@ -232,16 +357,35 @@ def viz(
         typer.echo(f"  {line}", err=True)
 
 
-@app.command()
+@app.command(short_help="Draw training and validation curves of runs.")
 def plot(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories (or their metrics.jsonl files).", show_default=False)],
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (or their metrics.jsonl files).", show_default=False,
+                                               metavar="RUN")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Image to write; the suffix picks the format (.png, .svg, .pdf).")]
     = Path("curves.png"),
+    log_y: Annotated[bool, typer.Option("--log-y", help="A logarithmic loss axis.")] = False,
+    smooth: Annotated[int, typer.Option("--smooth", help="Average the training loss over this many records.",
+                                        min=1)] = 1,
+    ylim: Annotated[Optional[str], typer.Option("--ylim", help="The loss axis's range, LOW,HIGH (nats per character; "
+                                                "either may be empty), e.g. ,2.5 to cut off the first steps.",
+                                                show_default=False, metavar="LOW,HIGH")] = None,
 ) -> None:
-    """Draw training and validation loss (nats and bits per character) against steps and time, all runs on one figure."""
-    from rnnlm.plot import plot_runs
+    """Draw training and validation loss (nats and bits per character) against steps and training time, all runs on
+    one figure."""
+    from rnnlm.plot import Axes, plot_runs
 
-    typer.echo(f"wrote {plot_runs(runs, out)}", err=True)
+    axes = Axes(log_y, smooth, *_range(ylim))
+    typer.echo(f"wrote {plot_runs(runs, out_path(out), axes)}", err=True)
+
+
+def _range(text: Optional[str]) -> tuple[float | None, float | None]:
+    if text is None:
+        return None, None
+    try:
+        low, high = (float(p) if p.strip() else None for p in text.split(","))
+    except ValueError:
+        raise RnnlmError(f"--ylim {text}: give LOW,HIGH in nats per character, e.g. 1,2.5 or ,2.5") from None
+    return low, high
 
 
 data_app = typer.Typer(help="List, fetch and describe the corpora.", no_args_is_help=True, rich_markup_mode=None,
@@ -253,9 +397,10 @@ DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Where co
 MirrorOpt = Annotated[Optional[Path], typer.Option("--mirror", help="A folder laid out like the data root, tried before "
                                                    "the network [default: $RNNLM_DATA_MIRROR].", show_default=False)]
 CorpusArg = Annotated[str, typer.Argument(help="A corpus (shakespeare, names, linux, text, ...) or a YAML config.",
-                                          show_default=False)]
+                                          show_default=False, metavar="CORPUS")]
 DataOverrides = Annotated[Optional[list[str]], typer.Argument(
-    help="Overrides as section.key=value, e.g. data.subdirs=[kernel] data.path=notes.txt.", show_default=False)]
+    help="Overrides as section.key=value, e.g. data.subdirs=[kernel] data.path=notes.txt.", show_default=False,
+    metavar="KEY=VALUE")]
 
 
 @data_app.command("list")
@@ -275,8 +420,8 @@ def data_fetch(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataD
     from rnnlm.data.catalog import config_for, fetch_corpus
 
     cfg = config_for(name, overrides or [])
-    where = fetch_corpus(cfg.data, DataRoot.resolve(data_dir, mirror))
-    typer.echo(f"{cfg.data.dataset}: {where}" if where else f"{cfg.data.dataset}: nothing to fetch (built in, or your own files)")
+    where, how = fetch_corpus(cfg.data, DataRoot.resolve(data_dir, mirror))
+    typer.echo(f"{cfg.data.dataset}: {where} ({how})" if where else f"{cfg.data.dataset}: {how}")
 
 
 @data_app.command("info")
@@ -288,6 +433,15 @@ def data_info(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDi
 
     cfg = config_for(name, overrides or [])
     typer.echo(format_info(corpus_info(cfg.data, cfg.train.seed, DataRoot.resolve(data_dir, mirror))))
+
+
+def run_data(point: Any, data_dir: Optional[Path]) -> Any:
+    """Where a run's corpus is read from by sample and eval: --data-dir, else the data root the run trained from
+    (recorded in its checkpoint), else the default; nothing is downloaded."""
+    from rnnlm.data import DataRoot
+
+    recorded = point.data_root if point.data_root and Path(point.data_root).is_dir() else None
+    return DataRoot.resolve(data_dir or recorded, offline=True)
 
 
 def device_for(name: str) -> torch.device:
@@ -306,10 +460,7 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
         return
     from rnnlm.atomic import atomic_file
 
-    if path.is_dir():
-        raise RnnlmError(f"--out {path}: is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise RnnlmError(f"--out {path}: the folder {path.parent} does not exist")
+    path = out_path(path)
     with contextlib.ExitStack() as stack:
         try:
             stream = stack.enter_context(atomic_file(path, encoding="utf-8"))
@@ -320,6 +471,27 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
             stack.close()  # flush, close and rename now, so that a full disk is a message, not a traceback
         except OSError as e:
             raise _write_failed(path, e) from None
+
+
+def out_path(path: Path) -> Path:
+    """Where an --out file goes: the path itself, or for a symlink the file it points to (written through, the link
+    kept); refused when that is a folder, a device, a FIFO or a socket, or its folder does not exist."""
+    import stat
+
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise RnnlmError(f"--out {path}: cannot use it ({e.strerror})") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise RnnlmError(f"--out {path} is {kind}, not a file; give the path of a file to write")
+    if not target.parent.is_dir():
+        raise RnnlmError(f"--out {path}: the folder {target.parent} does not exist")
+    return target
 
 
 def _write_failed(path: Path, e: OSError) -> RnnlmError:
@@ -346,9 +518,12 @@ class _Checked:
 
 
 def main() -> None:
-    """Entry point: run the app; known errors become one line on stderr and exit status 2."""
+    """Entry point: run the app; known errors become one line on stderr and exit status 2, warnings one line
+    `warning: ...` (not Python's file, line and source)."""
     try:
-        app()
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_, **__: typer.echo(f"warning: {message}", err=True)
+            app()
     except RnnlmError as e:
         if os.environ.get("RNNLM_DEBUG"):
             raise

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,9 +31,18 @@ class ConfigError(RnnlmError):
     """A config value that is unknown, of the wrong type or out of range."""
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxtuple, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother = 2, 4, 4, 4, 60, 60
+
+
+def show(value: Any) -> str:
+    """A value for a message, cut short: a YAML alias bomb in a config must cost a line, not the machine."""
+    return _SHOW.repr(value)
+
+
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+        raise ConfigError(f"{key}={show(value)} is not allowed: {allowed}")
 
 
 @dataclass
@@ -70,7 +82,7 @@ class DataConfig:
                  "only data.dataset=linux has subdirectories to choose")
         _require(all(d.strip("/") and not d.startswith("/") and ".." not in d.split("/") for d in self.subdirs),
                  "data.subdirs", list(self.subdirs), "folders inside the kernel tree, such as kernel or drivers/net")
-        _require(self.path is None or self.dataset not in ("shakespeare", "hello", "anbn"), "data.path", self.path,
+        _require(self.path is None or self.dataset not in ("shakespeare", "hello", "anbn", "genesis"), "data.path", self.path,
                  f"data.dataset={self.dataset} reads no files of yours; use data.dataset=text for your own text")
 
 
@@ -208,11 +220,22 @@ class TrainConfig:
     instead of rnnlm's C loops, so on a CPU it is slower than eager (2.6x the step time of a 1x128 LSTM):
     it is meant for CUDA."""
 
+    init_from: str | None = None
+    """Start from the weights of a trained model (a run directory or a checkpoint file) instead of random ones:
+    fine-tuning. The model section must match its model's; the optimizer and the schedule start afresh."""
+
+    init_vocab: Literal["extend", "keep"] = "extend"
+    """With `init_from`: `extend` gives characters the model never saw new rows of their own (initialised as a new
+    model's); `keep` keeps its vocabulary and reads them as <unk>."""
+
     seed: int = 1337
     """Seeds every random generator: a CPU run with the same seed is reproducible."""
 
     device: str = "auto"
     """`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`."""
+
+    threads: int | None = None
+    """CPU threads for training; null is one per core. Fewer leaves cores to other work on a shared machine."""
 
     def __post_init__(self) -> None:
         _require(self.seq_len >= 1, "train.seq_len", self.seq_len, "an integer >= 1")
@@ -239,6 +262,9 @@ class TrainConfig:
         _require(not self.compile or self.bptt == "fixed", "train.compile", self.compile,
                  "train.bptt=random gives every minibatch a new window length to compile; use train.bptt=fixed")
         _require(self.eval_every >= 1, "train.eval_every", self.eval_every, "an integer >= 1")
+        _require(0 <= self.seed < 2**63, "train.seed", self.seed, "an integer in [0, 2**63)")
+        _require(self.threads is None or 1 <= self.threads <= 1024, "train.threads", self.threads,
+                 "a number of threads >= 1, or null for one per core")
         _require(self.eval_chars is None or self.eval_chars >= 2, "train.eval_chars", self.eval_chars,
                  "an integer >= 2 (characters of the validation split), or null for all of it")
         _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
@@ -262,10 +288,16 @@ class SampleConfig:
     top_k: int | None = None
     """Sample only among the k most likely characters."""
 
+    top_p: float | None = None
+    """Sample only among the smallest set of characters whose probability reaches p (nucleus sampling)."""
+
     def __post_init__(self) -> None:
-        _require(self.temperature >= 0, "sample.temperature", self.temperature, "a temperature >= 0 (0 is argmax)")
+        _require(math.isfinite(self.temperature) and self.temperature >= 0, "sample.temperature", self.temperature,
+                 "a temperature >= 0 (0 is argmax)")
         _require(self.length >= 1, "sample.length", self.length, "an integer >= 1")
         _require(self.top_k is None or self.top_k >= 1, "sample.top_k", self.top_k, "an integer >= 1, or null")
+        _require(self.top_p is None or (math.isfinite(self.top_p) and 0 < self.top_p <= 1), "sample.top_p",
+                 self.top_p, "a probability in (0, 1], or null")
 
 
 @dataclass
@@ -307,28 +339,28 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 return _coerce(key, value, arg)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={value!r} has the wrong type: expected {_describe(hint)}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={show(value)} has the wrong type: expected {_describe(hint)}")
     if origin is Literal:
         if value not in args:
             choices = ", ".join(map(str, args))
-            raise ConfigError(f"{key}={value!r} is not allowed: choose one of {choices}"
+            raise ConfigError(f"{key}={show(value)} is not allowed: choose one of {choices}"
                               + (_did_you_mean(value, map(str, args)) if isinstance(value, str) else ""))
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r} has the wrong type: expected a list")
+            raise ConfigError(f"{key}={show(value)} has the wrong type: expected a list")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(key, v, args[0]) for v in value)
         if len(value) != len(args):
-            raise ConfigError(f"{key}={value!r} has the wrong length: expected {len(args)} items")
+            raise ConfigError(f"{key}={show(value)} has the wrong length: expected {len(args)} items")
         return tuple(_coerce(key, v, a) for v, a in zip(value, args))
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} has the wrong type: expected true or false")
+            raise ConfigError(f"{key}={show(value)} has the wrong type: expected true or false")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}={value!r} has the wrong type: expected an integer")
+            raise ConfigError(f"{key}={show(value)} has the wrong type: expected an integer")
         return value
     if hint is float:
         if isinstance(value, str):  # PyYAML reads 3e-4 (no dot) as a string
@@ -337,11 +369,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r} has the wrong type: expected a number")
+            raise ConfigError(f"{key}={show(value)} has the wrong type: expected a number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} has the wrong type: expected a string")
+            raise ConfigError(f"{key}={show(value)} has the wrong type: expected a string")
         return value
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module
 
@@ -358,7 +390,9 @@ def _build_section(name: str, values: dict[str, Any]) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
-            raise ConfigError(f"unknown config key {name}.{key}{_did_you_mean(str(key), known)}; "
+            plain = isinstance(key, str) and len(key) <= 60 and key.isprintable()
+            raise ConfigError(f"unknown config key {name}.{key if plain else show(key)}"
+                              f"{_did_you_mean(str(key)[:60], known)}; "
                               f"{name} keys are: {', '.join(known)}")
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
     return cls(**kwargs)
@@ -376,7 +410,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
     for name in _SECTION_TYPES:
         values = raw.get(name) or {}
         if not isinstance(values, dict):
-            raise ConfigError(f"config section {name!r} must be a mapping of keys to values, not {values!r}")
+            raise ConfigError(f"config section {name!r} must be a mapping of keys to values, not {show(values)}")
         sections[name] = _build_section(name, values)
     return Config(**sections)
 
@@ -411,16 +445,35 @@ def merge_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dic
     return merged
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # a list or a mapping as a key: PyYAML's own error follows
+            if key in lines:
+                raise ConfigError(f"line {line}: {show(key)} is given twice (lines {lines[key]} and {line}); keep one")
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into plain data, with file and line in any error."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found" + (" (it is a directory)" if p.is_dir() else "")
-                          + "; the shipped configs are in configs/")
+        kind = " (it is a directory)" if p.is_dir() else " (it is not a regular file)" if p.exists() else ""
+        raise ConfigError(f"config file {str(p)!r} " + ("not found" if not p.exists() else "cannot be read")
+                          + kind + "; the shipped configs are in configs/")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a safe loader)
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text (bad byte at offset {e.start})") from None
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -431,6 +484,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: a config must be a mapping with sections data, model, train, sample")
     return raw
+
+
+def with_absolute_paths(cfg: Config) -> Config:
+    """`data.path` and `train.init_from` made absolute (against the working directory), as a new run records them,
+    so that the run's config means the same files from anywhere."""
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else os.path.abspath(os.path.expanduser(path))
+
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=absolute(cfg.data.path)),
+                               train=dataclasses.replace(cfg.train, init_from=absolute(cfg.train.init_from)))
 
 
 def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Config:

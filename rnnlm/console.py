@@ -1,71 +1,114 @@
-"""What a training run shows on stderr: the progress bar, and messages printed above it.
+"""What a training run shows on stderr: a progress line on a terminal, plain log lines anywhere else.
 
-Only the process that writes (rank 0) shows anything; the others get a disabled bar.
+On a terminal, one line redrawn in place: a bar of the nearest budget (steps, or seconds when time is the only
+budget, so that it never jumps), then the fields people read first, as many as fit the terminal's width: time
+left, mean training loss, latest validation loss, characters per second, learning rate, epoch. During an
+evaluation it says so, and the validation loss is shown as soon as it is known. Sent to a file or a pipe, the same
+records are written as one plain line each (every `train.log_every` steps and every evaluation), which reads well
+in a log. Only the process that writes (rank 0) shows anything.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from rnnlm.checkpoint import Tally
 from rnnlm.config import TrainConfig
 
 
 def say(text: str) -> None:
-    """A line on stderr that does not break the progress bar."""
+    """A line on stderr that does not break the progress line."""
     from tqdm import tqdm
 
     tqdm.write(text, file=sys.stderr)
 
 
 class Progress:
-    """step/total, the mean training loss, the latest validation loss, the learning rate, characters per second and
-    the time left to the nearest budget. With only a time budget the total is the step the run will reach at its
-    current pace."""
-
-    def __init__(self, t: TrainConfig, tally: Tally, enabled: bool) -> None:
-        from tqdm import tqdm
-
+    def __init__(self, t: TrainConfig, tally: Tally, enabled: bool, stream: TextIO | None = None) -> None:
         self.t, self.start_step, self.start_elapsed = t, tally.step, tally.elapsed
-        self.bar = tqdm(total=t.max_steps, initial=tally.step, disable=not enabled, unit="step", dynamic_ncols=True,
-                        file=sys.stderr, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+        self.stream = stream or sys.stderr
+        self.by_time = t.max_steps is None and t.max_time is not None  # the bar counts seconds, not steps
+        self.lines = enabled and not self.stream.isatty()
+        self.bar: Any = None
+        if enabled and not self.lines:
+            from tqdm import tqdm
 
-    def step(self) -> None:
-        self.bar.update(1)
+            total = t.max_time if self.by_time else t.max_steps
+            self.bar = tqdm(total=total, initial=round(tally.elapsed) if self.by_time else tally.step,
+                            unit="s" if self.by_time else "step", dynamic_ncols=True, file=self.stream,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
+        self.fields: dict[str, str] = {}
+
+    def step(self, tally: Tally) -> None:
+        if self.bar is not None:
+            self.bar.update(round(tally.elapsed) - self.bar.n if self.by_time else 1)
 
     def show(self, tally: Tally, record: dict[str, Any], final: bool = False) -> None:
-        """The fields of a training record; `final`: the run has ended, so no time is left."""
-        val = f"{tally.last_val:.4f}" if math.isfinite(tally.last_val) else "-"  # "-" until the first evaluation
-        text = (f"loss {record['train_loss']:.4f} val {val} lr {record['lr']:.2e} "
-                f"{record['chars_per_sec']:,.0f} chars/s")
-        if self.t.max_epochs is not None:
-            text += f" epoch {tally.epoch + 1}/{self.t.max_epochs}"
+        """A training record: its fields on the progress line, or one log line."""
         left = None if final else self._time_left(tally)
-        if left is not None:
-            text += f" {clock(left)} left"
-        if not final:
-            self.bar.total = self._expected_steps(tally)
-        self.bar.set_postfix_str(text, refresh=False)
+        self.fields.update({"left": f"{clock(left)} left" if left is not None else "",
+                            "loss": f"loss {record['train_loss']:.4f}",
+                            "val": f"val {tally.last_val:.4f}" if math.isfinite(tally.last_val) else "",
+                            "speed": f"{record['chars_per_sec']:,.0f} chars/s", "lr": f"lr {record['lr']:.2e}",
+                            "epoch": f"epoch {tally.epoch + 1}/{self.t.max_epochs}" if self.t.max_epochs else ""})
+        if self.lines:
+            total = f"/{self.t.max_steps}" if self.t.max_steps else ""
+            self._line(f"step {tally.step}{total}", "loss", "val", "speed", "lr", "epoch", "left")
+        self._refresh(tally)
+
+    def evaluating(self, tally: Tally) -> None:
+        self.fields["left"] = "evaluating"
+        self._refresh(tally)
+
+    def evaluated(self, tally: Tally, bpc: float, seconds: float) -> None:
+        self.fields["val"] = f"val {tally.last_val:.4f}"
+        self.fields["left"] = ""
+        if self.lines:
+            self.stream.write(f"step {tally.step} · val {tally.last_val:.4f} nats/char · {bpc:.4f} bpc · "
+                              f"evaluated in {seconds:.1f} s\n")
+            self.stream.flush()
+        self._refresh(tally)
 
     def write(self, text: str) -> None:
-        self.bar.write(text, file=sys.stderr)
+        """A block of text (a sample) above the progress line, or on its own lines (with or without progress)."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def finish(self, tally: Tally) -> None:
-        if self.t.max_steps is None:
-            self.bar.total = tally.step  # a time or epoch budget: the bar ends full where the run ended
+        if self.bar is not None and not self.by_time and self.t.max_steps is None:
+            self.bar.total = tally.step  # an epoch budget: the bar ends full where the run ended
+        if self.bar is not None and self.by_time:
+            self.bar.total = max(self.bar.n, 1)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
-    def _expected_steps(self, tally: Tally) -> int | None:
-        if self.t.max_steps is not None:
-            return self.t.max_steps
-        if self.t.max_time is None or tally.step <= self.start_step or tally.elapsed <= self.start_elapsed:
-            return None
-        pace = (tally.step - self.start_step) / (tally.elapsed - self.start_elapsed)
-        return tally.step + max(0, round((self.t.max_time - tally.elapsed) * pace))
+    def _line(self, head: str, *names: str) -> None:
+        parts = [head, *(self.fields[n] for n in names if self.fields.get(n))]
+        self.stream.write(" · ".join(parts) + "\n")
+        self.stream.flush()
+
+    def _refresh(self, tally: Tally) -> None:
+        """The fields in the order people read them, as many as fit beside a bar of at least 10 columns."""
+        if self.bar is None:
+            return
+        width = shutil.get_terminal_size((80, 24)).columns
+        room = width - len(f"100%|{'#' * 10}| {self.bar.total or 0}/{self.bar.total or 0}") - 4
+        if self.by_time:
+            room -= len(f" step {tally.step}")
+        shown: list[str] = [f"step {tally.step}"] if self.by_time else []
+        for name in ("left", "loss", "val", "speed", "lr", "epoch"):
+            text = self.fields.get(name, "")
+            if text and len(" · ".join([*shown, text])) <= room:
+                shown.append(text)
+        self.bar.set_postfix_str(" · ".join(shown), refresh=True)
 
     def _time_left(self, tally: Tally) -> float | None:
         """Seconds until the first of the step and time budgets, at this session's pace."""

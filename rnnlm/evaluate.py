@@ -210,6 +210,7 @@ def _score_context(model: CharRNN, tokens: Tokens, bounds: list[tuple[int, int]]
     read from `start` (one row; None: zero)."""
     if context < 1:
         raise RnnlmError(f"--context {context}: give at least 1 character of context")
+    context = min(context, max(e - f for f, e in bounds))  # more than a span holds reads the same, and costs memory
     # the first `context` targets of each span: one row read from the span's start
     heads = [tokens.take(slice(f, min(e, f + context + 1))) for f, e in bounds]
     inputs, targets = _pad([h[:-1] for h in heads], EOS_ID), _pad([h[1:] for h in heads], IGNORE)
@@ -455,13 +456,13 @@ def _combined(parts: list[Part]) -> dict[str, float] | None:
 
 def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None = None, compressors: bool = False,
                      device: torch.device | str = "cpu", streams: int | None = None,
-                     progress: bool = False) -> Evaluation:
+                     progress: bool = False, force: bool = False) -> Evaluation:
     """Score each source with the checkpoint's model; the total weighs each by its characters. A stream is read
     with `streams` (see `score_stream`); None: exactly as one stream up to EXACT_MAX characters, else in
     MAX_STREAMS carried streams."""
     if streams is not None and streams < 1:
         raise RnnlmError(f"--streams {streams}: give 1 (exactly as one stream) or more (that many carried streams)")
-    model = load_model(point, device)
+    model = load_model(point, device, force)
     parts: list[Part] = []
     for source in sources:
         read = None

@@ -5,8 +5,7 @@ The same equations as `rnnlm.reference`, with the same interface, so `rnnlm.cell
 - A layer's whole sequence is one C call each way (`lstm_forward`, `gru_forward`, `rnn_forward` and the LSTM's and
   GRU's backward): every step's recurrent product h_{t-1} W_hh^T and its pointwise half together, panel by panel of 8
   units, the threads meeting once per step. A step's product is small (a 1x128 LSTM's 32x128 @ 128x512), and MKL
-  runs it well below the machine's speed; the C loops keep each weight loaded for several rows. The RNN's backward is
-  the reference's PyTorch ops.
+  runs it well below the machine's speed; the C loops keep each weight loaded for several rows.
 - Inference at a batch of up to STEP_MAX_BATCH rows (sampling) runs each step of the whole stack as one C call that
   reads every weight once (`step_stack`): at batch 1 a step is matrix-vector products whose time is reading the
   weights, and a dozen PyTorch calls per layer around them cost more than the arithmetic.
@@ -26,7 +25,6 @@ import torch
 from torch import Tensor, nn
 
 from rnnlm import fused
-from rnnlm.reference import CELLS as REFERENCE
 from rnnlm.reference import LayerGrads, Recurrence
 
 STEP_MAX_BATCH = 8
@@ -127,12 +125,20 @@ def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep
     return out, None, ()
 
 
+def rnn_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
+                 grad_hn: Tensor | None, grad_cn: None, relu: bool = False) -> LayerGrads:
+    d_pre = torch.empty_like(out)
+    _kernels().rnn_backward_sequence(d_pre=d_pre, back=fused.pack_by_unit(w_hh.detach()), h=out,
+                                     grad_h=grad_out.contiguous(), grad_hn=_zeros_if_none(grad_hn, h0), relu=relu)
+    return LayerGrads(d_pre, d_pre, None, None)
+
+
 def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad.contiguous()
 
 
-CELLS = {"RNN_TANH": Recurrence(rnn_forward, REFERENCE["RNN_TANH"].backward),
-         "RNN_RELU": Recurrence(functools.partial(rnn_forward, relu=True), REFERENCE["RNN_RELU"].backward),
+CELLS = {"RNN_TANH": Recurrence(rnn_forward, rnn_backward),
+         "RNN_RELU": Recurrence(functools.partial(rnn_forward, relu=True), functools.partial(rnn_backward, relu=True)),
          "LSTM": Recurrence(lstm_forward, lstm_backward), "GRU": Recurrence(gru_forward, gru_backward)}
 
 
@@ -153,14 +159,13 @@ def step_stack(stack: nn.Module, inp: Tensor, h0: Tensor, c0: Tensor | None,
     h_prev, inp, kernels = h0.contiguous(), inp.contiguous(), _kernels()
     for t in range(steps):
         kernels.step(h=states[t], c=c_n, weights=weights, x=inp[t] if projected else None,
-                     v0=None if projected else inp[t], h_prev=h_prev, kind=_STEP_KIND[stack.mode],
-                     gates=GATES[stack.mode])
+                     v0=None if projected else inp[t], h_prev=h_prev, kind=_STEP_KIND[stack.mode])
         h_prev = states[t]
     h_n = states[-1] if steps == 1 else states[-1].clone()  # not a view keeping every step's states alive
     return states[:, -1].contiguous(), (h_n if c_n is None else (h_n, c_n))
 
 
-def step_weights(stack: Any, projected: bool) -> list[Tensor]:
+def step_weights(stack: Any, projected: bool) -> fused.StepWeights:
     """Every layer's weights and biases in rnnlm_step's layout (see fused.c): panels of 8 units, (P, K1 + H, G, 8),
     and biases (P, S, G, 8); units past H are zero. If `projected` (layer 0 is given its input projection, which
     has b_ih) layer 0's panels have no W_ih part (K1 = 0) and its biases no b_ih."""
@@ -179,7 +184,7 @@ def step_weights(stack: Any, projected: bool) -> list[Tensor]:
         else:
             bias = pack(b_ih + b_hh).unsqueeze(1)
         tensors += [panels.contiguous(), bias.contiguous()]
-    return tensors
+    return fused.StepWeights(tensors, gates, hidden, 0 if projected else stack.input_size)
 
 
 def cached(stack: nn.Module, variant: object, make: Callable[[], _T]) -> _T:
@@ -188,7 +193,7 @@ def cached(stack: nn.Module, variant: object, make: Callable[[], _T]) -> _T:
     Writes through `p.data` bypass version counters, as they bypass autograd: after such a write, call the stack's
     `clear_inference_cache()`. The cache lives in the module's __dict__, which copies and pickles leave out
     (`rnnlm.cells`)."""
-    params = [p for p in stack.parameters()]
+    params = [p for p in stack._parameters.values() if p is not None]
     if any(p.is_inference() for p in params):  # no version counters to key a cache on
         return make()
     key = [(p, p._version, p.data_ptr(), p.device, p.dtype) for p in params]

@@ -2,12 +2,14 @@
  * calls it only through typed wrappers (one per entry point below).
  *
  * Each cell's equations are written here once, as a pointwise function on vectors of 8 hidden units
- * (`lstm_pointwise`, `gru_pointwise`, `rnn_pointwise` forward; `lstm_back_cell8`, `gru_back_cell8` backward), and the
+ * (`lstm_pointwise`, `gru_pointwise`, `rnn_pointwise` forward; `lstm_back_cell8`, `gru_back_cell8`, `rnn_back_cell8`
+ * backward), and the
  * loops around them do each step's recurrent product too, so that a step's gates go from the product to the
  * activations in registers. Entry points:
  *
  *   rnnlm_lstm_sequence, rnnlm_gru_sequence, rnnlm_rnn_sequence    a layer's forward pass over a whole sequence
- *   rnnlm_lstm_backward_sequence, rnnlm_gru_backward_sequence      the same layers' backward pass through time
+ *   rnnlm_lstm_backward_sequence, rnnlm_gru_backward_sequence,
+ *   rnnlm_rnn_backward_sequence                                     the same layers' backward pass through time
  *   rnnlm_step                                                      one step of a whole stack at a small batch
  *   rnnlm_activations                                               the vector sigmoid and tanh alone, for checks
  *
@@ -424,6 +426,15 @@ INLINE void gru_back_cell8(int n, int64_t H, v8 rec, const float *grad_hn, const
     write8(grad_h_prev, read8(grad_h_prev, n) + z * hj, n);
 }
 
+/* The plain RNN's pointwise backward, likewise: the gradient reaching h_t (from above, and rec through W_hh from step
+ * t+1, or at the last step the final state's), times the slope of tanh or relu at h_t, is the pre-activation's. */
+INLINE void rnn_back_cell8(int n, v8 rec, const float *grad_hn, const float *grad_h, const float *h, int relu,
+                           float *d_pre) {
+    v8 hj = read8(grad_h, n) + (grad_hn ? read8(grad_hn, n) : rec), y = read8(h, n);
+    v8 slope = relu ? select8(y > splat(0.0f), splat(1.0f), splat(0.0f)) : 1.0f - y * y;
+    write8(d_pre, hj * slope, n);
+}
+
 /* rec[r][m] = sum over k < K of v[r][k] * w_m[k][:] for R <= 6 rows of v (row stride `stride`) and N <= 2 panels, w_0
  * and w_1 = w_0 + `second`: 12 sums, 2 weights and a broadcast in the 16 AVX registers, each weight loaded serving 6
  * rows (a row block of 8 with one panel, 9 loads per 8 multiply-adds instead of 8 per 12, ran 0.88-0.92x). */
@@ -458,22 +469,25 @@ typedef struct {
     float *dc, *d_gates;
     const float *hh, *h_prev; /* GRU */
     float *grad_h_prev, *d_x, *d_hh;
-    const float *x; /* RNN: x_t (W_ih x_t and both biases) and h_t */
+    const float *x; /* RNN forward: x_t (W_ih x_t and both biases) and h_t */
     float *h;
-    int relu;
+    const float *out; /* RNN backward: h_t, whose slope the gradient passes through */
+    int relu, backward;
 } PanelStep;
 
-/* The backward passes' pointwise work (G = 4 the LSTM's, G = 3 the GRU's; the RNN's forward is `rnn_cells`) for
- * the n <= 8 units j0.. of one row, from `pre`, its share of the product. */
+/* The backward passes' pointwise work (G = 4 the LSTM's, G = 3 the GRU's, G = 1 the RNN's; the RNN's forward is
+ * `rnn_cells`) for the n <= 8 units j0.. of one row, from `pre`, its share of the product. */
 INLINE void panel_cell8(int G, int n, int64_t H, v8 pre, const PanelStep *st, int64_t row, int64_t j0) {
     const int64_t s = row * H + j0, g = row * G * H + j0;
     const float *grad_hn = st->in ? 0 : st->grad_hn + s;
     if (G == 4)
         lstm_back_cell8(n, H, pre, grad_hn, st->grad_h + s, st->gates + g, st->c_prev + s, st->tanh_c + s, st->dc + s,
                         st->d_gates + g);
-    else
+    else if (G == 3)
         gru_back_cell8(n, H, pre, grad_hn, st->grad_h + s, st->gates + g, st->hh + g, st->h_prev + s,
                        st->grad_h_prev + s, st->d_x + g, st->d_hh + g);
+    else
+        rnn_back_cell8(n, pre, grad_hn, st->grad_h + s, st->out + s, st->relu, st->d_gates + s);
 }
 
 /* The plain RNN's forward for rows b..b+R-1 of the N panels q..: h = tanh (or relu) of x + pre, the R x N together.
@@ -493,7 +507,7 @@ INLINE void rnn_cells(int R, int N, int whole, int64_t q, int64_t b, int64_t H, 
 INLINE void panel_rows(int G, int R, int N, int64_t q, int64_t b, int64_t H, const float *panel, const PanelStep *st) {
     v8 pre[6][2] = {{{0}}};
     if (st->in) dot_back(R, N, G * H, panel, G * H * 8, st->in + b * G * H, G * H, pre);
-    if (G == 1) {
+    if (G == 1 && !st->backward) {
         if ((q + N) * 8 <= H)
             rnn_cells(R, N, 1, q, b, H, pre, st);
         else
@@ -579,6 +593,24 @@ void rnnlm_gru_backward_sequence(float *d_x, float *d_hh, float *grad_h0, float 
                               .grad_h_prev = t ? grad_h + (t - 1) * state : grad_h0, .d_x = d_x + t * 3 * state,
                               .d_hh = d_hh + t * 3 * state};
         panel_step(3, B, H, back, &st);
+    }
+}
+
+/* ---- The plain RNN's backward pass through a whole sequence ----
+ *
+ * Out: d_pre (T, B, H), the gradient of each step's pre-activation x_t + W_hh h_{t-1} (the gradient reaching h0,
+ * d_pre_0 W_hh, is left to the caller). In: back (ceil(H / 8), H, 8) W_hh packed by output unit; h (T, B, H) the
+ * forward's outputs; grad_h (T, B, H) the gradient reaching each h_t from above; grad_hn (B, H), the final state's;
+ * relu 0 for tanh, 1 for relu. */
+void rnnlm_rnn_backward_sequence(float *d_pre, const float *back, const float *h, const float *grad_h,
+                                 const float *grad_hn, int64_t relu, int64_t T, int64_t B, int64_t H) {
+    const int64_t state = B * H;
+#pragma omp parallel if (B * H * H >= 65536)
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const PanelStep st = {.in = t == T - 1 ? 0 : d_pre + (t + 1) * state, .grad_hn = grad_hn,
+                              .grad_h = grad_h + t * state, .out = h + t * state, .d_gates = d_pre + t * state,
+                              .relu = (int)relu, .backward = 1};
+        panel_step(1, B, H, back, &st);
     }
 }
 

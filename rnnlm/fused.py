@@ -85,11 +85,11 @@ class Kernels:
             function = getattr(lib, name)
             function.argtypes = [ctypes.c_int64 if is_int else ctypes.c_void_p for _, is_int in params]
             function.restype = None
-            self._functions[name] = (function, [p for p, _ in params])
+            self._functions[name] = (function, [p for p, _ in params], {p for p, _ in params})
 
     def _call(self, name: str, **args: Arg) -> None:
-        function, params = self._functions[name]
-        if sorted(args) != sorted(params):  # a bug in a wrapper, never a user's mistake
+        function, params, names = self._functions[name]
+        if args.keys() != names:  # a bug in a wrapper, never a user's mistake
             raise TypeError(f"{name}({', '.join(params)}) called with {', '.join(args)}")
         function(*(args[p].data_ptr() if isinstance(args[p], Tensor) else args[p] for p in params))
 
@@ -157,28 +157,49 @@ class Kernels:
         self._call("rnnlm_rnn_sequence", h=h, xg=xg, panels=panels, h0=h0, relu=int(relu), T=steps, B=batch,
                    H=hidden)
 
-    def step(self, *, h: Tensor, c: Tensor | None, weights: list[Tensor], x: Tensor | None, v0: Tensor | None,
-             h_prev: Tensor, kind: int, gates: int) -> None:
+    def rnn_backward_sequence(self, *, d_pre: Tensor, back: Tensor, h: Tensor, grad_h: Tensor, grad_hn: Tensor,
+                              relu: bool) -> None:
+        """A vanilla RNN layer's backward through time: d_pre (T, B, H), the gradient of each pre-activation."""
+        steps, batch, hidden = h.shape
+        _check("rnn_backward_sequence", d_pre=(d_pre, h.shape), back=(back, (_panels(hidden), hidden, 8)),
+               h=(h, h.shape), grad_h=(grad_h, h.shape), grad_hn=(grad_hn, (batch, hidden)))
+        self._call("rnnlm_rnn_backward_sequence", d_pre=d_pre, back=back, h=h, grad_h=grad_h, grad_hn=grad_hn,
+                   relu=int(relu), T=steps, B=batch, H=hidden)
+
+    def step(self, *, h: Tensor, c: Tensor | None, weights: "StepWeights", x: Tensor | None, v0: Tensor | None,
+             h_prev: Tensor, kind: int) -> None:
         """One step of a whole stack: h (L, B, H) from h_prev (L, B, H), c (L, B, H) updated in place (the LSTM);
-        layer 0 reads its input projection x (B, G*H) or its input v0 (B, K0); `weights` is each layer's panels
-        (P, K1 + H, G, 8) and biases (P, S, G, 8), as `rnnlm.fastpath.step_weights` packs them."""
+        layer 0 reads its input projection x (B, G*H) or its input v0 (B, K0); `weights` packed and checked once
+        (`StepWeights`). Sampling calls this once per character, so the per-call checks are the cheap ones."""
         layers, batch, hidden = h_prev.shape
         k0 = 0 if v0 is None else v0.shape[1]
-        per_bias = 2 if gates == 3 else 1
-        shapes = {}
-        for layer in range(layers):
-            k1 = k0 if layer == 0 else hidden
-            shapes[f"weights[{2 * layer}]"] = (weights[2 * layer], (_panels(hidden), k1 + hidden, gates, 8))
-            shapes[f"weights[{2 * layer + 1}]"] = (weights[2 * layer + 1], (_panels(hidden), per_bias, gates, 8))
-        _check("step", h=(h, h_prev.shape), c=(c, h_prev.shape), x=(x, (batch, gates * hidden)), v0=(v0, (batch, k0)),
-               h_prev=(h_prev, h_prev.shape), **shapes)
-        if len(weights) != 2 * layers or (x is None) == (v0 is None):
-            raise ValueError("step: two weight tensors per layer, and layer 0 reads x or v0 (one of them)")
+        if (weights.layers, weights.hidden, weights.k0) != (layers, hidden, k0) or (x is None) == (v0 is None):
+            raise ValueError(f"step: weights for {weights.layers}x{weights.hidden} (K0 {weights.k0}), state "
+                             f"{tuple(h_prev.shape)}, K0 {k0}; and layer 0 reads x or v0 (one of them)")
+        _check("step", h=(h, h_prev.shape), c=(c, h_prev.shape), x=(x, (batch, weights.gates * hidden)),
+               v0=(v0, (batch, k0)), h_prev=(h_prev, h_prev.shape))
         if _overlap(h, h_prev):
             raise ValueError("step: h must not overlap h_prev, which other panels are still reading")
-        pointers = (ctypes.c_void_p * len(weights))(*(w.data_ptr() for w in weights))
-        self._call("rnnlm_step", h=h, c=c, weights=pointers, x=x, v0=v0, h_prev=h_prev, kind=kind, L=layers,
-                   B=batch, H=hidden, K0=k0)
+        self._call("rnnlm_step", h=h, c=c, weights=weights.pointers, x=x, v0=v0, h_prev=h_prev, kind=kind,
+                   L=layers, B=batch, H=hidden, K0=k0)
+
+
+class StepWeights:
+    """A stack's weights as rnnlm_step reads them, each layer's panels (P, K1 + H, G, 8) and biases (P, S, G, 8),
+    checked once here, with the array of their addresses (kept with the tensors it points into)."""
+
+    def __init__(self, tensors: list[Tensor], gates: int, hidden: int, k0: int) -> None:
+        per_bias = 2 if gates == 3 else 1
+        shapes = {}
+        for layer in range(len(tensors) // 2):
+            k1 = k0 if layer == 0 else hidden
+            shapes[f"weights[{2 * layer}]"] = (tensors[2 * layer], (_panels(hidden), k1 + hidden, gates, 8))
+            shapes[f"weights[{2 * layer + 1}]"] = (tensors[2 * layer + 1], (_panels(hidden), per_bias, gates, 8))
+        if len(tensors) % 2 or not tensors:
+            raise ValueError("step: two weight tensors per layer")
+        _check("step", **shapes)
+        self.tensors, self.gates, self.hidden, self.k0, self.layers = tensors, gates, hidden, k0, len(tensors) // 2
+        self.pointers = (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
 
 
 def _panels(hidden: int) -> int:

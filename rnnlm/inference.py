@@ -9,19 +9,30 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
 
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.config import Config
-from rnnlm.model import CharRNN
+from rnnlm.errors import RnnlmError
+from rnnlm.model import CharRNN, check_fits
 from rnnlm.state import State, map_state
 from rnnlm.vocab import EOS_ID, Vocab
 
 
-def load_model(point: Checkpoint, device: torch.device | str = "cpu") -> CharRNN:
-    """The checkpoint's model, in eval mode, on `device`."""
+def load_model(point: Checkpoint, device: torch.device | str = "cpu", force: bool = False) -> CharRNN:
+    """The checkpoint's model, in eval mode, on `device` (whose free memory is checked first). Weights that are NaN
+    or infinite would sample garbage and score nan: refused, or with `force` used with a warning."""
+    bad = [name for name, t in point.model.items() if not torch.isfinite(t).all()]
+    if bad:
+        message = (f"{point.path}: {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} hold NaN or infinite "
+                   "values (the run diverged before this checkpoint?)")
+        if not force:
+            raise RnnlmError(f"{message}; use another checkpoint, or --force to use it anyway")
+        warnings.warn(message, stacklevel=2)
+    check_fits(len(point.vocab), point.config.model, torch.device(device))
     model = CharRNN(len(point.vocab), point.config.model).to(device)
     model.load_state_dict(point.model)
     return model.eval()

@@ -6,12 +6,15 @@ three can never disagree about how a character is read.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rnnlm import cells
 from rnnlm.config import ModelConfig
+from rnnlm.errors import RnnlmError
 from rnnlm.state import State
 
 CELLS: dict[str, type[nn.Module]] = {"rnn": cells.RNN, "lstm": cells.LSTM, "gru": cells.GRU}
@@ -64,3 +67,59 @@ class CharRNN(nn.Module):
                             dtype=weight.dtype)
         return (zeros, zeros.clone()) if self.cfg.cell == "lstm" else zeros
 
+
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def parameter_shapes(vocab_size: int, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The model's state dict, name -> shape, computed without building it."""
+    gates, hidden = GATES[cfg.cell] * cfg.hidden_size, cfg.hidden_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    if cfg.encoding == "embedding":
+        shapes["embed.weight"] = (vocab_size, cfg.embed_dim)
+    for layer in range(cfg.num_layers):
+        inputs = (vocab_size if cfg.encoding == "onehot" else cfg.embed_dim) if layer == 0 else hidden
+        shapes[f"rnn.weight_ih_l{layer}"] = (gates, inputs)
+        shapes[f"rnn.weight_hh_l{layer}"] = (gates, hidden)
+        shapes[f"rnn.bias_ih_l{layer}"] = (gates,)
+        shapes[f"rnn.bias_hh_l{layer}"] = (gates,)
+    shapes["decoder.weight"] = (vocab_size, hidden)
+    shapes["decoder.bias"] = (vocab_size,)
+    return shapes
+
+
+def memory_needed(vocab_size: int, cfg: ModelConfig, batch: int = 0, steps: int = 0) -> int:
+    """Bytes a model of this config needs, roughly: its float32 weights, and when it trains (`batch` x `steps` > 0)
+    their gradients and Adam's two averages, and what each step keeps for the backward pass (about 8 floats per
+    unit, row and step and layer, an LSTM's gates, cell and output among them)."""
+    weights = sum(math.prod(shape) for shape in parameter_shapes(vocab_size, cfg).values())
+    if not batch:
+        return 4 * weights
+    kept = 8 * cfg.hidden_size * cfg.num_layers * batch * steps
+    return 4 * (4 * weights + kept)
+
+
+def check_fits(vocab_size: int, cfg: ModelConfig, device: torch.device, batch: int = 0, steps: int = 0) -> None:
+    """Refuse, before allocating anything, a model that cannot fit in the memory the device has free."""
+    need = memory_needed(vocab_size, cfg, batch, steps)
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise RnnlmError(f"model.hidden_size={cfg.hidden_size} with model.num_layers={cfg.num_layers} needs about "
+                         f"{need / 1e9:,.{1 if need < 1e11 else 0}f} GB {'to train' if batch else 'to load'}, and "
+                         f"{device.type} has {have / 1e9:,.1f} GB free; choose a smaller model (or a smaller "
+                         "train.batch_size)")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free bytes on `device`: a CUDA device's free memory, or the machine's available memory (Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -3,11 +3,15 @@
 
     +--------------------------------+--------------------------------+
     | loss vs step                   | loss vs training time          |
-    |  one colour per run;           |  (evaluation time excluded,    |
-    |  training solid, validation    |   as `elapsed` in the records) |
-    |  dashed with dots              |                                |
+    |  one colour per run;           |  (evaluation excluded: the     |
+    |  training solid, validation    |   records' `train_time`; runs  |
+    |  dashed with dots              |   older than it: `elapsed`)    |
     +--------------------------------+--------------------------------+
       shared y axis: nats per character on the left, the same in bits per character on the right
+
+The first steps' loss is far above the rest, which flattens the curve people want to see: `Axes` takes a log scale,
+a moving average of the training loss and a range for the loss axis. The image is written like every file rnnlm
+replaces (`rnnlm.atomic`): completely, or not at all.
 """
 
 from __future__ import annotations
@@ -17,8 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rnnlm.atomic import atomic_file
 from rnnlm.errors import RnnlmError
 from rnnlm.metrics import METRICS, read_metrics
+
+
+@dataclass
+class Axes:
+    log_y: bool = False
+    smooth: int = 1
+    """Training records averaged together (a trailing moving average)."""
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass
@@ -57,26 +71,30 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_runs(run_dirs: list[Path], out: Path) -> Path:
+def plot_runs(run_dirs: list[Path], out: Path, look: Axes | None = None) -> Path:
     """Draw the curves of every run on one figure and save it to `out` (format from its suffix)."""
     if not run_dirs:
         raise RnnlmError("give at least one run directory")
+    look = look or Axes()
     runs = [read_curves(Path(d)) for d in run_dirs]
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run in enumerate(runs):
         colour = colours[i % len(colours)]
-        for ax, x in zip(axes, ("step", "elapsed")):
+        for ax, x in zip(axes, ("step", "time")):
             if run.train:
-                ax.plot([r[x] for r in run.train], [r["train_loss"] for r in run.train], color=colour, lw=1.2,
-                        label=f"{run.name} train")
+                ax.plot([_x(r, x) for r in run.train], _smoothed([r["train_loss"] for r in run.train], look.smooth),
+                        color=colour, lw=1.2, label=f"{run.name} train")
             if run.val:
-                ax.plot([r[x] for r in run.val], [r["val_loss"] for r in run.val], color=colour, lw=1.2, ls="--",
+                ax.plot([_x(r, x) for r in run.val], [r["val_loss"] for r in run.val], color=colour, lw=1.2, ls="--",
                         marker="o", ms=3, label=f"{run.name} validation")
-    for ax, xlabel in zip(axes, ("step", "training time (s)")):
+    for ax, xlabel in zip(axes, ("step", "training time (s), evaluation excluded")):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
+        if look.log_y:
+            ax.set_yscale("log")
+        ax.set_ylim(look.low, look.high)
     axes[0].set_ylabel("loss (nats per character)")
     bits = axes[1].secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
     bits.set_ylabel("bits per character")
@@ -84,9 +102,27 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     axes[1].set_title("against training time")
     axes[1].legend(fontsize=8, loc="upper right")
     try:
-        fig.savefig(out, dpi=110)
-    except (ValueError, OSError) as e:
+        with atomic_file(out) as f:
+            fig.savefig(f, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
+    except ValueError as e:
         raise RnnlmError(f"--out {out}: cannot write the figure ({e})") from None
+    except OSError as e:
+        raise RnnlmError(f"--out {out}: could not write ({e.strerror or e}); nothing was replaced") from None
     finally:
         plt.close(fig)
+    return out
+
+
+def _x(record: dict[str, Any], axis: str) -> float:
+    """A record's place on an axis: its step, or the training seconds before it (evaluation excluded)."""
+    if axis == "step":
+        return record["step"]
+    return record.get("train_time", record.get("elapsed", 0.0))
+
+
+def _smoothed(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for k, v in enumerate(values):
+        total += v - (values[k - window] if k >= window else 0.0)
+        out.append(total / min(k + 1, window))
     return out

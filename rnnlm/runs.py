@@ -8,22 +8,31 @@
         step-000400.pt   with train.keep_last: the newest numbered checkpoints, one per evaluation
         resume.log       one line per resume, with the config keys it changed
         tensorboard/     with train.tensorboard: the same metrics as TensorBoard event files
+        status.json      how the last session ended (finished, interrupted, failed), for `rnnlm runs`
+        .lock            held (flock) by the process training in the folder; names its pid
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rnnlm import checkpoint as ckpt
-from rnnlm.atomic import remove_stale_temp_files
+from rnnlm.atomic import atomic_file, remove_stale_temp_files
 from rnnlm.config import Config, ConfigError
 from rnnlm.console import say
 from rnnlm.distributed import Dist
 from rnnlm.errors import RnnlmError
-from rnnlm.metrics import METRICS, truncate_metrics
+from rnnlm.metrics import METRICS, read_metrics, truncate_metrics
 
 SAFE_TO_CHANGE = {"train.max_steps", "train.max_epochs", "train.max_time", "train.patience", "train.eval_every",
                   "train.log_every", "train.sample_every", "train.keep_last", "train.tensorboard", "train.device",
@@ -32,16 +41,79 @@ SAFE_TO_CHANGE = {"train.max_steps", "train.max_epochs", "train.max_time", "trai
 where or how fast it runs, never what is learned or from what."""
 
 RESUME_LOG = "resume.log"
+LOCK = ".lock"
+STATUS = "status.json"
+"""How the run's last session ended: {"stopped": "max_steps" | "max_epochs" | "max_time" | "patience" |
+"interrupted", "step": N}; written when a session ends (one killed, or failed, leaves the previous one's)."""
 
 
 def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
-    """Where a new run goes: `out/name`, or `out/<stem>-<date>-<time>`; never a folder that exists.
-    Under torchrun rank 0 decides, so that every process agrees on the name."""
+    """A new run's folder, created: `out/name`, or `out/<stem>-<date>-<time>`; never a folder that exists. Creating
+    it is the claim (one `mkdir`, which two processes cannot both win). Under torchrun rank 0 creates it and every
+    process gets its name."""
+    if name is not None and (not name or name in (".", "..") or "/" in name or "\0" in name):
+        raise RnnlmError(f"--name {name!r}: a run's name is one folder name, without '/'; choose where runs go with "
+                         "--out")
     run_dir = out / (name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir, exists = dist.broadcast((run_dir, run_dir.exists()))
-    if exists:
-        raise RnnlmError(f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name")
+    problem = None
+    if dist.is_main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir()
+        except FileExistsError:
+            problem = f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name"
+        except OSError as e:
+            problem = (f"cannot write the run directory {run_dir}: {e.strerror or e}; choose another folder with "
+                       "--out (or --name)")
+    run_dir, problem = dist.broadcast((run_dir, problem))
+    if problem:
+        raise RnnlmError(problem)
     return run_dir
+
+
+class RunLock:
+    """An exclusive OS lock on a run directory, held by the process that trains in it: a second `train --resume` of
+    the run is refused, naming the holder. The lock dies with its process, so a killed run leaves none behind."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path, self.file = run_dir / LOCK, None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            self.file = open(self.path, "a+")
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = self.path.read_text().strip() or "?"
+            self.file.close()  # type: ignore[union-attr]
+            raise RnnlmError(f"{self.path.parent} is being trained by process {pid}; wait for it to end, or stop it "
+                             f"(kill {pid}) and then resume") from None
+        except OSError as e:
+            raise RnnlmError(f"cannot lock the run directory {self.path.parent}: {e.strerror or e}") from None
+        self.file.truncate(0)
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.file is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+
+
+def holder(run_dir: Path) -> int | None:
+    """The process training in `run_dir` now, or None."""
+    try:
+        with open(run_dir / LOCK) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                text = f.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
 
 
 def resume_point(run_dir: Path) -> ckpt.Checkpoint | None:
@@ -60,14 +132,26 @@ def check_resume_config(old: Config, new: Config) -> list[str]:
     changed = [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k]]
     refused = [k for k in changed if k not in SAFE_TO_CHANGE and not k.startswith("sample.")]
     if refused:
-        raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} differ from the run's "
-                          f"config.yaml; only {', '.join(sorted(SAFE_TO_CHANGE))} and sample.* may change on resume")
+        raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} differ from the config the run "
+                          f"was trained with; only {', '.join(sorted(SAFE_TO_CHANGE))} and sample.* may change on "
+                          "resume (undo the edit in config.yaml, or start a new run)")
     return [f"{k}: {_get(a, k)!r} -> {_get(b, k)!r}" for k in changed]
 
 
 def _get(d: dict[str, dict[str, Any]], key: str) -> Any:
     section, name = key.split(".")
     return d[section][name]
+
+
+def discard_if_empty(run_dir: Path, made_out: bool) -> None:
+    """Remove a run folder this process created, when the run failed before writing a checkpoint: so that a failed
+    start does not keep the name (nothing in it was worth keeping); and its --out folder, when this run made it and
+    nothing else is in it."""
+    if run_dir.is_dir() and not any(run_dir.glob("*.pt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if made_out:
+            with contextlib.suppress(OSError):
+                run_dir.parent.rmdir()
 
 
 def open_run(run_dir: Path, cfg: Config, step: int, changes: list[str] | None) -> None:
@@ -101,3 +185,61 @@ def _make_run_dir(run_dir: Path) -> None:
     except OSError as e:
         raise RnnlmError(f"cannot write the run directory {run_dir}: {e.strerror or e}; "
                          "choose another folder with --out (or --name)") from None
+
+
+def record_status(run_dir: Path, stopped: str, step: int) -> None:
+    with atomic_file(run_dir / STATUS, encoding="utf-8") as f:
+        f.write(json.dumps({"stopped": stopped, "step": step}) + "\n")
+
+
+@dataclass
+class RunInfo:
+    """One line of `rnnlm runs`."""
+
+    name: str
+    path: str
+    model: str
+    """The cell and its size, e.g. lstm 2x512."""
+    dataset: str
+    steps: int
+    best_val: float | None
+    best_bpc: float | None
+    seconds: float
+    """Wall-clock seconds of training, evaluations included, over every session."""
+    status: str
+    """finished (a budget ended it), stopped (Ctrl-C, killed, failed), or running (a process holds its lock)."""
+    modified: float
+
+
+def list_runs(folder: Path) -> list[RunInfo]:
+    """The run directories in `folder`, the most recently active first."""
+    runs = [_run_info(d) for d in folder.iterdir() if (d / "config.yaml").is_file()] if folder.is_dir() else []
+    return sorted((r for r in runs if r is not None), key=lambda r: -r.modified)
+
+
+def _run_info(run_dir: Path) -> RunInfo | None:
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        model, data = cfg.get("model", {}), cfg.get("data", {})
+        shape = f"{model.get('cell', '?')} {model.get('num_layers', '?')}x{model.get('hidden_size', '?')}"
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    records = read_metrics(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
+    evals = [r for r in records if r.get("val_loss") is not None]
+    best = min(evals, key=lambda r: r["val_loss"]) if evals else None
+    steps = max((r.get("step", 0) for r in records), default=0)
+    status = _status(run_dir, steps)
+    modified = max(p.stat().st_mtime for p in run_dir.iterdir())
+    return RunInfo(run_dir.name, str(run_dir), shape, str(data.get("dataset", "?")), steps,
+                   best["val_loss"] if best else None, best["bpc"] if best else None,
+                   max((r.get("elapsed", 0.0) for r in records), default=0.0), status, modified)
+
+
+def _status(run_dir: Path, steps: int) -> str:
+    if holder(run_dir) is not None:
+        return "running"
+    try:
+        ended = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "stopped"
+    return "finished" if ended.get("stopped") != "interrupted" and ended.get("step") == steps else "stopped"

@@ -1,5 +1,5 @@
-"""Process-wide settings a command makes once, where the process is set up: how freed memory is kept, and how
-SIGINT and SIGTERM stop a training run.
+"""Process-wide settings a command makes once, where the process is set up: how many threads, how freed memory is
+kept, and how SIGINT and SIGTERM stop a training run.
 
 These change the whole process, so the library never makes them on its own: `rnnlm train` does, and a library user
 opts in by calling them.
@@ -11,6 +11,15 @@ import ctypes
 import signal
 import sys
 from typing import Any
+
+
+def use_threads(threads: int | None) -> None:
+    """Run torch's CPU work, and rnnlm's C loops (which share torch's OpenMP pool), on `threads` threads; None keeps
+    torch's default, one per core."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def keep_freed_memory() -> bool:

@@ -13,6 +13,9 @@ how many are novel (absent from the training split, which it reads again through
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,9 @@ from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
 from rnnlm.state import State, expand_rows, where_rows
 from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
+
+MAX_DRAWS = 10
+"""With --unique or --novel, records are drawn until enough pass, at most this many times the number asked for."""
 
 STREAM_SEPARATOR = "---"
 """The line between two samples of a stream corpus (records need none: one record, one line)."""
@@ -49,14 +55,17 @@ class SampleOptions:
     def __post_init__(self) -> None:
         if self.length < 1:
             raise RnnlmError(f"--length {self.length}: generate at least 1 character")
-        if self.temperature < 0:
-            raise RnnlmError(f"--temp {self.temperature}: the temperature must be >= 0 (0 always takes the most likely character)")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise RnnlmError(f"--temp {self.temperature}: the temperature must be a number >= 0 (0 always takes the "
+                             "most likely character)")
         if self.top_k is not None and self.top_k < 1:
             raise RnnlmError(f"--top-k {self.top_k}: must be at least 1")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
+        if self.top_p is not None and not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
             raise RnnlmError(f"--top-p {self.top_p}: must be in (0, 1]")
         if self.num_samples < 1:
             raise RnnlmError(f"--num-samples {self.num_samples}: must be at least 1")
+        if self.seed is not None and not 0 <= self.seed < 2**63 - self.num_samples:
+            raise RnnlmError(f"--seed {self.seed}: must be in [0, 2**63 - {self.num_samples}) (sample i uses seed + i)")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -171,10 +180,13 @@ class Prime:
 def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, strict: bool = False,
                default: str = "") -> Prime:
     """The prime from `--prime TEXT` or `--prime-file PATH` (the file's text exactly, final newline
-    included), else `default`. With `strict`, characters the vocabulary lacks are an error."""
+    included; `-` is standard input), else `default`. With `strict`, characters the vocabulary lacks are an error."""
     if text is not None and path is not None:
         raise RnnlmError("give --prime TEXT or --prime-file PATH, not both")
-    prime = read_utf8(path) if path is not None else text if text is not None else default
+    if path is not None and str(path) == "-":
+        prime = sys.stdin.read()
+    else:
+        prime = read_utf8(path) if path is not None else text if text is not None else default
     unknown = vocab.unknown(prime)
     missing = set(unknown)
     result = Prime(prime, unknown, sum(c in missing for c in prime))
@@ -200,6 +212,8 @@ class SampleReport:
     corpus: str = ""
     note: str = ""
     """Why the novelty is unknown."""
+    wanted: int = 0
+    """Samples asked for (--num-samples)."""
 
     def summary(self) -> str | None:
         """One line for stderr; None for stream corpora, which have nothing to count."""
@@ -213,6 +227,9 @@ class SampleReport:
             line += f"; {self.cut} reached the length limit before <eos> (raise --length)"
         if self.written != self.samples:
             line += f"; wrote {self.written}"
+        if self.written < self.wanted:
+            line += (f", fewer than the {self.wanted} asked for: after {self.samples} drawn the model keeps repeating "
+                     "itself (a higher --temp draws more variety)")
         return line
 
 
@@ -228,7 +245,7 @@ def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[s
 
 def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: TextIO, unique: bool = False,
                       novel: bool = False, root: DataRoot | None = None,
-                      device: torch.device | str = "cpu") -> SampleReport:
+                      device: torch.device | str = "cpu", force: bool = False) -> SampleReport:
     """Generate `opts.num_samples` samples from a checkpoint and write them to `out` as they are produced.
 
     One sample without filters is written and flushed character by character. Records are written one
@@ -242,14 +259,22 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     training, corpus, note = training_records(point, root) if point.records else (None, "", "")
     if novel and training is None:
         raise RnnlmError(f"--novel needs the training split: {note}; point --data-dir at the corpus")
-    printer = _Printer(point.vocab, prime, out, opts.num_samples, point.records, unique, novel, training)
-    model = load_model(point, device)
-    generate(model, point.vocab, prime, opts, records=point.records, packed=point.config.data.records == "pack",
-             start=start_state(point, device),
-             on_step=printer.step)
-    printer.finish()
+    wanted = opts.num_samples
+    printer = _Printer(point.vocab, prime, out, wanted, point.records, unique, novel, training)
+    model, start = load_model(point, device, force), start_state(point, device)
+    seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
+    while True:  # filtered records: draw again until `wanted` are written, or MAX_DRAWS times that many were drawn
+        n = wanted - printer.written
+        printer.begin(n)
+        generate(model, point.vocab, prime, dataclasses.replace(opts, num_samples=n, seed=seed + len(printer.rows) - n),
+                 records=point.records, packed=point.config.data.records == "pack", start=start, on_step=printer.step)
+        printer.finish()
+        if not (point.records and (unique or novel)) or printer.written >= wanted:
+            break
+        if len(printer.rows) >= MAX_DRAWS * wanted:
+            break
     generated = printer.generated
-    report = SampleReport(len(generated), printer.written, point.records, corpus=corpus, note=note)
+    report = SampleReport(len(generated), printer.written, point.records, corpus=corpus, note=note, wanted=wanted)
     if point.records:
         report.distinct = len(set(generated))
         report.novel = None if training is None else sum(r not in training for r in generated)
@@ -260,21 +285,29 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
 class _Printer:
     """Turns the ids `generate` produces, one step at a time, into text on `out`."""
 
-    def __init__(self, vocab: Vocab, prime: str, out: TextIO, n: int, records: bool, unique: bool, novel: bool,
+    def __init__(self, vocab: Vocab, prime: str, out: TextIO, wanted: int, records: bool, unique: bool, novel: bool,
                  training: set[str] | None):
         self.vocab, self.prime, self.out, self.records = vocab, prime, out, records
-        self.unique, self.novel, self.training = unique, novel, training
-        self.rows: list[list[int]] = [[] for _ in range(n)]
-        self.ended = [False] * n
+        self.unique, self.novel, self.training, self.wanted = unique, novel, training, wanted
+        self.rows: list[list[int]] = []  # every sample drawn, over every batch
+        self.ended: list[bool] = []
+        self.offset = 0  # where the batch being drawn starts in `rows`
         self.generated: list[str] = []  # finished samples, in order
         self.seen: set[str] = set()
         self.written = self.cut = 0
-        self.live = n == 1 and not novel  # write each character as it comes
+        self.live = wanted == 1 and not (novel or unique)  # write each character as it comes
         if self.live:
             self._write(prime)
 
+    def begin(self, n: int) -> None:
+        """A batch of n more samples."""
+        self.offset = len(self.rows)
+        self.rows += [[] for _ in range(n)]
+        self.ended += [False] * n
+
     def step(self, ids: list[int]) -> None:
-        for i, token in enumerate(ids):
+        for k, token in enumerate(ids):
+            i = self.offset + k
             if self.ended[i]:
                 continue
             if self.records and token == EOS_ID:
@@ -297,7 +330,7 @@ class _Printer:
         self.generated.append(text)
         keep = not (self.unique and text in self.seen) and not (self.novel and text in (self.training or ()))
         self.seen.add(text)
-        if not keep:
+        if not keep or self.written >= self.wanted:
             return
         if self.live:
             self._write("\n")

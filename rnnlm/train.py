@@ -43,11 +43,12 @@ from rnnlm.data.store import Store
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import Score, score_records, score_stream
+from rnnlm.finetune import start_from, transplant
 from rnnlm.inference import warm_start
-from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, MetricLogger, TensorBoardLogger, check_tensorboard
-from rnnlm.model import CharRNN
+from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, TensorBoardLogger, check_tensorboard
+from rnnlm.model import CharRNN, check_fits
 from rnnlm.optim import learning_rate, make_optimizer
-from rnnlm.runs import check_resume_config, open_run
+from rnnlm.runs import check_resume_config, open_run, record_status
 from rnnlm.runtime import StopSignal
 from rnnlm.sample import SampleOptions, generate
 from rnnlm.state import map_state, select_rows
@@ -69,6 +70,8 @@ class RunResult:
     stopped: Stopped
     signal: int | None = None
     """For `stopped == "interrupted"`: the signal that stopped the run (SIGINT or SIGTERM)."""
+    nothing_to_do: bool = False
+    """A resumed run whose budget was already spent: it trained nothing and wrote nothing."""
 
 
 @dataclass
@@ -127,6 +130,7 @@ class Trainer:
                  dist: Dist) -> None:
         t, device = cfg.train, dist.device
         self.cfg, self.run_dir, self.dist, self.device = cfg, run_dir, dist, device
+        self.data_root = str((root or DataRoot.resolve()).path.resolve())
         dev.check_precision(cfg, device)
         dev.check_compile(cfg, device)
         if t.batch_size % dist.world_size:
@@ -135,10 +139,18 @@ class Trainer:
         if t.tensorboard and dist.is_main:
             check_tensorboard()
         changes = check_resume_config(resume.config, cfg) if resume is not None else None
+        self.resumed_from = resume.config if resume is not None else None
         torch.manual_seed(t.seed)
         self.prepared = prepare(cfg, root, resume.vocab if resume else None, progress=dist.is_main)
+        self.start = start_from(cfg, self.prepared.vocab) if t.init_from and resume is None else None
+        if self.start is not None:
+            self.prepared = Prepared(self.prepared.store, self.start.vocab)
         self.vocab = self.prepared.vocab
-        self.model = CharRNN(len(self.vocab), cfg.model).to(device)
+        check_fits(len(self.vocab), cfg.model, device, t.batch_size // dist.world_size, t.seq_len)
+        self.model = CharRNN(len(self.vocab), cfg.model)
+        if self.start is not None:
+            transplant(self.model, self.start)
+        self.model.to(device)
         if dist.rank:  # own dropout masks per process; the weights all come from rank 0 (DDP broadcasts them)
             torch.manual_seed(t.seed + dist.rank)
         self.optimizer = make_optimizer(cfg, self.model)
@@ -156,11 +168,33 @@ class Trainer:
 
             self.net = DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
         self.forward = torch.compile(self.net, dynamic=False) if t.compile else self.net
-        self.loggers: MetricLogger = Loggers([])
-        if dist.is_main:
-            open_run(run_dir, cfg, self.tally.step, changes)
-            self.loggers = Loggers([JsonlLogger(run_dir / METRICS)] + (
-                [TensorBoardLogger(run_dir / TENSORBOARD, purge_step=self.tally.step + 1)] if t.tensorboard else []))
+        self.changes, self.loggers = changes, Loggers([])
+
+    def _open(self) -> None:
+        """The run directory made ready for this session, and the metric loggers writing into it (rank 0)."""
+        t = self.cfg.train
+        if self.changes is not None and self.cfg.train.schedule == "cosine":
+            self._note_schedule()
+        if self.dist.is_main:
+            open_run(self.run_dir, self.cfg, self.tally.step, self.changes)
+            self.loggers = Loggers([JsonlLogger(self.run_dir / METRICS)] + (
+                [TensorBoardLogger(self.run_dir / TENSORBOARD, purge_step=self.tally.step + 1)] if t.tensorboard
+                else []))
+            if self.start is not None and self.changes is None:  # where a fine-tuned run came from
+                origin = str(Path(str(self.start.point.path)).resolve())
+                self.loggers.log({"step": 0, "init_from": origin, "init_vocab": t.init_vocab,
+                                  "new_characters": self.start.new_characters})
+
+    def _note_schedule(self) -> None:
+        """A cosine decays over the step and time budgets: a resume that changes them changes the rest of the
+        learning rate's curve, which the user should hear about before it happens."""
+        tally, old = self.tally, self.resumed_from
+        args = (tally.step, self.batcher.epoch, tally.clock)
+        before, after = learning_rate(old, *args), learning_rate(self.cfg, *args)  # type: ignore[arg-type]
+        if self.dist.is_main and not math.isclose(before, after, rel_tol=1e-9):
+            say(f"note: train.schedule=cosine decays over train.max_steps and train.max_time, so the changed budget "
+                f"changes the learning rate from step {tally.step + 1} on: {before:.2e} there before, {after:.2e} "
+                "now")
 
     def _restore(self, resume: Checkpoint) -> None:
         if resume.train is None:
@@ -180,9 +214,13 @@ class Trainer:
 
     def run(self, progress: bool) -> RunResult:
         t, tally = self.cfg.train, self.tally
-        self.bar = Progress(t, tally, progress and self.dist.is_main)
         stopped = self.budget_spent() or ("max_time" if t.max_time is not None and tally.elapsed >= t.max_time
                                           else None)
+        if stopped is not None and self.resumed_from is not None:  # a finished run: nothing to do, nothing written
+            return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, nothing_to_do=True)
+        self._open()
+        self.bar = Progress(t, tally, progress and self.dist.is_main)
+        self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
         self.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
         self.model.train()
         try:
@@ -201,6 +239,8 @@ class Trainer:
         finally:
             self.bar.close()
             self.loggers.close()
+        if self.dist.is_main:
+            record_status(self.run_dir, stopped, tally.step)
         received = stop.received or signal.SIGINT if stopped == "interrupted" else None
         return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, received)
 
@@ -226,7 +266,7 @@ class Trainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf))
         # one exchange per step: the global loss, and whether any process was told to stop or ran out of time
         now = time.perf_counter()
-        time_up = t.max_time is not None and tally.elapsed + (now - self.tick) >= t.max_time
+        time_up = t.max_time is not None and tally.elapsed + (now - self.tick) + self._final_eval() >= t.max_time
         shared = dist.all_reduce_sum(torch.tensor(
             [float(nll.detach()), float(stop.received is not None), float(time_up), tally.elapsed + now - self.tick],
             dtype=torch.float64, device=self.device))
@@ -248,7 +288,7 @@ class Trainer:
         t, tally = self.cfg.train, self.tally
         if tally.step % t.log_every == 0:
             self.log_training()
-        self.bar.step()
+        self.bar.step(tally)
         if tally.step % t.eval_every == 0:
             self.evaluate_and_save()
         if t.sample_every and tally.step % t.sample_every == 0 and self.dist.is_main:
@@ -270,6 +310,16 @@ class Trainer:
             self.log_training(final=True)
         if tally.last_eval_step != tally.step:
             self.evaluate_and_save()
+
+    def _final_eval(self) -> float:
+        """Seconds the final evaluation will likely take, which a time budget leaves room for: the last one's, or
+        before any, the validation characters at three times the training speed (evaluation reads about that much
+        faster than training; `bench/speed.py` measures it)."""
+        if self.eval_seconds is not None or not self.dist.is_main:
+            return self.eval_seconds or 0.0
+        speed = self.tally.chars / max(self.tally.seconds, 1e-9) if self.tally.chars else 0.0
+        chars = self.cfg.train.eval_chars or self.prepared.store.manifest["splits"]["val"]["characters"]
+        return chars / (3 * speed) if speed else 0.0
 
     def budget_spent(self) -> Stopped | None:
         """The budgets every process sees alike (time is agreed on separately)."""
@@ -297,7 +347,7 @@ class Trainer:
         record = {"step": tally.step, "epoch": tally.epoch, "train_loss": tally.loss_sum / max(1, tally.chars),
                   "lr": self.lr, "grad_norm": tally.grad_sum / max(1, tally.steps), "grad_norm_max": tally.grad_max,
                   "chars_per_sec": round(tally.chars / max(tally.seconds, 1e-9), 1),
-                  "elapsed": round(tally.elapsed, 3)}
+                  "elapsed": round(tally.elapsed, 3), "train_time": round(tally.train_time, 3)}
         tally.loss_sum, tally.chars, tally.seconds, tally.grad_sum, tally.grad_max, tally.steps = 0.0, 0, 0.0, 0.0, 0.0, 0
         self.loggers.log(record)
         self.bar.show(tally, record, final)
@@ -307,12 +357,20 @@ class Trainer:
 
     def evaluate_and_save(self) -> None:
         tally, dist = self.tally, self.dist
-        score = self.evaluate("val") if dist.is_main else None
+        score = None
+        if dist.is_main:
+            self.bar.evaluating(tally)
+            began = time.perf_counter()
+            score = self.evaluate("val")
+            self.eval_seconds = time.perf_counter() - began
         if score is not None:
             self.loggers.log({"step": tally.step, "epoch": tally.epoch, "val_loss": score.nll, "bpc": score.bpc,
-                              "perplexity": score.perplexity, "elapsed": round(tally.elapsed, 3)})
+                              "perplexity": score.perplexity, "elapsed": round(tally.elapsed, 3),
+                              "train_time": round(tally.train_time, 3)})
         nll = dist.broadcast(score.nll if score is not None else None)
         tally.last_val, tally.last_eval_step = nll, tally.step
+        if score is not None:
+            self.bar.evaluated(tally, score.bpc, self.eval_seconds or 0.0)
         improved = nll < tally.best_val
         tally.best_val = min(tally.best_val, nll)
         tally.evals_since_best = 0 if improved else tally.evals_since_best + 1
@@ -338,16 +396,18 @@ class Trainer:
                                  map_state(lambda s: s.cpu(), full_state), self.tally, replicas)
         ckpt.save([self.run_dir / n for n in names],
                   Checkpoint(self.cfg, self.vocab, self.prepared.records, self.model.state_dict(),
-                             self.tally.step, training))
+                             self.tally.step, training, data_root=self.data_root))
 
     def preview(self) -> str:
-        """A short sample while training; a model trained on sequential streams writes from the state training
-        carries, as `rnnlm sample` does from a checkpoint's (`rnnlm.inference.start_state`)."""
-        records = self.prepared.records
-        opts = SampleOptions(length=200, temperature=0.8, num_samples=5 if records else 1, seed=self.cfg.train.seed)
-        ids = generate(self.model, self.vocab, "", opts, records=records, packed=self.cfg.data.records == "pack",
+        """A sample while training, with the run's `sample` settings, under a header naming the step; a model trained
+        on sequential streams writes from the state training carries, as `rnnlm sample` does from a checkpoint's
+        (`rnnlm.inference.start_state`)."""
+        records, s = self.prepared.records, self.cfg.sample
+        opts = SampleOptions(length=s.length, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                             num_samples=5 if records else 1, seed=self.cfg.train.seed)
+        ids = generate(self.model, self.vocab, s.prime, opts, records=records, packed=self.cfg.data.records == "pack",
                        start=warm_start(self.state, self.cfg, records))
-        return "\n".join(self.vocab.decode(s) for s in ids)
+        return f"sample at step {self.tally.step}:\n" + "\n".join(s.prime + self.vocab.decode(row) for row in ids)
 
 
 def _draw(batcher: Batcher, max_epochs: int | None) -> Batch | None:
@@ -368,6 +428,7 @@ def _count_step(tally: Tally, epoch: int, seconds: float, loss: float, chars: in
     tally.epoch = epoch
     tally.elapsed += seconds
     tally.seconds += seconds
+    tally.train_time += seconds
     tally.loss_sum += loss * chars
     tally.chars += chars
     tally.grad_sum += grad_norm

@@ -33,7 +33,7 @@ import torch
 
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.errors import RnnlmError
-from rnnlm.inference import eval_mode, start_ids, start_state
+from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
 from rnnlm.state import State, tensors
 from rnnlm.vocab import EOS_ID, Vocab
@@ -335,8 +335,7 @@ def page_for_checkpoint(point: Checkpoint, text: str, neuron: str | None = None,
     text = text[:chars] if truncated else text
     cfg = point.config.model
     chosen = parse_neuron(neuron, cfg.cell, cfg.num_layers, cfg.hidden_size) if neuron is not None else None
-    model = CharRNN(len(point.vocab), cfg)
-    model.load_state_dict(point.model)
+    model = load_model(point)
     tr = trace(model, point.vocab, text, records=point.records,
                reset_at_eos=point.records and point.config.data.records == "pad", start=start_state(point))
     matches = rank_neurons(tr.states, text_features(text))

@@ -22,6 +22,8 @@ from rnnlm.vocab import EOS_ID, Vocab
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "data"
 KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+TIMING = ("elapsed", "chars_per_sec", "train_time")
+"""The metrics fields that measure time, which no two runs share."""
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------------------------

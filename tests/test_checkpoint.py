@@ -1,21 +1,31 @@
 import os
+import pickle
 
 import pytest
 import torch
 
 from rnnlm import checkpoint as ckpt
-from rnnlm.config import Config
+from rnnlm.config import Config, from_dict
+from rnnlm.model import CharRNN
 from rnnlm.vocab import Vocab
 
+VOCAB = Vocab.from_list(["<eos>", "<unk>", "a"])
 
-def payload() -> ckpt.Checkpoint:
-    return ckpt.Checkpoint(Config(), Vocab.from_list(["<eos>", "<unk>", "a"]), False, {"w": torch.ones(2)}, 3, None)
+
+def weights(config: Config = Config()) -> dict[str, torch.Tensor]:
+    return CharRNN(len(VOCAB), config.model).state_dict()
+
+
+def payload(model: dict | None = None) -> ckpt.Checkpoint:
+    return ckpt.Checkpoint(Config(), VOCAB, False, weights() if model is None else model, 3, None)
 
 
 def test_round_trip(tmp_path):
-    ckpt.save([tmp_path / "last.pt"], payload())
+    model = weights()
+    ckpt.save([tmp_path / "last.pt"], payload(model))
     point = ckpt.load(tmp_path)
-    assert point.step == 3 and point.vocab.itos == ("<eos>", "<unk>", "a") and torch.equal(point.model["w"], torch.ones(2))
+    assert point.step == 3 and point.vocab.itos == ("<eos>", "<unk>", "a")
+    assert point.model.keys() == model.keys() and all(torch.equal(point.model[k], v) for k, v in model.items())
     assert point.config == Config() and point.train is None
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
 
@@ -25,8 +35,7 @@ def test_the_training_state_round_trips_by_field(tmp_path):
     state = (torch.randn(1, 2, 3), torch.randn(1, 2, 3))
     training = ckpt.TrainingState({"state": {}}, {"pos": 4}, None, {"torch": [torch.get_rng_state()], "cuda": []},
                                   state, ckpt.Tally(step=3, best_val=1.5, first_loss=2.0), ["abc"])
-    ckpt.save([tmp_path / "last.pt"], ckpt.Checkpoint(Config(), Vocab.from_list(["<eos>", "<unk>", "a"]), False,
-                                                      {"w": torch.ones(2)}, 3, training))
+    ckpt.save([tmp_path / "last.pt"], ckpt.Checkpoint(Config(), VOCAB, False, weights(), 3, training))
     back = ckpt.load(tmp_path / "last.pt").train
     assert back.tally == ckpt.Tally(step=3, best_val=1.5, first_loss=2.0) and back.batcher == {"pos": 4} and back.replicas == ["abc"]
     assert isinstance(back.state, tuple) and all(torch.equal(a, b) for a, b in zip(back.state, state, strict=True))
@@ -75,3 +84,44 @@ def test_missing(tmp_path):
         ckpt.load(tmp_path / "nope")
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint in this folder"):
         ckpt.load(tmp_path)
+
+
+def crafted(change) -> dict:
+    model = weights()
+    change(model)
+    return model
+
+
+@pytest.mark.parametrize("model, message", [
+    (crafted(lambda m: m.update(extra=m.pop("decoder.bias"))), "decoder.bias is missing; extra is not part of"),
+    (crafted(lambda m: m.pop("decoder.bias")), "9 tensors, where model.num_layers=2 makes 10"),
+    (crafted(lambda m: m.update({"decoder.bias": torch.ones(7)})), r"decoder.bias is \(7,\), the config makes it \(3,\)"),
+    (crafted(lambda m: m.update({"decoder.bias": torch.ones(3, dtype=torch.int64)})), "not floating point"),
+    ([torch.ones(2)], "not a mapping of names to tensors"),
+    ({"decoder.bias": "rm -rf"}, "not a mapping of names to tensors"),
+])
+def test_weights_that_do_not_fit_their_config_are_named(tmp_path, model, message):
+    """A hand-edited or crafted checkpoint fails at load with what is wrong, before any model is built."""
+    ckpt.save([tmp_path / "last.pt"], payload(model))
+    with pytest.raises(ckpt.CheckpointError, match=message):
+        ckpt.load(tmp_path)
+
+
+def test_a_config_of_a_million_layers_costs_nothing(tmp_path):
+    """The shapes are checked from the config alone: a config claiming huge layers is refused without allocating."""
+    point = payload()
+    point.config = from_dict({"model": {"num_layers": 1_000_000, "hidden_size": 100_000}})
+    ckpt.save([tmp_path / "last.pt"], point)
+    with pytest.raises(ckpt.CheckpointError, match="10 tensors, where model.num_layers=1000000 makes 4000002"):
+        ckpt.load(tmp_path)
+
+
+def test_a_plain_pickle_is_refused_unread(tmp_path):
+    path = tmp_path / "model.pkl"
+    marker = tmp_path / "pwned"
+    evil = Payload()
+    evil.marker = marker
+    path.write_bytes(pickle.dumps(evil))
+    with pytest.raises(ckpt.CheckpointError, match="refused to load: a plain pickle"):
+        ckpt.load(path)
+    assert not marker.exists()

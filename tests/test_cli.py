@@ -62,3 +62,16 @@ def test_help_shows_defaults_and_examples_written_in_brackets():
 def test_python_dash_m_works():
     result = run_cli("train", "--help")
     assert result.returncode == 0 and "--resume" in result.stdout
+
+
+def test_the_demo_config_trains_on_genesis_and_writes_verses(tmp_path):
+    """`make demo`'s two commands, with a smaller model and budget: the built-in corpus needs no download."""
+    trained = run_cli("train", str(REPO / "configs" / "demo.yaml"), "model.hidden_size=32", "model.embed_dim=8",
+                      "train.max_time=3", "--out", str(tmp_path), "--name", "demo", "-q", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    sampled = run_cli("sample", str(tmp_path / "demo"), "--seed", "1", cwd=tmp_path)
+    assert sampled.returncode == 0, sampled.stderr
+    text = sampled.stdout
+    assert text.startswith("1:1 ") and len(text) == len("1:1 ") + 400 + 1  # the demo's prime and sample.length
+    genesis = (REPO / "rnnlm" / "data" / "genesis.txt").read_text(encoding="utf-8")
+    assert set(text) <= set(genesis)

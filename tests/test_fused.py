@@ -37,12 +37,12 @@ def path(request, monkeypatch) -> str:
 @pytest.fixture
 def kernel_calls(monkeypatch) -> collections.Counter:
     """Counts calls of the C kernels that also do products (rnnlm_step, rnnlm_lstm_sequence and rnnlm_gru_sequence
-    and their backward passes, rnnlm_rnn_sequence), so that a test knows which path ran."""
+    and rnnlm_rnn_sequence, and their backward passes), so that a test knows which path ran."""
     calls: collections.Counter = collections.Counter()
     lib = fused.kernels(torch.zeros(1))
     if lib is not None:
         for name in ("step", "lstm_sequence", "lstm_backward_sequence", "gru_sequence", "gru_backward_sequence",
-                     "rnn_sequence"):
+                     "rnn_sequence", "rnn_backward_sequence"):
             real = getattr(lib, name)
             monkeypatch.setattr(lib, name, lambda name=name, real=real, **args: (calls.update([name]), real(**args))[1])
     return calls
@@ -80,7 +80,7 @@ def test_kernels_are_built_where_there_is_a_compiler() -> None:
 def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path: str, kernel_calls) -> None:
     """Outputs, final states and the gradients of the input, the initial states and the parameters. 13 units: rows
     that end mid-vector. The LSTM and the GRU run whole sequences in one C call each way (rnnlm_lstm_sequence,
-    rnnlm_gru_sequence and their backward passes), the RNN its forward (rnnlm_rnn_sequence). The batches leave every remainder of the C loops' row
+    rnnlm_gru_sequence, rnnlm_rnn_sequence and their backward passes). The batches leave every remainder of the C loops' row
     blocks (the LSTM's rows in threes, the GRU's in fours, the backward passes' and the RNN's in sixes); 100 units
     run the C loops on two threads (conftest sets one for every other test), with an odd number of panels (the loops
     in sixes take panels in pairs)."""
@@ -106,7 +106,8 @@ def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path
                                                                                        else 0)  # two layers
     assert kernel_calls["gru_sequence"] == kernel_calls["gru_backward_sequence"] == (2 if whole and kind == "gru"
                                                                                      else 0)
-    assert kernel_calls["rnn_sequence"] == (2 if whole and kind.startswith("rnn") else 0)
+    assert kernel_calls["rnn_sequence"] == kernel_calls["rnn_backward_sequence"] == (2 if whole and kind.startswith("rnn")
+                                                                                     else 0)
 
 
 @pytest.mark.parametrize("kind", KINDS)

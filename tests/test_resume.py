@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, run_cli
+from helpers import REPO, TIMING, run_cli
 from rnnlm import checkpoint as ckpt
 from rnnlm.atomic import remove_stale_temp_files
 from rnnlm.config import load_config
 from rnnlm.metrics import read_metrics
-from rnnlm.runs import SAFE_TO_CHANGE
+from rnnlm.runs import LOCK, SAFE_TO_CHANGE
 from rnnlm.train import train
 
 # dropout and random BPTT lengths: a resume must restore the torch and batcher generators to match
@@ -38,7 +38,7 @@ def reference(tmp_path: Path, *overrides: str) -> list[dict]:
 
 def strip(run_dir: Path) -> list[dict]:
     """Records without the fields that measure time."""
-    return [{k: v for k, v in r.items() if k not in ("elapsed", "chars_per_sec")} for r in read_metrics(run_dir)]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run_dir)]
 
 
 def start(*args: str) -> subprocess.Popen[str]:
@@ -158,8 +158,9 @@ def test_resume_with_a_changed_config(tmp_path):
     refused = run_cli("train", "--resume", str(run), "model.hidden_size=64", "train.lr=0.1", "train.max_steps=20")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
-        "error: cannot resume with a changed config: model.hidden_size, train.lr differ from the run's config.yaml; "
-        "only " + ", ".join(sorted(SAFE_TO_CHANGE)) + " and sample.* may change on resume"]
+        "error: cannot resume with a changed config: model.hidden_size, train.lr differ from the config the run was "
+        "trained with; only " + ", ".join(sorted(SAFE_TO_CHANGE)) + " and sample.* may change on resume (undo the "
+        "edit in config.yaml, or start a new run)"]
     assert (run / "metrics.jsonl").read_text() == before and not (run / "resume.log").exists()
 
     accepted = run_cli("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "sample.length=50", "-q")
@@ -207,3 +208,50 @@ def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_resume_reads_an_edited_config_yaml_and_checks_it_like_an_override(tmp_path):
+    run = tmp_path / "run"
+    first = run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10", "-q")
+    assert first.returncode == 0, first.stderr
+    written = (run / "config.yaml").read_text()
+
+    (run / "config.yaml").write_text(written.replace("hidden_size: 32", "hidden_size: 64"))
+    refused = run_cli("train", "--resume", str(run), "-q")
+    assert refused.returncode == 2 and "model.hidden_size differ from the config the run was trained" in refused.stderr
+    assert "hidden_size: 64" in (run / "config.yaml").read_text()  # the user's edit stays, to undo or keep
+
+    (run / "config.yaml").write_text("train: {max_steps: [20\n")
+    broken = run_cli("train", "--resume", str(run), "-q")
+    assert broken.returncode == 2 and len(broken.stderr.strip().splitlines()) == 1
+    assert "config.yaml: line 2" in broken.stderr and "YAML syntax error" in broken.stderr
+
+    (run / "config.yaml").write_text(written.replace("max_steps: 10", "max_steps: 15"))
+    accepted = run_cli("train", "--resume", str(run), "-q")
+    assert accepted.returncode == 0 and "resuming at step 10 with train.max_steps: 10 -> 15" in accepted.stderr
+    assert ckpt.load(run / ckpt.LAST).step == 15
+
+
+def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10",
+                   "-q").returncode == 0
+    files = lambda: {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != LOCK}  # noqa: E731
+    before = files()
+    again = run_cli("train", "--resume", str(run), "-q")
+    assert again.returncode == 0
+    assert again.stderr.strip().splitlines() == [
+        f"nothing to do: the run is at step 10: val loss {ckpt.load(run / ckpt.LAST).train.tally.last_val:.4f} "
+        f"nats/char (best {ckpt.load(run / ckpt.LAST).train.tally.best_val:.4f}) and its max steps is spent; give "
+        f"it more with: rnnlm train --resume {run} train.max_steps=20"]
+    assert files() == before and not (run / "resume.log").exists()  # the lock names the pid that took it
+
+
+def test_a_resume_that_moves_a_cosine_budget_says_how_the_learning_rate_changes(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10",
+                   "train.schedule=cosine", "-q").returncode == 0
+    resumed = run_cli("train", "--resume", str(run), "train.max_steps=20", "-q")
+    assert resumed.returncode == 0
+    notes = [line for line in resumed.stderr.splitlines() if line.startswith("note: train.schedule=cosine")]
+    assert len(notes) == 1 and "from step 11 on" in notes[0]

@@ -1,6 +1,8 @@
 """Learning tests: train for seconds on the built-in data sets and check what was learned."""
 
+import io
 import math
+import os
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ from rnnlm.errors import RnnlmError
 from rnnlm.metrics import read_metrics
 from rnnlm.model import CharRNN
 from rnnlm.train import train
+
+from helpers import REPO, TIMING, cli
 
 
 def fit(tmp_path, *overrides, name="run"):
@@ -70,8 +74,8 @@ def test_run_directory_holds_config_metrics_and_checkpoints(tmp_path):
     assert [r["step"] for r in train_records] == [10, 20, 30]
     assert [r["step"] for r in val_records] == [10, 20, 30]
     assert set(train_records[0]) == {"step", "epoch", "train_loss", "lr", "grad_norm", "grad_norm_max", "chars_per_sec",
-                                     "elapsed"}
-    assert set(val_records[0]) == {"step", "epoch", "val_loss", "bpc", "perplexity", "elapsed"}
+                                     "elapsed", "train_time"}
+    assert set(val_records[0]) == {"step", "epoch", "val_loss", "bpc", "perplexity", "elapsed", "train_time"}
     assert val_records[0]["bpc"] == pytest.approx(val_records[0]["val_loss"] / math.log(2))
     assert train_records[-1]["train_loss"] < train_records[0]["train_loss"]
     assert point.step == 30 and point.vocab.itos[2:] == ("e", "h", "l", "o")
@@ -91,7 +95,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     half, point, _ = fit(tmp_path, *common, "train.max_steps=40", name="half")
     cfg = load_config(None, ["train.max_steps=60", *common])
     train(cfg, half.run_dir, resume=ckpt.load(half.run_dir / ckpt.LAST), progress=False)
-    strip = lambda r: [{k: v for k, v in x.items() if k not in ("elapsed", "chars_per_sec")}  # noqa: E731
+    strip = lambda r: [{k: v for k, v in x.items() if k not in TIMING}  # noqa: E731
                        for x in read_metrics(r.run_dir)]
     assert strip(half) == strip(full)
 
@@ -101,14 +105,62 @@ def test_max_time_stops_the_run(tmp_path):
     assert result.stopped == "max_time" and 0 < result.step < 1000000
 
 
-def test_a_time_budget_gets_a_progress_bar_that_ends_full(tmp_path, capsys):
-    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=null", "train.max_time=1", "train.log_every=1",
-                             "train.eval_every=1000000", "train.sample_every=0"])
+class Terminal(io.StringIO):
+    """What a terminal's stderr looks like to the progress line."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_progress_line_fits_and_counts_a_time_budget_in_seconds(tmp_path, monkeypatch):
+    import shutil
+
+    from rnnlm import console
+
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=None: os.terminal_size((80, 24)))
+    terminal = Terminal()
+    monkeypatch.setattr(console.sys, "stderr", terminal)
+    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=null", "train.max_time=2", "train.log_every=1",
+                             "train.eval_every=20", "train.sample_every=0"])
     result = train(cfg, tmp_path / "run", progress=True)
-    bar = capsys.readouterr().err.split("\r")
-    assert "val -" in bar[2] and "val inf" not in "".join(bar)  # no validation loss yet, and none shown
-    assert "left" in bar[2] and "/?" not in bar[2]  # an estimated total once the pace is known
-    assert f"{result.step}/{result.step}" in bar[-1] and "100%" in bar[-1]
+    frames = [f.strip("\n") for f in terminal.getvalue().split("\r") if f.strip()]
+    assert all(len(f) <= 80 for f in frames), max(frames, key=len)
+    assert any("left · loss" in f for f in frames)  # time left first, then the loss
+    assert any("evaluating" in f for f in frames) and any("· val " in f for f in frames)
+    last = frames[-1]
+    assert f"step {result.step}" in last and "100%" in last  # the bar counts seconds: it ends full, never jumps
+
+
+def test_sent_to_a_file_progress_is_one_plain_line_per_record(tmp_path, capsys):
+    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=30", "train.log_every=10", "train.eval_every=15",
+                             "train.sample_every=0"])
+    train(cfg, tmp_path / "run", progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("step ")]
+    assert [line.split(" · ")[0] for line in lines] == ["step 10/30", "step 15", "step 20/30", "step 30/30", "step 30"]
+    assert "val" in lines[1] and "bpc" in lines[1] and "loss" in lines[0]
+
+
+def test_samples_while_training_use_the_sample_settings_under_a_header(tmp_path, capsys):
+    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=10", "train.sample_every=5", "sample.prime=he",
+                             "sample.length=12", "train.eval_every=100"])
+    train(cfg, tmp_path / "run", progress=False)
+    err = capsys.readouterr().err.splitlines()
+    headers = [k for k, line in enumerate(err) if line.startswith("sample at step ")]
+    assert [err[k] for k in headers] == ["sample at step 5:", "sample at step 10:"]
+    assert all(err[k + 1].startswith("he") and len(err[k + 1]) == 2 + 12 for k in headers)
+
+
+def test_a_time_budget_leaves_room_for_the_final_evaluation(tmp_path, monkeypatch):
+    """The budget counts evaluations, the final one too: a run stops when what it has spent and the final
+    evaluation's expected time reach the budget (here an evaluation expected to take it all: one step)."""
+    from rnnlm.train import Trainer
+
+    monkeypatch.setattr(Trainer, "_final_eval", lambda self: 3600.0)
+    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=null", "train.max_time=3600"])
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.stopped == "max_time" and result.step == 1
 
 
 def test_divergence_stops_with_a_message(tmp_path):
@@ -201,3 +253,13 @@ def test_evaluation_scores_at_most_eval_chars_of_the_validation_split(tmp_path):
                                       "train.batch_size=4", "train.seq_len=16"]), tmp_path / "run", root=root,
                    progress=False)
     assert [r["step"] for r in read_metrics(result.run_dir) if "val_loss" in r] == [4]
+
+
+def test_train_threads_is_how_many_cores_training_uses(tmp_path):
+    """On a shared machine train.threads leaves cores to others: torch's pool (which the C loops share) is set."""
+    try:
+        status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "train.threads=2", "train.max_steps=2",
+                             "--out", tmp_path, "-q")
+        assert status == 0 and torch.get_num_threads() == 2, err
+    finally:
+        torch.set_num_threads(1)  # conftest's setting for the other tests

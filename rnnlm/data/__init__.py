@@ -43,12 +43,16 @@ class DataRoot:
 
     path: Path
     mirror: Path | None = None
+    offline: bool = False
+    """Never download or copy a corpus file in: read what the data root or the mirror already holds (sampling and
+    evaluating a run read its data, they do not fetch it)."""
 
     @classmethod
-    def resolve(cls, data_dir: str | Path | None = None, mirror: str | Path | None = None) -> "DataRoot":
+    def resolve(cls, data_dir: str | Path | None = None, mirror: str | Path | None = None,
+                offline: bool = False) -> "DataRoot":
         path = data_dir or os.environ.get("RNNLM_DATA_DIR") or "data"
         mirror = mirror or os.environ.get("RNNLM_DATA_MIRROR") or None
-        return cls(Path(path), Path(mirror) if mirror else None)
+        return cls(Path(path), Path(mirror) if mirror else None, offline)
 
 
 Loader = Callable[[DataConfig, int, DataRoot], Source]

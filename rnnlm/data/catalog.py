@@ -23,6 +23,7 @@ DESCRIPTIONS = {
     "names": "32,033 US baby names, one record per line (makemore)",
     "linux": "Linux kernel C source, .c and .h files in path order (char-rnn)",
     "text": "your own UTF-8 files: data.path=FILE, FOLDER or GLOB",
+    "genesis": "the Book of Genesis (King James Version), 205 KB, built in: the demo",
     "hello": "'hello' repeated, to prove a model learns",
     "anbn": "records a^n b^n, to prove a model counts",
 }
@@ -112,15 +113,18 @@ def _bytes(n: int) -> str:
     return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
-def fetch_corpus(cfg: DataConfig, root: DataRoot) -> Path | None:
-    """Put the corpus's source in place (copied from the mirror or downloaded, checked) and return where it
-    is; None for corpora with nothing to fetch (built in, or your own files)."""
+def fetch_corpus(cfg: DataConfig, root: DataRoot) -> tuple[Path | None, str]:
+    """Put the corpus's source in place (copied from the mirror or downloaded, checked): where it is, and how it got
+    there; (None, why) for corpora with nothing to fetch (built in, or your own files)."""
     get_loader(cfg.dataset)  # an unknown name is an error with the list of corpora
     if cfg.dataset in DOWNLOADS:
-        return fetch(DOWNLOADS[cfg.dataset], root)
+        remote = DOWNLOADS[cfg.dataset]
+        present = (root.path / remote.relpath).is_file()
+        where = fetch(remote, root)
+        return where, "already present, checksum ok" if present else "fetched, checksum ok"
     if cfg.dataset == "linux":
-        return locate_source(cfg, root)
-    return None
+        return locate_source(cfg, root), "kernel source"
+    return None, "nothing to fetch (built in, or your own files)"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import http.client
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,6 +35,10 @@ from rnnlm.errors import RnnlmError
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds to wait for a connection and for each read, so a server that never answers fails in bounded time."""
+
+MIN_SPEED = 20_000
+"""Bytes a second a download must average over its whole length (with DEFAULT_TIMEOUT of slack), so that a server
+trickling a byte at a time cannot hold a run for hours either."""
 
 CHUNK = 1 << 16
 
@@ -72,6 +77,12 @@ def fetch(remote: Remote, root: DataRoot, timeout: float = DEFAULT_TIMEOUT, prog
         check_existing(remote, target)
         return target
     mirrored = root.mirror / remote.relpath if root.mirror is not None else None
+    if root.offline:  # read where it is, copy nothing in
+        if mirrored is not None and mirrored.is_file():
+            check_existing(remote, mirrored)
+            return mirrored
+        raise RnnlmError(f"{remote.relpath} is not in {root.path} (this command reads a corpus, it does not download "
+                         "one); fetch it with rnnlm data fetch, or say where it is with --data-dir")
     if mirrored is not None and mirrored.is_file():
         with mirrored.open("rb") as f:
             _store(remote, target, _chunks(f), total=mirrored.stat().st_size, origin=str(mirrored), progress=False)
@@ -90,7 +101,9 @@ def check_existing(remote: Remote, target: Path) -> None:
 
 
 def _chunks(f: BinaryIO) -> Iterator[bytes]:
-    return iter(lambda: f.read(CHUNK), b"")
+    """What arrives, as it arrives (read1: one read of the socket), so that a trickle is seen by `_deadline`."""
+    read = getattr(f, "read1", f.read)
+    return iter(lambda: read(CHUNK), b"")
 
 
 def _store(remote: Remote, target: Path, chunks: Iterator[bytes], total: int | None, origin: str, progress: bool) -> None:
@@ -130,7 +143,9 @@ def _download(remote: Remote, target: Path, timeout: float, progress: bool, mirr
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            _store(remote, target, _chunks(response), total=total, origin=remote.url, progress=progress)
+            size = total or remote.size or 10**9
+            chunks = _deadline(_chunks(response), timeout + size / MIN_SPEED, remote, size)
+            _store(remote, target, chunks, total=total, origin=remote.url, progress=progress)
     except urllib.error.HTTPError as e:
         raise missing_file_error(remote, target, mirror_note, f"the server answered HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
@@ -141,6 +156,18 @@ def _download(remote: Remote, target: Path, timeout: float, progress: bool, mirr
     except (http.client.HTTPException, ConnectionError) as e:
         raise RnnlmError(f"the download of {remote.url} broke off ({type(e).__name__}: {e}); nothing was saved. "
                          f"Run the command again to retry.") from None
+
+
+def _deadline(chunks: Iterator[bytes], allowed: float, remote: Remote, size: int) -> Iterator[bytes]:
+    """The chunks, until `allowed` seconds have passed: then an error, so that no download runs unbounded."""
+    deadline, received = time.monotonic() + allowed, 0
+    for chunk in chunks:
+        received += len(chunk)
+        if time.monotonic() > deadline:
+            raise RnnlmError(f"the download of {remote.url} is too slow ({received:,} of {size:,} bytes after "
+                             f"{allowed:.0f} s); nothing was saved. Run the command again later, or fetch the file "
+                             "yourself (see rnnlm data fetch)")
+        yield chunk
 
 
 def missing_file_error(remote: Remote, target: Path, mirror_note: str, why: str) -> RnnlmError:

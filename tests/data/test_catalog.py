@@ -38,8 +38,10 @@ def test_list_shows_every_corpus_and_whether_it_is_here(tmp_path: Path, no_insta
 def test_fetch_puts_the_checked_file_in_the_data_root(tmp_path: Path) -> None:
     mirror = data_mirror()
     root = DataRoot(tmp_path / "data", mirror=mirror)
-    assert fetch_corpus(DataConfig(dataset="names"), root) == root.path / "names" / "names.txt"
-    assert fetch_corpus(DataConfig(dataset="hello"), root) is None  # built in: nothing to fetch
+    assert fetch_corpus(DataConfig(dataset="names"), root) == (root.path / "names" / "names.txt", "fetched, checksum ok")
+    assert fetch_corpus(DataConfig(dataset="names"), root) == (root.path / "names" / "names.txt",
+                                                               "already present, checksum ok")  # said, not redone
+    assert fetch_corpus(DataConfig(dataset="hello"), root)[0] is None  # built in: nothing to fetch
     with pytest.raises(RnnlmError, match="did you mean 'names'"):
         fetch_corpus(DataConfig(dataset="nmaes"), root)
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
+import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rnnlm.data import DataRoot
+from rnnlm.data import download
 from rnnlm.data.download import Remote, fetch
 from rnnlm.errors import RnnlmError
 from corpus_fixtures import refused_url
@@ -21,11 +25,12 @@ DIGEST = hashlib.sha256(BODY).hexdigest()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves the files the test wrote into `self.server.folder`; `/drop/NAME` stops halfway through."""
+    """Serves the files the test wrote into `self.server.folder`; `/drop/NAME` stops halfway through, `/trickle/NAME`
+    sends a byte every 20 ms (never a pause long enough for a read to time out)."""
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-        drop = self.path.startswith("/drop/")
-        path = self.server.folder / self.path.removeprefix("/drop/").lstrip("/")  # type: ignore[attr-defined]
+        how, _, name = self.path.lstrip("/").rpartition("/")
+        path = self.server.folder / name  # type: ignore[attr-defined]
         if not path.is_file():
             self.send_error(404)
             return
@@ -33,9 +38,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if drop else body)
-        if drop:
-            self.close_connection = True
+        self.close_connection = how != ""
+        if how != "trickle":
+            self.wfile.write(body[: len(body) // 2] if how == "drop" else body)
+            return
+        with contextlib.suppress(OSError):  # until the client gives up
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.02)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -96,6 +107,18 @@ def test_connection_dropped_mid_file_keeps_nothing(server: str, tmp_path: Path) 
     with pytest.raises(RnnlmError) as e:
         fetch(Remote("corpus/input.txt", f"{server}/drop/input.txt", DIGEST), root, timeout=5)
     assert f"dropped after {len(BODY) // 2} of {len(BODY)} bytes" in str(e.value)
+    assert leftovers(root.path) == []
+
+
+def test_a_server_that_trickles_fails_at_the_overall_deadline(server: str, tmp_path: Path, monkeypatch) -> None:
+    """Each byte comes in time for the read timeout; the whole file would take minutes, past the deadline of
+    timeout + size / MIN_SPEED (here 1 + 1 s)."""
+    monkeypatch.setattr(download, "MIN_SPEED", len(BODY))
+    root = DataRoot(tmp_path / "data")
+    with pytest.raises(RnnlmError, match=r"is too slow \(([\d,]+) of 12,200 bytes after 2 s\); nothing was saved") as e:
+        fetch(Remote("corpus/input.txt", f"{server}/trickle/input.txt", DIGEST), root, timeout=1)
+    received = int(re.search(r"\(([\d,]+) of", str(e.value)).group(1).replace(",", ""))
+    assert received < len(BODY) // 2  # seen while it trickled, not after a read that waited for the whole file
     assert leftovers(root.path) == []
 
 

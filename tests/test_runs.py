@@ -1,0 +1,83 @@
+"""Run directories: claimed atomically, one writer at a time (an OS lock that dies with its process), listed by
+`rnnlm runs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from helpers import REPO, assert_user_error, cli, run_cli
+from rnnlm import checkpoint as ckpt
+from rnnlm.runs import holder, list_runs
+
+TINY = str(REPO / "configs" / "tiny.yaml")
+FAST = ["model.hidden_size=8", "model.num_layers=1", "train.eval_every=5", "train.log_every=1"]
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "rnnlm", "train", *args, "-q"], env=env, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for_checkpoint(run, proc, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (run / ckpt.LAST).exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+
+
+def test_a_run_has_one_writer_and_a_killed_one_leaves_no_lock(tmp_path):
+    run = tmp_path / "run"
+    first = start(TINY, *FAST, "train.max_steps=1000000", "--out", str(tmp_path), "--name", "run")
+    try:
+        wait_for_checkpoint(run, first)
+        assert holder(run) == first.pid
+        second = run_cli("train", "--resume", str(run), "-q")
+        assert second.returncode == 2
+        assert second.stderr.strip() == (f"error: {run} is being trained by process {first.pid}; wait for it to end, "
+                                         f"or stop it (kill {first.pid}) and then resume")
+        same_name = run_cli("train", TINY, *FAST, "--out", str(tmp_path), "--name", "run", "-q")
+        assert same_name.returncode == 2 and "already exists" in same_name.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert holder(run) is None  # the lock died with its process
+    resumed = run_cli("train", "--resume", str(run), "train.max_steps=null", "train.max_epochs=1", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_run_name_is_one_folder_name(tmp_path):
+    for name in ("../escape", str(tmp_path / "abs"), "a/b", ".."):
+        assert_user_error(cli("train", TINY, "--out", tmp_path / "runs", "--name", name), "--name",
+                          "one folder name")
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "abs").exists()
+
+
+def test_runs_are_listed_newest_first_with_their_status(tmp_path):
+    done = run_cli("train", TINY, *FAST, "train.max_steps=10", "--out", str(tmp_path), "--name", "done", "-q")
+    assert done.returncode == 0, done.stderr
+    proc = start(TINY, *FAST, "train.max_steps=1000000", "--out", str(tmp_path), "--name", "later")
+    try:
+        wait_for_checkpoint(tmp_path / "later", proc)
+        listed = {r.name: r for r in list_runs(tmp_path)}
+        assert listed["later"].status == "running"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    runs = list_runs(tmp_path)
+    assert [r.name for r in runs] == ["later", "done"]  # the most recently active first
+    assert [r.status for r in runs] == ["stopped", "finished"]
+    assert runs[1].steps == 10 and runs[1].model == "lstm 1x8" and runs[1].dataset == "anbn"
+    status, out, err = cli("runs", tmp_path)
+    lines = out.splitlines()
+    assert lines[0].split() == ["run", "model", "corpus", "steps", "best", "val", "bpc", "time", "status"]
+    assert lines[2].split()[:4] == ["done", "lstm", "1x8", "anbn"] and lines[2].split()[-1] == "finished"
+    parsed = [json.loads(line) for line in cli("runs", tmp_path, "--json")[1].splitlines()]
+    assert [p["name"] for p in parsed] == ["later", "done"] and parsed[1]["best_val"] == runs[1].best_val
