@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 # Typer prints each argument's Python type beside its name in --help (`KEY=VALUE... <list[str]>`); the metavars
 # below already say what to give, so arguments show those alone.
 typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+# and its usage line braces required arguments (`rnnlm sample [OPTIONS] {RUN}`): the usual form is RUN and [RUN].
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):
+    typer.core.TyperArgument._usage_display_name = lambda self: (  # type: ignore[method-assign]
+        (self.display_name_raw if self.required else f"[{self.display_name_raw}]") + ("..." if self.nargs != 1 else ""))
 
 app = typer.Typer(
     name="rnnlm",
@@ -43,6 +47,8 @@ RunArg = Annotated[Path, typer.Argument(help="A run directory (its best checkpoi
                                         show_default=False, metavar="RUN")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where the model runs: auto (CUDA when present), cpu, cuda or "
                                         "cuda:N.", metavar="[auto|cpu|cuda|cuda:N]")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, show_default=False, help="CPU threads to "
+                                                   "compute with [default: one per core].")]
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(
     help="Config overrides as section.key=value, e.g. train.lr=0.001 model.hidden_size=256.", show_default=False,
     metavar="KEY=VALUE")]
@@ -207,14 +213,18 @@ def sample(
                                                      "[default: where the run trained from].",
                                                      show_default=False)] = None,
     device: DeviceOpt = "auto",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, show_default=False, help="CPU threads "
+                                                   "[default: 1 for up to 8 samples, a step too small to share "
+                                                   "well on a busy machine; else one per core].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Use a checkpoint whose weights hold NaN or infinite values "
                                         "(with a warning) instead of refusing it.")] = False,
 ) -> None:
     """Generate text from a trained model, streaming it to stdout; records corpora print one record per line."""
     from rnnlm import checkpoint as ckpt
+    from rnnlm.fastpath import STEP_MAX_BATCH
     from rnnlm.sample import SampleOptions, read_prime, sample_checkpoint
 
-    target = device_for(device)
+    target = device_for(device, threads or (1 if num_samples <= STEP_MAX_BATCH else None))
     point = ckpt.load(run)
     defaults = point.config.sample
     opts = SampleOptions(length=length if length is not None else defaults.length,
@@ -257,6 +267,7 @@ def evaluate(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept [default: where the run "
                                                      "trained from].", show_default=False)] = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Use a checkpoint whose weights hold NaN or infinite values "
                                         "(with a warning) instead of refusing it.")] = False,
 ) -> None:
@@ -266,7 +277,7 @@ def evaluate(
 
     if file and split is not None:
         raise RnnlmError("give --split or --file, not both")
-    target = device_for(device)
+    target = device_for(device, threads)
     point = ckpt.load(run)
     sources = ([file_source(f, point) for f in file] if file
                else [split_source(point, split or "val", run_data(point, data_dir), progress=True)])
@@ -444,11 +455,16 @@ def run_data(point: Any, data_dir: Optional[Path]) -> Any:
     return DataRoot.resolve(data_dir or recorded, offline=True)
 
 
-def device_for(name: str) -> torch.device:
-    """A command's --device as a torch.device, refused with a message before anything is loaded or written."""
+def device_for(name: str, threads: int | None = None) -> torch.device:
+    """A command's --device as a torch.device, refused with a message before anything is loaded or written; on a
+    CPU, the command computes with `threads` threads (None: one per core)."""
     from rnnlm.device import resolve_device
+    from rnnlm.runtime import use_threads
 
-    return resolve_device(name, option="--device")
+    device = resolve_device(name, option="--device")
+    if device.type == "cpu":
+        use_threads(threads)
+    return device
 
 
 @contextlib.contextmanager

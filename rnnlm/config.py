@@ -217,12 +217,13 @@ class TrainConfig:
     """Run the model through `torch.compile` (full `seq_len` windows; an epoch's shorter last window runs
     eagerly). The recurrence is unrolled over the window, so compiling takes half a minute or more, longer for
     long windows; it needs `train.bptt: fixed` and `data.records: pack`. The compiled model runs PyTorch ops
-    instead of rnnlm's C loops, so on a CPU it is slower than eager (2.6x the step time of a 1x128 LSTM):
-    it is meant for CUDA."""
+    instead of rnnlm's C loops, so on a CPU it is slower than eager (README "Training runs" has the figures): it is
+    meant for CUDA."""
 
     init_from: str | None = None
     """Start from the weights of a trained model (a run directory or a checkpoint file) instead of random ones:
-    fine-tuning. The model section must match its model's; the optimizer and the schedule start afresh."""
+    fine-tuning. The model section must match its model's (`model.dropout` may differ); the optimizer and the
+    schedule start afresh."""
 
     init_vocab: Literal["extend", "keep"] = "extend"
     """With `init_from`: `extend` gives characters the model never saw new rows of their own (initialised as a new

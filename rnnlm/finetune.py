@@ -1,7 +1,7 @@
 """Starting a run from a trained model's weights (`train.init_from`): fine-tuning on another corpus.
 
-The model section must match the trained model's (the same cell, sizes, encoding), so every weight has a place to
-go. The vocabulary need not: with `train.init_vocab: extend` the new corpus's training characters that the model
+The model section must match the trained model's (the same cell, sizes, encoding; the dropout may differ), so every
+weight has a place to go. The vocabulary need not: with `train.init_vocab: extend` the new corpus's training characters that the model
 never saw join its vocabulary, their rows of the input weights (the one-hot columns of W_ih, or the embedding) and
 of the decoder initialised as a new model's would be; with `keep` the model's vocabulary stays and those
 characters are read as <unk>. Vocabularies are sorted, so a character's id can move: each row goes to its
@@ -22,6 +22,10 @@ from rnnlm.model import CharRNN
 from rnnlm.vocab import EOS, UNK, Vocab
 
 
+FREE = ("dropout", "forget_bias")
+"""Model keys a fine-tuned run may set anew: neither shapes a weight (forget_bias only initialises one)."""
+
+
 @dataclass
 class Start:
     """Where a fine-tuned run starts: the trained model's checkpoint and the vocabulary the new run reads with."""
@@ -35,7 +39,8 @@ def start_from(cfg: Config, corpus_vocab: Vocab) -> Start:
     """The checkpoint `train.init_from` names, checked against the config, and the vocabulary to train with."""
     path = Path(cfg.train.init_from).expanduser()  # type: ignore[arg-type]
     point = ckpt.load(path)
-    differ = [f.name for f in fields(cfg.model) if getattr(cfg.model, f.name) != getattr(point.config.model, f.name)]
+    differ = [f.name for f in fields(cfg.model) if f.name not in FREE
+              and getattr(cfg.model, f.name) != getattr(point.config.model, f.name)]
     if differ:
         theirs = ", ".join(f"model.{k}={getattr(point.config.model, k)!r}" for k in differ)
         raise RnnlmError(f"train.init_from={path}: its model differs in {', '.join('model.' + k for k in differ)}; "

@@ -407,7 +407,10 @@ class Trainer:
                              num_samples=5 if records else 1, seed=self.cfg.train.seed)
         ids = generate(self.model, self.vocab, s.prime, opts, records=records, packed=self.cfg.data.records == "pack",
                        start=warm_start(self.state, self.cfg, records))
-        return f"sample at step {self.tally.step}:\n" + "\n".join(s.prime + self.vocab.decode(row) for row in ids)
+        drawn = [f"temperature {s.temperature:g}", *([f"top-k {s.top_k}"] if s.top_k else []),
+                 *([f"top-p {s.top_p:g}"] if s.top_p else []), *([f"prime {s.prime!r}"] if s.prime else [])]
+        return (f"sample at step {self.tally.step} ({', '.join(drawn)}):\n"
+                + "\n".join(s.prime + self.vocab.decode(row) for row in ids))
 
 
 def _draw(batcher: Batcher, max_epochs: int | None) -> Batch | None:

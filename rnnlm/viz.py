@@ -400,12 +400,12 @@ _PAGE = r"""<!DOCTYPE html>
     <label id="scale-label">colour by <select id="scale"><option value="max">value ÷ max |value|</option>
       <option value="tanh">tanh(value)</option></select></label>
     <span class="legend">−1 <span class="bar" id="legend"></span> +1</span>
-    <label><input type="checkbox" id="preds" checked> predictions under each character</label>
+    <label><input type="checkbox" id="preds"> predictions under each character</label>
     <span id="status" class="sub"></span>
   </div>
 </header>
 <main>
-  <div id="text"></div>
+  <div id="text" class="compact"></div>
   <aside>
     <h2>Neurons that track the text</h2>
     <p>Largest |Pearson correlation| of a neuron's activation with a property of the text, per property.
@@ -416,9 +416,9 @@ _PAGE = r"""<!DOCTYPE html>
        (blue negative, white zero, red positive). Cell states are unbounded: they are coloured by their
        value divided by their largest magnitude on this text, or (pick it above) by tanh of their value,
        the way the cell passes them on.
-       Under it: the five characters the model thought most likely to come next, shaded by probability
-       (green: the one that came), and a bar as high as the probability it gave the character that did come.
-       Hover a character for the numbers.</p>
+       Hover a character for the numbers and the five characters the model thought most likely to come next.
+       Tick "predictions" to show those under every character, shaded by probability (green: the one that
+       came), with a bar as high as the probability it gave the character that did come.</p>
   </aside>
 </main>
 <div id="tip"></div>
@@ -510,11 +510,22 @@ _PAGE = r"""<!DOCTYPE html>
     cur = n;
     $("layer").value = n.layer; $("kind").value = n.kind; $("index").value = n.index;
     paint();
-    if (updateHash) try { history.replaceState(null, "", "#neuron=" + key(n)); } catch (e) { /* file: URLs may refuse */ }
+    if (updateHash) toHash();
+  }
+  // the URL names the neuron and the view: #neuron=1:37:c, and &view=predictions for predictions under the text
+  function toHash() {
+    const view = $("preds").checked ? "&view=predictions" : "";
+    try { history.replaceState(null, "", "#neuron=" + key(cur) + view); } catch (e) { /* file: URLs may refuse */ }
+  }
+  function showPredictions(on) {
+    $("preds").checked = on;
+    textEl.classList.toggle("compact", !on);
+    fitAside();
   }
   function fromHash() {
     const m = /neuron=(\d+):(\d+)(?::([hc]))?/.exec(location.hash);
     if (m) select({ layer: +m[1], index: +m[2], kind: m[3] || "h" }, false);
+    showPredictions(/view=predictions/.test(location.hash));
   }
 
   // --- controls ------------------------------------------------------------------------------------------------
@@ -528,7 +539,7 @@ _PAGE = r"""<!DOCTYPE html>
   $("scale").addEventListener("change", paint);
   $("prev").onclick = () => select({ ...cur, index: (cur.index + H - 1) % H });
   $("next").onclick = () => select({ ...cur, index: (cur.index + 1) % H });
-  $("preds").addEventListener("change", () => textEl.classList.toggle("compact", !$("preds").checked));
+  $("preds").addEventListener("change", () => { showPredictions($("preds").checked); toHash(); });
   $("legend").style.background = `linear-gradient(to right, ${colour(-1)}, #fff, ${colour(1)})`;
 
   let feature = "", items = "";

@@ -244,3 +244,20 @@ def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(model
     assert_user_error((status, out, err), "No space left on device", "nothing was replaced")
     assert target.read_text(encoding="utf-8") == "yesterday's samples\n"
     assert [p.name for p in tmp_path.iterdir()] == ["samples.txt"]
+
+
+def test_sampling_a_few_samples_uses_one_thread_unless_told(models):
+    """One step at batch 1 is too small to share: a second thread gains little on a quiet machine and loses much on a
+    busy one (README "Sampling and evaluation"). --threads overrides."""
+    import torch
+
+    try:
+        torch.set_num_threads(2)
+        assert cli("sample", models["hello"], "--length", "5", "--device", "cpu")[0] == 0
+        assert torch.get_num_threads() == 1
+        assert cli("sample", models["hello"], "--length", "5", "--device", "cpu", "--threads", "2")[0] == 0
+        assert torch.get_num_threads() == 2
+        status, _, err = cli("sample", models["hello"], "--threads", "0")
+        assert status == 2 and "Invalid value for '--threads'" in err
+    finally:
+        torch.set_num_threads(1)

@@ -52,7 +52,8 @@ def test_rows_move_with_their_characters_and_new_ones_start_fresh(tmp_path):
     old = CharRNN(len(old_vocab), cfg.model)
     path = tmp_path / "m.pt"
     ckpt.save([path], ckpt.Checkpoint(cfg, old_vocab, False, old.state_dict(), 5, None))
-    tuned_cfg = load_config(None, ["model.hidden_size=8", "model.num_layers=1", f"train.init_from={path}"])
+    tuned_cfg = load_config(None, ["model.hidden_size=8", "model.num_layers=1", f"train.init_from={path}",
+                                   "model.dropout=0.3"])  # the dropout is the new run's to choose
     start = start_from(tuned_cfg, Vocab.from_texts(["abcd"]))
     assert start.vocab.itos == ("<eos>", "<unk>", "a", "b", "c", "d") and start.new_characters == ["a", "c"]
     torch.manual_seed(1)
@@ -81,8 +82,8 @@ def test_a_model_section_that_differs_is_one_line_naming_the_keys(tmp_path):
     ckpt.save([path], ckpt.Checkpoint(cfg, vocab, False, CharRNN(len(vocab), cfg.model).state_dict(), 5, None))
     text = tmp_path / "t.txt"
     text.write_text("abab" * 1000, encoding="utf-8")
-    result = cli("train", "configs/text_lstm.yaml", f"data.path={text}", "--init-from", path, "--out",
-                 tmp_path / "runs", "-q")
+    result = cli("train", "configs/text_lstm.yaml", f"data.path={text}", "model.dropout=0.2", "--init-from", path,
+                 "--out", tmp_path / "runs", "-q")
     err = assert_user_error(result, "its model differs in model.hidden_size, model.num_layers", max_lines=1)
     assert "model.hidden_size=8" in err
     runs = tmp_path / "runs"

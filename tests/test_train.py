@@ -148,7 +148,8 @@ def test_samples_while_training_use_the_sample_settings_under_a_header(tmp_path,
     train(cfg, tmp_path / "run", progress=False)
     err = capsys.readouterr().err.splitlines()
     headers = [k for k, line in enumerate(err) if line.startswith("sample at step ")]
-    assert [err[k] for k in headers] == ["sample at step 5:", "sample at step 10:"]
+    assert [err[k] for k in headers] == ["sample at step 5 (temperature 0.8, prime 'he'):",
+                                         "sample at step 10 (temperature 0.8, prime 'he'):"]
     assert all(err[k + 1].startswith("he") and len(err[k + 1]) == 2 + 12 for k in headers)
 
 

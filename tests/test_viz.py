@@ -416,6 +416,22 @@ def test_browser_hash_picks_the_neuron_and_hovering_shows_the_numbers(browser, c
     assert "came next: r with p = " in tip[1]
 
 
+def test_browser_opens_on_the_text_alone_and_the_address_names_the_view(browser, c_page):
+    """Predictions under every character make ten lines fill a screen: they are shown on demand, and the address
+    says so, so that a shared link opens as it was seen."""
+    page, path = c_page
+    shown = "getComputedStyle(document.querySelector('#text .p')).display"
+    browser.open(path.as_uri())
+    assert browser.js(shown) == "none" and browser.js("document.getElementById('preds').checked") is False
+    browser.open(path.as_uri() + "#neuron=1:5&view=predictions")
+    assert browser.js(shown) == "block" and browser.js("document.getElementById('preds').checked") is True
+    np.testing.assert_allclose(browser.colours(), expected_colours(page, Neuron(1, 5)), atol=1.01)
+    browser.js("document.getElementById('preds').click()")
+    assert browser.js(shown) == "none" and browser.js("location.hash") == "#neuron=1:5"
+    browser.js("document.getElementById('preds').click()")
+    assert browser.js("location.hash") == "#neuron=1:5&view=predictions"
+
+
 def test_browser_screenshot_is_not_blank_and_the_page_fetches_nothing(browser, c_page, tmp_path):
     page, path = c_page
     neurons = [Neuron(layer, index, kind) for kind in page.trace.states for layer in range(2) for index in range(12)]
