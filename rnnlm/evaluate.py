@@ -120,10 +120,10 @@ def score_stream(model: CharRNN, ids: Tokens | torch.Tensor, streams: int = 1, w
     costs no more memory than a short one.
 
     `start` is the one-row state every `context` window is read from (None: zero). A model trained on sequential
-    streams met the zero state only at the start of each epoch, and windows read from zero measured that rather
-    than the model: a 1x512 LSTM after 78 s scored 1.894 at 64 characters of context from zero and 1.582 with
-    the state carried. Give it `inference.start_state(checkpoint)`, as `rnnlm eval` does. The carried-state reading
-    starts from zero: it reads the whole text, and its start touches only the first characters."""
+    streams met the zero state only at the start of each epoch, and windows read from zero measure that rather
+    than the model (the README's `--context` entry has an example). Give it `inference.start_state(checkpoint)`,
+    as `rnnlm eval` does. The carried-state reading starts from zero: it reads the whole text, and its start
+    touches only the first characters."""
     tokens = ids if isinstance(ids, Tokens) else Tokens(ids)
     n = len(tokens)
     if n < 2:

@@ -28,10 +28,9 @@ def keep_freed_memory() -> bool:
     Every training step allocates the same large buffers (an LSTM layer's gates alone are T*B*4H floats: 52 MB at
     2x512, B=64, T=100) and frees them after the backward pass. By default glibc serves blocks over 128 KB (over
     32 MB, always) with fresh mappings and unmaps them on free, so each step faults its buffers in again page by page,
-    zero-filled by the kernel: on the 2-core development machine the C loops of one 2x512 LSTM layer's forward pass
-    took about three times as long on fresh pages as on reused ones. Allocating from the heap and never trimming it
-    keeps the process at its peak resident size, which a training process reaches on its first step anyway. Returns
-    whether the setting took (glibc only).
+    zero-filled by the kernel, which slows the C loops markedly (bench/README.md, "Reading it"). Allocating from
+    the heap and never trimming it keeps the process at its peak resident size, which a training process reaches on
+    its first step anyway. Returns whether the setting took (glibc only).
     """
     if not sys.platform.startswith("linux"):
         return False
