@@ -2,6 +2,8 @@
 
     python bench/speed.py            # full run, a few minutes
     python bench/speed.py --quick    # fewer repetitions, smoke test
+    python bench/speed.py --only busy  # with one core taken by another process
+    python bench/speed.py --only grid --cells lstm  # training at every shape of the grid (long)
 
 Both sides get the same model around the cell (an embedding of a 65-character vocabulary, the stack, a linear decoder,
 cross-entropy, Adam), the same weights (torch.nn's state dict loaded into ours), the same data and the same shapes.
@@ -23,6 +25,8 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ from torch import Tensor, nn
 
 from rnnlm import cells, fused, runtime
 from rnnlm.evaluate import CHUNK, MAX_STREAMS
+from rnnlm.sample import sampling_threads
 
 VOCAB = 65  # tiny-shakespeare's alphabet
 EMBED = 64
@@ -44,9 +49,11 @@ class Shape:
     layers: int
     batch: int
     seq: int
+    embed: int = EMBED  # the first layer's input width
 
     def __str__(self) -> str:
-        return f"{self.layers}x{self.hidden}, B={self.batch}, T={self.seq}"
+        wide = "" if self.embed == EMBED else f", input {self.embed}"
+        return f"{self.layers}x{self.hidden}{wide}, B={self.batch}, T={self.seq}"
 
 
 SMALL = Shape(128, 1, 32, 64)
@@ -55,7 +62,7 @@ LARGE = Shape(512, 2, 64, 100)
 
 def EVAL_SHAPE(shape: Shape) -> Shape:  # noqa: N802
     """The shape rnnlm.evaluate reads a long text in: its maximum number of parallel streams, its chunk length."""
-    return Shape(shape.hidden, shape.layers, MAX_STREAMS, CHUNK)
+    return Shape(shape.hidden, shape.layers, MAX_STREAMS, CHUNK, shape.embed)
 
 
 REFERENCE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -65,9 +72,9 @@ OURS = {"rnn": cells.RNN, "lstm": cells.LSTM, "gru": cells.GRU}
 class CharModel(nn.Module):
     """embedding -> recurrent stack -> linear decoder; the same wrapper around either side's cell."""
 
-    def __init__(self, stack: nn.Module, hidden: int) -> None:
+    def __init__(self, stack: nn.Module, hidden: int, embed: int = EMBED) -> None:
         super().__init__()
-        self.embed = nn.Embedding(VOCAB, EMBED)
+        self.embed = nn.Embedding(VOCAB, embed)
         self.stack = stack
         self.decoder = nn.Linear(hidden, VOCAB)
 
@@ -79,8 +86,8 @@ class CharModel(nn.Module):
 def model_pair(kind: str, shape: Shape) -> tuple[CharModel, CharModel]:
     """(torch.nn model, rnnlm model) with identical weights."""
     torch.manual_seed(0)
-    ref = CharModel(REFERENCE[kind](EMBED, shape.hidden, shape.layers), shape.hidden)
-    ours = CharModel(OURS[kind](EMBED, shape.hidden, shape.layers), shape.hidden)
+    ref = CharModel(REFERENCE[kind](shape.embed, shape.hidden, shape.layers), shape.hidden, shape.embed)
+    ours = CharModel(OURS[kind](shape.embed, shape.hidden, shape.layers), shape.hidden, shape.embed)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
@@ -138,16 +145,23 @@ def sample_fn(model: CharModel, batch_size: int, chars: int) -> Callable[[], Non
 
 def interleaved(ours: Callable[[], None], ref: Callable[[], None], quick: bool,
                 budget: float = 25.0) -> tuple[float, float]:
-    """Median seconds per call of each side, alternating sides and which goes first.
+    """Median seconds per call of each side, alternating sides and which goes first."""
+    times = repetitions(ours, ref, quick, budget)
+    return statistics.median(times["ours"]), statistics.median(times["ref"])
 
-    The number of repetitions fits the row into `budget` seconds (at least 5, at most 41; 3 with --quick), so a slow
-    or busy machine stretches a row's precision, not the run's length.
+
+def repetitions(ours: Callable[[], None], ref: Callable[[], None], quick: bool, budget: float,
+                least: int = 5) -> dict[str, list[float]]:
+    """Seconds of each call of each side, alternating sides and which goes first.
+
+    The number of repetitions fits the row into `budget` seconds (at least `least`, at most 41; 3 with --quick), so
+    a slow or busy machine stretches a row's precision, not the run's length.
     """
     start = time.perf_counter()
     ours()
     ref()  # warm-up: first-call allocations, oneDNN primitive creation, caches
     per_pair = time.perf_counter() - start
-    reps = 3 if quick else max(5, min(41, int(budget / per_pair)))
+    reps = 3 if quick else max(least, min(41, int(budget / per_pair)))
     times: dict[str, list[float]] = {"ours": [], "ref": []}
     for rep in range(reps):
         order = [("ours", ours), ("ref", ref)] if rep % 2 == 0 else [("ref", ref), ("ours", ours)]
@@ -155,7 +169,7 @@ def interleaved(ours: Callable[[], None], ref: Callable[[], None], quick: bool,
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return statistics.median(times["ours"]), statistics.median(times["ref"])
+    return times
 
 
 def row(what: str, ours: float, ref: float, target: str, unit: str = "chars/s", ref_name: str = "torch.nn") -> str:
@@ -172,6 +186,29 @@ def bench_training(quick: bool) -> list[str]:
             t_ours, t_ref = interleaved(train_step_fn(ours, shape), train_step_fn(ref, shape), quick)
             chars = shape.batch * shape.seq
             rows.append(row(f"train {kind.upper()} {shape}", chars / t_ours, chars / t_ref, targets[kind]))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def grid() -> list[Shape]:
+    """The shapes users train at: hidden 128-1024, 1 and 2 layers, batch 1, 32 and 64, sequence 64 and 100, the
+    input 64 wide (a small embedding) or as wide as the hidden layer (a wide embedding, or a second layer's input)."""
+    return [Shape(hidden, layers, batch, seq, embed) for hidden in (128, 256, 512, 1024) for embed in (EMBED, hidden)
+            for layers in (1, 2) for batch in (1, 32, 64) for seq in (64, 100)]
+
+
+def bench_grid(quick: bool, kinds: list[str]) -> list[str]:
+    """Training at every grid shape: the ratio rnnlm / torch.nn of each interleaved pair of steps, its minimum and
+    median over the pairs (a few pairs per shape: the grid is long)."""
+    rows = []
+    print("\n| cell | shape | min ratio | median ratio | pairs |\n|---|---|---:|---:|---:|", flush=True)
+    for kind in kinds:
+        for shape in grid():
+            ref, ours = model_pair(kind, shape)
+            times = repetitions(train_step_fn(ours, shape), train_step_fn(ref, shape), quick, budget=4.0, least=3)
+            ratios = [r / o for o, r in zip(times["ours"], times["ref"])]
+            rows.append(f"| {kind.upper()} | {shape} | {min(ratios):.2f}x | **{statistics.median(ratios):.2f}x** | "
+                        f"{len(ratios)} |")
             print(rows[-1], flush=True)
     return rows
 
@@ -221,6 +258,80 @@ def bench_eval(quick: bool) -> list[str]:
     return rows
 
 
+BUSY = "import os, sys, time\nos.sched_setaffinity(0, {int(sys.argv[1])})\nend = time.monotonic() + float(sys.argv[2])\n" \
+       "while time.monotonic() < end: pass\n"
+
+
+class Busy:
+    """Another process that keeps one of our cores busy (pinned to it, ending by itself after `seconds`)."""
+
+    def __init__(self, seconds: float) -> None:
+        core = max(os.sched_getaffinity(0))
+        self.proc = subprocess.Popen([sys.executable, "-c", BUSY, str(core), str(seconds)])
+
+    def __enter__(self) -> "Busy":
+        time.sleep(0.5)  # started and spinning
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def as_rnnlm_runs(fn: Callable[[], None], threads: int | None) -> Callable[[], None]:
+    """rnnlm's side with the threads its command would use: `threads`, or (None) the cores other processes leave
+    free, looked at every runtime.CHECK_EVERY seconds as a training loop does, run until it has looked once (as a
+    run that has been going for a while); torch.nn's side keeps torch's default count, as a user's own loop would."""
+    default = torch.get_num_threads()
+    runtime.use_threads(threads)
+    settled = time.monotonic() + runtime.CHECK_EVERY * 1.2
+    while time.monotonic() < settled:
+        fn()
+        runtime.poll()
+    current = torch.get_num_threads()
+
+    def run() -> None:
+        nonlocal current
+        torch.set_num_threads(current)
+        fn()
+        runtime.poll()
+        current = torch.get_num_threads()
+        torch.set_num_threads(default)
+
+    torch.set_num_threads(default)
+    return run
+
+
+def bench_busy(quick: bool) -> list[str]:
+    """Each row quiet, then with one core kept busy by another process: throughput as a fraction of the quiet
+    figure, rnnlm (threads as its commands choose them) and torch.nn (torch's default) side by side."""
+    rows, budget = [], 6.0 if quick else 20.0
+    runtime.CHECK_EVERY = 2.0  # a training run looks every 10 s; a row lasts about as long as a few looks
+    cases = [(f"train {kind.upper()} {shape}", kind, shape, None) for shape in (SMALL, LARGE)
+             for kind in ("rnn", "lstm", "gru")]
+    cases += [(f"sample LSTM 2x512, B={b}", "lstm", LARGE, b) for b in (1, 64)]
+    print("\n| with one core busy | rnnlm quiet | rnnlm busy | kept | torch.nn quiet | torch.nn busy | kept | target |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|", flush=True)
+    for what, kind, shape, samples in cases:
+        ref, ours = model_pair(kind, shape)
+        if samples is None:
+            sides, chars = (train_step_fn(ours, shape), train_step_fn(ref, shape)), shape.batch * shape.seq
+            threads = None
+        else:
+            n = 20 if quick else 100
+            sides, chars = (sample_fn(ours, samples, n), sample_fn(ref, samples, n)), n * samples
+            threads = sampling_threads(samples)
+        quiet = interleaved(as_rnnlm_runs(sides[0], threads), sides[1], quick, budget)
+        with Busy(4 * budget + 60):
+            busy = interleaved(as_rnnlm_runs(sides[0], threads), sides[1], quick, budget)
+        runtime.use_threads(torch.get_num_threads())  # sharing off between rows
+        (q_ours, q_ref), (b_ours, b_ref) = quiet, busy
+        rows.append(f"| {what} | {chars / q_ours:,.0f} | {chars / b_ours:,.0f} | **{q_ours / b_ours:.0%}** | "
+                    f"{chars / q_ref:,.0f} | {chars / b_ref:,.0f} | {q_ref / b_ref:.0%} | >= 45%, >= torch.nn |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def saved_for_backward(kind: str, side: str) -> float:
     """MiB of distinct tensors autograd saves for the backward pass of one training step (activations and the
     weights the backward reads), on the large shape."""
@@ -264,12 +375,13 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
-    parser.add_argument("--only", choices=["train", "bf16", "sample", "eval", "memory"], action="append",
-                        help="run only these sections (repeatable)")
+    parser.add_argument("--only", choices=["train", "bf16", "sample", "eval", "memory", "busy", "grid"],
+                        action="append", help="run only these sections (repeatable); the grid runs only when named")
+    parser.add_argument("--cells", default="lstm,gru,rnn", help="the grid's cells, comma-separated")
     parser.add_argument("--unfused", action="store_true",
                         help="run rnnlm's recurrences as PyTorch ops only (RNNLM_FUSED=0), without its C kernels")
     args = parser.parse_args()
-    sections = args.only or ["train", "bf16", "sample", "eval", "memory"]
+    sections = args.only or ["train", "bf16", "sample", "eval", "memory", "busy"]
     if args.unfused:
         os.environ["RNNLM_FUSED"] = "0"
     # As `rnnlm train` does on a CPU; a process-wide setting, so both sides run with it.
@@ -279,10 +391,13 @@ def main() -> None:
     print("| what | rnnlm | baseline | ratio | target |")
     print("|---|---:|---:|---:|---|", flush=True)
     start = time.perf_counter()
-    runners = {"train": bench_training, "bf16": bench_bf16, "sample": bench_sampling, "eval": bench_eval}
+    runners = {"train": bench_training, "bf16": bench_bf16, "sample": bench_sampling, "eval": bench_eval,
+               "busy": bench_busy}
     for section in sections:
         if section == "memory":
             bench_memory()
+        elif section == "grid":
+            bench_grid(args.quick, args.cells.split(","))
         else:
             runners[section](args.quick)
     print(f"\n(chars/s, median over interleaved repetitions; {time.perf_counter() - start:.0f} s)")

@@ -221,10 +221,9 @@ def sample(
 ) -> None:
     """Generate text from a trained model, streaming it to stdout; records corpora print one record per line."""
     from rnnlm import checkpoint as ckpt
-    from rnnlm.fastpath import STEP_MAX_BATCH
-    from rnnlm.sample import SampleOptions, read_prime, sample_checkpoint
+    from rnnlm.sample import SampleOptions, read_prime, sample_checkpoint, sampling_threads
 
-    target = device_for(device, threads or (1 if num_samples <= STEP_MAX_BATCH else None))
+    target = device_for(device, threads or sampling_threads(num_samples))
     point = ckpt.load(run)
     defaults = point.config.sample
     opts = SampleOptions(length=length if length is not None else defaults.length,

@@ -64,6 +64,7 @@ from rnnlm.data.text import read_records, read_utf8
 from rnnlm.errors import RnnlmError
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
+from rnnlm.runtime import poll
 from rnnlm.state import State, expand_rows, map_state, select_rows, tensors
 from rnnlm.vocab import EOS_ID, UNK_ID
 
@@ -274,6 +275,7 @@ def _read(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,
     inputs = inputs.to(device)
     nll = torch.zeros(len(inputs), dtype=torch.float64, device=device)
     for t in range(0, inputs.shape[1], CHUNK):
+        poll()
         logits, state = model(inputs[:, t:t + CHUNK], state)  # (R, C, V)
         if targets is not None:
             chunk = targets[:, t:t + CHUNK].to(device)

@@ -1,25 +1,94 @@
-"""Process-wide settings a command makes once, where the process is set up: how many threads, how freed memory is
-kept, and how SIGINT and SIGTERM stop a training run.
+"""Process-wide settings a command makes once, where the process is set up: how many threads (and sharing the
+cores with other processes), how freed memory is kept, and how SIGINT and SIGTERM stop a training run.
 
-These change the whole process, so the library never makes them on its own: `rnnlm train` does, and a library user
+These change the whole process, so the library never makes them on its own: the commands do, and a library user
 opts in by calling them.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
+import time
+from pathlib import Path
 from typing import Any
+
+import torch
+
+CHECK_EVERY = 10.0  # seconds between two looks at what the other processes use
+TAKEN = 0.4  # of a core used by other processes: it counts as taken
 
 
 def use_threads(threads: int | None) -> None:
-    """Run torch's CPU work, and rnnlm's C loops (which share torch's OpenMP pool), on `threads` threads; None keeps
-    torch's default, one per core."""
-    if threads is not None:
-        import torch
+    """Run torch's CPU work, and rnnlm's C loops (which share torch's OpenMP pool), on `threads` threads. None shares
+    the cores: as many threads as cores other processes leave free, never more than torch's default, re-checked
+    every CHECK_EVERY seconds at `poll()`; OMP_NUM_THREADS, when set, fixes the count instead.
 
+    Why: each step of a recurrence ends at a barrier where every thread waits for the slowest, so a thread whose core
+    another process also wants holds all of them back; with one of two cores taken, two threads keep a fraction of
+    what one thread on the free core does (README, "Sharing the machine"). Results do not depend on the count."""
+    global _share
+    _share = None
+    if threads is not None:
         torch.set_num_threads(threads)
+    elif "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > 1:
+        _share = CoreShare(torch.get_num_threads())
+
+
+def poll() -> None:
+    """Called between units of work (a training step, an evaluation chunk, a sampling step): when it is time, sets
+    the thread count to the cores other processes leave free. Costs a clock read otherwise."""
+    if _share is not None and time.monotonic() >= _share.due:
+        torch.set_num_threads(_share.free())
+
+
+class CoreShare:
+    """How many of the cores this process may run on other processes leave free, from the kernel's per-core busy
+    time (/proc/stat) less this process's own CPU time, between one look and the next."""
+
+    def __init__(self, most: int, stat: Path = Path("/proc/stat")) -> None:
+        self.most, self.stat = most, stat
+        self.cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.last = self._look()
+        self.due = time.monotonic() + CHECK_EVERY
+
+    def _look(self) -> tuple[float, float, float] | None:
+        """(wall seconds, busy seconds of our cores, this process's CPU seconds), or None where there is no
+        /proc/stat (not Linux)."""
+        try:
+            lines = self.stat.read_text().splitlines()
+        except OSError:
+            return None
+        wanted = {f"cpu{c}" for c in self.cores}
+        busy = 0
+        for line in lines:
+            name, *fields = line.split()
+            if name in wanted:  # user nice system idle iowait irq softirq steal ...
+                ticks = [int(f) for f in fields[:8]]
+                busy += sum(ticks) - ticks[3] - ticks[4]
+        return time.monotonic(), busy / self.tick, time.process_time()
+
+    def others(self) -> float | None:
+        """Cores' worth of CPU time other processes used since the last look; None if unknown."""
+        now, last = self._look(), self.last
+        self.last, self.due = now, time.monotonic() + CHECK_EVERY
+        if now is None or last is None or now[0] <= last[0]:
+            return None
+        return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
+
+    def free(self) -> int:
+        """Threads to use now: one per core the others leave free (at least one, at most `most`)."""
+        others = self.others()
+        if others is None or not self.cores:
+            return self.most
+        taken = int(others + (1 - TAKEN))
+        return max(1, min(self.most, len(self.cores) - taken))
+
+
+_share: CoreShare | None = None
 
 
 def keep_freed_memory() -> bool:

@@ -27,8 +27,10 @@ from rnnlm.checkpoint import Checkpoint
 from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.text import read_utf8
 from rnnlm.errors import RnnlmError
+from rnnlm.fastpath import STEP_MAX_BATCH
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
+from rnnlm.runtime import poll
 from rnnlm.state import State, expand_rows, where_rows
 from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
 
@@ -124,6 +126,12 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
     return out
 
 
+def sampling_threads(num_samples: int) -> int | None:
+    """Threads for sampling on a CPU unless told: one for a few samples (a step at such a batch is too small to
+    share well, and one thread leaves a busy machine's other core alone), else None (share the cores)."""
+    return 1 if num_samples <= STEP_MAX_BATCH else None
+
+
 def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: SampleOptions, generators: list[torch.Generator],
            records: bool, on_step: Callable[[list[int]], None] | None = None) -> tuple[list[list[int]], torch.Tensor, State]:
     """Draw up to opts.length characters per row from `logits` (N, P, V) on. A record's row stops at its
@@ -144,6 +152,7 @@ def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: Samp
                 out[i].append(token)
         if on_step is not None:
             on_step(nxt.tolist())
+        poll()
         logits, new_state = model(nxt.to(last.device)[:, None], state)
         if records and bool(done.any()):
             keep = done.to(last.device)

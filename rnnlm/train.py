@@ -49,7 +49,7 @@ from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, TensorBoar
 from rnnlm.model import CharRNN, check_fits
 from rnnlm.optim import learning_rate, make_optimizer
 from rnnlm.runs import check_resume_config, open_run, record_status
-from rnnlm.runtime import StopSignal
+from rnnlm.runtime import StopSignal, poll
 from rnnlm.sample import SampleOptions, generate
 from rnnlm.state import map_state, select_rows
 from rnnlm.vocab import Vocab
@@ -293,6 +293,7 @@ class Trainer:
             self.evaluate_and_save()
         if t.sample_every and tally.step % t.sample_every == 0 and self.dist.is_main:
             self.bar.write(self.preview())
+        poll()
         now = time.perf_counter()
         tally.elapsed += now - self.tick
         self.tick = now

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+from rnnlm import runtime
 
 
 @pytest.fixture(autouse=True)
 def _small_torch() -> None:
     # Two cores: many tiny ops run faster on one thread, and tests stay independent of the machine.
-    torch.set_num_threads(1)
+    runtime.use_threads(1)  # and no sharing left over from a command run in-process

@@ -1,0 +1,68 @@
+"""Sharing the machine: the thread count follows the cores other processes leave free, and never changes results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from rnnlm import checkpoint as ckpt
+from rnnlm import runtime
+
+from helpers import REPO, cli
+
+CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+BUSY = "import os, sys, time\nos.sched_setaffinity(0, {int(sys.argv[1])})\nend = time.monotonic() + 60\n" \
+       "while time.monotonic() < end: pass\n"
+
+
+def settle_and_poll(seconds: float = 1.5) -> int:
+    """Let a look's interval pass (this process asleep), then poll as a training step would."""
+    time.sleep(seconds)
+    runtime.poll()
+    return torch.get_num_threads()
+
+
+@pytest.mark.skipif(len(CORES) < 2 or not os.path.exists("/proc/stat"), reason="needs Linux and two cores")
+def test_threads_step_aside_for_a_busy_core_and_come_back(monkeypatch):
+    monkeypatch.setattr(runtime, "CHECK_EVERY", 1.0)
+    torch.set_num_threads(len(CORES))
+    runtime.use_threads(None)
+    busy = subprocess.Popen([sys.executable, "-c", BUSY, str(CORES[0])])
+    try:
+        assert settle_and_poll() == len(CORES) - 1
+    finally:
+        busy.kill()
+        busy.wait()
+    assert settle_and_poll() == len(CORES)
+
+
+def test_a_count_given_or_fixed_by_omp_num_threads_is_kept(monkeypatch):
+    monkeypatch.setattr(runtime, "CHECK_EVERY", 0.0)
+    torch.set_num_threads(2)
+    runtime.use_threads(2)
+    runtime.poll()
+    assert torch.get_num_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    runtime.use_threads(None)
+    time.sleep(0.2)
+    runtime.poll()
+    assert torch.get_num_threads() == 2
+
+
+def test_the_thread_count_does_not_change_a_run(tmp_path):
+    """Sharing changes the count during a run, and resuming must stay exact: a model wide enough for the C loops
+    and the products to split their work trains to the same weights on one thread and on two."""
+    weights = []
+    for threads in (1, 2):
+        status, _, err = cli("train", REPO / "configs" / "tiny.yaml", f"train.threads={threads}", "model.hidden_size=192",
+                             "train.batch_size=32", "train.max_steps=4", "--out", tmp_path, "--name", f"t{threads}",
+                             "-q")
+        assert status == 0, err
+        weights.append(ckpt.load(tmp_path / f"t{threads}" / ckpt.LAST).model)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
