@@ -2,8 +2,8 @@
 
     python bench/speed.py            # full run, a few minutes
     python bench/speed.py --quick    # fewer repetitions, smoke test
-    python bench/speed.py --only busy  # with one core taken by another process
-    python bench/speed.py --only grid --cells lstm  # training at every shape of the grid (long)
+    python bench/speed.py --busy     # = --only busy: with one core taken by another process
+    python bench/speed.py --grid --cells lstm   # = --only grid: training at every shape of the grid (long)
 
 Both sides get the same model around the cell (an embedding of a 65-character vocabulary, the stack, a linear decoder,
 cross-entropy, Adam), the same weights (torch.nn's state dict loaded into ours), the same data and the same shapes.
@@ -377,6 +377,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
     parser.add_argument("--only", choices=["train", "bf16", "sample", "eval", "memory", "busy", "grid"],
                         action="append", help="run only these sections (repeatable); the grid runs only when named")
+    parser.add_argument("--busy", action="append_const", const="busy", dest="only", help="= --only busy")
+    parser.add_argument("--grid", action="append_const", const="grid", dest="only", help="= --only grid")
     parser.add_argument("--cells", default="lstm,gru,rnn", help="the grid's cells, comma-separated")
     parser.add_argument("--unfused", action="store_true",
                         help="run rnnlm's recurrences as PyTorch ops only (RNNLM_FUSED=0), without its C kernels")

@@ -56,19 +56,16 @@ class CoreShare:
         self.due = time.monotonic() + CHECK_EVERY
 
     def _look(self) -> tuple[float, float, float] | None:
-        """(wall seconds, busy seconds of our cores, this process's CPU seconds), or None where there is no
-        /proc/stat (not Linux)."""
+        """(wall seconds, busy seconds of our cores, this process's CPU seconds), or None where /proc/stat cannot
+        be read as Linux writes it."""
+        wanted, busy = {f"cpu{c}" for c in self.cores}, 0
         try:
-            lines = self.stat.read_text().splitlines()
-        except OSError:
+            for fields in map(str.split, self.stat.read_text().splitlines()):
+                if fields and fields[0] in wanted:  # cpuN user nice system idle iowait irq softirq steal ...
+                    ticks = [int(f) for f in fields[1:9]]
+                    busy += sum(ticks) - ticks[3] - ticks[4]
+        except (OSError, ValueError, IndexError):
             return None
-        wanted = {f"cpu{c}" for c in self.cores}
-        busy = 0
-        for line in lines:
-            name, *fields = line.split()
-            if name in wanted:  # user nice system idle iowait irq softirq steal ...
-                ticks = [int(f) for f in fields[:8]]
-                busy += sum(ticks) - ticks[3] - ticks[4]
         return time.monotonic(), busy / self.tick, time.process_time()
 
     def others(self) -> float | None:
