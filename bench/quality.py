@@ -45,7 +45,8 @@ from rnnlm.evaluate import Score, score_records, score_stream  # noqa: E402
 from rnnlm.inference import load_model, start_state  # noqa: E402
 from rnnlm.runtime import keep_freed_memory  # noqa: E402
 from rnnlm.sample import SampleOptions, generate  # noqa: E402
-from rnnlm.train import prepare, train  # noqa: E402
+from rnnlm.corpus import prepare  # noqa: E402
+from rnnlm.train import train  # noqa: E402
 
 
 @dataclass

@@ -13,7 +13,8 @@ continues a run as if it had never stopped: the model, optimizer, step, epoch, b
 generator, the carried hidden state and the half-gathered training record come back from `last.pt`. SIGINT or SIGTERM
 saves `last.pt` without evaluating, so a resumed run logs exactly what an uninterrupted one would have.
 
-Where the rest lives: run directories and what a resume may change in `rnnlm.runs`, devices, precision and compile
+Where the rest lives: the corpus read through the model's vocabulary, and the split evaluation, in `rnnlm.corpus`;
+run directories and what a resume may change in `rnnlm.runs`, devices, precision and compile
 checks in `rnnlm.device`, the progress bar in `rnnlm.console`, the optimizer and schedule in `rnnlm.optim`, the
 checkpoint's contents in `rnnlm.checkpoint`. Under torchrun every process runs this same loop on its rows of each
 minibatch (`rnnlm.distributed`); rank 0 alone evaluates and writes.
@@ -28,21 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rnnlm import checkpoint as ckpt
 from rnnlm import device as dev
-from rnnlm.batching import IGNORE, Batch, Batcher, Records, Tokens, make_batcher, truncate
+from rnnlm.batching import IGNORE, Batch, Batcher, make_batcher, truncate
 from rnnlm.checkpoint import Checkpoint, Tally, TrainingState
 from rnnlm.config import Config
 from rnnlm.console import Progress, say
-from rnnlm.data import DataRoot, open_corpus
-from rnnlm.data.store import Store
+from rnnlm.corpus import Prepared, evaluate_split, prepare
+from rnnlm.data import DataRoot
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import Score, score_records, score_stream
+from rnnlm.evaluate import Score
 from rnnlm.finetune import start_from, transplant
 from rnnlm.inference import warm_start
 from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, TensorBoardLogger, check_tensorboard
@@ -52,7 +52,6 @@ from rnnlm.runs import check_resume_config, open_run, record_status
 from rnnlm.runtime import StopSignal, poll
 from rnnlm.sample import SampleOptions, generate
 from rnnlm.state import map_state, select_rows
-from rnnlm.vocab import Vocab
 
 Stopped = Literal["max_steps", "max_epochs", "max_time", "patience", "interrupted"]
 
@@ -72,50 +71,6 @@ class RunResult:
     """For `stopped == "interrupted"`: the signal that stopped the run (SIGINT or SIGTERM)."""
     nothing_to_do: bool = False
     """A resumed run whose budget was already spent: it trained nothing and wrote nothing."""
-
-
-@dataclass
-class Prepared:
-    """A corpus ready for a model: its store, and the vocabulary the model reads it with (the store's training
-    characters, or a checkpoint's)."""
-
-    store: Store
-    vocab: Vocab
-
-    @property
-    def records(self) -> bool:
-        return self.store.records
-
-    def tokens(self, split: str) -> Tokens:
-        return Tokens(self.store.ids(split), self.store.lut(self.vocab))
-
-    def offsets(self, split: str) -> np.ndarray | None:
-        return self.store.offsets(split) if self.store.records else None
-
-
-def prepare(cfg: Config, root: DataRoot | None = None, vocab: Vocab | None = None, progress: bool = True) -> Prepared:
-    """The corpus's store (prepared first if needed) and the vocabulary: `vocab`, or the store's."""
-    store = open_corpus(cfg.data, cfg.train.seed, root, progress)
-    return Prepared(store, vocab or store.vocab())
-
-
-def evaluate_split(model: CharRNN, cfg: Config, prepared: Prepared, split: str) -> Score:
-    """Score a split the way the model was trained to read it: packed records and streams as one stream with the
-    state carried, padded records each from a zero state; at most `train.eval_chars` of it, from its start."""
-    limit = cfg.train.eval_chars
-    tokens = prepared.tokens(split)
-    if prepared.records and cfg.data.records == "pad":
-        records = Records(tokens, prepared.offsets(split))  # type: ignore[arg-type]
-        picked, used = [], 0
-        for k in range(len(records)):
-            if limit is not None and used >= limit:
-                break
-            picked.append(records[k])
-            used += len(picked[-1]) + 1
-        return score_records(model, picked)
-    if limit is not None and len(tokens) > limit:
-        tokens = Tokens(tokens.symbols[:limit], tokens.lut)
-    return score_stream(model, tokens)
 
 
 def train(cfg: Config, run_dir: Path, resume: Checkpoint | None = None, root: DataRoot | None = None,

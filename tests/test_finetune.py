@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from helpers import assert_user_error, cli
@@ -10,10 +9,9 @@ from rnnlm import checkpoint as ckpt
 from rnnlm.config import load_config
 from rnnlm.data import DataRoot
 from rnnlm.finetune import start_from, transplant
-from rnnlm.inference import load_model
 from rnnlm.metrics import read_metrics
 from rnnlm.model import CharRNN
-from rnnlm.train import evaluate_split, prepare, train
+from rnnlm.train import train
 from rnnlm.vocab import Vocab
 
 MODEL = ["model.cell=gru", "model.hidden_size=48", "model.num_layers=1", "train.batch_size=16", "train.seq_len=32",

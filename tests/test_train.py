@@ -236,7 +236,7 @@ def test_compiled_training_matches_eager(tmp_path):
 def test_evaluation_scores_at_most_eval_chars_of_the_validation_split(tmp_path):
     from rnnlm.data import DataRoot
     from rnnlm.evaluate import score_stream
-    from rnnlm.train import evaluate_split, prepare
+    from rnnlm.corpus import evaluate_split, prepare
 
     text = "".join("abcdefgh"[(i * 7 + i // 13) % 8] for i in range(40_000))  # val: 2,000 characters
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")

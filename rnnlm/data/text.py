@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, register
@@ -50,20 +51,25 @@ def decode_utf8(raw: bytes, name: str | Path, truncated: bool = False) -> str:
                          "convert it, e.g. with iconv -t UTF-8") from None
 
 
-def read_prefix(path: Path, max_bytes: int | None = None) -> tuple[bytes, bool]:
-    """A file's bytes, at most `max_bytes` of them, and whether there were more."""
+def _open_binary(path: Path) -> BinaryIO:
+    """A text file opened for reading bytes; a missing file, a folder or one we may not read is an error naming it."""
     try:
-        with path.open("rb") as f:
-            if max_bytes is None:
-                return f.read(), False
-            raw = f.read(max_bytes)
-            return raw, f.read(1) != b""
+        return path.open("rb")
     except FileNotFoundError:
         raise RnnlmError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise RnnlmError(f"{path}: is a directory, expected a text file") from None
     except PermissionError:
         raise RnnlmError(f"{path}: permission denied") from None
+
+
+def read_prefix(path: Path, max_bytes: int | None = None) -> tuple[bytes, bool]:
+    """A file's bytes, at most `max_bytes` of them, and whether there were more."""
+    with _open_binary(path) as f:
+        if max_bytes is None:
+            return f.read(), False
+        raw = f.read(max_bytes)
+        return raw, f.read(1) != b""
 
 
 def read_utf8(path: Path, max_bytes: int | None = None) -> str:
@@ -99,15 +105,7 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
     half. A NUL byte makes the file binary: an error if it was `named` on its own, else (a file found in a folder or
     a glob) it is skipped, if the NUL comes in its first piece, with the warning the caller gives."""
     carry, offset = b"", 0
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        raise RnnlmError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise RnnlmError(f"{path}: is a directory, expected a text file") from None
-    except PermissionError:
-        raise RnnlmError(f"{path}: permission denied") from None
-    with f:
+    with _open_binary(path) as f:
         while budget[0] is None or budget[0] > 0:
             block = f.read(PIECE_BYTES if budget[0] is None else min(PIECE_BYTES, budget[0]))
             if not block:

@@ -1,0 +1,60 @@
+"""A corpus ready for a model: its prepared store read through the model's vocabulary, and a split scored the way
+the model was trained to read it. Training, fine-tuning and the quality benchmark start here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnlm.batching import Records, Tokens
+from rnnlm.config import Config
+from rnnlm.data import DataRoot, open_corpus
+from rnnlm.data.store import Store
+from rnnlm.evaluate import Score, score_records, score_stream
+from rnnlm.model import CharRNN
+from rnnlm.vocab import Vocab
+
+
+@dataclass
+class Prepared:
+    """A corpus ready for a model: its store, and the vocabulary the model reads it with (the store's training
+    characters, or a checkpoint's)."""
+
+    store: Store
+    vocab: Vocab
+
+    @property
+    def records(self) -> bool:
+        return self.store.records
+
+    def tokens(self, split: str) -> Tokens:
+        return Tokens(self.store.ids(split), self.store.lut(self.vocab))
+
+    def offsets(self, split: str) -> np.ndarray | None:
+        return self.store.offsets(split) if self.store.records else None
+
+
+def prepare(cfg: Config, root: DataRoot | None = None, vocab: Vocab | None = None, progress: bool = True) -> Prepared:
+    """The corpus's store (prepared first if needed) and the vocabulary: `vocab`, or the store's."""
+    store = open_corpus(cfg.data, cfg.train.seed, root, progress)
+    return Prepared(store, vocab or store.vocab())
+
+
+def evaluate_split(model: CharRNN, cfg: Config, prepared: Prepared, split: str) -> Score:
+    """Score a split the way the model was trained to read it: packed records and streams as one stream with the
+    state carried, padded records each from a zero state; at most `train.eval_chars` of it, from its start."""
+    limit = cfg.train.eval_chars
+    tokens = prepared.tokens(split)
+    if prepared.records and cfg.data.records == "pad":
+        records = Records(tokens, prepared.offsets(split))  # type: ignore[arg-type]
+        picked, used = [], 0
+        for k in range(len(records)):
+            if limit is not None and used >= limit:
+                break
+            picked.append(records[k])
+            used += len(picked[-1]) + 1
+        return score_records(model, picked)
+    if limit is not None and len(tokens) > limit:
+        tokens = Tokens(tokens.symbols[:limit], tokens.lut)
+    return score_stream(model, tokens)
