@@ -63,7 +63,7 @@ from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.text import read_records, read_utf8
 from rnnlm.errors import RnnlmError
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
-from rnnlm.model import CharRNN
+from rnnlm.model import GATES, CharRNN
 from rnnlm.runtime import poll
 from rnnlm.state import State, expand_rows, map_state, select_rows, tensors
 from rnnlm.vocab import EOS_ID, UNK_ID
@@ -75,6 +75,7 @@ EXACT_MAX = 1 << 20
 """`rnnlm eval` reads a text of up to this many characters exactly as one stream, a longer one in MAX_STREAMS
 carried streams (unless --streams says otherwise)."""
 CHUNK = 256  # time steps per forward call
+CALL_FLOATS = 1 << 24  # at most this many gate and logit floats in one call: a wide model reads fewer steps per call
 POSITIONS = 1 << 16  # ids per forward call when scoring context windows
 STATE_ATOL = 1e-5
 STATE_RTOL = 1e-5
@@ -269,16 +270,19 @@ def _read_rows(model: CharRNN, tokens: Tokens, starts: np.ndarray, length: int, 
 
 def _read(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,
           state: State | None = None) -> tuple[torch.Tensor, State]:
-    """Rows (R, T) read left to right from `state` (zero if None), CHUNK steps per call. Returns each
-    row's summed NLL over its scored targets (R,) float64 (zeros without targets) and the final state."""
+    """Rows (R, T) read left to right from `state` (zero if None), up to CHUNK steps per call (fewer for a wide
+    model, so that a call's gates and logits stay within CALL_FLOATS). Returns each row's summed NLL over its
+    scored targets (R,) float64 (zeros without targets) and the final state."""
     device = model.decoder.weight.device
     inputs = inputs.to(device)
     nll = torch.zeros(len(inputs), dtype=torch.float64, device=device)
-    for t in range(0, inputs.shape[1], CHUNK):
+    width = GATES[model.cfg.cell] * model.cfg.hidden_size + model.decoder.out_features
+    steps = max(16, min(CHUNK, CALL_FLOATS // (len(inputs) * width or 1)))
+    for t in range(0, inputs.shape[1], steps):
         poll()
-        logits, state = model(inputs[:, t:t + CHUNK], state)  # (R, C, V)
+        logits, state = model(inputs[:, t:t + steps], state)  # (R, C, V)
         if targets is not None:
-            chunk = targets[:, t:t + CHUNK].to(device)
+            chunk = targets[:, t:t + steps].to(device)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), chunk.reshape(-1),
                                    ignore_index=IGNORE, reduction="none")
             nll += loss.view(chunk.shape).double().sum(1)

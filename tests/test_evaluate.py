@@ -54,6 +54,22 @@ def brute_force(model, ids, context, spans, start=None):
     return total / count, count
 
 
+def test_a_wide_model_reads_fewer_steps_per_call_and_scores_the_same(monkeypatch):
+    """Evaluation bounds each call's memory by reading fewer steps at once; the score does not change."""
+    model = random_model()
+    ids = torch.randint(0, 12, (3001,), generator=torch.Generator().manual_seed(1))
+    whole = score_stream(model, ids, rows=4)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x, s=None: calls.append(x.shape) or forward(x, s))
+    budget = 4 * (4 * 16 + 12) * 20  # floats of gates and logits: 4 rows x 20 steps of this LSTM
+    monkeypatch.setattr(ev, "CALL_FLOATS", budget)
+    small = score_stream(model, ids, rows=4)
+    assert all(16 <= steps < 256 and rows * steps * (4 * 16 + 12) <= max(budget, rows * 16 * (4 * 16 + 12))
+               for rows, steps in calls) and any(steps > 16 for _, steps in calls)
+    assert small.chars == whole.chars and abs(small.nll - whole.nll) <= SPLIT_TOLERANCE
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("rows, warmup", [(2, 512), (7, 0), (7, 5), (33, 64)])
 def test_stream_split_equals_one_stream(cell, rows, warmup):
@@ -222,7 +238,7 @@ def test_compressor_bits_per_character():
 
 
 def test_split_scores_reproduce_the_training_validation_loss(tmp_path):
-    from rnnlm.train import Prepared, evaluate_split, prepare
+    from rnnlm.corpus import Prepared, evaluate_split, prepare
 
     for dataset, mode in (("hello", "pack"), ("anbn", "pack"), ("anbn", "pad")):
         point = ckpt.load(make_checkpoint(tmp_path / f"{dataset}-{mode}.pt", dataset=dataset, records_mode=mode,

@@ -17,9 +17,9 @@ The store's symbols cover every character of the corpus, so a split reads back e
 vocabulary (the training split's characters, `Store.vocab`) is derived from the counts; `Store.lut` maps store
 symbols to a vocabulary's ids, a character outside it to <unk>.
 
-Preparing streams the text three times through fixed-size chunks: once to count its characters (which fixes the
-split boundaries), once to count each split's characters (the vocabulary), once to write the ids. Memory stays at
-a few chunks (of CHUNK_BYTES) whatever the corpus size; nothing holds the corpus as one string or one int64 array.
+Preparing streams a text twice through fixed-size chunks: once to count each chunk's characters (which fixes the
+split boundaries and the symbols), once to write the ids. Memory stays at a few chunks (of CHUNK_BYTES) and a small
+histogram per chunk whatever the corpus size; nothing holds the corpus as one string or one int64 array.
 
 `open_store` is the one place that decides whether a store is ready, stale or damaged:
 - it is built when missing, and rebuilt when the source's identity (sizes and modification times of its files) or
@@ -326,7 +326,7 @@ def _count_text(text: str) -> dict[str, int]:
     return {chr(p): int(c) for p, c in zip(points.tolist(), n.tolist())}
 
 
-# -- streams: three passes over chunks of text --------------------------------------------------------------------------
+# -- streams: two passes over chunks of text --------------------------------------------------------------------------
 
 
 def _chunks(source: Source) -> Iterator[np.ndarray]:
@@ -360,41 +360,81 @@ def _bar(progress: bool, total: int, what: str) -> Any:
 
 
 def _write_stream(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
-    n = 0
+    """Two passes: the first counts each chunk's characters (their number, and how often each occurs), which
+    gives the splits' bounds and the symbols; the second writes each split's ids and counts the characters of the
+    chunks that straddle a split's bound (the others' counts come from the first pass)."""
+    chunks: list[tuple[int, np.ndarray, np.ndarray]] = []  # per chunk: its length, its code points, their counts
     with _bar(progress, 0, f"reading {source.name}") as bar:
         for cp in _chunks(source):
-            n += len(cp)
+            points, times = _histogram(cp)
+            chunks.append((len(cp), points, times))
             bar.update(len(cp))
+    n = sum(length for length, _, _ in chunks)
     bounds = _bounds(n, source.splits) if source.sizes is None else [0, *np.cumsum(source.sizes).tolist()]
     if bounds[-1] != n:
         raise ValueError(f"{source.name}: the given split sizes add up to {bounds[-1]}, the text has {n} characters")
-    totals = [np.zeros(MAX_CODEPOINT, dtype=np.int64) for _ in SPLITS]
-    with _bar(progress, n, f"counting {source.name}") as bar:
-        for start, cp in _positioned(_chunks(source)):
-            for k, part in _cut(start, cp, bounds):
-                totals[k][: int(part.max()) + 1] += np.bincount(part) if len(part) else 0
-            bar.update(len(cp))
-    present = np.flatnonzero(sum(totals))
+    whole, totals = np.zeros(MAX_CODEPOINT, np.int64), [np.zeros(MAX_CODEPOINT, np.int64) for _ in SPLITS]
+    start = 0
+    for length, points, times in chunks:
+        whole[points] += times
+        k = _within(start, start + length, bounds)
+        if k is not None:
+            totals[k][points] += times
+        start += length
+    present = np.flatnonzero(whole)
     symbols = [EOS, *map(chr, present.tolist())]
-    dtype = _dtype(len(symbols))
-    lut = np.zeros(MAX_CODEPOINT, dtype=dtype)  # code point -> symbol, straight into the store's type
-    lut[present] = np.arange(1, len(present) + 1)
-    files = [open(tmp / f"{split}.ids", "wb") for split in SPLITS]
-    try:
-        with _bar(progress, n, f"writing the {source.name} store") as bar:
-            for start, cp in _positioned(_chunks(source)):
-                for k, part in _cut(start, cp, bounds):
-                    files[k].write((lut[:256] if part.dtype == np.uint8 else lut)[part].data)
-                bar.update(len(cp))
-    finally:
-        for f in files:
-            f.close()
+    _encode(source, tmp, progress, n, bounds, totals, present, _dtype(len(symbols)))
     counts = {split: {chr(p): int(totals[k][p]) for p in np.flatnonzero(totals[k]).tolist()}
               for k, split in enumerate(SPLITS)}
     _write_symbols(tmp, symbols, counts)
     info = {split: {"symbols": bounds[k + 1] - bounds[k], "characters": bounds[k + 1] - bounds[k]}
             for k, split in enumerate(SPLITS)}
     return _manifest(source, len(symbols), info)
+
+
+def _histogram(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The code points a chunk holds and how often each occurs."""
+    if cp.dtype == np.uint8 and len(cp):  # numpy's bincount would first widen every byte to int64; torch's reads bytes
+        import torch
+
+        times = torch.bincount(torch.from_numpy(cp.copy()), minlength=256).numpy()  # a copy: cp may be read-only
+    else:
+        times = np.bincount(cp)
+    points = np.flatnonzero(times)
+    return points, times[points]
+
+
+def _within(lo: int, hi: int, bounds: list[int]) -> int | None:
+    """The split that holds characters lo..hi-1 whole; None when they straddle a split's bound."""
+    return next((k for k in range(len(SPLITS)) if bounds[k] <= lo and hi <= bounds[k + 1]), None)
+
+
+def _encode(source: Source, tmp: Path, progress: bool, n: int, bounds: list[int], totals: list[np.ndarray],
+            present: np.ndarray, dtype: np.dtype) -> None:
+    """Writes each split's ids (the symbols of `present` numbered from 1), adding to `totals` the characters of the
+    chunks that straddle a split's bound."""
+    lut = np.zeros(MAX_CODEPOINT, dtype=dtype)  # code point -> symbol, straight into the store's type
+    lut[present] = np.arange(1, len(present) + 1)
+    # ASCII's symbols are the first ones, so an ASCII chunk's ids fit a byte: bytes.translate maps it in one pass
+    ascii_ids = bytes(lut[:128].astype(np.uint8)) + bytes(128)
+    files = [open(tmp / f"{split}.ids", "wb") for split in SPLITS]
+    try:
+        with _bar(progress, n, f"writing the {source.name} store") as bar:
+            for start, cp in _positioned(_chunks(source)):
+                straddles = _within(start, start + len(cp), bounds) is None
+                for k, part in _cut(start, cp, bounds):
+                    if part.dtype == np.uint8:
+                        ids = np.frombuffer(part.tobytes().translate(ascii_ids), np.uint8).astype(dtype, copy=False)
+                    else:
+                        ids = lut[part]
+                    files[k].write(ids.data)
+                    if straddles:
+                        points, times = _histogram(part)
+                        totals[k][points] += times
+                bar.update(len(cp))
+    finally:
+        for f in files:
+            f.close()
 
 
 def _positioned(chunks: Iterable[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +56,22 @@ def test_chunks_cut_anywhere_give_the_same_store(tmp_path, monkeypatch):
     again = open_text(tmp_path, text, "data.max_bytes=1000000")  # other settings: another store, built in pieces
     assert again.folder != whole.folder
     assert [again.text(s) for s in ("train", "val", "test")] == [whole.text(s) for s in ("train", "val", "test")]
+    assert again.symbols == whole.symbols
+    assert again.counts == whole.counts == {s: dict(Counter(whole.text(s))) for s in ("train", "val", "test")}
 
 
-def test_the_smallest_integer_type_that_holds_the_symbols(tmp_path):
+def test_the_smallest_integer_type_that_holds_the_symbols(tmp_path, monkeypatch):
     assert open_text(tmp_path, "abc" * 100, name="a.txt").ids("train").dtype == np.uint8
     many = "".join(chr(0x4E00 + k) for k in range(300)) * 3  # 300 CJK characters: more than 255 symbols
     store = open_text(tmp_path, many, name="b.txt")
     assert store.ids("train").dtype == np.uint16 and store.text("train") + store.text("val") + store.text(
         "test") == many
+    from rnnlm.data import text as text_mod
+    monkeypatch.setattr(text_mod, "PIECE_BYTES", 11)  # pieces of plain ASCII among the rest: read as bytes
+    mixed = "plain ascii text\n" * 50 + many + "more ascii ~{|}\n" * 50
+    store = open_text(tmp_path, mixed, name="c.txt")
+    assert store.ids("train").dtype == np.uint16
+    assert store.text("train") + store.text("val") + store.text("test") == mixed
 
 
 def test_the_model_vocabulary_is_the_training_characters_and_others_read_as_unk(tmp_path):
