@@ -32,13 +32,16 @@ def test_threads_step_aside_for_a_busy_core_and_come_back(monkeypatch):
     monkeypatch.setattr(runtime, "CHECK_EVERY", 1.0)
     torch.set_num_threads(len(CORES))
     runtime.use_threads(None)
+    free = settle_and_poll()  # what the rest of the machine leaves us now
+    if free < 2:
+        pytest.skip("the machine is already busy: no free core to give up")
     busy = subprocess.Popen([sys.executable, "-c", BUSY, str(CORES[0])])
     try:
-        assert settle_and_poll() == len(CORES) - 1
+        assert settle_and_poll() == free - 1
     finally:
         busy.kill()
         busy.wait()
-    assert settle_and_poll() == len(CORES)
+    assert settle_and_poll() == free
 
 
 def test_a_count_given_or_fixed_by_omp_num_threads_is_kept(monkeypatch):
