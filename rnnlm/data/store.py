@@ -322,8 +322,8 @@ def _write_records(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
 def _count_text(text: str) -> dict[str, int]:
     if not text:
         return {}
-    points, n = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), return_counts=True)
-    return {chr(p): int(c) for p, c in zip(points.tolist(), n.tolist())}
+    points, times = _histogram(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32))
+    return {chr(p): int(c) for p, c in zip(points.tolist(), times.tolist())}
 
 
 # -- streams: two passes over chunks of text --------------------------------------------------------------------------
