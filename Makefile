@@ -5,7 +5,7 @@ TORCH_PIN ?= torch==2.13.0
 # On Linux PyPI's torch is the CUDA build (GBs); TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU one.
 TORCH_INDEX ?=
 
-.PHONY: install demo test bench scale quality
+.PHONY: install demo test bench bench-table grid scale quality
 
 install: .venv/.installed
 
@@ -23,8 +23,14 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-bench: install
+# The headline table (about 15 minutes on 2 cores), then the grid of shapes (about 50 minutes a cell).
+bench: bench-table grid
+
+bench-table: install
 	$(PY) bench/speed.py
+
+grid: install
+	$(PY) bench/speed.py --grid
 
 scale: install
 	$(PY) bench/scale.py

@@ -17,8 +17,11 @@ loop; the loop over time is one of two implementations of the same equations, ch
     "c"      rnnlm.fastpath    float32 on a CPU with rnnlm's C loops built: a whole sequence per C call each way
     "step"   rnnlm.fastpath    the same, without autograd at a batch of at most 8 (sampling): one C call per step
                                for the whole stack
-    "torch"  rnnlm.reference   everything else (CUDA, bfloat16 autocast, float64, RNNLM_FUSED=0, torch.compile):
-                               the equations as PyTorch ops
+    "bf16"   rnnlm.fastpath    float32 parameters under bfloat16 autocast on such a CPU: the "c" loops with W_hh's
+                               products in bfloat16 and the gates and states in float32 (as autocast keeps
+                               pointwise math), the input projections in bfloat16 by autocast
+    "torch"  rnnlm.reference   everything else (CUDA, float16, float64, RNNLM_FUSED=0, torch.compile): the equations
+                               as PyTorch ops
 
 Training runs each layer through `_Layer`, an autograd Function whose backward through time is the path's own
 (autograd would record ~10 tiny nodes per step); W_hh's, the bias's and h0's gradients then come from one product
@@ -40,7 +43,7 @@ from rnnlm.reference import Recurrence
 from rnnlm.state import State, map_state
 
 Mode = Literal["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]
-Path = Literal["c", "step", "torch"]
+Path = Literal["c", "step", "bf16", "torch"]
 
 
 def split_biases(mode: Mode, b_ih: Tensor | None, b_hh: Tensor | None,
@@ -71,11 +74,15 @@ class _Layer(torch.autograd.Function):
         w_hh, h0, out, *saved = ctx.saved_tensors
         g = ctx.cell.backward(w_hh, h0, out, tuple(saved), grad_out, grad_hn, grad_cn)
         need = ctx.needs_input_grad  # cell, xg, w_hh, bias, h0, c0
-        grad_w = _grad_w_hh(g.d_rec, h0, out) if need[2] else None
+        # The products around the loop in the cell's dtype (bfloat16 for "bf16"), their results in the tensors'.
+        cast = (lambda t: t) if ctx.cell.products is None else (lambda t: t.to(ctx.cell.products))
+        d_rec, w = cast(g.d_rec), cast(w_hh)
+        grad_w = _grad_w_hh(d_rec, cast(h0), cast(out)).to(w_hh.dtype) if need[2] else None
         grad_b = g.d_rec.sum((0, 1)) if need[3] else None
         grad_h0 = None
         if need[4]:  # through W_hh at step 0, and the GRU's direct path
-            grad_h0 = g.d_rec[0] @ w_hh if g.d_h0 is None else torch.addmm(g.d_h0, g.d_rec[0], w_hh)
+            grad_h0 = d_rec[0] @ w if g.d_h0 is None else torch.addmm(cast(g.d_h0), d_rec[0], w)
+            grad_h0 = grad_h0.to(h0.dtype)
         return None, g.d_x, grad_w, grad_b, grad_h0, g.d_c0 if need[5] else None
 
 
@@ -188,30 +195,38 @@ class _Recurrent(nn.Module):
         if path == "step":
             output, state = fastpath.step_stack(self, inp, h0, c0, projected)
         else:
-            output, state = self._layers(fastpath.CELLS if path == "c" else reference.CELLS, inp, h0, c0, projected)
+            output, state = self._layers(path, inp, h0, c0, projected)
         if unbatched:
             output, state = output.squeeze(1), map_state(lambda s: s.squeeze(1), state)
         return output, state
 
     def _path(self, inp: Tensor) -> Path:
-        """Where this call runs: the C loops for float32 on a CPU when they are built (and not under autocast), one
-        C call per step for inference at a small batch (without dropout to apply), else PyTorch ops."""
-        if (fused.kernels(inp) is None or self._autocast_dtype(inp) not in (None, torch.float32)
+        """Where this call runs: the C loops for float32 on a CPU when they are built (with W_hh's products in bfloat16
+        under bf16 autocast), one C call per step for inference at a small batch (without dropout to apply), else
+        PyTorch ops."""
+        autocast = self._autocast_dtype(inp)
+        if (fused.kernels(inp) is None or autocast not in (None, torch.float32, torch.bfloat16)
                 or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in self._parameters.values())):
             return "torch"
+        if autocast == torch.bfloat16:
+            return "bf16"
         if (not torch.is_grad_enabled() and inp.shape[1] <= fastpath.STEP_MAX_BATCH
                 and not (self.training and self.dropout > 0)):
             return "step"
         return "c"
 
-    def _layers(self, cells: dict[str, Recurrence], inp: Tensor, h0: Tensor, c0: Tensor | None,
+    def _layers(self, path: Path, inp: Tensor, h0: Tensor, c0: Tensor | None,
                 projected: bool) -> tuple[Tensor, State]:
-        """The stack layer by layer, each layer's loop over time one `cells[mode]` call."""
-        autocast = self._autocast_dtype(inp)
-        # Autocast has no rule for our out= ops, so cast once to the autocast dtype here and run the layers with
-        # autocast off; gradients flow back through the casts to the fp32 parameters. Without autocast nothing is
-        # cast: a model and an input of different dtypes raise, as torch.nn's do.
+        """The stack layer by layer, each layer's loop over time one call of its path's cell."""
+        cells = {"c": fastpath.CELLS, "bf16": fastpath.BF16_CELLS}.get(path, reference.CELLS)
+        autocast = None if path == "bf16" else self._autocast_dtype(inp)
+        # Autocast has no rule for our out= ops, so the "torch" path casts once to the autocast dtype here and runs
+        # the layers with autocast off; gradients flow back through the casts to the fp32 parameters. Without
+        # autocast nothing is cast: a model and an input of different dtypes raise, as torch.nn's do. The "bf16"
+        # path leaves autocast on for the input projections and gives its loops their float32 result.
         cast = (lambda t: t) if autocast is None else (lambda t: None if t is None else t.to(autocast))
+        if path == "bf16":  # a state carried over from an earlier call is bfloat16; the loops keep float32
+            h0, c0 = h0.float(), None if c0 is None else c0.float()
         h_n, c_n = [], []
         with contextlib.nullcontext() if autocast is None else torch.autocast(inp.device.type, enabled=False):
             x = cast(inp)
@@ -225,12 +240,15 @@ class _Recurrent(nn.Module):
                     xg = x if outside is None else x + outside
                 else:  # (T, B, G*H): the input projection of all steps in one product
                     xg = F.linear(x, w_ih, outside)
-                x, h, c = self._layer(cells[self.mode], xg, w_hh, inside, cast(h0[layer]),
-                                      None if c0 is None else cast(c0[layer]))
+                x, h, c = self._layer(cells[self.mode], xg.float() if path == "bf16" else xg, w_hh, inside,
+                                      cast(h0[layer]), None if c0 is None else cast(c0[layer]))
                 h_n.append(h)
                 c_n.append(c)
         h_stack = torch.stack(h_n)  # (L, B, H)
-        return x, (h_stack if c0 is None else (h_stack, torch.stack(c_n)))
+        state = h_stack if c0 is None else (h_stack, torch.stack(c_n))
+        if path == "bf16":  # what autocast gives from torch.nn's recurrences
+            return x.to(torch.bfloat16), map_state(lambda s: s.to(torch.bfloat16), state)
+        return x, state
 
     @staticmethod
     def _layer(cell: Recurrence, xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor,

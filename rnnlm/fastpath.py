@@ -10,8 +10,9 @@ The same equations as `rnnlm.reference`, with the same interface, so `rnnlm.cell
   reads every weight once (`step_stack`): at batch 1 a step is matrix-vector products whose time is reading the
   weights, and a dozen PyTorch calls per layer around them cost more than the arithmetic.
 
-Weights are packed into the C loops' panels (`fused.pack_panels`) on every training call (they change every step);
-inference keeps its packed copies until a parameter changes (`_panels`, and `cached` for `step_stack`).
+W_hh is packed into the C loops' panels (rnnlm_pack, the layouts of `fused.pack_panels` and `fused.pack_by_unit`) on
+every training call (it changes every step); inference keeps its packed copies until a parameter changes (`_panels`,
+and `cached` for `step_stack`).
 """
 
 from __future__ import annotations
@@ -44,33 +45,46 @@ def _dense(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().contiguous()
 
 
-_PACKED: dict[tuple[int, int], tuple[Any, int, int, Tensor]] = {}
+_PACKED: dict[tuple[int, int, bool], tuple[Any, int, int, Tensor]] = {}
 
 
-def _panels(w_hh: Tensor, gates: int, keep: bool) -> Tensor:
-    """W_hh in the C loops' panels. Training packs it on every call (it changes every step); inference (evaluation,
-    sampling at a large batch, one step per call) keeps the packed copy until the weight changes in place (its
-    version counter), or is freed, or `forget_packed` drops it."""
+def _pack(w_hh: Tensor, gates: int, bf16: bool) -> Tensor:
+    panels, _ = _kernels().pack(w=w_hh.detach().contiguous(), gates=gates, forward=True, backward=False)
+    return fused.pack_pairs(panels) if bf16 else panels
+
+
+def _panels(w_hh: Tensor, gates: int, keep: bool, bf16: bool = False) -> Tensor:
+    """W_hh in the C loops' panels (in bfloat16 pairs if `bf16`). Training packs it on every call (it changes every
+    step); inference (evaluation, sampling at a large batch, one step per call) keeps the packed copy until the
+    weight changes in place (its version counter), or is freed, or `forget_packed` drops it."""
     if keep or w_hh.is_inference():  # an inference tensor has no version counter to key a copy on
-        return fused.pack_panels(w_hh.detach(), gates, w_hh.shape[1])
-    key = (id(w_hh), gates)
+        return _pack(w_hh, gates, bf16)
+    key = (id(w_hh), gates, bf16)
     hit = _PACKED.get(key)
     if hit is not None and hit[0]() is w_hh and hit[1:3] == (w_hh._version, w_hh.data_ptr()):
         return hit[3]
-    packed = fused.pack_panels(w_hh.detach(), gates, w_hh.shape[1])
+    packed = _pack(w_hh, gates, bf16)
     _PACKED[key] = (weakref.ref(w_hh, lambda _: _PACKED.pop(key, None)), w_hh._version, w_hh.data_ptr(), packed)
     return packed
+
+
+def _by_unit(w_hh: Tensor, bf16: bool) -> Tensor:
+    """W_hh as the backward loops read it, in bfloat16 pairs if `bf16`."""
+    _, back = _kernels().pack(w=w_hh.detach().contiguous(), gates=w_hh.shape[0] // w_hh.shape[1], forward=False,
+                              backward=True)
+    return fused.pack_pairs(back) if bf16 else back
 
 
 def forget_packed(params: list[Tensor]) -> None:
     """Drop the packed copies of these weights (after a write through `.data`, which bumps no version)."""
     for p in params:
         for gates in (1, 3, 4):
-            _PACKED.pop((id(p), gates), None)
+            for bf16 in (False, True):
+                _PACKED.pop((id(p), gates, bf16), None)
 
 
-def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: Tensor,
-                 keep: bool) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: Tensor, keep: bool,
+                 bf16: bool = False) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
     steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
     out = xg.new_empty(steps, batch, hidden)
     gates = xg.new_empty(steps, batch, 4 * hidden) if keep else None
@@ -78,57 +92,58 @@ def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: 
     tanh_c = torch.empty_like(c) if keep else None
     c0 = c0.contiguous()
     _kernels().lstm_sequence(h=out, c=c, gates=gates, tanh_c=tanh_c, xg=xg.contiguous(), bias=_dense(bias),
-                             panels=_panels(w_hh, 4, keep), h0=h0.contiguous(), c0=c0)
+                             panels=_panels(w_hh, 4, keep, bf16), h0=h0.contiguous(), c0=c0)
     if not keep:
         return out, c[(steps - 1) % 2], ()
     return out, c[-1].clone(), (c0, gates, c, tanh_c)
 
 
 def lstm_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
-                  grad_hn: Tensor | None, grad_cn: Tensor | None) -> LayerGrads:
+                  grad_hn: Tensor | None, grad_cn: Tensor | None, bf16: bool = False) -> LayerGrads:
     c0, gates, c, tanh_c = saved
     dc = torch.zeros_like(c0) if grad_cn is None else grad_cn.clone(memory_format=torch.contiguous_format)
     d_gates = torch.empty_like(gates)
-    _kernels().lstm_backward_sequence(d_gates=d_gates, dc=dc, back=fused.pack_by_unit(w_hh.detach()), gates=gates,
+    _kernels().lstm_backward_sequence(d_gates=d_gates, dc=dc, back=_by_unit(w_hh, bf16), gates=gates,
                                       c0=c0, c=c, tanh_c=tanh_c, grad_h=grad_out.contiguous(),
                                       grad_hn=_zeros_if_none(grad_hn, c0))
     return LayerGrads(d_gates, d_gates, None, dc)
 
 
-def gru_forward(xg: Tensor, w_hh: Tensor, bias: Tensor, h0: Tensor, c0: None,
-                keep: bool) -> tuple[Tensor, None, tuple[Tensor, ...]]:
+def gru_forward(xg: Tensor, w_hh: Tensor, bias: Tensor, h0: Tensor, c0: None, keep: bool,
+                bf16: bool = False) -> tuple[Tensor, None, tuple[Tensor, ...]]:
     steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
     out = xg.new_empty(steps, batch, hidden)
     gates, hh = (xg.new_empty(steps, batch, 3 * hidden), xg.new_empty(steps, batch, 3 * hidden)) if keep else (None,
                                                                                                             None)
     _kernels().gru_sequence(h=out, hh=hh, gates=gates, xg=xg.contiguous(), b_hh=_dense(bias),
-                            panels=_panels(w_hh, 3, keep), h0=h0.contiguous())
+                            panels=_panels(w_hh, 3, keep, bf16), h0=h0.contiguous())
     return out, None, (gates, hh) if keep else ()
 
 
 def gru_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
-                 grad_hn: Tensor | None, grad_cn: None) -> LayerGrads:
+                 grad_hn: Tensor | None, grad_cn: None, bf16: bool = False) -> LayerGrads:
     gates, hh = saved
     grad_h = grad_out.clone(memory_format=torch.contiguous_format)  # gains the direct path z * dh_{t+1}
     d_x, d_hh = torch.empty_like(hh), torch.empty_like(hh)
     grad_h0 = torch.zeros_like(h0, memory_format=torch.contiguous_format)
     _kernels().gru_backward_sequence(d_x=d_x, d_hh=d_hh, grad_h0=grad_h0, grad_h=grad_h,
-                                     back=fused.pack_by_unit(w_hh.detach()), gates=gates, hh=hh, h0=h0.contiguous(),
+                                     back=_by_unit(w_hh, bf16), gates=gates, hh=hh, h0=h0.contiguous(),
                                      h=out, grad_hn=_zeros_if_none(grad_hn, grad_h0))
     return LayerGrads(d_x, d_hh, grad_h0, None)
 
 
-def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep: bool,
-                relu: bool = False) -> tuple[Tensor, None, tuple[Tensor, ...]]:
+def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep: bool, relu: bool = False,
+                bf16: bool = False) -> tuple[Tensor, None, tuple[Tensor, ...]]:
     out = xg.new_empty(xg.shape[0], xg.shape[1], h0.shape[-1])
-    _kernels().rnn_sequence(h=out, xg=xg.contiguous(), panels=_panels(w_hh, 1, keep), h0=h0.contiguous(), relu=relu)
+    _kernels().rnn_sequence(h=out, xg=xg.contiguous(), panels=_panels(w_hh, 1, keep, bf16), h0=h0.contiguous(),
+                            relu=relu)
     return out, None, ()
 
 
 def rnn_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
-                 grad_hn: Tensor | None, grad_cn: None, relu: bool = False) -> LayerGrads:
+                 grad_hn: Tensor | None, grad_cn: None, relu: bool = False, bf16: bool = False) -> LayerGrads:
     d_pre = torch.empty_like(out)
-    _kernels().rnn_backward_sequence(d_pre=d_pre, back=fused.pack_by_unit(w_hh.detach()), h=out,
+    _kernels().rnn_backward_sequence(d_pre=d_pre, back=_by_unit(w_hh, bf16), h=out,
                                      grad_h=grad_out.contiguous(), grad_hn=_zeros_if_none(grad_hn, h0), relu=relu)
     return LayerGrads(d_pre, d_pre, None, None)
 
@@ -140,6 +155,10 @@ def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
 CELLS = {"RNN_TANH": Recurrence(rnn_forward, rnn_backward),
          "RNN_RELU": Recurrence(functools.partial(rnn_forward, relu=True), functools.partial(rnn_backward, relu=True)),
          "LSTM": Recurrence(lstm_forward, lstm_backward), "GRU": Recurrence(gru_forward, gru_backward)}
+BF16_CELLS = {mode: Recurrence(functools.partial(cell.forward, bf16=True), functools.partial(cell.backward, bf16=True),
+                               torch.bfloat16) for mode, cell in CELLS.items()}
+"""The same loops with W_hh's products in bfloat16 (fused.c, "bfloat16 products"), for bf16 autocast; the products
+around them (W_hh's and h0's gradients) in bfloat16 too."""
 
 
 # ---- one step of the whole stack, for sampling ----------------------------------------------------------------------

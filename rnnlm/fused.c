@@ -11,10 +11,12 @@
  *   rnnlm_lstm_backward_sequence, rnnlm_gru_backward_sequence,
  *   rnnlm_rnn_backward_sequence                                     the same layers' backward pass through time
  *   rnnlm_step                                                      one step of a whole stack at a small batch
+ *   rnnlm_pack                                                      W_hh in the sequence loops' layouts
  *   rnnlm_activations                                               the vector sigmoid and tanh alone, for checks
+ *   rnnlm_native_bf16                                               whether bf16 products use AVX-512 BF16
  *
  * Every signature puts its outputs first and its sizes last; shapes are in the comment above it. All arrays are
- * float32, row-major and dense. Gates are in torch's order: i, f, g, o for the LSTM, r, z, n for the GRU.
+ * float32, row-major and dense, except packed weights with `bf16` set: bfloat16 pairs ("bfloat16 products"). Gates are in torch's order: i, f, g, o for the LSTM, r, z, n for the GRU.
  *
  * The activations are computed from one branch-free e^x - 1 so that the loops vectorise without -ffast-math (which
  * would change the floating-point mode of the whole process). They agree with torch's to a few ulp; tests/test_fused.py
@@ -109,6 +111,67 @@ static inline void write8(float *dst, v8 v, int n) {
     for (int u = 0; u < n; u++) dst[u] = all[u];
 }
 
+/* ---- bfloat16 products, for train.precision bf16 ----
+ *
+ * W_hh is rounded to bfloat16 once per call and packed in pairs of k (rnnlm/fused.py, `pack_pairs`): one 32-bit lane
+ * holds a unit's weights for k (low half) and k + 1 (high half), so the 8 lanes of a vector are a panel's 8 units at
+ * two k. The rows it multiplies (h_{t-1} forward, the gate gradients backward) are rounded to bfloat16 as they are
+ * read, and the sums are float32: what AVX-512 BF16's vdpbf16ps computes (the product of two bfloat16 is exact in
+ * float32; the odd k is added first; denormal inputs count as zero). Where -march=native has that instruction the
+ * loops use it; elsewhere the same arithmetic in AVX2, each half widened to float32, which is what the tests run on
+ * a CPU without it (and slower than the float32 loops: only train.precision bf16 asks for it there). */
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+static inline v8u load8u(const float *p) {
+    v8u v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* f rounded to bfloat16 (to nearest, ties to even; a denormal becomes a signed zero; a NaN stays a NaN), the bits. */
+static inline uint32_t bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0) return (u >> 16) & 0x8000u;
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define NATIVE_BF16 1
+
+/* v[0] and v[1] (v[1] taken as 0 unless `two`) rounded to bfloat16, the pair in every lane. */
+static inline v8u bf16_pair(const float *v, int two) {
+    __m128 x = two ? _mm_castpd_ps(_mm_load_sd((const double *)v)) : _mm_set_ss(v[0]);
+    return (v8u)_mm256_broadcastd_epi32((__m128i)_mm_cvtneps_pbh(x));
+}
+
+/* acc + w's lanes' two products with x's pair. */
+static inline v8 dot_pair(v8 acc, v8u w, v8u x) {
+    return (v8)_mm256_dpbf16_ps((__m256)acc, (__m256bh)w, (__m256bh)x);
+}
+#else
+#define NATIVE_BF16 0
+
+static inline v8u bf16_pair(const float *v, int two) {
+    uint32_t pair = bf16_bits(v[0]) | (two ? bf16_bits(v[1]) << 16 : 0);
+    return (v8u){pair, pair, pair, pair, pair, pair, pair, pair};
+}
+
+static inline v8 dot_pair(v8 acc, v8u w, v8u x) {
+    const v8u high = (v8u){0} + 0xffff0000u;
+    acc += (v8)(x & high) * (v8)(w & high);
+    return acc + (v8)(x << 16) * (v8)(w << 16);
+}
+#endif
+
+/* Whether the bfloat16 products run on the CPU's own instruction (1) or in AVX2 (0). */
+int64_t rnnlm_native_bf16(void) { return NATIVE_BF16; }
+
+/* How many 32-bit columns a panel's K rows take: K floats, or in bfloat16 ceil(K / 2) pairs. */
+static inline int64_t panel_rows_of(int64_t K, int bf16) { return bf16 ? (K + 1) / 2 : K; }
+
 /* ---- Each cell's forward equations, on R rows of 8 units at once (R <= 3 for the LSTM, 4 for the GRU) ---- */
 
 /* LSTM. In: a, the pre-activations W_ih x_t + b_ih + W_hh h_{t-1} + b_hh of R rows (i, f, g, o per row), and c the
@@ -138,6 +201,39 @@ INLINE void rnn_pointwise(int N, v8 *a, int relu) {
         for (int i = 0; i < N; i++) a[i] = select8(a[i] < splat(0.0f), splat(0.0f), a[i]);
     else
         activations(N, a, (1u << N) - 1);
+}
+
+/* ---- W_hh in the loops' layouts ----
+ *
+ * Training packs W_hh on every call (it changes every step), and at batch 1 PyTorch's permuted copies took as long as
+ * a layer's steps; here one pass over W_hh, threaded, writes both layouts in 8 x 8 tiles. Out: panels (ceil(H / 8), H,
+ * G, 8), panel p holding units 8p..8p+7 of every gate, k-major (rnnlm_lstm_sequence's and the others' forward); back
+ * (ceil(H / 8), G * H, 8), panel q holding W_hh's columns 8q..8q+7 (the backward passes'). Either may be NULL. Units
+ * past H are zero. In: w (G * H, H) W_hh. */
+void rnnlm_pack(float *panels, float *back, const float *w, int64_t G, int64_t H) {
+    const int64_t n_panels = (H + 7) / 8;
+#pragma omp parallel for schedule(static) if (G * H * H >= 65536)
+    for (int64_t p = 0; p < n_panels; p++) {
+        const int64_t j0 = p * 8;
+        const int n = H - j0 < 8 ? (int)(H - j0) : 8;
+        float *out = panels + p * H * G * 8;
+        for (int64_t g = 0; panels && g < G; g++)
+            for (int64_t k0 = 0; k0 < H; k0 += 8) { /* an 8 x 8 tile: units j0.. of gate g, columns k0.. */
+                const int m = H - k0 < 8 ? (int)(H - k0) : 8;
+                float tile[8][8] = {{0}};
+                for (int u = 0; u < n; u++)
+                    for (int k = 0; k < m; k++) tile[k][u] = w[(g * H + j0 + u) * H + k0 + k];
+                for (int k = 0; k < m; k++) memcpy(out + ((k0 + k) * G + g) * 8, tile[k], sizeof tile[k]);
+            }
+        if (back) {
+            float *b = back + p * G * H * 8;
+            for (int64_t r = 0; r < G * H; r++) {
+                float row[8] = {0};
+                memcpy(row, w + r * H + j0, n * sizeof(float));
+                memcpy(b + r * 8, row, sizeof row);
+            }
+        }
+    }
 }
 
 /* ---- One step of a whole stack at a small batch: the products and the pointwise half in one pass over the weights ----
@@ -247,7 +343,8 @@ void rnnlm_step(float *h, float *c, const float *const *weights, const float *x,
  * from cache serves R rows. Measured against the alternatives at T = 64, 128-512 units, batch 32 and 64: rows in
  * pairs (4 loads per 8 multiply-adds instead of 7 per 12) 0.83-0.95x; 6 rows x 2 gates at a time 0.90-1.0x; the other
  * loop form for each (17 registers: spills) about 0.5x. */
-INLINE void dot_rows(int R, int G, int64_t K, const float *w, const float *v, int64_t stride, v8 acc[4][4]) {
+INLINE void dot_rows_f32(int R, int G, int64_t K, const float *w, const float *v, int64_t stride,
+                         v8 acc[4][4]) {
     v8 sum[4][4];
     for (int r = 0; r < R; r++)
         for (int g = 0; g < G; g++) sum[r][g] = (v8){0};
@@ -273,6 +370,34 @@ INLINE void dot_rows(int R, int G, int64_t K, const float *w, const float *v, in
         for (int g = 0; g < G; g++) acc[r][g] = sum[r][g];
 }
 
+/* One k pair (k, and k + 1 if `two`) of dot_rows in bfloat16: sum[r][g] gains the products of row r's pair with
+ * gate g's weight pairs w[g]. */
+INLINE void pair_rows(int R, int G, int two, const float *w, const float *v, int64_t stride, v8 sum[4][4]) {
+    v8u x[4];
+    for (int r = 0; r < R; r++) x[r] = bf16_pair(v + r * stride, two);
+    for (int g = 0; g < G; g++) {
+        v8u wk = load8u(w + 8 * g);
+        for (int r = 0; r < R; r++) sum[r][g] = dot_pair(sum[r][g], wk, x[r]);
+    }
+}
+
+/* dot_rows with W_hh in bfloat16 pairs (`bf16`, see "bfloat16 products"), or in float32. */
+INLINE void dot_rows(int R, int G, int bf16, int64_t K, const float *w, const float *v, int64_t stride,
+                     v8 acc[4][4]) {
+    if (!bf16) {
+        dot_rows_f32(R, G, K, w, v, stride, acc);
+        return;
+    }
+    v8 sum[4][4];
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) sum[r][g] = (v8){0};
+    int64_t k = 0;
+    for (; k + 1 < K; k += 2, w += 8 * G) pair_rows(R, G, 1, w, v + k, stride, sum);
+    if (k < K) pair_rows(R, G, 0, w, v + k, stride, sum);
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) acc[r][g] = sum[r][g];
+}
+
 /* The pointwise half for the n <= 8 units j0.. of R <= 3 rows, from pre (per row 4 gates x 8 units, W_hh's part),
  * the rows' x and the bias (or NULL); every pointer is at unit j0 of gate i (the bias's) or of the first row's, rows
  * 4H (x, gates) or H apart. */
@@ -294,11 +419,11 @@ INLINE void lstm_cells(int R, int n, int64_t H, v8 pre[4][4], const float *x, co
     }
 }
 
-INLINE void lstm_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, const float *bias,
+INLINE void lstm_rows(int R, int bf16, int64_t p, int64_t b, int64_t H, const float *xg, const float *bias,
                       const float *panel, const float *h_prev, const float *c_prev, float *gates, float *c,
                       float *tanh_c, float *h) {
     v8 acc[4][4];
-    dot_rows(R, 4, H, panel, h_prev + b * H, H, acc);
+    dot_rows(R, 4, bf16, H, panel, h_prev + b * H, H, acc);
     const int64_t j0 = p * 8, g = b * 4 * H + j0, s = b * H + j0;
     const int n = H - j0 < 8 ? (int)(H - j0) : 8;
     const float *x = xg + g, *br = bias ? bias + j0 : 0, *cp = c_prev + s;
@@ -312,9 +437,10 @@ INLINE void lstm_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, c
 /* Out: h (T, B, H); c (T, B, H) the cell states; gates (T, B, 4H) the activated gates; tanh_c (T, B, H). Without
  * autograd gates and tanh_c are NULL and nothing is kept: c is (2, B, H), steps taking turns, and the last step's
  * cell state ends in c[(T - 1) % 2]. In: xg (T, B, 4H) W_ih x_t, with or without biases; bias (4H) the biases xg
- * lacks, or NULL; panels (ceil(H / 8), H, 4, 8) W_hh packed; h0, c0 (B, H). */
+ * lacks, or NULL; panels (ceil(H / 8), H, 4, 8) W_hh packed (bf16: its pairs); h0, c0 (B, H). */
 void rnnlm_lstm_sequence(float *h, float *c, float *gates, float *tanh_c, const float *xg, const float *bias,
-                         const float *panels, const float *h0, const float *c0, int64_t T, int64_t B, int64_t H) {
+                         const float *panels, const float *h0, const float *c0, int64_t bf16, int64_t T, int64_t B,
+                         int64_t H) {
     const int64_t n_panels = (H + 7) / 8, state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = 0; t < T; t++) {
@@ -324,11 +450,11 @@ void rnnlm_lstm_sequence(float *h, float *c, float *gates, float *tanh_c, const 
         float *ct = c + slot * state, *ht = h + t * state;
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < n_panels; p++) {
-            const float *panel = panels + p * H * 32;
+            const float *panel = panels + p * panel_rows_of(H, bf16) * 32;
             int64_t b = 0;
-            for (; b + 3 <= B; b += 3) lstm_rows(3, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
-            if (B - b == 2) lstm_rows(2, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
-            if (B - b == 1) lstm_rows(1, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
+            for (; b + 3 <= B; b += 3) lstm_rows(3, bf16, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
+            if (B - b == 2) lstm_rows(2, bf16, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
+            if (B - b == 1) lstm_rows(1, bf16, p, b, H, x, bias, panel, hp, cp, gt, ct, tt, ht);
         }
     }
 }
@@ -355,10 +481,10 @@ INLINE void gru_cells(int R, int n, int64_t H, v8 pre[4][4], const float *x, con
     }
 }
 
-INLINE void gru_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, const float *b_hh, const float *panel,
-                     const float *h_prev, float *hh, float *gates, float *h) {
+INLINE void gru_rows(int R, int bf16, int64_t p, int64_t b, int64_t H, const float *xg, const float *b_hh,
+                     const float *panel, const float *h_prev, float *hh, float *gates, float *h) {
     v8 acc[4][4];
-    dot_rows(R, 3, H, panel, h_prev + b * H, H, acc);
+    dot_rows(R, 3, bf16, H, panel, h_prev + b * H, H, acc);
     const int64_t j0 = p * 8, g3 = b * 3 * H + j0, s = b * H + j0;
     const int n = H - j0 < 8 ? (int)(H - j0) : 8;
     float *hr = hh ? hh + g3 : 0, *gr = gates ? gates + g3 : 0;
@@ -370,9 +496,9 @@ INLINE void gru_rows(int R, int64_t p, int64_t b, int64_t H, const float *xg, co
 
 /* Out: h (T, B, H); hh (T, B, 3H) = W_hh h_{t-1} + b_hh (its n part is needed for the gradient of r) and gates
  * (T, B, 3H) r, z, n, both NULL without autograd. In: xg (T, B, 3H) W_ih x_t + b_ih; b_hh (3H); panels
- * (ceil(H / 8), H, 3, 8) W_hh packed; h0 (B, H). */
+ * (ceil(H / 8), H, 3, 8) W_hh packed (bf16: its pairs); h0 (B, H). */
 void rnnlm_gru_sequence(float *h, float *hh, float *gates, const float *xg, const float *b_hh, const float *panels,
-                        const float *h0, int64_t T, int64_t B, int64_t H) {
+                        const float *h0, int64_t bf16, int64_t T, int64_t B, int64_t H) {
     const int64_t n_panels = (H + 7) / 8, state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = 0; t < T; t++) {
@@ -380,13 +506,13 @@ void rnnlm_gru_sequence(float *h, float *hh, float *gates, const float *xg, cons
         float *hht = hh ? hh + t * 3 * state : 0, *gt = gates ? gates + t * 3 * state : 0, *ht = h + t * state;
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < n_panels; p++) {
-            const float *panel = panels + p * H * 24;
+            const float *panel = panels + p * panel_rows_of(H, bf16) * 24;
             int64_t b = 0;
-            for (; b + 4 <= B; b += 4) gru_rows(4, p, b, H, x, b_hh, panel, hp, hht, gt, ht);
+            for (; b + 4 <= B; b += 4) gru_rows(4, bf16, p, b, H, x, b_hh, panel, hp, hht, gt, ht);
             switch (B - b) { /* a constant R for each */
-            case 3: gru_rows(3, p, b, H, x, b_hh, panel, hp, hht, gt, ht); break;
-            case 2: gru_rows(2, p, b, H, x, b_hh, panel, hp, hht, gt, ht); break;
-            case 1: gru_rows(1, p, b, H, x, b_hh, panel, hp, hht, gt, ht); break;
+            case 3: gru_rows(3, bf16, p, b, H, x, b_hh, panel, hp, hht, gt, ht); break;
+            case 2: gru_rows(2, bf16, p, b, H, x, b_hh, panel, hp, hht, gt, ht); break;
+            case 1: gru_rows(1, bf16, p, b, H, x, b_hh, panel, hp, hht, gt, ht); break;
             }
         }
     }
@@ -438,8 +564,8 @@ INLINE void rnn_back_cell8(int n, v8 rec, const float *grad_hn, const float *gra
 /* rec[r][m] = sum over k < K of v[r][k] * w_m[k][:] for R <= 6 rows of v (row stride `stride`) and N <= 2 panels, w_0
  * and w_1 = w_0 + `second`: 12 sums, 2 weights and a broadcast in the 16 AVX registers, each weight loaded serving 6
  * rows (a row block of 8 with one panel, 9 loads per 8 multiply-adds instead of 8 per 12, ran 0.88-0.92x). */
-INLINE void dot_back(int R, int N, int64_t K, const float *w, int64_t second, const float *v, int64_t stride,
-                     v8 rec[6][2]) {
+INLINE void dot_back_f32(int R, int N, int64_t K, const float *w, int64_t second, const float *v, int64_t stride,
+                         v8 rec[6][2]) {
     v8 sum[6][2];
     for (int r = 0; r < R; r++) sum[r][0] = sum[r][1] = (v8){0};
 #pragma GCC unroll 4
@@ -451,6 +577,33 @@ INLINE void dot_back(int R, int N, int64_t K, const float *w, int64_t second, co
             if (N > 1) sum[r][1] += x * w1;
         }
     }
+    for (int r = 0; r < R; r++) rec[r][0] = sum[r][0], rec[r][1] = sum[r][1];
+}
+
+/* One k pair (k, and k + 1 if `two`) of dot_back in bfloat16: sum[r][m] gains the products of row r's pair with
+ * panel m's weight pairs. */
+INLINE void pair_back(int R, int N, int two, const float *w, int64_t second, const float *v, int64_t stride,
+                      v8 sum[6][2]) {
+    v8u w0 = load8u(w), w1 = N > 1 ? load8u(w + second) : (v8u){0};
+    for (int r = 0; r < R; r++) {
+        v8u x = bf16_pair(v + r * stride, two);
+        sum[r][0] = dot_pair(sum[r][0], w0, x);
+        if (N > 1) sum[r][1] = dot_pair(sum[r][1], w1, x);
+    }
+}
+
+/* dot_back with the panels in bfloat16 pairs (`bf16`, see "bfloat16 products"), or in float32. */
+INLINE void dot_back(int R, int N, int bf16, int64_t K, const float *w, int64_t second, const float *v,
+                     int64_t stride, v8 rec[6][2]) {
+    if (!bf16) {
+        dot_back_f32(R, N, K, w, second, v, stride, rec);
+        return;
+    }
+    v8 sum[6][2];
+    for (int r = 0; r < R; r++) sum[r][0] = sum[r][1] = (v8){0};
+    int64_t k = 0;
+    for (; k + 1 < K; k += 2, w += 8) pair_back(R, N, 1, w, second, v + k, stride, sum);
+    if (k < K) pair_back(R, N, 0, w, second, v + k, stride, sum);
     for (int r = 0; r < R; r++) rec[r][0] = sum[r][0], rec[r][1] = sum[r][1];
 }
 
@@ -473,6 +626,7 @@ typedef struct {
     float *h;
     const float *out; /* RNN backward: h_t, whose slope the gradient passes through */
     int relu, backward;
+    int bf16; /* the panels are bfloat16 pairs */
 } PanelStep;
 
 /* The backward passes' pointwise work (G = 4 the LSTM's, G = 3 the GRU's, G = 1 the RNN's; the RNN's forward is
@@ -506,7 +660,8 @@ INLINE void rnn_cells(int R, int N, int whole, int64_t q, int64_t b, int64_t H, 
 /* Rows b..b+R-1 (R <= 6) of the N <= 2 panels q, q+1: their share of the product, then their pointwise work. */
 INLINE void panel_rows(int G, int R, int N, int64_t q, int64_t b, int64_t H, const float *panel, const PanelStep *st) {
     v8 pre[6][2] = {{{0}}};
-    if (st->in) dot_back(R, N, G * H, panel, G * H * 8, st->in + b * G * H, G * H, pre);
+    if (st->in)
+        dot_back(R, N, st->bf16, G * H, panel, panel_rows_of(G * H, st->bf16) * 8, st->in + b * G * H, G * H, pre);
     if (G == 1 && !st->backward) {
         if ((q + N) * 8 <= H)
             rnn_cells(R, N, 1, q, b, H, pre, st);
@@ -542,14 +697,14 @@ INLINE void panel_pair(int G, int N, int64_t q, int64_t B, int64_t H, const floa
 /* One step, inside the parallel region: the threads share out the panels (ceil(H / 8), G * H, 8) in pairs, and the
  * loop's closing barrier lets the next step read all of this one. */
 INLINE void panel_step(int G, int64_t B, int64_t H, const float *panels, const PanelStep *st) {
-    const int64_t n_panels = (H + 7) / 8;
+    const int64_t n_panels = (H + 7) / 8, size = panel_rows_of(G * H, st->bf16) * 8;
 #pragma omp for schedule(static)
     for (int64_t pair = 0; pair < (n_panels + 1) / 2; pair++) {
         const int64_t q = 2 * pair;
         if (q + 1 < n_panels)
-            panel_pair(G, 2, q, B, H, panels + q * G * H * 8, st);
+            panel_pair(G, 2, q, B, H, panels + q * size, st);
         else
-            panel_pair(G, 1, q, B, H, panels + q * G * H * 8, st);
+            panel_pair(G, 1, q, B, H, panels + q * size, st);
     }
 }
 
@@ -557,19 +712,19 @@ INLINE void panel_step(int G, int64_t B, int64_t H, const float *panels, const P
  *
  * Out: d_gates (T, B, 4H), the gradient of the gates' pre-activations; dc (B, H), in: the gradient reaching c_{T-1},
  * out: the gradient reaching c0. The gradient reaching h0 (d_gates_0 W_hh) is left to the caller. In: back
- * (ceil(H / 8), 4H, 8) W_hh packed by output unit (panel q holds W_hh[:, 8q..8q+7]); gates (T, B, 4H) activated i, f,
- * g, o; c0 (B, H), c and tanh_c (T, B, H); grad_h (T, B, H), the gradient reaching each h_t from above; grad_hn
- * (B, H), the final state's. */
+ * (ceil(H / 8), 4H, 8) W_hh packed by output unit (panel q holds W_hh[:, 8q..8q+7]; bf16: its pairs); gates
+ * (T, B, 4H) activated i, f, g, o; c0 (B, H), c and tanh_c (T, B, H); grad_h (T, B, H), the gradient reaching each
+ * h_t from above; grad_hn (B, H), the final state's. */
 void rnnlm_lstm_backward_sequence(float *d_gates, float *dc, const float *back, const float *gates, const float *c0,
                                   const float *c, const float *tanh_c, const float *grad_h, const float *grad_hn,
-                                  int64_t T, int64_t B, int64_t H) {
+                                  int64_t bf16, int64_t T, int64_t B, int64_t H) {
     const int64_t state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = T - 1; t >= 0; t--) {
         const PanelStep st = {.in = t == T - 1 ? 0 : d_gates + (t + 1) * 4 * state, .grad_hn = grad_hn,
                               .gates = gates + t * 4 * state, .grad_h = grad_h + t * state,
                               .c_prev = t ? c + (t - 1) * state : c0, .tanh_c = tanh_c + t * state, .dc = dc,
-                              .d_gates = d_gates + t * 4 * state};
+                              .d_gates = d_gates + t * 4 * state, .bf16 = (int)bf16};
         panel_step(4, B, H, back, &st);
     }
 }
@@ -578,12 +733,12 @@ void rnnlm_lstm_backward_sequence(float *d_gates, float *dc, const float *back, 
  *
  * Out: d_x (T, B, 3H), the gradient of W_ih x_t + b_ih; d_hh (T, B, 3H), of W_hh h_{t-1} + b_hh; grad_h0 (B, H)
  * gains z_0 dh_0 (the caller adds d_hh_0 W_hh); grad_h (T, B, H), in: the gradient reaching each h_t from above; it
- * gains the direct path z_{t+1} dh_{t+1} on the way. In: back (ceil(H / 8), 3H, 8) W_hh packed by output unit; gates
- * r, z, n and hh = W_hh h + b_hh (T, B, 3H) of the forward; h0 (B, H), h (T, B, H); grad_hn (B, H), the final
- * state's gradient. */
+ * gains the direct path z_{t+1} dh_{t+1} on the way. In: back (ceil(H / 8), 3H, 8) W_hh packed by output unit
+ * (bf16: its pairs); gates r, z, n and hh = W_hh h + b_hh (T, B, 3H) of the forward; h0 (B, H), h (T, B, H); grad_hn
+ * (B, H), the final state's gradient. */
 void rnnlm_gru_backward_sequence(float *d_x, float *d_hh, float *grad_h0, float *grad_h, const float *back,
                                  const float *gates, const float *hh, const float *h0, const float *h,
-                                 const float *grad_hn, int64_t T, int64_t B, int64_t H) {
+                                 const float *grad_hn, int64_t bf16, int64_t T, int64_t B, int64_t H) {
     const int64_t state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = T - 1; t >= 0; t--) {
@@ -591,7 +746,7 @@ void rnnlm_gru_backward_sequence(float *d_x, float *d_hh, float *grad_h0, float 
                               .gates = gates + t * 3 * state, .grad_h = grad_h + t * state, .hh = hh + t * 3 * state,
                               .h_prev = t ? h + (t - 1) * state : h0,
                               .grad_h_prev = t ? grad_h + (t - 1) * state : grad_h0, .d_x = d_x + t * 3 * state,
-                              .d_hh = d_hh + t * 3 * state};
+                              .d_hh = d_hh + t * 3 * state, .bf16 = (int)bf16};
         panel_step(3, B, H, back, &st);
     }
 }
@@ -599,17 +754,17 @@ void rnnlm_gru_backward_sequence(float *d_x, float *d_hh, float *grad_h0, float 
 /* ---- The plain RNN's backward pass through a whole sequence ----
  *
  * Out: d_pre (T, B, H), the gradient of each step's pre-activation x_t + W_hh h_{t-1} (the gradient reaching h0,
- * d_pre_0 W_hh, is left to the caller). In: back (ceil(H / 8), H, 8) W_hh packed by output unit; h (T, B, H) the
- * forward's outputs; grad_h (T, B, H) the gradient reaching each h_t from above; grad_hn (B, H), the final state's;
- * relu 0 for tanh, 1 for relu. */
+ * d_pre_0 W_hh, is left to the caller). In: back (ceil(H / 8), H, 8) W_hh packed by output unit (bf16: its pairs);
+ * h (T, B, H) the forward's outputs; grad_h (T, B, H) the gradient reaching each h_t from above; grad_hn (B, H), the
+ * final state's; relu 0 for tanh, 1 for relu. */
 void rnnlm_rnn_backward_sequence(float *d_pre, const float *back, const float *h, const float *grad_h,
-                                 const float *grad_hn, int64_t relu, int64_t T, int64_t B, int64_t H) {
+                                 const float *grad_hn, int64_t relu, int64_t bf16, int64_t T, int64_t B, int64_t H) {
     const int64_t state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = T - 1; t >= 0; t--) {
         const PanelStep st = {.in = t == T - 1 ? 0 : d_pre + (t + 1) * state, .grad_hn = grad_hn,
                               .grad_h = grad_h + t * state, .out = h + t * state, .d_gates = d_pre + t * state,
-                              .relu = (int)relu, .backward = 1};
+                              .relu = (int)relu, .backward = 1, .bf16 = (int)bf16};
         panel_step(1, B, H, back, &st);
     }
 }
@@ -617,14 +772,15 @@ void rnnlm_rnn_backward_sequence(float *d_pre, const float *back, const float *h
 /* ---- The plain RNN's forward pass through a whole sequence ----
  *
  * h_t = tanh (or relu) of x_t + W_hh h_{t-1}, through the loops above with G = 1. Out: h (T, B, H). In: xg (T, B, H)
- * W_ih x_t + b_ih + b_hh; panels (ceil(H / 8), H, 1, 8) W_hh packed; h0 (B, H); relu 0 for tanh, 1 for relu. */
-void rnnlm_rnn_sequence(float *h, const float *xg, const float *panels, const float *h0, int64_t relu, int64_t T,
-                        int64_t B, int64_t H) {
+ * W_ih x_t + b_ih + b_hh; panels (ceil(H / 8), H, 1, 8) W_hh packed (bf16: its pairs); h0 (B, H); relu 0 for tanh, 1
+ * for relu. */
+void rnnlm_rnn_sequence(float *h, const float *xg, const float *panels, const float *h0, int64_t relu, int64_t bf16,
+                        int64_t T, int64_t B, int64_t H) {
     const int64_t state = B * H;
 #pragma omp parallel if (B * H * H >= 65536)
     for (int64_t t = 0; t < T; t++) {
         const PanelStep st = {.in = t ? h + (t - 1) * state : h0, .x = xg + t * state, .h = h + t * state,
-                              .relu = (int)relu};
+                              .relu = (int)relu, .bf16 = (int)bf16};
         panel_step(1, B, H, panels, &st);
     }
 }

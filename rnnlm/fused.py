@@ -76,6 +76,14 @@ def pack_by_unit(w_hh: Tensor) -> Tensor:
     return pack_panels(w_hh.t(), 1, w_hh.shape[1]).squeeze(2)
 
 
+def pack_pairs(panels: Tensor) -> Tensor:
+    """Packed panels (P, K, ...) as the bfloat16 loops read them (fused.c, "bfloat16 products"): rounded to bfloat16,
+    with rows k and k + 1 side by side, (P, ceil(K / 2), ..., 2); an odd K gains a row of zeros."""
+    if panels.shape[1] % 2:
+        panels = torch.cat((panels, panels.new_zeros(panels.shape[0], 1, *panels.shape[2:])), 1)
+    return panels.to(torch.bfloat16).unflatten(1, (-1, 2)).movedim(2, -1).contiguous()
+
+
 class Kernels:
     """The compiled library, one typed method per C entry point. Every tensor is float32, on the CPU, dense."""
 
@@ -86,6 +94,9 @@ class Kernels:
             function.argtypes = [ctypes.c_int64 if is_int else ctypes.c_void_p for _, is_int in params]
             function.restype = None
             self._functions[name] = (function, [p for p, _ in params], {p for p, _ in params})
+        lib.rnnlm_native_bf16.restype = ctypes.c_int64
+        self.native_bf16 = bool(lib.rnnlm_native_bf16())
+        """Whether the bfloat16 products run on the CPU's own instruction (AVX-512 BF16), not in AVX2."""
 
     def _call(self, name: str, **args: Arg) -> None:
         function, params, names = self._functions[name]
@@ -107,12 +118,12 @@ class Kernels:
         kept = steps if gates is not None else 2
         _check("lstm_sequence", h=(h, h.shape), c=(c, (kept, batch, hidden)),
                gates=(gates, (steps, batch, 4 * hidden)), tanh_c=(tanh_c, h.shape), xg=(xg, (steps, batch, 4 * hidden)),
-               bias=(bias, (4 * hidden,)), panels=(panels, (_panels(hidden), hidden, 4, 8)), h0=(h0, (batch, hidden)),
-               c0=(c0, (batch, hidden)))
+               bias=(bias, (4 * hidden,)), h0=(h0, (batch, hidden)), c0=(c0, (batch, hidden)))
+        bf16 = _weights("lstm_sequence", "panels", panels, (_panels(hidden), hidden, 4, 8))
         if (gates is None) != (tanh_c is None):
             raise ValueError("lstm_sequence: gates and tanh_c are kept together (training) or not at all")
         self._call("rnnlm_lstm_sequence", h=h, c=c, gates=gates, tanh_c=tanh_c, xg=xg, bias=bias, panels=panels,
-                   h0=h0, c0=c0, T=steps, B=batch, H=hidden)
+                   h0=h0, c0=c0, bf16=bf16, T=steps, B=batch, H=hidden)
 
     def lstm_backward_sequence(self, *, d_gates: Tensor, dc: Tensor, back: Tensor, gates: Tensor, c0: Tensor,
                                c: Tensor, tanh_c: Tensor, grad_h: Tensor, grad_hn: Tensor) -> None:
@@ -120,10 +131,11 @@ class Kernels:
         to the one reaching c0."""
         steps, batch, hidden = c.shape
         _check("lstm_backward_sequence", d_gates=(d_gates, (steps, batch, 4 * hidden)), dc=(dc, (batch, hidden)),
-               back=(back, (_panels(hidden), 4 * hidden, 8)), gates=(gates, d_gates.shape), c0=(c0, dc.shape),
-               c=(c, c.shape), tanh_c=(tanh_c, c.shape), grad_h=(grad_h, c.shape), grad_hn=(grad_hn, dc.shape))
+               gates=(gates, d_gates.shape), c0=(c0, dc.shape), c=(c, c.shape), tanh_c=(tanh_c, c.shape),
+               grad_h=(grad_h, c.shape), grad_hn=(grad_hn, dc.shape))
+        bf16 = _weights("lstm_backward_sequence", "back", back, (_panels(hidden), 4 * hidden, 8))
         self._call("rnnlm_lstm_backward_sequence", d_gates=d_gates, dc=dc, back=back, gates=gates, c0=c0, c=c,
-                   tanh_c=tanh_c, grad_h=grad_h, grad_hn=grad_hn, T=steps, B=batch, H=hidden)
+                   tanh_c=tanh_c, grad_h=grad_h, grad_hn=grad_hn, bf16=bf16, T=steps, B=batch, H=hidden)
 
     def gru_sequence(self, *, h: Tensor, hh: Tensor | None, gates: Tensor | None, xg: Tensor, b_hh: Tensor,
                      panels: Tensor, h0: Tensor) -> None:
@@ -131,11 +143,12 @@ class Kernels:
         steps, batch, hidden = h.shape
         wide = (steps, batch, 3 * hidden)
         _check("gru_sequence", h=(h, h.shape), hh=(hh, wide), gates=(gates, wide), xg=(xg, wide),
-               b_hh=(b_hh, (3 * hidden,)), panels=(panels, (_panels(hidden), hidden, 3, 8)), h0=(h0, (batch, hidden)))
+               b_hh=(b_hh, (3 * hidden,)), h0=(h0, (batch, hidden)))
+        bf16 = _weights("gru_sequence", "panels", panels, (_panels(hidden), hidden, 3, 8))
         if (hh is None) != (gates is None):
             raise ValueError("gru_sequence: hh and gates are kept together (training) or not at all")
-        self._call("rnnlm_gru_sequence", h=h, hh=hh, gates=gates, xg=xg, b_hh=b_hh, panels=panels, h0=h0, T=steps,
-                   B=batch, H=hidden)
+        self._call("rnnlm_gru_sequence", h=h, hh=hh, gates=gates, xg=xg, b_hh=b_hh, panels=panels, h0=h0, bf16=bf16,
+                   T=steps, B=batch, H=hidden)
 
     def gru_backward_sequence(self, *, d_x: Tensor, d_hh: Tensor, grad_h0: Tensor, grad_h: Tensor, back: Tensor,
                               gates: Tensor, hh: Tensor, h0: Tensor, h: Tensor, grad_hn: Tensor) -> None:
@@ -144,27 +157,39 @@ class Kernels:
         steps, batch, hidden = h.shape
         wide = (steps, batch, 3 * hidden)
         _check("gru_backward_sequence", d_x=(d_x, wide), d_hh=(d_hh, wide), grad_h0=(grad_h0, (batch, hidden)),
-               grad_h=(grad_h, h.shape), back=(back, (_panels(hidden), 3 * hidden, 8)), gates=(gates, wide),
-               hh=(hh, wide), h0=(h0, (batch, hidden)), h=(h, h.shape), grad_hn=(grad_hn, (batch, hidden)))
+               grad_h=(grad_h, h.shape), gates=(gates, wide), hh=(hh, wide), h0=(h0, (batch, hidden)), h=(h, h.shape),
+               grad_hn=(grad_hn, (batch, hidden)))
+        bf16 = _weights("gru_backward_sequence", "back", back, (_panels(hidden), 3 * hidden, 8))
         self._call("rnnlm_gru_backward_sequence", d_x=d_x, d_hh=d_hh, grad_h0=grad_h0, grad_h=grad_h, back=back,
-                   gates=gates, hh=hh, h0=h0, h=h, grad_hn=grad_hn, T=steps, B=batch, H=hidden)
+                   gates=gates, hh=hh, h0=h0, h=h, grad_hn=grad_hn, bf16=bf16, T=steps, B=batch, H=hidden)
 
     def rnn_sequence(self, *, h: Tensor, xg: Tensor, panels: Tensor, h0: Tensor, relu: bool) -> None:
         """A vanilla RNN layer over T steps: h (T, B, H) from xg (T, B, H), which holds both biases."""
         steps, batch, hidden = h.shape
-        _check("rnn_sequence", h=(h, h.shape), xg=(xg, h.shape), panels=(panels, (_panels(hidden), hidden, 1, 8)),
-               h0=(h0, (batch, hidden)))
-        self._call("rnnlm_rnn_sequence", h=h, xg=xg, panels=panels, h0=h0, relu=int(relu), T=steps, B=batch,
-                   H=hidden)
+        _check("rnn_sequence", h=(h, h.shape), xg=(xg, h.shape), h0=(h0, (batch, hidden)))
+        bf16 = _weights("rnn_sequence", "panels", panels, (_panels(hidden), hidden, 1, 8))
+        self._call("rnnlm_rnn_sequence", h=h, xg=xg, panels=panels, h0=h0, relu=int(relu), bf16=bf16, T=steps,
+                   B=batch, H=hidden)
 
     def rnn_backward_sequence(self, *, d_pre: Tensor, back: Tensor, h: Tensor, grad_h: Tensor, grad_hn: Tensor,
                               relu: bool) -> None:
         """A vanilla RNN layer's backward through time: d_pre (T, B, H), the gradient of each pre-activation."""
         steps, batch, hidden = h.shape
-        _check("rnn_backward_sequence", d_pre=(d_pre, h.shape), back=(back, (_panels(hidden), hidden, 8)),
-               h=(h, h.shape), grad_h=(grad_h, h.shape), grad_hn=(grad_hn, (batch, hidden)))
+        _check("rnn_backward_sequence", d_pre=(d_pre, h.shape), h=(h, h.shape), grad_h=(grad_h, h.shape),
+               grad_hn=(grad_hn, (batch, hidden)))
+        bf16 = _weights("rnn_backward_sequence", "back", back, (_panels(hidden), hidden, 8))
         self._call("rnnlm_rnn_backward_sequence", d_pre=d_pre, back=back, h=h, grad_h=grad_h, grad_hn=grad_hn,
-                   relu=int(relu), T=steps, B=batch, H=hidden)
+                   relu=int(relu), bf16=bf16, T=steps, B=batch, H=hidden)
+
+    def pack(self, *, w: Tensor, gates: int, forward: bool, backward: bool) -> tuple[Tensor | None, Tensor | None]:
+        """W_hh (G*H, H) in the forward loops' panels (P, H, G, 8), as `pack_panels`, if `forward`, and in the
+        backward loops' (P, G*H, 8), as `pack_by_unit`, if `backward`; in one threaded pass."""
+        hidden = w.shape[1]
+        _check("pack", w=(w, (gates * hidden, hidden)))
+        panels = w.new_empty(_panels(hidden), hidden, gates, 8) if forward else None
+        back = w.new_empty(_panels(hidden), gates * hidden, 8) if backward else None
+        self._call("rnnlm_pack", panels=panels, back=back, w=w, G=gates, H=hidden)
+        return panels, back
 
     def step(self, *, h: Tensor, c: Tensor | None, weights: "StepWeights", x: Tensor | None, v0: Tensor | None,
              h_prev: Tensor, kind: int) -> None:
@@ -217,6 +242,19 @@ def _check(function: str, **named: tuple[Tensor | None, tuple[int, ...] | torch.
                              f"{t.device}{'' if t.is_contiguous() else ', not contiguous'}")
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"{function}: {name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+
+
+def _weights(function: str, name: str, t: Tensor, shape: tuple[int, ...]) -> int:
+    """Packed weights, float32 panels of `shape` (P, K, ...) or their bfloat16 pairs (`pack_pairs`): 1 for pairs, 0
+    for float32, else a ValueError as `_check`'s."""
+    if t.dtype != torch.bfloat16:
+        _check(function, **{name: (t, shape)})
+        return 0
+    pairs = (shape[0], -(-shape[1] // 2), *shape[2:], 2)
+    if t.device.type != "cpu" or not t.is_contiguous() or tuple(t.shape) != pairs:
+        raise ValueError(f"{function}: {name} in bfloat16 must be contiguous CPU pairs of shape {pairs}, got "
+                         f"{tuple(t.shape)} on {t.device}")
+    return 1
 
 
 def _overlap(a: Tensor, b: Tensor) -> bool:

@@ -402,3 +402,16 @@ def test_compiled_model_matches_eager(kind: str) -> None:
     torch.testing.assert_close(out_c, out_e)
     for p_c, p_e in zip(twin.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(p_c.grad, p_e.grad)
+
+
+@pytest.mark.parametrize("gates,hidden", [(4, 13), (3, 24), (1, 40)])
+def test_the_threaded_packing_writes_the_layouts_the_loops_read(gates: int, hidden: int) -> None:
+    """rnnlm_pack (every training call) against the readable layouts, with units past the last panel's zero."""
+    kernels = fused.kernels(torch.zeros(1))
+    if kernels is None:
+        pytest.skip("no C compiler here")
+    w = torch.randn(gates * hidden, hidden)
+    panels, back = kernels.pack(w=w, gates=gates, forward=True, backward=True)
+    assert torch.equal(panels, fused.pack_panels(w, gates, hidden))
+    assert torch.equal(back, fused.pack_by_unit(w))
+    assert kernels.pack(w=w, gates=gates, forward=False, backward=True)[0] is None
