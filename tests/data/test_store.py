@@ -166,23 +166,27 @@ def test_two_processes_preparing_one_store_at_once_agree(tmp_path, monkeypatch):
 
 def test_ctrl_c_while_preparing_then_a_later_run_prepares_it(tmp_path):
     """A real process interrupted part way through preparing leaves a temporary folder at most, which the next
-    run removes before it prepares the store."""
+    run removes before it prepares the store. The child stops at its writing pass until the signal comes (a fast
+    preparation could otherwise finish first on a busy machine)."""
     path = tmp_path / "big.txt"
-    path.write_text("abcdefghij" * 3_000_000, encoding="utf-8")
-    data = tmp_path / "data"
-    script = ("import sys; from pathlib import Path; from rnnlm.config import load_config; "
-              "from rnnlm.data import DataRoot, open_corpus; "
+    path.write_text("abcdefghij" * 300_000, encoding="utf-8")
+    data, ready = tmp_path / "data", tmp_path / "writing"
+    script = ("import sys, time; from pathlib import Path; from rnnlm.config import load_config; "
+              "from rnnlm.data import DataRoot, open_corpus, store; "
+              f"store._encode = lambda *a, **k: (Path('{ready}').touch(), time.sleep(120)); "
               f"open_corpus(load_config(None, ['data.dataset=text', 'data.path={path}']).data, 0, DataRoot(Path('{data}')), progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list((data / "text").glob(".store-*.tmp-*")):
+    while time.monotonic() < deadline and not ready.exists():
         time.sleep(0.01)
+    assert list((data / "text").glob(".store-*.tmp-*")), "the child never began to write"
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
+    assert proc.returncode != 0
     assert not list((data / "text").glob("store-*"))
     store = open_corpus(text_cfg(path), 0, DataRoot(data), progress=False)
-    assert store.manifest["splits"]["train"]["characters"] == 27_000_000
+    assert store.manifest["splits"]["train"]["characters"] == 2_700_000
     assert not list((data / "text").glob(".store-*.tmp-*"))
 
 
