@@ -171,7 +171,10 @@ def test_ctrl_c_while_preparing_then_a_later_run_prepares_it(tmp_path):
     path = tmp_path / "big.txt"
     path.write_text("abcdefghij" * 300_000, encoding="utf-8")
     data, ready = tmp_path / "data", tmp_path / "writing"
-    script = ("import sys, time; from pathlib import Path; from rnnlm.config import load_config; "
+    # A shell that starts the suite in the background (CI's `... &`) passes SIGINT ignored; Ctrl-C at a terminal is
+    # Python's default handler, which the child puts back.
+    script = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "from pathlib import Path; from rnnlm.config import load_config; "
               "from rnnlm.data import DataRoot, open_corpus, store; "
               f"store._encode = lambda *a, **k: (Path('{ready}').touch(), time.sleep(120)); "
               f"open_corpus(load_config(None, ['data.dataset=text', 'data.path={path}']).data, 0, DataRoot(Path('{data}')), progress=False)")
