@@ -48,9 +48,11 @@ def _dense(t: Tensor | None) -> Tensor | None:
 _PACKED: dict[tuple[int, int, bool], tuple[Any, int, int, Tensor]] = {}
 
 
-def _pack(w_hh: Tensor, gates: int, bf16: bool) -> Tensor:
-    panels, _ = _kernels().pack(w=w_hh.detach().contiguous(), gates=gates, forward=True, backward=False)
-    return fused.pack_pairs(panels) if bf16 else panels
+def _pack(w_hh: Tensor, gates: int, bf16: bool, backward: bool = False) -> Tensor:
+    """W_hh in the forward loops' panels, or the backward loops' if `backward`, in bfloat16 pairs if `bf16`. The
+    backward packs its own rather than the forward keeping both: no W_hh-sized tensor saved for backward."""
+    packed = _kernels().pack(w=w_hh.detach().contiguous(), gates=gates, forward=not backward, backward=backward)
+    return fused.pack_pairs(packed[backward]) if bf16 else packed[backward]
 
 
 def _panels(w_hh: Tensor, gates: int, keep: bool, bf16: bool = False) -> Tensor:
@@ -66,13 +68,6 @@ def _panels(w_hh: Tensor, gates: int, keep: bool, bf16: bool = False) -> Tensor:
     packed = _pack(w_hh, gates, bf16)
     _PACKED[key] = (weakref.ref(w_hh, lambda _: _PACKED.pop(key, None)), w_hh._version, w_hh.data_ptr(), packed)
     return packed
-
-
-def _by_unit(w_hh: Tensor, bf16: bool) -> Tensor:
-    """W_hh as the backward loops read it, in bfloat16 pairs if `bf16`."""
-    _, back = _kernels().pack(w=w_hh.detach().contiguous(), gates=w_hh.shape[0] // w_hh.shape[1], forward=False,
-                              backward=True)
-    return fused.pack_pairs(back) if bf16 else back
 
 
 def forget_packed(params: list[Tensor]) -> None:
@@ -103,7 +98,7 @@ def lstm_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ..
     c0, gates, c, tanh_c = saved
     dc = torch.zeros_like(c0) if grad_cn is None else grad_cn.clone(memory_format=torch.contiguous_format)
     d_gates = torch.empty_like(gates)
-    _kernels().lstm_backward_sequence(d_gates=d_gates, dc=dc, back=_by_unit(w_hh, bf16), gates=gates,
+    _kernels().lstm_backward_sequence(d_gates=d_gates, dc=dc, back=_pack(w_hh, 4, bf16, True), gates=gates,
                                       c0=c0, c=c, tanh_c=tanh_c, grad_h=grad_out.contiguous(),
                                       grad_hn=_zeros_if_none(grad_hn, c0))
     return LayerGrads(d_gates, d_gates, None, dc)
@@ -127,7 +122,7 @@ def gru_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...
     d_x, d_hh = torch.empty_like(hh), torch.empty_like(hh)
     grad_h0 = torch.zeros_like(h0, memory_format=torch.contiguous_format)
     _kernels().gru_backward_sequence(d_x=d_x, d_hh=d_hh, grad_h0=grad_h0, grad_h=grad_h,
-                                     back=_by_unit(w_hh, bf16), gates=gates, hh=hh, h0=h0.contiguous(),
+                                     back=_pack(w_hh, 3, bf16, True), gates=gates, hh=hh, h0=h0.contiguous(),
                                      h=out, grad_hn=_zeros_if_none(grad_hn, grad_h0))
     return LayerGrads(d_x, d_hh, grad_h0, None)
 
@@ -143,7 +138,7 @@ def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep
 def rnn_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
                  grad_hn: Tensor | None, grad_cn: None, relu: bool = False, bf16: bool = False) -> LayerGrads:
     d_pre = torch.empty_like(out)
-    _kernels().rnn_backward_sequence(d_pre=d_pre, back=_by_unit(w_hh, bf16), h=out,
+    _kernels().rnn_backward_sequence(d_pre=d_pre, back=_pack(w_hh, 1, bf16, True), h=out,
                                      grad_h=grad_out.contiguous(), grad_hn=_zeros_if_none(grad_hn, h0), relu=relu)
     return LayerGrads(d_pre, d_pre, None, None)
 

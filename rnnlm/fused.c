@@ -16,7 +16,8 @@
  *   rnnlm_native_bf16                                               whether bf16 products use AVX-512 BF16
  *
  * Every signature puts its outputs first and its sizes last; shapes are in the comment above it. All arrays are
- * float32, row-major and dense, except packed weights with `bf16` set: bfloat16 pairs ("bfloat16 products"). Gates are in torch's order: i, f, g, o for the LSTM, r, z, n for the GRU.
+ * float32, row-major and dense, except packed weights with `bf16` set: bfloat16 pairs ("bfloat16 products"). Gates
+ * are in torch's order: i, f, g, o for the LSTM, r, z, n for the GRU.
  *
  * The activations are computed from one branch-free e^x - 1 so that the loops vectorise without -ffast-math (which
  * would change the floating-point mode of the whole process). They agree with torch's to a few ulp; tests/test_fused.py
@@ -205,11 +206,11 @@ INLINE void rnn_pointwise(int N, v8 *a, int relu) {
 
 /* ---- W_hh in the loops' layouts ----
  *
- * Training packs W_hh on every call (it changes every step), and at batch 1 PyTorch's permuted copies took as long as
- * a layer's steps; here one pass over W_hh, threaded, writes both layouts in 8 x 8 tiles. Out: panels (ceil(H / 8), H,
- * G, 8), panel p holding units 8p..8p+7 of every gate, k-major (rnnlm_lstm_sequence's and the others' forward); back
- * (ceil(H / 8), G * H, 8), panel q holding W_hh's columns 8q..8q+7 (the backward passes'). Either may be NULL. Units
- * past H are zero. In: w (G * H, H) W_hh. */
+ * Training packs W_hh on every call (it changes every step), and at batch 1 PyTorch's permuted copies took about a
+ * quarter of a training step; here a threaded pass over W_hh writes either layout, or both, in 8 x 8 tiles. Out: panels
+ * (ceil(H / 8), H, G, 8), panel p holding units 8p..8p+7 of every gate, k-major (rnnlm_lstm_sequence's and the others'
+ * forward); back (ceil(H / 8), G * H, 8), panel q holding W_hh's columns 8q..8q+7 (the backward passes'). Either may be
+ * NULL. Units past H are zero. In: w (G * H, H) W_hh. */
 void rnnlm_pack(float *panels, float *back, const float *w, int64_t G, int64_t H) {
     const int64_t n_panels = (H + 7) / 8;
 #pragma omp parallel for schedule(static) if (G * H * H >= 65536)
