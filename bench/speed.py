@@ -198,9 +198,10 @@ def grid() -> list[Shape]:
 
 
 def bench_grid(quick: bool, kinds: list[str], hidden: set[int] | None = None,
-               batch: set[int] | None = None) -> list[str]:
+               batch: set[int] | None = None, pairs: int = 3) -> list[str]:
     """Training at every grid shape (or those of the given hidden sizes and batches): the ratio rnnlm / torch.nn of
-    each interleaved pair of steps, its minimum and median over the pairs (a few pairs per shape: the grid is long)."""
+    each interleaved pair of steps, its minimum and median over the pairs (at least `pairs` a shape, more where a
+    step is quick: the whole grid is long, so a part of it is re-measured with more)."""
     rows = []
     print("\n| cell | shape | min ratio | median ratio | pairs |\n|---|---|---:|---:|---:|", flush=True)
     for kind in kinds:
@@ -208,7 +209,7 @@ def bench_grid(quick: bool, kinds: list[str], hidden: set[int] | None = None,
             if (hidden and shape.hidden not in hidden) or (batch and shape.batch not in batch):
                 continue
             ref, ours = model_pair(kind, shape)
-            times = repetitions(train_step_fn(ours, shape), train_step_fn(ref, shape), quick, budget=4.0, least=3)
+            times = repetitions(train_step_fn(ours, shape), train_step_fn(ref, shape), quick, budget=4.0, least=pairs)
             ratios = [r / o for o, r in zip(times["ours"], times["ref"])]
             rows.append(f"| {kind.upper()} | {shape} | {min(ratios):.2f}x | **{statistics.median(ratios):.2f}x** | "
                         f"{len(ratios)} |")
@@ -390,9 +391,12 @@ def main() -> None:
     parser.add_argument("--cells", default="lstm,gru,rnn", help="the grid's cells, comma-separated")
     parser.add_argument("--hidden", help="the grid's hidden sizes to run, comma-separated (default: all)")
     parser.add_argument("--batch", help="the grid's batch sizes to run, comma-separated (default: all)")
+    parser.add_argument("--pairs", type=int, default=3, help="the grid's least number of pairs a shape (default 3)")
     parser.add_argument("--unfused", action="store_true",
                         help="run rnnlm's recurrences as PyTorch ops only (RNNLM_FUSED=0), without its C kernels")
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error(f"--pairs must be at least 1, not {args.pairs}")
     sections = args.only or ["train", "bf16", "sample", "eval", "memory", "busy"]
     if args.unfused:
         os.environ["RNNLM_FUSED"] = "0"
@@ -410,7 +414,7 @@ def main() -> None:
             bench_memory()
         elif section == "grid":
             numbers = [None if v is None else {int(x) for x in v.split(",")} for v in (args.hidden, args.batch)]
-            bench_grid(args.quick, args.cells.split(","), *numbers)
+            bench_grid(args.quick, args.cells.split(","), *numbers, pairs=args.pairs)
         else:
             runners[section](args.quick)
     print(f"\n(chars/s, median over interleaved repetitions; {time.perf_counter() - start:.0f} s)")
