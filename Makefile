@@ -23,7 +23,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# The headline table (about 15 minutes on 2 cores), then the grid of shapes (about 50 minutes for the LSTM, 15 for the GRU and RNN).
+# The headline table (about 15 minutes on 2 cores), then the grid of shapes (about 25 minutes for the three cells).
 bench: bench-table grid
 
 bench-table: install
