@@ -98,7 +98,7 @@ def lstm_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ..
     c0, gates, c, tanh_c = saved
     dc = torch.zeros_like(c0) if grad_cn is None else grad_cn.clone(memory_format=torch.contiguous_format)
     d_gates = torch.empty_like(gates)
-    _kernels().lstm_backward_sequence(d_gates=d_gates, dc=dc, back=_pack(w_hh, 4, bf16, True), gates=gates,
+    _kernels().lstm_backward_sequence(d_gates=d_gates, dc=dc, back=_pack(w_hh, 4, bf16, backward=True), gates=gates,
                                       c0=c0, c=c, tanh_c=tanh_c, grad_h=grad_out.contiguous(),
                                       grad_hn=_zeros_if_none(grad_hn, c0))
     return LayerGrads(d_gates, d_gates, None, dc)
@@ -122,7 +122,7 @@ def gru_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...
     d_x, d_hh = torch.empty_like(hh), torch.empty_like(hh)
     grad_h0 = torch.zeros_like(h0, memory_format=torch.contiguous_format)
     _kernels().gru_backward_sequence(d_x=d_x, d_hh=d_hh, grad_h0=grad_h0, grad_h=grad_h,
-                                     back=_pack(w_hh, 3, bf16, True), gates=gates, hh=hh, h0=h0.contiguous(),
+                                     back=_pack(w_hh, 3, bf16, backward=True), gates=gates, hh=hh, h0=h0.contiguous(),
                                      h=out, grad_hn=_zeros_if_none(grad_hn, grad_h0))
     return LayerGrads(d_x, d_hh, grad_h0, None)
 
@@ -138,7 +138,7 @@ def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep
 def rnn_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
                  grad_hn: Tensor | None, grad_cn: None, relu: bool = False, bf16: bool = False) -> LayerGrads:
     d_pre = torch.empty_like(out)
-    _kernels().rnn_backward_sequence(d_pre=d_pre, back=_pack(w_hh, 1, bf16, True), h=out,
+    _kernels().rnn_backward_sequence(d_pre=d_pre, back=_pack(w_hh, 1, bf16, backward=True), h=out,
                                      grad_h=grad_out.contiguous(), grad_hn=_zeros_if_none(grad_hn, h0), relu=relu)
     return LayerGrads(d_pre, d_pre, None, None)
 
