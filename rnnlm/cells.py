@@ -63,36 +63,29 @@ class _Layer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell: Recurrence, xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor,
                 c0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-        out, c_n, saved = cell.forward(xg, w_hh, bias, h0, c0, True)
+        hs, c_n, saved = cell.forward(xg, w_hh, bias, h0, c0, True)
         ctx.cell = cell
-        ctx.save_for_backward(w_hh, h0, out, *saved)
-        return out, out[-1].clone(), c_n
+        ctx.save_for_backward(w_hh, hs, *saved)
+        # The output is a view of the saved states: an in-place op on it raises at once, as it would at backward.
+        return hs[1:], hs[-1].clone(), c_n
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor, grad_hn: Tensor | None, grad_cn: Tensor | None):
-        w_hh, h0, out, *saved = ctx.saved_tensors
-        g = ctx.cell.backward(w_hh, h0, out, tuple(saved), grad_out, grad_hn, grad_cn)
+        w_hh, hs, *saved = ctx.saved_tensors
+        g = ctx.cell.backward(w_hh, hs, tuple(saved), grad_out, grad_hn, grad_cn)
         need = ctx.needs_input_grad  # cell, xg, w_hh, bias, h0, c0
         # The products around the loop in the cell's dtype (bfloat16 for "bf16"), their results in the tensors'.
         cast = (lambda t: t) if ctx.cell.products is None else (lambda t: t.to(ctx.cell.products))
         d_rec, w = cast(g.d_rec), cast(w_hh)
-        grad_w = _grad_w_hh(d_rec, cast(h0), cast(out)).to(w_hh.dtype) if need[2] else None
+        # sum over t of d_rec_t^T h_{t-1}: one product over all T * B rows, hs[:-1] being every step's h_{t-1}
+        grad_w = (d_rec.flatten(0, 1).t() @ cast(hs[:-1]).flatten(0, 1)).to(w_hh.dtype) if need[2] else None
         grad_b = g.d_rec.sum((0, 1)) if need[3] else None
         grad_h0 = None
         if need[4]:  # through W_hh at step 0, and the GRU's direct path
             grad_h0 = d_rec[0] @ w if g.d_h0 is None else torch.addmm(cast(g.d_h0), d_rec[0], w)
-            grad_h0 = grad_h0.to(h0.dtype)
+            grad_h0 = grad_h0.to(hs.dtype)
         return None, g.d_x, grad_w, grad_b, grad_h0, g.d_c0 if need[5] else None
-
-
-def _grad_w_hh(d_rec: Tensor, h0: Tensor, out: Tensor) -> Tensor:
-    """Sum over t of d_rec_t^T h_{t-1}: one product over the (T-1)*B rows of steps 1.. (views of the saved outputs, no
-    copy) added to step 0's with h0. d_rec (T, B, G*H), h0 (B, H), out (T, B, H) -> (G*H, H)."""
-    first = d_rec[0].t() @ h0
-    if d_rec.shape[0] == 1:
-        return first
-    return torch.addmm(first, d_rec[1:].flatten(0, 1).t(), out[:-1].flatten(0, 1))
 
 
 class _Recurrent(nn.Module):
@@ -257,8 +250,8 @@ class _Recurrent(nn.Module):
         wanted, else with one step's scratch buffers and nothing kept."""
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xg, w_hh, bias, h0, c0)):
             return _Layer.apply(cell, xg, w_hh, bias, h0, c0)
-        out, c_n, _ = cell.forward(xg, w_hh, bias, h0, c0, False)
-        return out, out[-1], c_n
+        hs, c_n, _ = cell.forward(xg, w_hh, bias, h0, c0, False)
+        return hs[1:], hs[-1], c_n
 
     def _initial_state(self, xproj: Tensor, hx: State | None) -> tuple[Tensor, Tensor | None]:
         """(h0, c0), each (L, B, H); c0 is None except for LSTM."""

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlm import fused
-from rnnlm.reference import LayerGrads, Recurrence
+from rnnlm.reference import LayerGrads, Recurrence, history
 
 STEP_MAX_BATCH = 8
 """Inference at batches up to this size runs each step of the stack as one C call (`step_stack`)."""
@@ -81,20 +81,20 @@ def forget_packed(params: list[Tensor]) -> None:
 def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: Tensor, keep: bool,
                  bf16: bool = False) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
     steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
-    out = xg.new_empty(steps, batch, hidden)
+    hs, out = history(xg, h0)
     gates = xg.new_empty(steps, batch, 4 * hidden) if keep else None
     c = xg.new_empty(steps if keep else 2, batch, hidden)  # without autograd, steps take turns in two slots
     tanh_c = torch.empty_like(c) if keep else None
     c0 = c0.contiguous()
     _kernels().lstm_sequence(h=out, c=c, gates=gates, tanh_c=tanh_c, xg=xg.contiguous(), bias=_dense(bias),
-                             panels=_panels(w_hh, 4, keep, bf16), h0=h0.contiguous(), c0=c0)
+                             panels=_panels(w_hh, 4, keep, bf16), h0=hs[0], c0=c0)
     if not keep:
-        return out, c[(steps - 1) % 2], ()
-    return out, c[-1].clone(), (c0, gates, c, tanh_c)
+        return hs, c[(steps - 1) % 2], ()
+    return hs, c[-1].clone(), (c0, gates, c, tanh_c)
 
 
-def lstm_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
-                  grad_hn: Tensor | None, grad_cn: Tensor | None, bf16: bool = False) -> LayerGrads:
+def lstm_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+                  grad_cn: Tensor | None, bf16: bool = False) -> LayerGrads:
     c0, gates, c, tanh_c = saved
     dc = torch.zeros_like(c0) if grad_cn is None else grad_cn.clone(memory_format=torch.contiguous_format)
     d_gates = torch.empty_like(gates)
@@ -107,39 +107,39 @@ def lstm_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ..
 def gru_forward(xg: Tensor, w_hh: Tensor, bias: Tensor, h0: Tensor, c0: None, keep: bool,
                 bf16: bool = False) -> tuple[Tensor, None, tuple[Tensor, ...]]:
     steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
-    out = xg.new_empty(steps, batch, hidden)
+    hs, out = history(xg, h0)
     gates, hh = (xg.new_empty(steps, batch, 3 * hidden), xg.new_empty(steps, batch, 3 * hidden)) if keep else (None,
                                                                                                             None)
     _kernels().gru_sequence(h=out, hh=hh, gates=gates, xg=xg.contiguous(), b_hh=_dense(bias),
-                            panels=_panels(w_hh, 3, keep, bf16), h0=h0.contiguous())
-    return out, None, (gates, hh) if keep else ()
+                            panels=_panels(w_hh, 3, keep, bf16), h0=hs[0])
+    return hs, None, (gates, hh) if keep else ()
 
 
-def gru_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
-                 grad_hn: Tensor | None, grad_cn: None, bf16: bool = False) -> LayerGrads:
+def gru_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+                 grad_cn: None, bf16: bool = False) -> LayerGrads:
     gates, hh = saved
     grad_h = grad_out.clone(memory_format=torch.contiguous_format)  # gains the direct path z * dh_{t+1}
     d_x, d_hh = torch.empty_like(hh), torch.empty_like(hh)
-    grad_h0 = torch.zeros_like(h0, memory_format=torch.contiguous_format)
+    grad_h0 = torch.zeros_like(hs[0])
     _kernels().gru_backward_sequence(d_x=d_x, d_hh=d_hh, grad_h0=grad_h0, grad_h=grad_h,
-                                     back=_pack(w_hh, 3, bf16, backward=True), gates=gates, hh=hh, h0=h0.contiguous(),
-                                     h=out, grad_hn=_zeros_if_none(grad_hn, grad_h0))
+                                     back=_pack(w_hh, 3, bf16, backward=True), gates=gates, hh=hh, h0=hs[0],
+                                     h=hs[1:], grad_hn=_zeros_if_none(grad_hn, grad_h0))
     return LayerGrads(d_x, d_hh, grad_h0, None)
 
 
 def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep: bool, relu: bool = False,
                 bf16: bool = False) -> tuple[Tensor, None, tuple[Tensor, ...]]:
-    out = xg.new_empty(xg.shape[0], xg.shape[1], h0.shape[-1])
-    _kernels().rnn_sequence(h=out, xg=xg.contiguous(), panels=_panels(w_hh, 1, keep, bf16), h0=h0.contiguous(),
-                            relu=relu)
-    return out, None, ()
+    hs, out = history(xg, h0)
+    _kernels().rnn_sequence(h=out, xg=xg.contiguous(), panels=_panels(w_hh, 1, keep, bf16), h0=hs[0], relu=relu)
+    return hs, None, ()
 
 
-def rnn_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
-                 grad_hn: Tensor | None, grad_cn: None, relu: bool = False, bf16: bool = False) -> LayerGrads:
+def rnn_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+                 grad_cn: None, relu: bool = False, bf16: bool = False) -> LayerGrads:
+    out = hs[1:]
     d_pre = torch.empty_like(out)
     _kernels().rnn_backward_sequence(d_pre=d_pre, back=_pack(w_hh, 1, bf16, backward=True), h=out,
-                                     grad_h=grad_out.contiguous(), grad_hn=_zeros_if_none(grad_hn, h0), relu=relu)
+                                     grad_h=grad_out.contiguous(), grad_hn=_zeros_if_none(grad_hn, hs[0]), relu=relu)
     return LayerGrads(d_pre, d_pre, None, None)
 
 

@@ -11,10 +11,11 @@ path on CUDA, in bfloat16 and float64, and on a CPU without rnnlm's C loops (`rn
 faster); tests hold both to torch.nn.
 
 A layer is two functions, the interface the fast path implements too:
-- `forward(xg, w_hh, bias, h0, c0, keep)` -> (out (T, B, H), c_n or None, saved): `bias` is what the recurrence adds
-  itself (the LSTM's sum of biases, the GRU's b_hh); with `keep` (training) every step's activations are kept in
-  `saved` for the backward pass, else one step's scratch buffers are reused and nothing is saved.
-- `backward(w_hh, h0, out, saved, grad_out, grad_hn, grad_cn)` -> `LayerGrads`: the gradient of every step's
+- `forward(xg, w_hh, bias, h0, c0, keep)` -> (hs, c_n or None, saved): hs (T + 1, B, H) is h0 then every step's
+  h_t (`history`), so the layer's output is hs[1:] and what each step read is hs[:-1]; `bias` is what the recurrence
+  adds itself (the LSTM's sum of biases, the GRU's b_hh); with `keep` (training) every step's activations are kept
+  in `saved` for the backward pass, else one step's scratch buffers are reused and nothing is saved.
+- `backward(w_hh, hs, saved, grad_out, grad_hn, grad_cn)` -> `LayerGrads`: the gradient of every step's
   recurrent pre-activation (from which `rnnlm.cells` gets W_hh's, the bias's and h0's with one product each), and
   the input projection's. Autograd would record ~10 nodes per step; this computes every factor that does not depend
   on the incoming gradient for all steps at once, then walks back with 2-5 ops per step.
@@ -54,6 +55,16 @@ def _steps(buf: Tensor, steps: int) -> list[Tensor]:
     return views if len(views) == steps else views * steps
 
 
+def history(xg: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+    """A layer's states hs (T + 1, B, H) with h0 in slot 0, and the view hs[1:] its loop writes h_t into. Kept whole,
+    the h_{t-1} of every step is one view, hs[:-1]: W_hh's gradient is one product over all steps, with no copy."""
+    if h0.dtype != xg.dtype:  # copying h0 in would cast it silently; torch.nn refuses the mix
+        raise ValueError(f"the hidden state is {h0.dtype} and the input {xg.dtype}: give both the same dtype")
+    hs = xg.new_empty(xg.shape[0] + 1, xg.shape[1], h0.shape[-1])
+    hs[0] = h0
+    return hs, hs[1:]
+
+
 def _shifted(first: Tensor, seq: Tensor) -> Tensor:
     """(first, seq[0], ..., seq[T-2]): the value each step read from the previous step. (T, B, H)"""
     return torch.cat((first.unsqueeze(0), seq[:-1]), 0)
@@ -73,17 +84,18 @@ def _grad_from_above(grad_out: Tensor, grad_hn: Tensor | None) -> Tensor:
 
 def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep: bool,
                 relu: bool = False) -> tuple[Tensor, None, tuple[Tensor, ...]]:
-    out = xg.new_empty(xg.shape[0], xg.shape[1], h0.shape[-1])  # (T, B, H)
+    hs, out = history(xg, h0)
     h_prev = h0
     for x_t, h_t in zip(xg.unbind(0), out.unbind(0)):
         torch.addmm(x_t, h_prev, w_hh.t(), out=h_t)
         h_t.relu_() if relu else h_t.tanh_()
         h_prev = h_t
-    return out, None, ()
+    return hs, None, ()
 
 
-def rnn_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
-                 grad_hn: Tensor | None, grad_cn: None, relu: bool = False) -> LayerGrads:
+def rnn_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+                 grad_cn: None, relu: bool = False) -> LayerGrads:
+    out = hs[1:]
     slope = (out > 0).to(out.dtype) if relu else 1 - out * out  # d h_t / d pre-activation, all steps at once
     grad_h = _grad_from_above(grad_out, grad_hn)
     d_pre = torch.empty_like(out)  # (T, B, H)
@@ -105,7 +117,7 @@ def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: 
     kept = steps if keep else 1
     gates = xg.new_empty(kept, batch, 4 * hidden)
     c, tanh_c = xg.new_empty(kept, batch, hidden), xg.new_empty(kept, batch, hidden)
-    out = xg.new_empty(steps, batch, hidden)
+    hs, out = history(xg, h0)
     if bias is not None:
         xg = xg + bias
     g_t, c_t, tc_t = _steps(gates, steps), _steps(c, steps), _steps(tanh_c, steps)
@@ -121,11 +133,11 @@ def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: 
         torch.tanh(c_t[t], out=tc_t[t])
         torch.mul(o, tc_t[t], out=out[t])  # h_t = o * tanh(c_t)
         h_prev, c_prev = out[t], c_t[t]
-    return out, c_prev.clone() if keep else c_prev, (c0, gates, c, tanh_c) if keep else ()
+    return hs, c_prev.clone() if keep else c_prev, (c0, gates, c, tanh_c) if keep else ()
 
 
-def lstm_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
-                  grad_hn: Tensor | None, grad_cn: Tensor | None) -> LayerGrads:
+def lstm_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+                  grad_cn: Tensor | None) -> LayerGrads:
     c0, gates, c, tanh_c = saved
     hidden = c0.shape[-1]
     i, f, g, o = gates.chunk(4, dim=-1)  # each (T, B, H)
@@ -163,7 +175,7 @@ def gru_forward(xg: Tensor, w_hh: Tensor, bias: Tensor, h0: Tensor, c0: None,
     steps, batch, hidden = xg.shape[0], xg.shape[1], h0.shape[-1]
     kept = steps if keep else 1
     gates, hh = xg.new_empty(kept, batch, 3 * hidden), xg.new_empty(kept, batch, 3 * hidden)
-    out = xg.new_empty(steps, batch, hidden)
+    hs, out = history(xg, h0)
     g_t, hh_t = _steps(gates, steps), _steps(hh, steps)
     h_prev = h0
     for t in range(steps):
@@ -174,20 +186,20 @@ def gru_forward(xg: Tensor, w_hh: Tensor, bias: Tensor, h0: Tensor, c0: None,
         torch.addcmul(x_n, rz[:, :hidden], hh_t[t][:, 2 * hidden :], out=n).tanh_()  # n = tanh(x_n + r * hh_n)
         torch.lerp(n, h_prev, rz[:, hidden:], out=out[t])  # n + z (h_{t-1} - n) = (1 - z) n + z h_{t-1}
         h_prev = out[t]
-    return out, None, (gates, hh) if keep else ()
+    return hs, None, (gates, hh) if keep else ()
 
 
-def gru_backward(w_hh: Tensor, h0: Tensor, out: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor,
-                 grad_hn: Tensor | None, grad_cn: None) -> LayerGrads:
+def gru_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+                 grad_cn: None) -> LayerGrads:
     gates, hh = saved
-    hidden = h0.shape[-1]
+    hidden = hs.shape[-1]
     r, z, n = gates.chunk(3, dim=-1)  # each (T, B, H)
     hh_n = hh[..., 2 * hidden :]
     # d pre_n = dh (1-z)(1-n^2);  d pre_z = dh (h_{t-1} - n) z(1-z);  d pre_r = d pre_n * hh_n * r(1-r).
     # The recurrent product sees the n part times r (it sits inside r * (W_hn h + b_hn)).
     dn = (1 - z) * (1 - n * n)
     dr = dn * hh_n * r * (1 - r)
-    dz = (_shifted(h0, out) - n) * z * (1 - z)
+    dz = (hs[:-1] - n) * z * (1 - z)
     factors_hh = torch.cat((dr, dz, dn * r), -1)  # (T, B, 3H)
     grad_h = _grad_from_above(grad_out, grad_hn)
     d_hh = torch.empty_like(hh)  # (T, B, 3H)

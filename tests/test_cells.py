@@ -219,6 +219,18 @@ def test_rejects_what_it_does_not_implement() -> None:
         cells.RNN(3, 4, nonlinearity="sigmoid")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("model_dtype", [torch.float64, torch.float32])  # the PyTorch-ops path, the C loops
+@pytest.mark.parametrize("grad", [True, False])
+def test_a_hidden_state_of_another_dtype_is_refused(kind: str, model_dtype: torch.dtype, grad: bool) -> None:
+    """As torch.nn refuses it, rather than casting the state into the loop's dtype."""
+    ours = make_pair(kind, 5, 7, 1)[1].to(model_dtype)
+    other = torch.float32 if model_dtype == torch.float64 else torch.float64
+    states = tuple(s.to(other) for s in flat_state(initial_state(kind, 1, 2, 7)))
+    with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="float"):
+        ours(torch.randn(4, 2, 5, dtype=model_dtype), as_hx(kind, states))
+
+
 def test_no_torch_recurrent_kernels_in_the_package() -> None:
     """The fused kernels are the reference, never the implementation: no code under rnnlm/ names them (comments and
     docstrings may)."""
