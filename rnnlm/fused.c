@@ -562,23 +562,37 @@ INLINE void rnn_back_cell8(int n, v8 rec, const float *grad_hn, const float *gra
     write8(d_pre, hj * slope, n);
 }
 
+/* One k of dot_back_f32: sum[r][m] += v[r][k] * w_m[k][:], v and w at k. */
+INLINE void back_k(int R, int N, const float *w, int64_t second, const float *v, int64_t stride, v8 sum[6][2]) {
+    v8 w0 = load8(w), w1 = N > 1 ? load8(w + second) : (v8){0};
+    for (int r = 0; r < R; r++) {
+        v8 x = splat(v[r * stride]);
+        sum[r][0] += x * w0;
+        if (N > 1) sum[r][1] += x * w1;
+    }
+}
+
 /* rec[r][m] = sum over k < K of v[r][k] * w_m[k][:] for R <= 6 rows of v (row stride `stride`) and N <= 2 panels, w_0
  * and w_1 = w_0 + `second`: 12 sums, 2 weights and a broadcast in the 16 AVX registers, each weight loaded serving 6
  * rows (a row block of 8 with one panel, 9 loads per 8 multiply-adds instead of 8 per 12, ran 0.88-0.92x). */
 INLINE void dot_back_f32(int R, int N, int64_t K, const float *w, int64_t second, const float *v, int64_t stride,
                          v8 rec[6][2]) {
-    v8 sum[6][2];
-    for (int r = 0; r < R; r++) sum[r][0] = sum[r][1] = (v8){0};
+    /* A sum's next multiply-add waits for its last (several cycles), so a few rows' sums alone leave the FMA units
+     * idle: with at most 4 sums, S sets of them take turns over k, and the sets are added at the end. */
+    const int S = R * N > 4 ? 1 : R * N > 2 ? 2 : 4;
+    v8 sum[4][6][2];
+    for (int s = 0; s < S; s++)
+        for (int r = 0; r < R; r++) sum[s][r][0] = sum[s][r][1] = (v8){0};
+    int64_t k = 0;
 #pragma GCC unroll 4
-    for (int64_t k = 0; k < K; k++, w += 8) {
-        v8 w0 = load8(w), w1 = N > 1 ? load8(w + second) : (v8){0};
-        for (int r = 0; r < R; r++) {
-            v8 x = splat(v[r * stride + k]);
-            sum[r][0] += x * w0;
-            if (N > 1) sum[r][1] += x * w1;
+    for (; k + S <= K; k += S)
+        for (int s = 0; s < S; s++) back_k(R, N, w + (k + s) * 8, second, v + k + s, stride, sum[s]);
+    for (; k < K; k++) back_k(R, N, w + k * 8, second, v + k, stride, sum[0]);
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < 2; m++) {
+            rec[r][m] = sum[0][r][m];
+            for (int s = 1; s < S; s++) rec[r][m] += sum[s][r][m];
         }
-    }
-    for (int r = 0; r < R; r++) rec[r][0] = sum[r][0], rec[r][1] = sum[r][1];
 }
 
 /* One k pair (k, and k + 1 if `two`) of dot_back in bfloat16: sum[r][m] gains the products of row r's pair with
