@@ -342,15 +342,17 @@ def bench_busy(quick: bool) -> list[str]:
 
 
 def saved_for_backward(kind: str, side: str) -> float:
-    """MiB of distinct tensors autograd saves for the backward pass of one training step (activations and the
-    weights the backward reads), on the large shape."""
+    """MiB that the tensors autograd saves for the backward pass of one training step (activations and the weights
+    the backward reads) keep alive, on the large shape: each distinct storage once, whole (a saved view keeps all of
+    its storage, and two views of one storage share it)."""
     torch.manual_seed(0)
     stack = (OURS if side == "ours" else REFERENCE)[kind](EMBED, LARGE.hidden, LARGE.layers)
     step = train_step_fn(CharModel(stack, LARGE.hidden), LARGE)
-    seen: dict[tuple[int, int], int] = {}
+    seen: dict[int, int] = {}
 
     def pack(t: Tensor) -> Tensor:
-        seen[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
