@@ -180,6 +180,8 @@ class _Recurrent(nn.Module):
 
     def _stack(self, inp: Tensor, hx: State | None, projected: bool) -> tuple[Tensor, State]:
         """The stack on time-major input (T, B, in) or (T, in), or on layer 0's input projection if `projected`."""
+        if inp.shape[0] == 0:  # as torch.nn: there would be no output and no final state to give
+            raise ValueError("expected a sequence of at least one step, got 0 steps")
         unbatched = inp.dim() == 2
         if unbatched:
             inp, hx = inp.unsqueeze(1), map_state(lambda s: s.unsqueeze(1), hx)
@@ -266,6 +268,12 @@ class _Recurrent(nn.Module):
         for s in states:
             if tuple(s.shape) != shape:
                 raise ValueError(f"expected hidden state of shape {shape}, got {tuple(s.shape)}")
+            if s.device != xproj.device:
+                raise ValueError(f"the hidden state is on {s.device} and the input on {xproj.device}: put both on one "
+                                 "device")
+            # Under autocast a state may be in the autocast dtype (carried from an earlier call); the layers cast it.
+            if self._autocast_dtype(xproj) is None and s.dtype != xproj.dtype:  # else copied into the loop's dtype
+                raise ValueError(f"the hidden state is {s.dtype} and the input {xproj.dtype}: give both the same dtype")
         return (states[0], states[1]) if is_lstm else (states[0], None)
 
     @staticmethod

@@ -58,8 +58,6 @@ def _steps(buf: Tensor, steps: int) -> list[Tensor]:
 def history(xg: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
     """A layer's states hs (T + 1, B, H) with h0 in slot 0, and the view hs[1:] its loop writes h_t into. Kept whole,
     the h_{t-1} of every step is one view, hs[:-1]: W_hh's gradient is one product over all steps, with no copy."""
-    if h0.dtype != xg.dtype:  # copying h0 in would cast it silently; torch.nn refuses the mix
-        raise ValueError(f"the hidden state is {h0.dtype} and the input {xg.dtype}: give both the same dtype")
     hs = xg.new_empty(xg.shape[0] + 1, xg.shape[1], h0.shape[-1])
     hs[0] = h0
     return hs, hs[1:]

@@ -222,13 +222,29 @@ def test_rejects_what_it_does_not_implement() -> None:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("model_dtype", [torch.float64, torch.float32])  # the PyTorch-ops path, the C loops
 @pytest.mark.parametrize("grad", [True, False])
-def test_a_hidden_state_of_another_dtype_is_refused(kind: str, model_dtype: torch.dtype, grad: bool) -> None:
-    """As torch.nn refuses it, rather than casting the state into the loop's dtype."""
+def test_a_hidden_state_of_another_dtype_or_device_is_refused(kind: str, model_dtype: torch.dtype,
+                                                              grad: bool) -> None:
+    """As torch.nn refuses them, rather than copying the state into the loop's dtype or onto its device; for the LSTM
+    either state of the pair."""
     ours = make_pair(kind, 5, 7, 1)[1].to(model_dtype)
+    x = torch.randn(4, 2, 5, dtype=model_dtype)
     other = torch.float32 if model_dtype == torch.float64 else torch.float64
-    states = tuple(s.to(other) for s in flat_state(initial_state(kind, 1, 2, 7)))
-    with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="float"):
-        ours(torch.randn(4, 2, 5, dtype=model_dtype), as_hx(kind, states))
+    right = tuple(s.to(model_dtype) for s in flat_state(initial_state(kind, 1, 2, 7)))
+    for which in range(len(right)):
+        for wrong, message in ((right[which].to(other), "hidden state is torch.float"),
+                               (right[which].to("meta"), "hidden state is on meta")):
+            states = right[:which] + (wrong,) + right[which + 1:]
+            with torch.set_grad_enabled(grad), pytest.raises(ValueError, match=message):
+                ours(x, as_hx(kind, states))
+    ours(x, as_hx(kind, right))  # and the right ones are taken
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_sequence_is_refused(kind: str) -> None:
+    ours = make_pair(kind, 5, 7, 1)[1].float()
+    for grad, batch in ((True, 2), (False, 2), (False, 9)):  # the training loops, the step kernel, the no-grad loops
+        with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="at least one step"):
+            ours(torch.randn(0, batch, 5))
 
 
 def test_no_torch_recurrent_kernels_in_the_package() -> None:
