@@ -271,8 +271,9 @@ class _Recurrent(nn.Module):
             if s.device != xproj.device:
                 raise ValueError(f"the hidden state is on {s.device} and the input on {xproj.device}: put both on one "
                                  "device")
-            # Under autocast a state may be in the autocast dtype (carried from an earlier call); the layers cast it.
-            if self._autocast_dtype(xproj) is None and s.dtype != xproj.dtype:  # else copied into the loop's dtype
+            # The loops would copy a state of another dtype silently (`reference.history`); under autocast a state in
+            # the autocast dtype (carried from an earlier call) is expected, and the layers cast it.
+            if self._autocast_dtype(xproj) is None and s.dtype != xproj.dtype:
                 raise ValueError(f"the hidden state is {s.dtype} and the input {xproj.dtype}: give both the same dtype")
         return (states[0], states[1]) if is_lstm else (states[0], None)
 
