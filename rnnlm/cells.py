@@ -15,8 +15,8 @@ A stack runs layer by layer. Each layer's input projection W_ih x_t of all T ste
 loop; the loop over time is one of two implementations of the same equations, chosen once per call (`_path`):
 
     "c"      rnnlm.fastpath    float32 on a CPU with rnnlm's C loops built: a whole sequence per C call each way
-    "step"   rnnlm.fastpath    the same, without autograd at a batch of at most 8 (sampling): one C call per step
-                               for the whole stack
+    "step"   rnnlm.fastpath    the same, without autograd, for one step (sampling) or a batch of at most 8: one C
+                               call per step for the whole stack, W_ih's product in it
     "bf16"   rnnlm.fastpath    float32 parameters under bfloat16 autocast on such a CPU: the "c" loops with W_hh's
                                products in bfloat16 and the gates and states in float32 (as autocast keeps
                                pointwise math), the input projections in bfloat16 by autocast
@@ -197,15 +197,15 @@ class _Recurrent(nn.Module):
 
     def _path(self, inp: Tensor) -> Path:
         """Where this call runs: the C loops for float32 on a CPU when they are built (with W_hh's products in bfloat16
-        under bf16 autocast), one C call per step for inference at a small batch (without dropout to apply), else
-        PyTorch ops."""
+        under bf16 autocast), one C call per step for inference of one step or at a small batch (without dropout to
+        apply), else PyTorch ops. A longer sequence at a larger batch keeps its input projection one big product."""
         autocast = self._autocast_dtype(inp)
         if (fused.kernels(inp) is None or autocast not in (None, torch.float32, torch.bfloat16)
                 or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in self._parameters.values())):
             return "torch"
         if autocast == torch.bfloat16:
             return "bf16"
-        if (not torch.is_grad_enabled() and inp.shape[1] <= fastpath.STEP_MAX_BATCH
+        if (not torch.is_grad_enabled() and (inp.shape[0] == 1 or inp.shape[1] <= fastpath.STEP_MAX_BATCH)
                 and not (self.training and self.dropout > 0)):
             return "step"
         return "c"

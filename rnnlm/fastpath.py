@@ -6,9 +6,10 @@ The same equations as `rnnlm.reference`, with the same interface, so `rnnlm.cell
   GRU's backward): every step's recurrent product h_{t-1} W_hh^T and its pointwise half together, panel by panel of 8
   units, the threads meeting once per step. A step's product is small (a 1x128 LSTM's 32x128 @ 128x512), and MKL
   runs it well below the machine's speed; the C loops keep each weight loaded for several rows.
-- Inference at a batch of up to STEP_MAX_BATCH rows (sampling) runs each step of the whole stack as one C call that
-  reads every weight once (`step_stack`): at batch 1 a step is matrix-vector products whose time is reading the
-  weights, and a dozen PyTorch calls per layer around them cost more than the arithmetic.
+- Inference of one step (sampling) or at a batch of up to STEP_MAX_BATCH rows runs each step of the whole stack as
+  one C call that reads every weight once per block of rows (`step_stack`): at batch 1 a step is matrix-vector
+  products whose time is reading the weights, and a dozen PyTorch calls per layer around them cost more than the
+  arithmetic; at a larger batch one step's input projection is too small a product for MKL to run at speed.
 
 W_hh is packed into the C loops' panels (rnnlm_pack, the layouts of `fused.pack_panels` and `fused.pack_by_unit`) on
 every training call (it changes every step); inference keeps its packed copies until a parameter changes (`_panels`,
@@ -29,7 +30,8 @@ from rnnlm import fused
 from rnnlm.reference import LayerGrads, Recurrence, history
 
 STEP_MAX_BATCH = 8
-"""Inference at batches up to this size runs each step of the stack as one C call (`step_stack`)."""
+"""Inference of a sequence at batches up to this size runs each step of the stack as one C call (`step_stack`), as
+inference of a single step does at any batch."""
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 _STEP_KIND = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 _T = TypeVar("_T")
@@ -161,7 +163,7 @@ around them (W_hh's and h0's gradients) in bfloat16 too."""
 
 def step_stack(stack: nn.Module, inp: Tensor, h0: Tensor, c0: Tensor | None,
                projected: bool) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
-    """The stack without autograd at a small batch, each step one C call (rnnlm_step) that reads every layer's packed
+    """The stack without autograd, each step one C call (rnnlm_step) that reads every layer's packed
     weights once, W_ih's with W_hh's, and runs the pointwise half on the gates while they are in registers.
 
     inp (T, B, in) float32, or layer 0's input projection (T, B, G*H) if `projected`; h0, c0 (L, B, H). Returns the

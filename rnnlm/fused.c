@@ -10,7 +10,7 @@
  *   rnnlm_lstm_sequence, rnnlm_gru_sequence, rnnlm_rnn_sequence    a layer's forward pass over a whole sequence
  *   rnnlm_lstm_backward_sequence, rnnlm_gru_backward_sequence,
  *   rnnlm_rnn_backward_sequence                                     the same layers' backward pass through time
- *   rnnlm_step                                                      one step of a whole stack at a small batch
+ *   rnnlm_step                                                      one step of a whole stack, for sampling
  *   rnnlm_pack                                                      W_hh in the sequence loops' layouts
  *   rnnlm_activations                                               the vector sigmoid and tanh alone, for checks
  *   rnnlm_native_bf16                                               whether bf16 products use AVX-512 BF16
@@ -232,98 +232,6 @@ void rnnlm_pack(float *panels, float *back, const float *w, int64_t G, int64_t H
                 float row[8] = {0};
                 memcpy(row, w + r * H + j0, n * sizeof(float));
                 memcpy(b + r * 8, row, sizeof row);
-            }
-        }
-    }
-}
-
-/* ---- One step of a whole stack at a small batch: the products and the pointwise half in one pass over the weights ----
- *
- * At batch 1 (sampling) a step's products are matrix-vector products, and their time is reading the weights: 12 MB
- * per character for a 2x512 LSTM. A general product would also store the 4H pre-activations for a pointwise loop to
- * read back. Here each layer's weights are packed once (rnnlm/fastpath.py, `step_weights`) into panels of 8 hidden
- * units: panel p holds, for units 8p..8p+7, row k of every gate's weights, k-major: first the K1 columns of W_ih (none
- * when layer 0 is given its input projection x), then the H columns of W_hh, each row G gates x 8 units, contiguous.
- * A panel is read front to back once per row of the batch, its 8 units' gates end in registers, and the pointwise
- * half runs on them there. Panels share nothing, so the threads split each layer's panels and meet once per layer.
- */
-
-/* acc[g] = sum over k < K of v[k] * w[k][g][:], two k at a time into separate sums (so that twice G multiply-adds are
- * in flight). Returns where w's rows end. Inlined with G a constant, the sums stay in registers. */
-static inline const float *dot_panel(int G, int64_t K, const float *w, const float *v, v8 *acc) {
-    v8 even[4] = {0}, odd[4] = {0};
-    int64_t k = 0;
-    for (; k + 1 < K; k += 2, w += 16 * G)
-        for (int g = 0; g < G; g++) {
-            even[g] += v[k] * load8(w + 8 * g);
-            odd[g] += v[k + 1] * load8(w + 8 * (G + g));
-        }
-    if (k < K) {
-        for (int g = 0; g < G; g++) even[g] += v[k] * load8(w + 8 * g);
-        w += 8 * G;
-    }
-    for (int g = 0; g < G; g++) acc[g] = even[g] + odd[g];
-    return w;
-}
-
-/* Panel p of one layer, every row of the batch: G = 1 (the RNN, relu or tanh), 4 (LSTM) or 3 (GRU). */
-INLINE void step_panel(int G, int relu, int64_t p, int64_t B, int64_t H, int64_t K1, const float *panels,
-                       const float *bias, const float *x, const float *v1, const float *h_prev, float *c, float *h) {
-    const int S = G == 3 ? 2 : 1; /* the GRU keeps b_hh apart: r multiplies it */
-    const int64_t j0 = p * 8;
-    const int n = H - j0 < 8 ? (int)(H - j0) : 8;
-    const float *panel = panels + p * (K1 + H) * G * 8, *bx = bias + p * S * G * 8, *bh = bx + (S - 1) * G * 8;
-    for (int64_t b = 0; b < B; b++) {
-        v8 in[4] = {0}, rec[4], out[1];
-        const float *w = panel;
-        if (K1 > 0) w = dot_panel(G, K1, w, v1 + b * K1, in);
-        dot_panel(G, H, w, h_prev + b * H, rec);
-        for (int g = 0; g < G; g++) { /* the input's part of gate g (with b_ih), and W_hh's (with b_hh for the GRU) */
-            in[g] = in[g] + load8(bx + g * 8) + (x ? read8(x + b * G * H + g * H + j0, n) : splat(0.0f));
-            if (S == 2) rec[g] += load8(bh + g * 8);
-        }
-        const int64_t s = b * H + j0;
-        if (G == 4) {
-            v8 a[12], cs[3] = {read8(c + s, n)}, tc[3];
-            for (int g = 0; g < 4; g++) a[g] = in[g] + rec[g];
-            lstm_pointwise(1, a, cs, tc, out);
-            write8(c + s, cs[0], n);
-        } else if (G == 3) {
-            v8 rz[8] = {in[0] + rec[0], in[1] + rec[1]}, hp[4] = {read8(h_prev + s, n)};
-            out[0] = in[2];
-            gru_pointwise(1, rz, out, rec + 2, hp, out);
-        } else {
-            out[0] = in[0] + rec[0];
-            rnn_pointwise(1, out, relu);
-        }
-        write8(h + s, out[0], n);
-    }
-}
-
-/* kind: 0 RNN tanh, 1 RNN relu, 2 LSTM, 3 GRU. Sizes: L layers, B rows, H units, K0 input columns of layer 0 (0 when
- * x is given). weights: for each layer its panels (ceil(H / 8), K1 + H, G, 8) and its bias (ceil(H / 8), S, G, 8): S =
- * 1, the sum of the biases that add (without b_ih when x has it), or for the GRU S = 2, b_ih (or zero) then b_hh.
- * Out: h (L, B, H), the new state, which must not overlap h_prev (other panels are still reading it); c (L, B, H), the
- * LSTM's cell state, updated in place (else NULL). In: x (B, G*H) layer 0's input projection, or NULL; v0 (B, K0)
- * layer 0's input, or NULL; h_prev (L, B, H). Layer l > 0 reads layer l - 1's new h. */
-void rnnlm_step(float *h, float *c, const float *const *weights, const float *x, const float *v0, const float *h_prev,
-                int64_t kind, int64_t L, int64_t B, int64_t H, int64_t K0) {
-    const int64_t n_panels = (H + 7) / 8, G = kind == 2 ? 4 : (kind == 3 ? 3 : 1);
-    const int64_t floats_read = n_panels * G * 8 * B * (K0 + H + (L - 1) * 2 * H);
-    (void)floats_read; /* unused without OpenMP; with it, a small step stays on one thread */
-#pragma omp parallel if (floats_read >= 65536)
-    for (int64_t l = 0; l < L; l++) {
-        const int64_t K1 = l == 0 ? K0 : H, state = l * B * H;
-        const float *v1 = l == 0 ? v0 : h + state - B * H, *xl = l == 0 ? x : 0, *hp = h_prev + state;
-        const float *wp = weights[2 * l], *wb = weights[2 * l + 1];
-        float *cl = c ? c + state : 0, *hl = h + state;
-#pragma omp for schedule(static)
-        for (int64_t p = 0; p < n_panels; p++) {
-            switch (kind) { /* a constant G for each, so that the compiler unrolls the gate loops */
-            case 0: step_panel(1, 0, p, B, H, K1, wp, wb, xl, v1, hp, cl, hl); break;
-            case 1: step_panel(1, 1, p, B, H, K1, wp, wb, xl, v1, hp, cl, hl); break;
-            case 2: step_panel(4, 0, p, B, H, K1, wp, wb, xl, v1, hp, cl, hl); break;
-            case 3: step_panel(3, 0, p, B, H, K1, wp, wb, xl, v1, hp, cl, hl); break;
             }
         }
     }
@@ -797,5 +705,165 @@ void rnnlm_rnn_sequence(float *h, const float *xg, const float *panels, const fl
         const PanelStep st = {.in = t ? h + (t - 1) * state : h0, .x = xg + t * state, .h = h + t * state,
                               .relu = (int)relu, .bf16 = (int)bf16};
         panel_step(1, B, H, panels, &st);
+    }
+}
+
+/* ---- One step of a whole stack (sampling): the products and the pointwise half in one pass over the weights ----
+ *
+ * At batch 1 a step's products are matrix-vector products, and their time is reading the weights: 12 MB per
+ * character for a 2x512 LSTM. A general product would also store the 4H pre-activations for a pointwise loop to read
+ * back, and at a larger batch one step's product is too small for MKL to run at speed. Here each layer's weights are
+ * packed once (rnnlm/fastpath.py, `step_weights`) into panels of 8 hidden units: panel p holds, for units 8p..8p+7,
+ * row k of every gate's weights, k-major: first the K1 columns of W_ih (none when layer 0 is given its input
+ * projection x), then the H columns of W_hh, each row G gates x 8 units, contiguous. A panel is read front to back
+ * once per block of rows, as in the sequence loops (rows in threes for the LSTM, fours for the GRU, sixes beside a
+ * pair of panels for the RNN), its units' gates end in registers, and the pointwise half runs on them there. Panels
+ * share nothing, so the threads split each layer's panels and meet once per layer.
+ */
+
+/* acc[g] = sum over k < K of v[k] * w[k][g][:], two k at a time into separate sums (so that twice G multiply-adds are
+ * in flight): a row alone, where dot_rows would keep one set of G sums. Inlined with G a constant, the sums stay in
+ * registers. */
+INLINE void dot_panel(int G, int64_t K, const float *w, const float *v, v8 *acc) {
+    v8 even[4] = {0}, odd[4] = {0};
+    int64_t k = 0;
+    for (; k + 1 < K; k += 2, w += 16 * G)
+        for (int g = 0; g < G; g++) {
+            even[g] += v[k] * load8(w + 8 * g);
+            odd[g] += v[k + 1] * load8(w + 8 * (G + g));
+        }
+    if (k < K)
+        for (int g = 0; g < G; g++) even[g] += v[k] * load8(w + 8 * g);
+    for (int g = 0; g < G; g++) acc[g] = even[g] + odd[g];
+}
+
+/* Rows b..b+R-1 of panel p of an LSTM (G = 4, R <= 3) or GRU (G = 3, R <= 4) layer. */
+INLINE void step_rows(int G, int R, int64_t p, int64_t b, int64_t H, int64_t K1, const float *panels,
+                      const float *bias, const float *x, const float *v1, const float *h_prev, float *c, float *h) {
+    const int S = G == 3 ? 2 : 1; /* the GRU keeps b_hh apart: r multiplies it */
+    const int64_t j0 = p * 8, s = b * H + j0;
+    const int n = H - j0 < 8 ? (int)(H - j0) : 8;
+    const float *panel = panels + p * (K1 + H) * G * 8, *bx = bias + p * S * G * 8, *bh = bx + (S - 1) * G * 8;
+    v8 in[4][4] = {{{0}}}, rec[4][4], out[4];
+    if (R == 1) {
+        if (K1 > 0) dot_panel(G, K1, panel, v1 + b * K1, in[0]);
+        dot_panel(G, H, panel + K1 * G * 8, h_prev + b * H, rec[0]);
+    } else {
+        if (K1 > 0) dot_rows_f32(R, G, K1, panel, v1 + b * K1, K1, in);
+        dot_rows_f32(R, G, H, panel + K1 * G * 8, h_prev + b * H, H, rec);
+    }
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) { /* the input's part of gate g (with b_ih), and W_hh's (with b_hh for the GRU) */
+            in[r][g] += load8(bx + g * 8) + (x ? read8(x + (b + r) * G * H + g * H + j0, n) : splat(0.0f));
+            if (S == 2) rec[r][g] += load8(bh + g * 8);
+        }
+    if (G == 4) {
+        v8 a[12], cs[3], tc[3];
+        for (int r = 0; r < R; r++) {
+            for (int g = 0; g < 4; g++) a[4 * r + g] = in[r][g] + rec[r][g];
+            cs[r] = read8(c + s + r * H, n);
+        }
+        lstm_pointwise(R, a, cs, tc, out);
+        for (int r = 0; r < R; r++) write8(c + s + r * H, cs[r], n);
+    } else {
+        v8 rz[8], xn[4], hn[4], hp[4];
+        for (int r = 0; r < R; r++) {
+            rz[2 * r] = in[r][0] + rec[r][0], rz[2 * r + 1] = in[r][1] + rec[r][1];
+            xn[r] = in[r][2], hn[r] = rec[r][2], hp[r] = read8(h_prev + s + r * H, n);
+        }
+        gru_pointwise(R, rz, xn, hn, hp, out);
+    }
+    for (int r = 0; r < R; r++) write8(h + s + r * H, out[r], n);
+}
+
+/* Rows b..b+R-1 (R <= 6) of the N <= 2 panels q, q+1 of a plain RNN layer (relu or tanh): with one gate a panel, the
+ * sums of one panel alone would leave the multiply-adds waiting, so rows take a pair of panels, as in its sequence
+ * loop. */
+INLINE void step_rnn_rows(int relu, int R, int N, int64_t q, int64_t b, int64_t H, int64_t K1, const float *panels,
+                          const float *bias, const float *x, const float *v1, const float *h_prev, float *h) {
+    const float *panel = panels + q * (K1 + H) * 8;
+    const int64_t second = (K1 + H) * 8;
+    v8 in[6][2] = {{{0}}}, rec[6][2], a[12];
+    int n[2];
+    if (K1 > 0) dot_back_f32(R, N, K1, panel, second, v1 + b * K1, K1, in);
+    dot_back_f32(R, N, H, panel + K1 * 8, second, h_prev + b * H, H, rec);
+    for (int m = 0; m < N; m++) {
+        const int64_t j0 = (q + m) * 8;
+        n[m] = H - j0 < 8 ? (int)(H - j0) : 8;
+        for (int r = 0; r < R; r++)
+            a[m * R + r] = in[r][m] + rec[r][m] + load8(bias + j0)
+                           + (x ? read8(x + (b + r) * H + j0, n[m]) : splat(0.0f));
+    }
+    rnn_pointwise(R * N, a, relu);
+    for (int m = 0; m < N; m++)
+        for (int r = 0; r < R; r++) write8(h + (b + r) * H + (q + m) * 8, a[m * R + r], n[m]);
+}
+
+/* Every row of one LSTM or GRU layer's panel p, in threes (LSTM) or fours (GRU); R a constant in each call. */
+INLINE void step_panel(int G, int64_t p, int64_t B, int64_t H, int64_t K1, const float *panels, const float *bias,
+                       const float *x, const float *v1, const float *h_prev, float *c, float *h) {
+    const int64_t rows = G == 4 ? 3 : 4;
+    int64_t b = 0;
+    for (; b + rows <= B; b += rows) step_rows(G, G == 4 ? 3 : 4, p, b, H, K1, panels, bias, x, v1, h_prev, c, h);
+    if (B - b == 3) step_rows(G, 3, p, b, H, K1, panels, bias, x, v1, h_prev, c, h);
+    if (B - b == 2) step_rows(G, 2, p, b, H, K1, panels, bias, x, v1, h_prev, c, h);
+    if (B - b == 1) step_rows(G, 1, p, b, H, K1, panels, bias, x, v1, h_prev, c, h);
+}
+
+/* Every row of a plain RNN layer's N panels q.., in sixes; R a constant in each call. */
+INLINE void step_rnn_panels(int relu, int N, int64_t q, int64_t B, int64_t H, int64_t K1, const float *panels,
+                            const float *bias, const float *x, const float *v1, const float *h_prev, float *h) {
+    int64_t b = 0;
+    for (; b + 6 <= B; b += 6) step_rnn_rows(relu, 6, N, q, b, H, K1, panels, bias, x, v1, h_prev, h);
+    switch (B - b) {
+    case 5: step_rnn_rows(relu, 5, N, q, b, H, K1, panels, bias, x, v1, h_prev, h); break;
+    case 4: step_rnn_rows(relu, 4, N, q, b, H, K1, panels, bias, x, v1, h_prev, h); break;
+    case 3: step_rnn_rows(relu, 3, N, q, b, H, K1, panels, bias, x, v1, h_prev, h); break;
+    case 2: step_rnn_rows(relu, 2, N, q, b, H, K1, panels, bias, x, v1, h_prev, h); break;
+    case 1: step_rnn_rows(relu, 1, N, q, b, H, K1, panels, bias, x, v1, h_prev, h); break;
+    }
+}
+
+/* One layer, inside the parallel region: the threads share out its panels (the RNN's in pairs), and the loop's
+ * closing barrier lets the next layer read all of this one's h. */
+INLINE void step_layer(int kind, int64_t B, int64_t H, int64_t K1, const float *panels, const float *bias,
+                       const float *x, const float *v1, const float *h_prev, float *c, float *h) {
+    const int64_t n_panels = (H + 7) / 8;
+    if (kind < 2) {
+#pragma omp for schedule(static)
+        for (int64_t pair = 0; pair < (n_panels + 1) / 2; pair++) {
+            const int64_t q = 2 * pair;
+            if (q + 1 < n_panels)
+                step_rnn_panels(kind, 2, q, B, H, K1, panels, bias, x, v1, h_prev, h);
+            else
+                step_rnn_panels(kind, 1, q, B, H, K1, panels, bias, x, v1, h_prev, h);
+        }
+        return;
+    }
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < n_panels; p++) {
+        if (kind == 2) /* a constant G for each, so that the compiler unrolls the gate loops */
+            step_panel(4, p, B, H, K1, panels, bias, x, v1, h_prev, c, h);
+        else
+            step_panel(3, p, B, H, K1, panels, bias, x, v1, h_prev, c, h);
+    }
+}
+
+/* kind: 0 RNN tanh, 1 RNN relu, 2 LSTM, 3 GRU. Sizes: L layers, B rows, H units, K0 input columns of layer 0 (0 when
+ * x is given). weights: for each layer its panels (ceil(H / 8), K1 + H, G, 8) and its bias (ceil(H / 8), S, G, 8): S =
+ * 1, the sum of the biases that add (without b_ih when x has it), or for the GRU S = 2, b_ih (or zero) then b_hh.
+ * Out: h (L, B, H), the new state, which must not overlap h_prev (other panels are still reading it); c (L, B, H), the
+ * LSTM's cell state, updated in place (else NULL). In: x (B, G*H) layer 0's input projection, or NULL; v0 (B, K0)
+ * layer 0's input, or NULL; h_prev (L, B, H). Layer l > 0 reads layer l - 1's new h. */
+void rnnlm_step(float *h, float *c, const float *const *weights, const float *x, const float *v0, const float *h_prev,
+                int64_t kind, int64_t L, int64_t B, int64_t H, int64_t K0) {
+    const int64_t n_panels = (H + 7) / 8, G = kind == 2 ? 4 : (kind == 3 ? 3 : 1);
+    const int64_t floats_read = n_panels * G * 8 * B * (K0 + H + (L - 1) * 2 * H);
+    (void)floats_read; /* unused without OpenMP; with it, a small step stays on one thread */
+#pragma omp parallel if (floats_read >= 65536)
+    for (int64_t l = 0; l < L; l++) {
+        const int64_t K1 = l == 0 ? K0 : H, state = l * B * H;
+        step_layer((int)kind, B, H, K1, weights[2 * l], weights[2 * l + 1], l == 0 ? x : 0,
+                   l == 0 ? v0 : h + state - B * H, h_prev + state, c ? c + state : 0, h + state);
     }
 }

@@ -129,7 +129,10 @@ def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) ->
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("batch", [1, 3, fastpath.STEP_MAX_BATCH + 1])  # the one-step C kernel, then the layer loop
+# Whole sequences: the one-step C kernel up to STEP_MAX_BATCH, the layer loops past it. Single steps: the one-step
+# kernel at every batch, its rows in blocks of 3 (LSTM), 4 (GRU) or 6 (RNN) and what is left over: 3 x 3 + 1,
+# 4 x 2 + 2, 6 + 4 at the last batch.
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, fastpath.STEP_MAX_BATCH + 2])
 @pytest.mark.parametrize("hidden", [21, 131])
 def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int, hidden: int, path: str,
                                                           kernel_calls) -> None:
@@ -155,7 +158,7 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
             torch.testing.assert_close(step_o.double(), step_r, **F32)
         for a, b in zip(flat_state(state_o), flat_state(state_r), strict=True):
             torch.testing.assert_close(a.double(), b, **F32)
-    assert bool(kernel_calls["step"]) == (path == "fused" and batch <= fastpath.STEP_MAX_BATCH)
+    assert bool(kernel_calls["step"]) == (path == "fused")
     whole = path == "fused" and batch > fastpath.STEP_MAX_BATCH
     assert bool(kernel_calls["lstm_sequence"]) == (whole and kind == "lstm")
     assert bool(kernel_calls["gru_sequence"]) == (whole and kind == "gru")
