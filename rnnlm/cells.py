@@ -15,8 +15,8 @@ A stack runs layer by layer. Each layer's input projection W_ih x_t of all T ste
 loop; the loop over time is one of two implementations of the same equations, chosen once per call (`_path`):
 
     "c"      rnnlm.fastpath    float32 on a CPU with rnnlm's C loops built: a whole sequence per C call each way
-    "step"   rnnlm.fastpath    the same, without autograd, for one step (sampling) or a batch of at most 8: one C
-                               call per step for the whole stack, W_ih's product in it
+    "step"   rnnlm.fastpath    the same, without autograd, for a single step at any batch (sampling) or a sequence
+                               at a batch of at most 8: one C call per step for the whole stack, W_ih's product in it
     "bf16"   rnnlm.fastpath    float32 parameters under bfloat16 autocast on such a CPU: the "c" loops with W_hh's
                                products in bfloat16 and the gates and states in float32 (as autocast keeps
                                pointwise math), the input projections in bfloat16 by autocast

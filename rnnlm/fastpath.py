@@ -6,8 +6,8 @@ The same equations as `rnnlm.reference`, with the same interface, so `rnnlm.cell
   GRU's backward): every step's recurrent product h_{t-1} W_hh^T and its pointwise half together, panel by panel of 8
   units, the threads meeting once per step. A step's product is small (a 1x128 LSTM's 32x128 @ 128x512), and MKL
   runs it well below the machine's speed; the C loops keep each weight loaded for several rows.
-- Inference of one step (sampling) or at a batch of up to STEP_MAX_BATCH rows runs each step of the whole stack as
-  one C call that reads every weight once per block of rows (`step_stack`): at batch 1 a step is matrix-vector
+- Inference of a single step at any batch (sampling), or of a sequence at a batch of up to STEP_MAX_BATCH rows,
+  runs each step of the whole stack as one C call that reads every weight once per block of rows (`step_stack`): at batch 1 a step is matrix-vector
   products whose time is reading the weights, and a dozen PyTorch calls per layer around them cost more than the
   arithmetic; at a larger batch one step's input projection is too small a product for MKL to run at speed.
 
@@ -59,7 +59,7 @@ def _pack(w_hh: Tensor, gates: int, bf16: bool, backward: bool = False) -> Tenso
 
 def _panels(w_hh: Tensor, gates: int, keep: bool, bf16: bool = False) -> Tensor:
     """W_hh in the C loops' panels (in bfloat16 pairs if `bf16`). Training packs it on every call (it changes every
-    step); inference (evaluation, sampling at a large batch, one step per call) keeps the packed copy until the
+    step); inference (evaluation, a sequence at a batch past STEP_MAX_BATCH) keeps the packed copy until the
     weight changes in place (its version counter), or is freed, or `forget_packed` drops it."""
     if keep or w_hh.is_inference():  # an inference tensor has no version counter to key a copy on
         return _pack(w_hh, gates, bf16)
@@ -163,8 +163,8 @@ around them (W_hh's and h0's gradients) in bfloat16 too."""
 
 def step_stack(stack: nn.Module, inp: Tensor, h0: Tensor, c0: Tensor | None,
                projected: bool) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
-    """The stack without autograd, each step one C call (rnnlm_step) that reads every layer's packed
-    weights once, W_ih's with W_hh's, and runs the pointwise half on the gates while they are in registers.
+    """The stack without autograd, each step one C call (rnnlm_step) that reads every layer's packed weights once
+    per block of rows, W_ih's with W_hh's, and runs the pointwise half on the gates while they are in registers.
 
     inp (T, B, in) float32, or layer 0's input projection (T, B, G*H) if `projected`; h0, c0 (L, B, H). Returns the
     output (T, B, H) and the state (L, B, H), fresh tensors."""

@@ -753,7 +753,8 @@ INLINE void step_rows(int G, int R, int64_t p, int64_t b, int64_t H, int64_t K1,
         dot_rows_f32(R, G, H, panel + K1 * G * 8, h_prev + b * H, H, rec);
     }
     for (int r = 0; r < R; r++)
-        for (int g = 0; g < G; g++) { /* the input's part of gate g (with b_ih), and W_hh's (with b_hh for the GRU) */
+        for (int g = 0; g < G; g++) { /* the input's part of gate g with the biases that add (the LSTM's b_ih + b_hh,
+                                       * the GRU's b_ih), and W_hh's part with the GRU's b_hh */
             in[r][g] += load8(bx + g * 8) + (x ? read8(x + (b + r) * G * H + g * H + j0, n) : splat(0.0f));
             if (S == 2) rec[r][g] += load8(bh + g * 8);
         }
@@ -802,12 +803,14 @@ INLINE void step_rnn_rows(int relu, int R, int N, int64_t q, int64_t b, int64_t 
 /* Every row of one LSTM or GRU layer's panel p, in threes (LSTM) or fours (GRU); R a constant in each call. */
 INLINE void step_panel(int G, int64_t p, int64_t B, int64_t H, int64_t K1, const float *panels, const float *bias,
                        const float *x, const float *v1, const float *h_prev, float *c, float *h) {
-    const int64_t rows = G == 4 ? 3 : 4;
+    const int rows = G == 4 ? 3 : 4;
     int64_t b = 0;
-    for (; b + rows <= B; b += rows) step_rows(G, G == 4 ? 3 : 4, p, b, H, K1, panels, bias, x, v1, h_prev, c, h);
-    if (B - b == 3) step_rows(G, 3, p, b, H, K1, panels, bias, x, v1, h_prev, c, h);
-    if (B - b == 2) step_rows(G, 2, p, b, H, K1, panels, bias, x, v1, h_prev, c, h);
-    if (B - b == 1) step_rows(G, 1, p, b, H, K1, panels, bias, x, v1, h_prev, c, h);
+    for (; b + rows <= B; b += rows) step_rows(G, rows, p, b, H, K1, panels, bias, x, v1, h_prev, c, h);
+    switch (B - b) { /* fewer than `rows` left (3: the GRU's only) */
+    case 3: step_rows(G, 3, p, b, H, K1, panels, bias, x, v1, h_prev, c, h); break;
+    case 2: step_rows(G, 2, p, b, H, K1, panels, bias, x, v1, h_prev, c, h); break;
+    case 1: step_rows(G, 1, p, b, H, K1, panels, bias, x, v1, h_prev, c, h); break;
+    }
 }
 
 /* Every row of a plain RNN layer's N panels q.., in sixes; R a constant in each call. */
@@ -858,9 +861,9 @@ INLINE void step_layer(int kind, int64_t B, int64_t H, int64_t K1, const float *
 void rnnlm_step(float *h, float *c, const float *const *weights, const float *x, const float *v0, const float *h_prev,
                 int64_t kind, int64_t L, int64_t B, int64_t H, int64_t K0) {
     const int64_t n_panels = (H + 7) / 8, G = kind == 2 ? 4 : (kind == 3 ? 3 : 1);
-    const int64_t floats_read = n_panels * G * 8 * B * (K0 + H + (L - 1) * 2 * H);
-    (void)floats_read; /* unused without OpenMP; with it, a small step stays on one thread */
-#pragma omp parallel if (floats_read >= 65536)
+    const int64_t madds = n_panels * G * 8 * B * (K0 + H + (L - 1) * 2 * H);
+    (void)madds; /* unused without OpenMP; with it, a step of few multiply-adds stays on one thread */
+#pragma omp parallel if (madds >= 65536)
     for (int64_t l = 0; l < L; l++) {
         const int64_t K1 = l == 0 ? K0 : H, state = l * B * H;
         step_layer((int)kind, B, H, K1, weights[2 * l], weights[2 * l + 1], l == 0 ? x : 0,

@@ -133,12 +133,15 @@ def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) ->
 # kernel at every batch, its rows in blocks of 3 (LSTM), 4 (GRU) or 6 (RNN) and what is left over: 3 x 3 + 1,
 # 4 x 2 + 2, 6 + 4 at the last batch.
 @pytest.mark.parametrize("batch", [1, 2, 3, 5, fastpath.STEP_MAX_BATCH + 2])
-@pytest.mark.parametrize("hidden", [21, 131])
+@pytest.mark.parametrize("hidden", [13, 131])
 def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int, hidden: int, path: str,
                                                           kernel_calls) -> None:
     """Evaluation (a whole sequence), sampling (one character at a time, the state carried) and the model's one-hot
-    path (forward_projected), without autograd: outputs and states. 21 units leave the C kernels' last panel of 8
-    part-filled; three layers chain each layer's new state into the next."""
+    path (forward_projected), whole and a step at a time, without autograd: outputs and states. Both widths leave the C
+    kernels' last panel of 8 part-filled: 13 units in two panels (the RNN's pair with a part-filled second), 131 in 17
+    (an odd one out), on two threads. Three layers chain each layer's new state into the next."""
+    if hidden == 131 and path == "fused":  # the one-step kernel's OpenMP split (conftest sets one thread)
+        torch.set_num_threads(2)
     ref, ours = make_pair(kind, 5, hidden, 3)
     ours.float()
     x, hx = torch.randn(6, batch, 5, dtype=torch.float64), initial_state(kind, 3, batch, hidden)
@@ -151,13 +154,16 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
         for a, b, c in zip((out_o, *flat_state(st_o)), (out_p, *flat_state(st_p)), (out_r, *flat_state(st_r))):
             torch.testing.assert_close(a.double(), c, **F32)
             torch.testing.assert_close(b.double(), c, **F32)
-        state_r, state_o = hx, as_float(hx)
+        state_r, state_o, state_p = hx, as_float(hx), as_float(hx)
         for t in range(x.shape[0]):
             step_r, state_r = ref(x[t : t + 1], state_r)
             step_o, state_o = ours(x[t : t + 1].float(), state_o)
+            step_p, state_p = ours.forward_projected(xproj[t : t + 1], state_p)
             torch.testing.assert_close(step_o.double(), step_r, **F32)
-        for a, b in zip(flat_state(state_o), flat_state(state_r), strict=True):
-            torch.testing.assert_close(a.double(), b, **F32)
+            torch.testing.assert_close(step_p.double(), step_r, **F32)
+        for a, b, c in zip(flat_state(state_o), flat_state(state_p), flat_state(state_r), strict=True):
+            torch.testing.assert_close(a.double(), c, **F32)
+            torch.testing.assert_close(b.double(), c, **F32)
     assert bool(kernel_calls["step"]) == (path == "fused")
     whole = path == "fused" and batch > fastpath.STEP_MAX_BATCH
     assert bool(kernel_calls["lstm_sequence"]) == (whole and kind == "lstm")
