@@ -178,7 +178,10 @@ def step_stack(stack: nn.Module, inp: Tensor, h0: Tensor, c0: Tensor | None,
                      v0=None if projected else inp[t], h_prev=h_prev, kind=_STEP_KIND[stack.mode])
         h_prev = states[t]
     h_n = states[-1] if steps == 1 else states[-1].clone()  # not a view keeping every step's states alive
-    return states[:, -1].contiguous(), (h_n if c_n is None else (h_n, c_n))
+    # The output is a copy even where the last layer's states are contiguous (one layer): an in-place op on it must
+    # not change the state the next step starts from, as with torch.nn.
+    output = states[:, -1].clone(memory_format=torch.contiguous_format)
+    return output, (h_n if c_n is None else (h_n, c_n))
 
 
 def step_weights(stack: Any, projected: bool) -> fused.StepWeights:

@@ -171,6 +171,23 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
     assert bool(kernel_calls["rnn_sequence"]) == (whole and kind.startswith("rnn"))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_an_in_place_op_on_the_output_leaves_the_state_alone(kind: str, layers: int, steps: int, path: str) -> None:
+    """Without autograd, as with torch.nn: the output and the final state are separate tensors, so that a caller
+    scaling its output in place does not change the state its next step starts from (one layer's output is where
+    its states are kept, in the one-step kernel)."""
+    _, ours = make_pair(kind, 5, 12, layers)
+    ours.float()
+    with torch.no_grad():
+        out, state = ours(torch.randn(steps, 2, 5))
+        before = [s.clone() for s in flat_state(state)]
+        out.mul_(0)
+        for now, then in zip(flat_state(state), before, strict=True):
+            torch.testing.assert_close(now, then, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("batch", [1, fastpath.STEP_MAX_BATCH + 1])
 def test_packed_inference_weights_follow_weight_updates(kind: str, batch: int, path: str) -> None:
