@@ -7,9 +7,10 @@ The same equations as `rnnlm.reference`, with the same interface, so `rnnlm.cell
   units, the threads meeting once per step. A step's product is small (a 1x128 LSTM's 32x128 @ 128x512), and MKL
   runs it well below the machine's speed; the C loops keep each weight loaded for several rows.
 - Inference of a single step at any batch (sampling), or of a sequence at a batch of up to STEP_MAX_BATCH rows,
-  runs each step of the whole stack as one C call that reads every weight once per block of rows (`step_stack`): at batch 1 a step is matrix-vector
-  products whose time is reading the weights, and a dozen PyTorch calls per layer around them cost more than the
-  arithmetic; at a larger batch one step's input projection is too small a product for MKL to run at speed.
+  runs each step of the whole stack as one C call that reads every weight once per block of rows (`step_stack`): at
+  batch 1 a step is matrix-vector products whose time is reading the weights, and a dozen PyTorch calls per layer
+  around them cost more than the arithmetic; at a larger batch one step's input projection is too small a product
+  for MKL to run at speed.
 
 W_hh is packed into the C loops' panels (rnnlm_pack, the layouts of `fused.pack_panels` and `fused.pack_by_unit`) on
 every training call (it changes every step); inference keeps its packed copies until a parameter changes (`_panels`,
