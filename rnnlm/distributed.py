@@ -30,9 +30,9 @@ all-gather during `Py_FinalizeEx`). `destroy_process_group` joins those threads,
 the group: with torch 2.13, importing `torch._dynamo` while a group exists (which the first optimizer does) keeps
 that group alive for good, so `setup` imports it before it joins the group.
 
-Failing. An error on one process is published to torchrun's store before that process leaves the group;
-the others, whose next collective then fails, read it there and stop with a message naming the rank and
-the cause (`RankFailed`), instead of waiting out the timeout.
+Failing. An error on one process (or a second Ctrl-C that stopped it at once) is published to torchrun's store
+before that process leaves the group; the others, whose next collective then fails, read it there and stop with
+a message naming the rank and the cause (`RankFailed`), instead of waiting out the timeout.
 """
 
 from __future__ import annotations
@@ -164,18 +164,26 @@ def _failed(here: Dist, error: BaseException) -> BaseException:
     """The error to leave with. A collective that failed because another process is gone becomes `RankFailed`,
     with the cause that process published (the first to fail is the one reported); this process's own error is
     published for the others, then raised as it is."""
-    if isinstance(error, (RankFailed, KeyboardInterrupt, SystemExit)):
+    if isinstance(error, (RankFailed, SystemExit)):
         return error
     store = _store()
+    if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C: the others should not guess why this one is gone
+        _publish(store, f"rank {here.rank} was interrupted")
+        return error
     if _collective_failed(error):  # another process left the group
         cause = _published(store)
         return RankFailed(f"{cause or 'another process of this run stopped without saying why (killed?)'}; "
                           f"rank {here.rank} stopped with it")
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    _publish(store, f"rank {here.rank} failed: {message}")
+    return error
+
+
+def _publish(store: Any, cause: str) -> None:
+    """Tells the other processes why this one leaves; the first cause published is the one they report."""
     if store is not None:
         with contextlib.suppress(Exception):
-            store.compare_set(FAILURE_KEY, "", f"rank {here.rank} failed: {message}")
-    return error
+            store.compare_set(FAILURE_KEY, "", cause)
 
 
 def _collective_failed(error: BaseException) -> bool:

@@ -19,6 +19,8 @@ import torch
 
 CHECK_EVERY = 10.0  # seconds between two looks at what the other processes use
 TAKEN = 0.4  # of a core used by other processes: it counts as taken
+SAME_SIGNAL = 0.5  # seconds: a launcher's copy of a signal comes within milliseconds; a second Ctrl-C meant as one
+# comes after the person has seen the run not stop
 
 
 def use_threads(threads: int | None) -> None:
@@ -109,10 +111,19 @@ def keep_freed_memory() -> bool:
 
 
 class StopSignal:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so it can save and exit."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so it can save and exit; a second signal
+    stops at once.
 
-    def __init__(self) -> None:
+    A signal within `same_within` seconds of the first is the same request, not a second one: a launcher (torchrun,
+    and many wrappers) passes its SIGINT or SIGTERM on to the processes it started, which Ctrl-C at a terminal has
+    already signalled (they are in its process group), so each gets the one Ctrl-C twice, milliseconds apart; taken
+    as a second, it would stop one process at once, unsaved, while the others wait for it. The handler stays until
+    that window has passed, even when the loop ends sooner."""
+
+    def __init__(self, same_within: float = SAME_SIGNAL) -> None:
         self.received: int | None = None
+        self.same_within = same_within
+        self._first = 0.0
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "StopSignal":
@@ -124,10 +135,14 @@ class StopSignal:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:  # a second Ctrl-C: stop now
+        now = time.monotonic()
+        if self.received is None:
+            self.received, self._first = signum, now
+        elif now - self._first >= self.same_within:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.received = signum
 
     def __exit__(self, *exc: Any) -> None:
+        if self.received is not None:  # a launcher's copy may be on its way: it must find this handler, not Python's
+            time.sleep(max(0.0, self._first + self.same_within - time.monotonic()))
         for sig, handler in self._old.items():
             signal.signal(sig, handler)

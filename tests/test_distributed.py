@@ -16,6 +16,7 @@ import torch
 
 from helpers import REPO
 from rnnlm import checkpoint as ckpt
+from rnnlm import distributed
 from rnnlm.config import load_config
 from rnnlm.distributed import Dist
 from rnnlm.errors import RnnlmError
@@ -124,6 +125,17 @@ def test_an_error_on_one_process_ends_both_with_a_message_naming_it(tmp_path):
     assert any(line.startswith(own) for line in failed.stderr.splitlines()), failed.stderr
     assert any(line.startswith("error: rank 0 failed: train.patience stops on the validation loss") and
                line.endswith("; rank 1 stopped with it") for line in failed.stderr.splitlines()), failed.stderr
+
+
+def test_a_process_stopped_at_once_is_named_by_the_others(monkeypatch):
+    """A second Ctrl-C stops a process mid-step; the others, whose next collective fails, say which and why."""
+    store = torch.distributed.HashStore()
+    monkeypatch.setattr(distributed, "_store", lambda: store)
+    interrupted = KeyboardInterrupt()
+    assert distributed._failed(Dist(rank=1, world_size=2), interrupted) is interrupted  # rank 1 leaves as it was told
+    left = distributed._failed(Dist(rank=0, world_size=2), RuntimeError("[gloo] Connection closed by peer"))
+    assert isinstance(left, distributed.RankFailed)
+    assert str(left) == "rank 1 was interrupted; rank 0 stopped with it"
 
 
 def test_the_batch_must_split_evenly(tmp_path):

@@ -1,8 +1,10 @@
-"""Sharing the machine: the thread count follows the cores other processes leave free, and never changes results."""
+"""Sharing the machine: the thread count follows the cores other processes leave free, and never changes results.
+Stopping: one Ctrl-C is one request to stop, even when a launcher passes it on a second time."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,3 +71,32 @@ def test_the_thread_count_does_not_change_a_run(tmp_path):
         weights.append(ckpt.load(tmp_path / f"t{threads}" / ckpt.LAST).model)
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_ctrl_c_passed_on_by_a_launcher_is_one_ctrl_c_and_a_later_second_stops_at_once(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: clock[0])
+    before = signal.getsignal(signal.SIGINT)
+    with runtime.StopSignal() as stop:
+        try:
+            signal.raise_signal(signal.SIGINT)  # the terminal's Ctrl-C
+            clock[0] += 0.01
+            signal.raise_signal(signal.SIGINT)  # torchrun's copy of it, to a process that already has it
+        except KeyboardInterrupt:
+            pytest.fail("the launcher's copy of the Ctrl-C stopped the process at once, unsaved")
+        assert stop.received == signal.SIGINT  # the loop will finish its step and save
+        clock[0] += runtime.SAME_SIGNAL
+        with pytest.raises(KeyboardInterrupt):  # the person pressing again
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigterm_then_a_second_one_later_stops_at_once(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: clock[0])
+    with runtime.StopSignal() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.received == signal.SIGTERM
+        clock[0] += 5.0
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
