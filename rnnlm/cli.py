@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Iterator
@@ -96,7 +98,7 @@ def train(
     `torchrun --nproc_per_node=N -m rnnlm train ...` the N processes train one model data-parallel."""
     from rnnlm.data import DataRoot
     from rnnlm.distributed import setup
-    from rnnlm.runs import RunLock, discard_if_empty, new_run_dir
+    from rnnlm.runs import RunLock, discard_if_empty, new_run_dir, require_run_dir
     from rnnlm.runtime import keep_freed_memory, use_threads
     from rnnlm.train import train as run_training
 
@@ -113,8 +115,7 @@ def train(
     root = DataRoot.resolve(data_dir, mirror)
     with contextlib.ExitStack() as stack:
         if resume is not None and os.environ.get("RANK", "0") == "0":  # rank 0 (or a lone process) writes the run
-            if not resume.is_dir():
-                raise RnnlmError(f"--resume {resume}: not a run directory")
+            require_run_dir(resume)  # before the lock, which would leave its file in any folder
             stack.enter_context(RunLock(resume))
         previous, cfg = _run_config(config, args, resume)
         with setup(cfg.train.device) as dist:
@@ -142,7 +143,8 @@ def _report(result: Any, dist: Any, data_dir: Optional[Path]) -> None:
     from rnnlm import checkpoint as ckpt
 
     run_dir = result.run_dir
-    summary = f"step {result.step}: val loss {result.last_val:.4f} nats/char (best {result.best_val:.4f})"
+    summary = f"step {result.step}: " + (f"val loss {result.last_val:.4f} nats/char (best {result.best_val:.4f})"
+                                         if math.isfinite(result.last_val) else "not evaluated yet")
     if result.stopped == "interrupted":
         launcher = f"torchrun --nproc_per_node={dist.world_size} -m rnnlm" if dist.enabled else "rnnlm"
         where = f" --data-dir {data_dir}" if data_dir is not None else ""
@@ -177,9 +179,9 @@ def _run_config(config: Optional[Path], args: list[str], resume: Optional[Path])
     previous = resume_point(resume)
     edited = resume / "config.yaml" if (resume / "config.yaml").is_file() else None
     source = config if config is not None else edited
-    if source is not None or previous is None:
-        return previous, load_config(source, args)
-    return previous, from_dict(merge_overrides(previous.config.to_dict(), args))
+    if source is not None or previous is None:  # paths as a new run records them: a relative one is the same file
+        return previous, with_absolute_paths(load_config(source, args))
+    return previous, with_absolute_paths(from_dict(merge_overrides(previous.config.to_dict(), args)))
 
 
 @app.command(short_help="Generate text from a trained model.")
@@ -477,6 +479,7 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
 
     path = out_path(path)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_sigterm_unwinds())
         try:
             stream = stack.enter_context(atomic_file(path, encoding="utf-8"))
         except OSError as e:
@@ -486,6 +489,24 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
             stack.close()  # flush, close and rename now, so that a full disk is a message, not a traceback
         except OSError as e:
             raise _write_failed(path, e) from None
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (`kill`) as an exit that unwinds, so that the --out file's temporary is removed as on Ctrl-C; by
+    default it ends the process where it stands."""
+    def exit_now(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        old = signal.signal(signal.SIGTERM, exit_now)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def out_path(path: Path) -> Path:

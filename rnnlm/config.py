@@ -503,5 +503,13 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
     try:
         return from_dict(merge_overrides(raw, overrides))
     except ConfigError as e:
-        where = f"{path}: " if path is not None else ""
+        where = f"{path}: " if path is not None and _fails(raw) else ""  # the file's mistake, not an override's
         raise ConfigError(f"{where}{e}") from None
+
+
+def _fails(raw: dict[str, Any]) -> bool:
+    try:
+        from_dict(merge_overrides(raw, ()))
+    except ConfigError:
+        return True
+    return False

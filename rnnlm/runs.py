@@ -36,7 +36,7 @@ from rnnlm.metrics import METRICS, read_metrics, truncate_metrics
 
 SAFE_TO_CHANGE = {"train.max_steps", "train.max_epochs", "train.max_time", "train.patience", "train.eval_every",
                   "train.log_every", "train.sample_every", "train.keep_last", "train.tensorboard", "train.device",
-                  "train.compile"}
+                  "train.threads", "train.compile"}
 """Keys a resumed run may change, besides every `sample.*` key: budgets, intervals, what is kept and
 where or how fast it runs, never what is learned or from what."""
 
@@ -56,7 +56,9 @@ def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
                          "--out")
     run_dir = out / (name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     problem = None
-    if dist.is_main:
+    if dist.is_main and out.exists() and not out.is_dir():
+        problem = f"--out {out}: a file, not a folder; choose a folder for the runs"
+    elif dist.is_main:
         try:
             out.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
@@ -116,13 +118,26 @@ def holder(run_dir: Path) -> int | None:
     return None
 
 
+def require_run_dir(run_dir: Path) -> None:
+    """An error unless `run_dir` is a run a resume can continue: a folder with its config.yaml or last.pt."""
+    if not run_dir.is_dir():
+        raise RnnlmError(f"--resume {run_dir}: not a run directory")
+    if not (run_dir / "config.yaml").is_file() and not (run_dir / ckpt.LAST).exists():
+        raise RnnlmError(f"--resume {run_dir}: not a run directory (it has no config.yaml or {ckpt.LAST}); give the "
+                         "folder `rnnlm train` made (rnnlm runs lists them)")
+
+
 def resume_point(run_dir: Path) -> ckpt.Checkpoint | None:
     """The checkpoint a resume of `run_dir` starts from; None if the run was stopped before its first
     checkpoint (it then starts over from its config.yaml)."""
-    if not run_dir.is_dir():
-        raise RnnlmError(f"--resume {run_dir}: not a run directory")
-    if (run_dir / ckpt.LAST).exists() or not (run_dir / "config.yaml").is_file():
+    require_run_dir(run_dir)
+    if (run_dir / ckpt.LAST).exists():
         return ckpt.load(run_dir / ckpt.LAST)
+    others = sorted(p.name for p in run_dir.glob("*.pt"))
+    if others:  # trained, but last.pt is gone: starting over would overwrite what the run learned
+        raise RnnlmError(f"--resume {run_dir}: the run has {', '.join(others)} but no {ckpt.LAST}, which a resume "
+                         "continues from (the optimizer, the position in the data); start a new run from its weights "
+                         f"with: rnnlm train --init-from {run_dir / others[0]} {run_dir / 'config.yaml'}")
     return None
 
 

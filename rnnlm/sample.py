@@ -25,7 +25,7 @@ import torch
 
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.data import DataRoot, open_corpus
-from rnnlm.data.text import read_utf8
+from rnnlm.data.text import decode_utf8, read_utf8
 from rnnlm.errors import RnnlmError
 from rnnlm.fastpath import STEP_MAX_BATCH
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
@@ -36,6 +36,11 @@ from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
 
 MAX_DRAWS = 10
 """With --unique or --novel, records are drawn until enough pass, at most this many times the number asked for."""
+
+WARM_UP_LENGTH = 1000
+"""The most characters of the record a packed-records model writes and throws away before the kept one: that record
+must reach its <eos> whatever --length is, or the kept one would start mid-record; this bounds a model that never
+writes one."""
 
 STREAM_SEPARATOR = "---"
 """The line between two samples of a stream corpus (records need none: one record, one line)."""
@@ -90,7 +95,10 @@ def choose(logits: torch.Tensor, opts: SampleOptions, generators: list[torch.Gen
     logits = logits.float().cpu()
     if opts.temperature == 0:
         return logits.argmax(-1)
-    probs = filter_logits(logits / opts.temperature, opts.top_k, opts.top_p).softmax(-1)
+    # In float64 and from the largest logit down, so that no temperature > 0 overflows: a tiny one leaves the most
+    # likely characters alone, a huge one makes them all alike (float32 gave inf - inf = NaN at either end).
+    shifted = logits.double() - logits.max(-1, keepdim=True).values.double()
+    probs = filter_logits(shifted / opts.temperature, opts.top_k, opts.top_p).softmax(-1)
     u = torch.cat([torch.rand(1, generator=g) for g in generators])  # (N,)
     cdf = probs.cumsum(-1)
     picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1)
@@ -117,7 +125,8 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
     with eval_mode(model):
         if records and packed:
             logits, state = model(ids[:, :1], None)  # <eos>
-            _, logits, state = _write(model, logits, state, opts, generators, records=True)
+            warm_up = dataclasses.replace(opts, length=max(opts.length, WARM_UP_LENGTH))
+            _, logits, state = _write(model, logits, state, warm_up, generators, records=True)
             if ids.shape[1] > 1:
                 logits, state = model(ids[:, 1:], state)  # the prime after the <eos> just written
         else:
@@ -193,9 +202,14 @@ def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, 
     if text is not None and path is not None:
         raise RnnlmError("give --prime TEXT or --prime-file PATH, not both")
     if path is not None and str(path) == "-":
-        prime = sys.stdin.read()
+        prime = decode_utf8(sys.stdin.buffer.read(), "standard input (--prime-file -)")
     else:
         prime = read_utf8(path) if path is not None else text if text is not None else default
+    try:
+        prime.encode("utf-8")
+    except UnicodeEncodeError as e:  # bytes the terminal's UTF-8 decoding could not read, kept as surrogates
+        raise RnnlmError(f"--prime: not UTF-8 text (character {e.start + 1} is not); set the terminal to UTF-8, or "
+                         "give the prime in a UTF-8 file with --prime-file") from None
     unknown = vocab.unknown(prime)
     missing = set(unknown)
     result = Prime(prime, unknown, sum(c in missing for c in prime))
@@ -329,8 +343,8 @@ class _Printer:
             self._finish_row()
 
     def finish(self) -> None:
-        while len(self.generated) < len(self.rows):
-            self.cut += self.records
+        while len(self.generated) < len(self.rows):  # rows that ended wait here behind a row that was cut
+            self.cut += self.records and not self.ended[len(self.generated)]
             self._finish_row()
 
     def _finish_row(self) -> None:

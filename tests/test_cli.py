@@ -33,13 +33,19 @@ def test_train_sample_eval_end_to_end(tmp_path):
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path):
-    result = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "model.cel=gru", "--out", str(tmp_path))
+    """The file is named when the mistake is in it, not when it is on the command line."""
+    typo = ("unknown config key model.cel (did you mean 'cell'?); model keys are: cell, nonlinearity, hidden_size, "
+            "num_layers, dropout, encoding, embed_dim, forget_bias")
+    result = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "model.cel=gru", "--out", str(tmp_path / "runs"))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: {REPO / 'configs' / 'tiny.yaml'}: unknown config key model.cel (did you mean 'cell'?); "
-        "model keys are: cell, nonlinearity, hidden_size, num_layers, dropout, encoding, embed_dim, forget_bias"]
+    assert result.stderr.strip().splitlines() == [f"error: {typo}"]
+    config = tmp_path / "typo.yaml"
+    config.write_text("model:\n  cel: gru\n")
+    result = run_cli("train", str(config), "model.hidden_size=8", "--out", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {config}: {typo}"]
     assert "Traceback" not in result.stderr
-    assert not any(tmp_path.iterdir())  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["typo.yaml"]  # nothing written
 
 
 def test_existing_run_is_never_overwritten(tmp_path):

@@ -8,6 +8,7 @@ two dozen times.
 import json
 import math
 import random
+import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -186,7 +187,8 @@ class FailingFile:
         self.file.flush()
 
 
-@pytest.mark.parametrize("how", ["refused inside the sampler", "disk full part way", "ctrl-c part way"])
+@pytest.mark.parametrize("how", ["refused inside the sampler", "disk full part way", "ctrl-c part way",
+                                 "sigterm part way"])
 def test_a_sample_that_fails_part_way_leaves_an_existing_out_file_as_it_was(models, tmp_path, monkeypatch, how):
     import contextlib
     import errno
@@ -202,13 +204,17 @@ def test_a_sample_that_fails_part_way_leaves_an_existing_out_file_as_it_was(mode
             with real(target, encoding) as f:
                 yield FailingFile(f, 10, OSError(errno.ENOSPC, "No space left on device"))
         monkeypatch.setattr(atomic, "atomic_file", filling)
-    if how == "ctrl-c part way":
+    if how in ("ctrl-c part way", "sigterm part way"):
         real_write = _Printer._write
         count = iter(range(10**6))
 
         def interrupted(self, text):
             if next(count) == 10:
-                raise KeyboardInterrupt
+                if how == "ctrl-c part way":
+                    raise KeyboardInterrupt
+                # `kill`: with Python's default disposition it would end this test process where it stands
+                assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "SIGTERM would not unwind"
+                signal.raise_signal(signal.SIGTERM)
             real_write(self, text)
         monkeypatch.setattr(_Printer, "_write", interrupted)
     target = tmp_path / "samples.txt"
@@ -217,6 +223,8 @@ def test_a_sample_that_fails_part_way_leaves_an_existing_out_file_as_it_was(mode
     status, out, err = cli("sample", models["hello"], "--length", "50", "--out", target, *extra)
     if how == "ctrl-c part way":
         assert status == 130 and "Traceback" not in err  # typer's quiet exit for Ctrl-C
+    elif how == "sigterm part way":
+        assert status == 143 and "Traceback" not in err
     else:
         assert_user_error((status, out, err), "line-per-record" if extra else "could not write (No space left on device); "
                                                                   "nothing was replaced")

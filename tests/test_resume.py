@@ -89,7 +89,11 @@ def interrupt(process: subprocess.Popen[str], run: Path, sig: int, after_step: i
     assert process.returncode == 128 + sig, err
     assert f"resume with: rnnlm train --resume {run}" in err.splitlines()[-1]
     assert temp_files(run) == []
-    return ckpt.load(run / ckpt.LAST).step
+    step = ckpt.load(run / ckpt.LAST).step
+    stopped = next(line for line in err.splitlines() if line.startswith("stopped at step "))
+    evaluated = step >= 20  # COMMON's train.eval_every
+    assert stopped.startswith(f"stopped at step {step}: {'val loss' if evaluated else 'not evaluated yet;'}"), err
+    return step
 
 
 def test_ctrl_c_and_sigterm_save_and_the_resumed_run_is_exact(tmp_path):
@@ -163,9 +167,10 @@ def test_resume_with_a_changed_config(tmp_path):
         "edit in config.yaml, or start a new run)"]
     assert (run / "metrics.jsonl").read_text() == before and not (run / "resume.log").exists()
 
-    accepted = run_cli("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "sample.length=50", "-q")
+    accepted = run_cli("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "train.threads=1",
+                       "sample.length=50", "-q")
     assert accepted.returncode == 0, accepted.stderr
-    change = "train.max_steps: 10 -> 20; train.eval_every: 20 -> 5; sample.length: 40 -> 50"
+    change = "train.max_steps: 10 -> 20; train.eval_every: 20 -> 5; train.threads: None -> 1; sample.length: 40 -> 50"
     assert f"resuming at step 10 with {change}" in accepted.stderr
     assert (run / "resume.log").read_text().strip().endswith(f"resumed at step 10 with {change}")
     assert load_config(run / "config.yaml").train.max_steps == 20
@@ -184,6 +189,32 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
     assert "starting it over" in result.stderr and "removed .best.pt.tmp-999999999" in result.stderr
     assert temp_files(run) == [] and ckpt.load(run / ckpt.LAST).step == 10
     assert strip(run) == reference(tmp_path, "train.max_steps=10")
+
+
+def test_a_trained_run_without_last_pt_is_refused_not_started_over(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10",
+                   "-q").returncode == 0
+    (run / ckpt.LAST).unlink()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK}
+    refused = run_cli("train", "--resume", str(run), "train.max_steps=20", "-q")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"error: --resume {run}: the run has best.pt but no last.pt, which a resume continues from (the optimizer, "
+        f"the position in the data); start a new run from its weights with: rnnlm train --init-from {run / 'best.pt'} "
+        f"{run / 'config.yaml'}"]
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
+
+
+def test_a_resume_given_its_config_and_a_relative_data_path_again_is_the_same_run(tmp_path):
+    (tmp_path / "mine.txt").write_text("the quick brown fox jumps over the lazy dog. " * 300, encoding="utf-8")
+    args = [TINY, *COMMON, "data.dataset=text", "data.path=mine.txt", "--data-dir", "data"]
+    first = run_cli("train", *args, "train.max_steps=10", "--out", "runs", "--name", "run", "-q", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("train", *args, "train.max_steps=15", "--resume", "runs/run", "-q", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resuming at step 10 with train.max_steps: 10 -> 15" in again.stderr
+    assert ckpt.load(tmp_path / "runs" / "run" / ckpt.LAST).step == 15
 
 
 def test_fp16_on_a_cpu_is_one_line(tmp_path):

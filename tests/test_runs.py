@@ -58,6 +58,13 @@ def test_a_run_name_is_one_folder_name(tmp_path):
     assert not (tmp_path / "escape").exists() and not (tmp_path / "abs").exists()
 
 
+def test_out_must_be_a_folder(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert_user_error(cli("train", TINY, "--out", afile), f"--out {afile}: a file, not a folder")
+    assert afile.read_text() == "mine"
+
+
 def test_runs_are_listed_newest_first_with_their_status(tmp_path):
     done = run_cli("train", TINY, *FAST, "train.max_steps=10", "--out", str(tmp_path), "--name", "done", "-q")
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,7 @@
 """Sampling: reproducible, batched like single runs, top-k/top-p exact, records end at <eos>, novelty counted."""
 
 import dataclasses
+import functools
 import io
 import math
 
@@ -121,6 +122,54 @@ def test_records_cut_at_the_length_limit_are_counted(tmp_path):
     assert "2 reached the length limit" in report.summary()
 
 
+def chain(model, vocab):
+    """A `setup` (a vanilla RNN with 4 units, one per id) whose next character follows from the last one alone:
+    after <eos> 'a', after 'a' 'b', after 'b' <eos>, so every record is "ab"."""
+    model.rnn.weight_ih_l0.copy_(5 * torch.eye(len(vocab)))  # the unit of the character just read turns on
+    model.rnn.weight_hh_l0.zero_()
+    model.rnn.bias_ih_l0.zero_()
+    model.rnn.bias_hh_l0.zero_()
+    a, b = vocab.itos.index("a"), vocab.itos.index("b")
+    model.decoder.weight.zero_()
+    model.decoder.bias.zero_()
+    for now, after in ((EOS_ID, a), (a, b), (b, EOS_ID)):
+        model.decoder.weight[after, now] = 20.0
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_a_packed_records_sample_starts_at_a_record_whatever_the_length(tmp_path, length):
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", cell="rnn", hidden_size=4, setup=chain))
+    out = io.StringIO()
+    report = sample_checkpoint(point, SampleOptions(length=length, temperature=0, num_samples=3), "", out)
+    assert out.getvalue() == ("ab"[:length] + "\n") * 3  # a record's start (the record thrown away was not cut)
+    assert report.cut == (0 if length > 2 else 3)  # "ab" ends at a third step's <eos>
+
+
+def test_only_the_records_that_met_the_length_limit_are_counted_as_cut(tmp_path):
+    """Records are written in order: one that has ended waits behind one still being written, and when the limit
+    cuts that one, the one waiting was not cut."""
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", setup=constant_logits(a=0.0, eos=0.0)))
+    at_most_3 = functools.partial(SampleOptions, length=3, temperature=1.0)
+    for seed in range(20):
+        together = sample_checkpoint(point, at_most_3(num_samples=4, seed=seed), "", io.StringIO()).cut
+        alone = [sample_checkpoint(point, at_most_3(seed=seed + i), "", io.StringIO()).cut for i in range(4)]
+        assert together == sum(alone), (seed, alone)
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-38, 1e-20, 1e20, 1e39, 1e300])
+def test_extreme_temperatures_tend_to_greedy_and_to_uniform(tmp_path, temperature):
+    # the model likes 'b' by far; a tiny temperature always takes it, a huge one draws every character alike
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="abcd",
+                                      setup=constant_logits(a=1.0, b=8.0, c=1.0, d=1.0)))
+    out = io.StringIO()
+    sample_checkpoint(point, SampleOptions(length=2000, temperature=temperature, seed=0), "", out)
+    counts = {c: out.getvalue().count(c) for c in "abcd"}
+    if temperature < 1:
+        assert counts == {"a": 0, "b": 2000, "c": 0, "d": 0}
+    else:
+        assert all(400 < n < 600 for n in counts.values()), counts
+
+
 def test_novelty_count_on_a_crafted_case(tmp_path):
     # After the prime "aab" the model writes b or <eos> with probability 1/2 each: the records are aab b^k.
     # The anbn training split holds only a^n b^n, so exactly the records other than "aabb" are novel.
@@ -209,6 +258,12 @@ def test_prime_file_and_default(tmp_path):
         read_prime(VOCAB, path=tmp_path / "missing.txt")
     with pytest.raises(RnnlmError, match="not both"):
         read_prime(VOCAB, "a", tmp_path / "p.txt")
+
+
+def test_a_prime_that_is_not_utf8_is_an_error():
+    # a terminal in another encoding: Python keeps the bytes it cannot decode as lone surrogates
+    with pytest.raises(RnnlmError, match=r"^--prime: not UTF-8 text \(character 4 is not\)"):
+        read_prime(VOCAB, "caf\udce9")
 
 
 @pytest.mark.parametrize("kwargs, message", [
