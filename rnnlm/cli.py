@@ -396,7 +396,11 @@ def _range(text: Optional[str]) -> tuple[float | None, float | None]:
     try:
         low, high = (float(p) if p.strip() else None for p in text.split(","))
     except ValueError:
-        raise RnnlmError(f"--ylim {text}: give LOW,HIGH in nats per character, e.g. 1,2.5 or ,2.5") from None
+        low = high = math.nan
+    if not all(v is None or math.isfinite(v) for v in (low, high)) or (low is not None and high is not None
+                                                                       and low >= high):
+        raise RnnlmError(f"--ylim {text}: give LOW,HIGH in nats per character, finite and LOW < HIGH, e.g. 1,2.5 or "
+                         ",2.5")
     return low, high
 
 

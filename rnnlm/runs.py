@@ -244,10 +244,18 @@ def _run_info(run_dir: Path) -> RunInfo | None:
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None
     steps = max((r.get("step", 0) for r in records), default=0)
     status = _status(run_dir, steps)
-    modified = max(p.stat().st_mtime for p in run_dir.iterdir())
+    modified = max((_mtime(p) for p in run_dir.iterdir()), default=0.0)
     return RunInfo(run_dir.name, str(run_dir), shape, str(data.get("dataset", "?")), steps,
                    best["val_loss"] if best else None, best["bpc"] if best else None,
                    max((r.get("elapsed", 0.0) for r in records), default=0.0), status, modified)
+
+
+def _mtime(path: Path) -> float:
+    """0 for a file gone since the folder was listed (a running run renames and prunes its checkpoints)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _status(run_dir: Path, steps: int) -> str:

@@ -218,3 +218,12 @@ def test_a_full_disk_is_a_message_and_the_old_file_is_kept(tmp_path, model, smal
     assert_user_error(cli(*args, *big, "--out", old), f"--out {old}", "No space left on device",
                       "nothing was replaced", max_lines=2)
     assert old.read_bytes() == b"yesterday" * 5000 and [p.name for p in small_disk.iterdir()] == ["old.png"]
+
+
+@pytest.mark.parametrize("ylim", ["nan,2", "inf,", "1,-inf", "5,1", "2,2", "a,b", "1,2,3"])
+def test_a_loss_axis_that_cannot_be_drawn_is_refused(tmp_path, ylim):
+    from test_viz import fake_run  # noqa: PLC0415 (a fixture builder of the plot tests)
+
+    assert_user_error(cli("plot", fake_run(tmp_path / "run", 1.0), "--ylim", ylim, "--out", tmp_path / "p.png"),
+                      f"--ylim {ylim}: give LOW,HIGH")
+    assert not (tmp_path / "p.png").exists()

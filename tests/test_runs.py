@@ -88,3 +88,12 @@ def test_runs_are_listed_newest_first_with_their_status(tmp_path):
     assert lines[2].split()[:4] == ["done", "lstm", "1x8", "anbn"] and lines[2].split()[-1] == "finished"
     parsed = [json.loads(line) for line in cli("runs", tmp_path, "--json")[1].splitlines()]
     assert [p["name"] for p in parsed] == ["later", "done"] and parsed[1]["best_val"] == runs[1].best_val
+
+
+def test_a_file_gone_between_listing_and_reading_does_not_stop_the_listing(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {cell: lstm, num_layers: 1, hidden_size: 8}\n", encoding="utf-8")
+    # listed but gone when read, as a running run's temporary checkpoint is once renamed
+    (run / ".last.pt.tmp-1").symlink_to(tmp_path / "gone")
+    assert [r.name for r in list_runs(tmp_path)] == ["r"]

@@ -34,6 +34,7 @@ histogram per chunk whatever the corpus size; nothing holds the corpus as one st
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -173,9 +174,22 @@ def open_store(source: Source, folder: Path, progress: bool = True, say: Callabl
                 _remove_leftovers(folder, key)
                 _build(source, path, progress)
             return _load(path)
+    except _CannotWrite as e:
+        if e.lock and _problem(path, source) is None:  # a read-only data root whose store is ready: read it
+            return _load(path)
+        raise RnnlmError(f"cannot write the corpus store in {folder}: {e.strerror}; free space, or point --data-dir "
+                         "(or RNNLM_DATA_DIR) at a writable folder") from None
     finally:
         if source.close is not None:
             source.close()
+
+
+class _CannotWrite(Exception):
+    """The data root refused a write: its lock file (`lock`), or the store being built (a full disk, a quota)."""
+
+    def __init__(self, error: OSError, lock: bool) -> None:
+        super().__init__(error.strerror)
+        self.strerror, self.lock = error.strerror or str(error), lock
 
 
 def _problem(path: Path, source: Source) -> str | None:
@@ -216,7 +230,11 @@ def _plain(value: Any) -> Any:
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """An exclusive lock on `path` for the block: a second process preparing the same store waits here."""
-    with open(path, "a+") as f:
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        raise _CannotWrite(e, lock=True) from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -261,6 +279,10 @@ def _build(source: Source, path: Path, progress: bool) -> None:
             os.replace(path, old)
             shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+            raise _CannotWrite(e, lock=False) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -41,8 +41,7 @@ def decode_utf8(raw: bytes, name: str | Path, truncated: bool = False) -> str:
     """`raw` as text. `truncated` means a byte limit cut it, so a character cut in half at the end is dropped."""
     if is_binary(raw):
         offset = raw.index(b"\0")
-        raise RnnlmError(f"{name}: a binary file, not text (NUL byte at offset {offset}); "
-                         "give data.path a text file")
+        raise RnnlmError(f"{name}: a binary file, not text (NUL byte at offset {offset}); give a UTF-8 text file")
     try:
         # The incremental decoder with final=False holds back (drops) an incomplete character at the end.
         return codecs.getincrementaldecoder("utf-8")().decode(raw, final=not truncated)

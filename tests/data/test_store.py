@@ -19,6 +19,7 @@ from helpers import REPO
 from rnnlm.config import load_config
 from rnnlm.data import DataRoot, load_corpus, open_corpus, source_for
 from rnnlm.data import store as store_mod
+from rnnlm.errors import RnnlmError
 from rnnlm.vocab import EOS_ID, UNK_ID
 
 
@@ -210,3 +211,39 @@ def test_load_corpus_gives_the_splits_as_text(tmp_path):
     path.write_text("xyz" * 1000, encoding="utf-8")
     corpus = load_corpus(text_cfg(path), 0, DataRoot(tmp_path / "data"))
     assert "".join(corpus.train + corpus.val + corpus.test) == "xyz" * 1000
+
+
+def mount(*args: str) -> bool:
+    """Whether `mount ARGS` worked: it needs root (CI's container has it)."""
+    return os.geteuid() == 0 and subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+def test_a_full_disk_while_preparing_is_one_line_and_leaves_nothing(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)):
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        (tmp_path / "big.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 5000, encoding="utf-8")
+        with pytest.raises(RnnlmError) as failed:
+            open_corpus(text_cfg(tmp_path / "big.txt"), 0, DataRoot(disk / "data"), progress=False)
+        assert str(failed.value).startswith(f"cannot write the corpus store in {disk / 'data' / 'text'}: No space "
+                                            "left on device; free space, or point --data-dir")
+        assert [p.name for p in (disk / "data" / "text").iterdir() if not p.name.endswith(".lock")] == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_ready_store_on_a_read_only_data_root_is_read(tmp_path):
+    open_text(tmp_path, "hello there, general kenobi\n" * 100)  # prepared in tmp_path / "data"
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if not mount("--bind", "-o", "ro", str(tmp_path / "data"), str(ro)):
+        pytest.skip("cannot bind-mount read-only here")
+    try:
+        if os.access(ro, os.W_OK) and subprocess.run(["touch", str(ro / "probe")], capture_output=True).returncode == 0:
+            pytest.skip("the bind mount is not read-only here")
+        store = open_corpus(text_cfg(tmp_path / "corpus.txt"), 0, DataRoot(ro), progress=False)
+        assert store.text("train").startswith("hello there")
+    finally:
+        subprocess.run(["umount", "--lazy", str(ro)], check=True)  # the store's maps may still be open
