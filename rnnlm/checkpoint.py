@@ -90,6 +90,9 @@ class TrainingState:
     tally: Tally = field(default_factory=Tally)
     replicas: list[str] = field(default_factory=list)
     """Under torchrun, each process's parameter digest at the save: equal while the replicas agree."""
+    corpus: str = ""
+    """The training corpus's `Store.fingerprint`: a resume refuses text that changed under the saved position
+    ("" in checkpoints from before it was kept: not checked)."""
 
     def to_plain(self) -> dict[str, Any]:
         return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "tally": asdict(self.tally)}
@@ -99,7 +102,7 @@ class TrainingState:
         state = raw["state"]
         return cls(raw["optimizer"], raw["batcher"], raw["scaler"], raw["rng"],
                    tuple(state) if isinstance(state, (tuple, list)) else state, Tally(**raw["tally"]),
-                   list(raw.get("replicas", [])))
+                   list(raw.get("replicas", [])), str(raw.get("corpus", "")))
 
 
 @dataclass

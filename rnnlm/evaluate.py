@@ -48,6 +48,7 @@ import gzip
 import lzma
 import math
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -375,6 +376,9 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
     if split not in ("train", "val", "test"):
         raise RnnlmError(f"--split {split!r}: choose train, val or test")
     store = open_corpus(point.config.data, point.config.train.seed, root, progress)
+    if point.train is not None and point.train.corpus not in ("", store.fingerprint):
+        warnings.warn(f"the {store.name} corpus has changed since this checkpoint was written: the {split} split "
+                      "scored is the text as it is now, not the one training logged")
     info = store.manifest["splits"][split]
     if info.get("records", 0) == 0 if store.records else info["characters"] < 2:
         raise RnnlmError(f"the {split} split of {store.name} is empty; score a file with --file, "

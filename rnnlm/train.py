@@ -155,6 +155,12 @@ class Trainer:
         if resume.train is None:
             raise ckpt.CheckpointError(f"{resume.path}: holds no training state to resume from")
         saved = resume.train
+        store = self.prepared.store
+        if saved.corpus and saved.corpus != store.fingerprint:
+            raise RnnlmError(f"--resume {self.run_dir}: the {store.name} corpus has changed since this run trained on "
+                             "it (files edited, added or removed), so the position saved in it means nothing now; put "
+                             "the files back, or start a new run from this one's weights: rnnlm train --init-from "
+                             f"{self.run_dir} {self.run_dir / 'config.yaml'}")
         self.model.load_state_dict(resume.model)
         self.optimizer.load_state_dict(saved.optimizer)
         self.batcher.load_state_dict(saved.batcher)
@@ -349,7 +355,8 @@ class Trainer:
             return
         training = TrainingState(self.optimizer.state_dict(), self.batcher.state_dict(),
                                  self.scaler.state_dict() if self.scaler.is_enabled() else None, rng,
-                                 map_state(lambda s: s.cpu(), full_state), self.tally, replicas)
+                                 map_state(lambda s: s.cpu(), full_state), self.tally, replicas,
+                                 self.prepared.store.fingerprint)
         ckpt.save([self.run_dir / n for n in names],
                   Checkpoint(self.cfg, self.vocab, self.prepared.records, self.model.state_dict(),
                              self.tally.step, training, data_root=self.data_root))

@@ -217,6 +217,27 @@ def test_a_resume_given_its_config_and_a_relative_data_path_again_is_the_same_ru
     assert ckpt.load(tmp_path / "runs" / "run" / ckpt.LAST).step == 15
 
 
+def test_a_corpus_changed_under_a_run_is_refused_on_resume_and_named_by_eval(tmp_path):
+    text = tmp_path / "mine.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(800)), encoding="utf-8")
+    args = ["data.dataset=text", f"data.path={text}", "--data-dir", str(tmp_path / "data")]
+    first = run_cli("train", TINY, *COMMON, *args, "train.max_steps=10", "--out", str(tmp_path), "--name", "run", "-q")
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK}
+    text.write_text(text.read_text(encoding="utf-8")[:5000], encoding="utf-8")  # cut short: the saved position is past it
+    refused = run_cli("train", "--resume", str(run), "train.max_steps=20", "--data-dir", str(tmp_path / "data"), "-q")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: --resume {run}: the text corpus has changed since this run trained on it (files edited, added or "
+        "removed), so the position saved in it means nothing now; put the files back, or start a new run from this "
+        f"one's weights: rnnlm train --init-from {run} {run / 'config.yaml'}")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
+    scored = run_cli("eval", str(run), "--data-dir", str(tmp_path / "data"))
+    assert scored.returncode == 0 and "warning: the text corpus has changed since this checkpoint was written" in \
+        scored.stderr
+
+
 def test_fp16_on_a_cpu_is_one_line(tmp_path):
     result = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "train.precision=fp16", "train.device=cpu",
                      "--out", str(tmp_path))

@@ -108,6 +108,13 @@ class Store:
     def name(self) -> str:
         return str(self.manifest["corpus"])
 
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the prepared text (each file's size and checksum, each split's counts), which a checkpoint
+        keeps: equal as long as the text is, whenever and however often the store is prepared again."""
+        content = {"files": self.manifest["files"], "splits": self.manifest["splits"]}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
     def ids(self, split: str) -> np.ndarray:
         """The split's store symbols (read-only memory map): (N,) of the store's dtype."""
         if split not in self._maps:

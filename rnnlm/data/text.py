@@ -15,6 +15,7 @@ half is dropped.
 from __future__ import annotations
 
 import codecs
+import functools
 import glob
 import logging
 import os
@@ -77,21 +78,24 @@ def read_utf8(path: Path, max_bytes: int | None = None) -> str:
     return decode_utf8(raw, path, truncated)
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
-
-
 def text_files(spec: str) -> list[Path]:
     """The files `data.path` names: the file itself, a directory's files, or a glob's matches, sorted as path
-    strings (the order `linux` uses too: `a.txt` before `a/z.txt`)."""
-    path = Path(spec).expanduser()
+    strings (the order `linux` uses too: `a.txt` before `a/z.txt`). Hidden files and folders are left out, and so
+    are the folders rnnlm writes (`_ours`), which a folder or glob over a whole project (`data.path=.`) would
+    otherwise read: its own stores and runs, different again after every run."""
+    path, ours = Path(spec).expanduser(), functools.cache(_ours)  # each folder looked into once
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted((p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))), key=str)
+        found = []
+        for top, dirs, files in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and not ours(Path(top, d))]
+            found += [Path(top, f) for f in files if not f.startswith(".")]
+        return sorted((p for p in found if p.is_file()), key=str)
     if any(c in spec for c in "*?["):
         matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
-        files = {f for m in matches for f in (text_files(str(m)) if m.is_dir() else [m]) if f.is_file()}
+        files = {f for m in matches for f in (text_files(str(m)) if m.is_dir() else [m])
+                 if f.is_file() and not any(ours(folder) for folder in f.parents)}
         if not files:
             raise RnnlmError(f"data.path={spec!r} matches no file; check the pattern (** needs a folder: notes/**/*.txt)")
         return sorted(files, key=str)
@@ -147,6 +151,17 @@ def _whole_characters(data: bytes) -> int:
             need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
             return len(data) if back >= need else len(data) - back
     return len(data)
+
+
+def _ours(folder: Path) -> bool:
+    """Whether rnnlm wrote `folder`: a data root's corpus folder (stores and downloads, beside `.store-*.lock`
+    files) or a run directory (`.lock` beside `config.yaml`)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return (".lock" in names and "config.yaml" in names) or any(
+        n.startswith(".store-") and n.endswith(".lock") for n in names)
 
 
 def text_pieces(spec: str, max_bytes: int | None) -> Iterator[bytes]:

@@ -9,7 +9,7 @@ import pytest
 
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, load_corpus
-from rnnlm.data.text import read_records, read_text
+from rnnlm.data.text import read_records, read_text, text_files
 from rnnlm.errors import RnnlmError
 
 
@@ -124,3 +124,25 @@ def test_an_empty_line_in_a_line_corpus_is_an_error_naming_it(tmp_path: Path) ->
     with pytest.raises(RnnlmError) as e:
         read_records(f)
     assert "line 3 is empty (and 1 more)" in str(e.value) and str(f) in str(e.value)
+
+
+def test_a_folder_over_a_whole_project_leaves_out_what_rnnlm_wrote_there(tmp_path: Path) -> None:
+    """`data.path=.` in the folder a user trains from: its data root and runs (text files, most of them) are not
+    read, or every run would train on the stores and logs of the runs before it."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine", encoding="utf-8")
+    (tmp_path / "config.yaml").write_text("model: {cell: gru}\n", encoding="utf-8")  # the user's own, no run's lock
+    store = tmp_path / "data" / "text"
+    (store / "store-0123456789abcdef").mkdir(parents=True)
+    (store / ".store-0123456789abcdef.lock").touch()
+    (store / "store-0123456789abcdef" / "manifest.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "data" / "names").mkdir()
+    (tmp_path / "data" / "names" / ".store-fedcba9876543210.lock").touch()
+    (tmp_path / "data" / "names" / "names.txt").write_text("emma\n", encoding="utf-8")  # a download
+    run = tmp_path / "checkpoints" / "run"
+    run.mkdir(parents=True)
+    for name in (".lock", "config.yaml", "metrics.jsonl", "status.json"):
+        (run / name).write_text("{}", encoding="utf-8")
+    mine = [tmp_path / "config.yaml", tmp_path / "notes" / "a.txt"]
+    assert text_files(str(tmp_path)) == mine
+    assert text_files(str(tmp_path / "**" / "*")) == mine
