@@ -328,31 +328,26 @@ def _write_records(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
     else:
         bounds = [0, *np.cumsum(source.sizes).tolist()]
     parts = {split: order[bounds[k]:bounds[k + 1]] for k, split in enumerate(SPLITS)}
-    chars = sorted(set().union(*map(set, records))) if records else []
+    chars = sorted(set().union(*records))
     symbols = [EOS, *chars]
-    stoi = {c: i for i, c in enumerate(symbols)}
     dtype = _dtype(len(symbols))
+    # code point -> symbol; NUL stands for <eos> (a record never holds one: a NUL byte makes a file binary)
+    lut = np.zeros(max(map(ord, chars), default=0) + 1, dtype=dtype)
+    lut[[ord(c) for c in chars]] = np.arange(1, len(symbols), dtype=dtype)
     counts, info = {}, {}
     for split, picked in parts.items():
-        texts = [records[i] for i in picked]
-        lengths = np.array([len(r) + 1 for r in texts], dtype=np.int64)
+        lengths = np.fromiter((len(records[i]) + 1 for i in picked), dtype=np.int64, count=len(picked))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # each record's leading <eos>
-        ids = np.zeros(int(offsets[-1]) + 1, dtype=dtype)
-        joined = "".join(texts)
-        ids[np.arange(len(joined)) + np.repeat(np.arange(len(texts)), lengths - 1) + 1] = [stoi[c] for c in joined]
+        # <eos> r1 <eos> r2 ... <eos>, read as code points once: no Python object or int64 per character
+        text = "\0" + "\0".join(records[i] for i in picked) + "\0" if picked else "\0"
+        ids = lut[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
         ids.tofile(tmp / f"{split}.ids")
         offsets.tofile(tmp / f"{split}.offsets")
-        counts[split] = _count_text(joined)
-        info[split] = {"symbols": len(ids), "characters": len(joined), "records": len(texts)}
+        points, times = _histogram(ids)
+        counts[split] = {symbols[p]: int(n) for p, n in zip(points.tolist(), times.tolist()) if p}
+        info[split] = {"symbols": len(ids), "characters": len(ids) - len(picked) - 1, "records": len(picked)}
     _write_symbols(tmp, symbols, counts)
     return _manifest(source, len(symbols), info)
-
-
-def _count_text(text: str) -> dict[str, int]:
-    if not text:
-        return {}
-    points, times = _histogram(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32))
-    return {chr(p): int(c) for p, c in zip(points.tolist(), times.tolist())}
 
 
 # -- streams: two passes over chunks of text --------------------------------------------------------------------------
