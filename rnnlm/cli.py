@@ -112,12 +112,14 @@ def train(
         if resume is not None:
             raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
         args.append(f"train.init_from={ckpt_path(init_from)}")
-    root = DataRoot.resolve(data_dir, mirror)
     with contextlib.ExitStack() as stack:
         if resume is not None and os.environ.get("RANK", "0") == "0":  # rank 0 (or a lone process) writes the run
             require_run_dir(resume)  # before the lock, which would leave its file in any folder
             stack.enter_context(RunLock(resume))
         previous, cfg = _run_config(config, args, resume)
+        recorded = previous.data_root if previous is not None and previous.data_root and Path(
+            previous.data_root).is_dir() else None
+        root = DataRoot.resolve(data_dir or recorded, mirror)  # a resume reads the corpus where the run did
         with setup(cfg.train.device) as dist:
             if dist.device.type == "cpu":
                 keep_freed_memory()

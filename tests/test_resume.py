@@ -238,6 +238,19 @@ def test_a_corpus_changed_under_a_run_is_refused_on_resume_and_named_by_eval(tmp
         scored.stderr
 
 
+def test_a_resume_reads_the_corpus_from_the_data_root_the_run_trained_from(tmp_path):
+    (tmp_path / "mine.txt").write_text("the quick brown fox jumps over the lazy dog. " * 300, encoding="utf-8")
+    first = run_cli("train", TINY, *COMMON, "data.dataset=text", f"data.path={tmp_path / 'mine.txt'}",
+                    "train.max_steps=10", "--data-dir", str(tmp_path / "corpora"), "--out", str(tmp_path), "--name",
+                    "run", "-q")
+    assert first.returncode == 0, first.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = run_cli("train", "--resume", str(tmp_path / "run"), "train.max_steps=15", "-q", cwd=elsewhere)
+    assert again.returncode == 0, again.stderr
+    assert "preparing" not in again.stderr and not any(elsewhere.iterdir())  # no second store in ./data
+
+
 def test_fp16_on_a_cpu_is_one_line(tmp_path):
     result = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "train.precision=fp16", "train.device=cpu",
                      "--out", str(tmp_path))
