@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
@@ -329,13 +330,13 @@ def show_config(
 ) -> None:
     """Print the config a run of CONFIG with these overrides would use, as YAML: every key, defaults included, as
     `rnnlm train` writes it to the run's config.yaml. Nothing is trained."""
-    from rnnlm.config import load_config
+    from rnnlm.config import load_config, with_absolute_paths
 
     args = list(overrides or [])
     if config is not None and "=" in config.name and not config.exists():
         args.insert(0, str(config))  # `rnnlm config train.lr=0.01`: no file, just overrides
         config = None
-    typer.echo(load_config(config, args).to_yaml(), nl=False)
+    typer.echo(with_absolute_paths(load_config(config, args)).to_yaml(), nl=False)
 
 
 @app.command(short_help="Write a web page of how each neuron fires on a text.")
@@ -559,9 +560,19 @@ class _Checked:
             raise _write_failed(self.path, e) from None
 
 
+class _WarningLine(logging.Handler):
+    """rnnlm's logged warnings (files a corpus leaves out) as the CLI's other warnings: one `warning: ...` line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"warning: {record.getMessage()}", err=True)  # sys.stderr as it is now, not at creation
+
+
 def main() -> None:
     """Entry point: run the app; known errors become one line on stderr and exit status 2, warnings one line
     `warning: ...` (not Python's file, line and source)."""
+    log = logging.getLogger("rnnlm")
+    if not any(isinstance(h, _WarningLine) for h in log.handlers):
+        log.addHandler(_WarningLine(logging.WARNING))
     try:
         with warnings.catch_warnings():
             warnings.showwarning = lambda message, *_, **__: typer.echo(f"warning: {message}", err=True)

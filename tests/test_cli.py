@@ -2,7 +2,7 @@
 
 import json
 
-from helpers import REPO, run_cli
+from helpers import REPO, cli, run_cli
 
 
 def test_help_lists_the_commands():
@@ -81,3 +81,10 @@ def test_the_demo_config_trains_on_genesis_and_writes_verses(tmp_path):
     assert text.startswith("1:1 ") and len(text) == len("1:1 ") + 400 + 1  # the demo's prime and sample.length
     genesis = (REPO / "rnnlm" / "data" / "genesis.txt").read_text(encoding="utf-8")
     assert set(text) <= set(genesis)
+
+
+def test_config_prints_paths_as_a_run_records_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = cli("config", "data.dataset=text", "data.path=notes/a.txt", "train.init_from=runs/r")
+    assert status == 0, err
+    assert f"path: {tmp_path / 'notes' / 'a.txt'}\n" in out and f"init_from: {tmp_path / 'runs' / 'r'}\n" in out

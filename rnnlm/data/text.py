@@ -232,8 +232,8 @@ class _Once:
 
 
 def _absolute(spec: str) -> str:
-    path = os.path.expanduser(spec)
-    return path if os.path.isabs(path) else os.path.join(os.path.abspath("."), path)
+    """`spec` as `config.with_absolute_paths` makes it, so that `data info` and training share one store."""
+    return os.path.abspath(os.path.expanduser(spec))
 
 
 def read_records(path: Path, max_bytes: int | None = None) -> list[str]:

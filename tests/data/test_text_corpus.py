@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from rnnlm.config import DataConfig
-from rnnlm.data import DataRoot, load_corpus
+from rnnlm.data import DataRoot, load_corpus, open_corpus
 from rnnlm.data.text import read_records, read_text, text_files
 from rnnlm.errors import RnnlmError
 
@@ -146,3 +147,20 @@ def test_a_folder_over_a_whole_project_leaves_out_what_rnnlm_wrote_there(tmp_pat
     mine = [tmp_path / "config.yaml", tmp_path / "notes" / "a.txt"]
     assert text_files(str(tmp_path)) == mine
     assert text_files(str(tmp_path / "**" / "*")) == mine
+
+
+def test_a_path_written_differently_is_the_same_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`data info text data.path=./a.txt` and a run (which records the path absolute) share one prepared store."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.txt", "some text to read\n" * 50)
+    folders = {open_corpus(DataConfig(dataset="text", path=spec), 0, DataRoot(tmp_path / "d"), progress=False).folder
+               for spec in ("./a.txt", "a.txt", str(tmp_path / "a.txt"), f"{tmp_path}/./a.txt")}
+    assert len(folders) == 1
+
+
+def test_the_cli_says_which_binary_files_it_skipped_as_a_warning_line(tmp_path: Path) -> None:
+    write(tmp_path / "notes" / "a.txt", "hello there\n" * 50)
+    write(tmp_path / "notes" / "b.bin", b"x\0y")
+    status, _, err = cli("data", "info", "text", f"data.path={tmp_path / 'notes'}", "--data-dir", tmp_path / "d")
+    assert status == 0, err
+    assert err.splitlines()[0] == f"warning: skipped 1 binary file(s) under {tmp_path / 'notes'}: {tmp_path / 'notes' / 'b.bin'}"
