@@ -166,15 +166,20 @@ def score_records(model: CharRNN, records: list[torch.Tensor], batch_size: int =
     return total
 
 
+def _layout(n: int, rows: int, warmup: int) -> tuple[int, int, int]:
+    """How n ids are read as at most `rows` rows: each row's length, the rows (none without a target), and the
+    warm-up each row after the first reads first (row k >= 1 has k * length >= warm-up characters before it)."""
+    seg = math.ceil((n - 1) / rows)
+    return seg, math.ceil((n - 1) / seg), min(warmup, seg)
+
+
 def _score_split(model: CharRNN, tokens: Tokens, rows: int, warmup: int, exact: bool, bar: Any) -> torch.Tensor:
     """One stream read as `rows` rows, each row's summed NLL: checked against each other if `exact` (see the module
     docstring), else each from its warm-up guess."""
     n, device = len(tokens), model.decoder.weight.device
-    seg = math.ceil((n - 1) / rows)
-    rows = math.ceil((n - 1) / seg)  # no row without a target
+    seg, rows, w = _layout(n, rows, warmup)
     starts = np.arange(rows) * seg  # where each row's inputs start; its targets are one to the right
     start = model.init_state(rows)
-    w = min(warmup, seg)  # row k >= 1 has k * seg >= w characters before it
     if rows > 1 and w > 0:
         _, guess = _read_rows(model, tokens, starts[1:] - w, w, None, scored=False)
         start = _put_rows(start, torch.arange(1, rows, device=device), guess)
@@ -409,6 +414,8 @@ class Part:
     compressors: dict[str, float] | None
     streams: int | None = None
     """How a stream was read: 1 exactly as one stream, N as N carried streams; None for records or windows."""
+    warmup: int = WARMUP
+    """With N streams: the characters each stream after the first read before its own (fewer for a short text)."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.name, **self.score.as_dict(), "unknown_chars": self.unknown,
@@ -420,7 +427,7 @@ class Part:
             return "each record on its own"
         if self.streams == 1:
             return "state carried over the whole text, exactly as one stream"
-        return f"state carried in {self.streams} streams, each from the {WARMUP} characters before it"
+        return f"state carried in {self.streams} streams, each from the {self.warmup} characters before it"
 
 
 @dataclass
@@ -482,8 +489,11 @@ def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None
             read = streams or (1 if len(source.ids) <= EXACT_MAX else MAX_STREAMS)
             score = score_stream(model, source.ids, streams=read, context=context, progress=progress,
                                  start=start_state(point, device) if context is not None else None)
+        warm = WARMUP
+        if read is not None and read > 1 and len(source.ids) > 2:  # as score_stream reads it: the rows a text fills
+            _, read, warm = _layout(len(source.ids), min(read, len(source.ids) - 1), WARMUP)
         bpc = compressor_bpc(source.characters()) if compressors else None
-        parts.append(Part(source.name, score, source.unknown, bpc, None if context is not None else read))
+        parts.append(Part(source.name, score, source.unknown, bpc, None if context is not None else read, warm))
     total = Score(float("nan"), 0, 0)
     for p in parts:
         total = _add(total, p.score)

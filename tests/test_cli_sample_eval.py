@@ -134,9 +134,16 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     assert plain[1].split()[0] == "nll" and led[1].split()[:2] == ["perplexity", "12.000"]  # --perplexity leads with it
     assert sorted(plain[1].split()) == sorted(led[1].split())  # and reports the same measures
     status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "4")
-    assert status == 0 and out.splitlines()[0].endswith("state carried in 4 streams, each from the 512 characters "
-                                                         "before it")
+    assert status == 0 and out.splitlines()[0].endswith("state carried in 4 streams, each from the 500 characters "
+                                                         "before it")  # rows of 500: a warm-up no longer than a row
     assert "perplexity 12.000" in out
+    # more streams than a text fills: said as read (2,000 targets, every character after the newline read first, in
+    # 2,000 rows of 1, each after 1 character)
+    status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "5000")
+    assert status == 0 and out.splitlines()[0].endswith("state carried in 2000 streams, each from the 1 characters "
+                                                         "before it")
+    assert json.loads(cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "700",
+                          "--json")[1])["parts"][0]["streams"] == 667  # rows of 3: ceil(2000 / 3)
     assert_user_error(cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "0"), "--streams 0")
 
 
