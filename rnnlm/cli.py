@@ -459,6 +459,8 @@ def run_data(point: Any, data_dir: Optional[Path]) -> Any:
     (recorded in its checkpoint), else the default; nothing is downloaded."""
     from rnnlm.data import DataRoot
 
+    if data_dir is not None and not data_dir.is_dir():  # a typo would otherwise get a new data root made for it
+        raise RnnlmError(f"--data-dir {data_dir}: no such folder; give the data root the corpus was prepared in")
     recorded = point.data_root if point.data_root and Path(point.data_root).is_dir() else None
     return DataRoot.resolve(data_dir or recorded, offline=True)
 

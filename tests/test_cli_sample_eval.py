@@ -276,3 +276,10 @@ def test_sampling_a_few_samples_uses_one_thread_unless_told(models):
         assert status == 2 and "Invalid value for '--threads'" in err
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("command", ["eval", "sample"])
+def test_a_data_dir_that_does_not_exist_is_refused_not_made(models, tmp_path, command):
+    missing = tmp_path / "no" / "such"
+    assert_user_error(cli(command, models["coin"], "--data-dir", missing), f"--data-dir {missing}: no such folder")
+    assert not (tmp_path / "no").exists()
