@@ -118,9 +118,7 @@ def train(
             require_run_dir(resume)  # before the lock, which would leave its file in any folder
             stack.enter_context(RunLock(resume))
         previous, cfg = _run_config(config, args, resume)
-        recorded = previous.data_root if previous is not None and previous.data_root and Path(
-            previous.data_root).is_dir() else None
-        root = DataRoot.resolve(data_dir or recorded, mirror)  # a resume reads the corpus where the run did
+        root = DataRoot.resolve(data_dir or recorded_root(previous), mirror)  # a resume reads where the run did
         with setup(cfg.train.device) as dist:
             if dist.device.type == "cpu":
                 keep_freed_memory()
@@ -461,8 +459,12 @@ def run_data(point: Any, data_dir: Optional[Path]) -> Any:
 
     if data_dir is not None and not data_dir.is_dir():  # a typo would otherwise get a new data root made for it
         raise RnnlmError(f"--data-dir {data_dir}: no such folder; give the data root the corpus was prepared in")
-    recorded = point.data_root if point.data_root and Path(point.data_root).is_dir() else None
-    return DataRoot.resolve(data_dir or recorded, offline=True)
+    return DataRoot.resolve(data_dir or recorded_root(point), offline=True)
+
+
+def recorded_root(point: Any) -> str | None:
+    """The data root a run trained from, as its checkpoint records it, while it is still there."""
+    return point.data_root if point is not None and point.data_root and Path(point.data_root).is_dir() else None
 
 
 def device_for(name: str, threads: int | None = None) -> torch.device:

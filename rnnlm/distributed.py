@@ -167,7 +167,7 @@ def _failed(here: Dist, error: BaseException) -> BaseException:
     if isinstance(error, (RankFailed, SystemExit)):
         return error
     store = _store()
-    if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C: the others should not guess why this one is gone
+    if isinstance(error, KeyboardInterrupt):  # stopped at once: the others should not guess why this one is gone
         _publish(store, f"rank {here.rank} was interrupted")
         return error
     if _collective_failed(error):  # another process left the group

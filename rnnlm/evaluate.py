@@ -427,7 +427,8 @@ class Part:
             return "each record on its own"
         if self.streams == 1:
             return "state carried over the whole text, exactly as one stream"
-        return f"state carried in {self.streams} streams, each from the {self.warmup} characters before it"
+        chars = "character" if self.warmup == 1 else "characters"
+        return f"state carried in {self.streams} streams, each from the {self.warmup} {chars} before it"
 
 
 @dataclass
@@ -490,7 +491,7 @@ def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None
             score = score_stream(model, source.ids, streams=read, context=context, progress=progress,
                                  start=start_state(point, device) if context is not None else None)
         warm = WARMUP
-        if read is not None and read > 1 and len(source.ids) > 2:  # as score_stream reads it: the rows a text fills
+        if read is not None and read > 1 and len(source.ids) >= 2:  # as score_stream reads it: the rows a text fills
             _, read, warm = _layout(len(source.ids), min(read, len(source.ids) - 1), WARMUP)
         bpc = compressor_bpc(source.characters()) if compressors else None
         parts.append(Part(source.name, score, source.unknown, bpc, None if context is not None else read, warm))

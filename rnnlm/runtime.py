@@ -142,7 +142,9 @@ class StopSignal:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc: Any) -> None:
-        if self.received is not None:  # a launcher's copy may be on its way: it must find this handler, not Python's
-            time.sleep(max(0.0, self._first + self.same_within - time.monotonic()))
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+        try:
+            if self.received is not None:  # a launcher's copy may be on its way: let it find this handler
+                time.sleep(max(0.0, self._first + self.same_within - time.monotonic()))
+        finally:  # a second Ctrl-C during the wait raises here; the old handlers come back all the same
+            for sig, handler in self._old.items():
+                signal.signal(sig, handler)

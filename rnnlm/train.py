@@ -97,6 +97,8 @@ class Trainer:
         self.resumed_from = resume.config if resume is not None else None
         torch.manual_seed(t.seed)
         self.prepared = prepare(cfg, root, resume.vocab if resume else None, progress=dist.is_main)
+        if resume is not None:
+            self._check_corpus(resume)
         self.start = start_from(cfg, self.prepared.vocab) if t.init_from and resume is None else None
         if self.start is not None:
             self.prepared = Prepared(self.prepared.store, self.start.vocab)
@@ -151,16 +153,19 @@ class Trainer:
                 f"changes the learning rate from step {tally.step + 1} on: {before:.2e} there before, {after:.2e} "
                 "now")
 
-    def _restore(self, resume: Checkpoint) -> None:
-        if resume.train is None:
-            raise ckpt.CheckpointError(f"{resume.path}: holds no training state to resume from")
-        saved = resume.train
-        store = self.prepared.store
-        if saved.corpus and saved.corpus != store.fingerprint:
+    def _check_corpus(self, resume: Checkpoint) -> None:
+        """A resume continues over the text the run was trained on, or not at all."""
+        store, saved = self.prepared.store, resume.train.corpus if resume.train is not None else ""
+        if saved and saved != store.fingerprint:
             raise RnnlmError(f"--resume {self.run_dir}: the {store.name} corpus has changed since this run trained on "
                              "it (files edited, added or removed), so the position saved in it means nothing now; put "
                              "the files back, or start a new run from this one's weights: rnnlm train --init-from "
                              f"{self.run_dir} {self.run_dir / 'config.yaml'}")
+
+    def _restore(self, resume: Checkpoint) -> None:
+        if resume.train is None:
+            raise ckpt.CheckpointError(f"{resume.path}: holds no training state to resume from")
+        saved = resume.train
         self.model.load_state_dict(resume.model)
         self.optimizer.load_state_dict(saved.optimizer)
         self.batcher.load_state_dict(saved.batcher)

@@ -140,7 +140,7 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     # more streams than a text fills: said as read (2,000 targets, every character after the newline read first, in
     # 2,000 rows of 1, each after 1 character)
     status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "5000")
-    assert status == 0 and out.splitlines()[0].endswith("state carried in 2000 streams, each from the 1 characters "
+    assert status == 0 and out.splitlines()[0].endswith("state carried in 2000 streams, each from the 1 character "
                                                          "before it")
     assert json.loads(cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "700",
                           "--json")[1])["parts"][0]["streams"] == 667  # rows of 3: ceil(2000 / 3)

@@ -12,6 +12,7 @@ holds the file readers the others share) and `builtin` (`hello`, `anbn`). Around
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,16 @@ class DataRoot:
     offline: bool = False
     """Never download or copy a corpus file in: read what the data root or the mirror already holds (sampling and
     evaluating a run read its data, they do not fetch it)."""
+
+    MARK = ".rnnlm-data-root"
+    """An empty file that says a folder is a data root, so that a `data.path` over a whole project leaves it out
+    (`rnnlm.data.text.text_files`)."""
+
+    def mark(self) -> None:
+        """Create the data root, with its MARK, before the first thing is written into it."""
+        with contextlib.suppress(OSError):  # a read-only root: whatever fails to be written says so itself
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / self.MARK).touch(exist_ok=True)
 
     @classmethod
     def resolve(cls, data_dir: str | Path | None = None, mirror: str | Path | None = None,
@@ -88,6 +99,7 @@ def open_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None, progre
     """The corpus's prepared store, prepared first when it is missing, stale or damaged (`rnnlm.data.store`)."""
     root = root or DataRoot.resolve()
     source = source_for(cfg, seed, root)
+    root.mark()
     store = open_store(source, root.path / source.name, progress, say=_say)
     if not store.manifest["splits"]["train"]["characters"]:
         raise RnnlmError(f"corpus {store.name!r} has an empty training split; give it more text or a larger "

@@ -86,9 +86,10 @@ def fetch(remote: Remote, root: DataRoot, timeout: float = DEFAULT_TIMEOUT, prog
     if mirrored is not None and mirrored.is_file():
         with mirrored.open("rb") as f:
             _store(remote, target, _chunks(f), total=mirrored.stat().st_size, origin=str(mirrored), progress=False)
-        return target
-    mirror_note = f" (the mirror {root.mirror} has none)" if root.mirror is not None else ""
-    _download(remote, target, timeout, progress, mirror_note)
+    else:
+        mirror_note = f" (the mirror {root.mirror} has none)" if root.mirror is not None else ""
+        _download(remote, target, timeout, progress, mirror_note)
+    root.mark()  # after: a failed download leaves nothing behind
     return target
 
 

@@ -111,7 +111,9 @@ class Store:
     @property
     def fingerprint(self) -> str:
         """A digest of the prepared text (each file's size and checksum, each split's counts), which a checkpoint
-        keeps: equal as long as the text is, whenever and however often the store is prepared again."""
+        keeps: the same text gives the same digest however often it is prepared again. The checksum of a file over
+        FULL_CHECK_BYTES reads SAMPLES blocks of it, so an edit that keeps such a file's size and misses every block
+        goes unseen."""
         content = {"files": self.manifest["files"], "splits": self.manifest["splits"]}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -184,8 +186,10 @@ def open_store(source: Source, folder: Path, progress: bool = True, say: Callabl
     except _CannotWrite as e:
         if e.lock and _problem(path, source) is None:  # a read-only data root whose store is ready: read it
             return _load(path)
-        raise RnnlmError(f"cannot write the corpus store in {folder}: {e.strerror}; free space, or point --data-dir "
-                         "(or RNNLM_DATA_DIR) at a writable folder") from None
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        raise RnnlmError(f"cannot write the corpus store in {folder}: {e.strerror}; "
+                         + ("free space, or " if full else "") + "point --data-dir (or RNNLM_DATA_DIR) at a "
+                         "writable folder") from None
     finally:
         if source.close is not None:
             source.close()
@@ -196,7 +200,7 @@ class _CannotWrite(Exception):
 
     def __init__(self, error: OSError, lock: bool) -> None:
         super().__init__(error.strerror)
-        self.strerror, self.lock = error.strerror or str(error), lock
+        self.strerror, self.errno, self.lock = error.strerror or str(error), error.errno, lock
 
 
 def _problem(path: Path, source: Source) -> str | None:
@@ -240,7 +244,10 @@ def _lock(path: Path) -> Iterator[None]:
     try:
         f = open(path, "a+")
     except OSError as e:
-        raise _CannotWrite(e, lock=True) from None
+        try:  # flock needs no write access: another user's lock file in a shared data root still guards a read
+            f = open(path)
+        except OSError:
+            raise _CannotWrite(e, lock=True) from None
     with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -287,7 +294,7 @@ def _build(source: Source, path: Path, progress: bool) -> None:
             shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, path)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM):
             raise _CannotWrite(e, lock=False) from None
         raise
     finally:
@@ -339,7 +346,7 @@ def _write_records(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
         lengths = np.fromiter((len(records[i]) + 1 for i in picked), dtype=np.int64, count=len(picked))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # each record's leading <eos>
         # <eos> r1 <eos> r2 ... <eos>, read as code points once: no Python object or int64 per character
-        text = "\0" + "\0".join(records[i] for i in picked) + "\0" if picked else "\0"
+        text = "\0".join(["", *(records[i] for i in picked), ""])
         ids = lut[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
         ids.tofile(tmp / f"{split}.ids")
         offsets.tofile(tmp / f"{split}.offsets")

@@ -81,8 +81,8 @@ def read_utf8(path: Path, max_bytes: int | None = None) -> str:
 def text_files(spec: str) -> list[Path]:
     """The files `data.path` names: the file itself, a directory's files, or a glob's matches, sorted as path
     strings (the order `linux` uses too: `a.txt` before `a/z.txt`). Hidden files and folders are left out, and so
-    are the folders rnnlm writes (`_ours`), which a folder or glob over a whole project (`data.path=.`) would
-    otherwise read: its own stores and runs, different again after every run."""
+    are the folders rnnlm writes (`_ours`) below the one named, which a folder or glob over a whole project
+    (`data.path=.`) would otherwise read: its own stores and runs, different again after every run."""
     path, ours = Path(spec).expanduser(), functools.cache(_ours)  # each folder looked into once
     if path.is_file():
         return [path]
@@ -94,8 +94,9 @@ def text_files(spec: str) -> list[Path]:
         return sorted((p for p in found if p.is_file()), key=str)
     if any(c in spec for c in "*?["):
         matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
-        files = {f for m in matches for f in (text_files(str(m)) if m.is_dir() else [m])
-                 if f.is_file() and not any(ours(folder) for folder in f.parents)}
+        base = len(next(p for p in path.parents if not _magic(str(p))).parts)  # the folder the pattern starts in
+        files = {f for m in matches for f in (text_files(str(m)) if m.is_dir() else [m])  # folders below base:
+                 if f.is_file() and not any(ours(folder) for folder in f.parents[:len(f.parts) - 1 - base])}
         if not files:
             raise RnnlmError(f"data.path={spec!r} matches no file; check the pattern (** needs a folder: notes/**/*.txt)")
         return sorted(files, key=str)
@@ -153,15 +154,20 @@ def _whole_characters(data: bytes) -> int:
     return len(data)
 
 
+def _magic(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
 def _ours(folder: Path) -> bool:
-    """Whether rnnlm wrote `folder`: a data root's corpus folder (stores and downloads, beside `.store-*.lock`
-    files) or a run directory (`.lock` beside `config.yaml`)."""
+    """Whether rnnlm wrote `folder`: a data root (its mark), a corpus folder or a store in one (for roots from before
+    the mark), or a run directory (config.yaml beside the CLI's `.lock` or the metrics)."""
     try:
-        names = os.listdir(folder)
+        names = set(os.listdir(folder))
     except OSError:
         return False
-    return (".lock" in names and "config.yaml" in names) or any(
-        n.startswith(".store-") and n.endswith(".lock") for n in names)
+    return (DataRoot.MARK in names or any(n.startswith(".store-") and n.endswith(".lock") for n in names)
+            or (folder.name.startswith("store-") and "manifest.json" in names)
+            or ("config.yaml" in names and bool(names & {".lock", "metrics.jsonl"})))
 
 
 def text_pieces(spec: str, max_bytes: int | None) -> Iterator[bytes]:

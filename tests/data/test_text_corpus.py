@@ -130,23 +130,22 @@ def test_an_empty_line_in_a_line_corpus_is_an_error_naming_it(tmp_path: Path) ->
 def test_a_folder_over_a_whole_project_leaves_out_what_rnnlm_wrote_there(tmp_path: Path) -> None:
     """`data.path=.` in the folder a user trains from: its data root and runs (text files, most of them) are not
     read, or every run would train on the stores and logs of the runs before it."""
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "a.txt").write_text("mine", encoding="utf-8")
-    (tmp_path / "config.yaml").write_text("model: {cell: gru}\n", encoding="utf-8")  # the user's own, no run's lock
-    store = tmp_path / "data" / "text"
-    (store / "store-0123456789abcdef").mkdir(parents=True)
-    (store / ".store-0123456789abcdef.lock").touch()
-    (store / "store-0123456789abcdef" / "manifest.json").write_text("{}", encoding="utf-8")
-    (tmp_path / "data" / "names").mkdir()
-    (tmp_path / "data" / "names" / ".store-fedcba9876543210.lock").touch()
-    (tmp_path / "data" / "names" / "names.txt").write_text("emma\n", encoding="utf-8")  # a download
-    run = tmp_path / "checkpoints" / "run"
-    run.mkdir(parents=True)
-    for name in (".lock", "config.yaml", "metrics.jsonl", "status.json"):
-        (run / name).write_text("{}", encoding="utf-8")
+    write(tmp_path / "notes" / "a.txt", "mine")
+    write(tmp_path / "config.yaml", "model: {cell: gru}\n")  # the user's own: no run's lock or metrics beside it
+    root = DataRoot(tmp_path / "data")
+    open_corpus(DataConfig(dataset="text", path=str(tmp_path / "notes")), 0, root, progress=False)  # marks the root
+    write(tmp_path / "data" / "shakespeare" / "input.txt", "a download, no store yet")
+    for run, marker in (("cli", ".lock"), ("api", "metrics.jsonl")):  # `rnnlm train` locks its runs; train() does not
+        write(tmp_path / "checkpoints" / run / "config.yaml", "{}")
+        write(tmp_path / "checkpoints" / run / marker, "")
+        write(tmp_path / "checkpoints" / run / "status.json", "{}")
     mine = [tmp_path / "config.yaml", tmp_path / "notes" / "a.txt"]
     assert text_files(str(tmp_path)) == mine
     assert text_files(str(tmp_path / "**" / "*")) == mine
+    # a folder named, or a pattern's own folder, is read: only what rnnlm wrote below it is left out
+    assert text_files(str(tmp_path / "checkpoints" / "cli" / "*.json")) == [tmp_path / "checkpoints" / "cli" /
+                                                                           "status.json"]
+
 
 
 def test_a_path_written_differently_is_the_same_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
