@@ -92,7 +92,7 @@ def text_files(spec: str) -> list[Path]:
             dirs[:] = [d for d in dirs if not d.startswith(".") and not ours(Path(top, d))]
             found += [Path(top, f) for f in files if not f.startswith(".")]
         return sorted((p for p in found if p.is_file()), key=str)
-    if any(c in spec for c in "*?["):
+    if _magic(spec):
         matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
         base = len(next(p for p in path.parents if not _magic(str(p))).parts)  # the folder the pattern starts in
         files = {f for m in matches for f in (text_files(str(m)) if m.is_dir() else [m])  # folders below base:
