@@ -117,6 +117,11 @@ class Checkpoint:
     data_root: str | None = None
     """The absolute data root the run trained from: where `rnnlm sample` and `rnnlm eval` read its corpus."""
 
+    def corpus_changed(self, fingerprint: str) -> bool:
+        """Whether the run trained on other text than the corpus whose `Store.fingerprint` this is (a checkpoint
+        from before fingerprints were kept says no)."""
+        return self.train is not None and self.train.corpus not in ("", fingerprint)
+
 
 def save(paths: list[Path], point: Checkpoint) -> None:
     """Write the same checkpoint under each of `paths` (serialized once), each atomically, in order."""

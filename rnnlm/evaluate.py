@@ -134,7 +134,7 @@ def score_stream(model: CharRNN, ids: Tokens | torch.Tensor, streams: int = 1, w
     if context is not None:
         return _score_context(model, tokens, [(0, n)], context, start)
     if streams > 1:
-        rows = min(streams, n - 1)
+        rows = streams
     elif rows is None:
         rows = max(1, min(MAX_STREAMS, (n - 1) // MIN_STREAM))
     with eval_mode(model), _bar(progress, n - 1) as bar:
@@ -167,9 +167,9 @@ def score_records(model: CharRNN, records: list[torch.Tensor], batch_size: int =
 
 
 def _layout(n: int, rows: int, warmup: int) -> tuple[int, int, int]:
-    """How n ids are read as at most `rows` rows: each row's length, the rows (none without a target), and the
+    """How n >= 2 ids are read as at most `rows` rows: each row's length, the rows (none without a target), and the
     warm-up each row after the first reads first (row k >= 1 has k * length >= warm-up characters before it)."""
-    seg = math.ceil((n - 1) / rows)
+    seg = math.ceil((n - 1) / min(rows, n - 1))
     return seg, math.ceil((n - 1) / seg), min(warmup, seg)
 
 
@@ -381,7 +381,7 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
     if split not in ("train", "val", "test"):
         raise RnnlmError(f"--split {split!r}: choose train, val or test")
     store = open_corpus(point.config.data, point.config.train.seed, root, progress)
-    if point.train is not None and point.train.corpus not in ("", store.fingerprint):
+    if point.corpus_changed(store.fingerprint):
         warnings.warn(f"the {store.name} corpus has changed since this checkpoint was written: the {split} split "
                       "scored is the text as it is now, not the one training logged")
     info = store.manifest["splits"][split]
@@ -492,7 +492,7 @@ def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None
                                  start=start_state(point, device) if context is not None else None)
         warm = WARMUP
         if read is not None and read > 1 and len(source.ids) >= 2:  # as score_stream reads it: the rows a text fills
-            _, read, warm = _layout(len(source.ids), min(read, len(source.ids) - 1), WARMUP)
+            _, read, warm = _layout(len(source.ids), read, WARMUP)
         bpc = compressor_bpc(source.characters()) if compressors else None
         parts.append(Part(source.name, score, source.unknown, bpc, None if context is not None else read, warm))
     total = Score(float("nan"), 0, 0)

@@ -97,7 +97,8 @@ def choose(logits: torch.Tensor, opts: SampleOptions, generators: list[torch.Gen
         return logits.argmax(-1)
     # In float64 and from the largest logit down, so that no temperature > 0 overflows: a tiny one leaves the most
     # likely characters alone, a huge one makes them all alike (float32 gave inf - inf = NaN at either end).
-    shifted = logits.double() - logits.max(-1, keepdim=True).values.double()
+    logits = logits.double()
+    shifted = logits - logits.max(-1, keepdim=True).values
     probs = filter_logits(shifted / opts.temperature, opts.top_k, opts.top_p).softmax(-1)
     u = torch.cat([torch.rand(1, generator=g) for g in generators])  # (N,)
     cdf = probs.cumsum(-1)

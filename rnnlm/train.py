@@ -155,8 +155,8 @@ class Trainer:
 
     def _check_corpus(self, resume: Checkpoint) -> None:
         """A resume continues over the text the run was trained on, or not at all."""
-        store, saved = self.prepared.store, resume.train.corpus if resume.train is not None else ""
-        if saved and saved != store.fingerprint:
+        store = self.prepared.store
+        if resume.corpus_changed(store.fingerprint):
             raise RnnlmError(f"--resume {self.run_dir}: the {store.name} corpus has changed since this run trained on "
                              "it (files edited, added or removed), so the position saved in it means nothing now; put "
                              "the files back, or start a new run from this one's weights: rnnlm train --init-from "
