@@ -23,6 +23,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
 
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # an older typer, on the click package
+    from click import exceptions as _click_errors
+
+    ClickException, UsageError = _click_errors.ClickException, _click_errors.UsageError
+    NoArgsIsHelpError = getattr(_click_errors, "NoArgsIsHelpError", ())  # () catches nothing
+
 from rnnlm.errors import RnnlmError
 
 if TYPE_CHECKING:
@@ -580,7 +588,23 @@ def main() -> None:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = lambda message, *_, **__: typer.echo(f"warning: {message}", err=True)
-            app()
+            status = app(prog_name="rnnlm", standalone_mode=False)  # click's usage errors raise: one line below
+        if isinstance(status, int) and status:  # a typer.Exit(code)
+            sys.exit(status)
+    except NoArgsIsHelpError as e:  # `rnnlm` or `rnnlm data` alone: the help
+        e.show()
+        sys.exit(e.exit_code)
+    except UsageError as e:  # an unknown option or command, a value of the wrong type, a missing argument
+        message = " ".join(e.format_message().split()).rstrip(".")
+        typer.echo(f"error: {message[:1].lower()}{message[1:]} (see '{e.ctx.command_path if e.ctx else 'rnnlm'} -h')",
+                   err=True)
+        sys.exit(2)
+    except ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except typer.Abort:  # an EOFError, as typer reports it
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
     except RnnlmError as e:
         if os.environ.get("RNNLM_DEBUG"):
             raise

@@ -2,7 +2,7 @@
 
 import json
 
-from helpers import REPO, cli, run_cli
+from helpers import REPO, assert_user_error, cli, run_cli
 
 
 def test_help_lists_the_commands():
@@ -46,6 +46,21 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().splitlines() == [f"error: {config}: {typo}"]
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["typo.yaml"]  # nothing written
+
+
+def test_a_mistyped_command_line_is_one_line_naming_the_help_to_read():
+    """What click itself refuses (an option's value, an unknown option or command, a missing argument) is said as
+    rnnlm's own mistakes are: one `error:` line, exit status 2, and where the help is."""
+    cases = [(("sample", "run", "--temp", "abc"), "invalid value for '--temp'", "(see 'rnnlm sample -h')"),
+             (("sampel",), "no such command 'sampel'. Did you mean 'sample'?", "(see 'rnnlm -h')"),
+             (("train", "--bogus"), "no such option: --bogus", "(see 'rnnlm train -h')"),
+             (("eval",), "missing argument 'RUN' (see 'rnnlm eval -h')"),
+             (("data", "info"), "missing argument", "(see 'rnnlm data info -h')")]
+    for args, *needles in cases:
+        assert_user_error(cli(*args), *needles)
+    assert cli("--version")[:2] == (0, "rnnlm 0.1.0\n")
+    status, _, err = cli("data")  # a group alone: its help, as before
+    assert status == 2 and "Usage: rnnlm data" in err and "fetch" in err
 
 
 def test_existing_run_is_never_overwritten(tmp_path):

@@ -272,8 +272,7 @@ def test_sampling_a_few_samples_uses_one_thread_unless_told(models):
         assert torch.get_num_threads() == 1
         assert cli("sample", models["hello"], "--length", "5", "--device", "cpu", "--threads", "2")[0] == 0
         assert torch.get_num_threads() == 2
-        status, _, err = cli("sample", models["hello"], "--threads", "0")
-        assert status == 2 and "Invalid value for '--threads'" in err
+        assert_user_error(cli("sample", models["hello"], "--threads", "0"), "invalid value for '--threads'")
     finally:
         torch.set_num_threads(1)
 
