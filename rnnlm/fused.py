@@ -30,6 +30,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -304,6 +305,7 @@ def _build(compiler: str) -> Path:
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
+    print("rnnlm: compiling its C kernels for this CPU, once (about half a minute)", file=sys.stderr, flush=True)
     # Compile to a private name, then rename: processes starting together (torchrun) never load a half-written file.
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=target.stem, suffix=".tmp")
     os.close(fd)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from rnnlm import checkpoint as ckpt
 from rnnlm import device as dev
+from rnnlm import fused
 from rnnlm.batching import IGNORE, Batch, Batcher, make_batcher, truncate
 from rnnlm.checkpoint import Checkpoint, Tally, TrainingState
 from rnnlm.config import Config
@@ -108,6 +109,8 @@ class Trainer:
         if self.start is not None:
             transplant(self.model, self.start)
         self.model.to(device)
+        if device.type == "cpu":
+            fused.kernels()  # compiled (the first time on this CPU) now, not inside the first timed step
         if dist.rank:  # own dropout masks per process; the weights all come from rank 0 (DDP broadcasts them)
             torch.manual_seed(t.seed + dist.rank)
         self.optimizer = make_optimizer(cfg, self.model)
@@ -285,7 +288,8 @@ class Trainer:
         if self.eval_seconds is not None or not self.dist.is_main:
             return self.eval_seconds or 0.0
         speed = self.tally.chars / max(self.tally.seconds, 1e-9) if self.tally.chars else 0.0
-        chars = self.cfg.train.eval_chars or self.prepared.store.manifest["splits"]["val"]["characters"]
+        chars = self.prepared.store.manifest["splits"]["val"]["characters"]
+        chars = min(chars, self.cfg.train.eval_chars or chars)
         return chars / (3 * speed) if speed else 0.0
 
     def budget_spent(self) -> Stopped | None:

@@ -1,8 +1,11 @@
 """Learning tests: train for seconds on the built-in data sets and check what was learned."""
 
+import functools
 import io
+import json
 import math
 import os
+import time
 
 import pytest
 import torch
@@ -103,6 +106,23 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 def test_max_time_stops_the_run(tmp_path):
     result, _, _ = fit(tmp_path, "data.dataset=hello", "train.max_steps=1000000", "train.max_time=1")
     assert result.stopped == "max_time" and 0 < result.step < 1000000
+
+
+def test_a_time_budget_is_spent_training_not_building_the_kernels(tmp_path, monkeypatch):
+    """The first run on a machine compiles rnnlm's C kernels (half a minute): that time is neither training time nor
+    a reason to think evaluation will be slow, so a 3-second budget still trains (it stopped after one step)."""
+    from rnnlm import fused
+
+    real = fused._load.__wrapped__
+
+    def slow_build():
+        time.sleep(2)  # as a first compile would take, on a small scale
+        return real()
+
+    monkeypatch.setattr(fused, "_load", functools.cache(slow_build))
+    result, _, _ = fit(tmp_path, "data.dataset=hello", "train.max_steps=null", "train.max_time=3")
+    first = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert result.stopped == "max_time" and result.step >= 20 and first["train_time"] < 2
 
 
 class Terminal(io.StringIO):
