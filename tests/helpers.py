@@ -38,6 +38,19 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
                           text=True, timeout=timeout)
 
 
+def measured(*args: object, timeout: float = 120) -> tuple[tuple[int, str, str], float]:
+    """`rnnlm ARGS` in a new process: ((status, stdout, stderr), its peak resident memory in MB)."""
+    script = ("import resource, runpy, sys\n"
+              "sys.argv = ['rnnlm', *sys.argv[1:]]\n"
+              "try:\n    runpy.run_module('rnnlm', run_name='__main__')\n"
+              "finally:\n    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.__stdout__)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    *out, peak = done.stdout.splitlines()
+    return (done.returncode, "\n".join(out), done.stderr), int(peak) / 1024
+
+
 def cli(*args: object) -> tuple[int, str, str]:
     """`rnnlm ARGS` through `rnnlm.cli.main` in this process (no torch import to wait for): (exit status, stdout,
     stderr)."""

@@ -15,30 +15,16 @@ import os
 import pickle
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import REPO, assert_user_error, cli, make_checkpoint
+from helpers import REPO, assert_user_error, cli, make_checkpoint, measured
 from rnnlm import checkpoint as ckpt
 
 TINY = str(REPO / "configs" / "tiny.yaml")
 PEAK_MB = 500
-
-
-def measured(*args: object, timeout: float = 120) -> tuple[tuple[int, str, str], float]:
-    """`rnnlm ARGS` in a new process: ((status, stdout, stderr), its peak resident memory in MB)."""
-    script = ("import resource, runpy, sys\n"
-              "sys.argv = ['rnnlm', *sys.argv[1:]]\n"
-              "try:\n    runpy.run_module('rnnlm', run_name='__main__')\n"
-              "finally:\n    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.__stdout__)\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    *out, peak = done.stdout.splitlines()
-    return (done.returncode, "\n".join(out), done.stderr), int(peak) / 1024
 
 
 @pytest.fixture(scope="module")

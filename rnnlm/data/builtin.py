@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, register
-from rnnlm.data.store import Source
+from rnnlm.data.store import Records, Source
 from rnnlm.data.text import stream_source
 
 GENESIS = Path(__file__).with_name("genesis.txt")
@@ -43,9 +43,9 @@ def anbn_records(count: int, rng: random.Random, max_n: int = ANBN_MAX_N) -> lis
 
 @register("anbn")
 def anbn(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
-    def records() -> list[str]:
+    def records() -> Records:
         rng = random.Random(seed)
-        return anbn_records(2000, rng) + anbn_records(200, rng) + anbn_records(200, rng)  # train, val, test
+        return Records.of(anbn_records(2000, rng) + anbn_records(200, rng) + anbn_records(200, rng))  # train, val, test
 
     return Source("anbn", {"version": 1}, {"seed": seed}, cfg.splits, records=records, sizes=(2000, 200, 200))
 

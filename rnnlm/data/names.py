@@ -3,7 +3,7 @@
 Each name is one record, ended by `<eos>` when encoded, so a model learns where a name stops.
 Splits are by record, shuffled with the seed: no name is cut across two splits, and the same seed
 gives the same splits. `data.path` may name your own line-per-record file (words, titles, SMILES ...)
-to use instead; see `read_records` for how lines become records (an empty line is an error).
+to use instead; see `line_records` for how lines become records (an empty line is an error).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, register
 from rnnlm.data.download import Remote, fetch
 from rnnlm.data.store import Source
-from rnnlm.data.text import files_identity, read_records
+from rnnlm.data.text import files_identity, line_records
 
 NAMES = Remote(
     relpath="names/names.txt",
@@ -28,6 +28,6 @@ NAMES = Remote(
 def names(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
     path = Path(cfg.path).expanduser() if cfg.path else fetch(NAMES, root)
     if not path.is_file():
-        read_records(path)  # the message for a path that is missing or not a file
+        line_records(path)  # the message for a path that is missing or not a file
     return Source("names", {"files": files_identity([path])}, {"path": str(path.resolve()), "max_bytes": cfg.max_bytes},
-                  cfg.splits, records=lambda: read_records(path, cfg.max_bytes), seed=seed)
+                  cfg.splits, records=lambda: line_records(path, cfg.max_bytes), seed=seed)

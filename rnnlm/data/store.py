@@ -19,7 +19,9 @@ symbols to a vocabulary's ids, a character outside it to <unk>.
 
 Preparing streams a text twice through fixed-size chunks: once to count each chunk's characters (which fixes the
 split boundaries and the symbols), once to write the ids. Memory stays at a few chunks (of CHUNK_BYTES) and a small
-histogram per chunk whatever the corpus size; nothing holds the corpus as one string or one int64 array.
+histogram per chunk whatever the corpus size; nothing holds the corpus as one string or one int64 array. A records
+corpus is read from its file's memory map (`Records`: where each line ends), once to find its characters and once
+to gather each split's records in the seed's order: two int64 a record, and no Python object per record.
 
 `open_store` is the one place that decides whether a store is ready, stale or damaged:
 - it is built when missing, and rebuilt when the source's identity (sizes and modification times of its files) or
@@ -33,6 +35,7 @@ histogram per chunk whatever the corpus size; nothing holds the corpus as one st
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import fcntl
@@ -63,6 +66,83 @@ MAX_CODEPOINT = 0x110000
 
 
 @dataclass(frozen=True)
+class Records:
+    """A records corpus's text without a Python object per record or an int per character: its UTF-8 bytes (a
+    file's memory map, say) and where each record's line ends in them, in file order."""
+
+    data: Any
+    """The UTF-8 text, bytes or a memory map; the line endings between records are never read as characters."""
+    lines: np.ndarray
+    """int64, one more than there are records: -1, then where each record's line ends (its newline, or the text's
+    end): record i is the bytes between lines[i] and lines[i + 1], less a CR before its newline."""
+    cr: np.ndarray
+    """bool, one per record: its line ends in CR LF."""
+
+    @classmethod
+    def of(cls, texts: list[str]) -> Records:
+        """Records held as strings (a generated corpus, a test's), none of which holds a newline."""
+        data = "".join(text + "\n" for text in texts).encode()
+        return cls(data, line_ends(np.frombuffer(data, dtype=np.uint8))[:-1], np.zeros(len(texts), dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.lines) - 1
+
+    def texts(self, picked: np.ndarray | None = None) -> list[str]:
+        """The records as strings (all of them, or the `picked` ones): for small corpora and tests."""
+        return [text for cp in self.chunks(picked) for text in _as_text(cp).split("\n")[:-1]]
+
+    def chunks(self, picked: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """The code points of the `picked` records (default: all, in file order), each followed by a newline, about
+        GATHER_BYTES of text at a time (uint8 for an ASCII chunk, else uint32); a chunk holds whole records."""
+        text, count = np.frombuffer(self.data, dtype=np.uint8), len(self) if picked is None else len(picked)
+        for at in range(0, count, GATHER_RECORDS):
+            block = np.arange(at, min(at + GATHER_RECORDS, count)) if picked is None else picked[at:at + GATHER_RECORDS]
+            starts = self.lines[block] + 1
+            lengths = self.lines[block + 1] - self.cr[block] - starts + 1  # each record's bytes, and a newline
+            through, first = np.cumsum(lengths), 0
+            while first < len(block):
+                before = int(through[first - 1]) if first else 0
+                last = max(first + 1, int(np.searchsorted(through, before + GATHER_BYTES, side="right")))
+                raw = _gather(text, starts[first:last], lengths[first:last])
+                yield _codepoints(raw, raw.isascii())
+                first = last
+
+
+GATHER_RECORDS, GATHER_BYTES = 1 << 16, 1 << 20
+"""Records are gathered this many, and about this many bytes, at a time: the gather's index takes 16 bytes a byte."""
+
+
+def line_ends(text: np.ndarray) -> np.ndarray:
+    """-1, the position of each newline byte in UTF-8 `text` (uint8), and len(text): the bounds of its lines. The
+    text is scanned CHUNK_BYTES at a time, so no mask as long as it is made (a newline byte is never part of another
+    character)."""
+    starts = range(0, len(text), CHUNK_BYTES)
+    counts = [int(np.count_nonzero(text[at:at + CHUNK_BYTES] == 10)) for at in starts]  # counted first: one array
+    lines = np.empty(sum(counts) + 2, dtype=np.int64)
+    lines[0], lines[-1], filled = -1, len(text), 1
+    for at, count in zip(starts, counts):
+        lines[filled:filled + count] = np.flatnonzero(text[at:at + CHUNK_BYTES] == 10) + at
+        filled += count
+    return lines
+
+
+def _gather(text: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> bytes:
+    """The records at `starts` (`lengths` bytes with a newline each) one after another, each with its newline."""
+    if len(starts) == 1:  # a record too long to gather with an index
+        return text[starts[0]:starts[0] + lengths[0] - 1].tobytes() + b"\n"
+    ends = np.cumsum(lengths)  # in what is gathered: one past each newline
+    index = np.arange(ends[-1]) + np.repeat(starts - (ends - lengths), lengths)
+    index[ends - 1] = 0  # the newlines, written below: what follows a record in the text is \r\n, \n or its end
+    out = text[index]
+    out[ends - 1] = 10
+    return out.tobytes()
+
+
+def _as_text(cp: np.ndarray) -> str:
+    return cp.tobytes().decode("ascii") if cp.dtype == np.uint8 else cp.tobytes().decode("utf-32-le")
+
+
+@dataclass(frozen=True)
 class Source:
     """What a corpus loader hands the store: where the text comes from, without reading it yet."""
 
@@ -76,7 +156,7 @@ class Source:
     splits: tuple[float, float, float]
     pieces: Callable[[], Iterable[bytes]] | None = None
     """A stream corpus: its UTF-8 text in order, in pieces of whole characters; called once per pass."""
-    records: Callable[[], list[str]] | None = None
+    records: Callable[[], Records] | None = None
     """A records corpus: its records, in file order."""
     seed: int = 0
     sizes: tuple[int, int, int] | None = None
@@ -145,8 +225,8 @@ class Store:
         ids = np.asarray(self.ids(split))
         if self.records:
             ids = ids[1:]  # the leading <eos>; every later one ends a record
-        table = np.array(["\n", *self.symbols[1:]])
-        return "".join(table[ids].tolist())
+        table = np.array([10, *map(ord, self.symbols[1:])], dtype=np.uint32)  # code points, <eos> as a newline
+        return table[ids].tobytes().decode("utf-32-le")
 
     def record_texts(self, split: str) -> list[str]:
         """A records split's records."""
@@ -323,38 +403,62 @@ def _write_symbols(tmp: Path, symbols: list[str], counts: dict[str, dict[str, in
                                       encoding="utf-8")
 
 
-# -- records: small enough to hold (one line per record) -------------------------------------------------------------
+# -- records: one line each, shuffled into splits --------------------------------------------------------------------
 
 
 def _write_records(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
+    """Two passes over the records' bytes: one finds the characters (the symbols), one writes each split's records
+    in the order the seed shuffled them. Memory: the records' line ends and their order (two int64 a record) and a
+    chunk of text, never a Python object per record."""
     records = source.records()  # type: ignore[misc]
-    order = list(range(len(records)))
-    if source.sizes is None:
-        random.Random(source.seed).shuffle(order)  # the same permutation as shuffling the records themselves
-        bounds = _bounds(len(order), source.splits)
-    else:
-        bounds = [0, *np.cumsum(source.sizes).tolist()]
-    parts = {split: order[bounds[k]:bounds[k + 1]] for k, split in enumerate(SPLITS)}
-    chars = sorted(set().union(*records))
-    symbols = [EOS, *chars]
-    dtype = _dtype(len(symbols))
-    # code point -> symbol; NUL stands for <eos> (a record never holds one: a NUL byte makes a file binary)
-    lut = np.zeros(max(map(ord, chars), default=0) + 1, dtype=dtype)
-    lut[[ord(c) for c in chars]] = np.arange(1, len(symbols), dtype=dtype)
+    order = _shuffled(len(records), source.seed) if source.sizes is None else np.arange(len(records))
+    bounds = _bounds(len(records), source.splits) if source.sizes is None else [0, *np.cumsum(source.sizes).tolist()]
+    with _bar(progress, 0, f"reading {source.name}") as bar:
+        present = np.zeros(MAX_CODEPOINT, dtype=bool)
+        for cp in records.chunks():
+            present[_histogram(cp)[0]] = True
+            bar.update(len(cp))
+    present[10] = False  # the newline each chunk puts after a record
+    chars = np.flatnonzero(present)
+    symbols = [EOS, *map(chr, chars.tolist())]
+    lut = np.zeros(MAX_CODEPOINT, dtype=_dtype(len(symbols)))  # code point -> symbol; a record's newline -> <eos>
+    lut[chars] = np.arange(1, len(symbols))
     counts, info = {}, {}
-    for split, picked in parts.items():
-        lengths = np.fromiter((len(records[i]) + 1 for i in picked), dtype=np.int64, count=len(picked))
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # each record's leading <eos>
-        # <eos> r1 <eos> r2 ... <eos>, read as code points once: no Python object or int64 per character
-        text = "\0".join(["", *(records[i] for i in picked), ""])
-        ids = lut[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
-        ids.tofile(tmp / f"{split}.ids")
-        offsets.tofile(tmp / f"{split}.offsets")
-        points, times = _histogram(ids)
-        counts[split] = {symbols[p]: int(n) for p, n in zip(points.tolist(), times.tolist()) if p}
-        info[split] = {"symbols": len(ids), "characters": len(ids) - len(picked) - 1, "records": len(picked)}
+    for k, split in enumerate(SPLITS):
+        picked = order[bounds[k]:bounds[k + 1]]
+        written, times = _write_split(records.chunks(picked), lut, len(symbols), tmp, split)
+        counts[split] = {symbols[p]: int(times[p]) for p in np.flatnonzero(times).tolist()}
+        info[split] = {"symbols": written, "characters": written - len(picked) - 1, "records": len(picked)}
     _write_symbols(tmp, symbols, counts)
     return _manifest(source, len(symbols), info)
+
+
+def _shuffled(n: int, seed: int) -> np.ndarray:
+    """0..n-1 in the order random.Random(seed).shuffle puts a list of n records (its swaps depend on the length
+    alone), as an int64 array rather than n Python ints: stores made when records were shuffled as strings keep
+    their splits."""
+    order = array.array("q", range(n))
+    random.Random(seed).shuffle(order)  # type: ignore[arg-type]
+    return np.frombuffer(order, dtype=np.int64)
+
+
+def _write_split(chunks: Iterable[np.ndarray], lut: np.ndarray, symbols: int, tmp: Path, split: str) -> tuple[
+        int, np.ndarray]:
+    """Writes a split's `<eos> r1 <eos> r2 ... <eos>` and the positions of its <eos>s; returns how many symbols it
+    wrote and how often each character's symbol occurs."""
+    written, times = 1, np.zeros(symbols, np.int64)
+    with open(tmp / f"{split}.ids", "wb") as ids_file, open(tmp / f"{split}.offsets", "wb") as offsets_file:
+        ids_file.write(np.zeros(1, lut.dtype).data)  # the leading <eos>
+        offsets_file.write(np.zeros(1, np.int64).data)
+        for cp in chunks:
+            ids = lut[cp]
+            ids_file.write(ids.data)
+            offsets_file.write((written + np.flatnonzero(cp == 10)).data)  # each record's <eos>
+            written += len(cp)
+            points, count = _histogram(ids)
+            times[points] += count
+    times[0] = 0
+    return written, times
 
 
 # -- streams: two passes over chunks of text --------------------------------------------------------------------------

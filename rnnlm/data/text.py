@@ -18,14 +18,17 @@ import codecs
 import functools
 import glob
 import logging
+import mmap
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, register
-from rnnlm.data.store import Source
+from rnnlm.data.store import Records, Source, line_ends
 from rnnlm.errors import RnnlmError
 
 log = logging.getLogger(__name__)
@@ -242,27 +245,55 @@ def _absolute(spec: str) -> str:
     return os.path.abspath(os.path.expanduser(spec))
 
 
-def read_records(path: Path, max_bytes: int | None = None) -> list[str]:
-    """A line-per-record file: one record per line, without the line ending.
+def line_records(path: Path, max_bytes: int | None = None) -> Records:
+    """A line-per-record file: one record per line, without its line ending (a CR before the LF goes too), read
+    through a memory map of the file.
 
     An empty line is an error naming it rather than something skipped: in a line corpus it is either a
     mistake (a blank line pasted in) or a record the user meant, and guessing would silently change
     the data. The final newline ends the last line; it does not start an empty one. With a byte limit,
     a last line the limit cut short is dropped, so no record is cut.
     """
-    raw, truncated = read_prefix(path, max_bytes)
-    lines = decode_utf8(raw, path, truncated).split("\n")
-    if truncated or lines[-1] == "":
-        lines.pop()
-    records = [line[:-1] if line.endswith("\r") else line for line in lines]
-    if not records:
+    data = _map(path)
+    size = len(data) if max_bytes is None else min(len(data), max_bytes)
+    text = np.frombuffer(data, dtype=np.uint8, count=size)
+    nul = data.find(b"\0", 0, size)
+    if nul >= 0:
+        raise RnnlmError(f"{path}: a binary file, not text (NUL byte at offset {nul}); give a UTF-8 text file")
+    lines = line_ends(text)
+    if size < len(data) or lines[-2] + 1 == size:  # the last line: cut short by the limit, or after the final newline
+        lines = lines[:-1]
+    if len(lines) == 1:
         raise RnnlmError(f"{path}: no records (the file is empty); a line corpus holds one record per line")
-    empty = [number for number, record in enumerate(records, start=1) if not record]
-    if empty:
+    _check_lines_utf8(path, data, lines)
+    cr = (lines[1:] - lines[:-1] > 1) & (text[lines[1:] - 1] == 13)
+    empty = np.flatnonzero(lines[1:] - lines[:-1] - cr == 1)
+    if len(empty):
         more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
-        raise RnnlmError(f"{path}: line {empty[0]} is empty{more}; a line corpus holds one record per line: "
+        raise RnnlmError(f"{path}: line {empty[0] + 1} is empty{more}; a line corpus holds one record per line: "
                          f"remove the empty lines, e.g. sed -i '/^$/d' {path}")
-    return records
+    return Records(data, lines, cr)
+
+
+def read_records(path: Path, max_bytes: int | None = None) -> list[str]:
+    """A line-per-record file's records as strings (`line_records`): for small files."""
+    return line_records(path, max_bytes).texts()
+
+
+def _map(path: Path) -> mmap.mmap | bytes:
+    """A file's bytes, memory-mapped (read as they are used, shared with the page cache); b"" for an empty file."""
+    with _open_binary(path) as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _check_lines_utf8(path: Path, data: mmap.mmap | bytes, lines: np.ndarray) -> None:
+    """Checks that the lines up to the last of `lines` are UTF-8, about PIECE_BYTES at a time, cut at newlines."""
+    cuts = lines[np.searchsorted(lines, np.arange(PIECE_BYTES, lines[-1], PIECE_BYTES))] + 1
+    for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), int(lines[-1])]):
+        if a < b:
+            _check_utf8(path, data[a:b], a)
 
 
 @register("text")

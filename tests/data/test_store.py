@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import REPO, measured
 from rnnlm.config import load_config
 from rnnlm.data import DataRoot, load_corpus, open_corpus, source_for
 from rnnlm.data import store as store_mod
@@ -96,6 +96,43 @@ def test_records_keep_their_boundaries_and_the_old_shuffle(tmp_path):
     assert (ids[offsets] == EOS_ID).all() and len(offsets) == len(store.record_texts("val")) + 1
     first = "".join(store.symbols[i] for i in ids[offsets[0] + 1:offsets[1]])
     assert first == store.record_texts("val")[0]
+
+
+def test_records_gathered_in_small_pieces_read_back_in_the_old_shuffle(tmp_path, monkeypatch):
+    """Records are gathered from the file in chunks of a few records: with chunks of 3 records or 16 bytes, CRLF
+    endings, a CR inside a record, characters of 1-4 bytes and no final newline, every split is still the records
+    shuffled as a list of strings was, each character counted once."""
+    monkeypatch.setattr(store_mod, "GATHER_RECORDS", 3)
+    monkeypatch.setattr(store_mod, "GATHER_BYTES", 16)
+    monkeypatch.setattr(store_mod, "CHUNK_BYTES", 8)
+    kinds = ["émile", "zoë\rx", "日本", "a" * 40, "😀", "ab"]
+    names = [kinds[k % len(kinds)] + str(k) for k in range(301)]
+    (tmp_path / "n.txt").write_bytes("\r\n".join(names).encode())
+    cfg = load_config(None, ["data.dataset=names", f"data.path={tmp_path / 'n.txt'}"]).data
+    store = open_corpus(cfg, 3, DataRoot(tmp_path / "data"), progress=False)
+    import random
+    shuffled = list(names)
+    random.Random(3).shuffle(shuffled)
+    splits = [store.record_texts(s) for s in ("train", "val", "test")]
+    assert splits[0] + splits[1] + splits[2] == shuffled and [len(s) for s in splits] == [271, 15, 15]
+    for split, records in zip(("train", "val", "test"), splits):
+        ids, offsets = np.asarray(store.ids(split)), store.offsets(split)
+        assert (ids[offsets] == EOS_ID).sum() == len(offsets) == len(records) + 1 == (ids == EOS_ID).sum()
+        assert store.counts[split] == dict(sorted(Counter("".join(records)).items()))
+
+
+def test_a_line_corpus_is_prepared_in_a_few_bytes_a_character(tmp_path):
+    """Preparing a line corpus holds its records' bounds and order (a few bytes a record) and the file's pages,
+    not a Python string per record: 2 million short records cost less than 8 bytes a character at the peak."""
+    small, big = tmp_path / "small.txt", tmp_path / "big.txt"
+    small.write_text("ab\ncd\n", encoding="ascii")
+    big.write_bytes(b"".join(b"%07d\n" % k for k in range(2_000_000)))
+    peaks = []
+    for path in (small, big):
+        result, peak = measured("data", "info", "names", f"data.path={path}", "--data-dir", tmp_path / path.stem)
+        assert result[0] == 0, result[2]
+        peaks.append(peak)
+    assert (peaks[1] - peaks[0]) * 2**20 / big.stat().st_size < 8
 
 
 def test_a_changed_source_is_prepared_again(tmp_path, capsys):

@@ -127,6 +127,28 @@ def test_an_empty_line_in_a_line_corpus_is_an_error_naming_it(tmp_path: Path) ->
     assert "line 3 is empty (and 1 more)" in str(e.value) and str(f) in str(e.value)
 
 
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"emma\nol\x00ivia\n", "binary file, not text (NUL byte at offset 7)"),
+    (b"emma\n" * 5 + b"caf\xe9\n", "not UTF-8 text (byte offset 28"),
+    (b"emma\n" * 5 + b"\xe6\x97", "not UTF-8 text (byte offset 25"),  # the file ends inside a character
+    (b"emma\r\n\r\nava\n", "line 2 is empty"),
+    (b"\n", "line 1 is empty"),
+])
+def test_a_bad_line_corpus_is_named_with_what_is_wrong(tmp_path: Path, content: bytes, expected: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnlm.data import text as text_mod
+    monkeypatch.setattr(text_mod, "PIECE_BYTES", 8)  # checked in pieces: the offset is still the file's
+    f = write(tmp_path / "words.txt", content)
+    with pytest.raises(RnnlmError) as e:
+        read_records(f)
+    assert str(f) in str(e.value) and expected in str(e.value)
+
+
+def test_a_byte_limit_that_cuts_a_bad_last_line_keeps_the_lines_before_it(tmp_path: Path) -> None:
+    f = write(tmp_path / "words.txt", b"emma\nzo\xc3\xab\nolivia\xff\n")
+    assert read_records(f, max_bytes=12) == ["emma", "zo\u00eb"]
+
+
 def test_a_folder_over_a_whole_project_leaves_out_what_rnnlm_wrote_there(tmp_path: Path) -> None:
     """`data.path=.` in the folder a user trains from: its data root and runs (text files, most of them) are not
     read, or every run would train on the stores and logs of the runs before it."""
