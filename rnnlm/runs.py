@@ -178,7 +178,7 @@ def open_run(run_dir: Path, cfg: Config, step: int, changes: list[str] | None) -
     say(f"run directory: {run_dir}" + (" (stopped before its first checkpoint: starting it over)" if over else ""))
     for stale in remove_stale_temp_files(run_dir):
         say(f"removed {stale.name}, left by a process killed while writing it")
-    truncate_metrics(run_dir / METRICS, step)
+    truncate_metrics(run_dir / METRICS, step if changes is not None else -1)  # starting over: keep nothing
     for numbered_step, path in ckpt.numbered_checkpoints(run_dir):
         if numbered_step > step:
             path.unlink()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from helpers import assert_user_error, cli
+from helpers import REPO, assert_user_error, cli
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import load_config
 from rnnlm.data import DataRoot
@@ -41,6 +41,22 @@ def test_a_fine_tuned_model_beats_a_fresh_one_on_the_new_text_and_learns_its_new
     start = read_metrics(tuned.run_dir)[0]
     assert start["init_from"] == str((base.run_dir / "best.pt").resolve()) and start["new_characters"] == ["!", "q"]
     assert load_config(tuned.run_dir / "config.yaml").train.init_from == str(base.run_dir)
+
+
+def test_a_fine_tuned_run_started_over_says_once_where_it_came_from(tmp_path):
+    """A fine-tuned run killed before its first checkpoint starts over on --resume: its metrics read as one run,
+    with one record of the weights it started from."""
+    root = ["--data-dir", tmp_path / "data"]
+    text = corpus(tmp_path / "a.txt", " mat")
+    common = [REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={text}", *MODEL, "train.max_steps=4",
+              "-q", *root]
+    assert cli("train", *common, "--out", tmp_path, "--name", "base")[0] == 0
+    assert cli("train", *common, "--out", tmp_path, "--name", "tuned", "--init-from", tmp_path / "base")[0] == 0
+    for name in ("last.pt", "best.pt"):  # as if killed before its first checkpoint
+        (tmp_path / "tuned" / name).unlink()
+    assert cli("train", "--resume", tmp_path / "tuned", "-q", *root)[0] == 0
+    records = read_metrics(tmp_path / "tuned" / "metrics.jsonl")
+    assert [r["step"] for r in records if "init_from" in r] == [0] and records[-1]["step"] == 4
 
 
 def test_rows_move_with_their_characters_and_new_ones_start_fresh(tmp_path):
