@@ -63,7 +63,8 @@ def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
             out.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
         except FileExistsError:
-            problem = f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name"
+            if not _abandoned(run_dir):
+                problem = f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name"
         except OSError as e:
             problem = (f"cannot write the run directory {run_dir}: {e.strerror or e}; choose another folder with "
                        "--out (or --name)")
@@ -71,6 +72,15 @@ def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
     if problem:
         raise RnnlmError(problem)
     return run_dir
+
+
+def _abandoned(run_dir: Path) -> bool:
+    """A folder that holds nothing but a run's lock, which no process holds: a start killed (SIGKILL, or SIGTERM
+    before training) before it wrote anything, whose name a new run may take."""
+    try:
+        return run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {LOCK} and holder(run_dir) is None
+    except OSError:
+        return False
 
 
 class RunLock:

@@ -51,6 +51,21 @@ def test_a_run_has_one_writer_and_a_killed_one_leaves_no_lock(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
 
 
+def test_a_start_killed_before_it_wrote_anything_leaves_its_name_free(tmp_path):
+    """SIGKILL (or SIGTERM while the corpus is prepared) before a run writes its config leaves only the run's lock,
+    which nobody holds: the name can be used again; a folder with anything else in it, or a held lock, cannot."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text("999999999\n")
+    assert cli("train", TINY, *FAST, "train.max_steps=2", "--out", tmp_path, "--name", "run", "-q")[0] == 0
+    assert (run / ckpt.LAST).is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert_user_error(cli("train", TINY, *FAST, "--out", tmp_path, "--name", "other", "-q"), "already exists")
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
 def test_a_run_name_is_one_folder_name(tmp_path):
     for name in ("../escape", str(tmp_path / "abs"), "a/b", ".."):
         assert_user_error(cli("train", TINY, "--out", tmp_path / "runs", "--name", name), "--name",
