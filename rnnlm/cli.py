@@ -357,23 +357,27 @@ def viz(
                                                   "or LAYER:INDEX:c (LSTM cell state), counted from 0; by default "
                                                   "the top of the ranked list.", show_default=False)] = None,
     chars: Annotated[int, typer.Option("--chars", help="Read at most this many characters of the text.")] = 3000,
+    force: Annotated[bool, typer.Option("--force", help="Use a checkpoint whose weights hold NaN or infinite values "
+                                        "(with a warning) instead of refusing it.")] = False,
 ) -> None:
     """Write a web page showing how each neuron fires at each character of a text, and what the model predicts next."""
     from rnnlm import checkpoint as ckpt
-    from rnnlm.data.text import read_utf8
+    from rnnlm.data.text import read_utf8, typed_text
     from rnnlm.viz import page_for_checkpoint
 
     if (file is None) == (text is None):
         raise RnnlmError("give the text to read with --file FILE or --text TEXT (one of the two)")
     out_path(out)  # refused now rather than after the work
-    source = read_utf8(file) if file is not None else text
-    page = page_for_checkpoint(ckpt.load(run), source, neuron=neuron, chars=chars)
+    source = read_utf8(file) if file is not None else typed_text(text, "--text", "the text in a UTF-8 file with --file")
+    page = page_for_checkpoint(ckpt.load(run), source, neuron=neuron, chars=chars, force=force)
     if page.trace.unknown:
         typer.echo(f"warning: characters the model never saw, read as <unk>: {''.join(page.trace.unknown)!r}", err=True)
     with output(out) as stream:
         stream.write(page.html)
     cut = f" (the first {chars:,}; --chars for more)" if page.truncated else ""
-    typer.echo(f"wrote {out}: {len(page.trace.text):,} characters{cut}, showing neuron {page.neuron}", err=True)
+    count = len(page.trace.text)
+    typer.echo(f"wrote {out}: {count:,} character{'s' if count != 1 else ''}{cut}, showing neuron {page.neuron}",
+               err=True)
     for line in page.best_matches():
         typer.echo(f"  {line}", err=True)
 

@@ -18,6 +18,7 @@ import torch
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import Config
 from rnnlm.errors import RnnlmError
+from rnnlm.inference import non_finite
 from rnnlm.model import CharRNN
 from rnnlm.vocab import EOS, UNK, Vocab
 
@@ -39,6 +40,9 @@ def start_from(cfg: Config, corpus_vocab: Vocab) -> Start:
     """The checkpoint `train.init_from` names, checked against the config, and the vocabulary to train with."""
     path = Path(cfg.train.init_from).expanduser()  # type: ignore[arg-type]
     point = ckpt.load(path)
+    broken = non_finite(point)
+    if broken:
+        raise RnnlmError(f"train.init_from: {broken}; start from another checkpoint (an earlier one of the run?)")
     differ = [f.name for f in fields(cfg.model) if f.name not in FREE
               and getattr(cfg.model, f.name) != getattr(point.config.model, f.name)]
     if differ:

@@ -22,13 +22,20 @@ from rnnlm.state import State, map_state
 from rnnlm.vocab import EOS_ID, Vocab
 
 
+def non_finite(point: Checkpoint) -> str | None:
+    """What is wrong with a checkpoint whose weights hold NaN or infinite values, or None."""
+    bad = [name for name, t in point.model.items() if not torch.isfinite(t).all()]
+    if not bad:
+        return None
+    return (f"{point.path}: {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} hold NaN or infinite values "
+            "(the run diverged before this checkpoint?)")
+
+
 def load_model(point: Checkpoint, device: torch.device | str = "cpu", force: bool = False) -> CharRNN:
     """The checkpoint's model, in eval mode, on `device` (whose free memory is checked first). Weights that are NaN
     or infinite would sample garbage and score nan: refused, or with `force` used with a warning."""
-    bad = [name for name, t in point.model.items() if not torch.isfinite(t).all()]
-    if bad:
-        message = (f"{point.path}: {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} hold NaN or infinite "
-                   "values (the run diverged before this checkpoint?)")
+    message = non_finite(point)
+    if message:
         if not force:
             raise RnnlmError(f"{message}; use another checkpoint, or --force to use it anyway")
         warnings.warn(message, stacklevel=2)

@@ -92,15 +92,18 @@ class Loggers:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every complete record of a metrics file (a line cut off by a crash is skipped)."""
+    """Every complete record of a metrics file: a line cut off by a crash, or anything else that is not a JSON object,
+    is skipped."""
     records = []
     if path.is_dir():
         path = path / METRICS
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 

@@ -45,9 +45,11 @@ class Curves:
 
 
 def read_curves(run_dir: Path) -> Curves:
-    path = run_dir / METRICS if run_dir.is_dir() else run_dir
+    path = (run_dir / METRICS if run_dir.is_dir() else run_dir).resolve()  # `rnnlm plot .`: named after the folder
     if not path.is_file():
         raise RnnlmError(f"{run_dir}: no {METRICS} here; give a run directory made by `rnnlm train`")
+    if path.suffix != ".jsonl":
+        raise RnnlmError(f"{run_dir}: not a run's {METRICS}; give the run directory (a checkpoint's is its folder)")
     records = read_metrics(path)
     train = [r for r in records if _finite(r.get("train_loss"))]
     val = [r for r in records if _finite(r.get("val_loss"))]

@@ -25,7 +25,7 @@ import torch
 
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.data import DataRoot, open_corpus
-from rnnlm.data.text import decode_utf8, read_utf8
+from rnnlm.data.text import decode_utf8, read_utf8, typed_text
 from rnnlm.errors import RnnlmError
 from rnnlm.fastpath import STEP_MAX_BATCH
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
@@ -206,11 +206,7 @@ def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, 
         prime = decode_utf8(sys.stdin.buffer.read(), "standard input (--prime-file -)")
     else:
         prime = read_utf8(path) if path is not None else text if text is not None else default
-    try:
-        prime.encode("utf-8")
-    except UnicodeEncodeError as e:  # bytes the terminal's UTF-8 decoding could not read, kept as surrogates
-        raise RnnlmError(f"--prime: not UTF-8 text (character {e.start + 1} is not); set the terminal to UTF-8, or "
-                         "give the prime in a UTF-8 file with --prime-file") from None
+    typed_text(prime, "--prime", "the prime in a UTF-8 file with --prime-file")
     unknown = vocab.unknown(prime)
     missing = set(unknown)
     result = Prime(prime, unknown, sum(c in missing for c in prime))

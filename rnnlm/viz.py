@@ -26,6 +26,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -327,7 +328,7 @@ class Page:
 
 
 def page_for_checkpoint(point: Checkpoint, text: str, neuron: str | None = None, chars: int | None = DEFAULT_CHARS,
-                        title: str | None = None) -> Page:
+                        title: str | None = None, force: bool = False) -> Page:
     """Everything `rnnlm viz` does, short of writing the file: load the model, read the text, rank, render."""
     if chars is not None and chars < 1:
         raise RnnlmError(f"--chars {chars}: show at least 1 character")
@@ -335,14 +336,16 @@ def page_for_checkpoint(point: Checkpoint, text: str, neuron: str | None = None,
     text = text[:chars] if truncated else text
     cfg = point.config.model
     chosen = parse_neuron(neuron, cfg.cell, cfg.num_layers, cfg.hidden_size) if neuron is not None else None
-    model = load_model(point)
+    model = load_model(point, force=force)
     tr = trace(model, point.vocab, text, records=point.records,
                reset_at_eos=point.records and point.config.data.records == "pad", start=start_state(point))
     matches = rank_neurons(tr.states, text_features(text))
     chosen = chosen or (matches[0].neuron if matches else Neuron(cfg.num_layers - 1, 0))
-    name = point.path.parent.name if point.path.name in ("best.pt", "last.pt") else point.path.name
-    subtitle = (f"{cfg.num_layers}×{cfg.hidden_size} {cfg.cell.upper()}, step {point.step:,} · {len(text):,} characters"
-                f" · {tr.bits_per_char:.3f} bits per character on this text")
+    path = Path(point.path).resolve()  # `rnnlm viz .` in a run folder: named after the folder
+    name = path.parent.name if path.name in ("best.pt", "last.pt") else path.name
+    scored = f" · {tr.bits_per_char:.3f} bits per character on this text" if math.isfinite(tr.bits_per_char) else ""
+    subtitle = (f"{cfg.num_layers}×{cfg.hidden_size} {cfg.cell.upper()}, step {point.step:,} · {len(text):,} "
+                f"character{'s' if len(text) != 1 else ''}{scored}")
     return Page(render_page(tr, point.vocab, matches, chosen, title or name, subtitle), tr, matches, chosen, truncated)
 
 

@@ -102,3 +102,20 @@ def test_a_model_section_that_differs_is_one_line_naming_the_keys(tmp_path):
     assert "model.hidden_size=8" in err
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())  # the failed start left no folder to block its name
+
+
+def test_weights_that_hold_nan_are_refused_before_training_from_them(tmp_path):
+    """Not "training diverged at step 1: lower train.lr", which blames a setting the user did not get wrong."""
+    cfg = load_config(None, ["model.hidden_size=8", "model.num_layers=1"])
+    vocab = Vocab.from_texts(["ab"])
+    weights = CharRNN(len(vocab), cfg.model).state_dict()
+    weights["rnn.weight_hh_l0"][0, 0] = float("nan")
+    path = tmp_path / "m.pt"
+    ckpt.save([path], ckpt.Checkpoint(cfg, vocab, False, weights, 5, None))
+    text = tmp_path / "t.txt"
+    text.write_text("abab" * 1000, encoding="utf-8")
+    result = cli("train", "configs/text_lstm.yaml", f"data.path={text}", "model.hidden_size=8", "model.num_layers=1",
+                 "--init-from", path, "--out", tmp_path / "runs", "-q")
+    assert_user_error(result, "train.init_from:", "rnn.weight_hh_l0 hold NaN", "start from another checkpoint")
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import run_cli
+from helpers import assert_user_error, cli, run_cli
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import load_config
 from rnnlm.errors import RnnlmError
@@ -217,6 +217,26 @@ def test_viz_command_writes_a_page_and_reports_mistakes_in_one_line(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: give the text to read with --file FILE or --text TEXT")
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
+
+
+def test_viz_takes_force_as_sample_does_and_names_a_run_read_from_inside_it(tmp_path, monkeypatch):
+    """A NaN checkpoint is refused with advice (--force) that viz takes; `rnnlm viz .` in a run folder is titled with
+    the folder's name; a --text the terminal did not send as UTF-8 is one line."""
+    model, vocab = make_model(C_TEXT)
+    run = tmp_path / "bracket-run"
+    save_checkpoint(run / ckpt.BEST, model, vocab)
+    bad = dict(model.state_dict())
+    bad["decoder.bias"] = torch.full_like(bad["decoder.bias"], float("nan"))
+    model.load_state_dict(bad)
+    broken = save_checkpoint(tmp_path / "nan" / ckpt.BEST, model, vocab)
+    assert_user_error(cli("viz", broken, "--text", "int x;", "--out", tmp_path / "n.html"), "NaN", "--force")
+    assert cli("viz", broken, "--text", "int x;", "--out", tmp_path / "n.html", "--force")[0] == 0
+    monkeypatch.chdir(run)
+    status, _, err = cli("viz", ".", "--text", "{", "--out", tmp_path / "p.html")
+    assert status == 0 and "1 character," in err
+    assert "<h1>bracket-run</h1>" in (tmp_path / "p.html").read_text()
+    assert_user_error(cli("viz", ".", "--text", "a\udcffb", "--out", tmp_path / "q.html"), "--text: not UTF-8")
+    assert not (tmp_path / "q.html").exists()
 
 # ---------------------------------------------------------------------------------------------------
 # The page in a real browser: headless Chromium driven over its DevTools pipe (no Python dependency)
@@ -533,3 +553,9 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
 def test_plot_of_a_folder_without_metrics_is_one_line(tmp_path):
     done = run_cli("plot", str(tmp_path), "--out", str(tmp_path / "c.png"))
     assert done.returncode == 2 and "no metrics.jsonl" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert_user_error(cli("plot", save_checkpoint(tmp_path / "run" / ckpt.BEST, *make_model("ab")), "--out",
+                          tmp_path / "c.png"), "not a run's metrics.jsonl")
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('[1, 2]\n"text"\n')  # JSON, but not records
+    assert_user_error(cli("plot", odd, "--out", tmp_path / "c.png"), "no loss records yet")
+    assert not (tmp_path / "c.png").exists()

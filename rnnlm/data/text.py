@@ -54,6 +54,17 @@ def decode_utf8(raw: bytes, name: str | Path, truncated: bool = False) -> str:
                          "convert it, e.g. with iconv -t UTF-8") from None
 
 
+def typed_text(text: str, option: str, instead: str) -> str:
+    """`text` given on the command line, checked: bytes the terminal's UTF-8 decoding could not read arrive as lone
+    surrogates, which no encoder takes; `instead` says where else the text can come from."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RnnlmError(f"{option}: not UTF-8 text (character {e.start + 1} is not); set the terminal to UTF-8, or "
+                         f"give {instead}") from None
+    return text
+
+
 def _open_binary(path: Path) -> BinaryIO:
     """A text file opened for reading bytes; a missing file, a folder or one we may not read is an error naming it."""
     try:
