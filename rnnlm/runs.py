@@ -237,9 +237,13 @@ class RunInfo:
 
 
 def list_runs(folder: Path) -> list[RunInfo]:
-    """The run directories in `folder`, the most recently active first."""
-    runs = [_run_info(d) for d in folder.iterdir() if (d / "config.yaml").is_file()] if folder.is_dir() else []
-    return sorted((r for r in runs if r is not None), key=lambda r: -r.modified)
+    """The run directories in `folder` (or `folder` itself, a run), the most recently active first."""
+    if not folder.is_dir():
+        raise RnnlmError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}; give the folder that "
+                         "holds the runs (train's --out, checkpoints by default)")
+    found = [folder] if (folder / "config.yaml").is_file() else [d for d in folder.iterdir()
+                                                                  if (d / "config.yaml").is_file()]
+    return sorted((r for r in map(_run_info, found) if r is not None), key=lambda r: -r.modified)
 
 
 def _run_info(run_dir: Path) -> RunInfo | None:
@@ -252,8 +256,7 @@ def _run_info(run_dir: Path) -> RunInfo | None:
     records = read_metrics(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
     evals = [r for r in records if r.get("val_loss") is not None]
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None
-    steps = max((r.get("step", 0) for r in records), default=0)
-    status = _status(run_dir, steps)
+    steps, status = _progress(run_dir, max((r.get("step", 0) for r in records), default=0))
     modified = max((_mtime(p) for p in run_dir.iterdir()), default=0.0)
     return RunInfo(run_dir.name, str(run_dir), shape, str(data.get("dataset", "?")), steps,
                    best["val_loss"] if best else None, best["bpc"] if best else None,
@@ -268,11 +271,18 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _status(run_dir: Path, steps: int) -> str:
+def _progress(run_dir: Path, logged: int) -> tuple[int, str]:
+    """The steps a resume would continue from and the run's status (running, finished, stopped), from the steps its
+    metrics logged: none when nothing was saved (a resume starts over), the stop's own step when it was saved after
+    the last record."""
     if holder(run_dir) is not None:
-        return "running"
+        return logged, "running"
+    if not any(run_dir.glob("*.pt")):
+        return 0, "stopped"
     try:
         ended = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return "stopped"
-    return "finished" if ended.get("stopped") != "interrupted" and ended.get("step") == steps else "stopped"
+        return logged, "stopped"
+    saved = ended.get("step") if isinstance(ended, dict) and isinstance(ended.get("step"), int) else 0
+    steps = max(logged, saved)
+    return steps, "finished" if ended.get("stopped") != "interrupted" and saved == steps else "stopped"

@@ -96,6 +96,7 @@ def test_runs_are_listed_newest_first_with_their_status(tmp_path):
     runs = list_runs(tmp_path)
     assert [r.name for r in runs] == ["later", "done"]  # the most recently active first
     assert [r.status for r in runs] == ["stopped", "finished"]
+    assert runs[0].steps == ckpt.load(tmp_path / "later" / ckpt.LAST).step  # saved at Ctrl-C, after the last record
     assert runs[1].steps == 10 and runs[1].model == "lstm 1x8" and runs[1].dataset == "anbn"
     status, out, err = cli("runs", tmp_path)
     lines = out.splitlines()
@@ -112,3 +113,15 @@ def test_a_file_gone_between_listing_and_reading_does_not_stop_the_listing(tmp_p
     # listed but gone when read, as a running run's temporary checkpoint is once renamed
     (run / ".last.pt.tmp-1").symlink_to(tmp_path / "gone")
     assert [r.name for r in list_runs(tmp_path)] == ["r"]
+
+
+def test_runs_names_a_missing_folder_lists_a_run_given_itself_and_counts_only_saved_steps(tmp_path):
+    assert_user_error(cli("runs", tmp_path / "nope"), "no such folder")
+    (tmp_path / "file").write_text("x")
+    assert_user_error(cli("runs", tmp_path / "file"), "not a folder")
+    run = tmp_path / "killed"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {cell: gru, num_layers: 1, hidden_size: 8}\n", encoding="utf-8")
+    (run / "metrics.jsonl").write_text('{"step": 180, "train_loss": 2.0}\n', encoding="utf-8")
+    [info] = list_runs(run)  # a run folder itself
+    assert (info.name, info.steps, info.status) == ("killed", 0, "stopped")  # nothing saved: a resume starts over
