@@ -160,8 +160,9 @@ def resolve(path: str | Path) -> Path:
         for name in (BEST, LAST):
             if (p / name).is_file():
                 return p / name
-        raise CheckpointError(f"{p}: no checkpoint in this folder (expected {BEST} or {LAST}); "
-                              "train first with `rnnlm train CONFIG`")
+        advice = (f"it stopped before its first checkpoint: continue it with `rnnlm train --resume {p}`"
+                  if (p / "config.yaml").is_file() else "train first with `rnnlm train CONFIG`")
+        raise CheckpointError(f"{p}: no checkpoint in this folder (expected {BEST} or {LAST}); {advice}")
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint or run directory")
     return p

@@ -400,6 +400,9 @@ def plot(
     from rnnlm.plot import Axes, plot_runs
 
     axes = Axes(log_y, smooth, *_range(ylim))
+    if log_y and any(v is not None and v <= 0 for v in (axes.low, axes.high)):
+        raise RnnlmError(f"--ylim {ylim}: a logarithmic axis (--log-y) holds only positive values; give LOW > 0, or "
+                         "leave it empty")
     typer.echo(f"wrote {plot_runs(runs, out_path(out), axes)}", err=True)
 
 

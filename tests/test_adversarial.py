@@ -213,3 +213,13 @@ def test_a_loss_axis_that_cannot_be_drawn_is_refused(tmp_path, ylim):
     assert_user_error(cli("plot", fake_run(tmp_path / "run", 1.0), "--ylim", ylim, "--out", tmp_path / "p.png"),
                       f"--ylim {ylim}: give LOW,HIGH")
     assert not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.parametrize("ylim", ["0,2", "-1,", ",0"])
+def test_a_log_axis_that_would_start_at_or_below_zero_is_refused(tmp_path, ylim):
+    """Matplotlib would warn and draw the axis on its own range: the user asked for one it cannot draw."""
+    from test_viz import fake_run  # noqa: PLC0415
+
+    assert_user_error(cli("plot", fake_run(tmp_path / "run", 1.0), "--log-y", "--ylim", ylim, "--out",
+                          tmp_path / "p.png"), f"--ylim {ylim}: a logarithmic axis")
+    assert not (tmp_path / "p.png").exists()

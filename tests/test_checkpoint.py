@@ -82,7 +82,10 @@ def test_foreign_and_future_files(tmp_path):
 def test_missing(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="no such checkpoint"):
         ckpt.load(tmp_path / "nope")
-    with pytest.raises(ckpt.CheckpointError, match="no checkpoint in this folder"):
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint in this folder.*train first"):
+        ckpt.load(tmp_path)
+    (tmp_path / "config.yaml").write_text("model: {cell: gru}\n")  # a run stopped before its first checkpoint
+    with pytest.raises(ckpt.CheckpointError, match=f"continue it with `rnnlm train --resume {tmp_path}`"):
         ckpt.load(tmp_path)
 
 
