@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import assert_user_error, cli, constant_logits, make_checkpoint, run_cli, uniform
+from helpers import REPO, assert_user_error, cli, constant_logits, make_checkpoint, run_cli, uniform
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +243,20 @@ def test_out_in_a_missing_folder_is_refused_and_creates_nothing(models, tmp_path
     status, out, err = cli("sample", models["hello"], "--out", tmp_path / "new" / "s.txt")
     assert_user_error((status, out, err), "--out", "does not exist")
     assert not any(tmp_path.iterdir())
+
+
+def test_out_never_replaces_a_file_the_run_keeps(tmp_path):
+    """`--out` names any file to write, but not a run's own config, metrics or checkpoints: replacing config.yaml
+    with samples made the run vanish from `rnnlm runs`."""
+    assert cli("train", REPO / "configs" / "tiny.yaml", "train.max_steps=2", "model.hidden_size=8", "--out", tmp_path,
+               "--name", "run", "-q")[0] == 0
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for name in ("config.yaml", "metrics.jsonl", "best.pt"):
+        assert_user_error(cli("sample", run, "-n", "2", "--out", run / name), f"--out {run / name}: a file of the run")
+        assert_user_error(cli("viz", run, "--text", "ab", "--out", run / name), "a file of the run")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert cli("sample", run, "-n", "2", "--out", run / "samples.txt")[0] == 0  # a new file beside them is fine
 
 
 def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(models, tmp_path, monkeypatch):
