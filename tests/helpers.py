@@ -39,11 +39,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 
 def measured(*args: object, timeout: float = 120) -> tuple[tuple[int, str, str], float]:
-    """`rnnlm ARGS` in a new process: ((status, stdout, stderr), its peak resident memory in MB)."""
-    script = ("import resource, runpy, sys\n"
+    """`rnnlm ARGS` in a new process: ((status, stdout, stderr), its peak resident memory in MB). The peak is the
+    process's own (VmHWM): getrusage's ru_maxrss also counts the pages the child shared with this process when it
+    was forked, so a test process grown large would inflate it."""
+    script = ("import runpy, sys\n"
               "sys.argv = ['rnnlm', *sys.argv[1:]]\n"
               "try:\n    runpy.run_module('rnnlm', run_name='__main__')\n"
-              "finally:\n    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.__stdout__)\n")
+              "finally:\n    print(next(line.split()[1] for line in open('/proc/self/status') "
+              "if line.startswith('VmHWM:')), file=sys.__stdout__)\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, capture_output=True, text=True,
                           timeout=timeout)
