@@ -114,7 +114,7 @@ def test_ctrl_c_and_sigterm_save_and_the_resumed_run_is_exact(tmp_path):
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     """Killed again and again, at random moments and right as checkpoints are being written: each time
     the newest checkpoint loads and the run resumes; in the end its metrics are an uninterrupted run's."""
-    last = 320  # long enough that the kills land before the end on a fast machine
+    last = 480  # long enough that the kills land before the end on a fast machine, and one lands mid-write
     steps = [f"train.max_steps={last}", "train.eval_every=4", "train.keep_last=2", "model.hidden_size=64"]  # writes often
     run = tmp_path / "run"
     rng = random.Random(5)
