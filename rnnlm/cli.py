@@ -122,6 +122,8 @@ def train(
             raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
         args.append(f"train.init_from={ckpt_path(init_from)}")
     with contextlib.ExitStack() as stack:
+        if "RANK" not in os.environ:  # a kill while the corpus is prepared unwinds (training's own stop takes over)
+            stack.enter_context(_sigterm_unwinds())
         if resume is not None and os.environ.get("RANK", "0") == "0":  # rank 0 (or a lone process) writes the run
             require_run_dir(resume)  # before the lock, which would leave its file in any folder
             stack.enter_context(RunLock(resume))
@@ -452,7 +454,8 @@ def data_fetch(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataD
     from rnnlm.data.catalog import config_for, fetch_corpus
 
     cfg = config_for(name, overrides or [])
-    where, how = fetch_corpus(cfg.data, DataRoot.resolve(data_dir, mirror))
+    with _sigterm_unwinds():  # a kill removes the partial download, as Ctrl-C does
+        where, how = fetch_corpus(cfg.data, DataRoot.resolve(data_dir, mirror))
     typer.echo(f"{cfg.data.dataset}: {where} ({how})" if where else f"{cfg.data.dataset}: {how}")
 
 
@@ -464,7 +467,9 @@ def data_info(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDi
     from rnnlm.data.catalog import config_for, corpus_info, format_info
 
     cfg = config_for(name, overrides or [])
-    typer.echo(format_info(corpus_info(cfg.data, cfg.train.seed, DataRoot.resolve(data_dir, mirror))))
+    with _sigterm_unwinds():  # a kill while the store is prepared removes what it wrote, as Ctrl-C does
+        info = corpus_info(cfg.data, cfg.train.seed, DataRoot.resolve(data_dir, mirror))
+    typer.echo(format_info(info))
 
 
 def run_data(point: Any, data_dir: Optional[Path]) -> Any:
@@ -519,8 +524,8 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
 
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM (`kill`) as an exit that unwinds, so that the --out file's temporary is removed as on Ctrl-C; by
-    default it ends the process where it stands."""
+    """SIGTERM (`kill`) as an exit that unwinds, so that temporary files (an --out file's, a download's, a store's)
+    are removed as on Ctrl-C; by default it ends the process where it stands."""
     def exit_now(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 

@@ -42,7 +42,8 @@ trickling a byte at a time cannot hold a run for hours either."""
 
 CHUNK = 1 << 16
 
-WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                errno.ENOTDIR, errno.EEXIST, errno.EISDIR}  # the last three: a file where a folder goes, or the reverse
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Remote:
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with _readable(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -84,7 +85,7 @@ def fetch(remote: Remote, root: DataRoot, timeout: float = DEFAULT_TIMEOUT, prog
         raise RnnlmError(f"{remote.relpath} is not in {root.path} (this command reads a corpus, it does not download "
                          "one); fetch it with rnnlm data fetch, or say where it is with --data-dir")
     if mirrored is not None and mirrored.is_file():
-        with mirrored.open("rb") as f:
+        with _readable(mirrored) as f:
             _store(remote, target, _chunks(f), total=mirrored.stat().st_size, origin=str(mirrored), progress=False)
     else:
         mirror_note = f" (the mirror {root.mirror} has none)" if root.mirror is not None else ""
@@ -99,6 +100,15 @@ def check_existing(remote: Remote, target: Path) -> None:
     if actual != remote.sha256:
         raise RnnlmError(f"{target} has sha256 {actual}, expected {remote.sha256}: it is not the published file.\n"
                          f"  Delete it and fetch it again (rnnlm data fetch), or use data.dataset=text for your own text.")
+
+
+def _readable(path: Path) -> BinaryIO:
+    """`path` opened for reading; one we may not read is an error naming it."""
+    try:
+        return path.open("rb")
+    except OSError as e:
+        raise RnnlmError(f"{path}: cannot read it ({e.strerror}); let this user read it, or fetch the corpus into "
+                         "another data root with --data-dir") from None
 
 
 def _chunks(f: BinaryIO) -> Iterator[bytes]:
@@ -134,7 +144,7 @@ def _store(remote: Remote, target: Path, chunks: Iterator[bytes], total: int | N
     except OSError as e:
         if e.errno not in WRITE_ERRORS:
             raise  # a network error while reading the chunks: the caller names it
-        raise RnnlmError(f"cannot write into {target.parent} ({e.strerror}); choose a writable data root "
+        raise RnnlmError(f"cannot write {e.filename or target} ({e.strerror}); choose a writable data root "
                          f"with --data-dir or RNNLM_DATA_DIR") from None
 
 

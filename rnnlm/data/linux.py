@@ -75,15 +75,16 @@ def normalise_subdirs(subdirs: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({d.strip("/") for d in subdirs}))
 
 
-def subdir_of(rel: str, subdirs: tuple[str, ...]) -> str | None:
-    """The entry of `subdirs` that holds `rel` ("" when there is no filter), or None when none does."""
+def holders(rel: str, subdirs: tuple[str, ...]) -> list[str]:
+    """The entries of `subdirs` that hold `rel` (both of `kernel` and `kernel/sched`), [""] when there is no filter,
+    [] when none does."""
     if not subdirs:
-        return ""
-    return next((d for d in subdirs if rel.startswith(d + "/")), None)
+        return [""]
+    return [d for d in subdirs if rel.startswith(d + "/")]
 
 
 def is_source(rel: str, subdirs: tuple[str, ...]) -> bool:
-    return (rel.endswith(EXTENSIONS) and subdir_of(rel, subdirs) is not None
+    return (rel.endswith(EXTENSIONS) and bool(holders(rel, subdirs))
             and not any(part.startswith(".") for part in rel.split("/")))
 
 
@@ -117,16 +118,20 @@ def tree_files(tree: Path, subdirs: tuple[str, ...]) -> tuple[list[tuple[str, Pa
     """The source files under `tree`, sorted by path relative to it."""
     scan = Scan(top_level={p.name for p in tree.iterdir() if p.is_dir()}, matched=set(), skipped=[])
     found: list[tuple[str, Path]] = []
-    for folder, dirs, names in os.walk(tree):
+    def cannot_read(e: OSError) -> None:
+        raise RnnlmError(f"{e.filename}: cannot read this folder of the kernel tree ({e.strerror})")
+
+    for folder, dirs, names in os.walk(tree, onerror=cannot_read):
         rel_folder = Path(folder).relative_to(tree).as_posix()
         prefix = "" if rel_folder == "." else rel_folder + "/"
         # Prune folders that cannot hold a wanted file, so `subdirs=[kernel]` does not walk drivers/.
         dirs[:] = [d for d in dirs if not d.startswith(".") and _may_hold(prefix + d, subdirs)]
         for name in names:
             rel = prefix + name
-            if is_source(rel, subdirs) and not (Path(folder) / name).is_symlink():
-                found.append((rel, Path(folder) / name))
-                scan.matched.add(subdir_of(rel, subdirs) or "")
+            entry = Path(folder) / name
+            if is_source(rel, subdirs) and entry.is_file() and not entry.is_symlink():  # not a FIFO: it would block
+                found.append((rel, entry))
+                scan.matched.update(holders(rel, subdirs))
     return sorted(found), scan
 
 
@@ -140,7 +145,10 @@ def tree_pieces(files: list[tuple[str, Path]], max_bytes: int | None, scan: Scan
     dropped); files that are not UTF-8 text are left out (noted in `scan`)."""
     used = 0
     for rel, path in files:
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as e:  # a reading error, not the data root's (which the store's writing errors name)
+            raise RnnlmError(f"{path}: cannot read it ({e.strerror})") from None
         if not is_utf8(raw):
             scan.skipped.append(rel)
             continue
@@ -244,14 +252,28 @@ class TarballPieces:
 def _tar_sources(path: Path, subdirs: tuple[str, ...], scan: Scan) -> Iterator[tuple[str, bytes]]:
     """(path in the tree, bytes) of each UTF-8 source file of the tarball, in the tarball's order."""
     root: str | None = None
-    with path.open("rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None, delay=1.0,
-                                    desc=f"reading {path.name}", leave=False) as bar:
+    try:
+        f = path.open("rb")
+    except OSError as e:  # a reading error, not the data root's (which the store's writing errors name)
+        raise RnnlmError(f"{path}: cannot read it ({e.strerror})") from None
+    with f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None, delay=1.0,
+                 desc=f"reading {path.name}", leave=False) as bar:
         head = f.read(8)
+        if not any(head.startswith(magic) for magic in COMPRESSIONS):  # a plain tar: no decompressor sees a cut
+            f.seek(max(0, path.stat().st_size - 1024))
+            if f.read() != bytes(1024):  # a tar file ends in two blocks of zeros
+                raise RnnlmError(f"{path}: not a readable tarball, or a damaged one (it does not end as a tar file "
+                                 "does: cut short?); data.path takes a kernel source folder or a .tar.xz/.tar.gz "
+                                 "tarball")
         f.seek(0)
         try:
             with tarfile.open(fileobj=_decompressed(_ProgressReader(f, bar), head), mode="r|") as tar:
                 for member in tar:
                     name = _member_path(member.name)
+                    if name == ".":  # made inside the tree (tar cJf ../k.tar.xz .): its files have no top folder
+                        raise RnnlmError(f"{path}: this tarball holds a tree's files at its top, not in one folder "
+                                         "(like linux-6.1/); make it from the folder above the tree (tar cJf "
+                                         "k.tar.xz linux-6.1), or give data.path the folder")
                     if not name:
                         continue
                     top, _, rel = name.partition("/")
@@ -264,7 +286,7 @@ def _tar_sources(path: Path, subdirs: tuple[str, ...], scan: Scan) -> Iterator[t
                         scan.top_level.add(rel.split("/", 1)[0])
                     if not (member.isfile() and is_source(rel, subdirs)):
                         continue
-                    scan.matched.add(subdir_of(rel, subdirs) or "")
+                    scan.matched.update(holders(rel, subdirs))
                     raw = tar.extractfile(member).read()  # type: ignore[union-attr]
                     if is_utf8(raw):
                         yield rel, raw

@@ -15,12 +15,12 @@ half is dropped.
 from __future__ import annotations
 
 import codecs
+import fnmatch
 import functools
-import glob
 import logging
 import mmap
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -92,29 +92,73 @@ def read_utf8(path: Path, max_bytes: int | None = None) -> str:
     return decode_utf8(raw, path, truncated)
 
 
-def text_files(spec: str) -> list[Path]:
+def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
     """The files `data.path` names: the file itself, a directory's files, or a glob's matches, sorted as path
     strings (the order `linux` uses too: `a.txt` before `a/z.txt`). Hidden files and folders are left out, and so
     are the folders rnnlm writes (`_ours`) below the one named, which a folder or glob over a whole project
-    (`data.path=.`) would otherwise read: its own stores and runs, different again after every run."""
-    path, ours = Path(spec).expanduser(), functools.cache(_ours)  # each folder looked into once
+    (`data.path=.`) would otherwise read: its own stores and runs, different again after every run; `leave_out` is
+    the data root, left out before it is marked. Symlinked folders are not followed (a loop would never end), and a
+    file reached again through a symlink is read once."""
+    path = Path(spec).expanduser()
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = []
-        for top, dirs, files in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".") and not ours(Path(top, d))]
-            found += [Path(top, f) for f in files if not f.startswith(".")]
-        return sorted((p for p in found if p.is_file()), key=str)
+        return _once(_walk(path, leave_out))
     if _magic(spec):
-        matches = [Path(m) for m in glob.glob(os.path.expanduser(spec), recursive=True)]
-        base = len(next(p for p in path.parents if not _magic(str(p))).parts)  # the folder the pattern starts in
-        files = {f for m in matches for f in (text_files(str(m)) if m.is_dir() else [m])  # folders below base:
-                 if f.is_file() and not any(ours(folder) for folder in f.parents[:len(f.parts) - 1 - base])}
+        base = next(p for p in path.parents if not _magic(str(p)))  # the folder the pattern starts in
+        pattern = path.relative_to(base).parts
+        files = [f for f in _walk(base, leave_out, lambda parts: _may_match(pattern, parts))
+                 if _matches(pattern, f.relative_to(base).parts)]
         if not files:
             raise RnnlmError(f"data.path={spec!r} matches no file; check the pattern (** needs a folder: notes/**/*.txt)")
-        return sorted(files, key=str)
+        return _once(files)
     raise RnnlmError(f"{spec}: no such file or directory; data.path takes a file, a directory or a glob")
+
+
+def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ...]], bool] = lambda parts: True
+          ) -> Iterator[Path]:
+    """The regular files below `folder` (a symlink to one included), in folders `descend` accepts (given their parts
+    below `folder`); a folder that cannot be listed is an error naming it."""
+    ours, skip = functools.cache(_ours), leave_out.resolve() if leave_out is not None else None
+
+    def cannot_read(e: OSError) -> None:
+        raise RnnlmError(f"{e.filename}: cannot read this folder ({e.strerror}); give data.path folders you may read")
+
+    for top, dirs, files in os.walk(folder, onerror=cannot_read):
+        here = Path(top)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and descend((here / d).relative_to(folder).parts)
+                   and not ours(here / d) and (here / d).resolve() != skip]
+        yield from (here / f for f in files if not f.startswith(".") and (here / f).is_file())
+
+
+def _once(files: Iterable[Path]) -> list[Path]:
+    """`files` sorted as path strings, each real file once (the first of the names a symlink gives it)."""
+    seen: set[str] = set()
+    kept = []
+    for f in sorted(files, key=str):
+        real = os.path.realpath(f)
+        if real not in seen:
+            seen.add(real)
+            kept.append(f)
+    return kept
+
+
+def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Whether a path (its parts) matches a glob pattern (its parts): `**` stands for any number of folders, other
+    parts match one name each as fnmatch does; a path below a folder that matches matches too (as glob's matches of
+    folders were read whole)."""
+    if not pattern:
+        return True
+    if pattern[0] == "**":
+        return any(_matches(pattern[1:], parts[k:]) for k in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(pattern[1:], parts[1:])
+
+
+def _may_match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Whether a folder (its parts) may hold a path that matches `pattern`: the walk does not descend elsewhere."""
+    if not pattern or not parts or pattern[0] == "**":
+        return True
+    return fnmatch.fnmatchcase(parts[0], pattern[0]) and _may_match(pattern[1:], parts[1:])
 
 
 def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[bytes]:
@@ -128,13 +172,13 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
             block = f.read(PIECE_BYTES if budget[0] is None else min(PIECE_BYTES, budget[0]))
             if not block:
                 break
-            if budget[0] is not None:
-                budget[0] -= len(block)
             if is_binary(block):
                 if offset == 0 and not named:
                     raise _Binary(path)
                 raise RnnlmError(f"{path}: a binary file, not text (NUL byte at offset {offset + block.index(0)}); "
                                  "give data.path a text file")
+            if budget[0] is not None:  # after the check: a binary file skipped costs nothing
+                budget[0] -= len(block)
             data, start = carry + block, offset - len(carry)
             cut = len(data) if data.isascii() else _whole_characters(data)
             piece, carry = data[:cut], data[cut:]
@@ -174,21 +218,22 @@ def _magic(path: str) -> bool:
 
 def _ours(folder: Path) -> bool:
     """Whether rnnlm wrote `folder`: a data root (its mark), a corpus folder or a store in one (for roots from before
-    the mark), or a run directory (config.yaml beside the CLI's `.lock` or the metrics)."""
+    the mark), or a run directory (config.yaml beside the CLI's `.lock`, or the status.json every run writes; a
+    config beside metrics is as likely another tool's)."""
     try:
         names = set(os.listdir(folder))
     except OSError:
         return False
     return (DataRoot.MARK in names or any(n.startswith(".store-") and n.endswith(".lock") for n in names)
             or (folder.name.startswith("store-") and "manifest.json" in names)
-            or ("config.yaml" in names and bool(names & {".lock", "metrics.jsonl"})))
+            or ("config.yaml" in names and bool(names & {".lock", "status.json"})))
 
 
-def text_pieces(spec: str, max_bytes: int | None) -> Iterator[bytes]:
-    """All text under `data.path` (a file, a folder or a glob), in sorted path order, at most `max_bytes` bytes of
-    it, in pieces of whole characters. Binary files found in a folder or a glob are skipped with a warning."""
+def text_pieces(spec: str, files: list[Path], max_bytes: int | None) -> Iterator[bytes]:
+    """The text of `files` (what `data.path` names: a file, a folder or a glob; `text_files`), in that order, at most
+    `max_bytes` bytes of it, in pieces of whole characters. Binary files found in a folder or a glob are skipped with
+    a warning, and cost nothing of `max_bytes`."""
     named = Path(spec).expanduser().is_file()
-    files = [Path(spec).expanduser()] if named else text_files(spec)
     budget: list[int | None] = [max_bytes]
     skipped: list[Path] = []
     seen = False
@@ -213,7 +258,7 @@ def text_pieces(spec: str, max_bytes: int | None) -> Iterator[bytes]:
 
 def read_text(spec: str, max_bytes: int | None = None) -> str:
     """All text under `data.path` as one string (for small texts; the store reads `text_pieces` chunk by chunk)."""
-    return b"".join(text_pieces(spec, max_bytes)).decode("utf-8")
+    return b"".join(text_pieces(spec, text_files(spec), max_bytes)).decode("utf-8")
 
 
 def files_identity(files: list[Path]) -> list[list[object]]:
@@ -227,7 +272,7 @@ def files_identity(files: list[Path]) -> list[list[object]]:
 
 def stream_source(name: str, spec: str, cfg: DataConfig, files: list[Path]) -> Source:
     """A stream corpus read from `files` (what `spec` names), split by `data.splits`."""
-    once = _Once(lambda: text_pieces(spec, cfg.max_bytes))
+    once = _Once(lambda: text_pieces(spec, files, cfg.max_bytes))
     return Source(name, {"files": files_identity(files)}, {"path": _absolute(spec), "max_bytes": cfg.max_bytes},
                   cfg.splits, pieces=once)
 
@@ -311,5 +356,4 @@ def _check_lines_utf8(path: Path, data: mmap.mmap | bytes, lines: np.ndarray) ->
 def text(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
     if not cfg.path:
         raise RnnlmError("data.dataset=text needs data.path: add data.path=FILE to the command line or the config")
-    named = Path(cfg.path).expanduser()
-    return stream_source("text", cfg.path, cfg, [named] if named.is_file() else text_files(cfg.path))
+    return stream_source("text", cfg.path, cfg, text_files(cfg.path, leave_out=root.path))

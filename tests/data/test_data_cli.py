@@ -79,3 +79,26 @@ def linux_text(data: Path) -> str:
     (folder,) = (data / "linux").glob("store-*")
     store = _load(folder)
     return "".join(store.text(split) for split in ("train", "val", "test"))
+
+
+def test_a_kill_while_a_tarball_is_read_removes_its_spill(tmp_path: Path) -> None:
+    """SIGTERM (a plain `kill`) unwinds as Ctrl-C does: the spill file the tarball's sources are gathered in (as
+    big as the kernel's text) is removed, not left for nothing to clean."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tarball = kernel_like_tarball(tmp_path / "linux-9.9.tar.xz", files=20_000)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "rnnlm", "data", "info", "linux", f"data.path={tarball}",
+                                "--data-dir", str(tmp_path / "data")], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "data" / "linux").glob(".spill-*")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+        time.sleep(0.001)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert [p.name for p in (tmp_path / "data" / "linux").iterdir() if not p.name.startswith(".store-")] == []

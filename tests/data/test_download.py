@@ -185,3 +185,38 @@ def test_damaged_file_in_the_data_root_is_an_error_not_reused(tmp_path: Path) ->
     (root.path / "corpus" / "input.txt").write_bytes(BODY[:-10])
     with pytest.raises(RnnlmError, match="Delete it"):
         fetch(Remote("corpus/input.txt", offline_url, DIGEST), root, timeout=5)
+
+
+@pytest.mark.parametrize("blocking", ["the data root is a file", "a file where the corpus folder goes",
+                                      "a folder where the corpus file goes"])
+def test_a_data_root_the_file_cannot_go_in_is_one_error_naming_it(tmp_path: Path, blocking: str) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "corpus").mkdir(parents=True)
+    (mirror / "corpus" / "input.txt").write_bytes(BODY)
+    root = DataRoot(tmp_path / "data", mirror=mirror)
+    if blocking == "the data root is a file":
+        root.path.write_text("x")
+    elif blocking == "a file where the corpus folder goes":
+        root.path.mkdir()
+        (root.path / "corpus").write_text("x")
+    else:
+        (root.path / "corpus" / "input.txt").mkdir(parents=True)
+    with pytest.raises(RnnlmError, match=r"^cannot write .*\(.*\); choose a writable data root"):
+        fetch(Remote("corpus/input.txt", refused_url(), DIGEST), root, timeout=5)
+
+
+def test_a_corpus_file_that_cannot_be_read_is_one_error_naming_it(tmp_path: Path, monkeypatch) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "corpus").mkdir(parents=True)
+    (mirror / "corpus" / "input.txt").write_bytes(BODY)
+    opened = Path.open
+
+    def refuse(path: Path, *args, **kwargs):  # as for another user's file, mode 600 (the tests run as root)
+        if path.name == "input.txt" and "r" in (args[0] if args else kwargs.get("mode", "r")):
+            raise PermissionError(13, "Permission denied", str(path))
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    for root in (DataRoot(tmp_path / "data", mirror=mirror), DataRoot(mirror.parent / "mirror")):
+        with pytest.raises(RnnlmError, match=r"input.txt: cannot read it \(Permission denied\)"):
+            fetch(Remote("corpus/input.txt", refused_url(), DIGEST), root, timeout=5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import lzma
 import os
 import random
 import tarfile
@@ -147,7 +148,12 @@ def test_damaged_or_foreign_files_are_clear_errors(tmp_path: Path) -> None:
         good = make_tarball(tmp_path / f"linux.tar.{kind}").read_bytes()
         (tmp_path / f"cut.tar.{kind}").write_bytes(good[: len(good) // 2])  # an interrupted copy
     (tmp_path / "notes.txt").write_text("not a tarball")
-    for name in ("cut.tar.xz", "cut.tar.gz", "notes.txt"):
+    plain = make_tarball(tmp_path / "linux.tar.xz")
+    with tarfile.open(plain) as tar:  # the same tree as an uncompressed tar, cut at a member's header
+        members = tar.getmembers()
+        uncompressed = lzma.decompress(plain.read_bytes())
+    (tmp_path / "cut.tar").write_bytes(uncompressed[:members[len(members) // 2].offset])
+    for name in ("cut.tar.xz", "cut.tar.gz", "notes.txt", "cut.tar"):
         with pytest.raises(RnnlmError, match="not a readable tarball, or a damaged one"):
             read_tarball(tmp_path / name, (), None)
     with pytest.raises(RnnlmError, match="no such file or directory"):
@@ -239,3 +245,38 @@ def test_subdirs_are_checked_when_the_config_is_read() -> None:
             load_config(None, ["data.dataset=linux", f"data.subdirs={bad}"])
     assert load_config(None, ["data.dataset=linux", "data.subdirs=[kernel, drivers/net]"]).data.subdirs == (
         "kernel", "drivers/net")
+
+
+def test_a_tree_skips_fifos_credits_nested_subdirs_and_names_what_it_cannot_read(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = make_tree(tmp_path / "linux")
+    os.mkfifo(tree / "kernel" / "pipe.c")  # read, it would block for ever
+    assert read_tree(tree, (), None)[0] == FULL
+    text, _ = read_tree(tree, ("kernel", "kernel/sched"), None)  # both hold sched/core.c: neither is "empty"
+    assert text == "".join(TREE[p] for p in SOURCES if p.startswith("kernel/"))
+    unreadable = tree / "mm" / "mmap.c"
+    real_read = Path.read_bytes
+
+    def refuse(path: Path) -> bytes:  # as for another user's file (the tests run as root)
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(RnnlmError, match=f"{unreadable}: cannot read it \\(Permission denied\\)"):
+        load_corpus(DataConfig(dataset="linux", path=str(tree), subdirs=()), 0, DataRoot(tmp_path / "d"))
+
+
+def test_a_tarball_made_inside_the_tree_says_how_to_make_one(tmp_path: Path) -> None:
+    path = tmp_path / "k.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in ((".", None), ("./kernel/a.c", b"int a;\n")):
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(RnnlmError, match="holds a tree's files at its top, not in one folder"):
+        read_tarball(path, (), None)

@@ -161,7 +161,10 @@ def test_a_folder_over_a_whole_project_leaves_out_what_rnnlm_wrote_there(tmp_pat
         write(tmp_path / "checkpoints" / run / "config.yaml", "{}")
         write(tmp_path / "checkpoints" / run / marker, "")
         write(tmp_path / "checkpoints" / run / "status.json", "{}")
-    mine = [tmp_path / "config.yaml", tmp_path / "notes" / "a.txt"]
+    write(tmp_path / "exp1" / "config.yaml", "lr: 1\n")  # another tool's experiment: the user's text
+    write(tmp_path / "exp1" / "metrics.jsonl", "{}\n")
+    mine = [tmp_path / "config.yaml", tmp_path / "exp1" / "config.yaml", tmp_path / "exp1" / "metrics.jsonl",
+            tmp_path / "notes" / "a.txt"]
     assert text_files(str(tmp_path)) == mine
     assert text_files(str(tmp_path / "**" / "*")) == mine
     # a folder named, or a pattern's own folder, is read: only what rnnlm wrote below it is left out
@@ -185,3 +188,53 @@ def test_the_cli_says_which_binary_files_it_skipped_as_a_warning_line(tmp_path: 
     status, _, err = cli("data", "info", "text", f"data.path={tmp_path / 'notes'}", "--data-dir", tmp_path / "d")
     assert status == 0, err
     assert err.splitlines()[0] == f"warning: skipped 1 binary file(s) under {tmp_path / 'notes'}: {tmp_path / 'notes' / 'b.bin'}"
+
+
+def test_symlinks_neither_loop_nor_repeat_a_file_and_folder_and_glob_agree(tmp_path: Path) -> None:
+    """A glob with ** followed symlinked folders: a link to its own folder read a file 41 times, two such links never
+    ended. Symlinked folders are not followed, by a folder read or a glob, and a file met again through a symlink to
+    it is read once."""
+    notes = tmp_path / "notes"
+    write(notes / "a.txt", "AAAA\n")
+    write(notes / "real" / "b.txt", "BBBB\n")
+    (notes / "loop").symlink_to(".")  # (a second such link made glob's walk exponential: a hang, not a failure)
+    (notes / "link").symlink_to("real")
+    (notes / "same.txt").symlink_to("a.txt")
+    assert read_text(str(notes)) == read_text(str(notes / "**" / "*.txt")) == "AAAA\nBBBB\n"
+    assert text_files(str(notes / "*")) == [notes / "a.txt", notes / "real" / "b.txt"]  # a folder matched: read whole
+
+
+def test_binary_files_a_folder_skips_cost_nothing_of_max_bytes(tmp_path: Path) -> None:
+    write(tmp_path / "t" / "a.pdf", b"PDF\0junk" * 200)
+    write(tmp_path / "t" / "b.txt", "x" * 2000)
+    assert read_text(str(tmp_path / "t"), max_bytes=1950) == "x" * 1950
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    secret = tmp_path / "notes" / "secret"
+    write(tmp_path / "notes" / "a.txt", "visible")
+    write(secret / "b.txt", "hidden from this user")
+    scandir = os.scandir
+
+    def refuse(path):  # as for a folder of another user's, mode 700 (the tests run as root, which reads anything)
+        if Path(path) == secret:
+            raise PermissionError(13, "Permission denied", str(secret))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    for spec in (str(tmp_path / "notes"), str(tmp_path / "notes" / "**" / "*.txt")):
+        with pytest.raises(RnnlmError, match=f"{secret}: cannot read this folder \\(Permission denied\\)"):
+            text_files(spec)
+
+
+def test_the_data_root_under_data_path_is_left_out_before_it_is_marked(tmp_path: Path, monkeypatch) -> None:
+    """`data.path=.` in a project whose data/ folder has no mark yet: the first run left it out too, so the second
+    did not find the text changed and prepare it again."""
+    write(tmp_path / "notes.txt", "n\n")
+    write(tmp_path / "data" / "README.md", "about my data\n")  # the folder the data root will be
+    monkeypatch.chdir(tmp_path)
+    first = open_corpus(DataConfig(dataset="text", path="."), 0, DataRoot(Path("data")), progress=False)
+    again = open_corpus(DataConfig(dataset="text", path="."), 0, DataRoot(Path("data")), progress=False)
+    assert first.text("train") + first.text("val") + first.text("test") == "n\n" and again.folder == first.folder
