@@ -125,3 +125,24 @@ def test_runs_names_a_missing_folder_lists_a_run_given_itself_and_counts_only_sa
     (run / "metrics.jsonl").write_text('{"step": 180, "train_loss": 2.0}\n', encoding="utf-8")
     [info] = list_runs(run)  # a run folder itself
     assert (info.name, info.steps, info.status) == ("killed", 0, "stopped")  # nothing saved: a resume starts over
+
+
+def test_a_kill_while_the_corpus_is_prepared_leaves_no_run_and_no_half_store(tmp_path):
+    """SIGTERM before training starts unwinds (training's own stop takes over later): the run folder it made is
+    removed, so its name stays free, and the store being written goes too."""
+    text = tmp_path / "big.txt"
+    text.write_bytes(b"the quick brown fox jumps over the lazy dog\n" * 1_000_000)  # 44 MB: a while to prepare
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlm", "train", TINY, "data.dataset=text", f"data.path={text}",
+                             "--data-dir", str(data), "--out", str(tmp_path / "runs"), "--name", "big", "-q"],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (data / "text").is_dir() or not any(p.name.startswith(".store-") and ".tmp-" in p.name
+                                                   for p in (data / "text").iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert not (tmp_path / "runs" / "big").exists()
+    assert [p.name for p in (data / "text").iterdir() if ".tmp-" in p.name] == []
