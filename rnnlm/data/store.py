@@ -365,6 +365,7 @@ def _build(source: Source, path: Path, progress: bool) -> None:
     tmp.mkdir()
     try:
         manifest = (_write_records if source.is_records else _write_stream)(source, tmp, progress)
+        _check_unchanged(source)
         manifest["files"] = {p.name: {"bytes": p.stat().st_size, "crc32": _crc(p, p.stat().st_size)}
                              for p in sorted(tmp.iterdir())}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
@@ -379,6 +380,21 @@ def _build(source: Source, path: Path, progress: bool) -> None:
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_unchanged(source: Source) -> None:
+    """The files a store was read from must be as they were when it began (`Source.identity`: each file's path,
+    size and modification time): the two passes over a file written to meanwhile disagree (new characters read
+    as <eos>, counts of symbols the store lacks)."""
+    for name, size, mtime in source.identity.get("files", []):
+        try:
+            st = os.stat(name)
+            same = (st.st_size, st.st_mtime_ns) == (size, mtime)
+        except OSError:
+            same = False
+        if not same:
+            raise RnnlmError(f"{name} changed while the {source.name} store was prepared from it (a file still being "
+                             "written?); run the command again once it is complete")
 
 
 def _manifest(source: Source, symbols: int, splits: dict[str, dict[str, int]]) -> dict[str, Any]:

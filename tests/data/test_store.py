@@ -285,3 +285,26 @@ def test_a_ready_store_on_a_read_only_data_root_is_read(tmp_path):
         assert store.text("train").startswith("hello there")
     finally:
         subprocess.run(["umount", "--lazy", str(ro)], check=True)  # the store's maps may still be open
+
+
+def test_a_file_written_to_while_it_is_prepared_is_refused_and_nothing_is_kept(tmp_path, monkeypatch):
+    """The two passes over a file that changes between them disagree (its new characters read as <eos>): refused,
+    so that no run trains on such a store and the next one prepares it again."""
+    path = tmp_path / "log.txt"
+    path.write_text("abc\n" * 1000, encoding="utf-8")
+    write_stream = store_mod._write_stream
+
+    def appended_to_meanwhile(source, tmp, progress):
+        manifest = write_stream(source, tmp, progress)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("éxyz\n")
+        return manifest
+
+    monkeypatch.setattr(store_mod, "_write_stream", appended_to_meanwhile)
+    with pytest.raises(RnnlmError, match=f"{path} changed while the text store was prepared from it"):
+        open_corpus(text_cfg(path), 0, DataRoot(tmp_path / "data"), progress=False)
+    assert [p.name for p in (tmp_path / "data" / "text").iterdir() if p.name.startswith(("store-", ".store-"))
+            and not p.name.endswith(".lock")] == []
+    monkeypatch.setattr(store_mod, "_write_stream", write_stream)
+    store = open_corpus(text_cfg(path), 0, DataRoot(tmp_path / "data"), progress=False)
+    assert store.text("train") + store.text("val") + store.text("test") == "abc\n" * 1000 + "éxyz\n"
