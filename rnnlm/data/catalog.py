@@ -5,6 +5,8 @@ Each returns plain values (and a `format_*` function renders them), so the CLI o
 
 from __future__ import annotations
 
+import glob
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from rnnlm.data import LOADERS, DataRoot, get_loader, open_corpus
 from rnnlm.data.store import Store
 from rnnlm.data.download import Remote, fetch
 from rnnlm.data.linux import KERNEL_RELEASE, locate_source, system_tarballs
+from rnnlm.errors import RnnlmError
 from rnnlm.data.names import NAMES
 from rnnlm.data.shakespeare import SHAKESPEARE
 
@@ -117,6 +120,10 @@ def fetch_corpus(cfg: DataConfig, root: DataRoot) -> tuple[Path | None, str]:
     """Put the corpus's source in place (copied from the mirror or downloaded, checked): where it is, and how it got
     there; (None, why) for corpora with nothing to fetch (built in, or your own files)."""
     get_loader(cfg.dataset)  # an unknown name is an error with the list of corpora
+    if cfg.path:  # your own files instead of the published ones: nothing to fetch, read when a run uses them
+        if not glob.glob(os.path.expanduser(cfg.path)):
+            raise RnnlmError(f"data.path={cfg.path}: no such file or directory")
+        return None, f"nothing to fetch: data.path={cfg.path} is yours (`rnnlm data info` reads and checks it)"
     if cfg.dataset in DOWNLOADS:
         remote = DOWNLOADS[cfg.dataset]
         present = (root.path / remote.relpath).is_file()

@@ -102,3 +102,15 @@ def test_a_kill_while_a_tarball_is_read_removes_its_spill(tmp_path: Path) -> Non
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
     assert [p.name for p in (tmp_path / "data" / "linux").iterdir() if not p.name.startswith(".store-")] == []
+
+
+def test_fetch_with_your_own_file_fetches_nothing(tmp_path: Path) -> None:
+    """`data fetch names data.path=mine.txt` downloaded the published names anyway (and failed offline)."""
+    from helpers import assert_user_error, cli
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("emma\nava\n", encoding="utf-8")
+    status, out, _ = cli("data", "fetch", "names", f"data.path={mine}", "--data-dir", tmp_path / "data")
+    assert status == 0 and "nothing to fetch" in out and not (tmp_path / "data").exists()
+    assert_user_error(cli("data", "fetch", "linux", f"data.path={tmp_path / 'nope.tar.xz'}", "--data-dir",
+                          tmp_path / "data"), "no such file or directory")
