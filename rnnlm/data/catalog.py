@@ -85,14 +85,16 @@ def _file_entry(name: str, description: str, remote: Remote, root: DataRoot) -> 
 
 
 def _linux_entry(description: str, root: DataRoot) -> CorpusEntry:
+    """In the order `locate_source` takes them: the pinned release here, in the mirror, an installed tarball."""
     pinned = root.path / KERNEL_RELEASE.relpath
-    installed = system_tarballs()
-    found = pinned if pinned.is_file() else installed[-1] if installed else None
-    if found is not None:
-        return CorpusEntry("linux", description, "present", str(found), found.stat().st_size)
     mirrored = root.mirror / KERNEL_RELEASE.relpath if root.mirror is not None else None
+    installed = system_tarballs()
+    if pinned.is_file():
+        return CorpusEntry("linux", description, "present", str(pinned), pinned.stat().st_size)
     if mirrored is not None and mirrored.is_file():
         return CorpusEntry("linux", description, "in mirror", str(mirrored), mirrored.stat().st_size)
+    if installed:
+        return CorpusEntry("linux", description, "present", str(installed[-1]), installed[-1].stat().st_size)
     return CorpusEntry("linux", description, "download", KERNEL_RELEASE.url, None)
 
 

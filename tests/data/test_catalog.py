@@ -35,6 +35,21 @@ def test_list_shows_every_corpus_and_whether_it_is_here(tmp_path: Path, no_insta
     assert "shakespeare" in format_listing(list(after.values()))
 
 
+def test_list_names_the_kernel_source_a_run_would_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a pinned release in the mirror and a tarball installed, a run copies the mirror's: list says so."""
+    installed = tmp_path / "usr-src" / "linux-source-6.1.tar.xz"
+    installed.parent.mkdir()
+    installed.write_bytes(b"an installed tarball")
+    monkeypatch.setattr(linux_mod, "SYSTEM_TARBALLS", str(installed.parent / "linux-source-*.tar.xz"))
+    mirror = tmp_path / "mirror"
+    (mirror / linux_mod.KERNEL_RELEASE.relpath).parent.mkdir(parents=True)
+    (mirror / linux_mod.KERNEL_RELEASE.relpath).write_bytes(b"the pinned release")
+    root = DataRoot(tmp_path / "data", mirror=mirror)
+    entry = {e.name: e for e in list_corpora(root)}["linux"]
+    assert (entry.status, entry.location) == ("in mirror", str(mirror / linux_mod.KERNEL_RELEASE.relpath))
+    assert linux_mod.locate_source(DataConfig(dataset="linux"), DataRoot(tmp_path / "d2")) == installed
+
+
 def test_fetch_puts_the_checked_file_in_the_data_root(tmp_path: Path) -> None:
     mirror = data_mirror()
     root = DataRoot(tmp_path / "data", mirror=mirror)
