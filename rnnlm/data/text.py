@@ -250,6 +250,9 @@ def text_pieces(spec: str, files: list[Path], max_bytes: int | None) -> Iterator
         log.warning("skipped %d binary file(s) under %s: %s", len(skipped), spec,
                     ", ".join(map(str, skipped[:3])) + (", ..." if len(skipped) > 3 else ""))
     if not seen:
+        if budget[0] is not None and budget[0] <= 0:  # the limit ran out inside the first character
+            raise RnnlmError(f"data.max_bytes={max_bytes} ends inside the first character of {spec}; give a larger "
+                             "data.max_bytes")
         if named:
             raise RnnlmError(f"{spec}: the file is empty; give data.path a file with some text")
         found = f"{len(files)} file(s), none with text" if files else "no files"

@@ -238,3 +238,9 @@ def test_the_data_root_under_data_path_is_left_out_before_it_is_marked(tmp_path:
     first = open_corpus(DataConfig(dataset="text", path="."), 0, DataRoot(Path("data")), progress=False)
     again = open_corpus(DataConfig(dataset="text", path="."), 0, DataRoot(Path("data")), progress=False)
     assert first.text("train") + first.text("val") + first.text("test") == "n\n" and again.folder == first.folder
+
+
+def test_a_byte_limit_inside_the_first_character_says_so(tmp_path: Path) -> None:
+    f = write(tmp_path / "music.txt", "𝄞 clef")  # four bytes
+    with pytest.raises(RnnlmError, match="data.max_bytes=2 ends inside the first character"):
+        read_text(str(f), max_bytes=2)
