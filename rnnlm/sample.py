@@ -25,6 +25,7 @@ import torch
 
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.data import DataRoot, open_corpus
+from rnnlm.data.novelty import SplitRecords
 from rnnlm.data.text import decode_utf8, read_utf8, typed_text
 from rnnlm.errors import RnnlmError
 from rnnlm.fastpath import STEP_MAX_BATCH
@@ -253,14 +254,14 @@ class SampleReport:
         return line
 
 
-def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[set[str] | None, str, str]:
-    """The training split's records, read through the run's config as training read them, the corpus
-    name, and why they are missing (None, name, reason) when the corpus cannot be read here."""
+def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[SplitRecords | None, str, str]:
+    """The training split's records (what `in` asks of), read through the run's config as training read them, the
+    corpus name, and why they are missing (None, name, reason) when the corpus cannot be read here."""
     try:
         store = open_corpus(point.config.data, point.config.train.seed, root, progress=False)
     except RnnlmError as e:
         return None, point.config.data.dataset, f"the training data cannot be read ({str(e).splitlines()[0]})"
-    return set(store.record_texts("train")), store.name, ""
+    return SplitRecords(store, "train"), store.name, ""
 
 
 def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: TextIO, unique: bool = False,
@@ -306,7 +307,7 @@ class _Printer:
     """Turns the ids `generate` produces, one step at a time, into text on `out`."""
 
     def __init__(self, vocab: Vocab, prime: str, out: TextIO, wanted: int, records: bool, unique: bool, novel: bool,
-                 training: set[str] | None):
+                 training: SplitRecords | None):
         self.vocab, self.prime, self.out, self.records = vocab, prime, out, records
         self.unique, self.novel, self.training, self.wanted = unique, novel, training, wanted
         self.rows: list[list[int]] = []  # every sample drawn, over every batch
