@@ -40,9 +40,11 @@ class Tokens:
     """A split's ids as the model reads them: `symbols` (N,) of any integer type, a memory map or an array, looked
     up in `lut` (store symbol -> vocabulary id) when given. Only what is indexed is read and turned into int64."""
 
-    def __init__(self, symbols: np.ndarray | torch.Tensor, lut: np.ndarray | None = None) -> None:
+    def __init__(self, symbols: np.ndarray | torch.Tensor, lut: np.ndarray | None = None,
+                 first: int | None = None) -> None:
         self.symbols = symbols.numpy() if isinstance(symbols, torch.Tensor) else symbols
-        self.lut = lut
+        self.lut, self.first = lut, first
+        """`first`: the id read at position 0 whatever its symbol (a stream's start, before a file's text)."""
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -50,7 +52,14 @@ class Tokens:
     def take(self, index: Any) -> torch.Tensor:
         """ids[index] as int64: a slice, or an integer array of any shape."""
         picked = np.asarray(self.symbols[index])
-        return torch.from_numpy(self.lut[picked] if self.lut is not None else picked.astype(np.int64))
+        ids = torch.from_numpy(self.lut[picked] if self.lut is not None else picked.astype(np.int64))
+        if self.first is not None and isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if start == 0 and stop > 0 and step > 0:
+                ids[0] = self.first
+        elif self.first is not None:
+            ids[torch.from_numpy(np.asarray(index) == 0)] = self.first
+        return ids
 
 
 @dataclass

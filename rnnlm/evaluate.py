@@ -45,9 +45,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import itertools
 import lzma
 import math
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -61,7 +63,8 @@ import torch.nn.functional as F
 from rnnlm.batching import IGNORE, Records, Tokens, pad_records
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.data import DataRoot, open_corpus
-from rnnlm.data.text import read_records, read_utf8
+from rnnlm.data.store import Source, Store, open_store
+from rnnlm.data.text import file_pieces, line_records
 from rnnlm.errors import RnnlmError
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import GATES, CharRNN
@@ -361,18 +364,40 @@ class Text:
 
 def file_source(path: Path, point: Checkpoint) -> Text:
     """A UTF-8 file: one record per line for a records model, else one stream read from its start (after the start
-    id sampling reads first, a newline or <eos>, so that its first character is scored too)."""
-    texts = read_records(path) if point.records else [read_utf8(path)]
-    if not "".join(texts):
+    id sampling reads first, a newline or <eos>, so that its first character is scored too). The file is prepared
+    into a temporary store as a corpus is, so that a big one costs a few bytes a character, not a string and an
+    int64 each."""
+    if path.is_file() and path.stat().st_size == 0:
         raise RnnlmError(f"{path}: no characters to score (the file is empty)")
-    vocab = point.vocab
-    ids = vocab.encode_split(texts, point.records, point.config.data.records)
-    text = "".join(r + "\n" for r in texts) if point.records else texts[0]
-    if not point.records:
-        ids = Tokens(torch.cat([start_ids(vocab, "", records=False), ids]))
-    elif isinstance(ids, torch.Tensor):
-        ids = Tokens(ids)
-    return Text(str(path), ids, lambda: text, vocab.unknown("".join(texts)))
+    store = _file_store(path, point.records)
+    vocab, counts = point.vocab, dict(store.counts["train"])
+    if point.records:
+        tokens = Tokens(store.ids("train"), store.lut(vocab))
+        ids: Tokens | list[torch.Tensor] = tokens
+        if point.config.data.records == "pad":
+            records = Records(tokens, store.offsets("train"))
+            ids = [records[k] for k in range(len(records))]
+        characters = lambda: store.text("train")  # noqa: E731
+    else:
+        counts["\n"] -= 1  # the newline put before the text, read as the start id
+        ids = Tokens(store.ids("train"), store.lut(vocab), first=int(start_ids(vocab, "", records=False)[0]))
+        characters = lambda: store.text("train")[1:]  # noqa: E731
+    return Text(str(path), ids, characters, sorted(c for c, n in counts.items() if n and c not in vocab.itos))
+
+
+def _file_store(path: Path, records: bool) -> Store:
+    """`path` prepared as the training split of a store in a temporary folder, removed at once: the store's memory
+    maps keep its files' pages. A stream is stored after a newline, the place of the start id."""
+    if records:
+        lines = line_records(path)
+        source = Source("file", {}, {}, (1.0, 0.0, 0.0), records=lambda: lines, sizes=(len(lines), 0, 0))
+    else:
+        source = Source("file", {}, {}, (1.0, 0.0, 0.0),
+                        pieces=lambda: itertools.chain([b"\n"], file_pieces(path, [None], True)))
+    with tempfile.TemporaryDirectory(prefix="rnnlm-eval-") as folder:
+        store = open_store(source, Path(folder), progress=False)
+        store.ids("train")  # mapped now, before the folder goes
+        return store
 
 
 def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, progress: bool = False) -> Text:

@@ -193,7 +193,7 @@ def test_unknown_characters_in_a_file_are_counted_and_named(tmp_path):
     (tmp_path / "t.txt").write_text("hello wörld, hello", encoding="utf-8")
     result = evaluate_sources(point, [file_source(tmp_path / "t.txt", point)])
     part = result.parts[0]
-    assert part.unknown == [" ", "w", "ö", "r", "d", ","] and part.score.unk == 7 and part.score.chars == 18
+    assert part.unknown == [" ", ",", "d", "r", "w", "ö"] and part.score.unk == 7 and part.score.chars == 18
     assert math.isfinite(part.score.nll)
     assert "7 character(s) the model never saw" in result.warnings()[0] and "'ö'" in result.warnings()[0]
     assert result.as_dict()["unknown_chars"] == part.unknown and result.as_dict()["unk"] == 7
