@@ -18,7 +18,6 @@ import codecs
 import fnmatch
 import functools
 import logging
-import mmap
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -305,26 +304,29 @@ def _absolute(spec: str) -> str:
 
 
 def line_records(path: Path, max_bytes: int | None = None) -> Records:
-    """A line-per-record file: one record per line, without its line ending (a CR before the LF goes too), read
-    through a memory map of the file.
+    """A line-per-record file: one record per line, without its line ending (a CR before the LF goes too).
 
     An empty line is an error naming it rather than something skipped: in a line corpus it is either a
     mistake (a blank line pasted in) or a record the user meant, and guessing would silently change
     the data. The final newline ends the last line; it does not start an empty one. With a byte limit,
     a last line the limit cut short is dropped, so no record is cut.
     """
-    data = _map(path)
-    size = len(data) if max_bytes is None else min(len(data), max_bytes)
-    text = np.frombuffer(data, dtype=np.uint8, count=size)
-    nul = data.find(b"\0", 0, size)
+    # Read, not memory-mapped: a map of a file cut short meanwhile (a generator writing it again) kills the reader
+    # with SIGBUS; a copy is checked against the file once the store is written (`store._check_unchanged`).
+    data, truncated = read_prefix(path, max_bytes)
+    nul = data.find(b"\0")
     if nul >= 0:
         raise RnnlmError(f"{path}: a binary file, not text (NUL byte at offset {nul}); give a UTF-8 text file")
+    text = np.frombuffer(data, dtype=np.uint8)
     lines = line_ends(text)
-    if size < len(data) or lines[-2] + 1 == size:  # the last line: cut short by the limit, or after the final newline
+    _check_lines_utf8(path, data, lines, truncated)
+    if truncated or lines[-2] + 1 == len(data):  # the last line: cut short by the limit, or after the final newline
         lines = lines[:-1]
     if len(lines) == 1:
+        if truncated:
+            raise RnnlmError(f"data.max_bytes={max_bytes} ends inside the first line of {path}; give a larger "
+                             "data.max_bytes")
         raise RnnlmError(f"{path}: no records (the file is empty); a line corpus holds one record per line")
-    _check_lines_utf8(path, data, lines)
     cr = (lines[1:] - lines[:-1] > 1) & (text[lines[1:] - 1] == 13)
     empty = np.flatnonzero(lines[1:] - lines[:-1] - cr == 1)
     if len(empty):
@@ -339,20 +341,20 @@ def read_records(path: Path, max_bytes: int | None = None) -> list[str]:
     return line_records(path, max_bytes).texts()
 
 
-def _map(path: Path) -> mmap.mmap | bytes:
-    """A file's bytes, memory-mapped (read as they are used, shared with the page cache); b"" for an empty file."""
-    with _open_binary(path) as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return b""
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-
-
-def _check_lines_utf8(path: Path, data: mmap.mmap | bytes, lines: np.ndarray) -> None:
-    """Checks that the lines up to the last of `lines` are UTF-8, about PIECE_BYTES at a time, cut at newlines."""
-    cuts = lines[np.searchsorted(lines, np.arange(PIECE_BYTES, lines[-1], PIECE_BYTES))] + 1
-    for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), int(lines[-1])]):
-        if a < b:
+def _check_lines_utf8(path: Path, data: bytes, lines: np.ndarray, truncated: bool) -> None:
+    """Checks that `data` is UTF-8, about PIECE_BYTES at a time cut after newlines (`lines`: their positions, -1
+    first); a character cut in half at the end is dropped, not an error, when a byte limit cut it (`truncated`)."""
+    cuts = (lines[np.searchsorted(lines, np.arange(PIECE_BYTES, len(data), PIECE_BYTES))] + 1).tolist()
+    for a, b in zip([0, *cuts], [*cuts, len(data)]):
+        if a >= b:
+            continue
+        if b < len(data) or not truncated:
             _check_utf8(path, data[a:b], a)
+            continue
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(data[a:b], final=False)
+        except UnicodeDecodeError as e:
+            _check_utf8(path, data[a:a + e.start + 1], a)  # the same message, at the same offset
 
 
 @register("text")

@@ -144,9 +144,25 @@ def test_a_bad_line_corpus_is_named_with_what_is_wrong(tmp_path: Path, content: 
     assert str(f) in str(e.value) and expected in str(e.value)
 
 
-def test_a_byte_limit_that_cuts_a_bad_last_line_keeps_the_lines_before_it(tmp_path: Path) -> None:
+def test_a_byte_limit_checks_what_it_read_and_drops_the_line_it_cut(tmp_path: Path) -> None:
     f = write(tmp_path / "words.txt", b"emma\nzo\xc3\xab\nolivia\xff\n")
-    assert read_records(f, max_bytes=12) == ["emma", "zo\u00eb"]
+    assert read_records(f, max_bytes=12) == ["emma", "zo\u00eb"]  # the bad byte lies past the limit
+    assert read_records(f, max_bytes=8) == ["emma"]  # the limit cuts \xc3\xab in half: dropped with its line
+    with pytest.raises(RnnlmError, match="byte offset 16"):  # read, though in the line the limit drops
+        read_records(f, max_bytes=18)
+    with pytest.raises(RnnlmError, match="data.max_bytes=3 ends inside the first line"):
+        read_records(f, max_bytes=3)
+
+
+def test_a_line_file_cut_short_after_it_was_read_changes_nothing_read(tmp_path: Path) -> None:
+    """The records are a copy: a map of the file killed the process (SIGBUS) once a generator rewrote it shorter."""
+    from rnnlm.data.text import line_records
+
+    f = write(tmp_path / "words.txt", "emma\nolivia\n" * 5000)
+    records = line_records(f)
+    f.write_text("x\n")
+    texts = records.texts()
+    assert len(texts) == 10000 and texts[:3] == ["emma", "olivia", "emma"]
 
 
 def test_a_folder_over_a_whole_project_leaves_out_what_rnnlm_wrote_there(tmp_path: Path) -> None:
