@@ -558,18 +558,18 @@ def out_path(path: Path) -> Path:
         raise RnnlmError(f"--out {path} is {kind}, not a file; give the path of a file to write")
     if not target.parent.is_dir():
         raise RnnlmError(f"--out {path}: the folder {target.parent} does not exist")
-    if mode is not None and _run_file(target):
+    if _run_file(target):
         raise RnnlmError(f"--out {path}: a file of the run in {target.parent}, which rnnlm keeps; write elsewhere")
     return target
 
 
 def _run_file(path: Path) -> bool:
-    """One of the files a run keeps (its config, metrics, checkpoints ...), in a folder that is a run's."""
+    """One of the files a run keeps (its config, metrics, checkpoints ...), there or not yet, in a run's folder."""
     from rnnlm.metrics import METRICS
-    from rnnlm.runs import LOCK, RESUME_LOG, STATUS
+    from rnnlm.runs import LOCK, RESUME_LOG, STATUS, is_run
 
     kept = path.suffix == ".pt" or path.name in ("config.yaml", METRICS, STATUS, RESUME_LOG, LOCK)
-    return kept and (path.parent / "config.yaml").is_file() and (path.parent / LOCK).exists()
+    return kept and is_run(path.parent)
 
 
 def _write_failed(path: Path, e: OSError) -> RnnlmError:

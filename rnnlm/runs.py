@@ -236,13 +236,22 @@ class RunInfo:
     modified: float
 
 
+def is_run(folder: Path) -> bool:
+    """A run directory: its config.yaml beside what training writes (the lock, the status, a checkpoint); a project
+    folder with a config.yaml of its own is not one."""
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return False
+    return "config.yaml" in names and bool(names & {LOCK, STATUS} or any(n.endswith(".pt") for n in names))
+
+
 def list_runs(folder: Path) -> list[RunInfo]:
     """The run directories in `folder` (or `folder` itself, a run), the most recently active first."""
     if not folder.is_dir():
         raise RnnlmError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}; give the folder that "
                          "holds the runs (train's --out, checkpoints by default)")
-    found = [folder] if (folder / "config.yaml").is_file() else [d for d in folder.iterdir()
-                                                                  if (d / "config.yaml").is_file()]
+    found = [folder.resolve()] if is_run(folder) else [d for d in folder.iterdir() if (d / "config.yaml").is_file()]
     return sorted((r for r in map(_run_info, found) if r is not None), key=lambda r: -r.modified)
 
 

@@ -255,6 +255,9 @@ def test_out_never_replaces_a_file_the_run_keeps(tmp_path):
     for name in ("config.yaml", "metrics.jsonl", "best.pt"):
         assert_user_error(cli("sample", run, "-n", "2", "--out", run / name), f"--out {run / name}: a file of the run")
         assert_user_error(cli("viz", run, "--text", "ab", "--out", run / name), "a file of the run")
+    for name in ("step-000010.pt", "status.json"):  # not there yet: creating one would change the run as much
+        assert (run / name).exists() is (name == "status.json")
+        assert_user_error(cli("sample", run, "-n", "2", "--out", run / name), "a file of the run")
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     assert cli("sample", run, "-n", "2", "--out", run / "samples.txt")[0] == 0  # a new file beside them is fine
 

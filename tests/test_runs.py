@@ -123,8 +123,11 @@ def test_runs_names_a_missing_folder_lists_a_run_given_itself_and_counts_only_sa
     run.mkdir()
     (run / "config.yaml").write_text("model: {cell: gru, num_layers: 1, hidden_size: 8}\n", encoding="utf-8")
     (run / "metrics.jsonl").write_text('{"step": 180, "train_loss": 2.0}\n', encoding="utf-8")
+    (run / "status.json").write_text('{"stopped": "interrupted", "step": 0}', encoding="utf-8")
     [info] = list_runs(run)  # a run folder itself
     assert (info.name, info.steps, info.status) == ("killed", 0, "stopped")  # nothing saved: a resume starts over
+    (tmp_path / "config.yaml").write_text("model: {cell: lstm}\n", encoding="utf-8")  # a project's own config
+    assert [r.name for r in list_runs(tmp_path)] == ["killed"]  # the folder is not a run: its runs are listed
 
 
 def test_a_kill_while_the_corpus_is_prepared_leaves_no_run_and_no_half_store(tmp_path):
