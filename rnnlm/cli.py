@@ -595,6 +595,19 @@ class _Checked:
             raise _write_failed(self.path, e) from None
 
 
+def _command_path(e: UsageError) -> str:
+    """The command whose help answers a usage error: its context's, or the commands named on the command line when
+    that is longer (an option missing its value is reported from the group's context)."""
+    command, names = typer.main.get_command(app), ["rnnlm"]
+    for word in (w for w in sys.argv[1:] if not w.startswith("-")):
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        command, names = sub, [*names, word]
+    path = e.ctx.command_path if e.ctx else "rnnlm"
+    return " ".join(names) if len(names) > len(path.split()) else path
+
+
 class _WarningLine(logging.Handler):
     """rnnlm's logged warnings (files a corpus leaves out) as the CLI's other warnings: one `warning: ...` line."""
 
@@ -619,8 +632,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except UsageError as e:  # an unknown option or command, a value of the wrong type, a missing argument
         message = " ".join(e.format_message().split()).rstrip(".")
-        typer.echo(f"error: {message[:1].lower()}{message[1:]} (see '{e.ctx.command_path if e.ctx else 'rnnlm'} -h')",
-                   err=True)
+        typer.echo(f"error: {message[:1].lower()}{message[1:]} (see '{_command_path(e)} -h')", err=True)
         sys.exit(2)
     except ClickException as e:
         e.show()

@@ -305,7 +305,8 @@ def _build(compiler: str) -> Path:
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    print("rnnlm: compiling its C kernels for this CPU, once (about half a minute)", file=sys.stderr, flush=True)
+    if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun, one process says it
+        print("rnnlm: compiling its C kernels for this CPU, once (about half a minute)", file=sys.stderr, flush=True)
     # Compile to a private name, then rename: processes starting together (torchrun) never load a half-written file.
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=target.stem, suffix=".tmp")
     os.close(fd)

@@ -55,7 +55,8 @@ def test_a_mistyped_command_line_is_one_line_naming_the_help_to_read():
              (("sampel",), "no such command 'sampel'. Did you mean 'sample'?", "(see 'rnnlm -h')"),
              (("train", "--bogus"), "no such option: --bogus", "(see 'rnnlm train -h')"),
              (("eval",), "missing argument 'RUN' (see 'rnnlm eval -h')"),
-             (("data", "info"), "missing argument", "(see 'rnnlm data info -h')")]
+             (("data", "info"), "missing argument", "(see 'rnnlm data info -h')"),
+             (("sample", "run", "--temp"), "option '--temp' requires an argument (see 'rnnlm sample -h')")]
     for args, *needles in cases:
         assert_user_error(cli(*args), *needles)
     assert cli("--version")[:2] == (0, "rnnlm 0.1.0\n")

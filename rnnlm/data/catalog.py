@@ -123,7 +123,7 @@ def fetch_corpus(cfg: DataConfig, root: DataRoot) -> tuple[Path | None, str]:
     there; (None, why) for corpora with nothing to fetch (built in, or your own files)."""
     get_loader(cfg.dataset)  # an unknown name is an error with the list of corpora
     if cfg.path:  # your own files instead of the published ones: nothing to fetch, read when a run uses them
-        if not glob.glob(os.path.expanduser(cfg.path)):
+        if not (Path(cfg.path).expanduser().exists() or glob.glob(os.path.expanduser(cfg.path))):
             raise RnnlmError(f"data.path={cfg.path}: no such file or directory")
         return None, f"nothing to fetch: data.path={cfg.path} is yours (`rnnlm data info` reads and checks it)"
     if cfg.dataset in DOWNLOADS:

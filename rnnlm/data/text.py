@@ -93,31 +93,42 @@ def read_utf8(path: Path, max_bytes: int | None = None) -> str:
 
 def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
     """The files `data.path` names: the file itself, a directory's files, or a glob's matches, sorted as path
-    strings (the order `linux` uses too: `a.txt` before `a/z.txt`). Hidden files and folders are left out, and so
-    are the folders rnnlm writes (`_ours`) below the one named, which a folder or glob over a whole project
-    (`data.path=.`) would otherwise read: its own stores and runs, different again after every run; `leave_out` is
-    the data root, left out before it is marked. Symlinked folders are not followed (a loop would never end), and a
-    file reached again through a symlink is read once."""
-    path = Path(spec).expanduser()
+    strings (the order `linux` uses too: `a.txt` before `a/z.txt`). Hidden files and folders are left out (unless a
+    pattern names them, `notes/.*.md`), and so are the folders rnnlm writes (`_ours`) below the one named, which a
+    folder or glob over a whole project (`data.path=.`) would otherwise read: its own stores and runs, different
+    again after every run; `leave_out` is the data root, left out before it is marked. Symlinked folders are not
+    followed (a link back up the tree would never end; a warning names them), and a file reached again through a
+    symlink is read once."""
+    path, links = Path(spec).expanduser(), []
     if path.is_file():
         return [path]
     if path.is_dir():
-        return _once(_walk(path, leave_out))
-    if _magic(spec):
+        files = _once(_walk(path, leave_out, _not_hidden, _not_hidden, links))
+    elif _magic(spec):
         base = next(p for p in path.parents if not _magic(str(p)))  # the folder the pattern starts in
-        pattern = path.relative_to(base).parts
-        files = [f for f in _walk(base, leave_out, lambda parts: _may_match(pattern, parts))
-                 if _matches(pattern, f.relative_to(base).parts)]
-        if not files:
-            raise RnnlmError(f"data.path={spec!r} matches no file; check the pattern (** needs a folder: notes/**/*.txt)")
-        return _once(files)
-    raise RnnlmError(f"{spec}: no such file or directory; data.path takes a file, a directory or a glob")
+        pattern, folders_only = path.relative_to(base).parts, spec.endswith("/")  # `notes/*/`: folders
+        matched = (lambda parts: _not_hidden(parts) and _matches(pattern, parts[:-1])) if folders_only else (
+            lambda parts: _matches(pattern, parts))
+        files = _once(_walk(base, leave_out, lambda parts: _may_match(pattern, parts), matched, links)
+                      if base.is_dir() else [])
+    else:
+        raise RnnlmError(f"{spec}: no such file or directory; data.path takes a file, a directory or a glob")
+    unfollowed = (f"{len(links)} symlinked folder(s) under {spec} left out: "
+                  f"{', '.join(map(str, links[:3]))}{', ...' if len(links) > 3 else ''} (symlinked folders are not "
+                  "followed; name them in data.path to read them)")
+    if not files and _magic(spec):
+        raise RnnlmError(f"data.path={spec!r} matches no file; check the pattern (** needs a folder: notes/**/*.txt)"
+                         + (f"; {unfollowed}" if links else ""))
+    if links:
+        log.warning("%s", unfollowed)
+    return files
 
 
-def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ...]], bool] = lambda parts: True
-          ) -> Iterator[Path]:
-    """The regular files below `folder` (a symlink to one included), in folders `descend` accepts (given their parts
-    below `folder`); a folder that cannot be listed is an error naming it."""
+def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ...]], bool],
+          take: Callable[[tuple[str, ...]], bool], links: list[Path]) -> Iterator[Path]:
+    """The regular files below `folder` (a symlink to one included) that `take` accepts, in the folders `descend`
+    accepts (each given its parts below `folder`); symlinked folders it would descend into go to `links`. A folder
+    that cannot be listed is an error naming it."""
     ours, skip = functools.cache(_ours), leave_out.resolve() if leave_out is not None else None
 
     def cannot_read(e: OSError) -> None:
@@ -125,9 +136,14 @@ def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ..
 
     for top, dirs, files in os.walk(folder, onerror=cannot_read):
         here = Path(top)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and descend((here / d).relative_to(folder).parts)
-                   and not ours(here / d) and (here / d).resolve() != skip]
-        yield from (here / f for f in files if not f.startswith(".") and (here / f).is_file())
+        dirs[:] = [d for d in dirs if descend((here / d).relative_to(folder).parts) and not ours(here / d)
+                   and (here / d).resolve() != skip]
+        links += [here / d for d in dirs if (here / d).is_symlink()]  # listed, never descended into
+        yield from (here / f for f in files if take((here / f).relative_to(folder).parts) and (here / f).is_file())
+
+
+def _not_hidden(parts: tuple[str, ...]) -> bool:
+    return not parts[-1].startswith(".")
 
 
 def _once(files: Iterable[Path]) -> list[Path]:
@@ -143,21 +159,30 @@ def _once(files: Iterable[Path]) -> list[Path]:
 
 
 def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
-    """Whether a path (its parts) matches a glob pattern (its parts): `**` stands for any number of folders, other
-    parts match one name each as fnmatch does; a path below a folder that matches matches too (as glob's matches of
-    folders were read whole)."""
+    """Whether a path (its parts) matches a glob pattern (its parts), as glob matches: `**` stands for any number of
+    folders, other parts match one name each as fnmatch does, and a wildcard matches no leading dot; a path below a
+    folder that matches matches too (read as a folder is, without hidden ones)."""
     if not pattern:
-        return True
+        return not any(part.startswith(".") for part in parts)
     if pattern[0] == "**":
-        return any(_matches(pattern[1:], parts[k:]) for k in range(len(parts) + 1))
-    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(pattern[1:], parts[1:])
+        return _matches(pattern[1:], parts) or (bool(parts) and not parts[0].startswith(".")
+                                                and _matches(pattern, parts[1:]))
+    return bool(parts) and _name_matches(parts[0], pattern[0]) and _matches(pattern[1:], parts[1:])
 
 
 def _may_match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
     """Whether a folder (its parts) may hold a path that matches `pattern`: the walk does not descend elsewhere."""
-    if not pattern or not parts or pattern[0] == "**":
+    if not pattern:
+        return not any(part.startswith(".") for part in parts)
+    if not parts:
         return True
-    return fnmatch.fnmatchcase(parts[0], pattern[0]) and _may_match(pattern[1:], parts[1:])
+    if pattern[0] == "**":
+        return _may_match(pattern[1:], parts) or (not parts[0].startswith(".") and _may_match(pattern, parts[1:]))
+    return _name_matches(parts[0], pattern[0]) and _may_match(pattern[1:], parts[1:])
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    return (not name.startswith(".") or pattern.startswith(".")) and fnmatch.fnmatchcase(name, pattern)
 
 
 def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[bytes]:

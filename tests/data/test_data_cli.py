@@ -114,3 +114,12 @@ def test_fetch_with_your_own_file_fetches_nothing(tmp_path: Path) -> None:
     assert status == 0 and "nothing to fetch" in out and not (tmp_path / "data").exists()
     assert_user_error(cli("data", "fetch", "linux", f"data.path={tmp_path / 'nope.tar.xz'}", "--data-dir",
                           tmp_path / "data"), "no such file or directory")
+
+
+def test_fetch_takes_a_file_whose_name_looks_like_a_pattern(tmp_path: Path) -> None:
+    from helpers import cli
+
+    mine = tmp_path / "my[1].txt"
+    mine.write_text("emma\n", encoding="utf-8")
+    status, out, err = cli("data", "fetch", "names", f"data.path={mine}", "--data-dir", tmp_path / "data")
+    assert status == 0 and "nothing to fetch" in out, err

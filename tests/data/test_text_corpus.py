@@ -220,6 +220,22 @@ def test_symlinks_neither_loop_nor_repeat_a_file_and_folder_and_glob_agree(tmp_p
     assert text_files(str(notes / "*")) == [notes / "a.txt", notes / "real" / "b.txt"]  # a folder matched: read whole
 
 
+def test_a_glob_matches_as_glob_does_but_says_which_symlinked_folders_it_left_out(tmp_path: Path, caplog) -> None:
+    notes = tmp_path / "notes"
+    for name in ("top.md", ".dot.md", "sub/one.md", "sub/.hid/h.md", ".hid/h.md"):
+        write(notes / name, name)
+    write(tmp_path / "shared" / "z.md", "z")
+    (notes / "link").symlink_to(tmp_path / "shared")
+    with caplog.at_level(logging.WARNING, logger="rnnlm.data.text"):
+        assert text_files(str(notes / "**" / "*.md")) == [notes / "sub" / "one.md", notes / "top.md"]
+    assert f"1 symlinked folder(s) under {notes / '**' / '*.md'} left out: {notes / 'link'}" in caplog.text
+    assert text_files(str(notes / ".*.md")) == [notes / ".dot.md"]  # a pattern may name hidden files
+    assert text_files(str(notes / "**" / ".hid" / "*.md")) == [notes / ".hid" / "h.md", notes / "sub" / ".hid" / "h.md"]
+    assert text_files(str(notes / "*") + "/") == [notes / "sub" / "one.md"]  # a trailing slash: folders only
+    with pytest.raises(RnnlmError, match="matches no file"):
+        text_files(str(tmp_path / "nothere" / "*.md"))
+
+
 def test_binary_files_a_folder_skips_cost_nothing_of_max_bytes(tmp_path: Path) -> None:
     write(tmp_path / "t" / "a.pdf", b"PDF\0junk" * 200)
     write(tmp_path / "t" / "b.txt", "x" * 2000)
