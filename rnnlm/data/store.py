@@ -20,8 +20,8 @@ symbols to a vocabulary's ids, a character outside it to <unk>.
 Preparing streams a text twice through fixed-size chunks: once to count each chunk's characters (which fixes the
 split boundaries and the symbols), once to write the ids. Memory stays at a few chunks (of CHUNK_BYTES) and a small
 histogram per chunk whatever the corpus size; nothing holds the corpus as one string or one int64 array. A records
-corpus is read from its file's memory map (`Records`: where each line ends), once to find its characters and once
-to gather each split's records in the seed's order: two int64 a record, and no Python object per record.
+corpus is read from its file's bytes (`Records`: where each line ends), once to find its characters and once to
+gather each split's records in the seed's order: two int64 a record, and no Python object per record.
 
 `open_store` is the one place that decides whether a store is ready, stale or damaged:
 - it is built when missing, and rebuilt when the source's identity (sizes and modification times of its files) or
@@ -67,11 +67,11 @@ MAX_CODEPOINT = 0x110000
 
 @dataclass(frozen=True)
 class Records:
-    """A records corpus's text without a Python object per record or an int per character: its UTF-8 bytes (a
-    file's memory map, say) and where each record's line ends in them, in file order."""
+    """A records corpus's text without a Python object per record or an int per character: its UTF-8 bytes and
+    where each record's line ends in them, in file order."""
 
-    data: Any
-    """The UTF-8 text, bytes or a memory map; the line endings between records are never read as characters."""
+    data: bytes
+    """The UTF-8 text; the line endings between records are never read as characters."""
     lines: np.ndarray
     """int64, one more than there are records: -1, then where each record's line ends (its newline, or the text's
     end): record i is the bytes between lines[i] and lines[i + 1], less a CR before its newline."""
