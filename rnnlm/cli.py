@@ -291,8 +291,9 @@ def evaluate(
         raise RnnlmError("give --split or --file, not both")
     target = device_for(device, threads)
     point = ckpt.load(run)
-    sources = ([file_source(f, point) for f in file] if file
-               else [split_source(point, split or "val", run_data(point, data_dir), progress=True)])
+    with _sigterm_unwinds():  # a kill while a --file is prepared removes its temporary store, as Ctrl-C does
+        sources = ([file_source(f, point) for f in file] if file
+                   else [split_source(point, split or "val", run_data(point, data_dir), progress=True)])
     result = evaluate_sources(point, sources, context=context, compressors=compare_compressors, device=target,
                               streams=streams, progress=True, force=force)
     for warning in result.warnings():

@@ -48,6 +48,7 @@ import gzip
 import itertools
 import lzma
 import math
+import shutil
 import sys
 import tempfile
 import warnings
@@ -367,15 +368,13 @@ def file_source(path: Path, point: Checkpoint) -> Text:
     id sampling reads first, a newline or <eos>, so that its first character is scored too). The file is prepared
     into a temporary store as a corpus is, so that a big one costs a few bytes a character, not a string and an
     int64 each."""
-    if path.is_file() and path.stat().st_size == 0:
-        raise RnnlmError(f"{path}: no characters to score (the file is empty)")
-    store = _file_store(path, point.records)
+    store, offsets = _file_store(path, point.records)
     vocab, counts = point.vocab, dict(store.counts["train"])
     if point.records:
         tokens = Tokens(store.ids("train"), store.lut(vocab))
         ids: Tokens | list[torch.Tensor] = tokens
         if point.config.data.records == "pad":
-            records = Records(tokens, store.offsets("train"))
+            records = Records(tokens, offsets)
             ids = [records[k] for k in range(len(records))]
         characters = lambda: store.text("train")  # noqa: E731
     else:
@@ -385,19 +384,40 @@ def file_source(path: Path, point: Checkpoint) -> Text:
     return Text(str(path), ids, characters, sorted(c for c, n in counts.items() if n and c not in vocab.itos))
 
 
-def _file_store(path: Path, records: bool) -> Store:
-    """`path` prepared as the training split of a store in a temporary folder, removed at once: the store's memory
-    maps keep its files' pages. A stream is stored after a newline, the place of the start id."""
-    if records:
-        lines = line_records(path)
-        source = Source("file", {}, {}, (1.0, 0.0, 0.0), records=lambda: lines, sizes=(len(lines), 0, 0))
-    else:
-        source = Source("file", {}, {}, (1.0, 0.0, 0.0),
-                        pieces=lambda: itertools.chain([b"\n"], file_pieces(path, [None], True)))
+def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
+    """`path` prepared as the training split of a store (and a records store's offsets) in a temporary folder,
+    removed at once: the store's memory maps keep its files' pages. A stream is stored after a newline, the place
+    of the start id; a pipe or other file that cannot be read twice is copied in first, a file that changes while
+    it is read is refused."""
     with tempfile.TemporaryDirectory(prefix="rnnlm-eval-") as folder:
-        store = open_store(source, Path(folder), progress=False)
+        readable = path if path.is_file() or not path.exists() or path.is_dir() else _copy(path, Path(folder))
+        if readable.is_file() and readable.stat().st_size == 0:
+            raise RnnlmError(f"{path}: no characters to score (the file is empty)")
+        identity = {"files": [[str(readable.resolve()), readable.stat().st_size, readable.stat().st_mtime_ns]]
+                    if readable.is_file() else []}
+        try:
+            if records:
+                lines = line_records(readable)
+                source = Source("file", identity, {}, (1.0, 0.0, 0.0), records=lambda: lines,
+                                sizes=(len(lines), 0, 0))
+            else:
+                source = Source("file", identity, {}, (1.0, 0.0, 0.0),
+                                pieces=lambda: itertools.chain([b"\n"], file_pieces(readable, [None], True)))
+            store = open_store(source, Path(folder), progress=False)
+        except RnnlmError as e:
+            message = str(e).replace(str(readable), str(path))  # a copy's errors name what was given
+            raise RnnlmError(message if folder not in message else f"--file {path}: cannot be prepared in the "
+                             f"temporary folder {folder} ({message}); set TMPDIR to a folder with room") from None
         store.ids("train")  # mapped now, before the folder goes
-        return store
+        return store, store.offsets("train") if records else None
+
+
+def _copy(path: Path, folder: Path) -> Path:
+    """A pipe's (or a FIFO's, a device's) bytes, copied into `folder` as they come: they can be read only once."""
+    copy = folder / "input"
+    with open(path, "rb") as source, open(copy, "wb") as target:
+        shutil.copyfileobj(source, target, 1 << 20)
+    return copy
 
 
 def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, progress: bool = False) -> Text:

@@ -1,7 +1,10 @@
 """Evaluation: exact against brute force and against one stream; uniform models score log V; unknowns counted."""
 
+import json
 import math
+import os
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -267,3 +270,56 @@ def test_vocab_of_the_test_file_can_exceed_the_model(tmp_path):
 def file_source_text(tmp_path, point, text):
     (tmp_path / "x.txt").write_text(text, encoding="utf-8")
     return file_source(tmp_path / "x.txt", point)
+
+
+def test_a_file_is_scored_whatever_it_is_read_from(tmp_path):
+    """A pad records model's file (its offsets were read after the temporary store was gone), a pipe (read twice,
+    the second time empty: nan), /dev/null (was scored as nan, not refused), a binary file's message."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    pad = ckpt.load(make_checkpoint(tmp_path / "pad.pt", dataset="anbn", chars="ab", records_mode="pad"))
+    (tmp_path / "ab.txt").write_text("ab\naabb\n", encoding="utf-8")
+    part = evaluate_sources(pad, [file_source(tmp_path / "ab.txt", pad)]).parts[0]
+    assert part.score.chars == 8 and math.isfinite(part.score.nll)  # 6 characters and 2 <eos>
+    hello = make_checkpoint(tmp_path / "hello.pt", dataset="hello", chars="helo")
+    (tmp_path / "h.txt").write_text("hello hello", encoding="utf-8")
+    by_file = evaluate_sources(ckpt.load(hello), [file_source(tmp_path / "h.txt", ckpt.load(hello))]).total
+    piped = subprocess.run(f"{sys.executable} -m rnnlm eval {hello} --file <(cat {tmp_path / 'h.txt'}) --json",
+                           shell=True, executable="/bin/bash", capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["nll"] == pytest.approx(by_file.nll) and json.loads(piped.stdout)["chars"] == 11
+    with pytest.raises(RnnlmError, match="/dev/null: no characters to score"):
+        file_source(Path("/dev/null"), ckpt.load(hello))
+    (tmp_path / "b.bin").write_bytes(b"PDF\0x")
+    with pytest.raises(RnnlmError, match="a binary file, not text .*; give a UTF-8 text file"):
+        file_source(tmp_path / "b.bin", ckpt.load(hello))
+
+
+def test_a_kill_while_a_file_is_prepared_leaves_no_temporary_store(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO
+
+    hello = make_checkpoint(tmp_path / "hello.pt", dataset="hello", chars="helo")
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"hello hello hello\n" * 2_500_000)  # 45 MB: a while to prepare
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlm", "eval", str(hello), "--file", str(big)],
+                            env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(temporary)},
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(".tmp-" in p.name for p in temporary.glob("rnnlm-eval-*/.store-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert list(temporary.iterdir()) == []

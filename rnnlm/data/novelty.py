@@ -1,10 +1,11 @@
 """Whether a record is one of a records split's, the question `rnnlm sample --novel` asks of every record it draws.
 
 The split is read once from the store into one 64-bit hash per record (a polynomial over its symbols, the `<eos>`
-before it included), sorted; a record drawn is hashed alike and looked up. Memory is 8 bytes a record and time a
-few passes over the store's ids in numpy, where a Python set of the records took a string each (a few GB for a
-word list of a few hundred MB). Two different records share a hash with odds of about one in 2^64 per pair: at a
-billion training records, a novel record is taken for a known one less often than once in ten billion draws.
+before it included, modulo 2^64), sorted with the records' numbers; a record drawn is hashed alike, looked up, and a
+match is confirmed against the record in the store, so the answer is exact even where the hash collides (as it does
+for some very regular records: a Thue-Morse string and its complement). Memory is 12 bytes a record and time a few
+passes over the store's ids in numpy, where a Python set of the records took a string each (a few GB for a word list
+of a few hundred MB).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class SplitRecords:
             last = min(last, len(hashes))
             hashes[first:last] = self._hash(np.asarray(ids[offsets[first]:offsets[last]]), offsets[first:last + 1])
             first = last
-        self.hashes = np.sort(hashes)
+        order = np.argsort(hashes, kind="stable")
+        self.hashes, self.order = hashes[order], order.astype(np.uint32 if len(order) < 1 << 32 else np.int64)
+        self.ids, self.offsets = ids, offsets
 
     def _hash(self, symbols: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Each record's hash: records one after another in `symbols`, starting at `offsets` (the last: their end)."""
@@ -50,6 +53,11 @@ class SplitRecords:
         symbols = [0] + [self.symbols.get(c, -1) for c in record]
         if -1 in symbols:  # a character the split's store does not hold
             return False
-        h = self._hash(np.array(symbols, dtype=np.int64), np.array([0, len(symbols)]))[0]
-        at = int(np.searchsorted(self.hashes, h))
-        return at < len(self.hashes) and self.hashes[at] == h
+        wanted = np.array(symbols, dtype=np.int64)
+        h = self._hash(wanted, np.array([0, len(symbols)]))[0]
+        lo, hi = np.searchsorted(self.hashes, h, side="left"), np.searchsorted(self.hashes, h, side="right")
+        for k in self.order[lo:hi].tolist():  # the records with this hash: almost always one, the record itself
+            a, b = int(self.offsets[k]), int(self.offsets[k + 1])
+            if b - a == len(wanted) and np.array_equal(np.asarray(self.ids[a:b]), wanted):
+                return True
+        return False

@@ -200,7 +200,7 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
                 if offset == 0 and not named:
                     raise _Binary(path)
                 raise RnnlmError(f"{path}: a binary file, not text (NUL byte at offset {offset + block.index(0)}); "
-                                 "give data.path a text file")
+                                 "give a UTF-8 text file")
             if budget[0] is not None:  # after the check: a binary file skipped costs nothing
                 budget[0] -= len(block)
             data, start = carry + block, offset - len(carry)

@@ -33,3 +33,17 @@ def test_an_empty_split_holds_nothing(tmp_path: Path) -> None:
     cfg = DataConfig(dataset="names", path=str(words), splits=(1.0, 0.0, 0.0))
     store = open_corpus(cfg, 0, DataRoot(tmp_path / "data"), progress=False)
     assert "alpha" in SplitRecords(store, "train") and "alpha" not in SplitRecords(store, "val")
+
+
+def test_records_whose_hashes_collide_are_told_apart(tmp_path: Path) -> None:
+    """A Thue-Morse string and its complement share their hash modulo 2^64 whatever the base: a match is confirmed
+    against the store, so the complement is still novel."""
+    bits = [0]
+    while len(bits) < 1024:
+        bits += [1 - b for b in bits]
+    record, complement = "".join("ab"[b] for b in bits), "".join("ba"[b] for b in bits)
+    words = tmp_path / "words.txt"
+    words.write_text(f"{record}\nab\nba\n", encoding="utf-8")
+    cfg = DataConfig(dataset="names", path=str(words), splits=(1.0, 0.0, 0.0))
+    seen = SplitRecords(open_corpus(cfg, 0, DataRoot(tmp_path / "data"), progress=False), "train")
+    assert record in seen and complement not in seen and "ab" in seen and "aab" not in seen
