@@ -292,6 +292,8 @@ def _progress(run_dir: Path, logged: int) -> tuple[int, str]:
         ended = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return logged, "stopped"
-    saved = ended.get("step") if isinstance(ended, dict) and isinstance(ended.get("step"), int) else 0
+    if not isinstance(ended, dict):  # not what record_status writes
+        return logged, "stopped"
+    saved = ended.get("step") if isinstance(ended.get("step"), int) else 0
     steps = max(logged, saved)
     return steps, "finished" if ended.get("stopped") != "interrupted" and saved == steps else "stopped"

@@ -128,6 +128,9 @@ def test_runs_names_a_missing_folder_lists_a_run_given_itself_and_counts_only_sa
     assert (info.name, info.steps, info.status) == ("killed", 0, "stopped")  # nothing saved: a resume starts over
     (tmp_path / "config.yaml").write_text("model: {cell: lstm}\n", encoding="utf-8")  # a project's own config
     assert [r.name for r in list_runs(tmp_path)] == ["killed"]  # the folder is not a run: its runs are listed
+    (run / "last.pt").write_bytes(b"")
+    (run / "status.json").write_text("[1, 2]", encoding="utf-8")  # not what a run writes: listed, as stopped
+    assert [(r.steps, r.status) for r in list_runs(run)] == [(180, "stopped")]
 
 
 def test_a_kill_while_the_corpus_is_prepared_leaves_no_run_and_no_half_store(tmp_path):
