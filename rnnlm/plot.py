@@ -47,6 +47,9 @@ class Curves:
 def read_curves(run_dir: Path) -> Curves:
     path = (run_dir / METRICS if run_dir.is_dir() else run_dir).resolve()  # `rnnlm plot .`: named after the folder
     if not path.is_file():
+        if (run_dir / "config.yaml").is_file():
+            raise RnnlmError(f"{run_dir}: no {METRICS} yet (the run stopped before it logged a step); continue it "
+                             f"with `rnnlm train --resume {run_dir}`")
         raise RnnlmError(f"{run_dir}: no {METRICS} here; give a run directory made by `rnnlm train`")
     if path.suffix != ".jsonl":
         raise RnnlmError(f"{run_dir}: not a run's {METRICS}; give the run directory (a checkpoint's is its folder)")

@@ -555,6 +555,10 @@ def test_plot_of_a_folder_without_metrics_is_one_line(tmp_path):
     assert done.returncode == 2 and "no metrics.jsonl" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert_user_error(cli("plot", save_checkpoint(tmp_path / "run" / ckpt.BEST, *make_model("ab")), "--out",
                           tmp_path / "c.png"), "not a run's metrics.jsonl")
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / "config.yaml").write_text("model: {cell: gru}\n")  # stopped before its first record
+    assert_user_error(cli("plot", tmp_path / "killed", "--out", tmp_path / "c.png"), "no metrics.jsonl yet",
+                      f"rnnlm train --resume {tmp_path / 'killed'}")
     odd = tmp_path / "odd.jsonl"
     odd.write_text('[1, 2]\n"text"\n')  # JSON, but not records
     assert_user_error(cli("plot", odd, "--out", tmp_path / "c.png"), "no loss records yet")
