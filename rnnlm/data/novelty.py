@@ -3,9 +3,9 @@
 The split is read once from the store into one 64-bit hash per record (a polynomial over its symbols, the `<eos>`
 before it included, modulo 2^64), sorted with the records' numbers; a record drawn is hashed alike, looked up, and a
 match is confirmed against the record in the store, so the answer is exact even where the hash collides (as it does
-for some very regular records: a Thue-Morse string and its complement). Memory is 12 bytes a record and time a few
-passes over the store's ids in numpy, where a Python set of the records took a string each (a few GB for a word list
-of a few hundred MB).
+for some very regular records: a Thue-Morse string and its complement). Memory is 20 bytes a record (hash, number,
+offset) and time a few passes over the store's ids in numpy, where a Python set of the records took a string each (a
+few GB for a word list of a few hundred MB).
 """
 
 from __future__ import annotations
