@@ -65,7 +65,7 @@ from rnnlm.batching import IGNORE, Records, Tokens, pad_records
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.store import Source, Store, open_store
-from rnnlm.data.text import file_pieces, line_records
+from rnnlm.data.text import file_pieces, files_identity, line_records
 from rnnlm.errors import RnnlmError
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import GATES, CharRNN
@@ -369,19 +369,12 @@ def file_source(path: Path, point: Checkpoint) -> Text:
     into a temporary store as a corpus is, so that a big one costs a few bytes a character, not a string and an
     int64 each."""
     store, offsets = _file_store(path, point.records)
-    vocab, counts = point.vocab, dict(store.counts["train"])
     if point.records:
-        tokens = Tokens(store.ids("train"), store.lut(vocab))
-        ids: Tokens | list[torch.Tensor] = tokens
-        if point.config.data.records == "pad":
-            records = Records(tokens, offsets)
-            ids = [records[k] for k in range(len(records))]
-        characters = lambda: store.text("train")  # noqa: E731
-    else:
-        counts["\n"] -= 1  # the newline put before the text, read as the start id
-        ids = Tokens(store.ids("train"), store.lut(vocab), first=int(start_ids(vocab, "", records=False)[0]))
-        characters = lambda: store.text("train")[1:]  # noqa: E731
-    return Text(str(path), ids, characters, sorted(c for c, n in counts.items() if n and c not in vocab.itos))
+        return _store_text(str(path), store, "train", point, offsets)
+    counts = dict(store.counts["train"])
+    counts["\n"] -= 1  # the newline put before the text, read as the start id
+    start = int(start_ids(point.vocab, "", records=False)[0])
+    return _store_text(str(path), store, "train", point, None, start, counts)
 
 
 def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
@@ -393,8 +386,7 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
         readable = path if path.is_file() or not path.exists() or path.is_dir() else _copy(path, Path(folder))
         if readable.is_file() and readable.stat().st_size == 0:
             raise RnnlmError(f"{path}: no characters to score (the file is empty)")
-        identity = {"files": [[str(readable.resolve()), readable.stat().st_size, readable.stat().st_mtime_ns]]
-                    if readable.is_file() else []}
+        identity = {"files": files_identity([readable]) if readable.is_file() else []}
         try:
             if records:
                 lines = line_records(readable)
@@ -433,14 +425,24 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
     if info.get("records", 0) == 0 if store.records else info["characters"] < 2:
         raise RnnlmError(f"the {split} split of {store.name} is empty; score a file with --file, "
                          f"or train with a larger data.splits share for {split}")
-    tokens = Tokens(store.ids(split), store.lut(point.vocab))
+    return _store_text(f"{store.name} {split} split", store, split, point,
+                       store.offsets(split) if store.records else None)
+
+
+def _store_text(name: str, store: Store, split: str, point: Checkpoint, offsets: np.ndarray | None,
+                first: int | None = None, counts: dict[str, int] | None = None) -> Text:
+    """A store's split as `rnnlm eval` scores it: its ids through the model's vocabulary (a record each for
+    `data.records: pad`, from `offsets`), a stream's characters after its first (context, or the start id `first`),
+    and the characters the vocabulary lacks (of `counts`, by default the split's)."""
+    tokens = Tokens(store.ids(split), store.lut(point.vocab), first)
     ids: Tokens | list[torch.Tensor] = tokens
     if store.records and point.config.data.records == "pad":
-        records = Records(tokens, store.offsets(split))
+        records = Records(tokens, offsets)
         ids = [records[k] for k in range(len(records))]
-    unknown = sorted(c for c, n in store.counts[split].items() if n and c not in point.vocab.itos)
+    counts = store.counts[split] if counts is None else counts
+    unknown = sorted(c for c, n in counts.items() if n and c not in point.vocab.itos)
     characters = (lambda: store.text(split)) if store.records else (lambda: store.text(split)[1:])
-    return Text(f"{store.name} {split} split", ids, characters, unknown)
+    return Text(name, ids, characters, unknown)
 
 
 def compressor_bpc(text: str) -> dict[str, float]:

@@ -87,9 +87,9 @@ class Records:
     def __len__(self) -> int:
         return len(self.lines) - 1
 
-    def texts(self, picked: np.ndarray | None = None) -> list[str]:
-        """The records as strings (all of them, or the `picked` ones): for small corpora and tests."""
-        return [text for cp in self.chunks(picked) for text in _as_text(cp).split("\n")[:-1]]
+    def texts(self) -> list[str]:
+        """The records as strings: for small corpora and tests."""
+        return [text for cp in self.chunks() for text in _as_text(cp).split("\n")[:-1]]
 
     def chunks(self, picked: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """The code points of the `picked` records (default: all, in file order), each followed by a newline, about
