@@ -114,7 +114,7 @@ def test_ctrl_c_and_sigterm_save_and_the_resumed_run_is_exact(tmp_path):
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     """Killed again and again, at random moments and right as checkpoints are being written: each time
     the newest checkpoint loads and the run resumes; in the end its metrics are an uninterrupted run's."""
-    last = 480  # long enough that the kills land before the end on a fast machine, and one lands mid-write
+    last = 480  # room for every kill (at most 40 steps each) before the end, and one mid-write
     steps = [f"train.max_steps={last}", "train.eval_every=4", "train.keep_last=2", "model.hidden_size=64"]  # writes often
     run = tmp_path / "run"
     rng = random.Random(5)
@@ -126,7 +126,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         if not wait_for_progress(run, resumed_from, process):
             break  # it finished first
         if kills % 2 == 0:  # at a random moment: in a step, an evaluation, a checkpoint or metrics write
-            time.sleep(rng.uniform(0, 0.8))
+            # a random step ahead, not a random time: on a fast machine a time could outlast the whole run
+            wait_for_step(run, min(resumed_from + rng.randint(1, 40), last - 10), process)
+            time.sleep(rng.uniform(0, 0.02))
         else:  # as soon as this process has begun writing a checkpoint
             while process.poll() is None and not writing(run, process.pid):
                 time.sleep(0.0005)
