@@ -111,16 +111,7 @@ def train(
     from rnnlm.runtime import keep_freed_memory, use_threads
     from rnnlm.train import train as run_training
 
-    args = list(overrides or [])
-    if config is not None and "=" in config.name and not config.exists():
-        args.insert(0, str(config))  # `rnnlm train --resume RUN train.max_steps=2000`: no config, just overrides
-        config = None
-    if resume is None and config is None:
-        raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
-    if init_from is not None:
-        if resume is not None:
-            raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
-        args.append(f"train.init_from={ckpt_path(init_from)}")
+    config, args = _train_args(config, list(overrides or []), resume, init_from)
     with contextlib.ExitStack() as stack:
         if "RANK" not in os.environ:  # a kill while the corpus is prepared unwinds (training's own stop takes over)
             stack.enter_context(_sigterm_unwinds())
@@ -147,6 +138,21 @@ def train(
         _report(result, dist, data_dir)
     if result.stopped == "interrupted":
         raise typer.Exit(128 + int(result.signal or 2))
+
+
+def _train_args(config: Optional[Path], args: list[str], resume: Optional[Path],
+                init_from: Optional[Path]) -> tuple[Optional[Path], list[str]]:
+    """The config file and the overrides `train` was given, its command line's shorthands spelled out."""
+    if config is not None and "=" in config.name and not config.exists():
+        args.insert(0, str(config))  # `rnnlm train --resume RUN train.max_steps=2000`: no config, just overrides
+        config = None
+    if resume is None and config is None:
+        raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
+    if init_from is not None:
+        if resume is not None:
+            raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
+        args.append(f"train.init_from={ckpt_path(init_from)}")
+    return config, args
 
 
 def _report(result: Any, dist: Any, data_dir: Optional[Path]) -> None:
@@ -626,7 +632,7 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.showwarning = lambda message, *_, **__: typer.echo(f"warning: {message}", err=True)
             status = app(prog_name="rnnlm", standalone_mode=False)  # click's usage errors raise: one line below
-        if isinstance(status, int) and status:  # a typer.Exit(code)
+        if isinstance(status, int) and status:  # a typer.Exit(code); typer returns 130 for a Ctrl-C it caught
             sys.exit(status)
     except NoArgsIsHelpError as e:  # `rnnlm` or `rnnlm data` alone: the help
         e.show()
@@ -646,6 +652,3 @@ def main() -> None:
             raise
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
