@@ -62,7 +62,7 @@ def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextMan
 def check_precision(cfg: Config, device: torch.device) -> None:
     if cfg.train.precision == "fp16" and device.type != "cuda":
         raise RnnlmError("train.precision=fp16 needs a CUDA device; on a CPU use train.precision=auto, bf16 or fp32")
-    if cfg.train.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if cfg.train.precision == "bf16" and device.type == "cuda" and not native_bf16(device):
         raise RnnlmError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use fp16 or fp32")
     if cfg.train.precision == "bf16" and device.type == "cpu" and not native_bf16(device):
         say("warning: train.precision=bf16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so bf16 is "

@@ -41,6 +41,7 @@ import contextlib
 import datetime
 import hashlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -171,7 +172,8 @@ def _failed(here: Dist, error: BaseException) -> BaseException:
         _publish(store, f"rank {here.rank} was interrupted")
         return error
     if _collective_failed(error):  # another process left the group
-        cause = _published(store)
+        with _sigterm_held():
+            cause = _published(store)
         return RankFailed(f"{cause or 'another process of this run stopped without saying why (killed?)'}; "
                           f"rank {here.rank} stopped with it")
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -199,13 +201,30 @@ def _published(store: Any, wait: float = 2.0) -> str | None:
     """The failure another process published, waiting a moment for it (it publishes, then leaves the group)."""
     deadline = time.monotonic() + wait
     while store is not None:
-        with contextlib.suppress(Exception):
+        try:
             if store.check([FAILURE_KEY]):
                 return store.get(FAILURE_KEY).decode("utf-8", "replace")
+        except Exception:  # the store's host is gone too: asking again only logs c10d's stack trace again
+            return None
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)
     return None
+
+
+@contextlib.contextmanager
+def _sigterm_held() -> Iterator[None]:
+    """SIGTERM ignored for a moment: torchrun terminates the others a tenth of a second after it sees one process
+    die, and this one should first say why it stops."""
+    try:
+        old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _store() -> Any:

@@ -176,7 +176,8 @@ class Trainer:
             self.scaler.load_state_dict(saved.scaler)
         restore_rng(saved.rng, self.dist)
         rows = self.dist.rows(self.cfg.train.batch_size)
-        self.state = select_rows(map_state(lambda s: s.to(self.device), saved.state), rows)
+        # float32 whatever precision saved it: a bf16 run's state is bfloat16, and `auto` may resolve otherwise here
+        self.state = select_rows(map_state(lambda s: s.to(self.device, torch.float32), saved.state), rows)
         self.tally = Tally(**vars(saved.tally))
 
     # -- the loop ----------------------------------------------------------------------------------------------------

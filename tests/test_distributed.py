@@ -148,3 +148,49 @@ def test_the_batch_must_split_evenly(tmp_path):
 def test_each_process_takes_its_rows():
     assert [Dist(rank=r, world_size=4).rows(16) for r in range(4)] == [slice(0, 4), slice(4, 8), slice(8, 12),
                                                                        slice(12, 16)]
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The process torchrun (`launcher`) started as `rank`, if it has started."""
+    for child in os.listdir("/proc"):
+        try:
+            status = open(f"/proc/{child}/status").read()
+            environ = open(f"/proc/{child}/environ", "rb").read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        parent = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if parent == launcher and f"RANK={rank}".encode() in environ:
+            return int(child)
+    return None
+
+
+@pytest.mark.slow
+def test_a_process_killed_outright_is_named_by_the_others(tmp_path):
+    """The OOM killer's SIGKILL publishes nothing, and torchrun terminates the others a moment after it sees the
+    death: the survivor still says why it stopped."""
+    run = tmp_path / "two"
+    proc = torchrun(TINY, *COMMON, "train.max_steps=100000", "train.log_every=1", "--out", str(tmp_path), "--name",
+                    "two", popen=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(read_metrics(run) if (run / "metrics.jsonl").exists() else []) < 5:
+        time.sleep(0.05)
+    victim = _rank_pid(proc.pid, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert ("error: another process of this run stopped without saying why (killed?); rank 0 stopped with it"
+            in stderr.splitlines()), stderr
+
+
+def test_a_store_that_is_gone_is_asked_once():
+    """When the rendezvous store's host died with the others, each question would log a page of c10d's trace."""
+    asked = []
+
+    class Gone:
+        def check(self, keys: list[str]) -> bool:
+            asked.append(keys)
+            raise RuntimeError("Broken pipe")
+
+    assert distributed._published(Gone()) is None
+    assert len(asked) == 1

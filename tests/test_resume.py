@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import REPO, TIMING, run_cli
 from rnnlm import checkpoint as ckpt
@@ -322,3 +323,18 @@ def test_a_resume_that_moves_a_cosine_budget_says_how_the_learning_rate_changes(
     assert resumed.returncode == 0
     notes = [line for line in resumed.stderr.splitlines() if line.startswith("note: train.schedule=cosine")]
     assert len(notes) == 1 and "from step 11 on" in notes[0]
+
+
+def test_a_bf16_run_resumes_where_auto_resolves_to_fp32(tmp_path, monkeypatch):
+    """`train.precision: auto` is bf16 on a CPU with native bf16 (or a GPU) and fp32 elsewhere: a run trained in bf16
+    carries a bfloat16 state in last.pt, which a resume on another machine (or device) must take up in fp32."""
+    from rnnlm import device as dev
+
+    monkeypatch.setattr(dev, "native_bf16", lambda device: True)  # this process plays the bf16 machine
+    cfg = load_config(TINY, ["data.dataset=anbn", "model.hidden_size=16", "model.num_layers=1", "train.seq_len=16",
+                             "train.batch_size=4", "train.max_steps=3", "train.precision=auto", "train.device=cpu"])
+    run = train(cfg, tmp_path / "run", progress=False).run_dir
+    assert ckpt.load(run / ckpt.LAST).train.state[0].dtype == torch.bfloat16
+    resumed = run_cli("train", "--resume", str(run), "train.max_steps=6", "-q")  # a fresh process: fp32 here
+    assert resumed.returncode == 0, resumed.stderr
+    assert ckpt.load(run / ckpt.LAST).step == 6
