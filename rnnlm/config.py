@@ -9,10 +9,12 @@ and contradictions). Either way the user gets one line naming the key, the value
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
 import os
+import re
 import reprlib
 import types
 import typing
@@ -82,6 +84,7 @@ class DataConfig:
                  "only data.dataset=linux has subdirectories to choose")
         _require(all(d.strip("/") and not d.startswith("/") and ".." not in d.split("/") for d in self.subdirs),
                  "data.subdirs", list(self.subdirs), "folders inside the kernel tree, such as kernel or drivers/net")
+        _require(self.path != "", "data.path", self.path, "a file, a folder or a glob (an unset shell variable?), or null")
         _require(self.path is None or self.dataset not in ("shakespeare", "hello", "anbn", "genesis"), "data.path", self.path,
                  f"data.dataset={self.dataset} reads no files of yours; use data.dataset=text for your own text")
 
@@ -191,8 +194,9 @@ class TrainConfig:
     """Evaluate on the validation split every this many steps (and at the end), and write checkpoints."""
 
     eval_chars: int | None = 250_000
-    """Characters of the validation split each evaluation scores: its prefix of this length, scored exactly (the
-    whole split when it is shorter); null scores all of it."""
+    """Characters of the validation split each evaluation scores: the first this many after the split's first
+    character, which they are read after, scored exactly (the whole split when it is shorter; padded records: whole
+    records until they hold this many); null scores all of it."""
 
     keep_last: int = 0
     """Numbered checkpoints (`step-000400.pt`, one per evaluation) to keep besides `best.pt` and `last.pt`;
@@ -240,6 +244,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require(self.seq_len >= 1, "train.seq_len", self.seq_len, "an integer >= 1")
+        _require(self.init_from != "", "train.init_from", self.init_from,
+                 "a run directory or checkpoint (an unset shell variable?), or null")
         _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
         _require(self.lr > 0, "train.lr", self.lr, "a learning rate > 0")
         _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
@@ -266,8 +272,8 @@ class TrainConfig:
         _require(0 <= self.seed < 2**63, "train.seed", self.seed, "an integer in [0, 2**63)")
         _require(self.threads is None or 1 <= self.threads <= 1024, "train.threads", self.threads,
                  "a number of threads >= 1, or null for one per core")
-        _require(self.eval_chars is None or self.eval_chars >= 2, "train.eval_chars", self.eval_chars,
-                 "an integer >= 2 (characters of the validation split), or null for all of it")
+        _require(self.eval_chars is None or self.eval_chars >= 1, "train.eval_chars", self.eval_chars,
+                 "an integer >= 1 (characters of the validation split), or null for all of it")
         _require(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
         _require(self.sample_every >= 0, "train.sample_every", self.sample_every, "an integer >= 0 (0 turns samples off)")
         _require(self.device == "auto" or self.device == "cpu" or self.device == "cuda"
@@ -323,8 +329,9 @@ _SECTION_TYPES: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "tr
 
 
 def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    options = {c.lower(): c for c in choices}  # `SGD` for sgd
+    close = difflib.get_close_matches(word.lower(), list(options), n=1)
+    return f" (did you mean {options[close[0]]!r}?)" if close else ""
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -364,14 +371,20 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected an integer")
         return value
     if hint is float:
+        number = None
         if isinstance(value, str):  # PyYAML reads 3e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+        if number is None:
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected a number")
-        return float(value)
+        if not math.isfinite(number):  # no setting means anything by infinity (null turns a limit off)
+            raise ConfigError(f"{key}={show(value)} is not allowed: a finite number")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected a string")
@@ -409,7 +422,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
                               f"sections are: {', '.join(_SECTION_TYPES)}")
     sections = {}
     for name in _SECTION_TYPES:
-        values = raw.get(name) or {}
+        values = raw.get(name)
+        values = {} if values is None else values  # `train:` with nothing under it
         if not isinstance(values, dict):
             raise ConfigError(f"config section {name!r} must be a mapping of keys to values, not {show(values)}")
         sections[name] = _build_section(name, values)
@@ -430,7 +444,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if hint in (str, str | None):
         return section, name, None if value == "null" and hint != str else value
     try:
-        return section, name, yaml.safe_load(value) if value.strip() else ""
+        return section, name, yaml.load(value, Loader=_Loader) if value.strip() else ""  # noqa: S506 (a safe loader)
     except yaml.YAMLError:
         return section, name, value
 
@@ -447,7 +461,17 @@ def merge_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dic
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last), and
+    integers are YAML 1.2's: PyYAML's YAML 1.1 reads 0100 as octal 64 and 1:00 as base-60 60."""
+
+    yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+                               for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = self.construct_scalar(node)
+        base = {"0x": 16, "0o": 8}.get(text.lstrip("+-")[:2], 10)
+        digits = text.lstrip("+-")[2:] if base != 10 else text.lstrip("+-")
+        return (-1 if text.startswith("-") else 1) * int(digits, base)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         lines: dict[Any, int] = {}
@@ -460,6 +484,11 @@ class _Loader(yaml.SafeLoader):
                 raise ConfigError(f"line {line}: {show(key)} is given twice (lines {lines[key]} and {line}); keep one")
             lines[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                              list("-+0123456789"))
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def evaluate_split(model: CharRNN, cfg: Config, prepared: Prepared, split: str) 
     state carried, padded records each from a zero state; at most `train.eval_chars` of it, from its start."""
     limit = cfg.train.eval_chars
     tokens = prepared.tokens(split)
-    if prepared.records and cfg.data.records == "pad":
+    if _padded(cfg, prepared):
         records = Records(tokens, prepared.offsets(split))  # type: ignore[arg-type]
         picked, used = [], 0
         for k in range(len(records)):
@@ -55,6 +55,17 @@ def evaluate_split(model: CharRNN, cfg: Config, prepared: Prepared, split: str) 
             picked.append(records[k])
             used += len(picked[-1]) + 1
         return score_records(model, picked)
-    if limit is not None and len(tokens) > limit:
-        tokens = Tokens(tokens.symbols[:limit], tokens.lut)
+    if limit is not None and len(tokens) > limit + 1:  # the first is context only: limit + 1 give limit targets
+        tokens = Tokens(tokens.symbols[:limit + 1], tokens.lut)
     return score_stream(model, tokens)
+
+
+def scores_nothing(cfg: Config, prepared: Prepared, split: str) -> bool:
+    """Whether `evaluate_split` finds nothing to score in `split`: no record, or a stream of under two symbols."""
+    if _padded(cfg, prepared):
+        return len(Records(prepared.tokens(split), prepared.offsets(split))) == 0  # type: ignore[arg-type]
+    return len(prepared.store.ids(split)) < 2
+
+
+def _padded(cfg: Config, prepared: Prepared) -> bool:
+    return prepared.records and cfg.data.records == "pad"

@@ -104,11 +104,15 @@ def check_fits(vocab_size: int, cfg: ModelConfig, device: torch.device, batch: i
     """Refuse, before allocating anything, a model that cannot fit in the memory the device has free."""
     need = memory_needed(vocab_size, cfg, batch, steps)
     have = available_memory(device)
-    if have is not None and need > have:
-        raise RnnlmError(f"model.hidden_size={cfg.hidden_size} with model.num_layers={cfg.num_layers} needs about "
-                         f"{need / 1e9:,.{1 if need < 1e11 else 0}f} GB {'to train' if batch else 'to load'}, and "
-                         f"{device.type} has {have / 1e9:,.1f} GB free; choose a smaller model (or a smaller "
-                         "train.batch_size)")
+    if have is None or need <= have:
+        return
+    model = f"model.hidden_size={cfg.hidden_size} with model.num_layers={cfg.num_layers}" + (
+        f" and model.embed_dim={cfg.embed_dim}" if cfg.encoding == "embedding" else "")
+    # training keeps every step's activations: the batch and the window count as much as the model's size
+    how = f"to train on train.batch_size={batch} x train.seq_len={steps}" if batch else "to load"
+    fix = "a smaller model, train.batch_size or train.seq_len" if batch else "a smaller model"
+    raise RnnlmError(f"{model} needs about {need / 1e9:,.{1 if need < 1e11 else 0}f} GB {how}, and {device.type} "
+                     f"has {have / 1e9:,.1f} GB free; choose {fix}")
 
 
 def available_memory(device: torch.device) -> int | None:

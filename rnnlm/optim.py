@@ -38,6 +38,6 @@ def learning_rate(cfg: Config, step: int, epoch: int, clock: float = 0.0) -> flo
         progress = min(1.0, progress)
         return t.min_lr + (t.lr - t.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
     if t.schedule == "char_rnn":
-        # char-rnn decays the rate at the end of every epoch from `learning_rate_decay_after` on
-        return t.lr * t.decay_rate ** max(0, epoch - t.decay_after + 1) if epoch >= 1 else t.lr
+        # char-rnn decays the rate at the end of each epoch k >= `learning_rate_decay_after` (k counted from 1)
+        return t.lr * t.decay_rate ** max(0, epoch - max(t.decay_after, 1) + 1)
     return t.lr

@@ -7,11 +7,13 @@ opts in by calling them.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +122,15 @@ class StopSignal:
     as a second, it would stop one process at once, unsaved, while the others wait for it. The handler stays until
     that window has passed, even when the loop ends sooner."""
 
+    class Cut(Exception):
+        """Raised by a stop signal inside `cutting_short`."""
+
     def __init__(self, same_within: float = SAME_SIGNAL) -> None:
         self.received: int | None = None
         self.same_within = same_within
         self._first = 0.0
         self._old: dict[int, Any] = {}
+        self._cut = False
 
     def __enter__(self) -> "StopSignal":
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,8 +144,22 @@ class StopSignal:
         now = time.monotonic()
         if self.received is None:
             self.received, self._first = signum, now
+            if self._cut:
+                raise StopSignal.Cut
         elif now - self._first >= self.same_within:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def cutting_short(self) -> Iterator[None]:
+        """Within, the first stop signal raises `StopSignal.Cut` at once (one received before raises on entry): for
+        long work that is dropped and done again on resume, such as an evaluation, rather than waited for."""
+        if self.received is not None:
+            raise StopSignal.Cut
+        self._cut = True
+        try:
+            yield
+        finally:
+            self._cut = False
 
     def __exit__(self, *exc: Any) -> None:
         try:

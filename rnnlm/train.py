@@ -22,6 +22,7 @@ minibatch (`rnnlm.distributed`); rank 0 alone evaluates and writes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -39,7 +40,7 @@ from rnnlm.batching import IGNORE, Batch, Batcher, make_batcher, truncate
 from rnnlm.checkpoint import Checkpoint, Tally, TrainingState
 from rnnlm.config import Config
 from rnnlm.console import Progress, say
-from rnnlm.corpus import Prepared, evaluate_split, prepare
+from rnnlm.corpus import Prepared, evaluate_split, prepare, scores_nothing
 from rnnlm.data import DataRoot
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
 from rnnlm.errors import RnnlmError
@@ -116,9 +117,12 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, self.model)
         self.batcher = make_batcher(cfg, self.prepared.tokens("train"), self.prepared.offsets("train"), device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-        if dist.is_main and t.patience is not None and self.evaluate("val").chars == 0:  # fail now, not in an hour
-            raise RnnlmError("train.patience stops on the validation loss, but the validation split is empty; "
-                             "give data.splits a val share or set train.patience=null")
+        if dist.is_main and scores_nothing(cfg, self.prepared, "val"):  # say so now, not after an hour
+            if t.patience is not None:
+                raise RnnlmError("train.patience stops on the validation loss, but the validation split is empty; "
+                                 "give data.splits a val share or set train.patience=null")
+            say("warning: the validation split is empty, so the run logs no validation loss and saves no best.pt; "
+                "give data.splits a larger val share to measure it")
         self.tally, self.state = Tally(), None
         if resume is not None:
             self._restore(resume)
@@ -186,7 +190,8 @@ class Trainer:
         t, tally = self.cfg.train, self.tally
         stopped = self.budget_spent() or ("max_time" if t.max_time is not None and tally.elapsed >= t.max_time
                                           else None)
-        if stopped is not None and self.resumed_from is not None:  # a finished run: nothing to do, nothing written
+        if stopped is not None and self.resumed_from is not None and tally.last_eval_step == tally.step:
+            # a finished run: nothing to do, nothing written
             return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, nothing_to_do=True)
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main)
@@ -194,24 +199,26 @@ class Trainer:
         self.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
         self.model.train()
         try:
-            with StopSignal() as stop:
+            with StopSignal() as self.stop:
                 self.tick = time.perf_counter()
+                if stopped is None and self._evaluation_owed() and not self.evaluate_and_save():
+                    stopped = "interrupted"
                 while stopped is None:
                     batch = _draw(self.batcher, t.max_epochs)
                     if batch is None:
                         stopped = "max_epochs"
                         break
-                    interrupted, time_up = self.step(batch, stop)
-                    self.after_step()
+                    interrupted, time_up = self.step(batch, self.stop)
+                    interrupted |= not self.after_step()
                     stopped = (self.budget_spent() or ("interrupted" if interrupted else None)
                                or ("max_time" if time_up else None))
-            self.finish(stopped)
+                stopped = self.finish(stopped)
         finally:
             self.bar.close()
             self.loggers.close()
         if self.dist.is_main:
             record_status(self.run_dir, stopped, tally.step)
-        received = stop.received or signal.SIGINT if stopped == "interrupted" else None
+        received = self.stop.received or signal.SIGINT if stopped == "interrupted" else None
         return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, received)
 
     def step(self, batch: Batch, stop: StopSignal) -> tuple[bool, bool]:
@@ -252,35 +259,45 @@ class Trainer:
         self.tick = now
         return bool(shared[1]), bool(shared[2])
 
-    def after_step(self) -> None:
+    def after_step(self) -> bool:
         """The records, evaluations and samples due after this step; their time counts in the wall-clock budget,
-        not in the characters per second."""
+        not in the characters per second. False if a stop signal cut the evaluation short."""
         t, tally = self.cfg.train, self.tally
         if tally.step % t.log_every == 0:
             self.log_training()
         self.bar.step(tally)
-        if tally.step % t.eval_every == 0:
-            self.evaluate_and_save()
+        if tally.step % t.eval_every == 0 and not self.evaluate_and_save():
+            return False
         if t.sample_every and tally.step % t.sample_every == 0 and self.dist.is_main:
             self.bar.write(self.preview())
         poll()
         now = time.perf_counter()
         tally.elapsed += now - self.tick
         self.tick = now
+        return True
 
-    def finish(self, stopped: Stopped) -> None:
+    def finish(self, stopped: Stopped) -> Stopped:
         """A run interrupted saves without evaluating, so the resumed run logs what this one would have; a run whose
-        budget is spent logs its last steps' record, then a final evaluation and checkpoint."""
+        budget is spent logs its last steps' record, then a final evaluation and checkpoint. Returns how the run
+        ended: interrupted, if a stop signal cut the final evaluation short."""
         tally = self.tally
-        if stopped == "interrupted":
-            if tally.last_eval_step != tally.step:
-                self.save(ckpt.LAST)
-            return
-        self.bar.finish(tally)
-        if tally.steps:
-            self.log_training(final=True)
+        if stopped != "interrupted":
+            self.bar.finish(tally)
+            if tally.steps:
+                self.log_training(final=True)
+            if tally.last_eval_step == tally.step or self.evaluate_and_save():
+                return stopped
+            stopped = "interrupted"
         if tally.last_eval_step != tally.step:
-            self.evaluate_and_save()
+            self.save(ckpt.LAST)
+        return stopped
+
+    def _evaluation_owed(self) -> bool:
+        """Whether a resumed run starts where a stop signal cut an evaluation short (a resumed finished run owes
+        its final one: `finish`)."""
+        tally = self.tally
+        return (self.resumed_from is not None and tally.step > 0 and tally.step % self.cfg.train.eval_every == 0
+                and tally.last_eval_step != tally.step)
 
     def _final_eval(self) -> float:
         """Seconds the final evaluation will likely take, which a time budget leaves room for: the last one's, or
@@ -327,19 +344,25 @@ class Trainer:
     def evaluate(self, split: str) -> Score:
         return evaluate_split(self.model, self.cfg, self.prepared, split)
 
-    def evaluate_and_save(self) -> None:
+    def evaluate_and_save(self) -> bool:
+        """Scores the validation split and saves; False, with nothing logged or saved, if a stop signal cut the
+        evaluation short (an evaluation can take a minute; the resumed run does it again)."""
         tally, dist = self.tally, self.dist
         score = None
         if dist.is_main:
             self.bar.evaluating(tally)
             began = time.perf_counter()
-            score = self.evaluate("val")
-            self.eval_seconds = time.perf_counter() - began
+            with contextlib.suppress(StopSignal.Cut), self.stop.cutting_short():
+                score = self.evaluate("val")
+                self.eval_seconds = time.perf_counter() - began
+        outcome = dist.broadcast(None if score is None else (score.nll,))  # rank 0's; None: cut short
+        if outcome is None:
+            return False
         if score is not None:
             self.loggers.log({"step": tally.step, "epoch": tally.epoch, "val_loss": score.nll, "bpc": score.bpc,
                               "perplexity": score.perplexity, "elapsed": round(tally.elapsed, 3),
                               "train_time": round(tally.train_time, 3)})
-        nll = dist.broadcast(score.nll if score is not None else None)
+        nll = outcome[0]
         tally.last_val, tally.last_eval_step = nll, tally.step
         if score is not None:
             self.bar.evaluated(tally, score.bpc, self.eval_seconds or 0.0)
@@ -351,6 +374,7 @@ class Trainer:
         if dist.is_main and keep_last:
             for _, path in ckpt.numbered_checkpoints(self.run_dir)[:-keep_last]:
                 path.unlink()
+        return True
 
     def save(self, *names: str) -> None:
         """One checkpoint under each name (in order): every process hands in its rows of the hidden state and its

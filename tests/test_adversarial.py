@@ -70,10 +70,11 @@ def test_seeds_out_of_range_are_named(tmp_path, override, needle):
 @pytest.mark.parametrize("override, needle", [
     ("model.num_layers=100000", "model.num_layers=100000 needs about"),
     ("model.hidden_size=1000000000", "model.hidden_size=1000000000 with model.num_layers=1 needs about"),
+    ("train.seq_len=100000000000", "to train on train.batch_size=16 x train.seq_len=100000000000, and"),
 ])
 def test_a_model_too_big_for_the_machine_is_refused_before_allocating(tmp_path, override, needle):
     result, peak = measured("train", TINY, override, "--out", tmp_path / "runs")
-    assert_user_error(result, needle, "GB free; choose a smaller model")
+    assert_user_error(result, needle, "GB free; choose a smaller model, train.batch_size or train.seq_len")
     assert peak < PEAK_MB and not (tmp_path / "runs").exists()
 
 

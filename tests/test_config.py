@@ -57,6 +57,14 @@ def test_resolved_config_round_trips_through_yaml():
     ("train.schedule=linear", "train.schedule='linear' is not allowed"),
     ("train.device=tpu", "train.device='tpu' is not allowed"),
     ("trainlr", "override 'trainlr' is malformed"),
+    ("train.max_time=.inf", "train.max_time=inf is not allowed: a finite number"),
+    ("model.forget_bias=.nan", "model.forget_bias=nan is not allowed: a finite number"),
+    ("train.lr=1e400", "train.lr='1e400' is not allowed: a finite number"),
+    ("train.lr=1" + "0" * 400, "train.lr=100000000000000000...0000000000000000000 is not allowed: a finite number"),
+    ("data.path=", "data.path='' is not allowed: a file, a folder or a glob (an unset shell variable?), or null"),
+    ("train.init_from=", "train.init_from='' is not allowed: a run directory or checkpoint"),
+    ("train.batch_size=1:00", "train.batch_size='1:00' has the wrong type: expected an integer"),
+    ("train.optimizer=SGD", "choose one of adam, adamw, sgd, rmsprop (did you mean 'sgd'?)"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError) as err:
@@ -112,3 +120,20 @@ def test_overrides_round_trip(values):
         section, name = key.split(".")
         assert getattr(getattr(cfg, section), name) == value
     assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+def test_integers_are_decimal_as_written_not_yaml_1_1_octal(tmp_path):
+    """PyYAML's YAML 1.1 reads 0100 as octal 64: a seed or budget typed with a leading zero means what it says."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_steps: 0100\n  seed: 010\n  batch_size: 0x10\n  lr: 1e-3\n")
+    cfg = load_config(path)
+    assert (cfg.train.max_steps, cfg.train.seed, cfg.train.batch_size, cfg.train.lr) == (100, 10, 16, 0.001)
+    assert load_config(None, ["train.max_steps=0100", "train.seed=07"]).train.max_steps == 100
+    assert parse_override("train.seed=010") == ("train", "seed", 10)
+
+
+def test_a_section_that_is_not_a_mapping_is_named_even_when_empty(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: []\nmodel:\n")  # `model:` with nothing under it is the defaults
+    with pytest.raises(ConfigError, match=r"c.yaml: config section 'train' must be a mapping of keys to values, not \[\]$"):
+        load_config(path)

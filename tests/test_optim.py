@@ -23,3 +23,8 @@ def test_schedules():
     assert learning_rate(cfg, 50, 0, clock=750.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))  # whichever is further
     cfg = load_config(None, ["train.schedule=char_rnn", "train.decay_after=2", "train.decay_rate=0.5", "train.lr=1.0"])
     assert [learning_rate(cfg, 0, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.125]
+    # char-rnn's first decay is at the end of the first epoch however early decay_after asks for it
+    for after in (0, 1):
+        cfg = load_config(None, ["train.schedule=char_rnn", f"train.decay_after={after}", "train.decay_rate=0.5",
+                                 "train.lr=1.0"])
+        assert [learning_rate(cfg, 0, e) for e in range(4)] == [1.0, 0.5, 0.25, 0.125]

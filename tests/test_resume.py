@@ -338,3 +338,30 @@ def test_a_bf16_run_resumes_where_auto_resolves_to_fp32(tmp_path, monkeypatch):
     resumed = run_cli("train", "--resume", str(run), "train.max_steps=6", "-q")  # a fresh process: fp32 here
     assert resumed.returncode == 0, resumed.stderr
     assert ckpt.load(run / ckpt.LAST).step == 6
+
+
+@pytest.mark.parametrize("at_step", [10, 20], ids=["mid-run", "final"])
+def test_a_stop_signal_during_an_evaluation_saves_and_the_resumed_run_evaluates(tmp_path, monkeypatch, at_step):
+    """An evaluation can take a minute: Ctrl-C cuts it short and saves last.pt (the run's only checkpoint, when the
+    final evaluation is its first), and the resumed run does that evaluation and logs what one run would have."""
+    from rnnlm.train import Trainer
+
+    evaluate = Trainer.evaluate
+
+    def slow(self, split):
+        if self.tally.step == at_step:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the evaluation runs
+            time.sleep(30)
+        return evaluate(self, split)
+
+    monkeypatch.setattr(Trainer, "evaluate", slow)
+    result = train(load_config(TINY, [*COMMON, "train.max_steps=20", "train.eval_every=10"]), tmp_path / "run",
+                   progress=False)
+    assert (result.stopped, result.step, result.signal) == ("interrupted", at_step, signal.SIGINT)
+    assert ckpt.load(result.run_dir / ckpt.LAST).step == at_step
+    assert [r["step"] for r in read_metrics(result.run_dir) if "val_loss" in r] == [10] * (at_step == 20)
+    monkeypatch.undo()
+    resumed = run_cli("train", "--resume", str(result.run_dir), "-q", env={"OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "done at step 20" in resumed.stderr
+    assert strip(result.run_dir) == reference(tmp_path, "train.max_steps=20", "train.eval_every=10")

@@ -268,8 +268,8 @@ def test_evaluation_scores_at_most_eval_chars_of_the_validation_split(tmp_path):
     torch.manual_seed(0)
     model = CharRNN(len(prepared.vocab), budget.model)
     prefix = evaluate_split(model, budget, prepared, "val")
-    assert prefix.chars == 299  # a prefix of 300 characters: each after the one before it
-    assert prefix.nll == pytest.approx(score_stream(model, prepared.vocab.encode(text[36_000:36_300])).nll, abs=1e-9)
+    assert prefix.chars == 300  # the first 300 characters after the split's first, which they are read after
+    assert prefix.nll == pytest.approx(score_stream(model, prepared.vocab.encode(text[36_000:36_301])).nll, abs=1e-9)
     assert evaluate_split(model, whole, prepared, "val").chars == 1_999
     result = train(load_config(None, [*common, "train.eval_chars=300", "train.max_steps=4", "train.eval_every=4",
                                       "train.batch_size=4", "train.seq_len=16"]), tmp_path / "run", root=root,
@@ -285,3 +285,17 @@ def test_train_threads_is_how_many_cores_training_uses(tmp_path):
         assert status == 0 and torch.get_num_threads() == 2, err
     finally:
         torch.set_num_threads(1)  # conftest's setting for the other tests
+
+
+def test_an_empty_validation_split_is_said_at_the_start_and_in_the_summary(tmp_path):
+    """With nothing to validate on, a run logs no validation loss and saves no best.pt: the user hears it before
+    training, not as `val nan` at the first evaluation."""
+    (tmp_path / "t.txt").write_text("hello world, " * 400, encoding="utf-8")
+    status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={tmp_path / 't.txt'}",
+                         "data.splits=[1.0,0.0,0.0]", "train.max_steps=4", "train.eval_every=2", "--out", tmp_path,
+                         "--name", "run", "--data-dir", tmp_path / "data", "-q")
+    assert status == 0, err
+    assert ("warning: the validation split is empty, so the run logs no validation loss and saves no best.pt; give "
+            "data.splits a larger val share to measure it") in err.splitlines()
+    assert "done at step 4: no validation loss (empty split) (max steps reached)" in err
+    assert not (tmp_path / "run" / "best.pt").exists()
