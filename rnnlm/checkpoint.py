@@ -74,6 +74,8 @@ class Tally:
     grad_sum: float = 0.0
     grad_max: float = 0.0
     steps: int = 0
+    skipped: int = 0
+    """Steps fp16's loss scaler skipped (their gradient overflowed): not in grad_sum or grad_max."""
 
 
 @dataclass

@@ -334,10 +334,12 @@ class Trainer:
         """The training record of the steps gathered since the last one, which the tally then forgets."""
         tally = self.tally
         record = {"step": tally.step, "epoch": tally.epoch, "train_loss": tally.loss_sum / max(1, tally.chars),
-                  "lr": self.lr, "grad_norm": tally.grad_sum / max(1, tally.steps), "grad_norm_max": tally.grad_max,
-                  "chars_per_sec": round(tally.chars / max(tally.seconds, 1e-9), 1),
-                  "elapsed": round(tally.elapsed, 3), "train_time": round(tally.train_time, 3)}
+                  "lr": self.lr, "grad_norm": tally.grad_sum / max(1, tally.steps - tally.skipped),
+                  "grad_norm_max": tally.grad_max, "chars_per_sec": round(tally.chars / max(tally.seconds, 1e-9), 1),
+                  "elapsed": round(tally.elapsed, 3), "train_time": round(tally.train_time, 3),
+                  **({"skipped_steps": tally.skipped} if tally.skipped else {})}
         tally.loss_sum, tally.chars, tally.seconds, tally.grad_sum, tally.grad_max, tally.steps = 0.0, 0, 0.0, 0.0, 0.0, 0
+        tally.skipped = 0
         self.loggers.log(record)
         self.bar.show(tally, record, final)
 
@@ -431,8 +433,11 @@ def _count_step(tally: Tally, epoch: int, seconds: float, loss: float, chars: in
     tally.train_time += seconds
     tally.loss_sum += loss * chars
     tally.chars += chars
-    tally.grad_sum += grad_norm
-    tally.grad_max = max(tally.grad_max, grad_norm)
+    if math.isfinite(grad_norm):
+        tally.grad_sum += grad_norm
+        tally.grad_max = max(tally.grad_max, grad_norm)
+    else:  # only with fp16 loss scaling (else the run stopped as diverged): the scaler skips the step
+        tally.skipped += 1
     tally.steps += 1
 
 

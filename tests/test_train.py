@@ -299,3 +299,15 @@ def test_an_empty_validation_split_is_said_at_the_start_and_in_the_summary(tmp_p
             "data.splits a larger val share to measure it") in err.splitlines()
     assert "done at step 4: no validation loss (empty split) (max steps reached)" in err
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
+    """fp16's loss scaler skips a step whose gradient overflowed (a few at the start of every fp16 run): the record's
+    mean and largest norm are over the steps taken, and the skipped ones are counted, not turned into null."""
+    from rnnlm.checkpoint import Tally
+    from rnnlm.train import _count_step
+
+    tally = Tally()
+    for norm in (1.0, math.inf, 3.0):
+        _count_step(tally, 0, 0.1, 2.0, 10, norm)
+    assert (tally.steps, tally.skipped, tally.grad_sum, tally.grad_max) == (3, 1, 4.0, 3.0)
