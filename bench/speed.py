@@ -4,6 +4,7 @@
     python bench/speed.py --quick    # fewer repetitions, smoke test
     python bench/speed.py --busy     # = --only busy: with one core taken by another process
     python bench/speed.py --grid --cells lstm   # = --only grid: training at every shape of the grid (long)
+    python bench/speed.py --only paths          # inference of a few steps: rnnlm's one-step kernel vs its loops
 
 Both sides get the same model around the cell (an embedding of a 65-character vocabulary, the stack, a linear decoder,
 cross-entropy, Adam), the same weights (torch.nn's state dict loaded into ours), the same data and the same shapes.
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlm import cells, fused, runtime
+from rnnlm import cells, fastpath, fused, runtime
 from rnnlm.evaluate import CHUNK, MAX_STREAMS
 from rnnlm.sample import sampling_threads
 
@@ -195,6 +196,38 @@ def grid() -> list[Shape]:
     input 64 wide (a small embedding) or as wide as the hidden layer (a wide embedding, or a second layer's input)."""
     return [Shape(hidden, layers, batch, seq, embed) for hidden in (128, 256, 512, 1024) for embed in (EMBED, hidden)
             for layers in (1, 2) for batch in (1, 32, 64) for seq in (64, 100)]
+
+
+def bench_paths(quick: bool) -> None:
+    """Inference of a few steps at a small batch (a prime, a short text): rnnlm's one-step kernel per step against
+    its whole-sequence loops, both forced, with the same weights; where the first stops winning sets
+    fastpath.STEP_MAX_STEPS. Ratios are the one-step path's speed over the loops'."""
+    steps = (2, 4, 8, 32)
+    print("\n| inference, one-step kernel / sequence loops | " + " | ".join(f"T={t}" for t in steps) + " |")
+    print("|---|" + "---:|" * len(steps), flush=True)
+    for kind in ("lstm", "gru", "rnn"):
+        for hidden in (128, 512):
+            stack = OURS[kind](hidden, hidden, 2)
+            for rows in (1, fastpath.STEP_MAX_BATCH):
+                ratios = []
+                for t in steps:
+                    x = torch.randn(t, rows, hidden)
+                    forced = {p: _forced(stack, x, p) for p in ("step", "c")}
+                    one_step, loops = interleaved(forced["step"], forced["c"], quick, budget=2.0)
+                    ratios.append(f"{loops / one_step:.2f}x")
+                print(f"| {kind.upper()} 2x{hidden}, B={rows} | " + " | ".join(ratios) + " |", flush=True)
+
+
+def _forced(stack: nn.Module, x: Tensor, path: str) -> Callable[[], None]:
+    def run() -> None:
+        stack._path = lambda inp: path  # an instance attribute shadows the method
+        try:
+            with torch.no_grad():
+                stack(x)
+        finally:
+            del stack._path
+
+    return run
 
 
 def bench_grid(quick: bool, kinds: list[str], hidden: set[int] | None = None,
@@ -386,8 +419,9 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
-    parser.add_argument("--only", choices=["train", "bf16", "sample", "eval", "memory", "busy", "grid"],
-                        action="append", help="run only these sections (repeatable); the grid runs only when named")
+    parser.add_argument("--only", choices=["train", "bf16", "sample", "eval", "memory", "busy", "grid", "paths"],
+                        action="append", help="run only these sections (repeatable); grid and paths run only when "
+                        "named")
     parser.add_argument("--busy", action="append_const", const="busy", dest="only", help="= --only busy")
     parser.add_argument("--grid", action="append_const", const="grid", dest="only", help="= --only grid")
     parser.add_argument("--cells", default="lstm,gru,rnn", help="the grid's cells, comma-separated")
@@ -414,6 +448,8 @@ def main() -> None:
     for section in sections:
         if section == "memory":
             bench_memory()
+        elif section == "paths":
+            bench_paths(args.quick)
         elif section == "grid":
             numbers = [None if v is None else {int(x) for x in v.split(",")} for v in (args.hidden, args.batch)]
             bench_grid(args.quick, args.cells.split(","), *numbers, pairs=args.pairs)

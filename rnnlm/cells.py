@@ -15,8 +15,9 @@ A stack runs layer by layer. Each layer's input projection W_ih x_t of all T ste
 loop; the loop over time is one of two implementations of the same equations, chosen once per call (`_path`):
 
     "c"      rnnlm.fastpath    float32 on a CPU with rnnlm's C loops built: a whole sequence per C call each way
-    "step"   rnnlm.fastpath    the same, without autograd, for a single step at any batch (sampling) or a sequence
-                               at a batch of at most 8: one C call per step for the whole stack, W_ih's product in it
+    "step"   rnnlm.fastpath    the same, without autograd, for a single step at any batch (sampling) or up to 4
+                               steps at a batch of at most 8: one C call per step for the whole stack, W_ih's
+                               product in it
     "bf16"   rnnlm.fastpath    float32 parameters under bfloat16 autocast on such a CPU: the "c" loops with W_hh's
                                products in bfloat16 and the gates and states in float32 (as autocast keeps
                                pointwise math), the input projections in bfloat16 by autocast
@@ -197,16 +198,17 @@ class _Recurrent(nn.Module):
 
     def _path(self, inp: Tensor) -> Path:
         """Where this call runs: the C loops for float32 on a CPU when they are built (with W_hh's products in bfloat16
-        under bf16 autocast), one C call per step for inference of one step or at a small batch (without dropout to
-        apply), else PyTorch ops. A longer sequence at a larger batch keeps its input projection one big product."""
+        under bf16 autocast), one C call per step for inference of one step, or of a few at a small batch (without
+        dropout to apply), else PyTorch ops. A longer sequence keeps its input projection one big product."""
         autocast = self._autocast_dtype(inp)
         if (fused.kernels(inp) is None or autocast not in (None, torch.float32, torch.bfloat16)
                 or any(p.dtype != torch.float32 or p.device.type != "cpu" for p in self._parameters.values())):
             return "torch"
         if autocast == torch.bfloat16:
             return "bf16"
-        if (not torch.is_grad_enabled() and (inp.shape[0] == 1 or inp.shape[1] <= fastpath.STEP_MAX_BATCH)
-                and not (self.training and self.dropout > 0)):
+        steps, batch = inp.shape[0], inp.shape[1]
+        if (not torch.is_grad_enabled() and not (self.training and self.dropout > 0)
+                and (steps == 1 or (steps <= fastpath.STEP_MAX_STEPS and batch <= fastpath.STEP_MAX_BATCH))):
             return "step"
         return "c"
 

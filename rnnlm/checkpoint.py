@@ -173,6 +173,13 @@ def resolve(path: str | Path) -> Path:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Load and check a checkpoint file or run directory."""
     p = resolve(path)
+    try:
+        return _load(p, map_location)
+    except OSError as e:
+        raise CheckpointError(f"{p}: cannot be read ({e.strerror or e})") from None
+
+
+def _load(p: Path, map_location: str | torch.device) -> Checkpoint:
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: the file is empty, not a checkpoint")
     if not zipfile.is_zipfile(p):  # torch.save's archive: anything else is another tool's file, or a plain pickle
@@ -182,6 +189,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
         raise CheckpointError(f"{p}: refused to load: {what} (rnnlm checkpoints are torch archives of tensors and "
                               "plain data; a pickle could run code when loaded)" if pickled else
                               f"{p}: corrupted, truncated or {what} (not a torch archive)")
+    _check_sums(p)
     try:
         with warnings.catch_warnings():  # torch's remarks on the pickle protocol are not the user's business
             warnings.simplefilter("ignore")
@@ -202,12 +210,42 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
         config = from_dict(raw["config"])
         vocab = Vocab.from_list(raw["vocab"])
         training = TrainingState.from_plain(raw["train"]) if raw.get("train") else None
-        point = Checkpoint(config, vocab, bool(raw["records"]), raw["model"], int(raw["step"]), training, p,
+        if not isinstance(raw["records"], bool) or not isinstance(raw.get("data_root"), (str, type(None))):
+            raise TypeError("records or data_root is of the wrong type")
+        point = Checkpoint(config, vocab, raw["records"], raw["model"], int(raw["step"]), training, p,
                            raw.get("data_root"))
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
         raise CheckpointError(f"{p}: damaged checkpoint ({_first_line(e)})") from None
     _check_weights(point)
+    _check_state(point)
     return point
+
+
+def _check_sums(p: Path) -> None:
+    """Every member of the archive against the CRC-32 torch.save wrote with it: torch.load does not look, and a
+    damaged weight that stays finite would load as a model writing nonsense."""
+    try:
+        with zipfile.ZipFile(p) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:
+        raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint ({_first_line(e)})") from None
+    if bad is not None:
+        raise CheckpointError(f"{p}: corrupted: {bad} fails its checksum (the file was damaged after it was "
+                              "written); use another checkpoint of the run")
+
+
+def _check_state(point: Checkpoint) -> None:
+    """The carried hidden state fits the model and batch: (layers, batch, hidden), an (h, c) pair for an LSTM."""
+    state = point.train.state if point.train is not None else None
+    if state is None:
+        return
+    cfg = point.config
+    parts = state if isinstance(state, tuple) else (state,)
+    shape = (cfg.model.num_layers, cfg.train.batch_size, cfg.model.hidden_size)
+    if (len(parts) != (2 if cfg.model.cell == "lstm" else 1)
+            or not all(isinstance(t, torch.Tensor) and tuple(t.shape) == shape and t.is_floating_point() for t in parts)):
+        raise CheckpointError(f"{point.path}: damaged checkpoint (its carried state does not fit its config: "
+                              f"expected {'two tensors' if cfg.model.cell == 'lstm' else 'a tensor'} of shape {shape})")
 
 
 def _check_weights(point: Checkpoint) -> None:

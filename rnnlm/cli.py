@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import warnings
@@ -143,7 +144,7 @@ def train(
 def _train_args(config: Optional[Path], args: list[str], resume: Optional[Path],
                 init_from: Optional[Path]) -> tuple[Optional[Path], list[str]]:
     """The config file and the overrides `train` was given, its command line's shorthands spelled out."""
-    if config is not None and "=" in config.name and not config.exists():
+    if config is not None and _is_override(config):
         args.insert(0, str(config))  # `rnnlm train --resume RUN train.max_steps=2000`: no config, just overrides
         config = None
     if resume is None and config is None:
@@ -153,6 +154,11 @@ def _train_args(config: Optional[Path], args: list[str], resume: Optional[Path],
             raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
         args.append(f"train.init_from={ckpt_path(init_from)}")
     return config, args
+
+
+def _is_override(config: Path) -> bool:
+    """Whether the CONFIG argument is an override (`sample.prime=a/b`: its value may hold a slash), not a file."""
+    return re.match(r"[A-Za-z_]+\.[A-Za-z_]+=", str(config)) is not None and not config.exists()
 
 
 def _report(result: Any, dist: Any, data_dir: Optional[Path]) -> None:
@@ -349,7 +355,7 @@ def show_config(
     from rnnlm.config import load_config, with_absolute_paths
 
     args = list(overrides or [])
-    if config is not None and "=" in config.name and not config.exists():
+    if config is not None and _is_override(config):
         args.insert(0, str(config))  # `rnnlm config train.lr=0.01`: no file, just overrides
         config = None
     typer.echo(with_absolute_paths(load_config(config, args)).to_yaml(), nl=False)
@@ -512,7 +518,11 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
     """stdout, or a text file for --out that appears only when the block completes: an existing file is
     replaced then, and left as it was if anything fails on the way (a refused option, Ctrl-C, a full disk)."""
     if path is None:
-        yield sys.stdout
+        try:
+            yield sys.stdout
+        except UnicodeEncodeError as e:  # PYTHONIOENCODING=ascii, or a terminal of a narrower encoding
+            raise RnnlmError(f"standard output's encoding ({e.encoding}) cannot show {e.object[e.start:e.end]!r}; "
+                             "set PYTHONIOENCODING=utf-8, or write to a file with --out FILE") from None
         return
     from rnnlm.atomic import atomic_file
 

@@ -6,8 +6,8 @@ The same equations as `rnnlm.reference`, with the same interface, so `rnnlm.cell
   GRU's backward): every step's recurrent product h_{t-1} W_hh^T and its pointwise half together, panel by panel of 8
   units, the threads meeting once per step. A step's product is small (a 1x128 LSTM's 32x128 @ 128x512), and MKL
   runs it well below the machine's speed; the C loops keep each weight loaded for several rows.
-- Inference of a single step at any batch (sampling), or of a sequence at a batch of up to STEP_MAX_BATCH rows,
-  runs each step of the whole stack as one C call that reads every weight once per block of rows (`step_stack`): at
+- Inference of a single step at any batch (sampling), or of a few steps (STEP_MAX_STEPS) at a batch of up to
+  STEP_MAX_BATCH rows, runs each step of the whole stack as one C call that reads every weight once per block of rows (`step_stack`): at
   batch 1 a step is matrix-vector products whose time is reading the weights, and a dozen PyTorch calls per layer
   around them cost more than the arithmetic; at a larger batch one step's input projection is too small a product
   for MKL to run at speed.
@@ -31,8 +31,10 @@ from rnnlm import fused
 from rnnlm.reference import LayerGrads, Recurrence, history
 
 STEP_MAX_BATCH = 8
-"""Inference of a sequence at batches up to this size runs each step of the stack as one C call (`step_stack`), as
-inference of a single step does at any batch."""
+STEP_MAX_STEPS = 4
+"""Inference of a sequence of up to STEP_MAX_STEPS steps at batches up to STEP_MAX_BATCH runs each step of the stack
+as one C call (`step_stack`), as inference of a single step does at any batch; a longer sequence is faster through
+the whole-sequence loops, its input projection one product (README "Speed", the step-path crossover)."""
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 _STEP_KIND = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 _T = TypeVar("_T")

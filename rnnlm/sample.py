@@ -43,6 +43,9 @@ WARM_UP_LENGTH = 1000
 must reach its <eos> whatever --length is, or the kept one would start mid-record; this bounds a model that never
 writes one."""
 
+PRIME_CHUNK = 1 << 16
+"""Characters of the prime read in one call of the model."""
+
 STREAM_SEPARATOR = "---"
 """The line between two samples of a stream corpus (records need none: one record, one line)."""
 
@@ -103,7 +106,8 @@ def choose(logits: torch.Tensor, opts: SampleOptions, generators: list[torch.Gen
     probs = filter_logits(shifted / opts.temperature, opts.top_k, opts.top_p).softmax(-1)
     u = torch.cat([torch.rand(1, generator=g) for g in generators])  # (N,)
     cdf = probs.cumsum(-1)
-    picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1)
+    # right=True: u = 0 must not land on a leading character of probability 0 (a banned <eos>, or one top-k left out)
+    picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
     return picked.clamp(max=probs.shape[-1] - 1)
 
 
@@ -130,11 +134,19 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
             warm_up = dataclasses.replace(opts, length=max(opts.length, WARM_UP_LENGTH))
             _, logits, state = _write(model, logits, state, warm_up, generators, records=True)
             if ids.shape[1] > 1:
-                logits, state = model(ids[:, 1:], state)  # the prime after the <eos> just written
+                logits, state = _read(model, ids[:, 1:], state)  # the prime after the <eos> just written
         else:
-            logits, state = model(ids, None if records else expand_rows(start, n))
+            logits, state = _read(model, ids, None if records else expand_rows(start, n))
         out, _, _ = _write(model, logits, state, opts, generators, records, on_step)
     return out
+
+
+def _read(model: CharRNN, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+    """The logits after the last of `ids` (N, P >= 1), (N, 1, V), and the state: read PRIME_CHUNK columns at a time,
+    so that a long prime (a whole file) keeps one chunk's logits, not one per character."""
+    for begin in range(0, ids.shape[1], PRIME_CHUNK):
+        logits, state = model(ids[:, begin:begin + PRIME_CHUNK], state)
+    return logits[:, -1:], state
 
 
 def sampling_threads(num_samples: int) -> int | None:
@@ -281,8 +293,8 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     if novel and training is None:
         raise RnnlmError(f"--novel needs the training split: {note}; point --data-dir at the corpus")
     wanted = opts.num_samples
+    model, start = load_model(point, device, force), start_state(point, device)  # refused before a prime is shown
     printer = _Printer(point.vocab, prime, out, wanted, point.records, unique, novel, training)
-    model, start = load_model(point, device, force), start_state(point, device)
     seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
     while True:  # filtered records: draw again until `wanted` are written, or MAX_DRAWS times that many were drawn
         n = wanted - printer.written

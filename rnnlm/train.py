@@ -174,11 +174,16 @@ class Trainer:
             raise ckpt.CheckpointError(f"{resume.path}: holds no training state to resume from")
         saved = resume.train
         self.model.load_state_dict(resume.model)
-        self.optimizer.load_state_dict(saved.optimizer)
-        self.batcher.load_state_dict(saved.batcher)
-        if saved.scaler:
-            self.scaler.load_state_dict(saved.scaler)
-        restore_rng(saved.rng, self.dist)
+        try:
+            self.optimizer.load_state_dict(saved.optimizer)
+            self.batcher.load_state_dict(saved.batcher)
+            if saved.scaler:
+                self.scaler.load_state_dict(saved.scaler)
+            restore_rng(saved.rng, self.dist)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{resume.path}: damaged checkpoint (its training state cannot be restored: "
+                                       f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+                                       "); start a new run from its weights with --init-from") from None
         rows = self.dist.rows(self.cfg.train.batch_size)
         # float32 whatever precision saved it: a bf16 run's state is bfloat16, and `auto` may resolve otherwise here
         self.state = select_rows(map_state(lambda s: s.to(self.device, torch.float32), saved.state), rows)
@@ -189,7 +194,7 @@ class Trainer:
     def run(self, progress: bool) -> RunResult:
         t, tally = self.cfg.train, self.tally
         stopped = self.budget_spent() or ("max_time" if t.max_time is not None and tally.elapsed >= t.max_time
-                                          else None)
+                                          else None) or ("max_epochs" if self._epochs_spent() else None)
         if stopped is not None and self.resumed_from is not None and tally.last_eval_step == tally.step:
             # a finished run: nothing to do, nothing written
             return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, nothing_to_do=True)
@@ -291,6 +296,13 @@ class Trainer:
         if tally.last_eval_step != tally.step:
             self.save(ckpt.LAST)
         return stopped
+
+    def _epochs_spent(self) -> bool:
+        """Whether train.max_epochs is spent (a resumed run's), looking at the next minibatch without taking it."""
+        before = self.batcher.state_dict()
+        spent = _draw(self.batcher, self.cfg.train.max_epochs) is None
+        self.batcher.load_state_dict(before)
+        return spent
 
     def _evaluation_owed(self) -> bool:
         """Whether a resumed run starts where a stop signal cut an evaluation short (a resumed finished run owes

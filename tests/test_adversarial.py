@@ -104,7 +104,9 @@ def test_a_plain_pickle_is_refused_without_a_torch_warning(tmp_path):
 
 def test_non_finite_weights_are_refused_unless_forced(tmp_path, model):
     run = damaged(tmp_path, model, lambda m: m["rnn.weight_hh_l0"].view(-1)[3:5].fill_(math.nan))
-    assert_user_error(cli("sample", run), "rnn.weight_hh_l0 hold NaN or infinite", "--force")
+    refused = cli("sample", run, "--prime", "he")
+    assert_user_error(refused, "rnn.weight_hh_l0 hold NaN or infinite", "--force")
+    assert refused[1] == ""  # nothing on stdout, not even the prime
     assert_user_error(cli("eval", run), "rnn.weight_hh_l0 hold NaN or infinite", "--force")
     status, out, err = cli("sample", run, "--force", "--length", "5", "--seed", "1")
     assert status == 0 and err.startswith("warning: ") and "NaN or infinite" in err

@@ -32,7 +32,9 @@ def test_round_trip(tmp_path):
 
 def test_the_training_state_round_trips_by_field(tmp_path):
     """What a resume reads comes back as the typed object it was saved as, the carried LSTM state a pair again."""
-    state = (torch.randn(1, 2, 3), torch.randn(1, 2, 3))
+    config = Config()  # an LSTM: (h, c), each (layers, batch, hidden)
+    state = tuple(torch.randn(config.model.num_layers, config.train.batch_size, config.model.hidden_size)
+                  for _ in range(2))
     training = ckpt.TrainingState({"state": {}}, {"pos": 4}, None, {"torch": [torch.get_rng_state()], "cuda": []},
                                   state, ckpt.Tally(step=3, best_val=1.5, first_loss=2.0), ["abc"])
     ckpt.save([tmp_path / "last.pt"], ckpt.Checkpoint(Config(), VOCAB, False, weights(), 3, training))
@@ -128,3 +130,49 @@ def test_a_plain_pickle_is_refused_unread(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="refused to load: a plain pickle"):
         ckpt.load(path)
     assert not marker.exists()
+
+
+def flip_a_weight(path):
+    """One bit of the first tensor's bytes (its sign), as a bad disk or copy would: every value stays finite."""
+    import zipfile
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = next(i for i in archive.infolist() if "/data/" in i.filename)
+    at = member.header_offset  # the local header's own name and extra lengths (torch pads the extra field)
+    start = at + 30 + int.from_bytes(data[at + 26:at + 28], "little") + int.from_bytes(data[at + 28:at + 30], "little")
+    data[start + 3] ^= 0x80
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_byte_inside_the_weights_is_caught_by_its_checksum(tmp_path):
+    path = tmp_path / "last.pt"
+    ckpt.save([path], payload())
+    flip_a_weight(path)
+    with pytest.raises(ckpt.CheckpointError, match=r"last.pt: corrupted: archive/data/\d+ fails its checksum"):
+        ckpt.load(path)
+
+
+@pytest.mark.parametrize("state, message", [
+    (torch.zeros(2, 32, 128), "expected two tensors of shape \\(2, 32, 128\\)"),
+    ((torch.zeros(2, 32, 7), torch.zeros(2, 32, 7)), "carried state does not fit its config"),
+])
+def test_a_carried_state_that_does_not_fit_is_named(tmp_path, state, message):
+    training = ckpt.TrainingState({}, {}, None, {"torch": [], "cuda": []}, state)
+    ckpt.save([tmp_path / "last.pt"], ckpt.Checkpoint(Config(), VOCAB, False, weights(), 3, training))
+    with pytest.raises(ckpt.CheckpointError, match=message):
+        ckpt.load(tmp_path)
+
+
+def test_an_unreadable_checkpoint_is_one_line(tmp_path, monkeypatch):
+    ckpt.save([tmp_path / "last.pt"], payload())
+    real_open = open
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith("last.pt"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(ckpt.CheckpointError, match="last.pt: cannot be read \\(Permission denied\\)"):
+        ckpt.load(tmp_path)

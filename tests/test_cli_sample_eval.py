@@ -299,3 +299,19 @@ def test_a_data_dir_that_does_not_exist_is_refused_not_made(models, tmp_path, co
     missing = tmp_path / "no" / "such"
     assert_user_error(cli(command, models["coin"], "--data-dir", missing), f"--data-dir {missing}: no such folder")
     assert not (tmp_path / "no").exists()
+
+
+def test_a_stdout_that_cannot_show_the_text_is_one_line(tmp_path):
+    """PYTHONIOENCODING=ascii (or a narrow terminal) and a model that writes é: say so and how to get the text."""
+    model = make_checkpoint(tmp_path / "e.pt", dataset="hello", chars="é", setup=constant_logits(é=0.0))
+    result = run_cli("sample", str(model), "--length", "5", env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: standard output's encoding (ascii) cannot show 'é'; set PYTHONIOENCODING=utf-8, or write to a file "
+        "with --out FILE"]
+
+
+def test_a_config_override_with_a_slash_in_its_value_is_not_taken_for_a_file():
+    status, out, err = cli("config", "sample.prime=a/b")
+    assert status == 0, err
+    assert "  prime: a/b\n" in out

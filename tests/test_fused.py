@@ -129,8 +129,8 @@ def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) ->
 
 
 @pytest.mark.parametrize("kind", KINDS)
-# Whole sequences: the one-step C kernel up to STEP_MAX_BATCH, the layer loops past it. Single steps: the one-step
-# kernel at every batch, its rows in blocks of 3 (LSTM), 4 (GRU) or 6 (RNN) and what is left over: 3 x 3 + 1,
+# Whole sequences (6 steps): the layer loops; up to STEP_MAX_STEPS steps, the one-step C kernel up to STEP_MAX_BATCH
+# and the layer loops past it. Single steps: the one-step kernel at every batch, its rows in blocks of 3 (LSTM), 4 (GRU) or 6 (RNN) and what is left over: 3 x 3 + 1,
 # 4 x 2 + 2, 6 + 4 at the last batch.
 @pytest.mark.parametrize("batch", [1, 2, 3, 5, fastpath.STEP_MAX_BATCH + 2])
 @pytest.mark.parametrize("hidden", [13, 131])
@@ -154,6 +154,10 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
         for a, b, c in zip((out_o, *flat_state(st_o)), (out_p, *flat_state(st_p)), (out_r, *flat_state(st_r))):
             torch.testing.assert_close(a.double(), c, **F32)
             torch.testing.assert_close(b.double(), c, **F32)
+        few = slice(0, fastpath.STEP_MAX_STEPS)  # a short prime
+        (few_o, few_so), (few_r, few_sr) = ours(x[few].float(), as_float(hx)), ref(x[few], hx)
+        for a, c in zip((few_o, *flat_state(few_so)), (few_r, *flat_state(few_sr)), strict=True):
+            torch.testing.assert_close(a.double(), c, **F32)
         state_r, state_o, state_p = hx, as_float(hx), as_float(hx)
         for t in range(x.shape[0]):
             step_r, state_r = ref(x[t : t + 1], state_r)
@@ -165,7 +169,7 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
             torch.testing.assert_close(a.double(), c, **F32)
             torch.testing.assert_close(b.double(), c, **F32)
     assert bool(kernel_calls["step"]) == (path == "fused")
-    whole = path == "fused" and batch > fastpath.STEP_MAX_BATCH
+    whole = path == "fused"  # the 6-step sequence, at any batch
     assert bool(kernel_calls["lstm_sequence"]) == (whole and kind == "lstm")
     assert bool(kernel_calls["gru_sequence"]) == (whole and kind == "gru")
     assert bool(kernel_calls["rnn_sequence"]) == (whole and kind.startswith("rnn"))

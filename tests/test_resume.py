@@ -300,18 +300,20 @@ def test_resume_reads_an_edited_config_yaml_and_checks_it_like_an_override(tmp_p
     assert ckpt.load(run / ckpt.LAST).step == 15
 
 
-def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("budget, more", [("train.max_steps=10", "train.max_steps=20"),
+                                          ("train.max_epochs=1", "train.max_epochs=N")])
+def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path, budget, more):
     run = tmp_path / "run"
-    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10",
-                   "-q").returncode == 0
+    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=null", budget,
+                   "train.seq_len=64", "train.batch_size=64", "-q").returncode == 0
     files = lambda: {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != LOCK}  # noqa: E731
-    before = files()
+    before, tally = files(), ckpt.load(run / ckpt.LAST).train.tally
     again = run_cli("train", "--resume", str(run), "-q")
     assert again.returncode == 0
     assert again.stderr.strip().splitlines() == [
-        f"nothing to do: the run is at step 10: val loss {ckpt.load(run / ckpt.LAST).train.tally.last_val:.4f} "
-        f"nats/char (best {ckpt.load(run / ckpt.LAST).train.tally.best_val:.4f}) and its max steps is spent; give "
-        f"it more with: rnnlm train --resume {run} train.max_steps=20"]
+        f"nothing to do: the run is at step {tally.step}: val loss {tally.last_val:.4f} nats/char (best "
+        f"{tally.best_val:.4f}) and its {budget[6:].split('=')[0].replace('_', ' ')} is spent; give it more with: "
+        f"rnnlm train --resume {run} {more}"]
     assert files() == before and not (run / "resume.log").exists()  # the lock names the pid that took it
 
 
@@ -365,3 +367,17 @@ def test_a_stop_signal_during_an_evaluation_saves_and_the_resumed_run_evaluates(
     assert resumed.returncode == 0, resumed.stderr
     assert "done at step 20" in resumed.stderr
     assert strip(result.run_dir) == reference(tmp_path, "train.max_steps=20", "train.eval_every=10")
+
+
+def test_a_checkpoint_whose_training_state_is_damaged_is_one_line_on_resume(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=4",
+                   "-q").returncode == 0
+    point = ckpt.load(run / ckpt.LAST)
+    point.train.optimizer = {}  # what a hand edit or another tool might leave
+    ckpt.save([run / ckpt.LAST], point)
+    resumed = run_cli("train", "--resume", str(run), "train.max_steps=8", "-q")
+    assert resumed.returncode == 2
+    assert resumed.stderr.strip().splitlines()[-1].startswith(
+        f"error: {run / ckpt.LAST}: damaged checkpoint (its training state cannot be restored: ")
+    assert "Traceback" not in resumed.stderr
