@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from rnnlm import checkpoint as ckpt
-from rnnlm.config import Config
+from rnnlm.config import Config, ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.inference import non_finite
 from rnnlm.model import CharRNN
@@ -25,6 +25,11 @@ from rnnlm.vocab import EOS, UNK, Vocab
 
 FREE = ("dropout", "forget_bias")
 """Model keys a fine-tuned run may set anew: neither shapes a weight (forget_bias only initialises one)."""
+
+
+def _unused(model: ModelConfig) -> tuple[str, ...]:
+    """Model keys this model does not read: embed_dim without an embedding, nonlinearity but for the vanilla RNN."""
+    return (("embed_dim",) if model.encoding == "onehot" else ()) + (("nonlinearity",) if model.cell != "rnn" else ())
 
 
 @dataclass
@@ -43,7 +48,8 @@ def start_from(cfg: Config, corpus_vocab: Vocab) -> Start:
     broken = non_finite(point)
     if broken:
         raise RnnlmError(f"train.init_from: {broken}; start from another checkpoint (an earlier one of the run?)")
-    differ = [f.name for f in fields(cfg.model) if f.name not in FREE
+    ignored = FREE + _unused(cfg.model) + _unused(point.config.model)  # (an encoding or cell change is named itself)
+    differ = [f.name for f in fields(cfg.model) if f.name not in ignored
               and getattr(cfg.model, f.name) != getattr(point.config.model, f.name)]
     if differ:
         theirs = ", ".join(f"model.{k}={getattr(point.config.model, k)!r}" for k in differ)

@@ -119,3 +119,14 @@ def test_weights_that_hold_nan_are_refused_before_training_from_them(tmp_path):
     assert_user_error(result, "train.init_from:", "rnn.weight_hh_l0 hold NaN", "start from another checkpoint")
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_model_keys_that_shape_nothing_here_may_differ(tmp_path):
+    """A one-hot LSTM reads neither embed_dim nor nonlinearity: a config that sets them otherwise fine-tunes it."""
+    cfg = load_config(None, ["model.hidden_size=8", "model.num_layers=1", "model.cell=lstm"])
+    vocab = Vocab.from_texts(["ab"])
+    path = tmp_path / "m.pt"
+    ckpt.save([path], ckpt.Checkpoint(cfg, vocab, False, CharRNN(len(vocab), cfg.model).state_dict(), 5, None))
+    tuned = load_config(None, ["model.hidden_size=8", "model.num_layers=1", "model.cell=lstm", "model.embed_dim=32",
+                               "model.nonlinearity=relu", f"train.init_from={path}"])
+    assert start_from(tuned, vocab).vocab.itos == vocab.itos
