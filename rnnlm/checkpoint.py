@@ -221,6 +221,19 @@ def _load(p: Path, map_location: str | torch.device) -> Checkpoint:
     return point
 
 
+def saved_step(path: Path) -> int | None:
+    """The step a checkpoint holds, its tensors mapped rather than read (cheap enough for `rnnlm runs` to ask of every
+    run); None when it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # damaged or foreign: `load` says why when it matters
+        return None
+    step = raw.get("step") if isinstance(raw, dict) and raw.get("format") == FORMAT else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def _check_sums(p: Path) -> None:
     """Every member of the archive against the CRC-32 torch.save wrote with it: torch.load does not look, and a
     damaged weight that stays finite would load as a model writing nonsense."""

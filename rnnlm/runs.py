@@ -288,6 +288,9 @@ def _progress(run_dir: Path, logged: int) -> tuple[int, str]:
         return logged, "running"
     if not any(run_dir.glob("*.pt")):
         return 0, "stopped"
+    resumable = ckpt.saved_step(run_dir / ckpt.LAST)
+    if resumable is not None:  # a run killed outright logged steps past its last checkpoint, which a resume redoes
+        logged = min(logged, resumable)
     try:
         ended = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -152,3 +152,16 @@ def test_a_kill_while_the_corpus_is_prepared_leaves_no_run_and_no_half_store(tmp
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
     assert not (tmp_path / "runs" / "big").exists()
     assert [p.name for p in (data / "text").iterdir() if ".tmp-" in p.name] == []
+
+
+def test_a_run_killed_outright_counts_the_steps_its_last_checkpoint_holds(tmp_path):
+    """SIGKILL leaves records logged after the last checkpoint (and no status of its own): a resume redoes them."""
+    done = run_cli("train", TINY, *FAST, "train.max_steps=10", "train.eval_every=10", "train.log_every=2", "--out",
+                   str(tmp_path), "--name", "killed", "-q")
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "killed"
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 12, "epoch": 0, "train_loss": 2.0}\n{"step": 14, "epoch": 0, "train_loss": 2.0}\n')
+    (run / "status.json").unlink()  # the killed session wrote none
+    [info] = list_runs(run)
+    assert (info.steps, info.status) == (10, "stopped")
