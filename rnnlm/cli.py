@@ -75,7 +75,8 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks of unexpected errors.")] = False,
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show the Python traceback behind any error, a "
+                                              "user mistake's message included.")] = False,
           version: Annotated[bool, typer.Option("--version", help="Print rnnlm's version and exit.", callback=_version,
                                                 is_eager=True)] = False) -> None:
     if debug:

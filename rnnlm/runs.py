@@ -131,7 +131,9 @@ def holder(run_dir: Path) -> int | None:
 def require_run_dir(run_dir: Path) -> None:
     """An error unless `run_dir` is a run a resume can continue: a folder with its config.yaml or last.pt."""
     if not run_dir.is_dir():
-        raise RnnlmError(f"--resume {run_dir}: not a run directory")
+        what = "a file" if run_dir.exists() else "no such folder"
+        raise RnnlmError(f"--resume {run_dir}: not a run directory ({what}); give the folder `rnnlm train` made "
+                         "(rnnlm runs lists them)")
     if not (run_dir / "config.yaml").is_file() and not (run_dir / ckpt.LAST).exists():
         raise RnnlmError(f"--resume {run_dir}: not a run directory (it has no config.yaml or {ckpt.LAST}); give the "
                          "folder `rnnlm train` made (rnnlm runs lists them)")

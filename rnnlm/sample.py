@@ -297,7 +297,7 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     printer = _Printer(point.vocab, prime, out, wanted, point.records, unique, novel, training)
     seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
     while True:  # filtered records: draw again until `wanted` are written, or MAX_DRAWS times that many were drawn
-        n = wanted - printer.written
+        n = min(wanted - printer.written, MAX_DRAWS * wanted - len(printer.rows))
         printer.begin(n)
         generate(model, point.vocab, prime, dataclasses.replace(opts, num_samples=n, seed=seed + len(printer.rows) - n),
                  records=point.records, packed=point.config.data.records == "pack", start=start, on_step=printer.step)

@@ -384,6 +384,8 @@ class Trainer:
         tally.best_val = min(tally.best_val, nll)
         tally.evals_since_best = 0 if improved else tally.evals_since_best + 1
         keep_last = self.cfg.train.keep_last
+        now = time.perf_counter()  # the evaluation's time counts in the elapsed the checkpoint keeps
+        tally.elapsed, self.tick = tally.elapsed + now - self.tick, now
         self.save(*[ckpt.BEST] * improved, *[ckpt.numbered(tally.step)] * (keep_last > 0), ckpt.LAST)
         if dist.is_main and keep_last:
             for _, path in ckpt.numbered_checkpoints(self.run_dir)[:-keep_last]:

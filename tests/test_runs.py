@@ -165,3 +165,10 @@ def test_a_run_killed_outright_counts_the_steps_its_last_checkpoint_holds(tmp_pa
     (run / "status.json").unlink()  # the killed session wrote none
     [info] = list_runs(run)
     assert (info.steps, info.status) == (10, "stopped")
+
+
+def test_resume_of_a_folder_that_is_not_a_run_says_what_it_is(tmp_path):
+    assert_user_error(cli("train", "--resume", tmp_path / "e2"), "--resume", "e2: not a run directory (no such folder)")
+    (tmp_path / "f").write_text("x")
+    assert_user_error(cli("train", "--resume", tmp_path / "f"), "f: not a run directory (a file)")
+    assert_user_error(cli("train", "--resume", tmp_path), "not a run directory (it has no config.yaml or last.pt)")

@@ -311,3 +311,20 @@ def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
     for norm in (1.0, math.inf, 3.0):
         _count_step(tally, 0, 0.1, 2.0, 10, norm)
     assert (tally.steps, tally.skipped, tally.grad_sum, tally.grad_max) == (3, 1, 4.0, 3.0)
+
+
+def test_the_elapsed_time_a_checkpoint_keeps_counts_its_evaluation(tmp_path, monkeypatch):
+    """train.max_time counts evaluations, over every session: the final one's time is in the checkpoint a resume
+    reads (it was left out, and a resumed run got that much extra)."""
+    from rnnlm.train import Trainer
+
+    evaluate = Trainer.evaluate
+
+    def slow(self, split):
+        time.sleep(0.5)
+        return evaluate(self, split)
+
+    monkeypatch.setattr(Trainer, "evaluate", slow)
+    result, _, _ = fit(tmp_path, "data.dataset=hello", "model.hidden_size=8", "model.num_layers=1", "train.batch_size=4",
+                       "train.seq_len=8", "train.max_steps=4", "train.eval_every=2")
+    assert ckpt.load(result.run_dir / ckpt.LAST).train.tally.elapsed >= 1.0  # two evaluations of half a second
