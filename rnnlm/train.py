@@ -299,6 +299,8 @@ class Trainer:
 
     def _epochs_spent(self) -> bool:
         """Whether train.max_epochs is spent (a resumed run's), looking at the next minibatch without taking it."""
+        if self.cfg.train.max_epochs is None:
+            return False
         before = self.batcher.state_dict()
         spent = _draw(self.batcher, self.cfg.train.max_epochs) is None
         self.batcher.load_state_dict(before)
