@@ -202,7 +202,7 @@ def bench_paths(quick: bool) -> None:
     """Inference of a few steps at a small batch (a prime, a short text): rnnlm's one-step kernel per step against
     its whole-sequence loops, both forced, with the same weights; where the first stops winning sets
     fastpath.STEP_MAX_STEPS. Ratios are the one-step path's speed over the loops'."""
-    steps = (2, 4, 8, 32)
+    steps = (2, 4, 6, 8, 16, 64)
     print("\n| inference, one-step kernel / sequence loops | " + " | ".join(f"T={t}" for t in steps) + " |")
     print("|---|" + "---:|" * len(steps), flush=True)
     for kind in ("lstm", "gru", "rnn"):
