@@ -36,7 +36,7 @@ import torch
 
 from rnnlm.atomic import atomic_file
 from rnnlm.config import Config, ConfigError, from_dict
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, first_line
 from rnnlm.model import parameter_shapes
 from rnnlm.state import State
 from rnnlm.vocab import Vocab
@@ -191,16 +191,14 @@ def _load(p: Path, map_location: str | torch.device) -> Checkpoint:
                               f"{p}: corrupted, truncated or {what} (not a torch archive)")
     _check_sums(p)
     try:
-        with warnings.catch_warnings():  # torch's remarks on the pickle protocol are not the user's business
-            warnings.simplefilter("ignore")
-            raw = torch.load(p, map_location=map_location, weights_only=True)
+        raw = _torch_load(p, map_location)
     except pickle.UnpicklingError as e:
         if "unsupported global" in str(e).lower():  # the file names a Python object to rebuild: code, not data
             raise CheckpointError(f"{p}: refused to load: the file holds Python objects other than plain data "
                                   "and tensors, which could run code; rnnlm checkpoints never do") from None
         raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint (its pickle is unreadable)") from None
     except Exception as e:  # torch.load fails in many ways on damaged bytes (RuntimeError, KeyError, EOFError, ...)
-        raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint ({first_line(e)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not an rnnlm checkpoint (it has no '{FORMAT}' header)")
     if raw.get("version") != CHECKPOINT_VERSION:
@@ -215,19 +213,25 @@ def _load(p: Path, map_location: str | torch.device) -> Checkpoint:
         point = Checkpoint(config, vocab, raw["records"], raw["model"], int(raw["step"]), training, p,
                            raw.get("data_root"))
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
-        raise CheckpointError(f"{p}: damaged checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{p}: damaged checkpoint ({first_line(e)})") from None
     _check_weights(point)
     _check_state(point)
     return point
+
+
+def _torch_load(path: Path, map_location: str | torch.device, mmap: bool = False) -> Any:
+    """torch.load of tensors and plain data only (never arbitrary objects), quietly: torch's remarks on the pickle
+    protocol are not the user's business."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def saved_step(path: Path) -> int | None:
     """The step a checkpoint holds, its tensors mapped rather than read (cheap enough for `rnnlm runs` to ask of every
     run); None when it cannot be read."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        raw = _torch_load(path, "cpu", mmap=True)
     except Exception:  # damaged or foreign: `load` says why when it matters
         return None
     step = raw.get("step") if isinstance(raw, dict) and raw.get("format") == FORMAT else None
@@ -241,7 +245,7 @@ def _check_sums(p: Path) -> None:
         with zipfile.ZipFile(p) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:
-        raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint ({first_line(e)})") from None
     if bad is not None:
         raise CheckpointError(f"{p}: corrupted: {bad} fails its checksum (the file was damaged after it was "
                               "written); use another checkpoint of the run")
@@ -283,8 +287,3 @@ def _check_weights(point: Checkpoint) -> None:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise CheckpointError(f"{where}: its weights do not fit its config: {'; '.join(problems[:3])}{more}")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -85,7 +85,7 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show the Python t
 
 @app.command(short_help="Train a model into a run directory.")
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="YAML config, e.g. configs/tiny.yaml. Optional with --resume.",
+    config: Annotated[Optional[str], typer.Argument(help="YAML config, e.g. configs/tiny.yaml. Optional with --resume.",
                                                      show_default=False, metavar="CONFIG")] = None,
     overrides: OverridesArg = None,
     out: Annotated[Path, typer.Option("--out", help="Folder that holds run directories.")] = Path("checkpoints"),
@@ -113,21 +113,21 @@ def train(
     from rnnlm.runtime import keep_freed_memory, use_threads
     from rnnlm.train import train as run_training
 
-    config, args = _train_args(config, list(overrides or []), resume, init_from)
+    config_file, args = _train_args(config, list(overrides or []), resume, init_from)
     with contextlib.ExitStack() as stack:
         if "RANK" not in os.environ:  # a kill while the corpus is prepared unwinds (training's own stop takes over)
             stack.enter_context(_sigterm_unwinds())
         if resume is not None and os.environ.get("RANK", "0") == "0":  # rank 0 (or a lone process) writes the run
             require_run_dir(resume)  # before the lock, which would leave its file in any folder
             stack.enter_context(RunLock(resume))
-        previous, cfg = _run_config(config, args, resume)
+        previous, cfg = _run_config(config_file, args, resume)
         root = DataRoot.resolve(data_dir or recorded_root(previous), mirror)  # a resume reads where the run did
         with setup(cfg.train.device) as dist:
             if dist.device.type == "cpu":
                 keep_freed_memory()
                 use_threads(cfg.train.threads)
             made_out = not out.exists()
-            run_dir = resume if resume is not None else new_run_dir(out, config.stem, name, dist)  # type: ignore[union-attr]
+            run_dir = resume if resume is not None else new_run_dir(out, config_file.stem, name, dist)  # type: ignore[union-attr]
             if resume is None and dist.is_main:
                 stack.enter_context(RunLock(run_dir))
             try:
@@ -142,12 +142,10 @@ def train(
         raise typer.Exit(128 + int(result.signal or 2))
 
 
-def _train_args(config: Optional[Path], args: list[str], resume: Optional[Path],
+def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Path],
                 init_from: Optional[Path]) -> tuple[Optional[Path], list[str]]:
     """The config file and the overrides `train` was given, its command line's shorthands spelled out."""
-    if config is not None and _is_override(config):
-        args.insert(0, str(config))  # `rnnlm train --resume RUN train.max_steps=2000`: no config, just overrides
-        config = None
+    config, args = _config_and_overrides(config_arg, args)  # `rnnlm train --resume RUN train.max_steps=2000`
     if resume is None and config is None:
         raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
     if init_from is not None:
@@ -157,9 +155,12 @@ def _train_args(config: Optional[Path], args: list[str], resume: Optional[Path],
     return config, args
 
 
-def _is_override(config: Path) -> bool:
-    """Whether the CONFIG argument is an override (`sample.prime=a/b`: its value may hold a slash), not a file."""
-    return re.match(r"[A-Za-z_]+\.[A-Za-z_]+=", str(config)) is not None and not config.exists()
+def _config_and_overrides(config: Optional[str], args: list[str]) -> tuple[Optional[Path], list[str]]:
+    """The CONFIG argument as a file, or as the first override when it is one (no file, just overrides; its value
+    kept as typed, `sample.prime=a//b` and all)."""
+    if config is not None and re.match(r"[A-Za-z_]+\.[A-Za-z_]+=", config) and not Path(config).exists():
+        return None, [config, *args]
+    return (None if config is None else Path(config)), args
 
 
 def _report(result: Any, dist: Any, data_dir: Optional[Path]) -> None:
@@ -347,7 +348,7 @@ def list_runs(
 
 @app.command("config", short_help="Print a config fully resolved, every key with its value.")
 def show_config(
-    config: Annotated[Optional[Path], typer.Argument(help="YAML config [default: none, the defaults].",
+    config: Annotated[Optional[str], typer.Argument(help="YAML config [default: none, the defaults].",
                                                      show_default=False, metavar="CONFIG")] = None,
     overrides: OverridesArg = None,
 ) -> None:
@@ -355,11 +356,8 @@ def show_config(
     `rnnlm train` writes it to the run's config.yaml. Nothing is trained."""
     from rnnlm.config import load_config, with_absolute_paths
 
-    args = list(overrides or [])
-    if config is not None and _is_override(config):
-        args.insert(0, str(config))  # `rnnlm config train.lr=0.01`: no file, just overrides
-        config = None
-    typer.echo(with_absolute_paths(load_config(config, args)).to_yaml(), nl=False)
+    config_file, args = _config_and_overrides(config, list(overrides or []))  # `rnnlm config train.lr=0.01`
+    typer.echo(with_absolute_paths(load_config(config_file, args)).to_yaml(), nl=False)
 
 
 @app.command(short_help="Write a web page of how each neuron fires on a text.")
@@ -522,6 +520,8 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
         try:
             yield sys.stdout
         except UnicodeEncodeError as e:  # PYTHONIOENCODING=ascii, or a terminal of a narrower encoding
+            if e.encoding != getattr(sys.stdout, "encoding", None):
+                raise
             raise RnnlmError(f"standard output's encoding ({e.encoding}) cannot show {e.object[e.start:e.end]!r}; "
                              "set PYTHONIOENCODING=utf-8, or write to a file with --out FILE") from None
         return

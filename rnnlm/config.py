@@ -123,6 +123,7 @@ class ModelConfig:
         _require(self.num_layers >= 1, "model.num_layers", self.num_layers, "an integer >= 1")
         _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "a probability in [0, 1)")
         _require(self.embed_dim >= 1, "model.embed_dim", self.embed_dim, "an integer >= 1")
+        _require(math.isfinite(self.forget_bias), "model.forget_bias", self.forget_bias, "a finite number")
 
 
 @dataclass
@@ -247,8 +248,8 @@ class TrainConfig:
         _require(self.init_from != "", "train.init_from", self.init_from,
                  "a run directory or checkpoint (an unset shell variable?), or null")
         _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
-        _require(self.lr > 0, "train.lr", self.lr, "a learning rate > 0")
-        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _require(0 < self.lr < math.inf, "train.lr", self.lr, "a finite learning rate > 0")
+        _require(0 <= self.weight_decay < math.inf, "train.weight_decay", self.weight_decay, "a finite number >= 0")
         _require(0 <= self.momentum < 1, "train.momentum", self.momentum, "a number in [0, 1)")
         _require(all(0 <= b < 1 for b in self.betas), "train.betas", list(self.betas), "two numbers in [0, 1)")
         _require(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "an integer >= 0")
@@ -382,9 +383,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 number = math.inf
         if number is None:
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected a number")
-        if not math.isfinite(number):  # no setting means anything by infinity (null turns a limit off)
-            raise ConfigError(f"{key}={show(value)} is not allowed: a finite number")
-        return number
+        return number  # each section's checks say which keys take infinity (a limit, as null) and which refuse it
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected a string")
@@ -468,10 +467,13 @@ class _Loader(yaml.SafeLoader):
                                for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        text = self.construct_scalar(node)
-        base = {"0x": 16, "0o": 8}.get(text.lstrip("+-")[:2], 10)
-        digits = text.lstrip("+-")[2:] if base != 10 else text.lstrip("+-")
-        return (-1 if text.startswith("-") else 1) * int(digits, base)
+        text = str(self.construct_scalar(node)).replace("_", "")
+        unsigned = text.lstrip("+-")
+        base = {"0x": 16, "0o": 8, "0b": 2}.get(unsigned[:2].lower(), 10)
+        try:
+            return (-1 if text.startswith("-") else 1) * int(unsigned[2:] if base != 10 else unsigned, base)
+        except ValueError:  # `!!int` on what is not one
+            raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not an integer", node.start_mark) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         lines: dict[Any, int] = {}
@@ -486,8 +488,9 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-                              list("-+0123456789"))
+_Loader.add_implicit_resolver(  # YAML 1.2's forms, and 1.1's digit separators (100_000) and binary (0b101)
+    "tag:yaml.org,2002:int",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+)$"), list("-+0123456789"))
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 

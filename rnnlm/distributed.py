@@ -51,7 +51,7 @@ import torch
 import torch.distributed as dist
 
 from rnnlm.device import resolve_device
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, first_line
 from rnnlm.state import State, map_state
 
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -176,8 +176,7 @@ def _failed(here: Dist, error: BaseException) -> BaseException:
             cause = _published(store)
         return RankFailed(f"{cause or 'another process of this run stopped without saying why (killed?)'}; "
                           f"rank {here.rank} stopped with it")
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    _publish(store, f"rank {here.rank} failed: {message}")
+    _publish(store, f"rank {here.rank} failed: {first_line(error)}")
     return error
 
 

@@ -278,6 +278,12 @@ def _read_rows(model: CharRNN, tokens: Tokens, starts: np.ndarray, length: int, 
     return nll, state
 
 
+def read_state(model: CharRNN, inputs: torch.Tensor, state: State | None) -> State:
+    """The state after reading rows `inputs` (R, T) from `state`, in calls of bounded size that keep no logits: a
+    prime as long as a book costs what a short one does."""
+    return _read(model, inputs, None, state)[1]
+
+
 def _read(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,
           state: State | None = None) -> tuple[torch.Tensor, State]:
     """Rows (R, T) read left to right from `state` (zero if None), up to CHUNK steps per call (fewer for a wide

@@ -62,7 +62,7 @@ def _pack(w_hh: Tensor, gates: int, bf16: bool, backward: bool = False) -> Tenso
 
 def _panels(w_hh: Tensor, gates: int, keep: bool, bf16: bool = False) -> Tensor:
     """W_hh in the C loops' panels (in bfloat16 pairs if `bf16`). Training packs it on every call (it changes every
-    step); inference (evaluation, a sequence at a batch past STEP_MAX_BATCH) keeps the packed copy until the
+    step); inference (evaluation, a sequence past the one-step kernel's reach) keeps the packed copy until the
     weight changes in place (its version counter), or is freed, or `forget_packed` drops it."""
     if keep or w_hh.is_inference():  # an inference tensor has no version counter to key a copy on
         return _pack(w_hh, gates, bf16)

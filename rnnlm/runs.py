@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rnnlm import checkpoint as ckpt
 from rnnlm.atomic import atomic_file, remove_stale_temp_files
-from rnnlm.config import Config, ConfigError
+from rnnlm.config import Config, ConfigError, read_yaml
 from rnnlm.console import say
 from rnnlm.distributed import Dist
 from rnnlm.errors import RnnlmError
@@ -259,10 +257,10 @@ def list_runs(folder: Path) -> list[RunInfo]:
 
 def _run_info(run_dir: Path) -> RunInfo | None:
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        cfg = read_yaml(run_dir / "config.yaml")  # as training reads it (YAML 1.2 integers)
         model, data = cfg.get("model", {}), cfg.get("data", {})
         shape = f"{model.get('cell', '?')} {model.get('num_layers', '?')}x{model.get('hidden_size', '?')}"
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (OSError, ConfigError, AttributeError):
         return None
     records = read_metrics(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
     evals = [r for r in records if r.get("val_loss") is not None]

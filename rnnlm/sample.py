@@ -28,6 +28,7 @@ from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.novelty import SplitRecords
 from rnnlm.data.text import decode_utf8, read_utf8, typed_text
 from rnnlm.errors import RnnlmError
+from rnnlm.evaluate import read_state
 from rnnlm.fastpath import STEP_MAX_BATCH
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
@@ -42,9 +43,6 @@ WARM_UP_LENGTH = 1000
 """The most characters of the record a packed-records model writes and throws away before the kept one: that record
 must reach its <eos> whatever --length is, or the kept one would start mid-record; this bounds a model that never
 writes one."""
-
-PRIME_CHUNK = 1 << 16
-"""Characters of the prime read in one call of the model."""
 
 STREAM_SEPARATOR = "---"
 """The line between two samples of a stream corpus (records need none: one record, one line)."""
@@ -134,19 +132,20 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
             warm_up = dataclasses.replace(opts, length=max(opts.length, WARM_UP_LENGTH))
             _, logits, state = _write(model, logits, state, warm_up, generators, records=True)
             if ids.shape[1] > 1:
-                logits, state = _read(model, ids[:, 1:], state)  # the prime after the <eos> just written
-        else:
-            logits, state = _read(model, ids, None if records else expand_rows(start, n))
+                logits, state = _read(model, ids[:, 1:], state)  # the prime after each row's own warm-up record
+        else:  # every row reads the same prime from the same state: read it once
+            logits, state = _read(model, ids[:1], None if records else start)
+            logits, state = logits.expand(n, -1, -1), expand_rows(state, n)
         out, _, _ = _write(model, logits, state, opts, generators, records, on_step)
     return out
 
 
 def _read(model: CharRNN, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-    """The logits after the last of `ids` (N, P >= 1), (N, 1, V), and the state: read PRIME_CHUNK columns at a time,
-    so that a long prime (a whole file) keeps one chunk's logits, not one per character."""
-    for begin in range(0, ids.shape[1], PRIME_CHUNK):
-        logits, state = model(ids[:, begin:begin + PRIME_CHUNK], state)
-    return logits[:, -1:], state
+    """The logits after the last of `ids` (N, P >= 1), (N, 1, V), and the state after it; the ids before the last
+    are read as evaluation reads a text, so a long prime (a whole --prime-file) keeps no logits."""
+    if ids.shape[1] > 1:
+        state = read_state(model, ids[:, :-1], state)
+    return model(ids[:, -1:], state)
 
 
 def sampling_threads(num_samples: int) -> int | None:

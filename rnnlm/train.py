@@ -43,7 +43,7 @@ from rnnlm.console import Progress, say
 from rnnlm.corpus import Prepared, evaluate_split, prepare, scores_nothing
 from rnnlm.data import DataRoot
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, first_line
 from rnnlm.evaluate import Score
 from rnnlm.finetune import start_from, transplant
 from rnnlm.inference import warm_start
@@ -180,10 +180,11 @@ class Trainer:
             if saved.scaler:
                 self.scaler.load_state_dict(saved.scaler)
             restore_rng(saved.rng, self.dist)
+        except torch.OutOfMemoryError:
+            raise
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
             raise ckpt.CheckpointError(f"{resume.path}: damaged checkpoint (its training state cannot be restored: "
-                                       f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
-                                       "); start a new run from its weights with --init-from") from None
+                                       f"{first_line(e)}); start a new run from its weights with --init-from") from None
         rows = self.dist.rows(self.cfg.train.batch_size)
         # float32 whatever precision saved it: a bf16 run's state is bfloat16, and `auto` may resolve otherwise here
         self.state = select_rows(map_state(lambda s: s.to(self.device, torch.float32), saved.state), rows)
@@ -206,17 +207,17 @@ class Trainer:
         try:
             with StopSignal() as self.stop:
                 self.tick = time.perf_counter()
-                if stopped is None and self._evaluation_owed() and not self.evaluate_and_save():
-                    stopped = "interrupted"
+                if self._evaluation_owed():  # first, as the stopped session would have done it
+                    stopped = (self.budget_spent() or stopped) if self.evaluate_and_save() else "interrupted"
                 while stopped is None:
                     batch = _draw(self.batcher, t.max_epochs)
                     if batch is None:
                         stopped = "max_epochs"
                         break
                     interrupted, time_up = self.step(batch, self.stop)
-                    interrupted |= not self.after_step()
-                    stopped = (self.budget_spent() or ("interrupted" if interrupted else None)
-                               or ("max_time" if time_up else None))
+                    cut = not self.after_step()  # a cut evaluation ends the session whatever else is spent
+                    stopped = "interrupted" if cut else (self.budget_spent() or ("interrupted" if interrupted else None)
+                                                         or ("max_time" if time_up else None))
                 stopped = self.finish(stopped)
         finally:
             self.bar.close()

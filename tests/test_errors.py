@@ -125,7 +125,7 @@ class Payload:
     ("missing", ["no such checkpoint"]),
     ("empty", ["the file is empty"]),
     ("truncated", ["corrupted, truncated or not a checkpoint"]),
-    ("corrupted", ["corrupted, truncated or not a checkpoint"]),
+    ("corrupted", ["corrupted"]),  # a damaged member fails its checksum, or the archive does not read
     ("foreign", ["not an rnnlm checkpoint"]),
     ("future", ["checkpoint format 99"]),
     ("text", ["corrupted, truncated or not a checkpoint"]),

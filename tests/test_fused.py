@@ -113,7 +113,7 @@ def test_float32_training_matches_torch(kind: str, hidden: int, batch: int, path
 @pytest.mark.parametrize("kind", KINDS)
 def test_float32_batch_first_without_bias_matches_torch(kind: str, path: str) -> None:
     """batch_first input reaches the kernels transposed (made contiguous first); no bias means zero addends, in training
-    and in evaluation (a batch past STEP_MAX_BATCH, so whole sequences rather than the one-step kernel)."""
+    and in evaluation (5 steps at a batch past STEP_MAX_BATCH, so whole sequences rather than the one-step kernel)."""
     ref, ours = make_pair(kind, 4, 9, 2, batch_first=True, bias=False)
     ours.float()
     x = torch.randn(3, 5, 4, dtype=torch.float64)  # (B, T, in)
@@ -154,10 +154,13 @@ def test_float32_inference_and_sampling_steps_match_torch(kind: str, batch: int,
         for a, b, c in zip((out_o, *flat_state(st_o)), (out_p, *flat_state(st_p)), (out_r, *flat_state(st_r))):
             torch.testing.assert_close(a.double(), c, **F32)
             torch.testing.assert_close(b.double(), c, **F32)
-        few = slice(0, fastpath.STEP_MAX_STEPS)  # a short prime
+        few = slice(0, fastpath.STEP_MAX_STEPS)  # a short prime: the one-step kernel up to STEP_MAX_BATCH
+        before = collections.Counter(kernel_calls)
         (few_o, few_so), (few_r, few_sr) = ours(x[few].float(), as_float(hx)), ref(x[few], hx)
         for a, c in zip((few_o, *flat_state(few_so)), (few_r, *flat_state(few_sr)), strict=True):
             torch.testing.assert_close(a.double(), c, **F32)
+        one_step = path == "fused" and batch <= fastpath.STEP_MAX_BATCH
+        assert kernel_calls["step"] - before["step"] == (fastpath.STEP_MAX_STEPS if one_step else 0)
         state_r, state_o, state_p = hx, as_float(hx), as_float(hx)
         for t in range(x.shape[0]):
             step_r, state_r = ref(x[t : t + 1], state_r)

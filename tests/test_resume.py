@@ -92,7 +92,7 @@ def interrupt(process: subprocess.Popen[str], run: Path, sig: int, after_step: i
     assert temp_files(run) == []
     step = ckpt.load(run / ckpt.LAST).step
     stopped = next(line for line in err.splitlines() if line.startswith("stopped at step "))
-    evaluated = step >= 20  # COMMON's train.eval_every
+    evaluated = any("val_loss" in r for r in read_metrics(run))  # a signal during an evaluation cuts it short
     assert stopped.startswith(f"stopped at step {step}: {'val loss' if evaluated else 'not evaluated yet;'}"), err
     return step
 
@@ -342,31 +342,54 @@ def test_a_bf16_run_resumes_where_auto_resolves_to_fp32(tmp_path, monkeypatch):
     assert ckpt.load(run / ckpt.LAST).step == 6
 
 
-@pytest.mark.parametrize("at_step", [10, 20], ids=["mid-run", "final"])
-def test_a_stop_signal_during_an_evaluation_saves_and_the_resumed_run_evaluates(tmp_path, monkeypatch, at_step):
-    """An evaluation can take a minute: Ctrl-C cuts it short and saves last.pt (the run's only checkpoint, when the
-    final evaluation is its first), and the resumed run does that evaluation and logs what one run would have."""
+def cut_evaluation_at(monkeypatch, at_step: int, nll_of_step=None) -> None:
+    """Ctrl-C while the evaluation at `at_step` runs; evaluations score `nll_of_step(step)` if given."""
+    from rnnlm.evaluate import Score
     from rnnlm.train import Trainer
 
-    evaluate = Trainer.evaluate
+    evaluate, cut = Trainer.evaluate, []
 
     def slow(self, split):
-        if self.tally.step == at_step:
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the evaluation runs
+        if self.tally.step == at_step and not cut:  # once: a resumed run in this process evaluates
+            cut.append(at_step)
+            os.kill(os.getpid(), signal.SIGINT)
             time.sleep(30)
-        return evaluate(self, split)
+        return Score(nll_of_step(self.tally.step), 100, 0) if nll_of_step else evaluate(self, split)
 
     monkeypatch.setattr(Trainer, "evaluate", slow)
-    result = train(load_config(TINY, [*COMMON, "train.max_steps=20", "train.eval_every=10"]), tmp_path / "run",
-                   progress=False)
+
+
+@pytest.mark.parametrize("steps, every, at_step", [(20, 10, 10), (20, 10, 20), (23, 10, 23), (24, 8, 24)],
+                         ids=["mid-run", "final, an evaluation step", "final, between", "final, between records"])
+def test_a_stop_signal_during_an_evaluation_saves_and_the_resumed_run_evaluates(tmp_path, monkeypatch, steps, every,
+                                                                                at_step):
+    """An evaluation can take a minute: Ctrl-C cuts it short and saves last.pt (the run's only checkpoint, when the
+    final evaluation is its first), and the resumed run does that evaluation and logs what one run would have, in
+    the same order."""
+    budget = [f"train.max_steps={steps}", f"train.eval_every={every}"]
+    cut_evaluation_at(monkeypatch, at_step)
+    result = train(load_config(TINY, [*COMMON, *budget]), tmp_path / "run", progress=False)
     assert (result.stopped, result.step, result.signal) == ("interrupted", at_step, signal.SIGINT)
     assert ckpt.load(result.run_dir / ckpt.LAST).step == at_step
-    assert [r["step"] for r in read_metrics(result.run_dir) if "val_loss" in r] == [10] * (at_step == 20)
+    assert [r["step"] for r in read_metrics(result.run_dir) if "val_loss" in r] == list(range(every, at_step, every))
     monkeypatch.undo()
     resumed = run_cli("train", "--resume", str(result.run_dir), "-q", env={"OMP_NUM_THREADS": "1"})
     assert resumed.returncode == 0, resumed.stderr
-    assert "done at step 20" in resumed.stderr
-    assert strip(result.run_dir) == reference(tmp_path, "train.max_steps=20", "train.eval_every=10")
+    assert f"done at step {steps}" in resumed.stderr
+    assert strip(result.run_dir) == reference(tmp_path, *budget)
+
+
+def test_an_evaluation_owed_by_a_resumed_run_counts_for_patience(tmp_path, monkeypatch):
+    """The evaluation a cut-short session owes can end the run by train.patience, as it would have unbroken."""
+    worse_after_10 = lambda step: 1.0 if step <= 10 else 2.0  # noqa: E731
+    overrides = [*COMMON, "train.max_steps=40", "train.eval_every=10", "train.patience=1"]
+    cut_evaluation_at(monkeypatch, 20, worse_after_10)
+    cut = train(load_config(TINY, overrides), tmp_path / "run", progress=False)
+    assert (cut.stopped, cut.step) == ("interrupted", 20)
+    resumed = train(load_config(TINY, overrides), cut.run_dir, resume=ckpt.load(cut.run_dir / ckpt.LAST),
+                    progress=False)
+    assert (resumed.stopped, resumed.step) == ("patience", 20)
+    assert [r["step"] for r in read_metrics(cut.run_dir) if "val_loss" in r] == [10, 20]
 
 
 def test_a_checkpoint_whose_training_state_is_damaged_is_one_line_on_resume(tmp_path):

@@ -312,14 +312,3 @@ def test_a_draw_of_exactly_zero_never_writes_a_character_of_probability_zero(mon
     logits = torch.tensor([[float("-inf"), float("-inf"), 1.0, 2.0]])
     monkeypatch.setattr(torch, "rand", lambda *args, **kwargs: torch.zeros(1))
     assert choose(logits, SampleOptions(temperature=1.0), [torch.Generator()]).tolist() == [2]
-
-
-def test_a_prime_longer_than_a_chunk_is_read_as_one(monkeypatch):
-    """A long prime (a whole --prime-file) is read a chunk at a time, carrying the state: the same sample."""
-    import rnnlm.sample
-
-    model, prime = MODELS["lstm"], "abcdef\nfedcba\n" * 5
-    opts = SampleOptions(length=40, temperature=1.0, num_samples=2, seed=5)
-    whole = generate(model, VOCAB, prime, opts)
-    monkeypatch.setattr(rnnlm.sample, "PRIME_CHUNK", 7)
-    assert generate(model, VOCAB, prime, opts) == whole
