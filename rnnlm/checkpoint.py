@@ -76,6 +76,9 @@ class Tally:
     steps: int = 0
     skipped: int = 0
     """Steps fp16's loss scaler skipped (their gradient overflowed): not in grad_sum or grad_max."""
+    ended_by: str = ""
+    """The budget that ended the last session ("" while none has): a resume stopped during its final evaluation, or
+    after it, ends again unless that budget was raised."""
 
 
 @dataclass

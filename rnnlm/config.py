@@ -260,6 +260,8 @@ class TrainConfig:
         _require(self.max_steps is None or self.max_steps >= 1, "train.max_steps", self.max_steps, "an integer >= 1, or null")
         _require(self.max_epochs is None or self.max_epochs >= 1, "train.max_epochs", self.max_epochs,
                  "an integer >= 1, or null")
+        if self.max_time == math.inf:  # no limit: as null, which the budget checks below see
+            self.max_time = None
         _require(self.max_time is None or self.max_time > 0, "train.max_time", self.max_time, "seconds > 0, or null")
         _require(self.max_steps is not None or self.max_epochs is not None or self.max_time is not None,
                  "train.max_steps", self.max_steps, "a run needs a budget: set train.max_steps, train.max_epochs or train.max_time")
@@ -323,7 +325,7 @@ class Config:
                 for s in dataclasses.fields(self)}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False)
 
 
 _SECTION_TYPES: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sample": SampleConfig}
@@ -492,6 +494,12 @@ _Loader.add_implicit_resolver(  # YAML 1.2's forms, and 1.1's digit separators (
     "tag:yaml.org,2002:int",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+)$"), list("-+0123456789"))
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting what `_Loader` would read as an integer (a prime of `09` stays a string)."""
+
+    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

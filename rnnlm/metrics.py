@@ -107,11 +107,13 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after `last_step` (written after the checkpoint a run resumes from), and any line
-    cut off by a crash, atomically (`rnnlm.atomic`)."""
+def truncate_metrics(path: Path, last_step: int, evaluated: bool = True) -> None:
+    """Drop records after `last_step` (written after the checkpoint a run resumes from), an evaluation record at
+    `last_step` when the checkpoint was saved unevaluated (the resumed run evaluates there again), and any line cut
+    off by a crash, atomically (`rnnlm.atomic`)."""
     if not path.exists():
         return
-    keep = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+    keep = [r for r in read_metrics(path) if r.get("step", 0) < last_step
+            or (r.get("step", 0) == last_step and (evaluated or "val_loss" not in r))]
     with atomic_file(path, encoding="utf-8") as f:
         f.write("".join(json.dumps(r) + "\n" for r in keep))

@@ -179,16 +179,16 @@ def discard_if_empty(run_dir: Path, made_out: bool) -> None:
                 run_dir.parent.rmdir()
 
 
-def open_run(run_dir: Path, cfg: Config, step: int, changes: list[str] | None) -> None:
-    """Make `run_dir` ready for a run at `step`: created and writable, cleared of what a killed writer left and of
-    what was written after the checkpoint (a future this run will write again), with its config.yaml; a resume
-    (`changes` not None) is logged with the keys it changed."""
+def open_run(run_dir: Path, cfg: Config, step: int, changes: list[str] | None, evaluated: bool = True) -> None:
+    """Make `run_dir` ready for a run at `step` (`evaluated` there, or to be): created and writable, cleared of what a
+    killed writer left and of what was written after the checkpoint (a future this run will write again), with its
+    config.yaml; a resume (`changes` not None) is logged with the keys it changed."""
     over = changes is None and (run_dir / "config.yaml").exists()
     _make_run_dir(run_dir)
     say(f"run directory: {run_dir}" + (" (stopped before its first checkpoint: starting it over)" if over else ""))
     for stale in remove_stale_temp_files(run_dir):
         say(f"removed {stale.name}, left by a process killed while writing it")
-    truncate_metrics(run_dir / METRICS, step if changes is not None else -1)  # starting over: keep nothing
+    truncate_metrics(run_dir / METRICS, step if changes is not None else -1, evaluated)  # starting over: keep nothing
     for numbered_step, path in ckpt.numbered_checkpoints(run_dir):
         if numbered_step > step:
             path.unlink()

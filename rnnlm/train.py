@@ -140,7 +140,8 @@ class Trainer:
         if self.changes is not None and self.cfg.train.schedule == "cosine":
             self._note_schedule()
         if self.dist.is_main:
-            open_run(self.run_dir, self.cfg, self.tally.step, self.changes)
+            open_run(self.run_dir, self.cfg, self.tally.step, self.changes,
+                     evaluated=self.tally.last_eval_step == self.tally.step)
             self.loggers = Loggers([JsonlLogger(self.run_dir / METRICS)] + (
                 [TensorBoardLogger(self.run_dir / TENSORBOARD, purge_step=self.tally.step + 1)] if t.tensorboard
                 else []))
@@ -180,7 +181,7 @@ class Trainer:
             if saved.scaler:
                 self.scaler.load_state_dict(saved.scaler)
             restore_rng(saved.rng, self.dist)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError, under its older name)
             raise
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
             raise ckpt.CheckpointError(f"{resume.path}: damaged checkpoint (its training state cannot be restored: "
@@ -194,11 +195,12 @@ class Trainer:
 
     def run(self, progress: bool) -> RunResult:
         t, tally = self.cfg.train, self.tally
-        stopped = self.budget_spent() or ("max_time" if t.max_time is not None and tally.elapsed >= t.max_time
-                                          else None) or ("max_epochs" if self._epochs_spent() else None)
+        stopped = self.budget_spent() or ("max_time" if self._time_spent() else None) or (
+            "max_epochs" if self._epochs_spent() else None)
         if stopped is not None and self.resumed_from is not None and tally.last_eval_step == tally.step:
             # a finished run: nothing to do, nothing written
             return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, nothing_to_do=True)
+        tally.ended_by = ""  # this session's own, once `finish` knows it
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main)
         self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
@@ -288,6 +290,7 @@ class Trainer:
         ended: interrupted, if a stop signal cut the final evaluation short."""
         tally = self.tally
         if stopped != "interrupted":
+            tally.ended_by = stopped  # kept in the checkpoints below: a resume knows the session was ending
             self.bar.finish(tally)
             if tally.steps:
                 self.log_training(final=True)
@@ -297,6 +300,13 @@ class Trainer:
         if tally.last_eval_step != tally.step:
             self.save(ckpt.LAST)
         return stopped
+
+    def _time_spent(self) -> bool:
+        """Whether train.max_time is spent before a step: a session ended by it (with room left for the final
+        evaluation, so perhaps a little short of it) is spent while the budget stays as it was."""
+        t, old = self.cfg.train, self.resumed_from
+        ended = self.tally.ended_by == "max_time" and old is not None and old.train.max_time == t.max_time
+        return t.max_time is not None and (ended or self.tally.elapsed >= t.max_time)
 
     def _epochs_spent(self) -> bool:
         """Whether train.max_epochs is spent (a resumed run's), looking at the next minibatch without taking it."""

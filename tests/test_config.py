@@ -142,3 +142,14 @@ def test_a_section_that_is_not_a_mapping_is_named_even_when_empty(tmp_path):
     path.write_text("train: []\nmodel:\n")  # `model:` with nothing under it is the defaults
     with pytest.raises(ConfigError, match=r"c.yaml: config section 'train' must be a mapping of keys to values, not \[\]$"):
         load_config(path)
+
+
+def test_a_run_config_written_out_reads_back_the_same(tmp_path):
+    """config.yaml as a run writes it: a text value that looks like a YAML 1.2 integer stays text; an infinite time
+    budget is none, and a run still needs one."""
+    cfg = load_config(None, ["sample.prime=09", "train.max_time=.inf"])
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.to_yaml(), encoding="utf-8")
+    assert load_config(path) == cfg and cfg.sample.prime == "09" and cfg.train.max_time is None
+    with pytest.raises(ConfigError, match="a run needs a budget"):
+        load_config(None, ["train.max_steps=null", "train.max_time=.inf"])

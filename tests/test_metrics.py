@@ -52,3 +52,13 @@ def test_tensorboard_gets_every_record(tmp_path):
     points = events.Scalars("train/train_loss")
     assert [p.step for p in points] == [5, 10, 15, 20]
     assert [p.value for p in points] == pytest.approx(logged, rel=1e-6)
+
+
+def test_an_evaluation_record_at_an_unevaluated_checkpoint_is_dropped(tmp_path):
+    """A session cut during an evaluation saves last.pt unevaluated; a resume killed after logging that evaluation
+    but before saving leaves its record, which the next resume would log again."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 10, "val_loss": 1.0}\n{"step": 20, "train_loss": 2.0}\n{"step": 20, "val_loss": 1.5}\n',
+                    encoding="utf-8")
+    truncate_metrics(path, 20, evaluated=False)
+    assert read_metrics(path) == [{"step": 10, "val_loss": 1.0}, {"step": 20, "train_loss": 2.0}]

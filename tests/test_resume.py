@@ -342,15 +342,16 @@ def test_a_bf16_run_resumes_where_auto_resolves_to_fp32(tmp_path, monkeypatch):
     assert ckpt.load(run / ckpt.LAST).step == 6
 
 
-def cut_evaluation_at(monkeypatch, at_step: int, nll_of_step=None) -> None:
-    """Ctrl-C while the evaluation at `at_step` runs; evaluations score `nll_of_step(step)` if given."""
+def cut_evaluation_at(monkeypatch, at_step: int | None, nll_of_step=None) -> None:
+    """Ctrl-C while the evaluation at `at_step` (None: the first) runs; evaluations score `nll_of_step(step)` if
+    given."""
     from rnnlm.evaluate import Score
     from rnnlm.train import Trainer
 
     evaluate, cut = Trainer.evaluate, []
 
     def slow(self, split):
-        if self.tally.step == at_step and not cut:  # once: a resumed run in this process evaluates
+        if at_step in (None, self.tally.step) and not cut:  # once: a resumed run in this process evaluates
             cut.append(at_step)
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(30)
@@ -404,3 +405,20 @@ def test_a_checkpoint_whose_training_state_is_damaged_is_one_line_on_resume(tmp_
     assert resumed.stderr.strip().splitlines()[-1].startswith(
         f"error: {run / ckpt.LAST}: damaged checkpoint (its training state cannot be restored: ")
     assert "Traceback" not in resumed.stderr
+
+
+def test_a_time_budget_cut_in_its_final_evaluation_ends_there_on_resume(tmp_path, monkeypatch):
+    """A time budget ends a session with room left for the final evaluation, so short of the budget: resumed with
+    the budget as it was, the run does that evaluation and ends at the same step, not a step later."""
+    from rnnlm.train import Trainer
+
+    monkeypatch.setattr(Trainer, "_final_eval", lambda self: 1.0)  # the final evaluation's room, as estimated
+    cfg = load_config(TINY, [*COMMON, "train.max_steps=null", "train.max_time=1.5", "train.eval_every=100000"])
+    cut_evaluation_at(monkeypatch, None)
+    first = train(cfg, tmp_path / "run", progress=False)
+    assert first.stopped == "interrupted"
+    resumed = train(cfg, first.run_dir, resume=ckpt.load(first.run_dir / ckpt.LAST), progress=False)
+    assert (resumed.stopped, resumed.step) == ("max_time", first.step)
+    records = read_metrics(first.run_dir)
+    assert [r["step"] for r in records if "val_loss" in r] == [first.step]
+    assert [r["step"] for r in records if "train_loss" in r][-1] == first.step
