@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import re
-import signal
 import sys
 import warnings
 from collections.abc import Iterator
@@ -545,18 +544,13 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
 def _sigterm_unwinds() -> Iterator[None]:
     """SIGTERM (`kill`) as an exit that unwinds, so that temporary files (an --out file's, a download's, a store's)
     are removed as on Ctrl-C; by default it ends the process where it stands."""
+    from rnnlm.runtime import sigterm_handled
+
     def exit_now(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
-    try:
-        old = signal.signal(signal.SIGTERM, exit_now)
-    except ValueError:  # not the main thread: leave signals alone
+    with sigterm_handled(exit_now):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def out_path(path: Path) -> Path:

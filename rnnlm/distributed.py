@@ -52,6 +52,7 @@ import torch.distributed as dist
 
 from rnnlm.device import resolve_device
 from rnnlm.errors import RnnlmError, first_line
+from rnnlm.runtime import sigterm_handled
 from rnnlm.state import State, map_state
 
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -172,8 +173,8 @@ def _failed(here: Dist, error: BaseException) -> BaseException:
         _publish(store, f"rank {here.rank} was interrupted")
         return error
     if _collective_failed(error):  # another process left the group
-        with _sigterm_held():
-            cause = _published(store)
+        with sigterm_handled(signal.SIG_IGN):  # torchrun terminates the others a tenth of a second after it
+            cause = _published(store)           # sees one process die: this one first says why it stops
         return RankFailed(f"{cause or 'another process of this run stopped without saying why (killed?)'}; "
                           f"rank {here.rank} stopped with it")
     _publish(store, f"rank {here.rank} failed: {first_line(error)}")
@@ -209,21 +210,6 @@ def _published(store: Any, wait: float = 2.0) -> str | None:
             break
         time.sleep(0.05)
     return None
-
-
-@contextlib.contextmanager
-def _sigterm_held() -> Iterator[None]:
-    """SIGTERM ignored for a moment: torchrun terminates the others a tenth of a second after it sees one process
-    die, and this one should first say why it stops."""
-    try:
-        old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _store() -> Any:

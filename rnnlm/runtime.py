@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 
 CHECK_EVERY = 10.0  # seconds between two looks at what the other processes use
 TAKEN = 0.4  # of a core used by other processes: it counts as taken
@@ -33,6 +32,8 @@ def use_threads(threads: int | None) -> None:
     Why: each step of a recurrence ends at a barrier where every thread waits for the slowest, so a thread whose core
     another process also wants holds all of them back; with one of two cores taken, two threads keep a fraction of
     what one thread on the free core does (README, "Sharing the machine"). Results do not depend on the count."""
+    import torch  # here, not above: the CLI's data commands use this module's signal helpers without torch
+
     global _share
     _share = None
     if threads is not None:
@@ -45,6 +46,8 @@ def poll() -> None:
     """Called between units of work (a training step, an evaluation chunk, a sampling step): when it is time, sets
     the thread count to the cores other processes leave free. Costs a clock read otherwise."""
     if _share is not None and time.monotonic() >= _share.due:
+        import torch  # imported already by whoever set _share
+
         torch.set_num_threads(_share.free())
 
 
@@ -110,6 +113,21 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
+@contextlib.contextmanager
+def sigterm_handled(handler: Any) -> Iterator[None]:
+    """SIGTERM handled by `handler` (a function, or signal.SIG_IGN) inside the block, as before it after; outside
+    the main thread signals are left alone."""
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class StopSignal:

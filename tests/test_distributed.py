@@ -38,6 +38,17 @@ def torchrun(*args: str, popen: bool = False) -> Any:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
+def training_past(folder: Any, steps: int) -> subprocess.Popen[str]:
+    """Two processes training run `two` in `folder` for ever, once they have logged `steps` steps."""
+    run = folder / "two"
+    proc = torchrun(TINY, *COMMON, "train.max_steps=100000", "train.log_every=1", "--out", str(folder), "--name", "two",
+                    popen=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(read_metrics(run) if (run / "metrics.jsonl").exists() else []) < steps:
+        time.sleep(0.05)
+    return proc
+
+
 def ended_cleanly(stderr: str) -> None:
     """No process of the run died on the way out (the failure tests/test_distributed.py once saw one run in ten)."""
     assert "terminate called" not in stderr and "SIGABRT" not in stderr and "Traceback" not in stderr.split(
@@ -93,11 +104,7 @@ def test_every_budget_ends_both_processes_together(tmp_path, budget, overrides, 
 @pytest.mark.slow
 def test_ctrl_c_stops_both_processes_at_one_step_and_the_run_resumes(tmp_path):
     run = tmp_path / "two"
-    proc = torchrun(TINY, *COMMON, "train.max_steps=100000", "train.log_every=1", "--out", str(tmp_path), "--name",
-                    "two", popen=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(read_metrics(run) if (run / "metrics.jsonl").exists() else []) < 12:
-        time.sleep(0.05)
+    proc = training_past(tmp_path, 12)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group gets it
     _, stderr = proc.communicate(timeout=120)
     assert "terminate called" not in stderr and "SIGABRT" not in stderr, stderr
@@ -168,12 +175,7 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
 def test_a_process_killed_outright_is_named_by_the_others(tmp_path):
     """The OOM killer's SIGKILL publishes nothing, and torchrun terminates the others a moment after it sees the
     death: the survivor still says why it stopped."""
-    run = tmp_path / "two"
-    proc = torchrun(TINY, *COMMON, "train.max_steps=100000", "train.log_every=1", "--out", str(tmp_path), "--name",
-                    "two", popen=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(read_metrics(run) if (run / "metrics.jsonl").exists() else []) < 5:
-        time.sleep(0.05)
+    proc = training_past(tmp_path, 5)
     victim = _rank_pid(proc.pid, 1)
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
