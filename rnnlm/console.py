@@ -122,7 +122,5 @@ class Progress:
 
 
 def clock(seconds: float) -> str:
-    if not math.isfinite(seconds):  # train.max_time: .inf, no limit
-        return "--:--"
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
