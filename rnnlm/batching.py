@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from rnnlm.config import Config
+from rnnlm.device import to_device
 from rnnlm.errors import RnnlmError
 from rnnlm.state import State, map_state
 from rnnlm.vocab import EOS_ID
@@ -68,6 +69,14 @@ class Batch:
     targets: torch.Tensor  # (B, T) int64, IGNORE where there is nothing to predict
     carry: bool            # continue from the previous minibatch's hidden state (else start from zero)
     epoch: int             # epochs completed before this minibatch
+    chars: int             # targets scored (not IGNORE), counted on the host
+
+
+def _batch(inputs: torch.Tensor, targets: torch.Tensor, carry: bool, epoch: int, device: torch.device | str) -> Batch:
+    """A minibatch cut on the host, on `device`, its scored characters counted before it leaves (counting on a GPU
+    would wait for it)."""
+    chars = int((targets != IGNORE).sum())
+    return Batch(to_device(inputs, device), to_device(targets, device), carry, epoch, chars)
 
 
 class Batcher(Protocol):
@@ -139,8 +148,7 @@ class SequentialStreams:
         index = starts + np.arange(length)  # (B, T)
         carry = self.pos > 0
         self.pos += length
-        return Batch(self.tokens.take(index).to(self.device), self.tokens.take(index + 1).to(self.device), carry,
-                     self.epoch)
+        return _batch(self.tokens.take(index), self.tokens.take(index + 1), carry, self.epoch, self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "offset": self.offset, "row_len": self.row_len, "pos": self.pos,
@@ -183,8 +191,7 @@ class RandomWindows:
         starts = self.order[self.pos:self.pos + self.batch_size].clamp(max=len(self.tokens) - 1 - length)
         self.pos += self.batch_size
         index = (starts[:, None] + torch.arange(length)).numpy()  # (B, T)
-        return Batch(self.tokens.take(index).to(self.device), self.tokens.take(index + 1).to(self.device), False,
-                     self.epoch)
+        return _batch(self.tokens.take(index), self.tokens.take(index + 1), False, self.epoch, self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "order": self.order, "pos": self.pos, "generator": self.generator.get_state()}
@@ -221,7 +228,7 @@ class RecordBatches:
         chosen = [self.records[i] for i in self.order[self.pos:self.pos + self.batch_size].tolist()]
         self.pos += self.batch_size
         inputs, targets = pad_records(chosen)
-        return Batch(inputs.to(self.device), targets.to(self.device), False, self.epoch)
+        return _batch(inputs, targets, False, self.epoch, self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "order": self.order, "pos": self.pos, "generator": self.generator.get_state()}

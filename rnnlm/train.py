@@ -237,8 +237,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         rows = dist.rows(t.batch_size)
-        inputs, targets = batch.inputs[rows], batch.targets[rows]
-        chars = int((batch.targets != IGNORE).sum())  # in the global minibatch
+        inputs, targets, chars = batch.inputs[rows], batch.targets[rows], batch.chars  # chars: the global minibatch's
         run = self.forward if inputs.shape[1] == t.seq_len else self.net  # compiled for full windows only
         with dev.autocast(self.cfg, self.device):
             logits, self.state = run(inputs, self.state)
@@ -248,24 +247,28 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf))
-        # one exchange per step: the global loss, and whether any process was told to stop or ran out of time
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
+        # One exchange and one read from the device per step (each read waits for the GPU to drain its queue): the
+        # global loss, the gradient norm (the same on every process), whether any process was told to stop or ran
+        # out of time, and the clock
         now = time.perf_counter()
         time_up = t.max_time is not None and tally.elapsed + (now - self.tick) + self._final_eval() >= t.max_time
-        shared = dist.all_reduce_sum(torch.tensor(
-            [float(nll.detach()), float(stop.received is not None), float(time_up), tally.elapsed + now - self.tick],
-            dtype=torch.float64, device=self.device))
-        tally.clock = float(shared[3]) / dist.world_size
-        loss_value = float(shared[0]) / max(1, chars)
+        flags = torch.tensor([float(stop.received is not None), float(time_up), tally.elapsed + now - self.tick],
+                             dtype=torch.float64)
+        shared = dist.all_reduce_sum(torch.cat([nll.detach().double().reshape(1), grad_norm.double().reshape(1),
+                                                dev.to_device(flags, self.device)]))
+        nll_sum, norm_sum, stops, time_ups, clocks = shared.tolist()
+        tally.clock = clocks / dist.world_size
+        loss_value, grad_value = nll_sum / max(1, chars), norm_sum / dist.world_size
         if tally.step == 0:
             tally.first_loss = loss_value
-        self._check_divergence(loss_value, grad_norm)
+        self._check_divergence(loss_value, grad_value)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         now = time.perf_counter()
-        _count_step(tally, batch.epoch, now - self.tick, loss_value, chars, grad_norm)
+        _count_step(tally, batch.epoch, now - self.tick, loss_value, chars, grad_value)
         self.tick = now
-        return bool(shared[1]), bool(shared[2])
+        return stops > 0, time_ups > 0
 
     def after_step(self) -> bool:
         """The records, evaluations and samples due after this step; their time counts in the wall-clock budget,

@@ -133,6 +133,7 @@ def test_padded_record_batches_predict_each_record_then_eos_and_nothing_else(len
     for _ in range(12):
         x = b.next()
         scored = x.targets != IGNORE
+        assert x.chars == int(scored.sum())  # what the loss is divided by
         assert torch.equal(x.inputs[:, 0], torch.full((batch,), EOS_ID))  # each record is read from <eos>
         assert torch.equal(x.inputs[:, 1:][scored[:, :-1]], x.targets[:, :-1][scored[:, :-1]])  # shifted by one
         for row in range(batch):

@@ -336,3 +336,44 @@ def test_an_infinite_time_budget_is_no_time_budget(tmp_path):
                          "train.max_epochs=1", "train.seq_len=64", "train.batch_size=64", "--out", tmp_path)
     assert status == 0, err
     assert "(max epochs reached)" in err
+
+
+def test_a_training_step_reads_from_the_device_once(tmp_path):
+    """Each read of a tensor's value on a GPU waits for the GPU to finish its queue; a step read seven values one by
+    one (the character count, the gradient norm, the loss, the exchange's four fields). rnnlm's own reads in a step
+    are counted here on the CPU, where the same code runs: one, after the exchange."""
+    import sys
+    from collections import Counter
+
+    from torch.overrides import TorchFunctionMode
+
+    from rnnlm.distributed import Dist
+    from rnnlm.runtime import StopSignal
+    from rnnlm.train import Trainer, _draw
+
+    reads = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__, torch.Tensor.__int__,
+             torch.Tensor.__bool__, torch.Tensor.__index__}
+
+    class CountReads(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.where = Counter()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            caller = sys._getframe(1)
+            while caller.f_code.co_filename.endswith(("_tensor.py", "overrides.py")):
+                caller = caller.f_back  # past torch's Python side of a Tensor method, to the line that called it
+            if func in reads and os.sep + "rnnlm" + os.sep in caller.f_code.co_filename:
+                self.where[f"{caller.f_code.co_filename}:{caller.f_lineno}"] += 1
+            return func(*args, **(kwargs or {}))
+
+    cfg = load_config(None, ["data.dataset=hello", "model.hidden_size=8", "model.num_layers=1", "train.batch_size=4",
+                             "train.seq_len=8", "train.batching=sequential", "train.max_time=null"])
+    trainer = Trainer(cfg, tmp_path / "run", None, None, Dist(device=torch.device("cpu")))
+    trainer.tick = time.perf_counter()
+    with StopSignal() as stop:
+        batch = _draw(trainer.batcher, None)
+        with CountReads() as counted:
+            trainer.step(batch, stop)
+    assert sum(counted.where.values()) == 1, counted.where
+    assert trainer.tally.step == 1 and math.isfinite(trainer.tally.loss_sum)
