@@ -204,6 +204,7 @@ class Trainer:
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main)
         self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
+        self.trained = (0, 0.0)  # this session's characters and seconds of training steps: its speed
         self.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
         self.model.train()
         try:
@@ -267,6 +268,7 @@ class Trainer:
         self.scaler.update()
         now = time.perf_counter()
         _count_step(tally, batch.epoch, now - self.tick, loss_value, chars, grad_value)
+        self.trained = (self.trained[0] + chars, self.trained[1] + now - self.tick)
         self.tick = now
         return stops > 0, time_ups > 0
 
@@ -297,7 +299,10 @@ class Trainer:
             self.bar.finish(tally)
             if tally.steps:
                 self.log_training(final=True)
-            if tally.last_eval_step == tally.step or self.evaluate_and_save():
+            if tally.last_eval_step == tally.step:  # evaluated and saved after this step, before its end was known
+                self.save(ckpt.LAST)
+                return stopped
+            if self.evaluate_and_save():
                 return stopped
             stopped = "interrupted"
         if tally.last_eval_step != tally.step:
@@ -333,10 +338,11 @@ class Trainer:
         faster than training; `bench/speed.py` measures it)."""
         if self.eval_seconds is not None or not self.dist.is_main:
             return self.eval_seconds or 0.0
-        speed = self.tally.chars / max(self.tally.seconds, 1e-9) if self.tally.chars else 0.0
-        chars = self.prepared.store.manifest["splits"]["val"]["characters"]
-        chars = min(chars, self.cfg.train.eval_chars or chars)
-        return chars / (3 * speed) if speed else 0.0
+        chars, seconds = self.trained
+        speed = chars / self.dist.world_size / seconds if seconds else 0.0  # one process's: rank 0 evaluates alone
+        val = self.prepared.store.manifest["splits"]["val"]["characters"]
+        val = min(val, self.cfg.train.eval_chars or val)
+        return val / (3 * speed) if speed else 0.0
 
     def budget_spent(self) -> Stopped | None:
         """The budgets every process sees alike (time is agreed on separately)."""

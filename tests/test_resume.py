@@ -422,3 +422,25 @@ def test_a_time_budget_cut_in_its_final_evaluation_ends_there_on_resume(tmp_path
     records = read_metrics(first.run_dir)
     assert [r["step"] for r in records if "val_loss" in r] == [first.step]
     assert [r["step"] for r in records if "train_loss" in r][-1] == first.step
+
+
+def test_a_time_budget_spent_at_an_evaluation_step_stays_spent_on_resume(tmp_path, monkeypatch):
+    """The step that spends the time budget is also due an evaluation: that evaluation is the run's last, and the
+    checkpoint it saved must say the session ended there and hold no record already logged. It did not: the run
+    resumed with the same budget trained on, and one with a larger budget logged the last steps' record twice."""
+    from rnnlm.train import Trainer
+
+    monkeypatch.setattr(Trainer, "_final_eval", lambda self: 60.0)  # spent at the first step of a 60 s budget
+    cfg = load_config(TINY, [*COMMON, "train.max_steps=null", "train.max_time=60", "train.eval_every=1",
+                             "train.log_every=5"])
+    first = train(cfg, tmp_path / "run", progress=False)
+    assert (first.stopped, first.step) == ("max_time", 1)
+    assert ckpt.load(first.run_dir / ckpt.LAST).train.tally.steps == 0  # its last record, logged, is not kept again
+    again = train(cfg, first.run_dir, resume=ckpt.load(first.run_dir / ckpt.LAST), progress=False)
+    assert again.nothing_to_do and again.step == 1
+    monkeypatch.setattr(Trainer, "_final_eval", lambda self: 0.0)
+    more = load_config(TINY, [*COMMON, "train.max_steps=3", "train.max_time=600", "train.eval_every=1",
+                              "train.log_every=5"])
+    resumed = train(more, first.run_dir, resume=ckpt.load(first.run_dir / ckpt.LAST), progress=False)
+    assert resumed.step == 3
+    assert [r["step"] for r in read_metrics(first.run_dir) if "train_loss" in r] == [1, 3]

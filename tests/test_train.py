@@ -185,6 +185,20 @@ def test_a_time_budget_leaves_room_for_the_final_evaluation(tmp_path, monkeypatc
     assert result.stopped == "max_time" and result.step == 1
 
 
+def test_the_room_left_for_the_final_evaluation_does_not_vanish_when_every_step_is_logged(tmp_path, monkeypatch):
+    """Before any evaluation, the room is the validation split read at three times the training speed; that speed
+    came from the record being gathered, which is empty right after each record (with log_every=1, always), so a
+    short time budget overran by a whole evaluation."""
+    from rnnlm.train import Trainer
+
+    rooms, log = [], Trainer.log_training
+    monkeypatch.setattr(Trainer, "log_training", lambda self, final=False: (log(self, final),
+                                                                            rooms.append(self._final_eval())))
+    fit(tmp_path, "data.dataset=hello", "model.hidden_size=8", "model.num_layers=1", "train.batch_size=4",
+        "train.seq_len=8", "train.max_steps=3", "train.log_every=1", "train.eval_every=1000")
+    assert len(rooms) == 3 and all(room > 0 for room in rooms), rooms
+
+
 def test_divergence_stops_with_a_message(tmp_path):
     from rnnlm.train import TrainingDiverged
 
