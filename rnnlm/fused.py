@@ -119,7 +119,8 @@ class Kernels:
         kept = steps if gates is not None else 2
         _check("lstm_sequence", h=(h, h.shape), c=(c, (kept, batch, hidden)),
                gates=(gates, (steps, batch, 4 * hidden)), tanh_c=(tanh_c, h.shape), xg=(xg, (steps, batch, 4 * hidden)),
-               bias=(bias, (4 * hidden,)), h0=(h0, (batch, hidden)), c0=(c0, (batch, hidden)))
+               bias=(bias, (4 * hidden,)), h0=(h0, (batch, hidden)), c0=(c0, (batch, hidden)),
+               nullable=("gates", "tanh_c", "bias"))
         bf16 = _weights("lstm_sequence", "panels", panels, (_panels(hidden), hidden, 4, 8))
         if (gates is None) != (tanh_c is None):
             raise ValueError("lstm_sequence: gates and tanh_c are kept together (training) or not at all")
@@ -144,7 +145,7 @@ class Kernels:
         steps, batch, hidden = h.shape
         wide = (steps, batch, 3 * hidden)
         _check("gru_sequence", h=(h, h.shape), hh=(hh, wide), gates=(gates, wide), xg=(xg, wide),
-               b_hh=(b_hh, (3 * hidden,)), h0=(h0, (batch, hidden)))
+               b_hh=(b_hh, (3 * hidden,)), h0=(h0, (batch, hidden)), nullable=("hh", "gates"))
         bf16 = _weights("gru_sequence", "panels", panels, (_panels(hidden), hidden, 3, 8))
         if (hh is None) != (gates is None):
             raise ValueError("gru_sequence: hh and gates are kept together (training) or not at all")
@@ -203,7 +204,7 @@ class Kernels:
             raise ValueError(f"step: weights for {weights.layers}x{weights.hidden} (K0 {weights.k0}), state "
                              f"{tuple(h_prev.shape)}, K0 {k0}; and layer 0 reads x or v0 (one of them)")
         _check("step", h=(h, h_prev.shape), c=(c, h_prev.shape), x=(x, (batch, weights.gates * hidden)),
-               v0=(v0, (batch, k0)), h_prev=(h_prev, h_prev.shape))
+               v0=(v0, (batch, k0)), h_prev=(h_prev, h_prev.shape), nullable=("x", "v0") + ("c",) * (kind != 2))
         if _overlap(h, h_prev):
             raise ValueError("step: h must not overlap h_prev, which other panels are still reading")
         self._call("rnnlm_step", h=h, c=c, weights=weights.pointers, x=x, v0=v0, h_prev=h_prev, kind=kind,
@@ -232,12 +233,15 @@ def _panels(hidden: int) -> int:
     return -(-hidden // 8)
 
 
-def _check(function: str, **named: tuple[Tensor | None, tuple[int, ...] | torch.Size]) -> None:
-    """Every named tensor given (None is C's NULL, which the wrappers allow only where the C code reads none) is a
-    dense float32 CPU array of its expected shape; else a ValueError naming the function and the argument."""
+def _check(function: str, nullable: tuple[str, ...] = (),
+           **named: tuple[Tensor | None, tuple[int, ...] | torch.Size]) -> None:
+    """Every named tensor is a dense float32 CPU array of its expected shape, or None (C's NULL) where it is
+    `nullable` (the C code reads none there); else a ValueError naming the function and the argument."""
     for name, (t, shape) in named.items():
-        if t is None:
+        if t is None and name in nullable:
             continue
+        if t is None:
+            raise ValueError(f"{function}: {name} is required")
         if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
             raise ValueError(f"{function}: {name} must be a contiguous float32 CPU tensor, got {t.dtype} on "
                              f"{t.device}{'' if t.is_contiguous() else ', not contiguous'}")

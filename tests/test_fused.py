@@ -330,9 +330,16 @@ def test_a_wrong_argument_is_refused_before_any_address_is_passed() -> None:
     kernels.rnn_sequence(**good)
     for bad, message in ((dict(h0=xg), "h0 has shape"), (dict(panels=h0), "panels has shape"),
                          (dict(xg=xg.double()), "xg must be a contiguous float32"),
-                         (dict(xg=xg.transpose(0, 1).contiguous().transpose(0, 1)), "not contiguous")):
+                         (dict(xg=xg.transpose(0, 1).contiguous().transpose(0, 1)), "not contiguous"),
+                         (dict(h0=None), "h0 is required")):
         with pytest.raises(ValueError, match=message):
             kernels.rnn_sequence(**{**good, **bad})
+    wide = torch.randn(steps, batch, 3 * hidden)  # a GRU's b_hh is read at every step: NULL was a segfault
+    gru = {"h": h, "hh": None, "gates": None, "xg": wide, "panels": fused.pack_panels(torch.randn(3 * hidden, hidden),
+                                                                                     3, hidden), "h0": h0}
+    kernels.gru_sequence(**gru, b_hh=torch.zeros(3 * hidden))  # hh and gates: NULL without autograd
+    with pytest.raises(ValueError, match="gru_sequence: b_hh is required"):
+        kernels.gru_sequence(**gru, b_hh=None)
     with pytest.raises(TypeError, match="rnnlm_rnn_sequence"):
         kernels._call("rnnlm_rnn_sequence", h=h, xg=xg, panels=panels, h_prev=h0, relu=0, T=steps, B=batch, H=hidden)
 
