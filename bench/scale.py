@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from machine import machine  # bench/machine.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 TARBALLS = sorted(Path("/usr/src").glob("linux-source-*.tar.xz"))
@@ -70,7 +71,8 @@ def measure(command: list[str], until: Path | None = None) -> tuple[float, float
     """Run `command`: (wall seconds, peak RssAnon MB, seconds until `until` holds a line, if given)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    errors = tempfile.TemporaryFile("w+")  # not a pipe: nobody reads one while polling, and a full one blocks
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors, text=True)
     peak, reached = 0, None
     while proc.poll() is None:
         peak = max(peak, _rss_anon(proc.pid))
@@ -79,7 +81,8 @@ def measure(command: list[str], until: Path | None = None) -> tuple[float, float
         time.sleep(0.02)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr.read()[-2000:]}")
+        errors.seek(0)
+        raise RuntimeError(f"{' '.join(command)} failed:\n{errors.read()[-2000:]}")
     return wall, peak / 1024, reached
 
 
@@ -135,15 +138,6 @@ def table(rows: list[Row]) -> str:
                    f"{r.open_s:.1f} s / {r.open_inside_s * 1000:.0f} ms | {r.first_step_s:.1f} s | "
                    f"{r.train_mb:,.0f} MB | {r.disk_mb:,.0f} MB |" + (f" {r.note}" if r.note else ""))
     return "\n".join(out)
-
-
-def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """How fast rnnlm's own cells are against torch.nn's fused kernels, measured side by side in one process.
 
-    python bench/speed.py            # full run, a few minutes
+    python bench/speed.py            # the table: about 15 minutes on 2 quiet cores
     python bench/speed.py --quick    # fewer repetitions, smoke test
     python bench/speed.py --busy     # = --only busy: with one core taken by another process
     python bench/speed.py --grid --cells lstm   # = --only grid: training at every shape of the grid (long)
@@ -23,8 +23,8 @@ allocator's history, so it is the same on every run.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,8 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlm import cells, fastpath, fused, runtime
-from rnnlm.evaluate import CHUNK, MAX_STREAMS
+from rnnlm.evaluate import MAX_STREAMS, steps_per_call
 from rnnlm.sample import sampling_threads
+
+from machine import machine  # bench/machine.py, beside this script
 
 VOCAB = 65  # tiny-shakespeare's alphabet
 EMBED = 64
@@ -61,9 +63,10 @@ SMALL = Shape(128, 1, 32, 64)
 LARGE = Shape(512, 2, 64, 100)
 
 
-def EVAL_SHAPE(shape: Shape) -> Shape:  # noqa: N802
-    """The shape rnnlm.evaluate reads a long text in: its maximum number of parallel streams, its chunk length."""
-    return Shape(shape.hidden, shape.layers, MAX_STREAMS, CHUNK, shape.embed)
+def eval_shape(kind: str, shape: Shape) -> Shape:
+    """The calls rnnlm.evaluate reads a long text in: its most parallel streams, as many steps as it reads a call."""
+    return Shape(shape.hidden, shape.layers, MAX_STREAMS, steps_per_call(MAX_STREAMS, kind, shape.hidden, VOCAB),
+                 shape.embed)
 
 
 REFERENCE = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -115,8 +118,9 @@ def train_step_fn(model: CharModel, shape: Shape, autocast: bool = False) -> Cal
 
 
 def eval_step_fn(model: CharModel, shape: Shape) -> Callable[[], None]:
-    """No-grad forward over consecutive windows of a long text, state carried, loss summed."""
-    x, y = batch(EVAL_SHAPE(shape))
+    """No-grad forward over consecutive windows of a long text (`shape`: an `eval_shape`), state carried, loss
+    summed. `model` is a copy nobody trains: evaluation packs its weights for the C loops once."""
+    x, y = batch(shape)
     state = None
 
     def step() -> None:
@@ -173,7 +177,7 @@ def repetitions(ours: Callable[[], None], ref: Callable[[], None], quick: bool, 
     return times
 
 
-def row(what: str, ours: float, ref: float, target: str, unit: str = "chars/s", ref_name: str = "torch.nn") -> str:
+def row(what: str, ours: float, ref: float, target: str, ref_name: str = "torch.nn") -> str:
     ratio = ours / ref
     return f"| {what} | {ours:,.0f} | {ref:,.0f} ({ref_name}) | **{ratio:.2f}x** | {target} |"
 
@@ -267,16 +271,33 @@ def bench_bf16(quick: bool) -> list[str]:
     return rows
 
 
+def at_threads(fn: Callable[[], None], threads: int) -> Callable[[], None]:
+    """`fn` run with `threads` threads, then torch's default again for the other side."""
+    def run() -> None:
+        default = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            fn()
+        finally:
+            torch.set_num_threads(default)
+
+    return run
+
+
 def bench_sampling(quick: bool) -> list[str]:
+    """rnnlm with the threads `rnnlm sample` uses for that many samples on a quiet machine (`sampling_threads`; None
+    shares the cores, here all of them), torch.nn's step loop with torch's default, as a user's own loop would run."""
     rows = []
     shape = LARGE
     ref, ours = model_pair("lstm", shape)
     for batch_size, target in ((1, ">= 5x"), (64, ">= 1.0x")):
         chars = 20 if quick else 100
-        t_ours, t_ref = interleaved(sample_fn(ours, batch_size, chars), sample_fn(ref, batch_size, chars), quick)
+        threads = sampling_threads(batch_size) or torch.get_num_threads()
+        t_ours, t_ref = interleaved(at_threads(sample_fn(ours, batch_size, chars), threads),
+                                    sample_fn(ref, batch_size, chars), quick)
         total = chars * batch_size
-        rows.append(row(f"sample LSTM 2x512, B={batch_size}", total / t_ours, total / t_ref, target,
-                        ref_name="torch.nn step loop"))
+        rows.append(row(f"sample LSTM 2x512, B={batch_size}, rnnlm {threads} thread{'s' * (threads > 1)}",
+                        total / t_ours, total / t_ref, target, ref_name="torch.nn step loop"))
         print(rows[-1], flush=True)
     return rows
 
@@ -284,17 +305,19 @@ def bench_sampling(quick: bool) -> list[str]:
 def bench_eval(quick: bool) -> list[str]:
     """Evaluation throughput of each rnnlm model against training throughput of the same model (target >= 3x).
 
-    Evaluation reads a long text the way rnnlm.evaluate does (as many parallel streams as it uses, in chunks of its
-    length, state carried, no autograd); training is the training step of the same model at the training shape."""
+    Evaluation reads a long text the way rnnlm.evaluate does (as many parallel streams as it uses, as many steps a
+    call as it reads, state carried, no autograd) with a copy of the weights; training is the training step of the
+    same model at the training shape."""
     rows = []
     for shape in (SMALL, LARGE):
         for kind in ("rnn", "lstm", "gru"):
             _, ours = model_pair(kind, shape)
-            t_eval, t_train = interleaved(eval_step_fn(ours, shape), train_step_fn(ours, shape), quick,
+            reading = eval_shape(kind, shape)
+            t_eval, t_train = interleaved(eval_step_fn(copy.deepcopy(ours), reading), train_step_fn(ours, shape), quick,
                                           budget=30.0)
-            eval_chars, chars = MAX_STREAMS * CHUNK, shape.batch * shape.seq
-            rows.append(row(f"eval {kind.upper()} {shape.layers}x{shape.hidden} (B={MAX_STREAMS}, T={CHUNK}) vs "
-                            f"its training at {shape}", eval_chars / t_eval, chars / t_train, ">= 3x",
+            eval_chars, chars = reading.batch * reading.seq, shape.batch * shape.seq
+            rows.append(row(f"eval {kind.upper()} {shape.layers}x{shape.hidden} (B={reading.batch}, T={reading.seq}) "
+                            f"vs its training at {shape}", eval_chars / t_eval, chars / t_train, ">= 3x",
                             ref_name="rnnlm training"))
             print(rows[-1], flush=True)
     return rows
@@ -347,7 +370,7 @@ def as_rnnlm_runs(fn: Callable[[], None], threads: int | None) -> Callable[[], N
 def bench_busy(quick: bool) -> list[str]:
     """Each row quiet, then with one core kept busy by another process: throughput as a fraction of the quiet
     figure, rnnlm (threads as its commands choose them) and torch.nn (torch's default) side by side."""
-    rows, budget = [], 6.0 if quick else 20.0
+    rows, budget, check_every = [], 6.0 if quick else 20.0, runtime.CHECK_EVERY
     runtime.CHECK_EVERY = 2.0  # a training run looks every 10 s; a row lasts about as long as a few looks
     cases = [(f"train {kind.upper()} {shape}", kind, shape, None) for shape in (SMALL, LARGE)
              for kind in ("rnn", "lstm", "gru")]
@@ -371,6 +394,7 @@ def bench_busy(quick: bool) -> list[str]:
         rows.append(f"| {what} | {chars / q_ours:,.0f} | {chars / b_ours:,.0f} | **{q_ours / b_ours:.0%}** | "
                     f"{chars / q_ref:,.0f} | {chars / b_ref:,.0f} | {q_ref / b_ref:.0%} | >= 45%, >= torch.nn |")
         print(rows[-1], flush=True)
+    runtime.CHECK_EVERY = check_every
     return rows
 
 
@@ -403,19 +427,6 @@ def bench_memory() -> list[str]:
     return rows
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    parallel = [line.strip() for line in torch.__config__.parallel_info().splitlines()
-                if "get_num_threads" in line or "backend" in line or "MKL-DNN" in line or "Math Kernel" in line]
-    return (f"{cpu}, {torch.get_num_threads()} threads ({platform.machine()}, {platform.system()}); "
-            f"torch {torch.__version__}; " + "; ".join(parallel))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
@@ -439,13 +450,14 @@ def main() -> None:
     # As `rnnlm train` does on a CPU; a process-wide setting, so both sides run with it.
     heap = "freed memory kept for reuse" if runtime.keep_freed_memory() else "malloc as configured"
     kernels = "fused C kernels" if fused.kernels(torch.zeros(1)) is not None else "PyTorch ops only (no C kernels)"
-    print(f"Machine: {machine()}\nrnnlm: {kernels}; {heap}\n", flush=True)
-    print("| what | rnnlm | baseline | ratio | target |")
-    print("|---|---:|---:|---:|---|", flush=True)
+    print(f"Machine: {machine()}\nrnnlm: {kernels}; {heap}", flush=True)
+    table = [s for s in sections if s in ("train", "bf16", "sample", "eval", "memory")]  # the sections of one table
+    if table:
+        print("\n| what | rnnlm | baseline | ratio | target |\n|---|---:|---:|---:|---|", flush=True)
     start = time.perf_counter()
     runners = {"train": bench_training, "bf16": bench_bf16, "sample": bench_sampling, "eval": bench_eval,
                "busy": bench_busy}
-    for section in sections:
+    for section in table + [s for s in sections if s not in table]:
         if section == "memory":
             bench_memory()
         elif section == "paths":
@@ -455,7 +467,8 @@ def main() -> None:
             bench_grid(args.quick, args.cells.split(","), *numbers, pairs=args.pairs)
         else:
             runners[section](args.quick)
-    print(f"\n(chars/s, median over interleaved repetitions; {time.perf_counter() - start:.0f} s)")
+    what = "chars/s, median over interleaved repetitions; " if table else ""
+    print(f"\n({what}{time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -284,6 +284,12 @@ def read_state(model: CharRNN, inputs: torch.Tensor, state: State | None) -> Sta
     return _read(model, inputs, None, state)[1]
 
 
+def steps_per_call(rows: int, cell: str, hidden: int, vocab: int) -> int:
+    """Steps one forward call of evaluation reads: CHUNK, fewer for a wide model, so that a call's gates and logits
+    stay within CALL_FLOATS."""
+    return max(16, min(CHUNK, CALL_FLOATS // (rows * (GATES[cell] * hidden + vocab) or 1)))
+
+
 def _read(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,
           state: State | None = None) -> tuple[torch.Tensor, State]:
     """Rows (R, T) read left to right from `state` (zero if None), up to CHUNK steps per call (fewer for a wide
@@ -292,8 +298,7 @@ def _read(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,
     device = model.decoder.weight.device
     inputs = inputs.to(device)
     nll = torch.zeros(len(inputs), dtype=torch.float64, device=device)
-    width = GATES[model.cfg.cell] * model.cfg.hidden_size + model.decoder.out_features
-    steps = max(16, min(CHUNK, CALL_FLOATS // (len(inputs) * width or 1)))
+    steps = steps_per_call(len(inputs), model.cfg.cell, model.cfg.hidden_size, model.decoder.out_features)
     for t in range(0, inputs.shape[1], steps):
         poll()
         logits, state = model(inputs[:, t:t + steps], state)  # (R, C, V)
