@@ -7,6 +7,7 @@ three can never disagree about how a character is read.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,11 @@ def memory_needed(vocab_size: int, cfg: ModelConfig, batch: int = 0, steps: int 
     """Bytes a model of this config needs, roughly: its float32 weights, and when it trains (`batch` x `steps` > 0)
     their gradients and Adam's two averages, and what each step keeps for the backward pass (about 8 floats per
     unit, row and step and layer, an LSTM's gates, cell and output among them)."""
-    weights = sum(math.prod(shape) for shape in parameter_shapes(vocab_size, cfg).values())
+    # Every layer after the first has the same shapes: counted from a one- and a two-layer stack, not name by name
+    # (a typo's ten million layers would take gigabytes of names before the refusal).
+    one, two = (sum(math.prod(shape) for shape in parameter_shapes(vocab_size, replace(cfg, num_layers=n)).values())
+                for n in (1, 2))
+    weights = one + (cfg.num_layers - 1) * (two - one)
     if not batch:
         return 4 * weights
     kept = 8 * cfg.hidden_size * cfg.num_layers * batch * steps

@@ -124,6 +124,7 @@ class Trainer:
             say("warning: the validation split is empty, so the run logs no validation loss and saves no best.pt; "
                 "give data.splits a larger val share to measure it")
         self.tally, self.state = Tally(), None
+        self.trained = (0, 0.0)  # this session's characters and seconds of training steps: its speed
         if resume is not None:
             self._restore(resume)
         self.net: torch.nn.Module = self.model
@@ -204,7 +205,6 @@ class Trainer:
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main)
         self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
-        self.trained = (0, 0.0)  # this session's characters and seconds of training steps: its speed
         self.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
         self.model.train()
         try:

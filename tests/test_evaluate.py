@@ -256,6 +256,9 @@ def test_split_scores_reproduce_the_training_validation_loss(tmp_path):
 def test_every_split_can_be_scored_and_an_unknown_one_is_an_error(tmp_path):
     point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
     assert split_source(point, "train").name == "hello train split"
+    for split in ("train", "val", "test"):
+        scored = evaluate_sources(point, [split_source(point, split)]).total
+        assert scored.chars > 0 and math.isfinite(scored.nll), split
     with pytest.raises(RnnlmError, match="choose train, val or test"):
         split_source(point, "dev")
 

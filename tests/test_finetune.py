@@ -96,7 +96,7 @@ def test_a_model_section_that_differs_is_one_line_naming_the_keys(tmp_path):
     ckpt.save([path], ckpt.Checkpoint(cfg, vocab, False, CharRNN(len(vocab), cfg.model).state_dict(), 5, None))
     text = tmp_path / "t.txt"
     text.write_text("abab" * 1000, encoding="utf-8")
-    result = cli("train", "configs/text_lstm.yaml", f"data.path={text}", "model.dropout=0.2", "--init-from", path,
+    result = cli("train", REPO / "configs" / "text_lstm.yaml", f"data.path={text}", "model.dropout=0.2", "--init-from", path,
                  "--out", tmp_path / "runs", "-q")
     err = assert_user_error(result, "its model differs in model.hidden_size, model.num_layers", max_lines=1)
     assert "model.hidden_size=8" in err
@@ -114,7 +114,7 @@ def test_weights_that_hold_nan_are_refused_before_training_from_them(tmp_path):
     ckpt.save([path], ckpt.Checkpoint(cfg, vocab, False, weights, 5, None))
     text = tmp_path / "t.txt"
     text.write_text("abab" * 1000, encoding="utf-8")
-    result = cli("train", "configs/text_lstm.yaml", f"data.path={text}", "model.hidden_size=8", "model.num_layers=1",
+    result = cli("train", REPO / "configs" / "text_lstm.yaml", f"data.path={text}", "model.hidden_size=8", "model.num_layers=1",
                  "--init-from", path, "--out", tmp_path / "runs", "-q")
     assert_user_error(result, "train.init_from:", "rnn.weight_hh_l0 hold NaN", "start from another checkpoint")
     runs = tmp_path / "runs"

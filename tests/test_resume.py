@@ -3,6 +3,7 @@ resuming with a changed config. Each compares the finished run's metrics with an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, TIMING, run_cli
+import helpers
+from helpers import REPO, TIMING
 from rnnlm import checkpoint as ckpt
 from rnnlm.atomic import remove_stale_temp_files
 from rnnlm.config import load_config
@@ -29,6 +31,14 @@ COMMON = ["data.dataset=anbn", "model.hidden_size=32", "model.num_layers=1", "mo
           "train.device=cpu"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # one thread, as the in-process reference
 ENV.pop("RNNLM_DEBUG", None)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`rnnlm ARGS` in this process (`helpers.cli`): a command that is not interrupted needs no process of its own (a
+    new one spends about 5 s importing torch); the signals and kills go to real processes (`start`)."""
+    with contextlib.chdir(cwd or os.getcwd()):
+        code, out, err = helpers.cli(*args)
+    return subprocess.CompletedProcess(["rnnlm", *args], code, out, err)
 
 
 def reference(tmp_path: Path, *overrides: str) -> list[dict]:
@@ -104,7 +114,7 @@ def test_ctrl_c_and_sigterm_save_and_the_resumed_run_is_exact(tmp_path):
     second = interrupt(start("--resume", str(run)), run, signal.SIGTERM, first + 5)
     assert 10 <= first < second < 200, "the run ended before the signal came"
 
-    resumed = run_cli("train", "--resume", str(run), "-q", env={"OMP_NUM_THREADS": "1"})
+    resumed = run_cli("train", "--resume", str(run), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at step {second}" in resumed.stderr
     assert (run / "resume.log").read_text().count("resumed at step") == 2
@@ -149,7 +159,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
             break  # killed after its final checkpoint, as it was exiting: nothing left to lose
     assert kills >= 4 and mid_write > 0, (kills, mid_write)
 
-    finished = run_cli("train", "--resume", str(run), "-q", env={"OMP_NUM_THREADS": "1"})
+    finished = run_cli("train", "--resume", str(run), "-q")
     assert finished.returncode == 0, finished.stderr
     assert temp_files(run) == []
     assert sorted(p.name for p in run.glob("step-*.pt")) == [f"step-{last - 4:06d}.pt", f"step-{last:06d}.pt"]
@@ -187,7 +197,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
     (run / "config.yaml").write_text(load_config(TINY, [*COMMON, "train.max_steps=10"]).to_yaml())
     (run / "metrics.jsonl").write_text('{"step": 5, "epoch": 0, "train_loss": 9.0}\n{"step": 10, "ep')
     (run / ".best.pt.tmp-999999999").write_bytes(b"half a checkpoint")  # no process has this id
-    result = run_cli("train", "--resume", str(run), "-q", env={"OMP_NUM_THREADS": "1"})
+    result = run_cli("train", "--resume", str(run), "-q")
     assert result.returncode == 0, result.stderr
     assert "starting it over" in result.stderr and "removed .best.pt.tmp-999999999" in result.stderr
     assert temp_files(run) == [] and ckpt.load(run / ckpt.LAST).step == 10
@@ -337,7 +347,7 @@ def test_a_bf16_run_resumes_where_auto_resolves_to_fp32(tmp_path, monkeypatch):
                              "train.batch_size=4", "train.max_steps=3", "train.precision=auto", "train.device=cpu"])
     run = train(cfg, tmp_path / "run", progress=False).run_dir
     assert ckpt.load(run / ckpt.LAST).train.state[0].dtype == torch.bfloat16
-    resumed = run_cli("train", "--resume", str(run), "train.max_steps=6", "-q")  # a fresh process: fp32 here
+    resumed = helpers.run_cli("train", "--resume", str(run), "train.max_steps=6", "-q")  # a fresh process: fp32 here
     assert resumed.returncode == 0, resumed.stderr
     assert ckpt.load(run / ckpt.LAST).step == 6
 
@@ -374,7 +384,7 @@ def test_a_stop_signal_during_an_evaluation_saves_and_the_resumed_run_evaluates(
     assert ckpt.load(result.run_dir / ckpt.LAST).step == at_step
     assert [r["step"] for r in read_metrics(result.run_dir) if "val_loss" in r] == list(range(every, at_step, every))
     monkeypatch.undo()
-    resumed = run_cli("train", "--resume", str(result.run_dir), "-q", env={"OMP_NUM_THREADS": "1"})
+    resumed = run_cli("train", "--resume", str(result.run_dir), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert f"done at step {steps}" in resumed.stderr
     assert strip(result.run_dir) == reference(tmp_path, *budget)

@@ -37,18 +37,17 @@ def test_a_run_has_one_writer_and_a_killed_one_leaves_no_lock(tmp_path):
     try:
         wait_for_checkpoint(run, first)
         assert holder(run) == first.pid
-        second = run_cli("train", "--resume", str(run), "-q")
-        assert second.returncode == 2
-        assert second.stderr.strip() == (f"error: {run} is being trained by process {first.pid}; wait for it to end, "
+        code, _, err = cli("train", "--resume", str(run), "-q")
+        assert code == 2
+        assert err.strip() == (f"error: {run} is being trained by process {first.pid}; wait for it to end, "
                                          f"or stop it (kill {first.pid}) and then resume")
-        same_name = run_cli("train", TINY, *FAST, "--out", str(tmp_path), "--name", "run", "-q")
-        assert same_name.returncode == 2 and "already exists" in same_name.stderr
+        assert_user_error(cli("train", TINY, *FAST, "--out", str(tmp_path), "--name", "run", "-q"), "already exists")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert holder(run) is None  # the lock died with its process
-    resumed = run_cli("train", "--resume", str(run), "train.max_steps=null", "train.max_epochs=1", "-q")
-    assert resumed.returncode == 0, resumed.stderr
+    code, _, err = cli("train", "--resume", str(run), "train.max_steps=null", "train.max_epochs=1", "-q")
+    assert code == 0, err
 
 
 def test_a_start_killed_before_it_wrote_anything_leaves_its_name_free(tmp_path):
@@ -81,8 +80,8 @@ def test_out_must_be_a_folder(tmp_path):
 
 
 def test_runs_are_listed_newest_first_with_their_status(tmp_path):
-    done = run_cli("train", TINY, *FAST, "train.max_steps=10", "--out", str(tmp_path), "--name", "done", "-q")
-    assert done.returncode == 0, done.stderr
+    code, _, err = cli("train", TINY, *FAST, "train.max_steps=10", "--out", str(tmp_path), "--name", "done", "-q")
+    assert code == 0, err
     proc = start(TINY, *FAST, "train.max_steps=1000000", "--out", str(tmp_path), "--name", "later")
     try:
         wait_for_checkpoint(tmp_path / "later", proc)

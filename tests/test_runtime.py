@@ -48,6 +48,7 @@ def test_threads_step_aside_for_a_busy_core_and_come_back(monkeypatch):
 
 def test_a_count_given_or_fixed_by_omp_num_threads_is_kept(monkeypatch):
     monkeypatch.setattr(runtime, "CHECK_EVERY", 0.0)
+    monkeypatch.setattr(runtime.CoreShare, "free", lambda self: 1)  # a busy machine: sharing would take one thread
     torch.set_num_threads(2)
     runtime.use_threads(2)
     runtime.poll()

@@ -93,7 +93,8 @@ def test_same_seed_same_run(tmp_path):
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     common = ["data.dataset=anbn", "train.batching=sequential", "train.bptt=random", "model.dropout=0.1",
-              "train.eval_every=20", "train.log_every=5"]
+              "train.eval_every=20", "train.log_every=5", "model.hidden_size=32", "model.num_layers=2",
+              "train.seq_len=32", "train.batch_size=16"]
     full, _, _ = fit(tmp_path, *common, "train.max_steps=60", name="full")
     half, point, _ = fit(tmp_path, *common, "train.max_steps=40", name="half")
     cfg = load_config(None, ["train.max_steps=60", *common])
@@ -101,11 +102,6 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     strip = lambda r: [{k: v for k, v in x.items() if k not in TIMING}  # noqa: E731
                        for x in read_metrics(r.run_dir)]
     assert strip(half) == strip(full)
-
-
-def test_max_time_stops_the_run(tmp_path):
-    result, _, _ = fit(tmp_path, "data.dataset=hello", "train.max_steps=1000000", "train.max_time=1")
-    assert result.stopped == "max_time" and 0 < result.step < 1000000
 
 
 def test_a_time_budget_is_spent_training_not_building_the_kernels(tmp_path, monkeypatch):
