@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -51,6 +54,8 @@ class Vocab:
 
     def encode(self, text: str) -> torch.Tensor:
         """Characters -> int64 ids; unseen characters become <unk>. Vectorised (no Python loop per character)."""
+        import torch  # here, not above: the data commands read vocabularies, and they run without torch
+
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         if len(self._codes) == 0:
             return torch.full((len(points),), UNK_ID, dtype=torch.long)
@@ -59,6 +64,8 @@ class Vocab:
 
     def encode_records(self, records: Sequence[str]) -> torch.Tensor:
         """One stream `<eos> r1 <eos> r2 ... <eos>`: each record is read from the <eos> before it and ends in one."""
+        import torch
+
         lengths = np.array([len(r) for r in records], dtype=np.int64)
         out = torch.full((int(lengths.sum()) + len(records) + 1,), EOS_ID, dtype=torch.long)
         # character j of the joined text belongs to record k and lands after k + 1 <eos> ids
@@ -72,6 +79,8 @@ class Vocab:
         if not records:
             return self.encode("".join(texts))
         if records_mode == "pad":  # one vectorised encode, cut into records (views of it)
+            import torch
+
             return list(torch.split(self.encode("".join(texts)), [len(r) for r in texts]))
         return self.encode_records(texts)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -123,3 +126,16 @@ def test_fetch_takes_a_file_whose_name_looks_like_a_pattern(tmp_path: Path) -> N
     mine.write_text("emma\n", encoding="utf-8")
     status, out, err = cli("data", "fetch", "names", f"data.path={mine}", "--data-dir", tmp_path / "data")
     assert status == 0 and "nothing to fetch" in out, err
+
+
+def test_the_data_commands_that_prepare_nothing_start_without_torch(tmp_path: Path) -> None:
+    """`rnnlm data list` and `fetch` answer in half a second: importing torch would take five (vocab.py imported
+    it for its encoders, which these commands never call)."""
+    script = ("import runpy, sys\nsys.argv = ['rnnlm', *sys.argv[1:]]\n"
+              "try:\n    runpy.run_module('rnnlm', run_name='__main__')\n"
+              "finally:\n    print('torch' in sys.modules, file=sys.__stderr__)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RNNLM_DATA_MIRROR": str(data_mirror())}
+    for args in (["list"], ["fetch", "names"]):
+        done = subprocess.run([sys.executable, "-c", script, "data", *args, "--data-dir", str(tmp_path)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stderr.splitlines()[-1] == "False", (args, done.stderr)
