@@ -108,7 +108,7 @@ class _Recurrent(nn.Module):
         self.mode = mode
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        gate_size = fastpath.GATES[mode] * hidden_size
+        gate_size = reference.GATES[mode] * hidden_size
         factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size
@@ -219,8 +219,10 @@ class _Recurrent(nn.Module):
         autocast = None if path == "bf16" else self._autocast_dtype(inp)
         # Autocast has no rule for our out= ops, so the "torch" path casts once to the autocast dtype here and runs
         # the layers with autocast off; gradients flow back through the casts to the fp32 parameters. Without
-        # autocast nothing is cast: a model and an input of different dtypes raise, as torch.nn's do. The "bf16"
-        # path leaves autocast on for the input projections and gives its loops their float32 result.
+        # autocast nothing is cast: a model and an input of different dtypes raise, as torch.nn's do. So on CUDA
+        # under autocast the states and gate math run in half precision too, as torch.nn's cuDNN recurrences do. The
+        # "bf16" path leaves autocast on for the input projections and gives its loops their float32 result: its
+        # states and gate math stay float32.
         cast = (lambda t: t) if autocast is None else (lambda t: None if t is None else t.to(autocast))
         if path == "bf16":  # a state carried over from an earlier call is bfloat16; the loops keep float32
             h0, c0 = h0.float(), None if c0 is None else c0.float()

@@ -28,14 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from rnnlm import fused
-from rnnlm.reference import LayerGrads, Recurrence, history
+from rnnlm.reference import GATES, LayerGrads, Recurrence, history
 
 STEP_MAX_BATCH = 8
 STEP_MAX_STEPS = 4
 """Inference of a sequence of up to STEP_MAX_STEPS steps at batches up to STEP_MAX_BATCH runs each step of the stack
 as one C call (`step_stack`), as inference of a single step does at any batch; a longer sequence is faster through
 the whole-sequence loops, its input projection one product (README "Speed", the step-path crossover)."""
-GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 _STEP_KIND = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 _T = TypeVar("_T")
 
@@ -78,7 +77,7 @@ def _panels(w_hh: Tensor, gates: int, keep: bool, bf16: bool = False) -> Tensor:
 def forget_packed(params: list[Tensor]) -> None:
     """Drop the packed copies of these weights (after a write through `.data`, which bumps no version)."""
     for p in params:
-        for gates in (1, 3, 4):
+        for gates in set(GATES.values()):
             for bf16 in (False, True):
                 _PACKED.pop((id(p), gates, bf16), None)
 

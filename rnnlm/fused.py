@@ -15,9 +15,10 @@ tensors, checks their dtype, device, contiguity and shape against the others', a
 argument order is never written in Python: the wrappers call by parameter name, and the names and their order are
 read from the C definitions in `fused.c` (`signatures`), so a wrapper and its C function cannot disagree silently.
 
-When the kernels are not used, the cells run the same equations as PyTorch ops (`rnnlm.reference`), which is also what
-runs on CUDA, in bfloat16 and in float64: no compiler, a compile that fails (a one-time warning says why), a library
-that disagrees with torch (a warning too), RNNLM_FUSED=0 in the environment, or a model under torch.compile.
+When the kernels are not used, the cells run the same equations as PyTorch ops (`rnnlm.reference`), which is also
+what runs on CUDA and for float16, bfloat16 or float64 parameters (bf16 autocast of float32 ones on a CPU runs the C
+loops): no compiler, a compile that fails (a one-time warning says why), a library that disagrees with torch (a
+warning too), RNNLM_FUSED=0 in the environment, or a model under torch.compile.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlm import cells
+from rnnlm import cells, reference
 from rnnlm.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.state import State
@@ -70,7 +70,8 @@ class CharRNN(nn.Module):
 
 
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {cell: reference.GATES[mode] for cell, mode in (("rnn", "RNN_TANH"), ("lstm", "LSTM"), ("gru", "GRU"))}
+"""Gates by `model.cell`."""
 
 
 def parameter_shapes(vocab_size: int, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:

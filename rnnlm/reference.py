@@ -7,8 +7,8 @@
              h_t = (1 - z) * n_t + z * h_{t-1}
 
 x_t is the layer's input projection W_ih x_t with the biases that add to it (`rnnlm.cells.split_biases`). This is the
-path on CUDA, in bfloat16 and float64, and on a CPU without rnnlm's C loops (`rnnlm.fastpath`, the same equations,
-faster); tests hold both to torch.nn.
+path on CUDA (under autocast too), for float16, bfloat16 and float64 parameters, and on a CPU without rnnlm's C
+loops (`rnnlm.fastpath`, the same equations, faster); tests hold both to torch.nn.
 
 A layer is two functions, the interface the fast path implements too:
 - `forward(xg, w_hh, bias, h0, c0, keep)` -> (hs, c_n or None, saved): hs (T + 1, B, H) is h0 then every step's
@@ -214,6 +214,9 @@ def gru_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: 
 def rnn(relu: bool) -> Recurrence:
     return Recurrence(functools.partial(rnn_forward, relu=relu), functools.partial(rnn_backward, relu=relu))
 
+
+GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+"""Gates each recurrence computes: W_ih and W_hh have GATES x hidden rows, in torch.nn's gate order."""
 
 CELLS = {"RNN_TANH": rnn(False), "RNN_RELU": rnn(True), "LSTM": Recurrence(lstm_forward, lstm_backward),
          "GRU": Recurrence(gru_forward, gru_backward)}
