@@ -9,7 +9,9 @@
 Both sides get the same model around the cell (an embedding of a 65-character vocabulary, the stack, a linear decoder,
 cross-entropy, Adam), the same weights (torch.nn's state dict loaded into ours), the same data and the same shapes.
 Repetitions alternate between the sides (and which side goes first) so that drift of a shared machine hits both
-alike; every figure is the median over repetitions, ratios are rnnlm / torch.nn.
+alike; each side's figure is the median over its repetitions, and a ratio (rnnlm / torch.nn) is the median of the
+ratios of the pairs of repetitions run back to back, with the middle half of them in brackets. The grid prints
+its shapes as they are measured, then as README's pivot table.
 
 Both sides run with glibc's malloc told to keep freed memory (`rnnlm.runtime.keep_freed_memory`, as `rnnlm train`
 does), so neither pays for faulting in fresh pages each step. --unfused runs rnnlm without its C kernels.
@@ -148,8 +150,11 @@ def sample_fn(model: CharModel, batch_size: int, chars: int) -> Callable[[], Non
     return run
 
 
+TABLE_BUDGET = 25.0  # seconds a row of the table measures for (at least 5 pairs, at most 41)
+
+
 def interleaved(ours: Callable[[], None], ref: Callable[[], None], quick: bool,
-                budget: float = 25.0) -> tuple[float, float]:
+                budget: float = TABLE_BUDGET) -> tuple[float, float]:
     """Median seconds per call of each side, alternating sides and which goes first."""
     times = repetitions(ours, ref, quick, budget)
     return statistics.median(times["ours"]), statistics.median(times["ref"])
@@ -177,9 +182,16 @@ def repetitions(ours: Callable[[], None], ref: Callable[[], None], quick: bool, 
     return times
 
 
-def row(what: str, ours: float, ref: float, target: str, ref_name: str = "torch.nn") -> str:
-    ratio = ours / ref
-    return f"| {what} | {ours:,.0f} | {ref:,.0f} ({ref_name}) | **{ratio:.2f}x** | {target} |"
+def row(what: str, times: dict[str, list[float]], chars: tuple[int, int], target: str,
+        ref_name: str = "torch.nn") -> str:
+    """A table row from `repetitions`' seconds, each side doing chars[side] characters a call: each side's chars/s
+    (the median over its calls) and the ratio, the median of the pairs' ratios (each pair ran back to back), with the
+    middle half of the pairs' ratios in brackets: how far the machine moved them during the row."""
+    ours, ref = ([n / t for t in times[side]] for n, side in zip(chars, ("ours", "ref")))
+    ratios = [o / r for o, r in zip(ours, ref)]
+    low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return (f"| {what} | {statistics.median(ours):,.0f} | {statistics.median(ref):,.0f} ({ref_name}) | "
+            f"**{statistics.median(ratios):.2f}x** ({low:.2f}-{high:.2f}) | {target} |")
 
 
 def bench_training(quick: bool) -> list[str]:
@@ -188,9 +200,9 @@ def bench_training(quick: bool) -> list[str]:
     for shape in (SMALL, LARGE):
         for kind in ("rnn", "lstm", "gru"):
             ref, ours = model_pair(kind, shape)
-            t_ours, t_ref = interleaved(train_step_fn(ours, shape), train_step_fn(ref, shape), quick)
+            times = repetitions(train_step_fn(ours, shape), train_step_fn(ref, shape), quick, TABLE_BUDGET)
             chars = shape.batch * shape.seq
-            rows.append(row(f"train {kind.upper()} {shape}", chars / t_ours, chars / t_ref, targets[kind]))
+            rows.append(row(f"train {kind.upper()} {shape}", times, (chars, chars), targets[kind]))
             print(rows[-1], flush=True)
     return rows
 
@@ -239,7 +251,7 @@ def bench_grid(quick: bool, kinds: list[str], hidden: set[int] | None = None,
     """Training at every grid shape (or those of the given hidden sizes and batches): the ratio rnnlm / torch.nn of
     each interleaved pair of steps, its minimum and median over the pairs (at least `pairs` a shape, more where a
     step is quick: the whole grid is long, so a part of it is re-measured with more)."""
-    rows = []
+    rows, medians = [], {}
     print("\n| cell | shape | min ratio | median ratio | pairs |\n|---|---|---:|---:|---:|", flush=True)
     for kind in kinds:
         for shape in grid():
@@ -251,7 +263,22 @@ def bench_grid(quick: bool, kinds: list[str], hidden: set[int] | None = None,
             rows.append(f"| {kind.upper()} | {shape} | {min(ratios):.2f}x | **{statistics.median(ratios):.2f}x** | "
                         f"{len(ratios)} |")
             print(rows[-1], flush=True)
+            medians[kind, shape] = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f})"
+    print_pivot(medians)
     return rows
+
+
+def print_pivot(cells: dict[tuple[str, Shape], str]) -> None:
+    """The grid as README "The grid" shows it: a row per cell, stack and input width, a column per batch and
+    sequence length, each entry "median (smallest pair's ratio)"."""
+    columns = sorted({(shape.batch, shape.seq) for _, shape in cells})
+    print("\n| cell | layers x hidden | input | " + " | ".join(f"B={b}, T={t}" for b, t in columns) + " |")
+    print("|---|---|---|" + "---:|" * len(columns))
+    stacks = dict.fromkeys((kind, shape.layers, shape.hidden, shape.embed) for kind, shape in cells)
+    for kind, layers, hidden, embed in stacks:
+        entries = [cells.get((kind, Shape(hidden, layers, b, t, embed)), "-") for b, t in columns]
+        width = "= hidden" if embed == hidden else str(embed)
+        print(f"| {kind.upper()} | {layers}x{hidden} | {width} | " + " | ".join(entries) + " |", flush=True)
 
 
 def bench_bf16(quick: bool) -> list[str]:
@@ -262,11 +289,11 @@ def bench_bf16(quick: bool) -> list[str]:
     rows = []
     for shape, kind in ((SMALL, "lstm"), (LARGE, "lstm"), (LARGE, "gru")):
         ref, ours = model_pair(kind, shape)
-        t_ours, t_ref = interleaved(train_step_fn(ours, shape, autocast=True), train_step_fn(ref, shape), quick)
+        times = repetitions(train_step_fn(ours, shape, autocast=True), train_step_fn(ref, shape), quick, TABLE_BUDGET)
         chars = shape.batch * shape.seq
         target = ">= 1.8x with native bf16" if shape == LARGE else ">= 1.5x with native bf16"
-        rows.append(row(f"train {kind.upper()} {shape}, rnnlm bf16 autocast ({how})", chars / t_ours, chars / t_ref,
-                        target, ref_name="torch.nn fp32"))
+        rows.append(row(f"train {kind.upper()} {shape}, rnnlm bf16 autocast ({how})", times, (chars, chars), target,
+                        ref_name="torch.nn fp32"))
         print(rows[-1], flush=True)
     return rows
 
@@ -293,11 +320,11 @@ def bench_sampling(quick: bool) -> list[str]:
     for batch_size, target in ((1, ">= 5x"), (64, ">= 1.0x")):
         chars = 20 if quick else 100
         threads = sampling_threads(batch_size) or torch.get_num_threads()
-        t_ours, t_ref = interleaved(at_threads(sample_fn(ours, batch_size, chars), threads),
-                                    sample_fn(ref, batch_size, chars), quick)
+        times = repetitions(at_threads(sample_fn(ours, batch_size, chars), threads), sample_fn(ref, batch_size, chars),
+                            quick, TABLE_BUDGET)
         total = chars * batch_size
-        rows.append(row(f"sample LSTM 2x512, B={batch_size}, rnnlm {threads} thread{'s' * (threads > 1)}",
-                        total / t_ours, total / t_ref, target, ref_name="torch.nn step loop"))
+        rows.append(row(f"sample LSTM 2x512, B={batch_size}, rnnlm {threads} thread{'s' * (threads > 1)}", times,
+                        (total, total), target, ref_name="torch.nn step loop"))
         print(rows[-1], flush=True)
     return rows
 
@@ -313,12 +340,10 @@ def bench_eval(quick: bool) -> list[str]:
         for kind in ("rnn", "lstm", "gru"):
             _, ours = model_pair(kind, shape)
             reading = eval_shape(kind, shape)
-            t_eval, t_train = interleaved(eval_step_fn(copy.deepcopy(ours), reading), train_step_fn(ours, shape), quick,
-                                          budget=30.0)
-            eval_chars, chars = reading.batch * reading.seq, shape.batch * shape.seq
+            times = repetitions(eval_step_fn(copy.deepcopy(ours), reading), train_step_fn(ours, shape), quick, 30.0)
+            chars = (reading.batch * reading.seq, shape.batch * shape.seq)
             rows.append(row(f"eval {kind.upper()} {shape.layers}x{shape.hidden} (B={reading.batch}, T={reading.seq}) "
-                            f"vs its training at {shape}", eval_chars / t_eval, chars / t_train, ">= 3x",
-                            ref_name="rnnlm training"))
+                            f"vs its training at {shape}", times, chars, ">= 3x", ref_name="rnnlm training"))
             print(rows[-1], flush=True)
     return rows
 
@@ -467,7 +492,7 @@ def main() -> None:
             bench_grid(args.quick, args.cells.split(","), *numbers, pairs=args.pairs)
         else:
             runners[section](args.quick)
-    what = "chars/s, median over interleaved repetitions; " if table else ""
+    what = "chars/s, median over interleaved repetitions; ratio: median of the pairs' (middle half); " if table else ""
     print(f"\n({what}{time.perf_counter() - start:.0f} s)")
 
 
