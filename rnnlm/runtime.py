@@ -19,6 +19,7 @@ from typing import Any
 
 
 CHECK_EVERY = 10.0  # seconds between two looks at what the other processes use
+FIRST_LOOK = 0.5  # seconds after sharing starts that the first look comes: a run starts with the right count
 TAKEN = 0.4  # of a core used by other processes: it counts as taken
 SAME_SIGNAL = 0.5  # seconds: a launcher's copy of a signal comes within milliseconds; a second Ctrl-C meant as one
 # comes after the person has seen the run not stop
@@ -60,7 +61,7 @@ class CoreShare:
         self.cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.last = self._look()
-        self.due = time.monotonic() + CHECK_EVERY
+        self.due = time.monotonic() + FIRST_LOOK
 
     def _look(self) -> tuple[float, float, float] | None:
         """(wall seconds, busy seconds of our cores, this process's CPU seconds), or None where /proc/stat cannot

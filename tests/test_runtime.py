@@ -101,3 +101,18 @@ def test_sigterm_then_a_second_one_later_stops_at_once(monkeypatch):
         clock[0] += 5.0
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGTERM)
+
+
+@pytest.mark.skipif(len(CORES) < 2 or not os.path.exists("/proc/stat"), reason="needs Linux and two cores")
+def test_a_run_starts_on_the_cores_a_busy_machine_leaves_free():
+    """The first look comes half a second after sharing starts, not CHECK_EVERY (10 s) later: a run started beside
+    a busy process spent its first ten seconds at a fraction of its speed, on a thread whose core was taken."""
+    busy = subprocess.Popen([sys.executable, "-c", BUSY, str(CORES[0])])
+    try:
+        time.sleep(0.5)  # spinning
+        torch.set_num_threads(len(CORES))
+        runtime.use_threads(None)
+        assert settle_and_poll(0.7) == len(CORES) - 1
+    finally:
+        busy.kill()
+        busy.wait()
