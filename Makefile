@@ -1,4 +1,5 @@
-# Everyday commands. `make install` builds .venv with the CPU torch pin first, so pip never pulls a CUDA build.
+# Everyday commands. `make install` builds .venv with the torch pin first, then the project (which then keeps that
+# torch); with TORCH_INDEX set to PyTorch's CPU index the pin is the CPU build.
 PY := .venv/bin/python
 TORCH_PIN ?= torch==2.13.0
 # Where pip looks for torch. Empty: pip's own configuration (CI's machines hold the CPU wheel locally).

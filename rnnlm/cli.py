@@ -59,7 +59,8 @@ RunArg = Annotated[Path, typer.Argument(help="A run directory (its best checkpoi
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where the model runs: auto (CUDA when present), cpu, cuda or "
                                         "cuda:N.", metavar="[auto|cpu|cuda|cuda:N]")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, show_default=False, help="CPU threads to "
-                                                   "compute with [default: one per core].")]
+                                                   "compute with [default: one per core other processes leave "
+                                                   "free, looked at as it runs].")]
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(
     help="Config overrides as section.key=value, e.g. train.lr=0.001 model.hidden_size=256.", show_default=False,
     metavar="KEY=VALUE")]
@@ -87,7 +88,8 @@ def train(
     config: Annotated[Optional[str], typer.Argument(help="YAML config, e.g. configs/tiny.yaml. Optional with --resume.",
                                                      show_default=False, metavar="CONFIG")] = None,
     overrides: OverridesArg = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder that holds run directories.")] = Path("checkpoints"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds run directories [default: "
+                                                "checkpoints].", show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run directory name [default: config name + time].",
                                                 show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run directory from its last checkpoint.",
@@ -112,7 +114,9 @@ def train(
     from rnnlm.runtime import keep_freed_memory, use_threads
     from rnnlm.train import train as run_training
 
-    config_file, args = _train_args(config, list(overrides or []), resume, init_from)
+    named = out is not None or name is not None
+    config_file, args = _train_args(config, list(overrides or []), resume, init_from, named)
+    out = out or Path("checkpoints")
     with contextlib.ExitStack() as stack:
         if "RANK" not in os.environ:  # a kill while the corpus is prepared unwinds (training's own stop takes over)
             stack.enter_context(_sigterm_unwinds())
@@ -141,12 +145,16 @@ def train(
         raise typer.Exit(128 + int(result.signal or 2))
 
 
-def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Path],
-                init_from: Optional[Path]) -> tuple[Optional[Path], list[str]]:
-    """The config file and the overrides `train` was given, its command line's shorthands spelled out."""
+def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Path], init_from: Optional[Path],
+                named: bool) -> tuple[Optional[Path], list[str]]:
+    """The config file and the overrides `train` was given, its command line's shorthands spelled out; `named`:
+    whether --out or --name was given."""
     config, args = _config_and_overrides(config_arg, args)  # `rnnlm train --resume RUN train.max_steps=2000`
     if resume is None and config is None:
         raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
+    if resume is not None and named:  # nanoGPT's init_from=resume writes to out_dir: here that would be ignored
+        raise RnnlmError(f"--resume continues {resume} where it is; --out and --name name a new run: drop them, or "
+                         f"start a new run from its weights with --init-from {resume}")
     if init_from is not None:
         if resume is not None:
             raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
@@ -258,7 +266,7 @@ def sample(
                          top_k=top_k if top_k is not None else defaults.top_k,
                          top_p=top_p if top_p is not None else defaults.top_p,
                          num_samples=num_samples, seed=seed)
-    primed = read_prime(point.vocab, prime, prime_file, strict, default=defaults.prime)
+    primed = read_prime(point.vocab, prime, prime_file, strict, default=defaults.prime, records=point.records)
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
     with output(out) as stream:
@@ -501,7 +509,7 @@ def recorded_root(point: Any) -> str | None:
 
 def device_for(name: str, threads: int | None = None) -> torch.device:
     """A command's --device as a torch.device, refused with a message before anything is loaded or written; on a
-    CPU, the command computes with `threads` threads (None: one per core)."""
+    CPU, the command computes with `threads` threads (None: one per core other processes leave free)."""
     from rnnlm.device import resolve_device
     from rnnlm.runtime import use_threads
 

@@ -38,7 +38,10 @@ _SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxtuple, _SHOW.maxdict, _SHOW.maxstring, _
 
 
 def show(value: Any) -> str:
-    """A value for a message, cut short: a YAML alias bomb in a config must cost a line, not the machine."""
+    """A value for a message as YAML writes it (null, true), cut short: a YAML alias bomb in a config must cost a
+    line, not the machine."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
     return _SHOW.repr(value)
 
 

@@ -64,11 +64,12 @@ class Progress:
         self._refresh(tally)
 
     def evaluated(self, tally: Tally, bpc: float, seconds: float) -> None:
-        self.fields["val"] = f"val {tally.last_val:.4f}"
+        empty = math.isnan(tally.last_val)  # an empty validation split scores nothing
+        self.fields["val"] = "val -" if empty else f"val {tally.last_val:.4f}"
         self.fields["left"] = ""
         if self.lines:
-            self.stream.write(f"step {tally.step} · val {tally.last_val:.4f} nats/char · {bpc:.4f} bpc · "
-                              f"evaluated in {seconds:.1f} s\n")
+            score = "no validation loss (empty split)" if empty else f"val {tally.last_val:.4f} nats/char · {bpc:.4f} bpc"
+            self.stream.write(f"step {tally.step} · {score} · evaluated in {seconds:.1f} s\n")
             self.stream.flush()
         self._refresh(tally)
 

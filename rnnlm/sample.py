@@ -38,6 +38,9 @@ from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
 
 MAX_DRAWS = 10
 """With --unique or --novel, records are drawn until enough pass, at most this many times the number asked for."""
+DRAW_IDS = 1 << 22
+"""Samples are drawn at most this many ids (rows x --length) at a time, at most 4,096 rows: each row has its own
+generator and state, so -N 1000000 in one batch took gigabytes before the first name was written."""
 
 WARM_UP_LENGTH = 1000
 """The most characters of the record a packed-records model writes and throws away before the kept one: that record
@@ -65,7 +68,7 @@ class SampleOptions:
         if self.length < 1:
             raise RnnlmError(f"--length {self.length}: generate at least 1 character")
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise RnnlmError(f"--temp {self.temperature}: the temperature must be a number >= 0 (0 always takes the "
+            raise RnnlmError(f"--temp {self.temperature}: the temperature must be a finite number >= 0 (0 always takes the "
                              "most likely character)")
         if self.top_k is not None and self.top_k < 1:
             raise RnnlmError(f"--top-k {self.top_k}: must be at least 1")
@@ -209,9 +212,10 @@ class Prime:
 
 
 def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, strict: bool = False,
-               default: str = "") -> Prime:
+               default: str = "", records: bool = False) -> Prime:
     """The prime from `--prime TEXT` or `--prime-file PATH` (the file's text exactly, final newline
-    included; `-` is standard input), else `default`. With `strict`, characters the vocabulary lacks are an error."""
+    included; `-` is standard input), else `default`. With `strict`, characters the vocabulary lacks are an error;
+    for a model of `records` (one per line), a line break is."""
     if text is not None and path is not None:
         raise RnnlmError("give --prime TEXT or --prime-file PATH, not both")
     if path is not None and str(path) == "-":
@@ -219,6 +223,9 @@ def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, 
     else:
         prime = read_utf8(path) if path is not None else text if text is not None else default
     typed_text(prime, "--prime", "the prime in a UTF-8 file with --prime-file")
+    if records and "\n" in prime:
+        raise RnnlmError("the prime has a line break, but this model writes one record per line: prime it with the "
+                         "start of one record")
     unknown = vocab.unknown(prime)
     missing = set(unknown)
     result = Prime(prime, unknown, sum(c in missing for c in prime))
@@ -295,15 +302,14 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     model, start = load_model(point, device, force), start_state(point, device)  # refused before a prime is shown
     printer = _Printer(point.vocab, prime, out, wanted, point.records, unique, novel, training)
     seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
-    while True:  # filtered records: draw again until `wanted` are written, or MAX_DRAWS times that many were drawn
-        n = min(wanted - printer.written, MAX_DRAWS * wanted - len(printer.rows))
+    rows = max(1, min(4096, DRAW_IDS // max(1, opts.length)))
+    while True:  # until `wanted` are written; filtered records: or MAX_DRAWS times that many were drawn
+        n = min(rows, wanted - printer.written, MAX_DRAWS * wanted - len(printer.rows))
         printer.begin(n)
         generate(model, point.vocab, prime, dataclasses.replace(opts, num_samples=n, seed=seed + len(printer.rows) - n),
                  records=point.records, packed=point.config.data.records == "pack", start=start, on_step=printer.step)
         printer.finish()
-        if not (point.records and (unique or novel)) or printer.written >= wanted:
-            break
-        if len(printer.rows) >= MAX_DRAWS * wanted:
+        if printer.written >= wanted or len(printer.rows) >= MAX_DRAWS * wanted:
             break
     generated = printer.generated
     report = SampleReport(len(generated), printer.written, point.records, corpus=corpus, note=note, wanted=wanted)
@@ -359,6 +365,7 @@ class _Printer:
     def _finish_row(self) -> None:
         i = len(self.generated)
         text = self.prime + self.vocab.decode(self.rows[i])
+        self.rows[i] = []  # text now: a long -N keeps its samples, not their ids
         self.generated.append(text)
         keep = not (self.unique and text in self.seen) and not (self.novel and text in (self.training or ()))
         self.seen.add(text)

@@ -360,7 +360,8 @@ class Trainer:
             raise TrainingDiverged(
                 f"training diverged at step {self.tally.step + 1}: {problem}; "
                 + (f"the last good checkpoint is {last}; " if last.exists() else "no checkpoint was saved yet; ")
-                + "lower train.lr or set train.grad_clip")
+                + ("lower train.lr or set train.grad_clip" if self.cfg.train.grad_clip is None else
+                   f"lower train.lr or train.grad_clip (now {self.cfg.train.grad_clip:g})"))
 
     # -- records, evaluation, checkpoints ----------------------------------------------------------------------------
 

@@ -104,3 +104,12 @@ def test_config_prints_paths_as_a_run_records_them(tmp_path, monkeypatch):
     status, out, err = cli("config", "data.dataset=text", "data.path=notes/a.txt", "train.init_from=runs/r")
     assert status == 0, err
     assert f"path: {tmp_path / 'notes' / 'a.txt'}\n" in out and f"init_from: {tmp_path / 'runs' / 'r'}\n" in out
+
+
+def test_resume_with_out_or_name_is_refused(tmp_path):
+    """--resume continues a run in place: an --out or --name given with it was silently ignored (nanoGPT users expect
+    a copy in out_dir); the message points at --init-from, which starts a new run from the weights."""
+    for extra in (["--name", "copy"], ["--out", str(tmp_path / "elsewhere")]):
+        assert_user_error(cli("train", "--resume", tmp_path / "run", *extra), "--out and --name name a new run",
+                          f"--init-from {tmp_path / 'run'}")
+    assert not (tmp_path / "elsewhere").exists()

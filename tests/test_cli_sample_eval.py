@@ -108,6 +108,29 @@ def test_unique_and_novel_filter_the_records(models):
         assert f"; wrote {len(kept)}" in err
 
 
+def test_many_samples_are_drawn_a_batch_at_a_time_and_come_out_the_same(models, monkeypatch):
+    """-N of any size is drawn a few thousand rows at a time (each row has its own generator and state: a million
+    names in one batch took gigabytes first); sample i is still seed + i's, whatever the batches."""
+    from rnnlm import sample
+
+    args = ["sample", models["coin"], "-N", "7", "--seed", "3", "--length", "8"]
+    whole = cli(*args)
+    monkeypatch.setattr(sample, "DRAW_IDS", 16)  # two rows a batch at --length 8
+    assert cli(*args) == whole and len(whole[1].splitlines()) == 7
+    first = list(dict.fromkeys(whole[1].splitlines()))  # --unique: the same draws, repeats dropped, then more
+    kept = cli(*args, "--unique")[1].splitlines()
+    assert kept[:len(first)] == first and len(set(kept)) == len(kept)
+
+
+def test_a_hundred_thousand_samples_cost_their_text_not_a_generator_each(models, tmp_path):
+    """-N 100000 drew all rows as one batch, a generator and a state each: 620 MB at peak for this two-letter model
+    (a makemore user asking for a million names needed gigabytes); in batches it stays near the process's own size."""
+    (status, _, err), peak = measured("sample", models["coin"], "-N", "100000", "--length", "10", "--seed", "1",
+                                      "-o", tmp_path / "out.txt", timeout=300)
+    assert status == 0 and "100000 records generated" in err, err
+    assert len((tmp_path / "out.txt").read_text().splitlines()) == 100000 and peak < 400, peak
+
+
 def test_eval_reports_unknown_characters_and_several_files(models, tmp_path):
     (tmp_path / "a.txt").write_text("hello hello", encoding="utf-8")
     (tmp_path / "b.txt").write_text("hellö", encoding="utf-8")
@@ -156,6 +179,7 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     (["sample", "{hello}", "--prime-file", "{tmp}/none.txt"], ["none.txt: no such file"]),
     (["sample", "{hello}", "--prime", "x", "--prime-file", "{tmp}/none.txt"], ["not both"]),
     (["sample", "{hello}", "--novel"], ["line-per-record"]),
+    (["sample", "{coin}", "--prime", "ab\nab"], ["line break", "one record per line"]),
     (["sample", "{hello}", "--out", "{tmp}"], ["--out", "is a folder"]),
     (["sample", "{hello}", "--device", "gpu"], ["--device=gpu", "auto, cpu, cuda, cuda:N"]),
     (["eval", "{hello}", "--device", "gpu"], ["--device=gpu", "auto, cpu, cuda, cuda:N"]),
@@ -165,7 +189,7 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     (["eval", "{hello}", "--file", "{tmp}/none.txt"], ["none.txt: no such file"]),
 ])
 def test_errors_are_one_line_and_exit_2(models, tmp_path, args, fragments):
-    status, out, err = cli(*[a.format(hello=models["hello"], tmp=tmp_path) for a in args])
+    status, out, err = cli(*[a.format(hello=models["hello"], coin=models["coin"], tmp=tmp_path) for a in args])
     assert_user_error((status, out, err), *fragments)
 
 

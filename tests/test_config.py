@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,10 @@ def test_a_run_config_written_out_reads_back_the_same(tmp_path):
     assert load_config(path) == cfg and cfg.sample.prime == "09" and cfg.train.max_time is None
     with pytest.raises(ConfigError, match="a run needs a budget"):
         load_config(None, ["train.max_steps=null", "train.max_time=.inf"])
+
+
+def test_a_refused_value_is_shown_as_yaml_writes_it():
+    """`train.seq_len=null` is named as typed, not as Python's None (nor true as True)."""
+    for override in ("train.seq_len=null", "model.hidden_size=true"):
+        with pytest.raises(ConfigError, match=f"^{re.escape(override)} "):
+            load_config(None, [override])

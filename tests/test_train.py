@@ -198,9 +198,12 @@ def test_the_room_left_for_the_final_evaluation_does_not_vanish_when_every_step_
 def test_divergence_stops_with_a_message(tmp_path):
     from rnnlm.train import TrainingDiverged
 
-    with pytest.raises(TrainingDiverged, match="training diverged at step"):
+    with pytest.raises(TrainingDiverged, match="training diverged at step .* or set train.grad_clip$"):
         fit(tmp_path, "data.dataset=hello", "train.lr=1e30", "train.grad_clip=null", "train.optimizer=sgd",
             "train.max_steps=50")
+    with pytest.raises(TrainingDiverged, match=r"lower train.lr or train.grad_clip \(now 5\)$"):  # it was "set" it
+        fit(tmp_path, "data.dataset=hello", "train.lr=1e30", "train.grad_clip=5", "train.optimizer=sgd",
+            "train.max_steps=50", name="clipped")
 
 
 SMALL = ["data.dataset=hello", "model.hidden_size=16", "model.num_layers=1", "train.seq_len=16", "train.batch_size=8",
@@ -309,6 +312,8 @@ def test_an_empty_validation_split_is_said_at_the_start_and_in_the_summary(tmp_p
             "data.splits a larger val share to measure it") in err.splitlines()
     assert "done at step 4: no validation loss (empty split) (max steps reached)" in err
     assert not (tmp_path / "run" / "best.pt").exists()
+    status, _, err = cli("train", "--resume", tmp_path / "run", "train.max_steps=6")  # the progress lines too
+    assert status == 0 and "step 6 · no validation loss (empty split) · evaluated in" in err and "nan" not in err, err
 
 
 def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
