@@ -70,19 +70,20 @@ def generate(path: Path, megabytes: int) -> None:
 def measure(command: list[str], until: Path | None = None) -> tuple[float, float, float | None]:
     """Run `command`: (wall seconds, peak RssAnon MB, seconds until `until` holds a line, if given)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    start = time.perf_counter()
-    errors = tempfile.TemporaryFile("w+")  # not a pipe: nobody reads one while polling, and a full one blocks
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors, text=True)
-    peak, reached = 0, None
-    while proc.poll() is None:
-        peak = max(peak, _rss_anon(proc.pid))
-        if until is not None and reached is None and until.exists() and until.stat().st_size > 0:
-            reached = time.perf_counter() - start
-        time.sleep(0.02)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        errors.seek(0)
-        raise RuntimeError(f"{' '.join(command)} failed:\n{errors.read()[-2000:]}")
+    # stderr to a file, not a pipe: nobody reads a pipe while polling, and a full one blocks the child
+    with tempfile.TemporaryFile("w+") as errors:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        peak, reached = 0, None
+        while proc.poll() is None:
+            peak = max(peak, _rss_anon(proc.pid))
+            if until is not None and reached is None and until.exists() and until.stat().st_size > 0:
+                reached = time.perf_counter() - start
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise RuntimeError(f"{' '.join(command)} failed:\n{errors.read()[-2000:]}")
     return wall, peak / 1024, reached
 
 

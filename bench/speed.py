@@ -10,7 +10,8 @@ Both sides get the same model around the cell (an embedding of a 65-character vo
 cross-entropy, Adam), the same weights (torch.nn's state dict loaded into ours), the same data and the same shapes.
 Repetitions alternate between the sides (and which side goes first) so that drift of a shared machine hits both
 alike; each side's figure is the median over its repetitions, and a ratio (rnnlm / torch.nn) is the median of the
-ratios of the pairs of repetitions run back to back, with the middle half of them in brackets. The grid prints
+ratios of the pairs of repetitions run back to back, with the middle half of them in brackets (the busy rows divide
+medians: their quiet and busy halves run apart, unpaired; the paths rows too). The grid prints
 its shapes as they are measured, then as README's pivot table.
 
 Both sides run with glibc's malloc told to keep freed memory (`rnnlm.runtime.keep_freed_memory`, as `rnnlm train`
@@ -397,6 +398,14 @@ def bench_busy(quick: bool) -> list[str]:
     figure, rnnlm (threads as its commands choose them) and torch.nn (torch's default) side by side."""
     rows, budget, check_every = [], 6.0 if quick else 20.0, runtime.CHECK_EVERY
     runtime.CHECK_EVERY = 2.0  # a training run looks every 10 s; a row lasts about as long as a few looks
+    try:
+        _busy_rows(rows, quick, budget)
+    finally:
+        runtime.CHECK_EVERY = check_every
+    return rows
+
+
+def _busy_rows(rows: list[str], quick: bool, budget: float) -> None:
     cases = [(f"train {kind.upper()} {shape}", kind, shape, None) for shape in (SMALL, LARGE)
              for kind in ("rnn", "lstm", "gru")]
     cases += [(f"sample LSTM 2x512, B={b}", "lstm", LARGE, b) for b in (1, 64)]
@@ -419,8 +428,6 @@ def bench_busy(quick: bool) -> list[str]:
         rows.append(f"| {what} | {chars / q_ours:,.0f} | {chars / b_ours:,.0f} | **{q_ours / b_ours:.0%}** | "
                     f"{chars / q_ref:,.0f} | {chars / b_ref:,.0f} | {q_ref / b_ref:.0%} | >= 45%, >= torch.nn |")
         print(rows[-1], flush=True)
-    runtime.CHECK_EVERY = check_every
-    return rows
 
 
 def saved_for_backward(kind: str, side: str) -> float:

@@ -47,6 +47,8 @@ def poll() -> None:
     """Called between units of work (a training step, an evaluation chunk, a sampling step): when it is time, sets
     the thread count to the cores other processes leave free. Costs a clock read otherwise."""
     if _share is not None and time.monotonic() >= _share.due:
+        if _share.startup():
+            return
         import torch  # imported already by whoever set _share
 
         torch.set_num_threads(_share.free())
@@ -62,6 +64,15 @@ class CoreShare:
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.last = self._look()
         self.due = time.monotonic() + FIRST_LOOK
+        self.restarted = False
+
+    def startup(self) -> bool:
+        """Whether the first look's window held more than the work's start (loading, a compile, whose compiler
+        processes count as other processes): then, once, the window starts again from now."""
+        if self.restarted or self.last is None or time.monotonic() - self.last[0] <= 2 * FIRST_LOOK:
+            return False
+        self.last, self.due, self.restarted = self._look(), time.monotonic() + FIRST_LOOK, True
+        return True
 
     def _look(self) -> tuple[float, float, float] | None:
         """(wall seconds, busy seconds of our cores, this process's CPU seconds), or None where /proc/stat cannot
@@ -79,7 +90,7 @@ class CoreShare:
     def others(self) -> float | None:
         """Cores' worth of CPU time other processes used since the last look; None if unknown."""
         now, last = self._look(), self.last
-        self.last, self.due = now, time.monotonic() + CHECK_EVERY
+        self.last, self.due, self.restarted = now, time.monotonic() + CHECK_EVERY, True
         if now is None or last is None or now[0] <= last[0]:
             return None
         return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])

@@ -38,8 +38,8 @@ from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
 
 MAX_DRAWS = 10
 """With --unique or --novel, records are drawn until enough pass, at most this many times the number asked for."""
-DRAW_IDS = 1 << 22
-"""Samples are drawn at most this many ids (rows x --length) at a time, at most 4,096 rows: each row has its own
+DRAW_ROWS, DRAW_IDS = 4096, 1 << 22
+"""Samples are drawn at most DRAW_ROWS rows and DRAW_IDS ids (rows x --length) at a time: each row has its own
 generator and state, so -N 1000000 in one batch took gigabytes before the first name was written."""
 
 WARM_UP_LENGTH = 1000
@@ -224,8 +224,9 @@ def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, 
         prime = read_utf8(path) if path is not None else text if text is not None else default
     typed_text(prime, "--prime", "the prime in a UTF-8 file with --prime-file")
     if records and "\n" in prime:
-        raise RnnlmError("the prime has a line break, but this model writes one record per line: prime it with the "
-                         "start of one record")
+        raise RnnlmError("the prime has a line break (a --prime-file's final newline counts; without --prime or "
+                         "--prime-file the prime is the run's sample.prime), but this model writes one record per "
+                         "line: prime it with the start of one record")
     unknown = vocab.unknown(prime)
     missing = set(unknown)
     result = Prime(prime, unknown, sum(c in missing for c in prime))
@@ -289,8 +290,8 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
 
     One sample without filters is written and flushed character by character. Records are written one
     per line, in order, each as soon as it and the ones before it have ended; `unique` drops repeats,
-    `novel` drops records the training split holds. Samples of a stream corpus are written when all are
-    done, separated by a line `---`.
+    `novel` drops records the training split holds. Samples of a stream corpus are written when the batch they
+    are drawn in is done (DRAW_ROWS and DRAW_IDS set its size), separated by a line `---`.
     """
     if not point.records and (unique or novel):
         raise RnnlmError("--unique and --novel apply to line-per-record corpora (names, anbn); "
@@ -302,7 +303,7 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     model, start = load_model(point, device, force), start_state(point, device)  # refused before a prime is shown
     printer = _Printer(point.vocab, prime, out, wanted, point.records, unique, novel, training)
     seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
-    rows = max(1, min(4096, DRAW_IDS // max(1, opts.length)))
+    rows = max(1, min(DRAW_ROWS, DRAW_IDS // max(1, opts.length)))
     while True:  # until `wanted` are written; filtered records: or MAX_DRAWS times that many were drawn
         n = min(rows, wanted - printer.written, MAX_DRAWS * wanted - len(printer.rows))
         printer.begin(n)

@@ -115,11 +115,17 @@ def test_many_samples_are_drawn_a_batch_at_a_time_and_come_out_the_same(models, 
 
     args = ["sample", models["coin"], "-N", "7", "--seed", "3", "--length", "8"]
     whole = cli(*args)
+    batches, generate = [], sample.generate
+    monkeypatch.setattr(sample, "generate", lambda *a, **k: (batches.append((a[3].num_samples, a[3].seed)),
+                                                             generate(*a, **k))[1])
     monkeypatch.setattr(sample, "DRAW_IDS", 16)  # two rows a batch at --length 8
     assert cli(*args) == whole and len(whole[1].splitlines()) == 7
+    assert batches == [(2, 3), (2, 5), (2, 7), (1, 9)]  # sample i drawn from seed 3 + i
     first = list(dict.fromkeys(whole[1].splitlines()))  # --unique: the same draws, repeats dropped, then more
+    batches.clear()
     kept = cli(*args, "--unique")[1].splitlines()
     assert kept[:len(first)] == first and len(set(kept)) == len(kept)
+    assert all(n <= 2 for n, _ in batches) and sum(n for n, _ in batches) <= sample.MAX_DRAWS * 7
 
 
 def test_a_hundred_thousand_samples_cost_their_text_not_a_generator_each(models, tmp_path):

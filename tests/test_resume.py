@@ -33,7 +33,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # one thr
 ENV.pop("RNNLM_DEBUG", None)
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def in_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`rnnlm ARGS` in this process (`helpers.cli`): a command that is not interrupted needs no process of its own (a
     new one spends about 5 s importing torch); the signals and kills go to real processes (`start`)."""
     with contextlib.chdir(cwd or os.getcwd()):
@@ -114,7 +114,7 @@ def test_ctrl_c_and_sigterm_save_and_the_resumed_run_is_exact(tmp_path):
     second = interrupt(start("--resume", str(run)), run, signal.SIGTERM, first + 5)
     assert 10 <= first < second < 200, "the run ended before the signal came"
 
-    resumed = run_cli("train", "--resume", str(run), "-q")
+    resumed = in_process("train", "--resume", str(run), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at step {second}" in resumed.stderr
     assert (run / "resume.log").read_text().count("resumed at step") == 2
@@ -159,7 +159,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
             break  # killed after its final checkpoint, as it was exiting: nothing left to lose
     assert kills >= 4 and mid_write > 0, (kills, mid_write)
 
-    finished = run_cli("train", "--resume", str(run), "-q")
+    finished = in_process("train", "--resume", str(run), "-q")
     assert finished.returncode == 0, finished.stderr
     assert temp_files(run) == []
     assert sorted(p.name for p in run.glob("step-*.pt")) == [f"step-{last - 4:06d}.pt", f"step-{last:06d}.pt"]
@@ -168,11 +168,11 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
 
 def test_resume_with_a_changed_config(tmp_path):
     run = tmp_path / "run"
-    first = run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10", "-q")
+    first = in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10", "-q")
     assert first.returncode == 0, first.stderr
     before = (run / "metrics.jsonl").read_text()
 
-    refused = run_cli("train", "--resume", str(run), "model.hidden_size=64", "train.lr=0.1", "train.max_steps=20")
+    refused = in_process("train", "--resume", str(run), "model.hidden_size=64", "train.lr=0.1", "train.max_steps=20")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         "error: cannot resume with a changed config: model.hidden_size, train.lr differ from the config the run was "
@@ -180,7 +180,7 @@ def test_resume_with_a_changed_config(tmp_path):
         "edit in config.yaml, or start a new run)"]
     assert (run / "metrics.jsonl").read_text() == before and not (run / "resume.log").exists()
 
-    accepted = run_cli("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "train.threads=1",
+    accepted = in_process("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "train.threads=1",
                        "sample.length=50", "-q")
     assert accepted.returncode == 0, accepted.stderr
     change = "train.max_steps: 10 -> 20; train.eval_every: 20 -> 5; train.threads: None -> 1; sample.length: 40 -> 50"
@@ -197,7 +197,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
     (run / "config.yaml").write_text(load_config(TINY, [*COMMON, "train.max_steps=10"]).to_yaml())
     (run / "metrics.jsonl").write_text('{"step": 5, "epoch": 0, "train_loss": 9.0}\n{"step": 10, "ep')
     (run / ".best.pt.tmp-999999999").write_bytes(b"half a checkpoint")  # no process has this id
-    result = run_cli("train", "--resume", str(run), "-q")
+    result = in_process("train", "--resume", str(run), "-q")
     assert result.returncode == 0, result.stderr
     assert "starting it over" in result.stderr and "removed .best.pt.tmp-999999999" in result.stderr
     assert temp_files(run) == [] and ckpt.load(run / ckpt.LAST).step == 10
@@ -206,11 +206,11 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
 
 def test_a_trained_run_without_last_pt_is_refused_not_started_over(tmp_path):
     run = tmp_path / "run"
-    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10",
+    assert in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10",
                    "-q").returncode == 0
     (run / ckpt.LAST).unlink()
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK}
-    refused = run_cli("train", "--resume", str(run), "train.max_steps=20", "-q")
+    refused = in_process("train", "--resume", str(run), "train.max_steps=20", "-q")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines() == [
         f"error: --resume {run}: the run has best.pt but no last.pt, which a resume continues from (the optimizer, "
@@ -222,9 +222,9 @@ def test_a_trained_run_without_last_pt_is_refused_not_started_over(tmp_path):
 def test_a_resume_given_its_config_and_a_relative_data_path_again_is_the_same_run(tmp_path):
     (tmp_path / "mine.txt").write_text("the quick brown fox jumps over the lazy dog. " * 300, encoding="utf-8")
     args = [TINY, *COMMON, "data.dataset=text", "data.path=mine.txt", "--data-dir", "data"]
-    first = run_cli("train", *args, "train.max_steps=10", "--out", "runs", "--name", "run", "-q", cwd=tmp_path)
+    first = in_process("train", *args, "train.max_steps=10", "--out", "runs", "--name", "run", "-q", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    again = run_cli("train", *args, "train.max_steps=15", "--resume", "runs/run", "-q", cwd=tmp_path)
+    again = in_process("train", *args, "train.max_steps=15", "--resume", "runs/run", "-q", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "resuming at step 10 with train.max_steps: 10 -> 15" in again.stderr
     assert ckpt.load(tmp_path / "runs" / "run" / ckpt.LAST).step == 15
@@ -234,38 +234,38 @@ def test_a_corpus_changed_under_a_run_is_refused_on_resume_and_named_by_eval(tmp
     text = tmp_path / "mine.txt"
     text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(800)), encoding="utf-8")
     args = ["data.dataset=text", f"data.path={text}", "--data-dir", str(tmp_path / "data")]
-    first = run_cli("train", TINY, *COMMON, *args, "train.max_steps=10", "--out", str(tmp_path), "--name", "run", "-q")
+    first = in_process("train", TINY, *COMMON, *args, "train.max_steps=10", "--out", str(tmp_path), "--name", "run", "-q")
     assert first.returncode == 0, first.stderr
     run = tmp_path / "run"
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK}
     text.write_text(text.read_text(encoding="utf-8")[:5000], encoding="utf-8")  # cut short: the saved position is past it
-    refused = run_cli("train", "--resume", str(run), "train.max_steps=20", "--data-dir", str(tmp_path / "data"), "-q")
+    refused = in_process("train", "--resume", str(run), "train.max_steps=20", "--data-dir", str(tmp_path / "data"), "-q")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (
         f"error: --resume {run}: the text corpus has changed since this run trained on it (files edited, added or "
         "removed), so the position saved in it means nothing now; put the files back, or start a new run from this "
         f"one's weights: rnnlm train --init-from {run} {run / 'config.yaml'}")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
-    scored = run_cli("eval", str(run), "--data-dir", str(tmp_path / "data"))
+    scored = in_process("eval", str(run), "--data-dir", str(tmp_path / "data"))
     assert scored.returncode == 0 and "warning: the text corpus has changed since this checkpoint was written" in \
         scored.stderr
 
 
 def test_a_resume_reads_the_corpus_from_the_data_root_the_run_trained_from(tmp_path):
     (tmp_path / "mine.txt").write_text("the quick brown fox jumps over the lazy dog. " * 300, encoding="utf-8")
-    first = run_cli("train", TINY, *COMMON, "data.dataset=text", f"data.path={tmp_path / 'mine.txt'}",
+    first = in_process("train", TINY, *COMMON, "data.dataset=text", f"data.path={tmp_path / 'mine.txt'}",
                     "train.max_steps=10", "--data-dir", str(tmp_path / "corpora"), "--out", str(tmp_path), "--name",
                     "run", "-q")
     assert first.returncode == 0, first.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    again = run_cli("train", "--resume", str(tmp_path / "run"), "train.max_steps=15", "-q", cwd=elsewhere)
+    again = in_process("train", "--resume", str(tmp_path / "run"), "train.max_steps=15", "-q", cwd=elsewhere)
     assert again.returncode == 0, again.stderr
     assert "preparing" not in again.stderr and not any(elsewhere.iterdir())  # no second store in ./data
 
 
 def test_fp16_on_a_cpu_is_one_line(tmp_path):
-    result = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "train.precision=fp16", "train.device=cpu",
+    result = in_process("train", str(REPO / "configs" / "tiny.yaml"), "train.precision=fp16", "train.device=cpu",
                      "--out", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -290,22 +290,22 @@ def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
 
 def test_resume_reads_an_edited_config_yaml_and_checks_it_like_an_override(tmp_path):
     run = tmp_path / "run"
-    first = run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10", "-q")
+    first = in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10", "-q")
     assert first.returncode == 0, first.stderr
     written = (run / "config.yaml").read_text()
 
     (run / "config.yaml").write_text(written.replace("hidden_size: 32", "hidden_size: 64"))
-    refused = run_cli("train", "--resume", str(run), "-q")
+    refused = in_process("train", "--resume", str(run), "-q")
     assert refused.returncode == 2 and "model.hidden_size differ from the config the run was trained" in refused.stderr
     assert "hidden_size: 64" in (run / "config.yaml").read_text()  # the user's edit stays, to undo or keep
 
     (run / "config.yaml").write_text("train: {max_steps: [20\n")
-    broken = run_cli("train", "--resume", str(run), "-q")
+    broken = in_process("train", "--resume", str(run), "-q")
     assert broken.returncode == 2 and len(broken.stderr.strip().splitlines()) == 1
     assert "config.yaml: line 2" in broken.stderr and "YAML syntax error" in broken.stderr
 
     (run / "config.yaml").write_text(written.replace("max_steps: 10", "max_steps: 15"))
-    accepted = run_cli("train", "--resume", str(run), "-q")
+    accepted = in_process("train", "--resume", str(run), "-q")
     assert accepted.returncode == 0 and "resuming at step 10 with train.max_steps: 10 -> 15" in accepted.stderr
     assert ckpt.load(run / ckpt.LAST).step == 15
 
@@ -314,11 +314,11 @@ def test_resume_reads_an_edited_config_yaml_and_checks_it_like_an_override(tmp_p
                                           ("train.max_epochs=1", "train.max_epochs=N")])
 def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path, budget, more):
     run = tmp_path / "run"
-    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=null", budget,
+    assert in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=null", budget,
                    "train.seq_len=64", "train.batch_size=64", "-q").returncode == 0
     files = lambda: {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != LOCK}  # noqa: E731
     before, tally = files(), ckpt.load(run / ckpt.LAST).train.tally
-    again = run_cli("train", "--resume", str(run), "-q")
+    again = in_process("train", "--resume", str(run), "-q")
     assert again.returncode == 0
     assert again.stderr.strip().splitlines() == [
         f"nothing to do: the run is at step {tally.step}: val loss {tally.last_val:.4f} nats/char (best "
@@ -329,9 +329,9 @@ def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path, budget, mo
 
 def test_a_resume_that_moves_a_cosine_budget_says_how_the_learning_rate_changes(tmp_path):
     run = tmp_path / "run"
-    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10",
+    assert in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10",
                    "train.schedule=cosine", "-q").returncode == 0
-    resumed = run_cli("train", "--resume", str(run), "train.max_steps=20", "-q")
+    resumed = in_process("train", "--resume", str(run), "train.max_steps=20", "-q")
     assert resumed.returncode == 0
     notes = [line for line in resumed.stderr.splitlines() if line.startswith("note: train.schedule=cosine")]
     assert len(notes) == 1 and "from step 11 on" in notes[0]
@@ -384,7 +384,7 @@ def test_a_stop_signal_during_an_evaluation_saves_and_the_resumed_run_evaluates(
     assert ckpt.load(result.run_dir / ckpt.LAST).step == at_step
     assert [r["step"] for r in read_metrics(result.run_dir) if "val_loss" in r] == list(range(every, at_step, every))
     monkeypatch.undo()
-    resumed = run_cli("train", "--resume", str(result.run_dir), "-q")
+    resumed = in_process("train", "--resume", str(result.run_dir), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert f"done at step {steps}" in resumed.stderr
     assert strip(result.run_dir) == reference(tmp_path, *budget)
@@ -405,12 +405,12 @@ def test_an_evaluation_owed_by_a_resumed_run_counts_for_patience(tmp_path, monke
 
 def test_a_checkpoint_whose_training_state_is_damaged_is_one_line_on_resume(tmp_path):
     run = tmp_path / "run"
-    assert run_cli("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=4",
+    assert in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=4",
                    "-q").returncode == 0
     point = ckpt.load(run / ckpt.LAST)
     point.train.optimizer = {}  # what a hand edit or another tool might leave
     ckpt.save([run / ckpt.LAST], point)
-    resumed = run_cli("train", "--resume", str(run), "train.max_steps=8", "-q")
+    resumed = in_process("train", "--resume", str(run), "train.max_steps=8", "-q")
     assert resumed.returncode == 2
     assert resumed.stderr.strip().splitlines()[-1].startswith(
         f"error: {run / ckpt.LAST}: damaged checkpoint (its training state cannot be restored: ")

@@ -112,7 +112,19 @@ def test_a_run_starts_on_the_cores_a_busy_machine_leaves_free():
         time.sleep(0.5)  # spinning
         torch.set_num_threads(len(CORES))
         runtime.use_threads(None)
-        assert settle_and_poll(0.7) == len(CORES) - 1
+        assert settle_and_poll(0.7) < len(CORES)  # fewer, whatever else the machine runs
     finally:
         busy.kill()
         busy.wait()
+
+
+@pytest.mark.skipif(len(CORES) < 2 or not os.path.exists("/proc/stat"), reason="needs Linux and two cores")
+def test_the_first_look_leaves_out_the_start_of_the_work():
+    """A first run compiles rnnlm's C kernels in a compiler process, which counts as another process: a first look
+    over that start saw a core taken and began a quiet machine's run on one thread for ten seconds."""
+    torch.set_num_threads(len(CORES))
+    runtime.use_threads(None)
+    compiler = subprocess.Popen([sys.executable, "-c", BUSY.replace("+ 60", "+ 1.5"), str(CORES[0])])
+    compiler.wait()  # the start is over: 1.5 s of another process on a core
+    runtime.poll()
+    assert torch.get_num_threads() == len(CORES), "the first look counted the start's compiler"
