@@ -44,6 +44,7 @@ also report the bits per character that gzip, bz2 and xz reach on the same text.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import itertools
 import lzma
@@ -394,7 +395,9 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
     of the start id; a pipe or other file that cannot be read twice is copied in first, a file that changes while
     it is read is refused."""
     with tempfile.TemporaryDirectory(prefix="rnnlm-eval-") as folder:
-        readable = path if path.is_file() or not path.exists() or path.is_dir() else _copy(path, Path(folder))
+        stdin = str(path) == "-"  # as --prime-file - reads it
+        in_place = not stdin and (path.is_file() or not path.exists() or path.is_dir())
+        readable = path if in_place else _copy(path, Path(folder))
         if readable.is_file() and readable.stat().st_size == 0:
             raise RnnlmError(f"{path}: no characters to score (the file is empty)")
         identity = {"files": files_identity([readable]) if readable.is_file() else []}
@@ -416,9 +419,11 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
 
 
 def _copy(path: Path, folder: Path) -> Path:
-    """A pipe's (or a FIFO's, a device's) bytes, copied into `folder` as they come: they can be read only once."""
+    """A pipe's (or a FIFO's, a device's, standard input's for `-`) bytes, copied into `folder` as they come: they
+    can be read only once."""
     copy = folder / "input"
-    with open(path, "rb") as source, open(copy, "wb") as target:
+    given = contextlib.nullcontext(sys.stdin.buffer) if str(path) == "-" else open(path, "rb")
+    with given as source, open(copy, "wb") as target:
         shutil.copyfileobj(source, target, 1 << 20)
     return copy
 

@@ -137,6 +137,20 @@ def test_a_hundred_thousand_samples_cost_their_text_not_a_generator_each(models,
     assert len((tmp_path / "out.txt").read_text().splitlines()) == 100000 and peak < 400, peak
 
 
+def test_eval_file_dash_reads_standard_input(models, tmp_path, monkeypatch):
+    """`--file -` is standard input, as `--prime-file -` is (it was "-: no such file")."""
+    import io
+    import json
+    import sys
+
+    (tmp_path / "a.txt").write_text("hello hello", encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"hello hello")))
+    piped = cli("eval", models["hello"], "--file", "-", "--json")
+    assert piped[0] == 0, piped[2]
+    given = json.loads(cli("eval", models["hello"], "--file", tmp_path / "a.txt", "--json")[1])
+    assert json.loads(piped[1])["nll"] == given["nll"] and json.loads(piped[1])["chars"] == 11
+
+
 def test_eval_reports_unknown_characters_and_several_files(models, tmp_path):
     (tmp_path / "a.txt").write_text("hello hello", encoding="utf-8")
     (tmp_path / "b.txt").write_text("hellö", encoding="utf-8")

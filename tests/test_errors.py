@@ -56,6 +56,11 @@ def written(folder: Path) -> set[str]:
 ])
 def test_config_mistakes(tmp_path, args, needles):
     assert_user_error(cli(*args, "--out", str(tmp_path / "runs")), *needles)
+
+
+def test_a_file_given_where_a_corpus_name_goes_points_at_the_text_corpus(tmp_path):
+    assert_user_error(cli("data", "info", "notes/mine.txt", "--data-dir", tmp_path),
+                      "'notes/mine.txt' is not a corpus", "the corpus text, with data.path=notes/mine.txt")
     assert not (tmp_path / "runs").exists()
 
 

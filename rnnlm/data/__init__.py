@@ -86,6 +86,8 @@ def get_loader(name: str) -> Loader:
 
         close = difflib.get_close_matches(name, LOADERS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if not close and ("/" in name or "." in name):  # a file given where a corpus name goes
+            hint = f" (a file of your own is the corpus text, with data.path={name})"
         raise RnnlmError(f"data.dataset={name!r} is not a corpus{hint}; choose one of {', '.join(sorted(LOADERS))}")
     return LOADERS[name]
 
