@@ -116,7 +116,8 @@ def test_a_time_budget_is_spent_training_not_building_the_kernels(tmp_path, monk
         return real()
 
     monkeypatch.setattr(fused, "_load", functools.cache(slow_build))
-    result, _, _ = fit(tmp_path, "data.dataset=hello", "train.max_steps=null", "train.max_time=3")
+    result, _, _ = fit(tmp_path, "data.dataset=hello", "train.max_steps=null", "train.max_time=3",
+                       "model.hidden_size=8", "model.num_layers=1", "train.batch_size=4", "train.seq_len=8")
     first = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert result.stopped == "max_time" and result.step >= 20 and first["train_time"] < 2
 
