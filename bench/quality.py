@@ -63,17 +63,21 @@ class Entry:
     character), for entries compared with a model that reads a fixed window."""
 
 
+NANOGPT = "nanoGPT CPU baby GPT: 1.886 val after 78 s on the AVX-512 machine of README Quality"
+MAKEMORE = ("makemore default transformer: 2.01 test after 95 s on the AVX-512 machine of README Quality (1.92 in its "
+            "README)")
+
 ENTRIES = [
     Entry("shakespeare_lstm", "configs/shakespeare_lstm.yaml", 78, ["data.splits=[0.9,0.1,0.0]"],
-          "nanoGPT CPU baby GPT: 1.886 val after 78 s on the AVX-512 machine of README Quality", "val <= 1.55 carried, <= 1.65 at 64 context", 64),
+          NANOGPT, "val <= 1.55 carried, <= 1.65 at 64 context", 64),
     Entry("shakespeare_gru", "configs/shakespeare_gru.yaml", 78, ["data.splits=[0.9,0.1,0.0]"],
-          "nanoGPT CPU baby GPT: 1.886 val after 78 s on the AVX-512 machine of README Quality", "(the LSTM's targets)", 64),
+          NANOGPT, "(the LSTM's targets)", 64),
     Entry("shakespeare_rnn", "configs/shakespeare_rnn.yaml", 78, ["data.splits=[0.9,0.1,0.0]"],
-          "nanoGPT CPU baby GPT: 1.886 val after 78 s on the AVX-512 machine of README Quality", "(a baseline for the gated cells)", 64),
+          NANOGPT, "(a baseline for the gated cells)", 64),
     Entry("shakespeare_gru_long", "configs/shakespeare_gru_long.yaml", 600, ["data.splits=[0.9,0.1,0.0]"],
           "char-rnn's 2-3 layer LSTMs, hours on a GPU", "val <= 1.45 carried", 64),
     Entry("names_gru", "configs/names_gru.yaml", 90, [],
-          "makemore default transformer: 2.01 test after 95 s on the AVX-512 machine of README Quality (1.92 in its README)",
+          MAKEMORE,
           "test <= 1.95, >= 70% of 1,000 samples novel"),
     Entry("linux_lstm", "configs/linux_lstm.yaml", 120, [], "char-rnn's Linux LSTM (hours on a GPU)", "samples that look like C"),
 ]

@@ -283,9 +283,9 @@ def evaluate(
                                              "per character follow; every measure is always reported).")] = False,
     split: Annotated[Optional[str], typer.Option("--split", help="A split of the run's corpus [default: val].",
                                                  show_default=False, metavar="[train|val|test]")] = None,
-    file: Annotated[Optional[list[Path]], typer.Option("--file", metavar="FILE", help="Score this UTF-8 file instead of a split (- for "
-                                                       "standard input); repeat for several (one record per line "
-                                                       "for a records model).",
+    file: Annotated[Optional[list[Path]], typer.Option("--file", metavar="FILE", help="Score this UTF-8 file instead "
+                                                       "of a split (- for standard input); repeat for several (one "
+                                                       "record per line for a records model).",
                                                        show_default=False)] = None,
     context: Annotated[Optional[int], typer.Option("--context", help="Score each character after at most N characters of "
                                                    "history, each window from the state sampling starts "

@@ -68,7 +68,8 @@ class Progress:
         self.fields["val"] = "val -" if empty else f"val {tally.last_val:.4f}"
         self.fields["left"] = ""
         if self.lines:
-            score = "no validation loss (empty split)" if empty else f"val {tally.last_val:.4f} nats/char · {bpc:.4f} bpc"
+            score = ("no validation loss (empty split)" if empty
+                     else f"val {tally.last_val:.4f} nats/char · {bpc:.4f} bpc")
             self.stream.write(f"step {tally.step} · {score} · evaluated in {seconds:.1f} s\n")
             self.stream.flush()
         self._refresh(tally)

@@ -68,8 +68,8 @@ class SampleOptions:
         if self.length < 1:
             raise RnnlmError(f"--length {self.length}: generate at least 1 character")
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise RnnlmError(f"--temp {self.temperature}: the temperature must be a finite number >= 0 (0 always takes the "
-                             "most likely character)")
+            raise RnnlmError(f"--temp {self.temperature}: the temperature must be a finite number >= 0 (0 always "
+                             "takes the most likely character)")
         if self.top_k is not None and self.top_k < 1:
             raise RnnlmError(f"--top-k {self.top_k}: must be at least 1")
         if self.top_p is not None and not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
