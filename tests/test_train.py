@@ -202,7 +202,7 @@ def test_divergence_stops_with_a_message(tmp_path):
     with pytest.raises(TrainingDiverged, match="training diverged at step .* or set train.grad_clip$"):
         fit(tmp_path, "data.dataset=hello", "train.lr=1e30", "train.grad_clip=null", "train.optimizer=sgd",
             "train.max_steps=50")
-    with pytest.raises(TrainingDiverged, match=r"lower train.lr or train.grad_clip \(now 5\)$"):  # it was "set" it
+    with pytest.raises(TrainingDiverged, match=r"lower train.lr or train.grad_clip \(now 5\)$"):  # it said to set it
         fit(tmp_path, "data.dataset=hello", "train.lr=1e30", "train.grad_clip=5", "train.optimizer=sgd",
             "train.max_steps=50", name="clipped")
 
