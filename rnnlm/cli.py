@@ -301,6 +301,9 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept [default: where the run "
                                                      "trained from].", show_default=False)] = None,
+    data_path: Annotated[Optional[Path], typer.Option("--data-path", help="Where the run's data.path is now, if its "
+                                                      "files moved since training (the same text, unchanged).",
+                                                      show_default=False)] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Use a checkpoint whose weights hold NaN or infinite values "
@@ -312,11 +315,15 @@ def evaluate(
 
     if file and split is not None:
         raise RnnlmError("give --split or --file, not both")
+    if file and data_path is not None:
+        raise RnnlmError("--data-path says where the run's corpus moved, for scoring its splits; --file scores a file: "
+                         "give one")
     target = device_for(device, threads)
     point = ckpt.load(run)
     with _sigterm_unwinds():  # a kill while a --file is prepared removes its temporary store, as Ctrl-C does
         sources = ([file_source(f, point) for f in file] if file
-                   else [split_source(point, split or "val", run_data(point, data_dir), progress=True)])
+                   else [split_source(point, split or "val", run_data(point, data_dir), progress=True,
+                                                moved_to=data_path)])
     result = evaluate_sources(point, sources, context=context, compressors=compare_compressors, device=target,
                               streams=streams, progress=True, force=force)
     for warning in result.warnings():

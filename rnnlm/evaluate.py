@@ -49,12 +49,13 @@ import gzip
 import itertools
 import lzma
 import math
+import os
 import shutil
 import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ import torch.nn.functional as F
 
 from rnnlm.batching import IGNORE, Records, Tokens, pad_records
 from rnnlm.checkpoint import Checkpoint
-from rnnlm.data import DataRoot, open_corpus
+from rnnlm.data import DataRoot, missing_path, open_corpus
 from rnnlm.data.store import Source, Store, open_store
 from rnnlm.data.text import file_pieces, files_identity, line_records
 from rnnlm.errors import RnnlmError
@@ -428,12 +429,22 @@ def _copy(path: Path, folder: Path) -> Path:
     return copy
 
 
-def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, progress: bool = False) -> Text:
+def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, progress: bool = False,
+                 moved_to: Path | None = None) -> Text:
     """A split of the run's corpus (train, val or test), read from its store as training read it: a stream's first
-    character is context only, as in training's validation, so `--split val` reproduces the logged val_loss."""
+    character is context only, as in training's validation, so `--split val` reproduces the logged val_loss. A corpus
+    whose files moved since training is read from `moved_to`."""
     if split not in ("train", "val", "test"):
         raise RnnlmError(f"--split {split!r}: choose train, val or test")
-    store = open_corpus(point.config.data, point.config.train.seed, root, progress)
+    data = point.config.data
+    if moved_to is not None:
+        if not moved_to.exists():
+            raise RnnlmError(f"--data-path {moved_to}: no such file or directory")
+        data = replace(data, path=os.path.abspath(moved_to))
+    elif missing_path(data) is not None:
+        raise RnnlmError(f"data.path={data.path}: no such file or directory; if the run's text moved, give its new "
+                         f"place: rnnlm eval {point.path or 'RUN'} --data-path WHERE_IT_IS")
+    store = open_corpus(data, point.config.train.seed, root, progress)
     if point.corpus_changed(store.fingerprint):
         warnings.warn(f"the {store.name} corpus has changed since this checkpoint was written: the {split} split "
                       "scored is the text as it is now, not the one training logged")

@@ -37,6 +37,9 @@ SAFE_TO_CHANGE = {"train.max_steps", "train.max_epochs", "train.max_time", "trai
                   "train.threads", "train.compile"}
 """Keys a resumed run may change, besides every `sample.*` key: budgets, intervals, what is kept and
 where or how fast it runs, never what is learned or from what."""
+MOVED = "data.path"
+"""A key a resume may change when it leads to the text the run trained on (the trainer compares the corpus's
+fingerprint): a corpus that moved."""
 
 RESUME_LOG = "resume.log"
 LOCK = ".lock"
@@ -155,11 +158,11 @@ def check_resume_config(old: Config, new: Config) -> list[str]:
     """The changes a resume accepts, as `key: old -> new`; any other change is an error listing the keys."""
     a, b = old.to_dict(), new.to_dict()
     changed = [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k]]
-    refused = [k for k in changed if k not in SAFE_TO_CHANGE and not k.startswith("sample.")]
+    refused = [k for k in changed if k not in SAFE_TO_CHANGE and k != MOVED and not k.startswith("sample.")]
     if refused:
         raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} differ from the config the run "
-                          f"was trained with; only {', '.join(sorted(SAFE_TO_CHANGE))} and sample.* may change on "
-                          "resume (undo the edit in config.yaml, or start a new run)")
+                          f"was trained with; only {', '.join(sorted(SAFE_TO_CHANGE))}, sample.* and {MOVED} (to the "
+                          "same text, moved) may change on resume (undo the edit in config.yaml, or start a new run)")
     return [f"{k}: {_get(a, k)!r} -> {_get(b, k)!r}" for k in changed]
 
 

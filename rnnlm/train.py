@@ -41,7 +41,7 @@ from rnnlm.checkpoint import Checkpoint, Tally, TrainingState
 from rnnlm.config import Config
 from rnnlm.console import Progress, say
 from rnnlm.corpus import Prepared, evaluate_split, prepare, scores_nothing
-from rnnlm.data import DataRoot
+from rnnlm.data import DataRoot, missing_path
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
 from rnnlm.errors import RnnlmError, first_line
 from rnnlm.evaluate import Score
@@ -98,6 +98,8 @@ class Trainer:
         changes = check_resume_config(resume.config, cfg) if resume is not None else None
         self.resumed_from = resume.config if resume is not None else None
         torch.manual_seed(t.seed)
+        if resume is not None:
+            self._check_corpus_path(resume)
         self.prepared = prepare(cfg, root, resume.vocab if resume else None, progress=dist.is_main)
         if resume is not None:
             self._check_corpus(resume)
@@ -162,9 +164,26 @@ class Trainer:
                 f"changes the learning rate from step {tally.step + 1} on: {before:.2e} there before, {after:.2e} "
                 "now")
 
+    def _check_corpus_path(self, resume: Checkpoint) -> None:
+        """A resume whose corpus is not where data.path says is told how to say where it went."""
+        gone, before = missing_path(self.cfg.data), resume.config.data.path
+        if gone is not None:
+            raise RnnlmError(f"data.path={gone}: no such file or directory; " + (
+                "if the run's text moved, resume with its new place: rnnlm train --resume "
+                f"{self.run_dir} data.path=WHERE_IT_IS" if gone == before else
+                f"give the place the text the run trained on (from {before}) moved to"))
+        if self.cfg.data.path != before and resume.train is not None and not resume.train.corpus:
+            raise RnnlmError(f"--resume {self.run_dir}: this checkpoint predates corpus fingerprints, so rnnlm cannot "
+                             f"tell whether {self.cfg.data.path} holds the text it trained on; resume with "
+                             f"data.path={before}")
+
     def _check_corpus(self, resume: Checkpoint) -> None:
         """A resume continues over the text the run was trained on, or not at all."""
         store = self.prepared.store
+        if resume.corpus_changed(store.fingerprint) and self.cfg.data.path != resume.config.data.path:
+            raise RnnlmError(f"--resume {self.run_dir}: data.path={self.cfg.data.path} does not hold the text the run "
+                             f"trained on (from {resume.config.data.path}): a moved corpus must hold the same text, "
+                             "unchanged; give the place it moved to")
         if resume.corpus_changed(store.fingerprint):
             raise RnnlmError(f"--resume {self.run_dir}: the {store.name} corpus has changed since this run trained on "
                              "it (files edited, added or removed), so the position saved in it means nothing now; put "

@@ -4,6 +4,7 @@ resuming with a changed config. Each compares the finished run's metrics with an
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -176,8 +177,8 @@ def test_resume_with_a_changed_config(tmp_path):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         "error: cannot resume with a changed config: model.hidden_size, train.lr differ from the config the run was "
-        "trained with; only " + ", ".join(sorted(SAFE_TO_CHANGE)) + " and sample.* may change on resume (undo the "
-        "edit in config.yaml, or start a new run)"]
+        "trained with; only " + ", ".join(sorted(SAFE_TO_CHANGE)) + ", sample.* and data.path (to the same text, "
+        "moved) may change on resume (undo the edit in config.yaml, or start a new run)"]
     assert (run / "metrics.jsonl").read_text() == before and not (run / "resume.log").exists()
 
     accepted = in_process("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "train.threads=1",
@@ -249,6 +250,43 @@ def test_a_corpus_changed_under_a_run_is_refused_on_resume_and_named_by_eval(tmp
     scored = in_process("eval", str(run), "--data-dir", str(tmp_path / "data"))
     assert scored.returncode == 0 and "warning: the text corpus has changed since this checkpoint was written" in \
         scored.stderr
+
+
+def test_a_moved_corpus_is_found_again_by_resume_and_eval_given_its_new_place(tmp_path):
+    text = tmp_path / "mine.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(800)), encoding="utf-8")
+    data = ["--data-dir", str(tmp_path / "data")]
+    first = in_process("train", TINY, *COMMON, "data.dataset=text", f"data.path={text}", "train.max_steps=10", *data,
+                       "--out", str(tmp_path), "--name", "run", "-q")
+    assert first.returncode == 0, first.stderr
+    run, moved = tmp_path / "run", tmp_path / "elsewhere" / "renamed.txt"
+    moved.parent.mkdir()
+    text.rename(moved)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK}
+
+    lost = in_process("train", "--resume", str(run), "train.max_steps=20", *data, "-q")
+    assert lost.returncode == 2 and lost.stderr.strip().splitlines() == [
+        f"error: data.path={text}: no such file or directory; if the run's text moved, resume with its new place: "
+        f"rnnlm train --resume {run} data.path=WHERE_IT_IS"]
+    unscored = in_process("eval", str(run), *data)
+    assert unscored.returncode == 2 and unscored.stderr.strip().splitlines() == [
+        f"error: data.path={text}: no such file or directory; if the run's text moved, give its new place: "
+        f"rnnlm eval {run / 'best.pt'} --data-path WHERE_IT_IS"]
+    (tmp_path / "other.txt").write_text(moved.read_text(encoding="utf-8") + "one line more\n", encoding="utf-8")
+    other = in_process("train", "--resume", str(run), "train.max_steps=20", f"data.path={tmp_path / 'other.txt'}",
+                       *data, "-q")
+    assert other.returncode == 2 and other.stderr.strip().splitlines()[-1] == (
+        f"error: --resume {run}: data.path={tmp_path / 'other.txt'} does not hold the text the run trained on (from "
+        f"{text}): a moved corpus must hold the same text, unchanged; give the place it moved to")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
+
+    scored = in_process("eval", str(run), "--data-path", str(moved), "--json", *data)
+    assert scored.returncode == 0 and "warning" not in scored.stderr, scored.stderr
+    assert json.loads(scored.stdout)["nll"] == pytest.approx(ckpt.load(run / "best.pt").train.tally.last_val)
+    resumed = in_process("train", "--resume", str(run), "train.max_steps=20", f"data.path={moved}", *data, "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_config(run / "config.yaml").data.path == str(moved)
+    assert [r["step"] for r in read_metrics(run) if "val_loss" in r] == [10, 20]
 
 
 def test_a_resume_reads_the_corpus_from_the_data_root_the_run_trained_from(tmp_path):

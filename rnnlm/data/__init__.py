@@ -109,6 +109,14 @@ def open_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None, progre
     return store
 
 
+def missing_path(cfg: DataConfig) -> str | None:
+    """`cfg.path` when it names a file or folder that is not there, else None (a glob is left to its reader)."""
+    from rnnlm.data.text import is_glob
+
+    spec = cfg.path
+    return spec if spec is not None and not is_glob(spec) and not Path(spec).expanduser().exists() else None
+
+
 def load_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None) -> Corpus:
     """The corpus's splits as text, read back from its store: for small corpora and tests (a big corpus is read
     through the store's memory maps instead)."""

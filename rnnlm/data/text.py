@@ -104,8 +104,8 @@ def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
         return [path]
     if path.is_dir():
         files = _once(_walk(path, leave_out, _not_hidden, _not_hidden, links))
-    elif _magic(spec):
-        base = next(p for p in path.parents if not _magic(str(p)))  # the folder the pattern starts in
+    elif is_glob(spec):
+        base = next(p for p in path.parents if not is_glob(str(p)))  # the folder the pattern starts in
         pattern, folders_only = path.relative_to(base).parts, spec.endswith("/")  # `notes/*/`: folders
         matched = (lambda parts: _not_hidden(parts) and _matches(pattern, parts[:-1])) if folders_only else (
             lambda parts: _matches(pattern, parts))
@@ -116,7 +116,7 @@ def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
     unfollowed = (f"{len(links)} symlinked folder(s) under {spec} left out: "
                   f"{', '.join(map(str, links[:3]))}{', ...' if len(links) > 3 else ''} (symlinked folders are not "
                   "followed; name them in data.path to read them)")
-    if not files and _magic(spec):
+    if not files and is_glob(spec):
         raise RnnlmError(f"data.path={spec!r} matches no file; check the pattern (** needs a folder: notes/**/*.txt)"
                          + (f"; {unfollowed}" if links else ""))
     if links:
@@ -236,7 +236,8 @@ def _whole_characters(data: bytes) -> int:
     return len(data)
 
 
-def _magic(path: str) -> bool:
+def is_glob(path: str) -> bool:
+    """Whether data.path is a pattern (its matches are read) rather than a file or folder."""
     return any(c in path for c in "*?[")
 
 
