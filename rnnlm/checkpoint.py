@@ -51,6 +51,37 @@ class CheckpointError(RnnlmError):
 
 
 @dataclass
+class Gathered:
+    """The training record being gathered: sums over the steps since the last record."""
+
+    loss_sum: float = 0.0
+    chars: int = 0
+    seconds: float = 0.0
+    grad_sum: float = 0.0
+    grad_max: float = 0.0
+    steps: int = 0
+    skipped: int = 0
+    """Steps fp16's loss scaler skipped (their gradient overflowed): not in grad_sum or grad_max."""
+
+    def add(self, seconds: float, loss: float, chars: int, grad_norm: float) -> None:
+        self.seconds += seconds
+        self.loss_sum += loss * chars
+        self.chars += chars
+        if math.isfinite(grad_norm):
+            self.grad_sum += grad_norm
+            self.grad_max = max(self.grad_max, grad_norm)
+        else:  # only with fp16 loss scaling (else the run stopped as diverged): the scaler skips the step
+            self.skipped += 1
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        """The record's loss, gradient norms and speed over the steps gathered."""
+        return {"train_loss": self.loss_sum / max(1, self.chars),
+                "grad_norm": self.grad_sum / max(1, self.steps - self.skipped), "grad_norm_max": self.grad_max,
+                "chars_per_sec": round(self.chars / max(self.seconds, 1e-9), 1)}
+
+
+@dataclass
 class Tally:
     """What the trainer counts besides weights and generators."""
 
@@ -67,18 +98,24 @@ class Tally:
     train_time: float = 0.0
     """Seconds of training steps over every session, evaluations and samples excluded (what `rnnlm plot` draws)."""
     first_loss: float = math.nan
-    # the training record being gathered: sums over the steps since the last one
-    loss_sum: float = 0.0
-    chars: int = 0
-    seconds: float = 0.0
-    grad_sum: float = 0.0
-    grad_max: float = 0.0
-    steps: int = 0
-    skipped: int = 0
-    """Steps fp16's loss scaler skipped (their gradient overflowed): not in grad_sum or grad_max."""
+    gathered: Gathered = field(default_factory=Gathered)
     ended_by: str = ""
     """The budget that ended the last session ("" while none has): a resume stopped during its final evaluation, or
     after it, ends again unless that budget was raised."""
+
+    def count_step(self, epoch: int, seconds: float, loss: float, chars: int, grad_norm: float) -> None:
+        self.step += 1
+        self.epoch = epoch
+        self.elapsed += seconds
+        self.train_time += seconds
+        self.gathered.add(seconds, loss, chars, grad_norm)
+
+    @classmethod
+    def from_plain(cls, raw: dict[str, Any]) -> "Tally":
+        lasting = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__ and k != "gathered"}
+        # checkpoints from before `Gathered` kept its sums among the lasting counters
+        sums = raw.get("gathered") or {k: v for k, v in raw.items() if k in Gathered.__dataclass_fields__}
+        return cls(**lasting, gathered=Gathered(**sums))
 
 
 @dataclass
@@ -106,7 +143,7 @@ class TrainingState:
     def from_plain(cls, raw: dict[str, Any]) -> "TrainingState":
         state = raw["state"]
         return cls(raw["optimizer"], raw["batcher"], raw["scaler"], raw["rng"],
-                   tuple(state) if isinstance(state, (tuple, list)) else state, Tally(**raw["tally"]),
+                   tuple(state) if isinstance(state, (tuple, list)) else state, Tally.from_plain(raw["tally"]),
                    list(raw.get("replicas", [])), str(raw.get("corpus", "")))
 
 

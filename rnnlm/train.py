@@ -23,6 +23,7 @@ minibatch (`rnnlm.distributed`); rank 0 alone evaluates and writes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import signal
 import time
@@ -37,7 +38,7 @@ from rnnlm import checkpoint as ckpt
 from rnnlm import device as dev
 from rnnlm import fused
 from rnnlm.batching import IGNORE, Batch, Batcher, make_batcher, truncate
-from rnnlm.checkpoint import Checkpoint, Tally, TrainingState
+from rnnlm.checkpoint import Checkpoint, Gathered, Tally, TrainingState
 from rnnlm.config import Config
 from rnnlm.console import Progress, say
 from rnnlm.corpus import Prepared, evaluate_split, prepare, scores_nothing
@@ -209,14 +210,13 @@ class Trainer:
         rows = self.dist.rows(self.cfg.train.batch_size)
         # float32 whatever precision saved it: a bf16 run's state is bfloat16, and `auto` may resolve otherwise here
         self.state = select_rows(map_state(lambda s: s.to(self.device, torch.float32), saved.state), rows)
-        self.tally = Tally(**vars(saved.tally))
+        self.tally = copy.deepcopy(saved.tally)
 
     # -- the loop ----------------------------------------------------------------------------------------------------
 
     def run(self, progress: bool) -> RunResult:
         t, tally = self.cfg.train, self.tally
-        stopped = self.budget_spent() or ("max_time" if self._time_spent() else None) or (
-            "max_epochs" if self._epochs_spent() else None)
+        stopped = self.budget_spent() or self._spent_before_a_step()
         if stopped is not None and self.resumed_from is not None and tally.last_eval_step == tally.step:
             # a finished run: nothing to do, nothing written
             return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, nothing_to_do=True)
@@ -232,14 +232,7 @@ class Trainer:
                 if self._evaluation_owed():  # first, as the stopped session would have done it
                     stopped = (self.budget_spent() or stopped) if self.evaluate_and_save() else "interrupted"
                 while stopped is None:
-                    batch = _draw(self.batcher, t.max_epochs)
-                    if batch is None:
-                        stopped = "max_epochs"
-                        break
-                    interrupted, time_up = self.step(batch, self.stop)
-                    cut = not self.after_step()  # a cut evaluation ends the session whatever else is spent
-                    stopped = "interrupted" if cut else (self.budget_spent() or ("interrupted" if interrupted else None)
-                                                         or ("max_time" if time_up else None))
+                    stopped = self.train_one()
                 stopped = self.finish(stopped)
         finally:
             self.bar.close()
@@ -248,6 +241,16 @@ class Trainer:
             record_status(self.run_dir, stopped, tally.step)
         received = self.stop.received or signal.SIGINT if stopped == "interrupted" else None
         return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, received)
+
+    def train_one(self) -> Stopped | None:
+        """One step and what is due after it; then why the session ends, or None to go on."""
+        batch = _draw(self.batcher, self.cfg.train.max_epochs)
+        if batch is None:
+            return "max_epochs"
+        interrupted, time_up = self.step(batch, self.stop)
+        if not self.after_step():  # a cut evaluation ends the session whatever else is spent
+            return "interrupted"
+        return self.budget_spent() or ("interrupted" if interrupted else None) or ("max_time" if time_up else None)
 
     def step(self, batch: Batch, stop: StopSignal) -> tuple[bool, bool]:
         """One optimizer step on `batch`; returns whether any process was told to stop, or ran out of time."""
@@ -286,7 +289,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         now = time.perf_counter()
-        _count_step(tally, batch.epoch, now - self.tick, loss_value, chars, grad_value)
+        tally.count_step(batch.epoch, now - self.tick, loss_value, chars, grad_value)
         self.trained = (self.trained[0] + chars, self.trained[1] + now - self.tick)
         self.tick = now
         return stops > 0, time_ups > 0
@@ -316,7 +319,7 @@ class Trainer:
         if stopped != "interrupted":
             tally.ended_by = stopped  # kept in the checkpoints below: a resume knows the session was ending
             self.bar.finish(tally)
-            if tally.steps:
+            if tally.gathered.steps:
                 self.log_training(final=True)
             if tally.last_eval_step == tally.step:  # evaluated and saved after this step, before its end was known
                 self.save(ckpt.LAST)
@@ -328,21 +331,20 @@ class Trainer:
             self.save(ckpt.LAST)
         return stopped
 
-    def _time_spent(self) -> bool:
-        """Whether train.max_time is spent before a step: a session ended by it (with room left for the final
-        evaluation, so perhaps a little short of it) is spent while the budget stays as it was."""
+    def _spent_before_a_step(self) -> Stopped | None:
+        """The time or epoch budget a resumed run has spent before it takes a step. Time: a session ended by it (with
+        room left for the final evaluation, so perhaps a little short of it) spent it while the budget stays as it
+        was. Epochs: the next minibatch, looked at without taking it, is past them."""
         t, old = self.cfg.train, self.resumed_from
         ended = self.tally.ended_by == "max_time" and old is not None and old.train.max_time == t.max_time
-        return t.max_time is not None and (ended or self.tally.elapsed >= t.max_time)
-
-    def _epochs_spent(self) -> bool:
-        """Whether train.max_epochs is spent (a resumed run's), looking at the next minibatch without taking it."""
-        if self.cfg.train.max_epochs is None:
-            return False
-        before = self.batcher.state_dict()
-        spent = _draw(self.batcher, self.cfg.train.max_epochs) is None
-        self.batcher.load_state_dict(before)
-        return spent
+        if t.max_time is not None and (ended or self.tally.elapsed >= t.max_time):
+            return "max_time"
+        if t.max_epochs is not None:
+            before = self.batcher.state_dict()
+            spent = _draw(self.batcher, t.max_epochs) is None
+            self.batcher.load_state_dict(before)
+            return "max_epochs" if spent else None
+        return None
 
     def _evaluation_owed(self) -> bool:
         """Whether a resumed run starts where a stop signal cut an evaluation short (a resumed finished run owes
@@ -387,13 +389,11 @@ class Trainer:
     def log_training(self, final: bool = False) -> None:
         """The training record of the steps gathered since the last one, which the tally then forgets."""
         tally = self.tally
-        record = {"step": tally.step, "epoch": tally.epoch, "train_loss": tally.loss_sum / max(1, tally.chars),
-                  "lr": self.lr, "grad_norm": tally.grad_sum / max(1, tally.steps - tally.skipped),
-                  "grad_norm_max": tally.grad_max, "chars_per_sec": round(tally.chars / max(tally.seconds, 1e-9), 1),
-                  "elapsed": round(tally.elapsed, 3), "train_time": round(tally.train_time, 3),
-                  **({"skipped_steps": tally.skipped} if tally.skipped else {})}
-        tally.loss_sum, tally.chars, tally.seconds, tally.grad_sum, tally.grad_max, tally.steps = 0.0, 0, 0.0, 0.0, 0.0, 0
-        tally.skipped = 0
+        means, skipped = tally.gathered.means(), tally.gathered.skipped
+        record = {"step": tally.step, "epoch": tally.epoch, "train_loss": means.pop("train_loss"), "lr": self.lr,
+                  **means, "elapsed": round(tally.elapsed, 3), "train_time": round(tally.train_time, 3),
+                  **({"skipped_steps": skipped} if skipped else {})}
+        tally.gathered = Gathered()
         self.loggers.log(record)
         self.bar.show(tally, record, final)
 
@@ -479,22 +479,6 @@ def _draw(batcher: Batcher, max_epochs: int | None) -> Batch | None:
         batcher.load_state_dict(before)
         return None
     return batch
-
-
-def _count_step(tally: Tally, epoch: int, seconds: float, loss: float, chars: int, grad_norm: float) -> None:
-    tally.step += 1
-    tally.epoch = epoch
-    tally.elapsed += seconds
-    tally.seconds += seconds
-    tally.train_time += seconds
-    tally.loss_sum += loss * chars
-    tally.chars += chars
-    if math.isfinite(grad_norm):
-        tally.grad_sum += grad_norm
-        tally.grad_max = max(tally.grad_max, grad_norm)
-    else:  # only with fp16 loss scaling (else the run stopped as diverged): the scaler skips the step
-        tally.skipped += 1
-    tally.steps += 1
 
 
 def _divergence(loss: float, grad_norm: float, first_loss: float, scaled: bool) -> str | None:

@@ -483,7 +483,7 @@ def test_a_time_budget_spent_at_an_evaluation_step_stays_spent_on_resume(tmp_pat
                              "train.log_every=5"])
     first = train(cfg, tmp_path / "run", progress=False)
     assert (first.stopped, first.step) == ("max_time", 1)
-    assert ckpt.load(first.run_dir / ckpt.LAST).train.tally.steps == 0  # its last record, logged, is not kept again
+    assert ckpt.load(first.run_dir / ckpt.LAST).train.tally.gathered.steps == 0  # its last record, logged, is not kept again
     again = train(cfg, first.run_dir, resume=ckpt.load(first.run_dir / ckpt.LAST), progress=False)
     assert again.nothing_to_do and again.step == 1
     monkeypatch.setattr(Trainer, "_final_eval", lambda self: 0.0)

@@ -321,12 +321,12 @@ def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
     """fp16's loss scaler skips a step whose gradient overflowed (a few at the start of every fp16 run): the record's
     mean and largest norm are over the steps taken, and the skipped ones are counted, not turned into null."""
     from rnnlm.checkpoint import Tally
-    from rnnlm.train import _count_step
 
     tally = Tally()
     for norm in (1.0, math.inf, 3.0):
-        _count_step(tally, 0, 0.1, 2.0, 10, norm)
-    assert (tally.steps, tally.skipped, tally.grad_sum, tally.grad_max) == (3, 1, 4.0, 3.0)
+        tally.count_step(0, 0.1, 2.0, 10, norm)
+    assert (tally.gathered.steps, tally.gathered.skipped) == (3, 1)
+    assert tally.gathered.means()["grad_norm"] == 2.0 and tally.gathered.means()["grad_norm_max"] == 3.0
 
 
 def test_the_elapsed_time_a_checkpoint_keeps_counts_its_evaluation(tmp_path, monkeypatch):
@@ -392,4 +392,4 @@ def test_a_training_step_reads_from_the_device_once(tmp_path):
         with CountReads() as counted:
             trainer.step(batch, stop)
     assert sum(counted.where.values()) == 1, counted.where
-    assert trainer.tally.step == 1 and math.isfinite(trainer.tally.loss_sum)
+    assert trainer.tally.step == 1 and math.isfinite(trainer.tally.gathered.loss_sum)
