@@ -319,10 +319,12 @@ class Trainer:
         if stopped != "interrupted":
             tally.ended_by = stopped  # kept in the checkpoints below: a resume knows the session was ending
             self.bar.finish(tally)
-            if tally.gathered.steps:
+            logged = tally.gathered.steps > 0
+            if logged:
                 self.log_training(final=True)
             if tally.last_eval_step == tally.step:  # evaluated and saved after this step, before its end was known
-                self.save(ckpt.LAST)
+                if logged or stopped == "max_time":  # what a resume reads of it changed (_spent_before_a_step)
+                    self.save(ckpt.LAST)
                 return stopped
             if self.evaluate_and_save():
                 return stopped

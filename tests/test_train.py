@@ -329,6 +329,23 @@ def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
     assert tally.gathered.means()["grad_norm"] == 2.0 and tally.gathered.means()["grad_norm_max"] == 3.0
 
 
+def test_a_run_that_ends_at_an_evaluation_writes_its_last_checkpoint_once(tmp_path, monkeypatch):
+    """The evaluation at the last step saved last.pt; writing it again as the run ends (a big model's checkpoint
+    takes seconds) is needed only when what a resume reads of it changed: a last record logged after it, or a time
+    budget that ended the run."""
+    written = []
+    save = ckpt.save
+    monkeypatch.setattr(ckpt, "save", lambda paths, point: (written.extend(p.name for p in paths), save(paths, point)))
+    base = ["data.dataset=hello", "model.hidden_size=8", "model.num_layers=1", "train.batch_size=4", "train.seq_len=8",
+            "train.max_time=null", "train.eval_every=2", "train.max_steps=4"]
+    train(load_config(None, [*base, "train.log_every=2"]), tmp_path / "even", progress=False)
+    assert written.count(ckpt.LAST) == 2  # at steps 2 and 4
+    written.clear()
+    run = train(load_config(None, [*base, "train.log_every=3"]), tmp_path / "odd", progress=False)
+    assert written.count(ckpt.LAST) == 3  # the record of step 4, logged at the end, is not gathered again on resume
+    assert ckpt.load(run.run_dir / ckpt.LAST).train.tally.gathered.steps == 0
+
+
 def test_the_elapsed_time_a_checkpoint_keeps_counts_its_evaluation(tmp_path, monkeypatch):
     """train.max_time counts evaluations, over every session: the final one's time is in the checkpoint a resume
     reads (it was left out, and a resumed run got that much extra)."""
