@@ -274,6 +274,8 @@ def sample(
                                    root=run_data(point, data_dir), device=target, force=force)
     if report.summary():
         typer.echo(report.summary(), err=True)
+    if seed is None:  # a sample worth keeping can be drawn again
+        typer.echo(f"seed {report.seed} (the same samples again: --seed {report.seed})", err=True)
 
 
 @app.command("eval", short_help="Measure a model on held-out text: perplexity, bits per character.")

@@ -254,6 +254,8 @@ class SampleReport:
     """Why the novelty is unknown."""
     wanted: int = 0
     """Samples asked for (--num-samples)."""
+    seed: int = 0
+    """The seed sample 0 drew with (sample i: seed + i): the one given, or the one drawn when none was."""
 
     def summary(self) -> str | None:
         """One line for stderr; None for stream corpora, which have nothing to count."""
@@ -313,7 +315,8 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
         if printer.written >= wanted or len(printer.rows) >= MAX_DRAWS * wanted:
             break
     generated = printer.generated
-    report = SampleReport(len(generated), printer.written, point.records, corpus=corpus, note=note, wanted=wanted)
+    report = SampleReport(len(generated), printer.written, point.records, corpus=corpus, note=note, wanted=wanted,
+                          seed=seed)
     if point.records:
         report.distinct = len(set(generated))
         report.novel = None if training is None else sum(r not in training for r in generated)

@@ -93,6 +93,16 @@ def test_a_different_seed_gives_different_text(models):
     assert cli(*args, "--seed", "5")[1] == cli(*args, "--seed", "5")[1]
 
 
+def test_a_sample_drawn_without_a_seed_names_the_seed_that_draws_it_again(models):
+    for model, extra in (("hello", []), ("coin", ["-N", "5"])):
+        args = ["sample", models[model], "--length", "40", "--temp", "1", *extra]
+        status, out, err = cli(*args)
+        seed = err.splitlines()[-1].split()[1]
+        assert status == 0 and err.splitlines()[-1] == f"seed {seed} (the same samples again: --seed {seed})"
+        again = cli(*args, "--seed", seed)
+        assert again[1] == out and "seed" not in again[2]
+
+
 def test_unique_and_novel_filter_the_records(models):
     args = ["sample", models["coin"], "-N", "30", "--prime", "aab", "--seed", "2"]
     status, out, err = cli(*args)
