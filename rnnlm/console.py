@@ -63,13 +63,12 @@ class Progress:
         self.fields["left"] = "evaluating"
         self._refresh(tally)
 
-    def evaluated(self, tally: Tally, bpc: float, seconds: float) -> None:
-        empty = math.isnan(tally.last_val)  # an empty validation split scores nothing
-        self.fields["val"] = "val -" if empty else f"val {tally.last_val:.4f}"
+    def evaluated(self, tally: Tally, nll: float, bpc: float, seconds: float) -> None:
+        empty = math.isnan(nll)  # an empty validation split scores nothing
+        self.fields["val"] = "val -" if empty else f"val {nll:.4f}"
         self.fields["left"] = ""
         if self.lines:
-            score = ("no validation loss (empty split)" if empty
-                     else f"val {tally.last_val:.4f} nats/char · {bpc:.4f} bpc")
+            score = "no validation loss (empty split)" if empty else f"val {nll:.4f} nats/char · {bpc:.4f} bpc"
             self.stream.write(f"step {tally.step} · {score} · evaluated in {seconds:.1f} s\n")
             self.stream.flush()
         self._refresh(tally)

@@ -405,25 +405,11 @@ class Trainer:
     def evaluate_and_save(self) -> bool:
         """Scores the validation split and saves; False, with nothing logged or saved, if a stop signal cut the
         evaluation short (an evaluation can take a minute; the resumed run does it again)."""
-        tally, dist = self.tally, self.dist
-        score = None
-        if dist.is_main:
-            self.bar.evaluating(tally)
-            began = time.perf_counter()
-            with contextlib.suppress(StopSignal.Cut), self.stop.cutting_short():
-                score = self.evaluate("val")
-                self.eval_seconds = time.perf_counter() - began
-        outcome = dist.broadcast(None if score is None else (score.nll,))  # rank 0's; None: cut short
-        if outcome is None:
+        nll = self._validate()
+        if nll is None:
             return False
-        if score is not None:
-            self.loggers.log({"step": tally.step, "epoch": tally.epoch, "val_loss": score.nll, "bpc": score.bpc,
-                              "perplexity": score.perplexity, "elapsed": round(tally.elapsed, 3),
-                              "train_time": round(tally.train_time, 3)})
-        nll = outcome[0]
+        tally = self.tally
         tally.last_val, tally.last_eval_step = nll, tally.step
-        if score is not None:
-            self.bar.evaluated(tally, score.bpc, self.eval_seconds or 0.0)
         improved = nll < tally.best_val
         tally.best_val = min(tally.best_val, nll)
         tally.evals_since_best = 0 if improved else tally.evals_since_best + 1
@@ -431,10 +417,30 @@ class Trainer:
         now = time.perf_counter()  # the evaluation's time counts in the elapsed the checkpoint keeps
         tally.elapsed, self.tick = tally.elapsed + now - self.tick, now
         self.save(*[ckpt.BEST] * improved, *[ckpt.numbered(tally.step)] * (keep_last > 0), ckpt.LAST)
-        if dist.is_main and keep_last:
+        if self.dist.is_main and keep_last:
             for _, path in ckpt.numbered_checkpoints(self.run_dir)[:-keep_last]:
                 path.unlink()
         return True
+
+    def _validate(self) -> float | None:
+        """The validation loss every process agrees on (rank 0 scores, logs and shows it), or None if a stop signal
+        cut the evaluation short."""
+        tally, score = self.tally, None
+        if self.dist.is_main:
+            self.bar.evaluating(tally)
+            began = time.perf_counter()
+            with contextlib.suppress(StopSignal.Cut), self.stop.cutting_short():
+                score = self.evaluate("val")
+                self.eval_seconds = time.perf_counter() - began
+        outcome = self.dist.broadcast(None if score is None else (score.nll,))  # rank 0's; None: cut short
+        if outcome is None:
+            return None
+        if score is not None:
+            self.loggers.log({"step": tally.step, "epoch": tally.epoch, "val_loss": score.nll, "bpc": score.bpc,
+                              "perplexity": score.perplexity, "elapsed": round(tally.elapsed, 3),
+                              "train_time": round(tally.train_time, 3)})
+            self.bar.evaluated(tally, score.nll, score.bpc, self.eval_seconds or 0.0)
+        return outcome[0]
 
     def save(self, *names: str) -> None:
         """One checkpoint under each name (in order): every process hands in its rows of the hidden state and its
