@@ -49,8 +49,8 @@ class DataRoot:
     evaluating a run read its data, they do not fetch it)."""
 
     MARK = ".rnnlm-data-root"
-    """An empty file that says a folder is a data root, so that a `data.path` over a whole project leaves it out
-    (`rnnlm.data.text.text_files`)."""
+    """An empty file that says a folder is a data root, so that a `data.path` over a whole project leaves out the
+    corpus folders in it (`rnnlm.data.text.text_files`)."""
 
     def mark(self) -> None:
         """Create the data root, with its MARK, before the first thing is written into it."""

@@ -96,7 +96,9 @@ def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
     strings (the order `linux` uses too: `a.txt` before `a/z.txt`). Hidden files and folders are left out (unless a
     pattern names them, `notes/.*.md`), and so are the folders rnnlm writes (`_ours`) below the one named, which a
     folder or glob over a whole project (`data.path=.`) would otherwise read: its own stores and runs, different
-    again after every run; `leave_out` is the data root, left out before it is marked. Symlinked folders are not
+    again after every run. In a data root (marked, or `leave_out`, the one in use, before it is marked) only its
+    corpus folders are rnnlm's: the user's own text beside them (`data/input.txt`, char-rnn's layout) is read, the
+    downloads and stores in `data/shakespeare/` are not. Symlinked folders are not
     followed (a link back up the tree would never end; a warning names them), and a file reached again through a
     symlink is read once."""
     path, links = Path(spec).expanduser(), []
@@ -130,6 +132,8 @@ def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ..
     accepts (each given its parts below `folder`); symlinked folders it would descend into go to `links`. A folder
     that cannot be listed is an error naming it."""
     ours, skip = functools.cache(_ours), leave_out.resolve() if leave_out is not None else None
+    corpora = corpus_folders()
+    a_root = functools.cache(lambda here: (here / DataRoot.MARK).exists() or here.resolve() == skip)
 
     def cannot_read(e: OSError) -> None:
         raise RnnlmError(f"{e.filename}: cannot read this folder ({e.strerror}); give data.path folders you may read")
@@ -137,7 +141,7 @@ def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ..
     for top, dirs, files in os.walk(folder, onerror=cannot_read):
         here = Path(top)
         dirs[:] = [d for d in dirs if descend((here / d).relative_to(folder).parts) and not ours(here / d)
-                   and (here / d).resolve() != skip]
+                   and not (d in corpora and a_root(here))]
         links += [here / d for d in dirs if (here / d).is_symlink()]  # listed, never descended into
         yield from (here / f for f in files if take((here / f).relative_to(folder).parts) and (here / f).is_file())
 
@@ -241,15 +245,23 @@ def is_glob(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
+def corpus_folders() -> set[str]:
+    """The folders rnnlm writes in a data root: one per corpus, named after it (its downloads and stores)."""
+    from rnnlm.data import LOADERS, get_loader
+
+    get_loader("text")  # every corpus registered
+    return set(LOADERS)
+
+
 def _ours(folder: Path) -> bool:
-    """Whether rnnlm wrote `folder`: a data root (its mark), a corpus folder or a store in one (for roots from before
-    the mark), or a run directory (config.yaml beside the CLI's `.lock`, or the status.json every run writes; a
-    config beside metrics is as likely another tool's)."""
+    """Whether rnnlm wrote `folder`: a corpus folder or a store in one (in any data root, marked or not), or a run
+    directory (config.yaml beside the CLI's `.lock`, or the status.json every run writes; a config beside metrics is
+    as likely another tool's)."""
     try:
         names = set(os.listdir(folder))
     except OSError:
         return False
-    return (DataRoot.MARK in names or any(n.startswith(".store-") and n.endswith(".lock") for n in names)
+    return (any(n.startswith(".store-") and n.endswith(".lock") for n in names)
             or (folder.name.startswith("store-") and "manifest.json" in names)
             or ("config.yaml" in names and bool(names & {".lock", "status.json"})))
 

@@ -173,14 +173,15 @@ def test_a_folder_over_a_whole_project_leaves_out_what_rnnlm_wrote_there(tmp_pat
     root = DataRoot(tmp_path / "data")
     open_corpus(DataConfig(dataset="text", path=str(tmp_path / "notes")), 0, root, progress=False)  # marks the root
     write(tmp_path / "data" / "shakespeare" / "input.txt", "a download, no store yet")
+    write(tmp_path / "data" / "book.txt", "the user's own text in the data root, as char-rnn keeps it")
     for run, marker in (("cli", ".lock"), ("api", "metrics.jsonl")):  # `rnnlm train` locks its runs; train() does not
         write(tmp_path / "checkpoints" / run / "config.yaml", "{}")
         write(tmp_path / "checkpoints" / run / marker, "")
         write(tmp_path / "checkpoints" / run / "status.json", "{}")
     write(tmp_path / "exp1" / "config.yaml", "lr: 1\n")  # another tool's experiment: the user's text
     write(tmp_path / "exp1" / "metrics.jsonl", "{}\n")
-    mine = [tmp_path / "config.yaml", tmp_path / "exp1" / "config.yaml", tmp_path / "exp1" / "metrics.jsonl",
-            tmp_path / "notes" / "a.txt"]
+    mine = [tmp_path / "config.yaml", tmp_path / "data" / "book.txt", tmp_path / "exp1" / "config.yaml",
+            tmp_path / "exp1" / "metrics.jsonl", tmp_path / "notes" / "a.txt"]
     assert text_files(str(tmp_path)) == mine
     assert text_files(str(tmp_path / "**" / "*")) == mine
     # a folder named, or a pattern's own folder, is read: only what rnnlm wrote below it is left out
@@ -261,15 +262,19 @@ def test_a_folder_that_cannot_be_listed_is_an_error_naming_it(tmp_path: Path, mo
             text_files(spec)
 
 
-def test_the_data_root_under_data_path_is_left_out_before_it_is_marked(tmp_path: Path, monkeypatch) -> None:
-    """`data.path=.` in a project whose data/ folder has no mark yet: the first run left it out too, so the second
-    did not find the text changed and prepare it again."""
+def test_the_users_text_in_the_data_root_is_read_and_rnnlms_folders_there_are_not(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """`data.path=.` in a project whose data/ folder holds the user's text (char-rnn's data/input.txt) and becomes
+    the data root: the text is read on the first run and on the next, which finds it unchanged (the store the first
+    wrote into data/text is left out) and does not prepare it again."""
     write(tmp_path / "notes.txt", "n\n")
-    write(tmp_path / "data" / "README.md", "about my data\n")  # the folder the data root will be
+    write(tmp_path / "data" / "input.txt", "about my data\n")  # the folder the data root will be
     monkeypatch.chdir(tmp_path)
     first = open_corpus(DataConfig(dataset="text", path="."), 0, DataRoot(Path("data")), progress=False)
+    assert (tmp_path / "data" / DataRoot.MARK).exists() and (tmp_path / "data" / "text").is_dir()
     again = open_corpus(DataConfig(dataset="text", path="."), 0, DataRoot(Path("data")), progress=False)
-    assert first.text("train") + first.text("val") + first.text("test") == "n\n" and again.folder == first.folder
+    assert first.text("train") + first.text("val") + first.text("test") == "about my data\nn\n"
+    assert again.folder == first.folder
 
 
 def test_a_byte_limit_inside_the_first_character_says_so(tmp_path: Path) -> None:
