@@ -49,37 +49,53 @@ STATUS = "status.json"
 
 
 def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
-    """A new run's folder, created: `out/name`, or `out/<stem>-<date>-<time>`; never a folder that exists. Creating
-    it is the claim (one `mkdir`, which two processes cannot both win). Under torchrun rank 0 creates it and every
-    process gets its name."""
+    """A new run's folder, created: `out/name`, or `out/<stem>-<date>-<time>` (then `-2`, `-3`... when runs started
+    in the same second, a sweep's, took it); never a folder that exists. Creating it is the claim (one `mkdir`,
+    which two processes cannot both win). Under torchrun rank 0 creates it and every process gets its name."""
     if name is not None and (not name or name in (".", "..") or "/" in name or "\0" in name):
         raise RnnlmError(f"--name {name!r}: a run's name is one folder name, without '/'; choose where runs go with "
                          "--out")
-    run_dir = out / (name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    problem = None
+    first, problem = out / (name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"), None
+    run_dir = first
     if dist.is_main and out.exists() and not out.is_dir():
         problem = f"--out {out}: a file, not a folder; choose a folder for the runs"
     elif dist.is_main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            run_dir.mkdir()
-        except FileExistsError:
-            if not _abandoned(run_dir):
-                problem = f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name"
-        except OSError as e:
-            problem = (f"cannot write the run directory {run_dir}: {e.strerror or e}; choose another folder with "
-                       "--out (or --name)")
+        for n in range(2, 1000):
+            problem = _claim(out, run_dir)
+            if problem != TAKEN or name is not None:  # a name given is that folder or none
+                break
+            run_dir = first.with_name(f"{first.name}-{n}")
+        if problem == TAKEN:
+            problem = f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name"
     run_dir, problem = dist.broadcast((run_dir, problem))
     if problem:
         raise RnnlmError(problem)
     return run_dir
 
 
+TAKEN = "taken"
+
+
+def _claim(out: Path, run_dir: Path) -> str | None:
+    """Creates `run_dir` (and `out`): None, or TAKEN when another run has it, or what else is wrong."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()
+    except FileExistsError:
+        if run_dir.exists() and not run_dir.is_dir():
+            return f"{run_dir} is a file, not a run folder; choose another --name"
+        return None if _abandoned(run_dir) else TAKEN
+    except OSError as e:
+        return f"cannot write the run directory {run_dir}: {e.strerror or e}; choose another folder with --out"
+    return None
+
+
 def _abandoned(run_dir: Path) -> bool:
     """A folder that holds nothing but a run's lock, which no process holds: a start killed (SIGKILL, or SIGTERM
-    before training) before it wrote anything, whose name a new run may take."""
+    before training) before it wrote anything, whose name a new run may take. An empty folder is not: it may be
+    another start's, claimed a moment ago and not locked yet."""
     try:
-        return run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {LOCK} and holder(run_dir) is None
+        return run_dir.is_dir() and {p.name for p in run_dir.iterdir()} == {LOCK} and holder(run_dir) is None
     except OSError:
         return False
 

@@ -72,11 +72,25 @@ def test_a_run_name_is_one_folder_name(tmp_path):
     assert not (tmp_path / "escape").exists() and not (tmp_path / "abs").exists()
 
 
-def test_out_must_be_a_folder(tmp_path):
+def test_out_must_be_a_folder_and_a_name_not_a_file(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("mine")
     assert_user_error(cli("train", TINY, "--out", afile), f"--out {afile}: a file, not a folder")
+    assert_user_error(cli("train", TINY, "--out", tmp_path, "--name", "afile"),
+                      f"{afile} is a file, not a run folder; choose another --name")
     assert afile.read_text() == "mine"
+
+
+def test_runs_started_in_the_same_second_without_a_name_each_get_a_folder(tmp_path, monkeypatch):
+    """A sweep started with & names its runs by the second they start: the later ones take -2, -3, ..."""
+    import rnnlm.runs
+    from rnnlm.distributed import Dist
+
+    monkeypatch.setattr(rnnlm.runs.time, "strftime", lambda fmt: "20261207-081104")
+    made = [rnnlm.runs.new_run_dir(tmp_path, "tiny", None, Dist()) for _ in range(3)]
+    assert [p.name for p in made] == ["tiny-20261207-081104", "tiny-20261207-081104-2", "tiny-20261207-081104-3"]
+    assert all(p.is_dir() for p in made)
+    assert_user_error(cli("train", TINY, "--out", tmp_path, "--name", "tiny-20261207-081104"), "already exists")
 
 
 def test_runs_are_listed_newest_first_with_their_status(tmp_path):
