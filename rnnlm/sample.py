@@ -133,13 +133,13 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
         if records and packed:
             logits, state = model(ids[:, :1], None)  # <eos>
             warm_up = dataclasses.replace(opts, length=max(opts.length, WARM_UP_LENGTH))
-            _, logits, state = _write(model, logits, state, warm_up, generators, records=True)
+            _, logits, state = _write(model, logits, state, warm_up, generators, banned(vocab, True), True)
             if ids.shape[1] > 1:
                 logits, state = _read(model, ids[:, 1:], state)  # the prime after each row's own warm-up record
         else:  # every row reads the same prime from the same state: read it once
             logits, state = _read(model, ids[:1], None if records else start)
             logits, state = logits.expand(n, -1, -1), expand_rows(state, n)
-        out, _, _ = _write(model, logits, state, opts, generators, records, on_step)
+        out, _, _ = _write(model, logits, state, opts, generators, banned(vocab, records), records, on_step)
     return out
 
 
@@ -157,12 +157,20 @@ def sampling_threads(num_samples: int) -> int | None:
     return 1 if num_samples <= STEP_MAX_BATCH else None
 
 
-def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: SampleOptions, generators: list[torch.Generator],
-           records: bool, on_step: Callable[[list[int]], None] | None = None) -> tuple[list[list[int]], torch.Tensor, State]:
-    """Draw up to opts.length characters per row from `logits` (N, P, V) on. A record's row stops at its
-    <eos>: its state and logits stay those right after reading that <eos>."""
+def banned(vocab: Vocab, records: bool) -> list[int]:
+    """The ids a sample never writes: <unk>; a stream's <eos> (streams have none); a record's line breaks (a record is
+    one line, but a records model fine-tuned from a stream model keeps the stream's in its vocabulary)."""
+    if not records:
+        return [UNK_ID, EOS_ID]
+    return [UNK_ID] + [i for i, c in enumerate(vocab.itos) if c in ("\n", "\r")]
+
+
+def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: SampleOptions,
+           generators: list[torch.Generator], banned: list[int], records: bool, on_step: Callable[[list[int]], None] | None = None
+           ) -> tuple[list[list[int]], torch.Tensor, State]:
+    """Draw up to opts.length characters per row from `logits` (N, P, V) on, never one of `banned`. A record's row
+    stops at its <eos>: its state and logits stay those right after reading that <eos>."""
     n = len(generators)
-    banned = [UNK_ID] + ([] if records else [EOS_ID])  # never write an unknown; streams have no <eos>
     out: list[list[int]] = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool)
     last = logits[:, -1]
@@ -319,9 +327,15 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
                           seed=seed)
     if point.records:
         report.distinct = len(set(generated))
-        report.novel = None if training is None else sum(r not in training for r in generated)
+        report.novel = None if training is None else sum(novel_record(r, training) for r in generated)
         report.cut = printer.cut
     return report
+
+
+def novel_record(record: str, training: SplitRecords | None) -> bool:
+    """A record the training split does not hold; an empty one is no new name (a records corpus refuses empty
+    lines, so training holds none)."""
+    return record != "" and record not in (training or ())
 
 
 class _Printer:
@@ -371,7 +385,7 @@ class _Printer:
         text = self.prime + self.vocab.decode(self.rows[i])
         self.rows[i] = []  # text now: a long -N keeps its samples, not their ids
         self.generated.append(text)
-        keep = not (self.unique and text in self.seen) and not (self.novel and text in (self.training or ()))
+        keep = not (self.unique and text in self.seen) and not (self.novel and not novel_record(text, self.training))
         self.seen.add(text)
         if not keep or self.written >= self.wanted:
             return

@@ -196,6 +196,32 @@ def test_novelty_count_on_a_crafted_case(tmp_path):
     assert "fewer than the 40 asked for" in filtered.summary()
 
 
+def test_an_empty_record_is_not_a_novel_name(tmp_path):
+    """The model ends a record at once half the time: the empty records are written (one empty line each) but are
+    not counted novel, and --novel leaves them out (no training record is empty: a records corpus refuses them)."""
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", setup=constant_logits(a=0.0, eos=0.0)))
+    opts = SampleOptions(length=50, temperature=1.0, num_samples=40, seed=3)
+    out = io.StringIO()
+    report = sample_checkpoint(point, opts, "", out)
+    records = out.getvalue().split("\n")[:-1]
+    assert len(records) == 40 and 0 < records.count("") < 40  # a^k, never a training a^n b^n
+    assert report.novel == 40 - records.count("")
+    kept = io.StringIO()
+    sample_checkpoint(point, opts, "", kept, novel=True)
+    assert "" not in kept.getvalue().split("\n")[:-1] and len(kept.getvalue().split("\n")[:-1]) == 40
+
+
+def test_a_records_model_never_writes_a_line_break(tmp_path):
+    """A records model fine-tuned from a stream model keeps the stream's line break in its vocabulary: a record is
+    one line, so -N 20 prints 20 lines, however much the model wants to write one."""
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", chars="ab\n", setup=constant_logits(**{"\n": 5.0, "a": 0.0,
+                                                                                                "eos": 0.0})))
+    out = io.StringIO()
+    sample_checkpoint(point, SampleOptions(length=30, temperature=1.0, num_samples=20, seed=1), "", out)
+    lines = out.getvalue().split("\n")[:-1]
+    assert len(lines) == 20 and all(set(line) <= {"a"} for line in lines)
+
+
 def test_novel_needs_a_records_corpus(tmp_path):
     point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo"))
     with pytest.raises(RnnlmError, match="line-per-record"):
