@@ -62,6 +62,18 @@ def read_curves(run_dir: Path) -> Curves:
     return Curves(name, train, val)
 
 
+def _check_range(look: Axes, losses: list[float]) -> None:
+    """A loss axis with one end given must still hold some of the curves (with the other end drawn from them, the
+    axis would come out upside down and empty)."""
+    least, most = min(losses), max(losses)
+    if look.low is not None and look.high is None and look.low >= most:
+        raise RnnlmError(f"--ylim {look.low:g},: above every loss plotted ({least:.4g}-{most:.4g} nats/char); give "
+                         f"a LOW below {most:.4g}")
+    if look.high is not None and look.low is None and look.high <= least:
+        raise RnnlmError(f"--ylim ,{look.high:g}: below every loss plotted ({least:.4g}-{most:.4g} nats/char); give "
+                         f"a HIGH above {least:.4g}")
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
@@ -82,6 +94,8 @@ def plot_runs(run_dirs: list[Path], out: Path, look: Axes | None = None) -> Path
         raise RnnlmError("give at least one run directory")
     look = look or Axes()
     runs = [read_curves(Path(d)) for d in run_dirs]
+    _check_range(look, [v for run in runs for v in _smoothed([r["train_loss"] for r in run.train], look.smooth)]
+                 + [r["val_loss"] for run in runs for r in run.val])
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

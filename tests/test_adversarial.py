@@ -218,6 +218,19 @@ def test_a_loss_axis_that_cannot_be_drawn_is_refused(tmp_path, ylim):
     assert not (tmp_path / "p.png").exists()
 
 
+@pytest.mark.parametrize("ylim, message", [("5,", "--ylim 5,: above every loss plotted (0.2121-0.9487 nats/char); "
+                                                  "give a LOW below 0.9487"),
+                                            (",0.1", "--ylim ,0.1: below every loss plotted (0.2121-0.9487 nats/char); "
+                                                     "give a HIGH above 0.2121")])
+def test_a_loss_axis_with_one_end_past_every_curve_is_refused(tmp_path, ylim, message):
+    """With the other end drawn from the curves, matplotlib would draw the axis upside down, and nothing on it."""
+    from test_viz import fake_run  # noqa: PLC0415
+
+    assert_user_error(cli("plot", fake_run(tmp_path / "run", 1.0), "--ylim", ylim, "--out", tmp_path / "p.png"),
+                      message)
+    assert not (tmp_path / "p.png").exists()
+
+
 @pytest.mark.parametrize("ylim", ["0,2", "-1,", ",0"])
 def test_a_log_axis_that_would_start_at_or_below_zero_is_refused(tmp_path, ylim):
     """Matplotlib would warn and draw the axis on its own range: the user asked for one it cannot draw."""
