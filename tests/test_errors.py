@@ -42,7 +42,7 @@ def written(folder: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["train", "no/such.yaml"], ["config file 'no/such.yaml' not found"]),
+    (["train", "no/such.yaml"], ["config file 'no/such.yaml' not found", f"the shipped configs are in {REPO}/configs"]),
     (["train", TEXT_CFG, "model.hiden_size=64"], ["unknown config key model.hiden_size", "did you mean 'hidden_size'"]),
     (["train", TEXT_CFG, "model.hidden_size=wide"], ["model.hidden_size='wide'", "expected an integer"]),
     (["train", TEXT_CFG, "model.hidden_size=0"], ["model.hidden_size=0 is not allowed"]),

@@ -63,6 +63,9 @@ class DataRoot:
                 offline: bool = False) -> "DataRoot":
         path = data_dir or os.environ.get("RNNLM_DATA_DIR") or "data"
         mirror = mirror or os.environ.get("RNNLM_DATA_MIRROR") or None
+        if mirror is not None and "://" in str(mirror):
+            raise RnnlmError(f"the data mirror {mirror} (--mirror, RNNLM_DATA_MIRROR) is a URL; a mirror is a local "
+                             "folder holding the corpora's files as a data root does (shakespeare/input.txt, ...)")
         return cls(Path(path), Path(mirror) if mirror else None, offline)
 
 

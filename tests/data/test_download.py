@@ -183,8 +183,18 @@ def test_damaged_file_in_the_data_root_is_an_error_not_reused(tmp_path: Path) ->
     root = DataRoot(tmp_path / "data")
     (root.path / "corpus").mkdir(parents=True)
     (root.path / "corpus" / "input.txt").write_bytes(BODY[:-10])
-    with pytest.raises(RnnlmError, match="Delete it"):
+    with pytest.raises(RnnlmError, match="Delete it.*or use data.dataset=text data.path=FILE for your own text"):
         fetch(Remote("corpus/input.txt", offline_url, DIGEST), root, timeout=5)
+    (root.path / "names").mkdir()
+    (root.path / "names" / "names.txt").write_bytes(BODY[:-10])  # a list of one's own: still one record per line
+    with pytest.raises(RnnlmError, match="or give your own list with data.path=FILE \\(one record per line\\)"):
+        fetch(Remote("names/names.txt", offline_url, DIGEST), root, timeout=5)
+
+
+def test_a_mirror_given_as_a_url_is_refused_naming_what_a_mirror_is(tmp_path: Path) -> None:
+    with pytest.raises(RnnlmError, match="the data mirror http://127.0.0.1:8765/ .* is a URL; a mirror is a local "
+                                         "folder"):
+        DataRoot.resolve(tmp_path, "http://127.0.0.1:8765/")
 
 
 @pytest.mark.parametrize("blocking", ["the data root is a file", "a file where the corpus folder goes",
