@@ -10,6 +10,7 @@ import numpy as np
 from rnnlm.batching import Records, Tokens
 from rnnlm.config import Config
 from rnnlm.data import DataRoot, open_corpus
+from rnnlm.errors import RnnlmError
 from rnnlm.data.store import Store
 from rnnlm.evaluate import Score, score_records, score_stream
 from rnnlm.model import CharRNN
@@ -38,6 +39,10 @@ class Prepared:
 def prepare(cfg: Config, root: DataRoot | None = None, vocab: Vocab | None = None, progress: bool = True) -> Prepared:
     """The corpus's store (prepared first if needed) and the vocabulary: `vocab`, or the store's."""
     store = open_corpus(cfg.data, cfg.train.seed, root, progress)
+    if cfg.data.records == "pad" and not store.records:  # else silently ignored
+        raise RnnlmError(f"data.records=pad batches whole records, but the {store.name} corpus is one stream of text; "
+                         "drop data.records, or read a file of one record per line with data.dataset=names "
+                         "data.path=FILE")
     return Prepared(store, vocab or store.vocab())
 
 

@@ -53,6 +53,8 @@ def written(folder: Path) -> set[str]:
     (["train", TEXT_CFG, "train.optimizer=adamx"], ["train.optimizer='adamx'", "adam, adamw, sgd, rmsprop"]),
     (["train", TEXT_CFG, "train.schedule=linear"], ["train.schedule='linear'", "constant, cosine, char_rnn"]),
     (["train", TEXT_CFG, "train.lr"], ["override 'train.lr' is malformed", "section.key=value"]),
+    (["train", TEXT_CFG, "data.dataset=hello", "data.path=null", "data.records=pad"],
+     ["data.records=pad batches whole records, but the hello corpus is one stream of text"]),
 ])
 def test_config_mistakes(tmp_path, args, needles):
     assert_user_error(cli(*args, "--out", str(tmp_path / "runs")), *needles)
