@@ -14,7 +14,7 @@ from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, register
 from rnnlm.data.download import Remote, fetch
 from rnnlm.data.store import Source
-from rnnlm.data.text import files_identity, line_records
+from rnnlm.data.text import READING, files_identity, line_records
 
 NAMES = Remote(
     relpath="names/names.txt",
@@ -29,5 +29,6 @@ def names(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
     path = Path(cfg.path).expanduser() if cfg.path else fetch(NAMES, root)
     if not path.is_file():
         line_records(path)  # the message for a path that is missing or not a file
-    return Source("names", {"files": files_identity([path])}, {"path": str(path.resolve()), "max_bytes": cfg.max_bytes},
-                  cfg.splits, records=lambda: line_records(path, cfg.max_bytes), seed=seed)
+    return Source("names", {"files": files_identity([path])},
+                  {"path": str(path.resolve()), "max_bytes": cfg.max_bytes, **READING}, cfg.splits,
+                  records=lambda: line_records(path, cfg.max_bytes), seed=seed)

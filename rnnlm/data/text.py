@@ -77,12 +77,23 @@ def _open_binary(path: Path) -> BinaryIO:
 
 
 def read_prefix(path: Path, max_bytes: int | None = None) -> tuple[bytes, bool]:
-    """A file's bytes, at most `max_bytes` of them, and whether there were more."""
+    """A file's bytes, at most `max_bytes` of them (a leading byte-order mark dropped), and whether there were more."""
     with _open_binary(path) as f:
         if max_bytes is None:
-            return f.read(), False
+            return _without_bom(f.read()), False
         raw = f.read(max_bytes)
-        return raw, f.read(1) != b""
+        return _without_bom(raw), f.read(1) != b""
+
+
+READING = {"byte_order_mark": "dropped"}
+"""How files are read, in the settings of the stores made from them: a store written before a change here is made
+again, not read as it was (stores of text with a byte-order mark kept it as a character)."""
+
+
+def _without_bom(start: bytes) -> bytes:
+    """A file's first bytes without the UTF-8 byte-order mark some Windows editors write first: it says how the file
+    is encoded, it is not a character of its text (as Python's utf-8-sig reads it)."""
+    return start[len(codecs.BOM_UTF8):] if start.startswith(codecs.BOM_UTF8) else start
 
 
 def read_utf8(path: Path, max_bytes: int | None = None) -> str:
@@ -207,6 +218,8 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
                                  "give a UTF-8 text file")
             if budget[0] is not None:  # after the check: a binary file skipped costs nothing
                 budget[0] -= len(block)
+            if offset == 0:
+                offset, block = len(block) - len(_without_bom(block)), _without_bom(block)
             data, start = carry + block, offset - len(carry)
             cut = len(data) if data.isascii() else _whole_characters(data)
             piece, carry = data[:cut], data[cut:]
@@ -313,8 +326,8 @@ def files_identity(files: list[Path]) -> list[list[object]]:
 def stream_source(name: str, spec: str, cfg: DataConfig, files: list[Path]) -> Source:
     """A stream corpus read from `files` (what `spec` names), split by `data.splits`."""
     once = _Once(lambda: text_pieces(spec, files, cfg.max_bytes))
-    return Source(name, {"files": files_identity(files)}, {"path": _absolute(spec), "max_bytes": cfg.max_bytes},
-                  cfg.splits, pieces=once)
+    return Source(name, {"files": files_identity(files)}, {"path": _absolute(spec), "max_bytes": cfg.max_bytes,
+                                                           **READING}, cfg.splits, pieces=once)
 
 
 class _Once:

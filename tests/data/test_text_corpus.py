@@ -281,3 +281,18 @@ def test_a_byte_limit_inside_the_first_character_says_so(tmp_path: Path) -> None
     f = write(tmp_path / "music.txt", "𝄞 clef")  # four bytes
     with pytest.raises(RnnlmError, match="data.max_bytes=2 ends inside the first character"):
         read_text(str(f), max_bytes=2)
+
+
+def test_a_byte_order_mark_is_not_read_as_a_character(tmp_path: Path) -> None:
+    """Windows editors write U+FEFF first: it says the file is UTF-8, it is not text. Read as a character it became
+    one of the vocabulary's, one in the middle of the stream for every file of a folder after the first."""
+    bom = "\ufeff".encode()
+    for name in ("a.txt", "b.txt"):
+        write(tmp_path / "notes" / name, bom + f"{name} says hello\n".encode())
+    write(tmp_path / "names.txt", bom + b"anna\nbob\ncarl\n")
+    assert read_text(str(tmp_path / "notes")) == "a.txt says hello\nb.txt says hello\n"
+    assert read_text(str(tmp_path / "notes"), max_bytes=8) == "a.txt"  # the mark's 3 bytes count, as on disk
+    assert read_records(tmp_path / "names.txt") == ["anna", "bob", "carl"]
+    corpus = load_corpus(DataConfig(dataset="text", path=str(tmp_path / "notes"), splits=(1.0, 0.0, 0.0)), 0,
+                         DataRoot(tmp_path / "data"))
+    assert "\ufeff" not in "".join(corpus.train)
