@@ -5,6 +5,7 @@
     python bench/speed.py --busy     # = --only busy: with one core taken by another process
     python bench/speed.py --grid --cells lstm   # = --only grid: training at every shape of the grid (long)
     python bench/speed.py --only paths          # inference of a few steps: rnnlm's one-step kernel vs its loops
+    python bench/speed.py --only arrival        # a process arriving mid-run: how often rnnlm looks at the cores
 
 Both sides get the same model around the cell (an embedding of a 65-character vocabulary, the stack, a linear decoder,
 cross-entropy, Adam), the same weights (torch.nn's state dict loaded into ours), the same data and the same shapes.
@@ -396,12 +397,8 @@ def as_rnnlm_runs(fn: Callable[[], None], threads: int | None) -> Callable[[], N
 def bench_busy(quick: bool) -> list[str]:
     """Each row quiet, then with one core kept busy by another process: throughput as a fraction of the quiet
     figure, rnnlm (threads as its commands choose them) and torch.nn (torch's default) side by side."""
-    rows, budget, check_every = [], 6.0 if quick else 20.0, runtime.CHECK_EVERY
-    runtime.CHECK_EVERY = 2.0  # a training run looks every 10 s; a row lasts about as long as a few looks
-    try:
-        _busy_rows(rows, quick, budget)
-    finally:
-        runtime.CHECK_EVERY = check_every
+    rows: list[str] = []
+    _busy_rows(rows, quick, 6.0 if quick else 20.0)  # a row lasts several of rnnlm's looks at the cores
     return rows
 
 
@@ -428,6 +425,61 @@ def _busy_rows(rows: list[str], quick: bool, budget: float) -> None:
         rows.append(f"| {what} | {chars / q_ours:,.0f} | {chars / b_ours:,.0f} | **{q_ours / b_ours:.0%}** | "
                     f"{chars / q_ref:,.0f} | {chars / b_ref:,.0f} | {q_ref / b_ref:.0%} | >= 45%, >= torch.nn |")
         print(rows[-1], flush=True)
+
+
+def bench_arrival(quick: bool) -> list[str]:
+    """A process that arrives on one core 4 s into a training run and leaves 12 s later: rnnlm's characters trained
+    while it is there and in the 8 s after it left, with the cores looked at every ARRIVAL_BEFORE seconds (the
+    interval before) and every runtime.CHECK_EVERY, in turns; ratio: median of the pairs' (now / before)."""
+    rows, check_every = [], runtime.CHECK_EVERY
+    print("\n| a process arrives, then leaves | while there: looks every "
+          f"{ARRIVAL_BEFORE:g} s | every {check_every:g} s | ratio | after: every {ARRIVAL_BEFORE:g} s | "
+          f"every {check_every:g} s | ratio |\n|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    try:
+        for kind, shape in (("lstm", SMALL), ("gru", SMALL), ("lstm", LARGE)):
+            _, ours = model_pair(kind, shape)
+            step = train_step_fn(ours, shape)
+            step()
+            runs: dict[float, list[tuple[int, int]]] = {ARRIVAL_BEFORE: [], check_every: []}
+            for _ in range(1 if quick else 3):
+                for every in runs:
+                    runtime.CHECK_EVERY = every
+                    runs[every].append(_arrival_run(step))
+            (b, n), chars = runs.values(), shape.batch * shape.seq
+            ratio = [statistics.median(y[i] / x[i] for x, y in zip(b, n)) for i in (0, 1)]
+            mid = [statistics.median(r[i] for r in side) * chars / span for side in (b, n)
+                   for i, span in ((0, 11.5), (1, 8.0))]
+            rows.append(f"| train {kind.upper()} {shape} | {mid[0]:,.0f} | {mid[2]:,.0f} | {ratio[0]:.2f}x | "
+                        f"{mid[1]:,.0f} | {mid[3]:,.0f} | {ratio[1]:.2f}x |")
+            print(rows[-1], flush=True)
+    finally:
+        runtime.CHECK_EVERY = check_every
+        runtime.use_threads(torch.get_num_threads())
+    return rows
+
+
+ARRIVAL_BEFORE = 10.0
+
+
+def _arrival_run(step: Callable[[], None]) -> tuple[int, int]:
+    """Steps trained while the other process was there (4.5-16 s) and after it left (16-24 s), sharing the cores
+    as `rnnlm train` does from its start."""
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    runtime.use_threads(None)
+    start, other, steps = time.monotonic(), None, [0, 0]
+    try:
+        while (now := time.monotonic() - start) < 24:
+            if other is None and now >= 4:
+                other = Busy(12.0)
+            step()
+            runtime.poll()
+            done = time.monotonic() - start
+            if 4.5 <= done < 24:
+                steps[done >= 16] += 1
+    finally:
+        if other is not None:
+            other.__exit__()
+    return steps[0], steps[1]
 
 
 def saved_for_backward(kind: str, side: str) -> float:
@@ -462,9 +514,10 @@ def bench_memory() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
-    parser.add_argument("--only", choices=["train", "bf16", "sample", "eval", "memory", "busy", "grid", "paths"],
-                        action="append", help="run only these sections (repeatable); grid and paths run only when "
-                        "named")
+    parser.add_argument("--only", choices=["train", "bf16", "sample", "eval", "memory", "busy", "grid", "paths",
+                                           "arrival"],
+                        action="append", help="run only these sections (repeatable); grid, paths and arrival run only "
+                        "when named")
     parser.add_argument("--busy", action="append_const", const="busy", dest="only", help="= --only busy")
     parser.add_argument("--grid", action="append_const", const="grid", dest="only", help="= --only grid")
     parser.add_argument("--cells", default="lstm,gru,rnn", help="the grid's cells, comma-separated")
@@ -488,7 +541,7 @@ def main() -> None:
         print("\n| what | rnnlm | baseline | ratio | target |\n|---|---:|---:|---:|---|", flush=True)
     start = time.perf_counter()
     runners = {"train": bench_training, "bf16": bench_bf16, "sample": bench_sampling, "eval": bench_eval,
-               "busy": bench_busy}
+               "busy": bench_busy, "arrival": bench_arrival}
     for section in table + [s for s in sections if s not in table]:
         if section == "memory":
             bench_memory()
