@@ -115,7 +115,7 @@ def run(entry: Entry, scale: float, runs: Path, root: DataRoot) -> Result:
     result.steps = outcome.step
     point = ckpt.load(outcome.run_dir / ckpt.BEST)
     model = load_model(point)
-    prepared = prepare(point.config, root, point.vocab, progress=False)
+    prepared = prepare(point.config, root, point.vocab, progress=False, new_run=False)
     train_records = prepared.store.record_texts("train") if prepared.records else None
     result.chars = _chars_seen(cfg, outcome.step, train_records)
     if prepared.records:  # records: makemore's per-character loss on held-out names (the whole splits)

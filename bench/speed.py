@@ -428,9 +428,10 @@ def _busy_rows(rows: list[str], quick: bool, budget: float) -> None:
 
 
 def bench_arrival(quick: bool) -> list[str]:
-    """A process that arrives on one core 4 s into a training run and leaves 12 s later: rnnlm's characters trained
-    while it is there and in the 8 s after it left, with the cores looked at every ARRIVAL_BEFORE seconds (the
-    interval before) and every runtime.CHECK_EVERY, in turns; ratio: median of the pairs' (now / before)."""
+    """A process that arrives on one core 2.5-6.5 s into a training run (another moment each run, so that the looks
+    fall anywhere in its stay) and leaves 12 s later: rnnlm's training throughput while it is there and in the 8 s
+    after it left, with the cores looked at every ARRIVAL_BEFORE seconds (the interval before) and every
+    runtime.CHECK_EVERY, in turns; ratio: median of the pairs' (now / before)."""
     rows, check_every = [], runtime.CHECK_EVERY
     print("\n| a process arrives, then leaves | while there: looks every "
           f"{ARRIVAL_BEFORE:g} s | every {check_every:g} s | ratio | after: every {ARRIVAL_BEFORE:g} s | "
@@ -440,15 +441,14 @@ def bench_arrival(quick: bool) -> list[str]:
             _, ours = model_pair(kind, shape)
             step = train_step_fn(ours, shape)
             step()
-            runs: dict[float, list[tuple[int, int]]] = {ARRIVAL_BEFORE: [], check_every: []}
-            for _ in range(1 if quick else 3):
+            runs: dict[float, list[tuple[float, float]]] = {ARRIVAL_BEFORE: [], check_every: []}
+            for arrive in (4.5,) if quick else (2.5, 4.5, 6.5, 3.5, 5.5):
                 for every in runs:
                     runtime.CHECK_EVERY = every
-                    runs[every].append(_arrival_run(step))
-            (b, n), chars = runs.values(), shape.batch * shape.seq
-            ratio = [statistics.median(y[i] / x[i] for x, y in zip(b, n)) for i in (0, 1)]
-            mid = [statistics.median(r[i] for r in side) * chars / span for side in (b, n)
-                   for i, span in ((0, 11.5), (1, 8.0))]
+                    runs[every].append(_arrival_run(step, shape.batch * shape.seq, arrive))
+            before, now = runs.values()
+            ratio = [statistics.median(b[i] and n[i] / b[i] for b, n in zip(before, now)) for i in (0, 1)]
+            mid = [statistics.median(r[i] for r in side) for side in (before, now) for i in (0, 1)]
             rows.append(f"| train {kind.upper()} {shape} | {mid[0]:,.0f} | {mid[2]:,.0f} | {ratio[0]:.2f}x | "
                         f"{mid[1]:,.0f} | {mid[3]:,.0f} | {ratio[1]:.2f}x |")
             print(rows[-1], flush=True)
@@ -461,25 +461,27 @@ def bench_arrival(quick: bool) -> list[str]:
 ARRIVAL_BEFORE = 10.0
 
 
-def _arrival_run(step: Callable[[], None]) -> tuple[int, int]:
-    """Steps trained while the other process was there (4.5-16 s) and after it left (16-24 s), sharing the cores
-    as `rnnlm train` does from its start."""
+def _arrival_run(step: Callable[[], None], chars: int, arrive: float) -> tuple[float, float]:
+    """Characters a second trained while the other process was there (from half a second after it arrived) and in
+    the 8 s after it left, sharing the cores as `rnnlm train` does from its start; a step across a window's edge
+    counts for the part of it inside."""
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     runtime.use_threads(None)
-    start, other, steps = time.monotonic(), None, [0, 0]
+    start, other, steps = time.monotonic(), None, []
+    windows = ((arrive + 0.5, arrive + 12), (arrive + 12, arrive + 20))
     try:
-        while (now := time.monotonic() - start) < 24:
-            if other is None and now >= 4:
+        while (began := time.monotonic() - start) < windows[1][1]:
+            if other is None and began >= arrive:
                 other = Busy(12.0)
             step()
             runtime.poll()
-            done = time.monotonic() - start
-            if 4.5 <= done < 24:
-                steps[done >= 16] += 1
+            steps.append((began, time.monotonic() - start))
     finally:
         if other is not None:
             other.__exit__()
-    return steps[0], steps[1]
+    inside = [sum(chars * max(0.0, min(b, hi) - max(a, lo)) / (b - a) for a, b in steps) / (hi - lo)
+              for lo, hi in windows]
+    return inside[0], inside[1]
 
 
 def saved_for_backward(kind: str, side: str) -> float:

@@ -100,8 +100,9 @@ class Tally:
     first_loss: float = math.nan
     gathered: Gathered = field(default_factory=Gathered)
     ended_by: str = ""
-    """The budget that ended the last session ("" while none has): a resume stopped during its final evaluation, or
-    after it, ends again unless that budget was raised."""
+    """The budget that ended the last session ("" while none has, and in a last.pt written at an evaluation before
+    the session knew it was ending, which a time budget then writes again): a resume stopped during its final
+    evaluation, or after it, ends again unless that budget was raised (what train.max_time needs to know)."""
 
     def count_step(self, epoch: int, seconds: float, loss: float, chars: int, grad_norm: float) -> None:
         self.step += 1

@@ -512,7 +512,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         kind = " (it is a directory)" if p.is_dir() else " (it is not a regular file)" if p.exists() else ""
         shipped = Path(__file__).resolve().parent.parent / "configs"  # a source checkout's (pip install -e)
         raise ConfigError(f"config file {str(p)!r} " + ("not found" if not p.exists() else "cannot be read") + kind
-                          + (f"; the shipped configs are in {shipped}" if shipped.is_dir() else ""))
+                          + (f"; the shipped configs are in {shipped}" if (shipped / "tiny.yaml").is_file() else ""))
     try:
         raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a safe loader)
     except UnicodeDecodeError as e:

@@ -36,10 +36,11 @@ class Prepared:
         return self.store.offsets(split) if self.store.records else None
 
 
-def prepare(cfg: Config, root: DataRoot | None = None, vocab: Vocab | None = None, progress: bool = True) -> Prepared:
+def prepare(cfg: Config, root: DataRoot | None = None, vocab: Vocab | None = None, progress: bool = True,
+            new_run: bool = True) -> Prepared:
     """The corpus's store (prepared first if needed) and the vocabulary: `vocab`, or the store's."""
     store = open_corpus(cfg.data, cfg.train.seed, root, progress)
-    if cfg.data.records == "pad" and not store.records:  # else silently ignored
+    if cfg.data.records == "pad" and not store.records and new_run:  # ignored before; a run trained so resumes
         raise RnnlmError(f"data.records=pad batches whole records, but the {store.name} corpus is one stream of text; "
                          "drop data.records, or read a file of one record per line with data.dataset=names "
                          "data.path=FILE")

@@ -67,7 +67,7 @@ from rnnlm.batching import IGNORE, Records, Tokens, pad_records
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.data import DataRoot, missing_path, open_corpus
 from rnnlm.data.store import Source, Store, open_store
-from rnnlm.data.text import file_pieces, files_identity, line_records
+from rnnlm.data.text import file_pieces, files_identity, is_glob, line_records
 from rnnlm.errors import RnnlmError
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import GATES, CharRNN
@@ -438,13 +438,16 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
         raise RnnlmError(f"--split {split!r}: choose train, val or test")
     data = point.config.data
     if moved_to is not None:
-        if not moved_to.exists():
+        if not is_glob(str(moved_to)) and not moved_to.exists():
             raise RnnlmError(f"--data-path {moved_to}: no such file or directory")
         data = replace(data, path=os.path.abspath(moved_to))
     elif missing_path(data) is not None:
         raise RnnlmError(f"data.path={data.path}: no such file or directory; if the run's text moved, give its new "
                          f"place: rnnlm eval {point.path or 'RUN'} --data-path WHERE_IT_IS")
     store = open_corpus(data, point.config.train.seed, root, progress)
+    if point.corpus_changed(store.fingerprint) and moved_to is not None:
+        raise RnnlmError(f"--data-path {moved_to} does not hold the text the run trained on (from "
+                         f"{point.config.data.path}): give the place that text moved to, unchanged")
     if point.corpus_changed(store.fingerprint):
         warnings.warn(f"the {store.name} corpus has changed since this checkpoint was written: the {split} split "
                       "scored is the text as it is now, not the one training logged")

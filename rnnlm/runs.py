@@ -60,44 +60,61 @@ def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
     if dist.is_main and out.exists() and not out.is_dir():
         problem = f"--out {out}: a file, not a folder; choose a folder for the runs"
     elif dist.is_main:
-        for n in range(2, 1000):
-            problem = _claim(out, run_dir)
-            if problem != TAKEN or name is not None:  # a name given is that folder or none
+        for n in range(1, 2 if name is not None else 1000):  # a name given is that folder or none
+            run_dir = first if n == 1 else first.with_name(f"{first.name}-{n}")
+            try:
+                problem = _claim(out, run_dir)
                 break
-            run_dir = first.with_name(f"{first.name}-{n}")
-        if problem == TAKEN:
-            problem = f"{run_dir} already exists; continue it with --resume {run_dir} or choose another --name"
+            except _Taken as taken:
+                problem = str(taken)
     run_dir, problem = dist.broadcast((run_dir, problem))
     if problem:
         raise RnnlmError(problem)
     return run_dir
 
 
-TAKEN = "taken"
+class _Taken(Exception):
+    """The folder is another run's, or another start's that has not begun training yet."""
 
 
 def _claim(out: Path, run_dir: Path) -> str | None:
-    """Creates `run_dir` (and `out`): None, or TAKEN when another run has it, or what else is wrong."""
+    """Creates `run_dir` (and `out`), or takes over an abandoned one: None, or what is wrong; `_Taken` if another
+    run or start has it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir()
     except FileExistsError:
         if run_dir.exists() and not run_dir.is_dir():
             return f"{run_dir} is a file, not a run folder; choose another --name"
-        return None if _abandoned(run_dir) else TAKEN
+        if _abandoned(run_dir):
+            return None
+        if _not_begun(run_dir):
+            raise _Taken(f"{run_dir} is an empty folder (a start that never began, or one beginning now); remove it "
+                         "or choose another --name") from None
+        raise _Taken(f"{run_dir} already exists; continue it with --resume {run_dir} or choose another "
+                     "--name") from None
     except OSError as e:
         return f"cannot write the run directory {run_dir}: {e.strerror or e}; choose another folder with --out"
     return None
 
 
 def _abandoned(run_dir: Path) -> bool:
-    """A folder that holds nothing but a run's lock, which no process holds: a start killed (SIGKILL, or SIGTERM
-    before training) before it wrote anything, whose name a new run may take. An empty folder is not: it may be
-    another start's, claimed a moment ago and not locked yet."""
+    """A folder that holds nothing but a run's lock, with the pid of the process that took it and no process holding
+    it now: a start killed (SIGKILL, or SIGTERM before training) before it wrote anything, whose name a new run may
+    take. A folder with no lock, or a lock with no pid yet, may be another start's, claimed a moment ago."""
     try:
-        return run_dir.is_dir() and {p.name for p in run_dir.iterdir()} == {LOCK} and holder(run_dir) is None
+        return ({p.name for p in run_dir.iterdir()} == {LOCK} and (run_dir / LOCK).read_text().strip() != ""
+                and holder(run_dir) is None)
     except OSError:
         return False
+
+
+def _not_begun(run_dir: Path) -> bool:
+    """A folder that holds nothing, or only a lock no start has written its pid into."""
+    with contextlib.suppress(OSError):
+        names = {p.name for p in run_dir.iterdir()}
+        return not names or (names == {LOCK} and (run_dir / LOCK).stat().st_size == 0)
+    return False
 
 
 class RunLock:

@@ -19,7 +19,9 @@ from typing import Any
 
 
 CHECK_EVERY = 2.0  # seconds between two looks at what the other processes use: a process that arrives or leaves
-# is seen within this, and a look (reading /proc/stat) costs tens of microseconds
+# is seen within this, and a look (reading /proc/stat) costs tens of microseconds. A burst of a second counts as a
+# core taken until the next look: one thread too few costs at most half the speed that long, while a thread on a
+# taken core can cost most of it (every step waits at a barrier for that thread)
 FIRST_LOOK = 0.5  # seconds after sharing starts that the first look comes: a run starts with the right count
 TAKEN = 0.4  # of a core used by other processes: it counts as taken
 SAME_SIGNAL = 0.5  # seconds: a launcher's copy of a signal comes within milliseconds; a second Ctrl-C meant as one

@@ -133,13 +133,13 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
         if records and packed:
             logits, state = model(ids[:, :1], None)  # <eos>
             warm_up = dataclasses.replace(opts, length=max(opts.length, WARM_UP_LENGTH))
-            _, logits, state = _write(model, logits, state, warm_up, generators, banned(vocab, True), True)
+            _, logits, state = _write(model, logits, state, warm_up, generators, banned_ids(vocab, True), True)
             if ids.shape[1] > 1:
                 logits, state = _read(model, ids[:, 1:], state)  # the prime after each row's own warm-up record
         else:  # every row reads the same prime from the same state: read it once
             logits, state = _read(model, ids[:1], None if records else start)
             logits, state = logits.expand(n, -1, -1), expand_rows(state, n)
-        out, _, _ = _write(model, logits, state, opts, generators, banned(vocab, records), records, on_step)
+        out, _, _ = _write(model, logits, state, opts, generators, banned_ids(vocab, records), records, on_step)
     return out
 
 
@@ -157,7 +157,7 @@ def sampling_threads(num_samples: int) -> int | None:
     return 1 if num_samples <= STEP_MAX_BATCH else None
 
 
-def banned(vocab: Vocab, records: bool) -> list[int]:
+def banned_ids(vocab: Vocab, records: bool) -> list[int]:
     """The ids a sample never writes: <unk>; a stream's <eos> (streams have none); a record's line breaks (a record is
     one line, but a records model fine-tuned from a stream model keeps the stream's in its vocabulary)."""
     if not records:
@@ -166,8 +166,8 @@ def banned(vocab: Vocab, records: bool) -> list[int]:
 
 
 def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: SampleOptions,
-           generators: list[torch.Generator], banned: list[int], records: bool, on_step: Callable[[list[int]], None] | None = None
-           ) -> tuple[list[list[int]], torch.Tensor, State]:
+           generators: list[torch.Generator], banned: list[int], records: bool,
+           on_step: Callable[[list[int]], None] | None = None) -> tuple[list[list[int]], torch.Tensor, State]:
     """Draw up to opts.length characters per row from `logits` (N, P, V) on, never one of `banned`. A record's row
     stops at its <eos>: its state and logits stay those right after reading that <eos>."""
     n = len(generators)

@@ -101,7 +101,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         if resume is not None:
             self._check_corpus_path(resume)
-        self.prepared = prepare(cfg, root, resume.vocab if resume else None, progress=dist.is_main)
+        self.prepared = prepare(cfg, root, resume.vocab if resume else None, dist.is_main, new_run=resume is None)
         if resume is not None:
             self._check_corpus(resume)
         self.start = start_from(cfg, self.prepared.vocab) if t.init_from and resume is None else None
@@ -169,10 +169,11 @@ class Trainer:
         """A resume whose corpus is not where data.path says is told how to say where it went."""
         gone, before = missing_path(self.cfg.data), resume.config.data.path
         if gone is not None:
-            raise RnnlmError(f"data.path={gone}: no such file or directory; " + (
-                "if the run's text moved, resume with its new place: rnnlm train --resume "
-                f"{self.run_dir} data.path=WHERE_IT_IS" if gone == before else
-                f"give the place the text the run trained on (from {before}) moved to"))
+            fix = (f"if the run's text moved, resume with its new place: rnnlm train --resume {self.run_dir} "
+                   "data.path=WHERE_IT_IS" if gone == before else
+                   f"the run read the {self.cfg.data.dataset} corpus's own file: give data.path=null" if before is None
+                   else f"give the place the text the run trained on (from {before}) moved to")
+            raise RnnlmError(f"data.path={gone}: no such file or directory; {fix}")
         if self.cfg.data.path != before and resume.train is not None and not resume.train.corpus:
             raise RnnlmError(f"--resume {self.run_dir}: this checkpoint predates corpus fingerprints, so rnnlm cannot "
                              f"tell whether {self.cfg.data.path} holds the text it trained on; resume with "
@@ -323,7 +324,8 @@ class Trainer:
             if logged:
                 self.log_training(final=True)
             if tally.last_eval_step == tally.step:  # evaluated and saved after this step, before its end was known
-                if logged or stopped == "max_time":  # what a resume reads of it changed (_spent_before_a_step)
+                previewed = bool(self.cfg.train.sample_every) and tally.step % self.cfg.train.sample_every == 0
+                if logged or previewed or stopped == "max_time":  # what a resume reads changed: records, time spent
                     self.save(ckpt.LAST)
                 return stopped
             if self.evaluate_and_save():
@@ -392,9 +394,10 @@ class Trainer:
         """The training record of the steps gathered since the last one, which the tally then forgets."""
         tally = self.tally
         means, skipped = tally.gathered.means(), tally.gathered.skipped
-        record = {"step": tally.step, "epoch": tally.epoch, "train_loss": means.pop("train_loss"), "lr": self.lr,
-                  **means, "elapsed": round(tally.elapsed, 3), "train_time": round(tally.train_time, 3),
-                  **({"skipped_steps": skipped} if skipped else {})}
+        record = {"step": tally.step, "epoch": tally.epoch, "train_loss": means["train_loss"], "lr": self.lr,
+                  "grad_norm": means["grad_norm"], "grad_norm_max": means["grad_norm_max"],
+                  "chars_per_sec": means["chars_per_sec"], "elapsed": round(tally.elapsed, 3),
+                  "train_time": round(tally.train_time, 3), **({"skipped_steps": skipped} if skipped else {})}
         tally.gathered = Gathered()
         self.loggers.log(record)
         self.bar.show(tally, record, final)

@@ -4,6 +4,7 @@ resuming with a changed config. Each compares the finished run's metrics with an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -252,6 +253,23 @@ def test_a_corpus_changed_under_a_run_is_refused_on_resume_and_named_by_eval(tmp
         scored.stderr
 
 
+def test_a_run_trained_with_pad_on_a_stream_corpus_still_resumes(tmp_path):
+    """data.records=pad on a stream corpus was ignored before new runs refused it: a run trained so resumes."""
+    first = in_process("train", TINY, *COMMON, "data.dataset=hello", "train.max_steps=10", "--out", str(tmp_path),
+                       "--name", "run", "-q")
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "run"
+    point = ckpt.load(run / ckpt.LAST)
+    padded = dataclasses.replace(point.config, data=dataclasses.replace(point.config.data, records="pad"))
+    ckpt.save([run / ckpt.LAST], dataclasses.replace(point, config=padded))
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("records: pack", "records: pad"))
+    refused = in_process("train", TINY, *COMMON, "data.dataset=hello", "data.records=pad", "--out", str(tmp_path), "-q")
+    assert refused.returncode == 2 and "data.records=pad batches whole records" in refused.stderr
+    resumed = in_process("train", "--resume", str(run), "train.max_steps=20", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert ckpt.load(run / ckpt.LAST).step == 20
+
+
 def test_a_moved_corpus_is_found_again_by_resume_and_eval_given_its_new_place(tmp_path):
     text = tmp_path / "mine.txt"
     text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(800)), encoding="utf-8")
@@ -272,6 +290,10 @@ def test_a_moved_corpus_is_found_again_by_resume_and_eval_given_its_new_place(tm
     assert unscored.returncode == 2 and unscored.stderr.strip().splitlines() == [
         f"error: data.path={text}: no such file or directory; if the run's text moved, give its new place: "
         f"rnnlm eval {run / 'best.pt'} --data-path WHERE_IT_IS"]
+    typo = in_process("train", "--resume", str(run), f"data.path={tmp_path / 'elsewher'}", *data, "-q")
+    assert typo.returncode == 2 and typo.stderr.strip().splitlines() == [
+        f"error: data.path={tmp_path / 'elsewher'}: no such file or directory; give the place the text the run "
+        f"trained on (from {text}) moved to"]
     (tmp_path / "other.txt").write_text(moved.read_text(encoding="utf-8") + "one line more\n", encoding="utf-8")
     other = in_process("train", "--resume", str(run), "train.max_steps=20", f"data.path={tmp_path / 'other.txt'}",
                        *data, "-q")
@@ -280,9 +302,20 @@ def test_a_moved_corpus_is_found_again_by_resume_and_eval_given_its_new_place(tm
         f"{text}): a moved corpus must hold the same text, unchanged; give the place it moved to")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
 
-    scored = in_process("eval", str(run), "--data-path", str(moved), "--json", *data)
+    wrong = in_process("eval", str(run), "--data-path", str(tmp_path / "other.txt"), *data)
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1] == (
+        f"error: --data-path {tmp_path / 'other.txt'} does not hold the text the run trained on (from {text}): give "
+        "the place that text moved to, unchanged")
+    scored = in_process("eval", str(run), "--data-path", str(moved.parent / "*.txt"), "--json", *data)
     assert scored.returncode == 0 and "warning" not in scored.stderr, scored.stderr
     assert json.loads(scored.stdout)["nll"] == pytest.approx(ckpt.load(run / "best.pt").train.tally.last_val)
+    point = ckpt.load(run / ckpt.LAST)  # a checkpoint from before corpus digests were kept cannot tell
+    ckpt.save([run / ckpt.LAST], dataclasses.replace(point, train=dataclasses.replace(point.train, corpus="")))
+    unsure = in_process("train", "--resume", str(run), "train.max_steps=20", f"data.path={moved}", *data, "-q")
+    assert unsure.returncode == 2 and unsure.stderr.strip().splitlines()[-1] == (
+        f"error: --resume {run}: this checkpoint predates corpus fingerprints, so rnnlm cannot tell whether {moved} "
+        f"holds the text it trained on; resume with data.path={text}")
+    ckpt.save([run / ckpt.LAST], point)
     resumed = in_process("train", "--resume", str(run), "train.max_steps=20", f"data.path={moved}", *data, "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert load_config(run / "config.yaml").data.path == str(moved)
@@ -483,7 +516,8 @@ def test_a_time_budget_spent_at_an_evaluation_step_stays_spent_on_resume(tmp_pat
                              "train.log_every=5"])
     first = train(cfg, tmp_path / "run", progress=False)
     assert (first.stopped, first.step) == ("max_time", 1)
-    assert ckpt.load(first.run_dir / ckpt.LAST).train.tally.gathered.steps == 0  # its last record, logged, is not kept again
+    # its last record, logged, is not kept again
+    assert ckpt.load(first.run_dir / ckpt.LAST).train.tally.gathered.steps == 0
     again = train(cfg, first.run_dir, resume=ckpt.load(first.run_dir / ckpt.LAST), progress=False)
     assert again.nothing_to_do and again.step == 1
     monkeypatch.setattr(Trainer, "_final_eval", lambda self: 0.0)

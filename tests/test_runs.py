@@ -90,7 +90,12 @@ def test_runs_started_in_the_same_second_without_a_name_each_get_a_folder(tmp_pa
     made = [rnnlm.runs.new_run_dir(tmp_path, "tiny", None, Dist()) for _ in range(3)]
     assert [p.name for p in made] == ["tiny-20261207-081104", "tiny-20261207-081104-2", "tiny-20261207-081104-3"]
     assert all(p.is_dir() for p in made)
-    assert_user_error(cli("train", TINY, "--out", tmp_path, "--name", "tiny-20261207-081104"), "already exists")
+    assert_user_error(cli("train", TINY, "--out", tmp_path, "--name", "tiny-20261207-081104"),
+                      f"{made[0]} is an empty folder (a start that never began, or one beginning now); remove it or "
+                      "choose another --name")
+    (made[0] / "config.yaml").write_text("{}")  # a run's
+    assert_user_error(cli("train", TINY, "--out", tmp_path, "--name", "tiny-20261207-081104"),
+                      f"{made[0]} already exists; continue it with --resume {made[0]}")
 
 
 def test_runs_are_listed_newest_first_with_their_status(tmp_path):

@@ -35,7 +35,7 @@ def test_threads_step_aside_for_a_process_that_arrives_and_come_back_when_it_lea
     that long, and one leaving left it on one thread as long)."""
     torch.set_num_threads(len(CORES))
     runtime.use_threads(None)
-    free = settle_and_poll()  # what the rest of the machine leaves us now
+    free = settle_and_poll(0.7)  # the first look: what the rest of the machine leaves us now
     if free < 2:
         pytest.skip("the machine is already busy: no free core to give up")
     busy = subprocess.Popen([sys.executable, "-c", BUSY, str(CORES[0])])
@@ -44,7 +44,8 @@ def test_threads_step_aside_for_a_process_that_arrives_and_come_back_when_it_lea
     finally:
         busy.kill()
         busy.wait()
-    assert settle_and_poll(2.5) == free
+    # back at the next look, or one after it: a host's neighbours (steal time) can take a core for a moment
+    assert any(settle_and_poll(2.5) == free for _ in range(3))
 
 
 def test_a_count_given_or_fixed_by_omp_num_threads_is_kept(monkeypatch):

@@ -331,8 +331,8 @@ def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
 
 def test_a_run_that_ends_at_an_evaluation_writes_its_last_checkpoint_once(tmp_path, monkeypatch):
     """The evaluation at the last step saved last.pt; writing it again as the run ends (a big model's checkpoint
-    takes seconds) is needed only when what a resume reads of it changed: a last record logged after it, or a time
-    budget that ended the run."""
+    takes seconds) is needed only when what a resume reads of it changed: a last record logged after it, a preview's
+    time, or a time budget that ended the run."""
     written = []
     save = ckpt.save
     monkeypatch.setattr(ckpt, "save", lambda paths, point: (written.extend(p.name for p in paths), save(paths, point)))
@@ -344,6 +344,10 @@ def test_a_run_that_ends_at_an_evaluation_writes_its_last_checkpoint_once(tmp_pa
     run = train(load_config(None, [*base, "train.log_every=3"]), tmp_path / "odd", progress=False)
     assert written.count(ckpt.LAST) == 3  # the record of step 4, logged at the end, is not gathered again on resume
     assert ckpt.load(run.run_dir / ckpt.LAST).train.tally.gathered.steps == 0
+    written.clear()
+    train(load_config(None, [*base, "train.log_every=2", "train.sample_every=4", "sample.length=5"]),
+          tmp_path / "preview", progress=False)
+    assert written.count(ckpt.LAST) == 3  # the preview's time after the evaluation is in the elapsed a resume reads
 
 
 def test_the_elapsed_time_a_checkpoint_keeps_counts_its_evaluation(tmp_path, monkeypatch):

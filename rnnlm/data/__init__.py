@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -63,7 +64,7 @@ class DataRoot:
                 offline: bool = False) -> "DataRoot":
         path = data_dir or os.environ.get("RNNLM_DATA_DIR") or "data"
         mirror = mirror or os.environ.get("RNNLM_DATA_MIRROR") or None
-        if mirror is not None and "://" in str(mirror):
+        if mirror is not None and re.match(r"[A-Za-z][\w+.-]+:/", str(mirror)):  # a Path made of one reads http:/
             raise RnnlmError(f"the data mirror {mirror} (--mirror, RNNLM_DATA_MIRROR) is a URL; a mirror is a local "
                              "folder holding the corpora's files as a data root does (shakespeare/input.txt, ...)")
         return cls(Path(path), Path(mirror) if mirror else None, offline)
@@ -80,11 +81,16 @@ def register(name: str) -> Callable[[Loader], Loader]:
     return add
 
 
-def get_loader(name: str) -> Loader:
-    """The loader registered as `name`; an unknown name is an error listing the corpora."""
+def corpus_names() -> set[str]:
+    """Every corpus's name (each loader module registered)."""
     from rnnlm.data import builtin, linux, names, shakespeare, text  # noqa: F401  (register their loaders)
 
-    if name not in LOADERS:
+    return set(LOADERS)
+
+
+def get_loader(name: str) -> Loader:
+    """The loader registered as `name`; an unknown name is an error listing the corpora."""
+    if name not in corpus_names():
         import difflib
 
         close = difflib.get_close_matches(name, LOADERS, n=1)

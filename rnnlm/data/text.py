@@ -26,7 +26,7 @@ from typing import BinaryIO
 import numpy as np
 
 from rnnlm.config import DataConfig
-from rnnlm.data import DataRoot, register
+from rnnlm.data import DataRoot, corpus_names, register
 from rnnlm.data.store import Records, Source, line_ends
 from rnnlm.errors import RnnlmError
 
@@ -47,7 +47,8 @@ def decode_utf8(raw: bytes, name: str | Path, truncated: bool = False) -> str:
         raise RnnlmError(f"{name}: a binary file, not text (NUL byte at offset {offset}); give a UTF-8 text file")
     try:
         # The incremental decoder with final=False holds back (drops) an incomplete character at the end.
-        return codecs.getincrementaldecoder("utf-8")().decode(raw, final=not truncated)
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not truncated)
+        return text[1:] if text.startswith("\ufeff") else text  # a byte-order mark: see _without_bom
     except UnicodeDecodeError as e:
         raise RnnlmError(f"{name}: not UTF-8 text (byte offset {e.start}: {raw[e.start:e.start + 1]!r}); "
                          "convert it, e.g. with iconv -t UTF-8") from None
@@ -77,12 +78,12 @@ def _open_binary(path: Path) -> BinaryIO:
 
 
 def read_prefix(path: Path, max_bytes: int | None = None) -> tuple[bytes, bool]:
-    """A file's bytes, at most `max_bytes` of them (a leading byte-order mark dropped), and whether there were more."""
+    """A file's bytes, at most `max_bytes` of them, and whether there were more."""
     with _open_binary(path) as f:
         if max_bytes is None:
-            return _without_bom(f.read()), False
+            return f.read(), False
         raw = f.read(max_bytes)
-        return _without_bom(raw), f.read(1) != b""
+        return raw, f.read(1) != b""
 
 
 READING = {"byte_order_mark": "dropped"}
@@ -143,7 +144,7 @@ def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ..
     accepts (each given its parts below `folder`); symlinked folders it would descend into go to `links`. A folder
     that cannot be listed is an error naming it."""
     ours, skip = functools.cache(_ours), leave_out.resolve() if leave_out is not None else None
-    corpora = corpus_folders()
+    corpora = corpus_names()  # the folders rnnlm writes in a data root, one per corpus (its downloads and stores)
     a_root = functools.cache(lambda here: (here / DataRoot.MARK).exists() or here.resolve() == skip)
 
     def cannot_read(e: OSError) -> None:
@@ -258,14 +259,6 @@ def is_glob(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
-def corpus_folders() -> set[str]:
-    """The folders rnnlm writes in a data root: one per corpus, named after it (its downloads and stores)."""
-    from rnnlm.data import LOADERS, get_loader
-
-    get_loader("text")  # every corpus registered
-    return set(LOADERS)
-
-
 def _ours(folder: Path) -> bool:
     """Whether rnnlm wrote `folder`: a corpus folder or a store in one (in any data root, marked or not), or a run
     directory (config.yaml beside the CLI's `.lock`, or the status.json every run writes; a config beside metrics is
@@ -368,9 +361,11 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
     nul = data.find(b"\0")
     if nul >= 0:
         raise RnnlmError(f"{path}: a binary file, not text (NUL byte at offset {nul}); give a UTF-8 text file")
+    mark = len(data) - len(_without_bom(data))  # bytes before the text: its offsets in messages are the file's
+    data = data[mark:]
     text = np.frombuffer(data, dtype=np.uint8)
     lines = line_ends(text)
-    _check_lines_utf8(path, data, lines, truncated)
+    _check_lines_utf8(path, data, lines, truncated, mark)
     if truncated or lines[-2] + 1 == len(data):  # the last line: cut short by the limit, or after the final newline
         lines = lines[:-1]
     if len(lines) == 1:
@@ -392,20 +387,21 @@ def read_records(path: Path, max_bytes: int | None = None) -> list[str]:
     return line_records(path, max_bytes).texts()
 
 
-def _check_lines_utf8(path: Path, data: bytes, lines: np.ndarray, truncated: bool) -> None:
-    """Checks that `data` is UTF-8, about PIECE_BYTES at a time cut after newlines (`lines`: their positions, -1
-    first); a character cut in half at the end is dropped, not an error, when a byte limit cut it (`truncated`)."""
+def _check_lines_utf8(path: Path, data: bytes, lines: np.ndarray, truncated: bool, base: int = 0) -> None:
+    """Checks that `data` (the file's from byte `base`) is UTF-8, about PIECE_BYTES at a time cut after newlines
+    (`lines`: their positions, -1 first); a character cut in half at the end is dropped, not an error, when a byte
+    limit cut it (`truncated`)."""
     cuts = (lines[np.searchsorted(lines, np.arange(PIECE_BYTES, len(data), PIECE_BYTES))] + 1).tolist()
     for a, b in zip([0, *cuts], [*cuts, len(data)]):
         if a >= b:
             continue
         if b < len(data) or not truncated:
-            _check_utf8(path, data[a:b], a)
+            _check_utf8(path, data[a:b], base + a)
             continue
         try:
             codecs.getincrementaldecoder("utf-8")().decode(data[a:b], final=False)
         except UnicodeDecodeError as e:
-            _check_utf8(path, data[a:a + e.start + 1], a)  # the same message, at the same offset
+            _check_utf8(path, data[a:a + e.start + 1], base + a)  # the same message, at the same offset
 
 
 @register("text")

@@ -40,6 +40,14 @@ def test_unknown_corpus_is_one_line_and_status_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_mirror_given_as_a_url_is_refused(tmp_path: Path) -> None:
+    """--mirror takes a folder; the option reads a Path, which makes http://host of a URL http:/host."""
+    result = run_cli("data", "list", "--mirror", "http://127.0.0.1:8765/", "--data-dir", str(tmp_path))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: the data mirror http:/127.0.0.1:8765 (--mirror, RNNLM_DATA_MIRROR) is a URL; a mirror is a local "
+        "folder holding the corpora's files as a data root does (shakespeare/input.txt, ...)"]
+
+
 def kernel_like_tarball(path: Path, files: int = 300) -> Path:
     """A release-shaped tarball (linux-9.9/...) with enough C in kernel/ and mm/ for the shipped config's batches."""
     with tarfile.open(path, "w:xz") as tar:

@@ -10,7 +10,7 @@ import pytest
 from helpers import cli
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, load_corpus, open_corpus
-from rnnlm.data.text import read_records, read_text, text_files
+from rnnlm.data.text import decode_utf8, read_records, read_text, read_utf8, text_files
 from rnnlm.errors import RnnlmError
 
 
@@ -293,6 +293,11 @@ def test_a_byte_order_mark_is_not_read_as_a_character(tmp_path: Path) -> None:
     assert read_text(str(tmp_path / "notes")) == "a.txt says hello\nb.txt says hello\n"
     assert read_text(str(tmp_path / "notes"), max_bytes=8) == "a.txt"  # the mark's 3 bytes count, as on disk
     assert read_records(tmp_path / "names.txt") == ["anna", "bob", "carl"]
+    assert read_utf8(tmp_path / "names.txt") == "anna\nbob\ncarl\n"  # --prime-file, viz --file
+    assert decode_utf8(bom + b"ROMEO:", "standard input") == "ROMEO:"  # --prime-file -
+    write(tmp_path / "bad.txt", bom + b"anna\nb\xe9b\n")  # Latin-1: an error at the file's own offset
+    with pytest.raises(RnnlmError, match="byte offset 9"):
+        read_records(tmp_path / "bad.txt")
     corpus = load_corpus(DataConfig(dataset="text", path=str(tmp_path / "notes"), splits=(1.0, 0.0, 0.0)), 0,
                          DataRoot(tmp_path / "data"))
     assert "\ufeff" not in "".join(corpus.train)
