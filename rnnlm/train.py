@@ -332,6 +332,8 @@ class Trainer:
                 return stopped
             stopped = "interrupted"
         if tally.last_eval_step != tally.step:
+            now = time.perf_counter()  # an evaluation a stop signal cut short took wall-clock time of the run too
+            tally.elapsed, self.tick = tally.elapsed + now - self.tick, now
             self.save(ckpt.LAST)
         return stopped
 

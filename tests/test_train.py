@@ -350,6 +350,27 @@ def test_a_run_that_ends_at_an_evaluation_writes_its_last_checkpoint_once(tmp_pa
     assert written.count(ckpt.LAST) == 3  # the preview's time after the evaluation is in the elapsed a resume reads
 
 
+def test_an_evaluation_cut_short_counts_in_the_elapsed_time(tmp_path, monkeypatch):
+    """train.max_time counts wall-clock time, evaluations included: one a stop signal cut short took its seconds too
+    (the resumed run does it again, and counts that one as well)."""
+    from rnnlm.distributed import Dist
+    from rnnlm.runtime import StopSignal
+    from rnnlm.train import Trainer
+
+    cfg = load_config(None, ["data.dataset=hello", "model.hidden_size=8", "model.num_layers=1", "train.batch_size=4",
+                             "train.seq_len=8", "train.max_time=null", "train.eval_every=2", "train.max_steps=4"])
+    trainer = Trainer(cfg, tmp_path / "run", None, None, Dist(device=torch.device("cpu")))
+
+    def cut_after_a_while(split):
+        time.sleep(0.5)
+        raise StopSignal.Cut
+
+    monkeypatch.setattr(trainer, "evaluate", cut_after_a_while)
+    assert trainer.run(progress=False).stopped == "interrupted"
+    saved = ckpt.load(tmp_path / "run" / ckpt.LAST).train.tally
+    assert saved.step == 2 and saved.last_eval_step != 2 and saved.elapsed >= 0.5
+
+
 def test_the_elapsed_time_a_checkpoint_keeps_counts_its_evaluation(tmp_path, monkeypatch):
     """train.max_time counts evaluations, over every session: the final one's time is in the checkpoint a resume
     reads (it was left out, and a resumed run got that much extra)."""
