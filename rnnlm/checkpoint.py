@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from rnnlm.atomic import atomic_file
-from rnnlm.config import Config, ConfigError, from_dict
+from rnnlm.config import Config, ConfigError, DataConfig, from_dict
 from rnnlm.errors import RnnlmError, first_line
 from rnnlm.model import parameter_shapes
 from rnnlm.state import State
@@ -164,6 +164,23 @@ class Checkpoint:
         """Whether the run trained on other text than the corpus whose `Store.fingerprint` this is (a checkpoint
         from before fingerprints were kept says no)."""
         return self.train is not None and self.train.corpus not in ("", fingerprint)
+
+    def data_config(self) -> DataConfig:
+        """How its corpus is read: as its config says, or, when that data.path is gone and its run folder's
+        config.yaml has one that is there, as that says (a resume that followed moved text wrote it; best.pt keeps
+        the old place until the validation loss improves again)."""
+        from rnnlm.config import load_config
+        from rnnlm.data import missing_path
+
+        data = self.config.data
+        if self.path is None or missing_path(data) is None or not (self.path.parent / "config.yaml").is_file():
+            return data
+        try:
+            current = load_config(self.path.parent / "config.yaml").data
+        except ConfigError:
+            return data
+        moved = dataclasses.replace(data, path=current.path)
+        return moved if current.path != data.path and missing_path(moved) is None else data
 
 
 def save(paths: list[Path], point: Checkpoint) -> None:

@@ -436,7 +436,7 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
     whose files moved since training is read from `moved_to`."""
     if split not in ("train", "val", "test"):
         raise RnnlmError(f"--split {split!r}: choose train, val or test")
-    data = point.config.data
+    data = point.data_config()
     if moved_to is not None:
         if not is_glob(str(moved_to)) and not moved_to.exists():
             raise RnnlmError(f"--data-path {moved_to}: no such file or directory")

@@ -287,7 +287,7 @@ def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[S
     """The training split's records (what `in` asks of), read through the run's config as training read them, the
     corpus name, and why they are missing (None, name, reason) when the corpus cannot be read here."""
     try:
-        store = open_corpus(point.config.data, point.config.train.seed, root, progress=False)
+        store = open_corpus(point.data_config(), point.config.train.seed, root, progress=False)
     except RnnlmError as e:
         return None, point.config.data.dataset, f"the training data cannot be read ({str(e).splitlines()[0]})"
     return SplitRecords(store, "train"), store.name, ""

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -316,10 +317,15 @@ def test_a_moved_corpus_is_found_again_by_resume_and_eval_given_its_new_place(tm
         f"error: --resume {run}: this checkpoint predates corpus fingerprints, so rnnlm cannot tell whether {moved} "
         f"holds the text it trained on; resume with data.path={text}")
     ckpt.save([run / ckpt.LAST], point)
+    shutil.copy(run / "best.pt", tmp_path / "kept.pt")  # its config keeps the old place, as best.pt may after a resume
     resumed = in_process("train", "--resume", str(run), "train.max_steps=20", f"data.path={moved}", *data, "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert load_config(run / "config.yaml").data.path == str(moved)
     assert [r["step"] for r in read_metrics(run) if "val_loss" in r] == [10, 20]
+    shutil.copy(tmp_path / "kept.pt", run / "kept.pt")  # a checkpoint of the run reads the place its resume wrote
+    again = in_process("eval", str(run / "kept.pt"), "--json", *data)
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
+    assert json.loads(again.stdout)["nll"] == json.loads(scored.stdout)["nll"]
 
 
 def test_a_resume_reads_the_corpus_from_the_data_root_the_run_trained_from(tmp_path):
