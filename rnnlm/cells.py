@@ -72,7 +72,8 @@ class _Layer(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor, grad_hn: Tensor | None, grad_cn: Tensor | None):
+    def backward(ctx, grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor | None):
+        # grad_hn (and an LSTM's grad_cn) are zeros when nothing used the final state: autograd materialises them
         w_hh, hs, *saved = ctx.saved_tensors
         g = ctx.cell.backward(w_hh, hs, tuple(saved), grad_out, grad_hn, grad_cn)
         need = ctx.needs_input_grad  # cell, xg, w_hh, bias, h0, c0

@@ -97,14 +97,14 @@ def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: 
     return hs, c[-1].clone(), (c0, gates, c, tanh_c)
 
 
-def lstm_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
-                  grad_cn: Tensor | None, bf16: bool = False) -> LayerGrads:
+def lstm_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor,
+                  grad_cn: Tensor, bf16: bool = False) -> LayerGrads:
     c0, gates, c, tanh_c = saved
-    dc = torch.zeros_like(c0) if grad_cn is None else grad_cn.clone(memory_format=torch.contiguous_format)
+    dc = grad_cn.clone(memory_format=torch.contiguous_format)
     d_gates = torch.empty_like(gates)
     _kernels().lstm_backward_sequence(d_gates=d_gates, dc=dc, back=_pack(w_hh, 4, bf16, backward=True), gates=gates,
                                       c0=c0, c=c, tanh_c=tanh_c, grad_h=grad_out.contiguous(),
-                                      grad_hn=_zeros_if_none(grad_hn, c0))
+                                      grad_hn=grad_hn.contiguous())
     return LayerGrads(d_gates, d_gates, None, dc)
 
 
@@ -119,7 +119,7 @@ def gru_forward(xg: Tensor, w_hh: Tensor, bias: Tensor, h0: Tensor, c0: None, ke
     return hs, None, (gates, hh) if keep else ()
 
 
-def gru_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+def gru_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor,
                  grad_cn: None, bf16: bool = False) -> LayerGrads:
     gates, hh = saved
     grad_h = grad_out.clone(memory_format=torch.contiguous_format)  # gains the direct path z * dh_{t+1}
@@ -127,7 +127,7 @@ def gru_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: 
     grad_h0 = torch.zeros_like(hs[0])
     _kernels().gru_backward_sequence(d_x=d_x, d_hh=d_hh, grad_h0=grad_h0, grad_h=grad_h,
                                      back=_pack(w_hh, 3, bf16, backward=True), gates=gates, hh=hh, h0=hs[0],
-                                     h=hs[1:], grad_hn=_zeros_if_none(grad_hn, grad_h0))
+                                     h=hs[1:], grad_hn=grad_hn.contiguous())
     return LayerGrads(d_x, d_hh, grad_h0, None)
 
 
@@ -138,17 +138,13 @@ def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep
     return hs, None, ()
 
 
-def rnn_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+def rnn_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor,
                  grad_cn: None, relu: bool = False, bf16: bool = False) -> LayerGrads:
     out = hs[1:]
     d_pre = torch.empty_like(out)
     _kernels().rnn_backward_sequence(d_pre=d_pre, back=_pack(w_hh, 1, bf16, backward=True), h=out,
-                                     grad_h=grad_out.contiguous(), grad_hn=_zeros_if_none(grad_hn, hs[0]), relu=relu)
+                                     grad_h=grad_out.contiguous(), grad_hn=grad_hn.contiguous(), relu=relu)
     return LayerGrads(d_pre, d_pre, None, None)
-
-
-def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if grad is None else grad.contiguous()
 
 
 CELLS = {"RNN_TANH": Recurrence(rnn_forward, rnn_backward),

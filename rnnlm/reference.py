@@ -15,7 +15,8 @@ A layer is two functions, the interface the fast path implements too:
   h_t (`history`), so the layer's output is hs[1:] and what each step read is hs[:-1]; `bias` is what the recurrence
   adds itself (the LSTM's sum of biases, the GRU's b_hh); with `keep` (training) every step's activations are kept
   in `saved` for the backward pass, else one step's scratch buffers are reused and nothing is saved.
-- `backward(w_hh, hs, saved, grad_out, grad_hn, grad_cn)` -> `LayerGrads`: the gradient of every step's
+- `backward(w_hh, hs, saved, grad_out, grad_hn, grad_cn)` -> `LayerGrads` (grad_hn and the LSTM's grad_cn are
+  tensors, zeros for a final state nothing used: autograd makes them so): the gradient of every step's
   recurrent pre-activation (from which `rnnlm.cells` gets W_hh's, the bias's and h0's with one product each), and
   the input projection's. Autograd would record ~10 nodes per step; this computes every factor that does not depend
   on the incoming gradient for all steps at once, then walks back with 2-5 ops per step.
@@ -68,12 +69,11 @@ def _shifted(first: Tensor, seq: Tensor) -> Tensor:
     return torch.cat((first.unsqueeze(0), seq[:-1]), 0)
 
 
-def _grad_from_above(grad_out: Tensor, grad_hn: Tensor | None) -> Tensor:
+def _grad_from_above(grad_out: Tensor, grad_hn: Tensor) -> Tensor:
     """The gradient reaching each h_t from above, plus the final state's at the last step; a fresh (T, B, H) buffer
     that the backward loops add the recurrent part to."""
     grad = grad_out.clone(memory_format=torch.contiguous_format)
-    if grad_hn is not None:
-        grad[-1] += grad_hn
+    grad[-1] += grad_hn
     return grad
 
 
@@ -91,7 +91,7 @@ def rnn_forward(xg: Tensor, w_hh: Tensor, bias: None, h0: Tensor, c0: None, keep
     return hs, None, ()
 
 
-def rnn_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+def rnn_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor,
                  grad_cn: None, relu: bool = False) -> LayerGrads:
     out = hs[1:]
     slope = (out > 0).to(out.dtype) if relu else 1 - out * out  # d h_t / d pre-activation, all steps at once
@@ -134,8 +134,8 @@ def lstm_forward(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: 
     return hs, c_prev.clone() if keep else c_prev, (c0, gates, c, tanh_c) if keep else ()
 
 
-def lstm_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
-                  grad_cn: Tensor | None) -> LayerGrads:
+def lstm_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor,
+                  grad_cn: Tensor) -> LayerGrads:
     c0, gates, c, tanh_c = saved
     hidden = c0.shape[-1]
     i, f, g, o = gates.chunk(4, dim=-1)  # each (T, B, H)
@@ -146,7 +146,7 @@ def lstm_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out:
     factors = torch.cat((g * i * (1 - i), _shifted(c0, c) * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)),
                         -1)  # (T, B, 4H)
     grad_h = _grad_from_above(grad_out, grad_hn)
-    dc = torch.zeros_like(c0) if grad_cn is None else grad_cn.clone(memory_format=torch.contiguous_format)  # (B, H)
+    dc = grad_cn.clone(memory_format=torch.contiguous_format)  # (B, H)
     d_gates = torch.empty_like(gates)  # (T, B, 4H)
     dc_rows = dc.unsqueeze(1)  # (B, 1, H) view of dc, broadcast over the i, f, g factors
     gh, dcdh, ff = grad_h.unbind(0), dc_from_dh.unbind(0), f.unbind(0)
@@ -187,7 +187,7 @@ def gru_forward(xg: Tensor, w_hh: Tensor, bias: Tensor, h0: Tensor, c0: None,
     return hs, None, (gates, hh) if keep else ()
 
 
-def gru_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor | None,
+def gru_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: Tensor, grad_hn: Tensor,
                  grad_cn: None) -> LayerGrads:
     gates, hh = saved
     hidden = hs.shape[-1]
