@@ -130,7 +130,7 @@ def train(
                 keep_freed_memory()
                 use_threads(cfg.train.threads)
             made_out = not out.exists()
-            run_dir = resume if resume is not None else new_run_dir(out, config_file.stem, name, dist)  # type: ignore[union-attr]
+            run_dir = resume if resume is not None else new_run_dir(out, _stem(config_file), name, dist)
             if resume is None and dist.is_main:
                 stack.enter_context(RunLock(run_dir))
             try:
@@ -143,6 +143,12 @@ def train(
         _report(result, dist, data_dir)
     if result.stopped == "interrupted":
         raise typer.Exit(128 + int(result.signal or 2))
+
+
+def _stem(config_file: Path) -> str:
+    """What a new run is named after: its config file's name, or the run's whose config.yaml it is (a new run from
+    another's weights: `rnnlm train RUN/config.yaml --init-from RUN`)."""
+    return config_file.parent.name if config_file.name == "config.yaml" else config_file.stem
 
 
 def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Path], init_from: Optional[Path],

@@ -190,7 +190,7 @@ class Trainer:
             raise RnnlmError(f"--resume {self.run_dir}: the {store.name} corpus has changed since this run trained on "
                              "it (files edited, added or removed), so the position saved in it means nothing now; put "
                              "the files back, or start a new run from this one's weights: rnnlm train --init-from "
-                             f"{self.run_dir} {self.run_dir / 'config.yaml'}")
+                             f"{self.run_dir} {self.run_dir / 'config.yaml'} --out {self.run_dir.parent}")
 
     def _restore(self, resume: Checkpoint) -> None:
         if resume.train is None:
@@ -383,12 +383,15 @@ class Trainer:
     def _check_divergence(self, loss: float, grad_norm: float) -> None:
         problem = _divergence(loss, grad_norm, self.tally.first_loss, self.scaler.is_enabled())
         if problem:
-            last = self.run_dir / ckpt.LAST
+            last, clip = self.run_dir / ckpt.LAST, self.cfg.train.grad_clip
+            fix = "lower train.lr or set train.grad_clip" if clip is None else (
+                f"lower train.lr or train.grad_clip (now {clip:g})")
+            # a resume keeps the learning rate and the clip (what is learned): a new run from the weights changes them
             raise TrainingDiverged(
-                f"training diverged at step {self.tally.step + 1}: {problem}; "
-                + (f"the last good checkpoint is {last}; " if last.exists() else "no checkpoint was saved yet; ")
-                + ("lower train.lr or set train.grad_clip" if self.cfg.train.grad_clip is None else
-                   f"lower train.lr or train.grad_clip (now {self.cfg.train.grad_clip:g})"))
+                f"training diverged at step {self.tally.step + 1}: {problem}; " + (
+                    f"the last good checkpoint is {last}: {fix} in a new run from it, e.g. rnnlm train "
+                    f"{self.run_dir / 'config.yaml'} --init-from {last} --out {self.run_dir.parent} train.lr=LOWER"
+                    if last.exists() else f"no checkpoint was saved yet: {fix} and start again"))
 
     # -- records, evaluation, checkpoints ----------------------------------------------------------------------------
 

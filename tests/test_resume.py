@@ -218,7 +218,7 @@ def test_a_trained_run_without_last_pt_is_refused_not_started_over(tmp_path):
     assert refused.stderr.strip().splitlines() == [
         f"error: --resume {run}: the run has best.pt but no last.pt, which a resume continues from (the optimizer, "
         f"the position in the data); start a new run from its weights with: rnnlm train --init-from {run / 'best.pt'} "
-        f"{run / 'config.yaml'}"]
+        f"{run / 'config.yaml'} --out {tmp_path}"]
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
 
 
@@ -247,11 +247,15 @@ def test_a_corpus_changed_under_a_run_is_refused_on_resume_and_named_by_eval(tmp
     assert refused.stderr.strip().splitlines()[-1] == (
         f"error: --resume {run}: the text corpus has changed since this run trained on it (files edited, added or "
         "removed), so the position saved in it means nothing now; put the files back, or start a new run from this "
-        f"one's weights: rnnlm train --init-from {run} {run / 'config.yaml'}")
+        f"one's weights: rnnlm train --init-from {run} {run / 'config.yaml'} --out {tmp_path}")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
     scored = in_process("eval", str(run), "--data-dir", str(tmp_path / "data"))
     assert scored.returncode == 0 and "warning: the text corpus has changed since this checkpoint was written" in \
         scored.stderr
+    command = refused.stderr.strip().split("weights: rnnlm ")[1].split()  # the command it gives runs as it is
+    again = in_process(*command, "train.max_steps=12", "--data-dir", str(tmp_path / "data"), "-q")
+    assert again.returncode == 0, again.stderr
+    assert [p.name.rsplit("-", 2)[0] for p in tmp_path.iterdir() if p.name.startswith("run-")] == ["run"]
 
 
 def test_a_run_trained_with_pad_on_a_stream_corpus_still_resumes(tmp_path):

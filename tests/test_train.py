@@ -199,12 +199,26 @@ def test_the_room_left_for_the_final_evaluation_does_not_vanish_when_every_step_
 def test_divergence_stops_with_a_message(tmp_path):
     from rnnlm.train import TrainingDiverged
 
-    with pytest.raises(TrainingDiverged, match="training diverged at step .* or set train.grad_clip$"):
+    with pytest.raises(TrainingDiverged, match="training diverged at step .*: lower train.lr or set train.grad_clip "
+                                               "and start again$"):
         fit(tmp_path, "data.dataset=hello", "train.lr=1e30", "train.grad_clip=null", "train.optimizer=sgd",
             "train.max_steps=50")
-    with pytest.raises(TrainingDiverged, match=r"lower train.lr or train.grad_clip \(now 5\)$"):  # it said to set it
+    with pytest.raises(TrainingDiverged, match=r"lower train.lr or train.grad_clip \(now 5\) and start again$"):
         fit(tmp_path, "data.dataset=hello", "train.lr=1e30", "train.grad_clip=5", "train.optimizer=sgd",
-            "train.max_steps=50", name="clipped")
+            "train.max_steps=50", name="clipped")  # it said to set it
+
+
+def test_divergence_after_a_checkpoint_names_the_new_run_that_goes_on_from_it(tmp_path):
+    """A resume keeps train.lr and train.grad_clip, so "lower train.lr and resume" could not be followed."""
+    from rnnlm.train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged) as e:
+        fit(tmp_path, "data.dataset=hello", "train.lr=1e30", "train.grad_clip=null", "train.optimizer=sgd",
+            "train.eval_every=1", "train.max_steps=50", name="late")
+    run = tmp_path / "late"
+    assert str(e.value).endswith(
+        f"the last good checkpoint is {run / 'last.pt'}: lower train.lr or set train.grad_clip in a new run from it, "
+        f"e.g. rnnlm train {run / 'config.yaml'} --init-from {run / 'last.pt'} --out {tmp_path} train.lr=LOWER")
 
 
 SMALL = ["data.dataset=hello", "model.hidden_size=16", "model.num_layers=1", "train.seq_len=16", "train.batch_size=8",
