@@ -194,7 +194,8 @@ def check_resume_config(old: Config, new: Config) -> list[str]:
     changed = [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k]]
     refused = [k for k in changed if k not in SAFE_TO_CHANGE and k != MOVED and not k.startswith("sample.")]
     if refused:
-        raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} differ from the config the run "
+        raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} "
+                          f"{'differs' if len(refused) == 1 else 'differ'} from the config the run "
                           f"was trained with; only {', '.join(sorted(SAFE_TO_CHANGE))}, sample.* and {MOVED} (to the "
                           "same text, moved) may change on resume (undo the edit in config.yaml, or start a new run)")
     return [f"{k}: {_get(a, k)!r} -> {_get(b, k)!r}" for k in changed]

@@ -377,7 +377,7 @@ def test_resume_reads_an_edited_config_yaml_and_checks_it_like_an_override(tmp_p
 
     (run / "config.yaml").write_text(written.replace("hidden_size: 32", "hidden_size: 64"))
     refused = in_process("train", "--resume", str(run), "-q")
-    assert refused.returncode == 2 and "model.hidden_size differ from the config the run was trained" in refused.stderr
+    assert refused.returncode == 2 and "model.hidden_size differs from the config the run was trained" in refused.stderr
     assert "hidden_size: 64" in (run / "config.yaml").read_text()  # the user's edit stays, to undo or keep
 
     (run / "config.yaml").write_text("train: {max_steps: [20\n")
