@@ -85,7 +85,9 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show the Python t
 
 @app.command(short_help="Train a model into a run directory.")
 def train(
-    config: Annotated[Optional[str], typer.Argument(help="YAML config, e.g. configs/tiny.yaml. Optional with --resume.",
+    config: Annotated[Optional[str], typer.Argument(help="YAML config, e.g. configs/tiny.yaml. With --resume, leave it "
+                                                     "out (the run's config.yaml is read); given, it replaces that "
+                                                     "file, overrides the run started with included.",
                                                      show_default=False, metavar="CONFIG")] = None,
     overrides: OverridesArg = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds run directories [default: "
