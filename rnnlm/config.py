@@ -445,8 +445,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise ConfigError(f"override {text!r}: unknown section {section!r}"
                           f"{_did_you_mean(section, _SECTION_TYPES)}; sections are: {', '.join(_SECTION_TYPES)}")
     hint = typing.get_type_hints(_SECTION_TYPES[section]).get(name)
+    if hint == str and value == "null":  # as in a config file; the word itself is more likely a slip than text
+        raise ConfigError(f"{key}=null is not allowed: {key} takes text; give {key}= for none")
     if hint in (str, str | None):
-        return section, name, None if value == "null" and hint != str else value
+        return section, name, None if value == "null" else value
     try:
         return section, name, yaml.load(value, Loader=_Loader) if value.strip() else ""  # noqa: S506 (a safe loader)
     except yaml.YAMLError:

@@ -27,6 +27,15 @@ def test_overrides_change_values_with_types():
     assert cfg.data.path == "my notes.txt"
 
 
+def test_null_for_a_text_key_is_refused_as_in_a_config_file():
+    """sample.prime=null became the prime "null" (samples began with the word), where the file said it is no text."""
+    with pytest.raises(ConfigError, match="sample.prime=null is not allowed: sample.prime takes text; give "
+                                          "sample.prime= for none"):
+        load_config(None, ["sample.prime=null"])
+    assert load_config(None, ["sample.prime="]).sample.prime == ""
+    assert load_config(None, ["data.path=null"]).data.path is None
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_betas_reach_the_optimizer(optimizer):
     import torch
