@@ -104,7 +104,8 @@ def plot_runs(run_dirs: list[Path], out: Path, look: Axes | None = None) -> Path
         for ax, x in zip(axes, ("step", "time")):
             if run.train:
                 ax.plot([_x(r, x) for r in run.train], _smoothed([r["train_loss"] for r in run.train], look.smooth),
-                        color=colour, lw=1.2, label=f"{run.name} train")
+                        color=colour, lw=1.2, label=f"{run.name} train",
+                        marker="o" if len(run.train) == 1 else None, ms=3)  # a line of one record draws nothing
             if run.val:
                 ax.plot([_x(r, x) for r in run.val], [r["val_loss"] for r in run.val], color=colour, lw=1.2, ls="--",
                         marker="o", ms=3, label=f"{run.name} validation")

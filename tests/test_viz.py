@@ -543,6 +543,18 @@ def test_plot_draws_two_runs_on_one_figure(tmp_path):
         assert (np.abs(pixels - colour).sum(axis=1) < 30).sum() > 200, colour
 
 
+def test_plot_draws_a_run_of_one_training_record(tmp_path):
+    """A short run (or log_every past its steps) logs one record: a line through one point draws nothing."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'rnnlm[plot]'); CI installs it")
+    from rnnlm.plot import plot_runs
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text(json.dumps({"step": 10, "epoch": 0, "train_loss": 2.0, "lr": 0.01,
+                                                                "elapsed": 1.0, "train_time": 1.0}) + "\n")
+    pixels = read_png(plot_runs([tmp_path / "run"], tmp_path / "c.png").read_bytes())[..., :3].reshape(-1, 3)
+    assert (np.abs(pixels.astype(int) - (31, 119, 180)).sum(axis=1) < 30).sum() > 30  # the run's colour, drawn
+
+
 def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
     from rnnlm.plot import plot_runs
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
