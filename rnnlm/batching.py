@@ -83,6 +83,7 @@ class Batcher(Protocol):
     epoch: int
 
     def next(self) -> Batch: ...
+    def epochs_done(self) -> float: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -138,6 +139,10 @@ class SequentialStreams:
         self.row_len = (len(self.tokens) - self.offset - 1) // self.batch_size
         self.pos = 0
 
+    def epochs_done(self) -> float:
+        """Epochs read so far, the current one's share included (what the progress line's time left comes from)."""
+        return self.epoch + self.pos / self.row_len
+
     def next(self) -> Batch:
         if self.pos >= self.row_len:
             self.epoch += 1
@@ -183,6 +188,9 @@ class RandomWindows:
         self.order = starts[torch.randperm(len(starts), generator=self.generator)]
         self.pos = 0
 
+    def epochs_done(self) -> float:
+        return self.epoch + self.pos / len(self.order)
+
     def next(self) -> Batch:
         if self.pos + self.batch_size > len(self.order):
             self.epoch += 1
@@ -220,6 +228,9 @@ class RecordBatches:
     def _start_epoch(self) -> None:
         self.order = torch.randperm(len(self.records), generator=self.generator)
         self.pos = 0
+
+    def epochs_done(self) -> float:
+        return self.epoch + self.pos / len(self.order)
 
     def next(self) -> Batch:
         if self.pos + self.batch_size > len(self.order):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from rnnlm.checkpoint import Tally
@@ -27,8 +28,11 @@ def say(text: str) -> None:
 
 
 class Progress:
-    def __init__(self, t: TrainConfig, tally: Tally, enabled: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, t: TrainConfig, tally: Tally, enabled: bool, stream: TextIO | None = None,
+                 epochs: Callable[[], float] | None = None) -> None:
         self.t, self.start_step, self.start_elapsed = t, tally.step, tally.elapsed
+        self.epochs = epochs  # epochs read so far, the current one's share included
+        self.start_epochs = epochs() if epochs is not None else 0.0
         self.stream = stream or sys.stderr
         self.by_time = t.max_steps is None and t.max_time is not None  # the bar counts seconds, not steps
         self.lines = enabled and not self.stream.isatty()
@@ -112,11 +116,13 @@ class Progress:
         self.bar.set_postfix_str(" · ".join(shown), refresh=True)
 
     def _time_left(self, tally: Tally) -> float | None:
-        """Seconds until the first of the step and time budgets, at this session's pace."""
-        left = []
+        """Seconds until the first of the step, epoch and time budgets, at this session's pace."""
+        left, spent = [], tally.elapsed - self.start_elapsed
         if self.t.max_steps is not None and tally.step > self.start_step:
-            pace = (tally.elapsed - self.start_elapsed) / (tally.step - self.start_step)
-            left.append((self.t.max_steps - tally.step) * pace)
+            left.append((self.t.max_steps - tally.step) * spent / (tally.step - self.start_step))
+        read = self.epochs() - self.start_epochs if self.epochs is not None else 0.0
+        if self.t.max_epochs is not None and read > 0:
+            left.append((self.t.max_epochs - self.start_epochs - read) * spent / read)
         if self.t.max_time is not None:
             left.append(self.t.max_time - tally.elapsed)
         return max(0.0, min(left)) if left else None

@@ -223,7 +223,7 @@ class Trainer:
             return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, nothing_to_do=True)
         tally.ended_by = ""  # this session's own, once `finish` knows it
         self._open()
-        self.bar = Progress(t, tally, progress and self.dist.is_main)
+        self.bar = Progress(t, tally, progress and self.dist.is_main, epochs=self.batcher.epochs_done)
         self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
         self.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
         self.model.train()

@@ -122,6 +122,22 @@ def test_a_time_budget_is_spent_training_not_building_the_kernels(tmp_path, monk
     assert result.stopped == "max_time" and result.step >= 20 and first["train_time"] < 2
 
 
+def test_the_time_left_counts_an_epoch_budget():
+    """With train.max_epochs the only budget, the progress line said nothing of the time left (or, beside a step
+    budget that ends later, the later end)."""
+    from rnnlm.checkpoint import Tally
+    from rnnlm.console import Progress
+
+    read, out, tally = [0.0], io.StringIO(), Tally()
+    for budgets in (["train.max_steps=null"], ["train.max_steps=100000"]):
+        cfg = load_config(None, [*budgets, "train.max_time=null", "train.max_epochs=2"])
+        bar = Progress(cfg.train, tally, True, out, epochs=lambda: read[0])
+        tally.step, tally.elapsed, read[0] = 10, 30.0, 0.5  # half an epoch in 30 s: 1.5 epochs, 90 s, to go
+        bar.show(tally, {"train_loss": 2.0, "chars_per_sec": 100.0, "lr": 0.01})
+        assert out.getvalue().splitlines()[-1].endswith("epoch 1/2 · 1:30 left")
+        tally.step, tally.elapsed, read[0] = 0, 0.0, 0.0
+
+
 class Terminal(io.StringIO):
     """What a terminal's stderr looks like to the progress line."""
 
