@@ -98,8 +98,9 @@ def check_existing(remote: Remote, target: Path) -> None:
     """A file already in the data root must still be the published one (it may have been edited or damaged)."""
     actual = sha256_file(target)
     if actual != remote.sha256:
-        own = ("give your own list with data.path=FILE (one record per line)" if remote.relpath.startswith("names/")
-               else "use data.dataset=text data.path=FILE for your own text")
+        own = {"names": "give your own list with data.path=FILE (one record per line)",
+               "linux": "give your own kernel tree or tarball with data.path=PATH"}.get(
+                   remote.relpath.split("/")[0], "use data.dataset=text data.path=FILE for your own text")
         raise RnnlmError(f"{target} has sha256 {actual}, expected {remote.sha256}: it is not the published file.\n"
                          f"  Delete it and fetch it again (rnnlm data fetch), or {own}.")
 

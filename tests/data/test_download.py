@@ -189,6 +189,10 @@ def test_damaged_file_in_the_data_root_is_an_error_not_reused(tmp_path: Path) ->
     (root.path / "names" / "names.txt").write_bytes(BODY[:-10])  # a list of one's own: still one record per line
     with pytest.raises(RnnlmError, match="or give your own list with data.path=FILE \\(one record per line\\)"):
         fetch(Remote("names/names.txt", offline_url, DIGEST), root, timeout=5)
+    (root.path / "linux").mkdir()
+    (root.path / "linux" / "linux-6.1.tar.xz").write_bytes(BODY[:-10])  # a tarball of one's own where the pin goes
+    with pytest.raises(RnnlmError, match="or give your own kernel tree or tarball with data.path=PATH"):
+        fetch(Remote("linux/linux-6.1.tar.xz", offline_url, DIGEST), root, timeout=5)
 
 
 def test_a_mirror_given_as_a_url_is_refused_naming_what_a_mirror_is(tmp_path: Path) -> None:
