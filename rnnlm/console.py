@@ -11,6 +11,7 @@ in a log. Only the process that writes (rank 0) shows anything.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -41,9 +42,10 @@ class Progress:
             from tqdm import tqdm
 
             total = t.max_time if self.by_time else t.max_steps
+            sized = _columns(self.stream) > 0  # a terminal that says it is 0 wide (a fresh pty): tqdm draws nothing
             self.bar = tqdm(total=total, initial=round(tally.elapsed) if self.by_time else tally.step,
-                            unit="s" if self.by_time else "step", dynamic_ncols=True, file=self.stream,
-                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
+                            unit="s" if self.by_time else "step", dynamic_ncols=sized, ncols=None if sized else 80,
+                            nrows=None if sized else 24, file=self.stream, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
         self.fields: dict[str, str] = {}
 
     def step(self, tally: Tally) -> None:
@@ -126,6 +128,14 @@ class Progress:
         if self.t.max_time is not None:
             left.append(self.t.max_time - tally.elapsed)
         return max(0.0, min(left)) if left else None
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal `stream` writes to, as the terminal reports it (-1 when it cannot be asked)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return -1
 
 
 def clock(seconds: float) -> str:

@@ -1,5 +1,6 @@
 """Learning tests: train for seconds on the built-in data sets and check what was learned."""
 
+import contextlib
 import functools
 import io
 import json
@@ -136,6 +137,29 @@ def test_the_time_left_counts_an_epoch_budget():
         bar.show(tally, {"train_loss": 2.0, "chars_per_sec": 100.0, "lr": 0.01})
         assert out.getvalue().splitlines()[-1].endswith("epoch 1/2 · 1:30 left")
         tally.step, tally.elapsed, read[0] = 0, 0.0, 0.0
+
+
+def test_a_terminal_that_says_it_is_0_wide_still_shows_the_bar(tmp_path):
+    """A fresh pseudo-terminal (`script`, `docker exec -t` before its size is set) reports 0 columns, at which tqdm
+    drew nothing: a run showed no progress at all."""
+    import pty
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    main, side = pty.openpty()  # 0 x 0 until someone sets its size
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "rnnlm", "train", str(REPO / "configs" / "tiny.yaml"),
+                            "train.max_steps=30", "--out", str(tmp_path)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=side, env=env)
+    os.close(side)
+    shown = b""
+    with contextlib.suppress(OSError):  # read as it writes (a full pty would block it), until EIO: it has gone
+        while chunk := os.read(main, 1 << 16):
+            shown += chunk
+    os.close(main)
+    assert run.wait(timeout=300) == 0 and b"/30" in shown and b"100%|" in shown, shown[-500:]
 
 
 class Terminal(io.StringIO):
