@@ -149,6 +149,10 @@ class Trainer:
             self.loggers = Loggers([JsonlLogger(self.run_dir / METRICS)] + (
                 [TensorBoardLogger(self.run_dir / TENSORBOARD, purge_step=self.tally.step + 1)] if t.tensorboard
                 else []))
+            unknown = self.vocab.unknown(self.cfg.sample.prime) if t.sample_every else []
+            if unknown:  # as rnnlm sample says of its prime
+                say("warning: sample.prime has character(s) the model never saw, read as <unk> in the samples shown "
+                    "while training: " + ", ".join(map(repr, unknown)))
             if self.start is not None and self.changes is None:  # where a fine-tuned run came from
                 origin = str(Path(str(self.start.point.path)).resolve())
                 self.loggers.log({"step": 0, "init_from": origin, "init_vocab": t.init_vocab,

@@ -162,6 +162,13 @@ def test_a_terminal_that_says_it_is_0_wide_still_shows_the_bar(tmp_path):
     assert run.wait(timeout=300) == 0 and b"/30" in shown and b"100%|" in shown, shown[-500:]
 
 
+def test_a_preview_prime_the_model_cannot_read_is_warned_of_once(tmp_path):
+    status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=hello", "model.hidden_size=8",
+                         "train.max_steps=4", "train.sample_every=2", "sample.prime=Zh9", "--out", tmp_path, "-q")
+    assert status == 0 and err.count("warning: sample.prime has character(s) the model never saw, read as <unk> in "
+                                     "the samples shown while training: 'Z', '9'") == 1, err
+
+
 class Terminal(io.StringIO):
     """What a terminal's stderr looks like to the progress line."""
 
