@@ -72,7 +72,8 @@ EXTENSIONS = (".c", ".h")
 # -- which files ------------------------------------------------------------------------------------
 
 def normalise_subdirs(subdirs: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted({d.strip("/") for d in subdirs}))
+    """`kernel/`, `./kernel` and `kernel` alike: paths relative to the tree's top, as its files are named."""
+    return tuple(sorted({os.path.normpath(d).strip("/") for d in subdirs}))
 
 
 def holders(rel: str, subdirs: tuple[str, ...]) -> list[str]:

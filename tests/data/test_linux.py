@@ -18,7 +18,7 @@ from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, load_corpus
 from rnnlm.data import linux as linux_mod
 from rnnlm.data.download import Remote
-from rnnlm.data.linux import read_tarball, read_tree
+from rnnlm.data.linux import normalise_subdirs, read_tarball, read_tree
 from rnnlm.errors import RnnlmError
 from corpus_fixtures import refused_url
 
@@ -280,3 +280,8 @@ def test_a_tarball_made_inside_the_tree_says_how_to_make_one(tmp_path: Path) -> 
                 tar.addfile(info, io.BytesIO(data))
     with pytest.raises(RnnlmError, match="holds a tree's files at its top, not in one folder"):
         read_tarball(path, (), None)
+
+
+def test_subdirs_are_read_however_a_path_is_written() -> None:
+    """`./kernel` was refused as holding no source while `kernel/` was read: both name the same folder."""
+    assert normalise_subdirs(["./kernel", "mm/", "drivers//net", "kernel"]) == ("drivers/net", "kernel", "mm")
