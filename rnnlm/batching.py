@@ -189,7 +189,7 @@ class RandomWindows:
         self.pos = 0
 
     def epochs_done(self) -> float:
-        return self.epoch + self.pos / len(self.order)
+        return self.epoch + self.pos / (len(self.order) // self.batch_size * self.batch_size)  # the last part dropped
 
     def next(self) -> Batch:
         if self.pos + self.batch_size > len(self.order):
@@ -230,7 +230,7 @@ class RecordBatches:
         self.pos = 0
 
     def epochs_done(self) -> float:
-        return self.epoch + self.pos / len(self.order)
+        return self.epoch + self.pos / (len(self.order) // self.batch_size * self.batch_size)  # the last part dropped
 
     def next(self) -> Batch:
         if self.pos + self.batch_size > len(self.order):

@@ -86,8 +86,9 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show the Python t
 @app.command(short_help="Train a model into a run directory.")
 def train(
     config: Annotated[Optional[str], typer.Argument(help="YAML config, e.g. configs/tiny.yaml. With --resume, leave it "
-                                                     "out (the run's config.yaml is read); given, it replaces that "
-                                                     "file, overrides the run started with included.",
+                                                     "out (the run's config.yaml is read); given, it is read instead, "
+                                                     "and the overrides the run started with are lost unless given "
+                                                     "again.",
                                                      show_default=False, metavar="CONFIG")] = None,
     overrides: OverridesArg = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder that holds run directories [default: "
@@ -132,7 +133,8 @@ def train(
                 keep_freed_memory()
                 use_threads(cfg.train.threads)
             made_out = not out.exists()
-            run_dir = resume if resume is not None else new_run_dir(out, _stem(config_file), name, dist)
+            stem = _stem(config_file) if config_file is not None else ""  # a new run always has its CONFIG
+            run_dir = resume if resume is not None else new_run_dir(out, stem, name, dist)
             if resume is None and dist.is_main:
                 stack.enter_context(RunLock(run_dir))
             try:
@@ -148,9 +150,12 @@ def train(
 
 
 def _stem(config_file: Path) -> str:
-    """What a new run is named after: its config file's name, or the run's whose config.yaml it is (a new run from
-    another's weights: `rnnlm train RUN/config.yaml --init-from RUN`)."""
-    return config_file.parent.name if config_file.name == "config.yaml" else config_file.stem
+    """What a new run is named after: its config file's name, or, for a run's config.yaml (a new run from another's
+    weights: `rnnlm train RUN/config.yaml --init-from RUN`), the run's name without its start time."""
+    folder = config_file.resolve().parent
+    if config_file.name == "config.yaml" and ((folder / "last.pt").exists() or (folder / "metrics.jsonl").exists()):
+        return re.sub(r"-\d{8}-\d{6}(-\d+)?$", "", folder.name) or config_file.stem
+    return config_file.stem
 
 
 def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Path], init_from: Optional[Path],

@@ -434,6 +434,9 @@ def from_dict(raw: dict[str, Any]) -> Config:
     return Config(**sections)
 
 
+YAML_NULLS = ("null", "Null", "NULL", "~")
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
     """`train.lr=3e-4` -> ("train", "lr", 0.0003). The value is read as YAML (so lists and null work),
     except for text keys, which take it as typed (`sample.prime=ROMEO:` stays the string "ROMEO:")."""
@@ -445,10 +448,12 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise ConfigError(f"override {text!r}: unknown section {section!r}"
                           f"{_did_you_mean(section, _SECTION_TYPES)}; sections are: {', '.join(_SECTION_TYPES)}")
     hint = typing.get_type_hints(_SECTION_TYPES[section]).get(name)
-    if hint == str and value == "null":  # as in a config file; the word itself is more likely a slip than text
-        raise ConfigError(f"{key}=null is not allowed: {key} takes text; give {key}= for none")
+    if hint == str and value in YAML_NULLS:  # as in a config file; the word itself is more likely a slip than text
+        empty = getattr(_SECTION_TYPES[section](), name) == ""  # a key whose none is the empty text
+        raise ConfigError(f"{key}={value} is not allowed: {key} takes text" + (f"; give {key}= for none" if empty
+                                                                               else ""))
     if hint in (str, str | None):
-        return section, name, None if value == "null" else value
+        return section, name, None if value in YAML_NULLS else value
     try:
         return section, name, yaml.load(value, Loader=_Loader) if value.strip() else ""  # noqa: S506 (a safe loader)
     except yaml.YAMLError:

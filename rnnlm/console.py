@@ -10,6 +10,7 @@ in a log. Only the process that writes (rank 0) shows anything.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
@@ -42,10 +43,12 @@ class Progress:
             from tqdm import tqdm
 
             total = t.max_time if self.by_time else t.max_steps
-            sized = _columns(self.stream) > 0  # a terminal that says it is 0 wide (a fresh pty): tqdm draws nothing
             self.bar = tqdm(total=total, initial=round(tally.elapsed) if self.by_time else tally.step,
-                            unit="s" if self.by_time else "step", dynamic_ncols=sized, ncols=None if sized else 80,
-                            nrows=None if sized else 24, file=self.stream, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
+                            unit="s" if self.by_time else "step", ncols=_width(self.stream), nrows=24,
+                            file=self.stream, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
+            # the width again at every redraw, as tqdm's dynamic_ncols would, but 80 while a terminal says 0 (a fresh
+            # pty: `script`, `docker exec -t` before its size is set), at which tqdm draws nothing
+            self.bar.dynamic_ncols = lambda stream: (_width(stream), 24)
         self.fields: dict[str, str] = {}
 
     def step(self, tally: Tally) -> None:
@@ -106,7 +109,7 @@ class Progress:
         """The fields in the order people read them, as many as fit beside a bar of at least 10 columns."""
         if self.bar is None:
             return
-        width = shutil.get_terminal_size((80, 24)).columns
+        width = _width(self.stream)
         room = width - len(f"100%|{'#' * 10}| {self.bar.total or 0}/{self.bar.total or 0}") - 4
         if self.by_time:
             room -= len(f" step {tally.step}")
@@ -130,12 +133,12 @@ class Progress:
         return max(0.0, min(left)) if left else None
 
 
-def _columns(stream: TextIO) -> int:
-    """The width of the terminal `stream` writes to, as the terminal reports it (-1 when it cannot be asked)."""
+def _width(stream: TextIO) -> int:
+    """The width of the terminal `stream` writes to; 80 where it says 0, the environment's where it cannot be asked."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns
-    except (OSError, ValueError, AttributeError):
-        return -1
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return shutil.get_terminal_size((80, 24)).columns
 
 
 def clock(seconds: float) -> str:

@@ -286,10 +286,13 @@ class SampleReport:
 def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[SplitRecords | None, str, str]:
     """The training split's records (what `in` asks of), read through the run's config as training read them, the
     corpus name, and why they are missing (None, name, reason) when the corpus cannot be read here."""
+    data = point.data_config()
     try:
-        store = open_corpus(point.data_config(), point.config.train.seed, root, progress=False)
+        store = open_corpus(data, point.config.train.seed, root, progress=False)
     except RnnlmError as e:
         return None, point.config.data.dataset, f"the training data cannot be read ({str(e).splitlines()[0]})"
+    if data.path != point.config.data.path and point.corpus_changed(store.fingerprint):
+        return None, store.name, f"the run's config.yaml names {data.path}, which holds other text than it trained on"
     return SplitRecords(store, "train"), store.name, ""
 
 

@@ -33,7 +33,9 @@ def test_null_for_a_text_key_is_refused_as_in_a_config_file():
                                           "sample.prime= for none"):
         load_config(None, ["sample.prime=null"])
     assert load_config(None, ["sample.prime="]).sample.prime == ""
-    assert load_config(None, ["data.path=null"]).data.path is None
+    assert load_config(None, ["data.path=null"]).data.path is None and load_config(None, ["data.path=~"]).data.path is None
+    with pytest.raises(ConfigError, match="train.device=Null is not allowed: train.device takes text$"):
+        load_config(None, ["train.device=Null"])
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])

@@ -310,7 +310,14 @@ def test_a_moved_corpus_is_found_again_by_resume_and_eval_given_its_new_place(tm
     wrong = in_process("eval", str(run), "--data-path", str(tmp_path / "other.txt"), *data)
     assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1] == (
         f"error: --data-path {tmp_path / 'other.txt'} does not hold the text the run trained on (from {text}): give "
-        "the place that text moved to, unchanged")
+        "the place that text moved to, unchanged, with --data-path")
+    kept = (run / "config.yaml").read_text()  # an edit a refused resume left there is not followed to other text
+    (run / "config.yaml").write_text(kept.replace(str(text), str(tmp_path / "other.txt")))
+    followed = in_process("eval", str(run), *data)
+    assert followed.returncode == 2 and followed.stderr.strip().splitlines()[-1] == (
+        f"error: data.path={tmp_path / 'other.txt'} (the run's config.yaml) does not hold the text the run trained on "
+        f"(from {text}): give the place that text moved to, unchanged, with --data-path")
+    (run / "config.yaml").write_text(kept)
     scored = in_process("eval", str(run), "--data-path", str(moved.parent / "*.txt"), "--json", *data)
     assert scored.returncode == 0 and "warning" not in scored.stderr, scored.stderr
     assert json.loads(scored.stdout)["nll"] == pytest.approx(ckpt.load(run / "best.pt").train.tally.last_val)

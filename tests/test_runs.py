@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from helpers import REPO, assert_user_error, cli, run_cli
 from rnnlm import checkpoint as ckpt
@@ -190,3 +191,16 @@ def test_resume_of_a_folder_that_is_not_a_run_says_what_it_is(tmp_path):
     (tmp_path / "f").write_text("x")
     assert_user_error(cli("train", "--resume", tmp_path / "f"), "f: not a run directory (a file)")
     assert_user_error(cli("train", "--resume", tmp_path), "not a run directory (it has no config.yaml or last.pt)")
+
+
+def test_a_new_run_from_a_runs_config_is_named_after_that_run(tmp_path, monkeypatch):
+    """`rnnlm train RUN/config.yaml --init-from RUN` made config-<time>; a config.yaml that is no run's keeps its name."""
+    from rnnlm.cli import _stem
+
+    run = tmp_path / "lt-20261207-093502-2"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}")
+    (run / "last.pt").write_bytes(b"")
+    (tmp_path / "config.yaml").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert (_stem(run / "config.yaml"), _stem(Path("config.yaml")), _stem(Path("tiny.yaml"))) == ("lt", "config", "tiny")

@@ -143,6 +143,7 @@ def test_a_terminal_that_says_it_is_0_wide_still_shows_the_bar(tmp_path):
     """A fresh pseudo-terminal (`script`, `docker exec -t` before its size is set) reports 0 columns, at which tqdm
     drew nothing: a run showed no progress at all."""
     import pty
+    import select
     import subprocess
     import sys
 
@@ -154,11 +155,13 @@ def test_a_terminal_that_says_it_is_0_wide_still_shows_the_bar(tmp_path):
                             "train.max_steps=30", "--out", str(tmp_path)], stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=side, env=env)
     os.close(side)
-    shown = b""
+    shown, deadline = b"", time.monotonic() + 300
     with contextlib.suppress(OSError):  # read as it writes (a full pty would block it), until EIO: it has gone
-        while chunk := os.read(main, 1 << 16):
+        while select.select([main], [], [], max(0.0, deadline - time.monotonic()))[0] and (
+                chunk := os.read(main, 1 << 16)):
             shown += chunk
     os.close(main)
+    run.kill()  # if the deadline passed
     assert run.wait(timeout=300) == 0 and b"/30" in shown and b"100%|" in shown, shown[-500:]
 
 

@@ -31,6 +31,7 @@ import io
 import logging
 import lzma
 import os
+import posixpath
 import tempfile
 import re
 import tarfile
@@ -72,8 +73,10 @@ EXTENSIONS = (".c", ".h")
 # -- which files ------------------------------------------------------------------------------------
 
 def normalise_subdirs(subdirs: Iterable[str]) -> tuple[str, ...]:
-    """`kernel/`, `./kernel` and `kernel` alike: paths relative to the tree's top, as its files are named."""
-    return tuple(sorted({os.path.normpath(d).strip("/") for d in subdirs}))
+    """`kernel/`, `./kernel` and `kernel` alike: paths relative to the tree's top, as its files are named; `.` is
+    the whole tree (no filter)."""
+    named = {posixpath.normpath(d).strip("/") for d in subdirs}
+    return () if "." in named else tuple(sorted(named))
 
 
 def holders(rel: str, subdirs: tuple[str, ...]) -> list[str]:

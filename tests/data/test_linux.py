@@ -285,3 +285,4 @@ def test_a_tarball_made_inside_the_tree_says_how_to_make_one(tmp_path: Path) -> 
 def test_subdirs_are_read_however_a_path_is_written() -> None:
     """`./kernel` was refused as holding no source while `kernel/` was read: both name the same folder."""
     assert normalise_subdirs(["./kernel", "mm/", "drivers//net", "kernel"]) == ("drivers/net", "kernel", "mm")
+    assert normalise_subdirs(["./", "kernel"]) == ()  # the whole tree
