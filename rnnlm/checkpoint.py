@@ -165,6 +165,11 @@ class Checkpoint:
         from before fingerprints were kept says no)."""
         return self.train is not None and self.train.corpus not in ("", fingerprint)
 
+    def other_text_at(self, data: DataConfig, fingerprint: str) -> bool:
+        """Whether `data`, the run's corpus read from another place than it trained from (moved, or so it seemed),
+        holds other text than it trained on (the store prepared there has this `fingerprint`)."""
+        return data.path != self.config.data.path and self.corpus_changed(fingerprint)
+
     def data_config(self) -> DataConfig:
         """How its corpus is read: as its config says, or, when that data.path is gone and its run folder's
         config.yaml has one that is there, as that says (a resume that followed moved text wrote it; best.pt keeps

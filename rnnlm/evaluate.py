@@ -445,7 +445,7 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
         raise RnnlmError(f"data.path={data.path}: no such file or directory; if the run's text moved, give its new "
                          f"place: rnnlm eval {point.path or 'RUN'} --data-path WHERE_IT_IS")
     store = open_corpus(data, point.config.train.seed, root, progress)
-    if point.corpus_changed(store.fingerprint) and data.path != point.config.data.path:  # moved, or so it seemed
+    if point.other_text_at(data, store.fingerprint):
         where = f"--data-path {moved_to}" if moved_to is not None else f"data.path={data.path} (the run's config.yaml)"
         raise RnnlmError(f"{where} does not hold the text the run trained on (from {point.config.data.path}): give "
                          "the place that text moved to, unchanged, with --data-path")

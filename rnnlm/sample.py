@@ -291,7 +291,7 @@ def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[S
         store = open_corpus(data, point.config.train.seed, root, progress=False)
     except RnnlmError as e:
         return None, point.config.data.dataset, f"the training data cannot be read ({str(e).splitlines()[0]})"
-    if data.path != point.config.data.path and point.corpus_changed(store.fingerprint):
+    if point.other_text_at(data, store.fingerprint):
         return None, store.name, f"the run's config.yaml names {data.path}, which holds other text than it trained on"
     return SplitRecords(store, "train"), store.name, ""
 

@@ -186,7 +186,7 @@ class Trainer:
     def _check_corpus(self, resume: Checkpoint) -> None:
         """A resume continues over the text the run was trained on, or not at all."""
         store = self.prepared.store
-        if resume.corpus_changed(store.fingerprint) and self.cfg.data.path != resume.config.data.path:
+        if resume.other_text_at(self.cfg.data, store.fingerprint):
             raise RnnlmError(f"--resume {self.run_dir}: data.path={self.cfg.data.path} does not hold the text the run "
                              f"trained on (from {resume.config.data.path}): a moved corpus must hold the same text, "
                              "unchanged; give the place it moved to")
@@ -311,10 +311,14 @@ class Trainer:
         if t.sample_every and tally.step % t.sample_every == 0 and self.dist.is_main:
             self.bar.write(self.preview())
         poll()
-        now = time.perf_counter()
-        tally.elapsed += now - self.tick
-        self.tick = now
+        self._clock_in()
         return True
+
+    def _clock_in(self) -> None:
+        """The wall-clock seconds since the last tick into the elapsed time (what max_time limits and checkpoints
+        keep): steps, evaluations, samples, and an evaluation a stop signal cut short alike."""
+        now = time.perf_counter()
+        self.tally.elapsed, self.tick = self.tally.elapsed + now - self.tick, now
 
     def finish(self, stopped: Stopped) -> Stopped:
         """A run interrupted saves without evaluating, so the resumed run logs what this one would have; a run whose
@@ -336,8 +340,7 @@ class Trainer:
                 return stopped
             stopped = "interrupted"
         if tally.last_eval_step != tally.step:
-            now = time.perf_counter()  # an evaluation a stop signal cut short took wall-clock time of the run too
-            tally.elapsed, self.tick = tally.elapsed + now - self.tick, now
+            self._clock_in()
             self.save(ckpt.LAST)
         return stopped
 
@@ -426,8 +429,7 @@ class Trainer:
         tally.best_val = min(tally.best_val, nll)
         tally.evals_since_best = 0 if improved else tally.evals_since_best + 1
         keep_last = self.cfg.train.keep_last
-        now = time.perf_counter()  # the evaluation's time counts in the elapsed the checkpoint keeps
-        tally.elapsed, self.tick = tally.elapsed + now - self.tick, now
+        self._clock_in()
         self.save(*[ckpt.BEST] * improved, *[ckpt.numbered(tally.step)] * (keep_last > 0), ckpt.LAST)
         if self.dist.is_main and keep_last:
             for _, path in ckpt.numbered_checkpoints(self.run_dir)[:-keep_last]:
