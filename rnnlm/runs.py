@@ -86,9 +86,10 @@ def _claim(out: Path, run_dir: Path) -> str | None:
     except FileExistsError:
         if run_dir.exists() and not run_dir.is_dir():
             return f"{run_dir} is a file, not a run folder; choose another --name"
-        if _abandoned(run_dir):
+        occupant = _occupant(run_dir)
+        if occupant == "nobody":
             return None
-        if _not_begun(run_dir):
+        if occupant == "a start":
             raise _Taken(f"{run_dir} is an empty folder (a start that never began, or one beginning now); remove it "
                          "or choose another --name") from None
         raise _Taken(f"{run_dir} already exists; continue it with --resume {run_dir} or choose another "
@@ -98,23 +99,19 @@ def _claim(out: Path, run_dir: Path) -> str | None:
     return None
 
 
-def _abandoned(run_dir: Path) -> bool:
-    """A folder that holds nothing but a run's lock, with the pid of the process that took it and no process holding
-    it now: a start killed (SIGKILL, or SIGTERM before training) before it wrote anything, whose name a new run may
-    take. A folder with no lock, or a lock with no pid yet, may be another start's, claimed a moment ago."""
+def _occupant(run_dir: Path) -> str:
+    """Whose an existing folder is. "nobody": it holds only a run's lock, with the pid of the start that took it and
+    no process holding it now (a start killed, by SIGKILL or by SIGTERM before training, before it wrote anything):
+    a new run may take its name. "a start": it holds nothing, or a lock no start has written its pid into yet (a
+    start that never began, or one that claimed the folder a moment ago). "a run": anything else."""
     try:
-        return ({p.name for p in run_dir.iterdir()} == {LOCK} and (run_dir / LOCK).read_text().strip() != ""
-                and holder(run_dir) is None)
-    except OSError:
-        return False
-
-
-def _not_begun(run_dir: Path) -> bool:
-    """A folder that holds nothing, or only a lock no start has written its pid into."""
-    with contextlib.suppress(OSError):
         names = {p.name for p in run_dir.iterdir()}
-        return not names or (names == {LOCK} and (run_dir / LOCK).stat().st_size == 0)
-    return False
+        pid = (run_dir / LOCK).read_text().strip() if names == {LOCK} else None
+    except OSError:
+        return "a run"
+    if not names or pid == "":
+        return "a start"
+    return "nobody" if pid is not None and holder(run_dir) is None else "a run"
 
 
 class RunLock:
