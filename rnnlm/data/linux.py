@@ -68,6 +68,8 @@ SYSTEM_TARBALLS = "/usr/src/linux-source-*.tar.xz"
 """Where Debian's (and Ubuntu's) linux-source packages put the kernel tree."""
 
 EXTENSIONS = (".c", ".h")
+TAR_MAGIC_END = 262
+"""A tar header's format magic, "ustar" (POSIX and GNU tar alike), ends at this offset of the file."""
 
 
 # -- which files ------------------------------------------------------------------------------------
@@ -120,7 +122,8 @@ class Scan:
 
 def tree_files(tree: Path, subdirs: tuple[str, ...]) -> tuple[list[tuple[str, Path]], Scan]:
     """The source files under `tree`, sorted by path relative to it."""
-    scan = Scan(top_level={p.name for p in tree.iterdir() if p.is_dir()}, matched=set(), skipped=[])
+    scan = Scan(top_level={p.name for p in tree.iterdir() if p.is_dir() and not p.name.startswith(".")}, matched=set(),
+                skipped=[])
     found: list[tuple[str, Path]] = []
     def cannot_read(e: OSError) -> None:
         raise RnnlmError(f"{e.filename}: cannot read this folder of the kernel tree ({e.strerror})")
@@ -262,8 +265,12 @@ def _tar_sources(path: Path, subdirs: tuple[str, ...], scan: Scan) -> Iterator[t
         raise RnnlmError(f"{path}: cannot read it ({e.strerror})") from None
     with f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None, delay=1.0,
                  desc=f"reading {path.name}", leave=False) as bar:
-        head = f.read(8)
-        if not any(head.startswith(magic) for magic in COMPRESSIONS):  # a plain tar: no decompressor sees a cut
+        head = f.read(TAR_MAGIC_END)
+        compressed = any(head.startswith(magic) for magic in COMPRESSIONS)
+        if not compressed and head[TAR_MAGIC_END - 5:] != b"ustar":  # a C file, a zip: nothing a tar reader takes
+            raise RnnlmError(f"{path}: not a tarball; the linux corpus reads a kernel source folder or a .tar.xz/"
+                             f".tar.gz tarball (for files of your own: data.dataset=text data.path={path})")
+        if not compressed:  # a plain tar: no decompressor sees a cut
             f.seek(max(0, path.stat().st_size - 1024))
             if f.read() != bytes(1024):  # a tar file ends in two blocks of zeros
                 raise RnnlmError(f"{path}: not a readable tarball, or a damaged one (it does not end as a tar file "
@@ -286,7 +293,7 @@ def _tar_sources(path: Path, subdirs: tuple[str, ...], scan: Scan) -> Iterator[t
                         raise RnnlmError(f"{path}: {root!r} and {top!r} are both at the top of this tarball; a "
                                          "kernel tarball holds one folder (like linux-6.1/). Unpack it and give "
                                          "data.path the folder")
-                    if "/" in rel:
+                    if "/" in rel and not rel.startswith("."):  # hidden folders are never read
                         scan.top_level.add(rel.split("/", 1)[0])
                     if not (member.isfile() and is_source(rel, subdirs)):
                         continue

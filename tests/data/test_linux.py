@@ -96,10 +96,12 @@ def test_subdirs_keep_only_those_folders(tmp_path: Path) -> None:
 
 
 def test_a_subdir_with_no_sources_is_an_error_listing_the_top_folders(tmp_path: Path) -> None:
-    for source in (make_tree(tmp_path / "linux"), make_tarball(tmp_path / "linux.tar.gz")):
+    hidden = {".git/hook.c": b"// hidden folder: not read\n"}
+    for source in (make_tree(tmp_path / "linux"), make_tarball(tmp_path / "linux.tar.gz", extra=hidden)):
         with pytest.raises(RnnlmError) as e:
             load_corpus(DataConfig(dataset="linux", path=str(source), subdirs=("kernl",)), 0, DataRoot(tmp_path / "d"))
         assert "kernl" in str(e.value) and "kernel" in str(e.value) and "mm" in str(e.value)
+        assert ".git" not in str(e.value)  # never read, so no folder to suggest
 
 
 def test_byte_limit_is_the_prefix_of_the_sorted_text_for_tree_and_shuffled_tarball(tmp_path: Path) -> None:
@@ -153,9 +155,16 @@ def test_damaged_or_foreign_files_are_clear_errors(tmp_path: Path) -> None:
         members = tar.getmembers()
         uncompressed = lzma.decompress(plain.read_bytes())
     (tmp_path / "cut.tar").write_bytes(uncompressed[:members[len(members) // 2].offset])
-    for name in ("cut.tar.xz", "cut.tar.gz", "notes.txt", "cut.tar"):
+    for name in ("cut.tar.xz", "cut.tar.gz", "cut.tar"):
         with pytest.raises(RnnlmError, match="not a readable tarball, or a damaged one"):
             read_tarball(tmp_path / name, (), None)
+    (tmp_path / "fork.c").write_text(TREE["kernel/fork.c"])
+    for name in ("notes.txt", "fork.c"):  # not a tarball at all: perhaps text of the user's own
+        with pytest.raises(RnnlmError) as e:
+            read_tarball(tmp_path / name, (), None)
+        assert str(e.value) == (f"{tmp_path / name}: not a tarball; the linux corpus reads a kernel source folder or "
+                                f"a .tar.xz/.tar.gz tarball (for files of your own: data.dataset=text "
+                                f"data.path={tmp_path / name})")
     with pytest.raises(RnnlmError, match="no such file or directory"):
         load_corpus(DataConfig(dataset="linux", path=str(tmp_path / "nope.tar.xz")), 0, DataRoot(tmp_path / "d"))
 
