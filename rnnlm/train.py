@@ -234,8 +234,11 @@ class Trainer:
         try:
             with StopSignal() as self.stop:
                 self.tick = time.perf_counter()
-                if self._evaluation_owed():  # first, as the stopped session would have done it
+                if self._evaluation_owed():  # first, as the stopped session would have done it, and its preview
                     stopped = (self.budget_spent() or stopped) if self.evaluate_and_save() else "interrupted"
+                    if stopped != "interrupted" and self._preview_due() and self.dist.is_main:
+                        self.bar.write(self.preview())
+                        self._clock_in()
                 while stopped is None:
                     stopped = self.train_one()
                 stopped = self.finish(stopped)
@@ -308,11 +311,15 @@ class Trainer:
         self.bar.step(tally)
         if tally.step % t.eval_every == 0 and not self.evaluate_and_save():
             return False
-        if t.sample_every and tally.step % t.sample_every == 0 and self.dist.is_main:
+        if self._preview_due() and self.dist.is_main:
             self.bar.write(self.preview())
         poll()
         self._clock_in()
         return True
+
+    def _preview_due(self) -> bool:
+        every = self.cfg.train.sample_every
+        return bool(every) and self.tally.step % every == 0
 
     def _clock_in(self) -> None:
         """The wall-clock seconds since the last tick into the elapsed time (what max_time limits and checkpoints
@@ -332,8 +339,7 @@ class Trainer:
             if logged:
                 self.log_training(final=True)
             if tally.last_eval_step == tally.step:  # evaluated and saved after this step, before its end was known
-                previewed = bool(self.cfg.train.sample_every) and tally.step % self.cfg.train.sample_every == 0
-                if logged or previewed or stopped == "max_time":  # what a resume reads changed: records, time spent
+                if logged or self._preview_due() or stopped == "max_time":  # what a resume reads changed: records, time spent
                     self.save(ckpt.LAST)
                 return stopped
             if self.evaluate_and_save():

@@ -435,6 +435,32 @@ def test_an_evaluation_cut_short_counts_in_the_elapsed_time(tmp_path, monkeypatc
     assert saved.step == 2 and saved.last_eval_step != 2 and saved.elapsed >= 0.5
 
 
+def test_a_resume_owing_an_evaluation_shows_the_preview_due_with_it(tmp_path, monkeypatch):
+    """A stop signal cut the evaluation of a step that also had a preview due: the resumed run does that evaluation
+    first, and then shows the preview (it showed none)."""
+    from rnnlm.distributed import Dist
+    from rnnlm.runtime import StopSignal
+    from rnnlm.train import Trainer
+
+    cfg = load_config(None, ["data.dataset=hello", "model.hidden_size=8", "model.num_layers=1", "train.batch_size=4",
+                             "train.seq_len=8", "train.max_time=null", "train.eval_every=2", "train.max_steps=3",
+                             "train.sample_every=2", "sample.length=5"])
+    first = Trainer(cfg, tmp_path / "run", None, None, Dist(device=torch.device("cpu")))
+    previews = []
+    monkeypatch.setattr(Trainer, "preview", lambda self: previews.append(self.tally.step) or "a preview")
+
+    def cut(split):
+        raise StopSignal.Cut
+
+    monkeypatch.setattr(first, "evaluate", cut)
+    assert first.run(progress=False).stopped == "interrupted"
+    assert previews == []
+    resumed = Trainer(cfg, tmp_path / "run", ckpt.load(tmp_path / "run" / ckpt.LAST), None,
+                      Dist(device=torch.device("cpu")))
+    assert resumed.run(progress=False).stopped == "max_steps"
+    assert previews == [2]
+
+
 def test_the_elapsed_time_a_checkpoint_keeps_counts_its_evaluation(tmp_path, monkeypatch):
     """train.max_time counts evaluations, over every session: the final one's time is in the checkpoint a resume
     reads (it was left out, and a resumed run got that much extra)."""
