@@ -121,7 +121,8 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
     (`data.records: pack`) always read a record with the state left by the record before it, so it
     first writes one record that is thrown away, and only then the record that is kept. A stream model
     reads the prime from `start` (one row, see `start_state`; None is the zero state). `on_step` gets
-    each step's new ids, one per sample, as they are produced (EOS_ID for a finished record).
+    each step's new ids, one per sample, as they are produced (EOS_ID for a finished record); then they go there
+    alone, and the lists returned are empty (a sample of --length 10**8 would keep 800 MB of them).
     """
     device = model.decoder.weight.device
     n = opts.num_samples
@@ -180,11 +181,12 @@ def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: Samp
         live = (~done).nonzero().flatten()  # a row that has ended draws nothing, as a run of one would stop
         nxt = torch.full((n,), EOS_ID, dtype=torch.long)
         nxt[live] = choose(masked[live], opts, [generators[i] for i in live.tolist()])
-        for i, token in enumerate(nxt.tolist()):
-            if not done[i] and token != EOS_ID:
-                out[i].append(token)
         if on_step is not None:
             on_step(nxt.tolist())
+        else:
+            for i, token in enumerate(nxt.tolist()):
+                if not done[i] and token != EOS_ID:
+                    out[i].append(token)
         poll()
         logits, new_state = model(nxt.to(last.device)[:, None], state)
         if records and bool(done.any()):
@@ -318,19 +320,18 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
     rows = max(1, min(DRAW_ROWS, DRAW_IDS // max(1, opts.length)))
     while True:  # until `wanted` are written; filtered records: or MAX_DRAWS times that many were drawn
-        n = min(rows, wanted - printer.written, MAX_DRAWS * wanted - len(printer.rows))
+        n = min(rows, wanted - printer.written, MAX_DRAWS * wanted - printer.drawn)
         printer.begin(n)
-        generate(model, point.vocab, prime, dataclasses.replace(opts, num_samples=n, seed=seed + len(printer.rows) - n),
+        generate(model, point.vocab, prime, dataclasses.replace(opts, num_samples=n, seed=seed + printer.drawn - n),
                  records=point.records, packed=point.config.data.records == "pack", start=start, on_step=printer.step)
         printer.finish()
-        if printer.written >= wanted or len(printer.rows) >= MAX_DRAWS * wanted:
+        if printer.written >= wanted or printer.drawn >= MAX_DRAWS * wanted:
             break
-    generated = printer.generated
-    report = SampleReport(len(generated), printer.written, point.records, corpus=corpus, note=note, wanted=wanted,
+    report = SampleReport(printer.drawn, printer.written, point.records, corpus=corpus, note=note, wanted=wanted,
                           seed=seed)
     if point.records:
-        report.distinct = len(set(generated))
-        report.novel = None if training is None else sum(novel_record(r, training) for r in generated)
+        report.distinct = len(printer.seen)
+        report.novel = None if training is None else printer.novel_records
         report.cut = printer.cut
     return report
 
@@ -342,62 +343,66 @@ def novel_record(record: str, training: SplitRecords | None) -> bool:
 
 
 class _Printer:
-    """Turns the ids `generate` produces, one step at a time, into text on `out`."""
+    """Turns the ids `generate` produces, one step at a time, into text on `out`. It keeps the batch being drawn (of
+    one live stream sample: nothing) and, for records, the distinct ones generated: not every sample, so -N 10**7
+    names or a sample of --length 10**8 holds no more than that."""
 
     def __init__(self, vocab: Vocab, prime: str, out: TextIO, wanted: int, records: bool, unique: bool, novel: bool,
                  training: SplitRecords | None):
         self.vocab, self.prime, self.out, self.records = vocab, prime, out, records
         self.unique, self.novel, self.training, self.wanted = unique, novel, training, wanted
-        self.rows: list[list[int]] = []  # every sample drawn, over every batch
+        self.rows: list[list[int]] = []  # the batch being drawn: each sample's ids so far
         self.ended: list[bool] = []
-        self.offset = 0  # where the batch being drawn starts in `rows`
-        self.generated: list[str] = []  # finished samples, in order
-        self.seen: set[str] = set()
-        self.written = self.cut = 0
+        self.done = 0  # the batch's rows finished (in order: written or dropped)
+        self.drawn = 0  # samples drawn, over every batch
+        self.seen: set[str] = set()  # records generated
+        self.novel_records = self.written = self.cut = 0
         self.live = wanted == 1 and not (novel or unique)  # write each character as it comes
         if self.live:
             self._write(prime)
 
     def begin(self, n: int) -> None:
         """A batch of n more samples."""
-        self.offset = len(self.rows)
-        self.rows += [[] for _ in range(n)]
-        self.ended += [False] * n
+        self.rows, self.ended, self.done = [[] for _ in range(n)], [False] * n, 0
+        self.drawn += n
 
     def step(self, ids: list[int]) -> None:
-        for k, token in enumerate(ids):
-            i = self.offset + k
+        for i, token in enumerate(ids):
             if self.ended[i]:
                 continue
             if self.records and token == EOS_ID:
                 self.ended[i] = True
                 continue
-            self.rows[i].append(token)
             if self.live:
                 self._write(self.vocab.decode([token]))
-        while self.records and len(self.generated) < len(self.rows) and self.ended[len(self.generated)]:
+            if self.records or not self.live:  # a live stream sample is written out as it comes, and kept nowhere
+                self.rows[i].append(token)
+        while self.records and self.done < len(self.rows) and self.ended[self.done]:
             self._finish_row()
 
     def finish(self) -> None:
-        while len(self.generated) < len(self.rows):  # rows that ended wait here behind a row that was cut
-            self.cut += self.records and not self.ended[len(self.generated)]
+        while self.done < len(self.rows):  # rows that ended wait here behind a row that was cut
+            self.cut += self.records and not self.ended[self.done]
             self._finish_row()
 
     def _finish_row(self) -> None:
-        i = len(self.generated)
-        text = self.prime + self.vocab.decode(self.rows[i])
-        self.rows[i] = []  # text now: a long -N keeps its samples, not their ids
-        self.generated.append(text)
-        keep = not (self.unique and text in self.seen) and not (self.novel and not novel_record(text, self.training))
-        self.seen.add(text)
-        if not keep or self.written >= self.wanted:
+        text = self.prime + self.vocab.decode(self.rows[self.done])
+        self.rows[self.done] = []
+        self.done += 1
+        if self.records:
+            repeat, new = text in self.seen, novel_record(text, self.training)
+            self.seen.add(text)
+            self.novel_records += new
+            if (self.unique and repeat) or (self.novel and not new):
+                return
+        if self.written >= self.wanted:
             return
         if self.live:
             self._write("\n")
         elif self.records:
             self._write(text + "\n")
         else:
-            self._write((f"{STREAM_SEPARATOR}\n" if i else "") + text + "\n")
+            self._write((f"{STREAM_SEPARATOR}\n" if self.written else "") + text + "\n")
         self.written += 1
 
     def _write(self, text: str) -> None:

@@ -40,6 +40,19 @@ def test_fixed_seed_gives_identical_samples():
 MODELS = {cell: random_model(len(VOCAB), cell=cell, seed=3) for cell in ("lstm", "gru", "rnn")}
 
 
+@pytest.mark.parametrize("records", [False, True])
+def test_ids_handed_to_on_step_are_not_kept_as_well(records):
+    """With on_step (what `rnnlm sample` writes from) each step's ids go there alone: a sample of --length 10**8 kept
+    all its ids in lists as well, 800 MB of them. They are the ids generate returns without it, <eos> marking a
+    finished record."""
+    opts = SampleOptions(length=40, temperature=1.0, num_samples=3, seed=5)
+    whole = generate(MODELS["gru"], VOCAB, "ab", opts, records=records)
+    steps = []
+    assert generate(MODELS["gru"], VOCAB, "ab", opts, records=records, on_step=steps.append) == [[], [], []]
+    handed = [[ids[i] for ids in steps] for i in range(3)]
+    assert [row[:row.index(EOS_ID)] if EOS_ID in row else row for row in handed] == whole
+
+
 @settings(max_examples=30, deadline=None)
 @given(cell=st.sampled_from(sorted(MODELS)), seed=st.integers(0, 2**31), temperature=st.floats(0.05, 3.0),
        top_k=st.none() | st.integers(1, 9), top_p=st.none() | st.floats(0.05, 1.0), n=st.integers(1, 4),
