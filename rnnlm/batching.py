@@ -262,6 +262,10 @@ class Records:
     def __getitem__(self, k: int) -> torch.Tensor:
         return self.tokens.take(slice(int(self.offsets[k]) + 1, int(self.offsets[k + 1])))
 
+    def lengths(self) -> np.ndarray:
+        """Each record's length, without reading it."""
+        return np.diff(self.offsets) - 1
+
 
 def _tokens(tokens: Tokens | torch.Tensor) -> Tokens:
     return tokens if isinstance(tokens, Tokens) else Tokens(tokens)

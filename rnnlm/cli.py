@@ -413,7 +413,12 @@ def viz(
     if (file is None) == (text is None):
         raise RnnlmError("give the text to read with --file FILE or --text TEXT (one of the two)")
     out_path(out)  # refused now rather than after the work
-    source = read_utf8(file) if file is not None else typed_text(text, "--text", "the text in a UTF-8 file with --file")
+    # Of a file, no more than the page shows (a character is at most 4 bytes, a byte-order mark 3 more), and one
+    # character beyond, so that the page says it was cut.
+    if file is not None:
+        source = read_utf8(file, 4 * (max(chars, 1) + 1) + 3)
+    else:
+        source = typed_text(text, "--text", "the text in a UTF-8 file with --file")
     page = page_for_checkpoint(ckpt.load(run), source, neuron=neuron, chars=chars, force=force)
     if page.trace.unknown:
         typer.echo(f"warning: characters the model never saw, read as <unk>: {''.join(page.trace.unknown)!r}", err=True)

@@ -106,10 +106,12 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nll) if self.nll < 700 else math.inf
+        return math.inf if self.nll >= 700 else math.exp(self.nll)  # a NaN loss stays NaN
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {**asdict(self), "bpc": self.bpc, "perplexity": self.perplexity}
+    def as_dict(self) -> dict[str, float | int | None]:
+        """JSON's values: a NaN or infinite one (a diverged model's) is null, as in metrics.jsonl."""
+        values = {**asdict(self), "bpc": self.bpc, "perplexity": self.perplexity}
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,20 +151,21 @@ def score_stream(model: CharRNN, ids: Tokens | torch.Tensor, streams: int = 1, w
 
 
 @torch.no_grad()
-def score_records(model: CharRNN, records: list[torch.Tensor], batch_size: int = 256,
+def score_records(model: CharRNN, records: Records | list[torch.Tensor], batch_size: int = 256,
                   context: int | None = None) -> Score:
-    """Each record from a zero state: read `<eos> r`, score `r <eos>`."""
-    if not records:
+    """Each record from a zero state: read `<eos> r`, score `r <eos>`. `Records` are read a batch at a time."""
+    if not len(records):
         return Score(float("nan"), 0, 0)
+    lengths = records.lengths() if isinstance(records, Records) else [len(r) for r in records]
     if context is not None:
         eos = torch.tensor([EOS_ID])
-        ids = torch.cat([t for r in records for t in (eos, r)] + [eos])
-        lengths = torch.tensor([len(r) + 1 for r in records])
-        ends = lengths.cumsum(0) + 1
+        ids = torch.cat([t for k in range(len(records)) for t in (eos, records[k])] + [eos])
+        scored = torch.tensor(lengths) + 1
+        ends = scored.cumsum(0) + 1
         # record k reads ids[start_k : end_k]: its own leading <eos>, its characters, and its final <eos>
-        bounds = [(int(e - n - 1), int(e)) for e, n in zip(ends, lengths)]
+        bounds = [(int(e - n - 1), int(e)) for e, n in zip(ends, scored)]
         return _score_context(model, Tokens(ids), bounds, context)
-    order = sorted(range(len(records)), key=lambda i: len(records[i]))  # similar lengths pad little
+    order = sorted(range(len(records)), key=lambda k: lengths[k])  # similar lengths pad little
     total = Score(0.0, 0, 0)
     with eval_mode(model):
         for i in range(0, len(order), batch_size):
@@ -367,7 +370,7 @@ class Text:
     """What `rnnlm eval` scores: a file, or a split of the run's corpus."""
 
     name: str
-    ids: Tokens | list[torch.Tensor]
+    ids: Tokens | Records
     """A stream, scored from its second id on, or records (`data.records: pad`), each scored whole."""
     characters: Callable[[], str]
     """The characters the model scores, as the compressors see them (a record's <eos> is a newline); read only
@@ -411,6 +414,8 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
                 source = Source("file", identity, {}, (1.0, 0.0, 0.0),
                                 pieces=lambda: itertools.chain([b"\n"], file_pieces(readable, [None], True)))
             store = open_store(source, Path(folder), progress=False)
+            if not records and store.manifest["splits"]["train"]["characters"] < 2:  # the newline put before it
+                raise RnnlmError(f"{readable}: no characters to score (the file holds a byte-order mark alone)")
         except RnnlmError as e:
             message = str(e).replace(str(readable), str(path))  # a copy's errors name what was given
             raise RnnlmError(message if folder not in message else f"--file {path}: cannot be prepared in the "
@@ -466,10 +471,9 @@ def _store_text(name: str, store: Store, split: str, point: Checkpoint, offsets:
     `data.records: pad`, from `offsets`), a stream's characters after its first (context, or the start id `first`),
     and the characters the vocabulary lacks (of `counts`, by default the split's)."""
     tokens = Tokens(store.ids(split), store.lut(point.vocab), first)
-    ids: Tokens | list[torch.Tensor] = tokens
+    ids: Tokens | Records = tokens
     if store.records and point.config.data.records == "pad":
-        records = Records(tokens, offsets)
-        ids = [records[k] for k in range(len(records))]
+        ids = Records(tokens, offsets)  # type: ignore[arg-type]
     counts = store.counts[split] if counts is None else counts
     unknown = sorted(c for c, n in counts.items() if n and c not in point.vocab.itos)
     characters = (lambda: store.text(split)) if store.records else (lambda: store.text(split)[1:])
@@ -519,7 +523,8 @@ class Evaluation:
         """The total at the top level (nll, bpc, perplexity, chars, unk, ...), each source under `parts`."""
         whole = Part(", ".join(p.name for p in self.parts), self.total,
                      list(dict.fromkeys(c for p in self.parts for c in p.unknown)), _combined(self.parts))
-        return {**whole.as_dict(), "context": self.context, "parts": [p.as_dict() for p in self.parts]}
+        top = {k: v for k, v in whole.as_dict().items() if k != "streams"}  # how a text was read: each part's own
+        return {**top, "context": self.context, "parts": [p.as_dict() for p in self.parts]}
 
     def lines(self, perplexity_first: bool = False) -> list[str]:
         """The report: each source's characters, then its nll, bpc and perplexity (perplexity first if asked)."""
@@ -562,10 +567,11 @@ def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None
     parts: list[Part] = []
     for source in sources:
         read = None
-        if isinstance(source.ids, list):
+        if isinstance(source.ids, Records):
             score = score_records(model, source.ids, context=context)
         else:
-            read = streams or (1 if len(source.ids) <= EXACT_MAX else MAX_STREAMS)
+            scored = len(source.ids) - 1  # the first id is context
+            read = streams or (1 if scored <= EXACT_MAX else MAX_STREAMS)
             score = score_stream(model, source.ids, streams=read, context=context, progress=progress,
                                  start=start_state(point, device) if context is not None else None)
         warm = WARMUP

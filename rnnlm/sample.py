@@ -175,18 +175,22 @@ def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: Samp
     out: list[list[int]] = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool)
     last = logits[:, -1]
+    ban = torch.zeros(last.shape[-1], dtype=last.dtype, device=last.device).index_fill_(
+        0, torch.tensor(banned, device=last.device), float("-inf"))
     for _ in range(opts.length):
-        masked = last.clone()
-        masked[:, banned] = float("-inf")
-        live = (~done).nonzero().flatten()  # a row that has ended draws nothing, as a run of one would stop
-        nxt = torch.full((n,), EOS_ID, dtype=torch.long)
-        nxt[live] = choose(masked[live], opts, [generators[i] for i in live.tolist()])
-        if on_step is not None:
-            on_step(nxt.tolist())
+        if records:  # a row that has ended draws nothing, as a run of one would stop
+            live = (~done).nonzero().flatten()
+            nxt = torch.full((n,), EOS_ID, dtype=torch.long)
+            nxt[live] = choose(last[live] + ban, opts, [generators[i] for i in live.tolist()])
         else:
-            for i, token in enumerate(nxt.tolist()):
-                if not done[i] and token != EOS_ID:
-                    out[i].append(token)
+            nxt = choose(last + ban, opts, generators)
+        ids = nxt.tolist()
+        if on_step is not None:
+            on_step(ids)
+        else:
+            for row, token in zip(out, ids):
+                if token != EOS_ID:  # a record's row that has ended draws <eos> alone
+                    row.append(token)
         poll()
         logits, new_state = model(nxt.to(last.device)[:, None], state)
         if records and bool(done.any()):

@@ -163,8 +163,9 @@ def text_features(text: str) -> dict[str, np.ndarray]:
                 indent = indent + 1 if ch == " " else (indent // 8 + 1) * 8
             else:
                 leading = False
+        closed = False
         if mode == "code":
-            if ch == '"':
+            if ch == '"' and not (prev == "'" and text[j + 1:j + 2] == "'"):  # C's character '"' opens no string
                 mode = "string"
             elif prev == "/" and ch in "/*" and not (ch == "/" and text[j - 2:j - 1] == ":"):  # `://` is a URL
                 mode, opened = ("line" if ch == "/" else "block"), j
@@ -179,13 +180,13 @@ def text_features(text: str) -> dict[str, np.ndarray]:
             if ch == "\n":
                 mode = "code"
         elif prev == "*" and ch == "/" and j - 1 > opened:  # `/*/` does not close: that `*` opened it
-            mode = "code"
+            mode, closed = "code", True
         if mode in ("code", "string"):
             depth = depth + 1 if ch in "([{" else max(0, depth - 1) if ch in ")]}" else depth
         column[j], depth_of[j], indent_of[j] = col, depth, indent
         quotes[j] = mode == "string"
         comment[j] = mode in ("line", "block")
-        prev = ch
+        prev = "" if closed else ch  # the `/` of `*/` opens nothing: `*//x` is no line comment
     url = np.zeros(n, dtype=np.float32)
     for m in _URL.finditer(text):
         url[m.start():m.end() - (len(m.group()) - len(m.group().rstrip(".,;:!?")))] = 1

@@ -110,6 +110,11 @@ def test_non_finite_weights_are_refused_unless_forced(tmp_path, model):
     assert_user_error(cli("eval", run), "rnn.weight_hh_l0 hold NaN or infinite", "--force")
     status, out, err = cli("sample", run, "--force", "--length", "5", "--seed", "1")
     assert status == 0 and err.startswith("warning: ") and "NaN or infinite" in err
+    status, out, err = cli("eval", run, "--force")
+    assert status == 0 and "perplexity nan" in out, out  # not inf: the loss is no number at all
+    status, out, err = cli("eval", run, "--force", "--json")
+    score = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert status == 0 and score["nll"] is None and score["perplexity"] is None and score["parts"][0]["bpc"] is None
 
 
 # ---- numbers ---------------------------------------------------------------------------------------------------------

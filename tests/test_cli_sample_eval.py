@@ -161,6 +161,25 @@ def test_eval_file_dash_reads_standard_input(models, tmp_path, monkeypatch):
     assert json.loads(piped[1])["nll"] == given["nll"] and json.loads(piped[1])["chars"] == 11
 
 
+def test_a_file_of_a_byte_order_mark_alone_has_nothing_to_score(models, tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf")
+    for flags in ([], ["--compare-compressors"]):
+        assert_user_error(cli("eval", models["hello"], "--file", tmp_path / "bom.txt", *flags),
+                          f"{tmp_path / 'bom.txt'}: no characters to score (the file holds a byte-order mark alone)")
+
+
+def test_a_text_of_exactly_the_exact_limit_is_read_as_one_stream(models, tmp_path, monkeypatch):
+    """Up to EXACT_MAX scored characters are read exactly as one stream (README, --help); the start id before them
+    is not one of them."""
+    from rnnlm import evaluate
+
+    monkeypatch.setattr(evaluate, "EXACT_MAX", 40)
+    for n, how in ((40, "exactly as one stream"), (41, "state carried in 41 streams")):
+        (tmp_path / "t.txt").write_text("hello " * 6 + "hello"[:n - 36], encoding="utf-8")
+        status, out, err = cli("eval", models["hello"], "--file", tmp_path / "t.txt")
+        assert status == 0 and out.startswith(f"{tmp_path / 't.txt'}: {n} characters") and how in out.splitlines()[0]
+
+
 def test_eval_reports_unknown_characters_and_several_files(models, tmp_path):
     (tmp_path / "a.txt").write_text("hello hello", encoding="utf-8")
     (tmp_path / "b.txt").write_text("hellö", encoding="utf-8")

@@ -93,6 +93,14 @@ def test_features_of_c_source_see_its_comments_strings_and_blocks():
     assert at(INDENT, "n++") == 16 and at(LINE_POSITION, "static", 3) == 4
 
 
+def test_a_closed_comment_and_a_quote_character_open_nothing():
+    """`*//` closes a comment and opens none (its `/` closed it); C's character literal '"' opens no string."""
+    text = "/* a *//b;\nc = '\"'; d = \"e\";\n"
+    f = text_features(text)
+    assert f[COMMENT][text.index("b;")] == 0 and f[COMMENT][text.index(" a")] == 1
+    assert f[QUOTES][text.index("; d")] == 0 and f[QUOTES][text.index("e")] == 1
+
+
 # ---------------------------------------------------------------------------------------------------
 # Ranking neurons
 
@@ -213,6 +221,9 @@ def test_viz_command_writes_a_page_and_reports_mistakes_in_one_line(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "showing neuron 1:4:c" in done.stderr and "the first 100" in done.stderr
     assert page_data(out.read_text())["neuron"] == {"kind": "c", "layer": 1, "index": 4}
+    (tmp_path / "long.c").write_bytes(C_TEXT.encode() * 20 + b"\0")  # not text past the page: never read
+    done = run_cli("viz", str(point.parent), "--file", str(tmp_path / "long.c"), "--out", str(out), "--chars", "100")
+    assert done.returncode == 0 and "100 characters (the first 100" in done.stderr, done.stderr
     bad = run_cli("viz", str(point), "--text", "abc", "--file", str(source))
     assert bad.returncode == 2 and bad.stderr.startswith("error: give the text to read with --file FILE or --text TEXT")
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
