@@ -533,7 +533,8 @@ class Evaluation:
         for p in named:
             s = p.score
             how = f"at most {self.context} characters of context" if self.context else p.reading()
-            out.append(f"{p.name}: {s.chars:,} characters ({s.unk:,} unknown)" + (f", {how}" if p in self.parts else ""))
+            chars = f"{s.chars:,} character{'s' * (s.chars != 1)}"
+            out.append(f"{p.name}: {chars} ({s.unk:,} unknown)" + (f", {how}" if p in self.parts else ""))
             measures = [f"nll {s.nll:.4f} nats/char", f"bpc {s.bpc:.4f}", f"perplexity {s.perplexity:.3f}"]
             out.append("  " + "   ".join(measures[-1:] + measures[:-1] if perplexity_first else measures))
             if p.compressors is not None:

@@ -174,6 +174,9 @@ def test_a_text_of_exactly_the_exact_limit_is_read_as_one_stream(models, tmp_pat
     from rnnlm import evaluate
 
     monkeypatch.setattr(evaluate, "EXACT_MAX", 40)
+    (tmp_path / "one.txt").write_text("h", encoding="utf-8")
+    assert cli("eval", models["hello"], "--file", tmp_path / "one.txt")[1].startswith(
+        f"{tmp_path / 'one.txt'}: 1 character (0 unknown), state carried over the whole text")
     for n, how in ((40, "exactly as one stream"), (41, "state carried in 41 streams")):
         (tmp_path / "t.txt").write_text("hello " * 6 + "hello"[:n - 36], encoding="utf-8")
         status, out, err = cli("eval", models["hello"], "--file", tmp_path / "t.txt")
