@@ -168,7 +168,7 @@ def test_a_file_of_a_byte_order_mark_alone_has_nothing_to_score(models, tmp_path
                           f"{tmp_path / 'bom.txt'}: no characters to score (the file holds a byte-order mark alone)")
 
 
-def test_a_text_of_exactly_the_exact_limit_is_read_as_one_stream(models, tmp_path, monkeypatch):
+def test_how_a_text_up_to_the_exact_limit_is_read_and_counted(models, tmp_path, monkeypatch):
     """Up to EXACT_MAX scored characters are read exactly as one stream (README, --help); the start id before them
     is not one of them."""
     from rnnlm import evaluate
