@@ -15,7 +15,9 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -282,13 +284,17 @@ def sample(
     primed = read_prime(point.vocab, prime, prime_file, strict, default=defaults.prime, records=point.records)
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
+
+    def start(drawn: int) -> None:  # the model and the corpus are read: from here on the command only writes
+        _end_with_the_reader()
+        if seed is None:  # named before the first character: a sample worth keeping can be drawn again (| head too)
+            typer.echo(f"seed {drawn} (the same samples again: --seed {drawn})", err=True)
+
     with output(out) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
-                                   root=run_data(point, data_dir), device=target, force=force)
+                                   root=run_data(point, data_dir), device=target, force=force, on_start=start)
     if report.summary():
         typer.echo(report.summary(), err=True)
-    if seed is None:  # a sample worth keeping can be drawn again
-        typer.echo(f"seed {report.seed} (the same samples again: --seed {report.seed})", err=True)
 
 
 @app.command("eval", short_help="Measure a model on held-out text: perplexity, bits per character.")
@@ -343,6 +349,7 @@ def evaluate(
                               streams=streams, progress=True, force=force)
     for warning in result.warnings():
         typer.echo(f"warning: {warning}", err=True)
+    _end_with_the_reader()
     typer.echo(json.dumps(result.as_dict()) if as_json else "\n".join(result.lines(perplexity_first=perplexity)))
 
 
@@ -359,6 +366,7 @@ def list_runs(
     from rnnlm.console import clock
     from rnnlm.runs import list_runs as runs_in
 
+    _end_with_the_reader()
     runs = runs_in(folder)
     if as_json:
         for r in runs:
@@ -386,6 +394,7 @@ def show_config(
     `rnnlm train` writes it to the run's config.yaml. Nothing is trained."""
     from rnnlm.config import load_config, with_absolute_paths
 
+    _end_with_the_reader()
     config_file, args = _config_and_overrides(config, list(overrides or []))  # `rnnlm config train.lr=0.01`
     typer.echo(with_absolute_paths(load_config(config_file, args)).to_yaml(), nl=False)
 
@@ -491,6 +500,7 @@ def data_list(data_dir: DataDirOpt = None, mirror: MirrorOpt = None) -> None:
     from rnnlm.data import DataRoot
     from rnnlm.data.catalog import format_listing, list_corpora
 
+    _end_with_the_reader()
     typer.echo(format_listing(list_corpora(DataRoot.resolve(data_dir, mirror))))
 
 
@@ -545,6 +555,14 @@ def device_for(name: str, threads: int | None = None) -> torch.device:
     if device.type == "cpu":
         use_threads(threads)
     return device
+
+
+def _end_with_the_reader() -> None:
+    """A command that only prints ends when its reader stops early (`rnnlm sample RUN | head`) as cat and grep do: by
+    SIGPIPE (status 141 in the shell), quietly. Python ignores the signal, and click turned the write error into
+    status 1, silently. Not for commands that train or download: there a broken pipe or socket is an error to handle."""
+    if threading.current_thread() is threading.main_thread():  # signal handlers are the main thread's to set
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 @contextlib.contextmanager

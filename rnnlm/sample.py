@@ -303,14 +303,15 @@ def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[S
 
 
 def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: TextIO, unique: bool = False,
-                      novel: bool = False, root: DataRoot | None = None,
-                      device: torch.device | str = "cpu", force: bool = False) -> SampleReport:
+                      novel: bool = False, root: DataRoot | None = None, device: torch.device | str = "cpu",
+                      force: bool = False, on_start: Callable[[int], None] | None = None) -> SampleReport:
     """Generate `opts.num_samples` samples from a checkpoint and write them to `out` as they are produced.
 
     One sample without filters is written and flushed character by character. Records are written one
     per line, in order, each as soon as it and the ones before it have ended; `unique` drops repeats,
     `novel` drops records the training split holds. Samples of a stream corpus are written when the batch they
-    are drawn in is done (DRAW_ROWS and DRAW_IDS set its size), separated by a line `---`.
+    are drawn in is done (DRAW_ROWS and DRAW_IDS set its size), separated by a line `---`. `on_start` is told the seed
+    sample 0 draws with once the model (and a records corpus's training split) is read, before anything is written.
     """
     if not point.records and (unique or novel):
         raise RnnlmError("--unique and --novel apply to line-per-record corpora (names, anbn); "
@@ -320,8 +321,10 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
         raise RnnlmError(f"--novel needs the training split: {note}; point --data-dir at the corpus")
     wanted = opts.num_samples
     model, start = load_model(point, device, force), start_state(point, device)  # refused before a prime is shown
-    printer = _Printer(point.vocab, prime, out, wanted, point.records, unique, novel, training)
     seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
+    if on_start is not None:
+        on_start(seed)
+    printer = _Printer(point.vocab, prime, out, wanted, point.records, unique, novel, training)
     rows = max(1, min(DRAW_ROWS, DRAW_IDS // max(1, opts.length)))
     while True:  # until `wanted` are written; filtered records: or MAX_DRAWS times that many were drawn
         n = min(rows, wanted - printer.written, MAX_DRAWS * wanted - printer.drawn)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
+import threading
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -61,6 +63,7 @@ def cli(*args: object) -> tuple[int, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     argv, sys.argv = sys.argv, ["rnnlm", *map(str, args)]
+    sigpipe = signal.getsignal(signal.SIGPIPE)  # a printing command dies of SIGPIPE as a process: not this one's
     try:
         with redirect_stdout(out), redirect_stderr(err):
             main()
@@ -69,6 +72,8 @@ def cli(*args: object) -> tuple[int, str, str]:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sys.argv = argv
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGPIPE, sigpipe)
     return code, out.getvalue(), err.getvalue()
 
 

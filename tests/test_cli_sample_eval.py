@@ -97,10 +97,30 @@ def test_a_sample_drawn_without_a_seed_names_the_seed_that_draws_it_again(models
     for model, extra in (("hello", []), ("coin", ["-N", "5"])):
         args = ["sample", models[model], "--length", "40", "--temp", "1", *extra]
         status, out, err = cli(*args)
-        seed = err.splitlines()[-1].split()[1]
-        assert status == 0 and err.splitlines()[-1] == f"seed {seed} (the same samples again: --seed {seed})"
+        seed = err.splitlines()[0].split()[1]  # named before the first character
+        assert status == 0 and err.splitlines()[0] == f"seed {seed} (the same samples again: --seed {seed})"
         again = cli(*args, "--seed", seed)
         assert again[1] == out and "seed" not in again[2]
+
+
+def test_a_reader_that_stops_early_ends_sample_and_eval_as_it_ends_cat(models, tmp_path):
+    """`rnnlm sample RUN | head`: killed by SIGPIPE (status 141 in the shell), nothing on stderr but the seed that
+    draws the sample again; it was status 1, and the seed came only after the whole sample."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    (tmp_path / "t.txt").write_text("hello " * 50, encoding="utf-8")
+    for args in (["sample", models["hello"], "--length", "1000000"], ["sample", models["coin"], "-N", "1000000"],
+                 ["eval", models["hello"], "--file", tmp_path / "t.txt"]):
+        proc = subprocess.Popen([sys.executable, "-m", "rnnlm", *map(str, args)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        proc.stdout.close()  # as head does once it has what it wants
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == -signal.SIGPIPE, err
+        assert "Traceback" not in err and all(line.startswith(("seed ", "warning: ")) for line in err.splitlines())
+        assert (err.startswith("seed ")) == (args[0] == "sample")
 
 
 def test_unique_and_novel_filter_the_records(models):
