@@ -306,9 +306,9 @@ class Trainer:
         """The records, evaluations and samples due after this step; their time counts in the wall-clock budget,
         not in the characters per second. False if a stop signal cut the evaluation short."""
         t, tally = self.cfg.train, self.tally
+        self.bar.step(tally)  # first: the record shown beside the bar is this step's
         if tally.step % t.log_every == 0:
             self.log_training()
-        self.bar.step(tally)
         if tally.step % t.eval_every == 0 and not self.evaluate_and_save():
             return False
         if self._preview_due() and self.dist.is_main:

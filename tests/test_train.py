@@ -179,6 +179,24 @@ class Terminal(io.StringIO):
         return True
 
 
+def test_on_a_terminal_the_loss_beside_the_bar_is_the_step_it_shows(tmp_path, monkeypatch):
+    """The bar drawn with a training record counts the step the record was logged at (it showed the step before)."""
+    import re
+    import shutil
+
+    from rnnlm import console
+
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=None: os.terminal_size((100, 24)))
+    terminal = Terminal()
+    monkeypatch.setattr(console.sys, "stderr", terminal)
+    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=9", "train.log_every=3", "train.eval_every=100",
+                             "train.sample_every=0", "model.hidden_size=8"])
+    train(cfg, tmp_path / "run", progress=True)
+    frames = [f for f in terminal.getvalue().split("\r") if "· loss" in f or ", loss" in f]  # the bar's lines
+    counts = {re.search(r"\| (\d)/9", f).group(1) for f in frames}
+    assert counts and counts <= {"3", "6", "9"}, frames
+
+
 def test_on_a_terminal_the_progress_line_fits_and_counts_a_time_budget_in_seconds(tmp_path, monkeypatch):
     import shutil
 
