@@ -173,7 +173,10 @@ def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Pat
     if init_from is not None:
         if resume is not None:
             raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
-        args.append(f"train.init_from={ckpt_path(init_from)}")
+        try:
+            args.append(f"train.init_from={ckpt_path(init_from)}")
+        except RnnlmError as e:
+            raise RnnlmError(f"--init-from {e}") from None
     return config, args
 
 
@@ -238,7 +241,7 @@ def sample(
     temp: Annotated[Optional[float], typer.Option("--temp", "-t", help="Temperature; 0 always takes the most likely character "
                                                   "[default: the run's sample.temperature].", show_default=False)] = None,
     length: Annotated[Optional[int], typer.Option("--length", "-n", help="Characters to generate per sample (for records: "
-                                                  "the most a record may have) [default: sample.length].",
+                                                  "the most a record may add to the prime) [default: sample.length].",
                                                   show_default=False)] = None,
     prime: Annotated[Optional[str], typer.Option("--prime", "-p", help="Text the model reads before it writes; may be empty "
                                                  "[default: sample.prime].", show_default=False)] = None,
@@ -256,8 +259,8 @@ def sample(
                                                 show_default=False)] = None,
     unique: Annotated[bool, typer.Option("--unique", help="Records: drop repeated records.")] = False,
     novel: Annotated[bool, typer.Option("--novel", help="Records: keep only records the training split does not hold.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the samples to this file instead of stdout; "
-                                                "it appears (or replaces one) when sampling ends.",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the samples to this file instead of stdout (- "
+                                                "is stdout); it appears (or replaces one) when sampling ends.",
                                                 show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept, to count novel records "
                                                      "[default: where the run trained from].",
@@ -290,7 +293,7 @@ def sample(
         if seed is None:  # named before the first character: a sample worth keeping can be drawn again (| head too)
             typer.echo(f"seed {drawn} (the same samples again: --seed {drawn})", err=True)
 
-    with output(out) as stream:
+    with output(None if str(out) == "-" else out) as stream:  # `--out -`: standard output, as without --out
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
                                    root=run_data(point, data_dir), device=target, force=force, on_start=start)
     if report.summary():
@@ -394,9 +397,13 @@ def show_config(
     `rnnlm train` writes it to the run's config.yaml. Nothing is trained."""
     from rnnlm.config import load_config, with_absolute_paths
 
+    from rnnlm.data import get_loader
+
     _end_with_the_reader()
     config_file, args = _config_and_overrides(config, list(overrides or []))  # `rnnlm config train.lr=0.01`
-    typer.echo(with_absolute_paths(load_config(config_file, args)).to_yaml(), nl=False)
+    cfg = load_config(config_file, args)
+    get_loader(cfg.data.dataset)  # a corpus name that is none is refused here as `train` refuses it
+    typer.echo(with_absolute_paths(cfg).to_yaml(), nl=False)
 
 
 @app.command(short_help="Write a web page of how each neuron fires on a text.")
@@ -612,6 +619,9 @@ def out_path(path: Path) -> Path:
     kept); refused when that is a folder, a device, a FIFO or a socket, or its folder does not exist."""
     import stat
 
+    if str(path) == "-":
+        raise RnnlmError("--out -: give the path of a file to write (this command writes a file, not to standard "
+                         "output)")
     target = path.resolve() if path.is_symlink() else path
     try:
         mode = target.stat().st_mode

@@ -44,7 +44,10 @@ class Start:
 def start_from(cfg: Config, corpus_vocab: Vocab) -> Start:
     """The checkpoint `train.init_from` names, checked against the config, and the vocabulary to train with."""
     path = Path(cfg.train.init_from).expanduser()  # type: ignore[arg-type]
-    point = ckpt.load(path)
+    try:
+        point = ckpt.load(path)
+    except RnnlmError as e:  # name the key that named the file
+        raise RnnlmError(f"train.init_from: {e}") from None
     broken = non_finite(point)
     if broken:
         raise RnnlmError(f"train.init_from: {broken}; start from another checkpoint (an earlier one of the run?)")

@@ -54,7 +54,7 @@ STREAM_SEPARATOR = "---"
 @dataclass
 class SampleOptions:
     length: int = 500
-    """Characters to generate per sample (for records: the most a record may have)."""
+    """Characters to generate per sample, after the prime (for records: the most a record may add to it)."""
     temperature: float = 0.8
     """Divides the logits; 0 takes the most likely character every time."""
     top_k: int | None = None
@@ -238,7 +238,8 @@ def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, 
         prime = read_utf8(path) if path is not None else text if text is not None else default
     typed_text(prime, "--prime", "the prime in a UTF-8 file with --prime-file")
     if records and "\n" in prime:
-        raise RnnlmError("the prime has a line break (a --prime-file's final newline counts; without --prime or "
+        raise RnnlmError("the prime has a line break (a --prime-file's final newline counts: echo -n or printf "
+                         "writes none; without --prime or "
                          "--prime-file the prime is the run's sample.prime), but this model writes one record per "
                          "line: prime it with the start of one record")
     unknown = vocab.unknown(prime)

@@ -102,6 +102,10 @@ def test_missing(tmp_path):
         ckpt.load(tmp_path / "nope")
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint in this folder.*train first"):
         ckpt.load(tmp_path)
+    (tmp_path / "runs" / "a-run").mkdir(parents=True)
+    (tmp_path / "runs" / "a-run" / ckpt.LAST).write_bytes(b"")  # a folder of runs, given for one of them
+    with pytest.raises(ckpt.CheckpointError, match=f"it holds runs: give one of them \\(`rnnlm runs {tmp_path / 'runs'}`"):
+        ckpt.load(tmp_path / "runs")
     (tmp_path / "config.yaml").write_text("model: {cell: gru}\n")  # a run stopped before its first checkpoint
     with pytest.raises(ckpt.CheckpointError, match=f"continue it with `rnnlm train --resume {tmp_path}`"):
         ckpt.load(tmp_path)

@@ -106,6 +106,11 @@ def test_config_prints_paths_as_a_run_records_them(tmp_path, monkeypatch):
     assert f"path: {tmp_path / 'notes' / 'a.txt'}\n" in out and f"init_from: {tmp_path / 'runs' / 'r'}\n" in out
 
 
+def test_config_refuses_a_corpus_that_is_none_as_train_does():
+    assert_user_error(cli("config", REPO / "configs" / "tiny.yaml", "data.dataset=shakespear"),
+                      "data.dataset='shakespear' is not a corpus (did you mean 'shakespeare'?)")
+
+
 def test_resume_with_out_or_name_is_refused(tmp_path):
     """--resume continues a run in place: an --out or --name given with it was silently ignored (nanoGPT users expect
     a copy in out_dir); the message points at --init-from, which starts a new run from the weights."""

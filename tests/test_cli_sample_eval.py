@@ -87,6 +87,12 @@ def test_sample_and_eval_as_a_user_runs_them(models, tmp_path):
 # Variations, through the same entry point in this process
 
 
+def test_out_dash_is_standard_output(models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["sample", models["hello"], "--length", "20", "--seed", "3"]
+    assert cli(*args, "--out", "-") == cli(*args) and list(tmp_path.iterdir()) == []  # no file named '-'
+
+
 def test_a_different_seed_gives_different_text(models):
     args = ["sample", models["hello"], "--length", "40", "--temp", "1"]
     assert cli(*args, "--seed", "5")[1] != cli(*args, "--seed", "6")[1]
@@ -251,8 +257,9 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     (["sample", "{hello}", "--prime-file", "{tmp}/none.txt"], ["none.txt: no such file"]),
     (["sample", "{hello}", "--prime", "x", "--prime-file", "{tmp}/none.txt"], ["not both"]),
     (["sample", "{hello}", "--novel"], ["line-per-record"]),
-    (["sample", "{coin}", "--prime", "ab\nab"], ["line break", "one record per line"]),
+    (["sample", "{coin}", "--prime", "ab\nab"], ["line break", "echo -n or printf writes none", "one record per line"]),
     (["sample", "{hello}", "--out", "{tmp}"], ["--out", "is a folder"]),
+    (["viz", "{hello}", "--text", "he", "--out", "-"], ["--out -: give the path of a file to write"]),
     (["sample", "{hello}", "--device", "gpu"], ["--device=gpu", "auto, cpu, cuda, cuda:N"]),
     (["eval", "{hello}", "--device", "gpu"], ["--device=gpu", "auto, cpu, cuda, cuda:N"]),
     (["eval", "{hello}", "--context", "0"], ["--context 0"]),
@@ -323,7 +330,7 @@ def test_a_sample_that_fails_part_way_leaves_an_existing_out_file_as_it_was(mode
     target = tmp_path / "samples.txt"
     target.write_text("yesterday's samples\n", encoding="utf-8")
     extra = ["--novel"] if how == "refused inside the sampler" else []
-    status, out, err = cli("sample", models["hello"], "--length", "50", "--out", target, *extra)
+    status, out, err = cli("sample", models["hello"], "--length", "50", "--seed", "1", "--out", target, *extra)
     if how == "ctrl-c part way":
         assert status == 130 and "Traceback" not in err  # typer's quiet exit for Ctrl-C
     elif how == "sigterm part way":
@@ -368,7 +375,7 @@ def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(model
     target = tmp_path / "samples.txt"
     target.write_text("yesterday's samples\n", encoding="utf-8")
     monkeypatch.setattr(os, "replace", full)  # the rename that would put the finished file in place
-    status, out, err = cli("sample", models["hello"], "--length", "20", "--out", target)
+    status, out, err = cli("sample", models["hello"], "--length", "20", "--seed", "1", "--out", target)
     assert_user_error((status, out, err), "No space left on device", "nothing was replaced")
     assert target.read_text(encoding="utf-8") == "yesterday's samples\n"
     assert [p.name for p in tmp_path.iterdir()] == ["samples.txt"]
@@ -400,7 +407,7 @@ def test_a_data_dir_that_does_not_exist_is_refused_not_made(models, tmp_path, co
 def test_a_stdout_that_cannot_show_the_text_is_one_line(tmp_path):
     """PYTHONIOENCODING=ascii (or a narrow terminal) and a model that writes é: say so and how to get the text."""
     model = make_checkpoint(tmp_path / "e.pt", dataset="hello", chars="é", setup=constant_logits(é=0.0))
-    result = run_cli("sample", str(model), "--length", "5", env={"PYTHONIOENCODING": "ascii"})
+    result = run_cli("sample", str(model), "--length", "5", "--seed", "1", env={"PYTHONIOENCODING": "ascii"})
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: standard output's encoding (ascii) cannot show 'é'; set PYTHONIOENCODING=utf-8, or write to a file "

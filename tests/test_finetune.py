@@ -130,3 +130,13 @@ def test_model_keys_that_shape_nothing_here_may_differ(tmp_path):
     tuned = load_config(None, ["model.hidden_size=8", "model.num_layers=1", "model.cell=lstm", "model.embed_dim=32",
                                "model.nonlinearity=relu", f"train.init_from={path}"])
     assert start_from(tuned, vocab).vocab.itos == vocab.itos
+
+
+def test_a_start_that_is_not_there_names_the_option_that_named_it(tmp_path):
+    tiny = REPO / "configs" / "tiny.yaml"
+    gone = tmp_path / "nosuch"
+    assert_user_error(cli("train", tiny, "--init-from", gone, "--out", tmp_path),
+                      f"error: --init-from {gone}: no such checkpoint or run directory")
+    assert_user_error(cli("train", tiny, f"train.init_from={gone}", "--out", tmp_path),
+                      f"error: train.init_from: {gone}: no such checkpoint or run directory")
+    assert list(tmp_path.iterdir()) == []  # no run folder left behind

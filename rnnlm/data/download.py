@@ -88,7 +88,8 @@ def fetch(remote: Remote, root: DataRoot, timeout: float = DEFAULT_TIMEOUT, prog
         with _readable(mirrored) as f:
             _store(remote, target, _chunks(f), total=mirrored.stat().st_size, origin=str(mirrored), progress=False)
     else:
-        mirror_note = f" (the mirror {root.mirror} has none)" if root.mirror is not None else ""
+        mirror_note = "" if root.mirror is None else (f" (the mirror {root.mirror} has none)" if root.mirror.is_dir()
+                                                      else f" (the mirror {root.mirror} is no folder here)")
         _download(remote, target, timeout, progress, mirror_note)
     root.mark()  # after: a failed download leaves nothing behind
     return target

@@ -149,6 +149,14 @@ def test_offline_without_mirror_says_what_where_url_and_mirror(tmp_path: Path) -
     assert "RNNLM_DATA_MIRROR" in message and "--mirror" in message
 
 
+def test_a_mirror_that_is_not_there_is_called_so(tmp_path: Path) -> None:
+    (tmp_path / "mirror").mkdir()
+    for mirror, note in ((tmp_path / "mirror", "has none"), (tmp_path / "nope", "is no folder here")):
+        with pytest.raises(RnnlmError) as e:
+            fetch(Remote("shakespeare/input.txt", refused_url(), DIGEST), DataRoot(tmp_path / "data", mirror), timeout=5)
+        assert f"(the mirror {mirror} {note})" in str(e.value)
+
+
 def test_mirror_is_tried_before_the_network(tmp_path: Path) -> None:
     offline_url = refused_url()
     mirror = tmp_path / "mirror"
