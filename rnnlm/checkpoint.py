@@ -225,10 +225,12 @@ def resolve(path: str | Path) -> Path:
         for name in (BEST, LAST):
             if (p / name).is_file():
                 return p / name
-        holds_runs = any((run / BEST).is_file() or (run / LAST).is_file() for run in _folders(p))
-        advice = (f"it stopped before its first checkpoint: continue it with `rnnlm train --resume {p}`"
-                  if (p / "config.yaml").is_file() else f"it holds runs: give one of them (`rnnlm runs {p}` lists "
-                  "them)" if holds_runs else "train first with `rnnlm train CONFIG`")
+        if (p / "config.yaml").is_file():
+            advice = f"it stopped before its first checkpoint: continue it with `rnnlm train --resume {p}`"
+        elif any((run / BEST).is_file() or (run / LAST).is_file() for run in _folders(p)):
+            advice = f"it holds runs: give one of them (`rnnlm runs {p}` lists them)"
+        else:
+            advice = "train first with `rnnlm train CONFIG`"
         raise CheckpointError(f"{p}: no checkpoint in this folder (expected {BEST} or {LAST}); {advice}")
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint or run directory")

@@ -287,17 +287,22 @@ def sample(
     primed = read_prime(point.vocab, prime, prime_file, strict, default=defaults.prime, records=point.records)
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
+    to_stdout = out is None or str(out) == "-"  # `--out -`: standard output, as without --out
+    name_seed = lambda drawn: typer.echo(f"seed {drawn} (the same samples again: --seed {drawn})", err=True)  # noqa: E731
 
     def start(drawn: int) -> None:  # the model and the corpus are read: from here on the command only writes
-        _end_with_the_reader()
-        if seed is None:  # named before the first character: a sample worth keeping can be drawn again (| head too)
-            typer.echo(f"seed {drawn} (the same samples again: --seed {drawn})", err=True)
+        if to_stdout:  # a reader may stop early (| head): the seed first, so that the sample can be drawn again
+            _end_with_the_reader()
+            if seed is None:
+                name_seed(drawn)
 
-    with output(None if str(out) == "-" else out) as stream:  # `--out -`: standard output, as without --out
+    with output(None if to_stdout else out) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
                                    root=run_data(point, data_dir), device=target, force=force, on_start=start)
     if report.summary():
         typer.echo(report.summary(), err=True)
+    if seed is None and not to_stdout:  # once the file is in place
+        name_seed(report.seed)
 
 
 @app.command("eval", short_help="Measure a model on held-out text: perplexity, bits per character.")
@@ -396,7 +401,6 @@ def show_config(
     """Print the config a run of CONFIG with these overrides would use, as YAML: every key, defaults included, as
     `rnnlm train` writes it to the run's config.yaml. Nothing is trained."""
     from rnnlm.config import load_config, with_absolute_paths
-
     from rnnlm.data import get_loader
 
     _end_with_the_reader()

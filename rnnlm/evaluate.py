@@ -70,6 +70,7 @@ from rnnlm.data.store import Source, Store, open_store
 from rnnlm.data.text import file_pieces, files_identity, is_glob, line_records
 from rnnlm.errors import RnnlmError
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
+from rnnlm.metrics import finite_or_null
 from rnnlm.model import GATES, CharRNN
 from rnnlm.runtime import poll
 from rnnlm.state import State, expand_rows, map_state, select_rows, tensors
@@ -110,8 +111,7 @@ class Score:
 
     def as_dict(self) -> dict[str, float | int | None]:
         """JSON's values: a NaN or infinite one (a diverged model's) is null, as in metrics.jsonl."""
-        values = {**asdict(self), "bpc": self.bpc, "perplexity": self.perplexity}
-        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
+        return finite_or_null({**asdict(self), "bpc": self.bpc, "perplexity": self.perplexity})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -33,13 +33,17 @@ class MetricLogger(Protocol):
     def close(self) -> None: ...
 
 
+def finite_or_null(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as JSON can hold it: a NaN or infinite number (a diverged loss) as null."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+
+
 class JsonlLogger:
     def __init__(self, path: Path):
         self.file = open(path, "a", encoding="utf-8")
 
     def log(self, record: dict[str, Any]) -> None:
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        self.file.write(json.dumps(clean) + "\n")
+        self.file.write(json.dumps(finite_or_null(record)) + "\n")
         self.file.flush()
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rnnlm import checkpoint as ckpt
 from rnnlm.atomic import atomic_file, remove_stale_temp_files
@@ -99,7 +99,7 @@ def _claim(out: Path, run_dir: Path) -> str | None:
     return None
 
 
-def _occupant(run_dir: Path) -> str:
+def _occupant(run_dir: Path) -> Literal["nobody", "a start", "a run"]:
     """Whose an existing folder is. "nobody": it holds only a run's lock, with the pid of the start that took it and
     no process holding it now (a start killed, by SIGKILL or by SIGTERM before training, before it wrote anything):
     a new run may take its name. "a start": it holds nothing, or a lock no start has written its pid into yet (a

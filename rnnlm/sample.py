@@ -175,15 +175,15 @@ def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: Samp
     out: list[list[int]] = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool)
     last = logits[:, -1]
-    ban = torch.zeros(last.shape[-1], dtype=last.dtype, device=last.device).index_fill_(
-        0, torch.tensor(banned, device=last.device), float("-inf"))
+    ban = torch.zeros(last.shape[-1], dtype=torch.bool, device=last.device)
+    ban[banned] = True
     for _ in range(opts.length):
         if records:  # a row that has ended draws nothing, as a run of one would stop
             live = (~done).nonzero().flatten()
             nxt = torch.full((n,), EOS_ID, dtype=torch.long)
-            nxt[live] = choose(last[live] + ban, opts, [generators[i] for i in live.tolist()])
+            nxt[live] = choose(last[live].masked_fill(ban, -math.inf), opts, [generators[i] for i in live.tolist()])
         else:
-            nxt = choose(last + ban, opts, generators)
+            nxt = choose(last.masked_fill(ban, -math.inf), opts, generators)
         ids = nxt.tolist()
         if on_step is not None:
             on_step(ids)
@@ -276,7 +276,7 @@ class SampleReport:
         """One line for stderr; None for stream corpora, which have nothing to count."""
         if not self.records:
             return None
-        parts = [f"{self.samples} records generated", f"{self.distinct} distinct"]
+        parts = [f"{self.samples} record{'s' * (self.samples != 1)} generated", f"{self.distinct} distinct"]
         parts.append(f"{self.novel} novel (not in the {self.corpus} training split)" if self.novel is not None
                      else f"novelty not checked: {self.note}")
         line = ", ".join(parts)

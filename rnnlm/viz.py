@@ -165,7 +165,7 @@ def text_features(text: str) -> dict[str, np.ndarray]:
                 leading = False
         closed = False
         if mode == "code":
-            if ch == '"' and not (prev == "'" and text[j + 1:j + 2] == "'"):  # C's character '"' opens no string
+            if ch == '"' and not _in_character_literal(text, j):
                 mode = "string"
             elif prev == "/" and ch in "/*" and not (ch == "/" and text[j - 2:j - 1] == ":"):  # `://` is a URL
                 mode, opened = ("line" if ch == "/" else "block"), j
@@ -191,6 +191,11 @@ def text_features(text: str) -> dict[str, np.ndarray]:
     for m in _URL.finditer(text):
         url[m.start():m.end() - (len(m.group()) - len(m.group().rstrip(".,;:!?")))] = 1
     return {LINE_POSITION: column, QUOTES: quotes, BRACKETS: depth_of, INDENT: indent_of, COMMENT: comment, URL: url}
+
+
+def _in_character_literal(text: str, j: int) -> bool:
+    """Whether the quote at j is C's character '"' (or '\\"'), which opens no string."""
+    return text[j + 1:j + 2] == "'" and (text[j - 1:j] == "'" or text[max(0, j - 2):j] == "'\\")
 
 
 @dataclass(frozen=True)

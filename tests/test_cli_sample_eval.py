@@ -99,7 +99,7 @@ def test_a_different_seed_gives_different_text(models):
     assert cli(*args, "--seed", "5")[1] == cli(*args, "--seed", "5")[1]
 
 
-def test_a_sample_drawn_without_a_seed_names_the_seed_that_draws_it_again(models):
+def test_a_sample_drawn_without_a_seed_names_the_seed_that_draws_it_again(models, tmp_path):
     for model, extra in (("hello", []), ("coin", ["-N", "5"])):
         args = ["sample", models[model], "--length", "40", "--temp", "1", *extra]
         status, out, err = cli(*args)
@@ -107,9 +107,13 @@ def test_a_sample_drawn_without_a_seed_names_the_seed_that_draws_it_again(models
         assert status == 0 and err.splitlines()[0] == f"seed {seed} (the same samples again: --seed {seed})"
         again = cli(*args, "--seed", seed)
         assert again[1] == out and "seed" not in again[2]
+        status, _, err = cli(*args, "--out", tmp_path / "s.txt")  # a file: named once it is in place
+        seed = err.splitlines()[-1].split()[1]
+        assert status == 0 and err.splitlines()[-1] == f"seed {seed} (the same samples again: --seed {seed})"
+        assert cli(*args, "--seed", seed)[1] == (tmp_path / "s.txt").read_text(encoding="utf-8")
 
 
-def test_a_reader_that_stops_early_ends_sample_and_eval_as_it_ends_cat(models, tmp_path):
+def test_a_reader_that_stops_early_ends_a_printing_command_as_it_ends_cat(models, tmp_path):
     """`rnnlm sample RUN | head`: killed by SIGPIPE (status 141 in the shell), nothing on stderr but the seed that
     draws the sample again; it was status 1, and the seed came only after the whole sample."""
     import os
@@ -119,12 +123,15 @@ def test_a_reader_that_stops_early_ends_sample_and_eval_as_it_ends_cat(models, t
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     (tmp_path / "t.txt").write_text("hello " * 50, encoding="utf-8")
     for args in (["sample", models["hello"], "--length", "1000000"], ["sample", models["coin"], "-N", "1000000"],
-                 ["eval", models["hello"], "--file", tmp_path / "t.txt"]):
+                 ["eval", models["hello"], "--file", tmp_path / "t.txt"], ["config"], ["data", "list"]):
         proc = subprocess.Popen([sys.executable, "-m", "rnnlm", *map(str, args)], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         proc.stdout.close()  # as head does once it has what it wants
+        try:
+            assert proc.wait(timeout=120) == -signal.SIGPIPE, args
+        finally:
+            proc.kill()
         err = proc.stderr.read().decode()
-        assert proc.wait(timeout=120) == -signal.SIGPIPE, err
         assert "Traceback" not in err and all(line.startswith(("seed ", "warning: ")) for line in err.splitlines())
         assert (err.startswith("seed ")) == (args[0] == "sample")
 
@@ -192,6 +199,8 @@ def test_a_file_of_a_byte_order_mark_alone_has_nothing_to_score(models, tmp_path
     for flags in ([], ["--compare-compressors"]):
         assert_user_error(cli("eval", models["hello"], "--file", tmp_path / "bom.txt", *flags),
                           f"{tmp_path / 'bom.txt'}: no characters to score (the file holds a byte-order mark alone)")
+    assert_user_error(cli("eval", models["coin"], "--file", tmp_path / "bom.txt"),  # a records model
+                      f"{tmp_path / 'bom.txt'}: no records (the file holds a byte-order mark alone)")
 
 
 def test_how_a_text_up_to_the_exact_limit_is_read_and_counted(models, tmp_path, monkeypatch):
@@ -330,7 +339,7 @@ def test_a_sample_that_fails_part_way_leaves_an_existing_out_file_as_it_was(mode
     target = tmp_path / "samples.txt"
     target.write_text("yesterday's samples\n", encoding="utf-8")
     extra = ["--novel"] if how == "refused inside the sampler" else []
-    status, out, err = cli("sample", models["hello"], "--length", "50", "--seed", "1", "--out", target, *extra)
+    status, out, err = cli("sample", models["hello"], "--length", "50", "--out", target, *extra)
     if how == "ctrl-c part way":
         assert status == 130 and "Traceback" not in err  # typer's quiet exit for Ctrl-C
     elif how == "sigterm part way":
@@ -375,7 +384,7 @@ def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(model
     target = tmp_path / "samples.txt"
     target.write_text("yesterday's samples\n", encoding="utf-8")
     monkeypatch.setattr(os, "replace", full)  # the rename that would put the finished file in place
-    status, out, err = cli("sample", models["hello"], "--length", "20", "--seed", "1", "--out", target)
+    status, out, err = cli("sample", models["hello"], "--length", "20", "--out", target)
     assert_user_error((status, out, err), "No space left on device", "nothing was replaced")
     assert target.read_text(encoding="utf-8") == "yesterday's samples\n"
     assert [p.name for p in tmp_path.iterdir()] == ["samples.txt"]
@@ -407,9 +416,10 @@ def test_a_data_dir_that_does_not_exist_is_refused_not_made(models, tmp_path, co
 def test_a_stdout_that_cannot_show_the_text_is_one_line(tmp_path):
     """PYTHONIOENCODING=ascii (or a narrow terminal) and a model that writes é: say so and how to get the text."""
     model = make_checkpoint(tmp_path / "e.pt", dataset="hello", chars="é", setup=constant_logits(é=0.0))
-    result = run_cli("sample", str(model), "--length", "5", "--seed", "1", env={"PYTHONIOENCODING": "ascii"})
+    result = run_cli("sample", str(model), "--length", "5", env={"PYTHONIOENCODING": "ascii"})
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [
+    seed, *error = result.stderr.strip().splitlines()  # the seed is named before the first character is written
+    assert seed.startswith("seed ") and error == [
         "error: standard output's encoding (ascii) cannot show 'é'; set PYTHONIOENCODING=utf-8, or write to a file "
         "with --out FILE"]
 

@@ -40,6 +40,17 @@ def test_fixed_seed_gives_identical_samples():
 MODELS = {cell: random_model(len(VOCAB), cell=cell, seed=3) for cell in ("lstm", "gru", "rnn")}
 
 
+def test_a_banned_character_is_never_drawn_however_likely_the_model_makes_it():
+    """<unk> with an infinite logit (a broken model sampled with --force) is banned as any other: adding -inf to it
+    made NaN, and NaN drew <unk> at --temp 0 and other characters than the model's at --temp 1."""
+    model = random_model(len(VOCAB), cell="gru", seed=4)
+    opts = [SampleOptions(length=30, temperature=t, seed=2) for t in (0.0, 1.0)]
+    usual = [generate(model, VOCAB, "ab", o) for o in opts]
+    with torch.no_grad():
+        model.decoder.bias[UNK_ID] = math.inf
+    assert [generate(model, VOCAB, "ab", o) for o in opts] == usual
+
+
 @pytest.mark.parametrize("records", [False, True])
 def test_ids_handed_to_on_step_are_not_kept_as_well(records):
     """With on_step (what `rnnlm sample` writes from) each step's ids go there alone: a sample of --length 10**8 kept

@@ -95,10 +95,11 @@ def test_features_of_c_source_see_its_comments_strings_and_blocks():
 
 def test_a_closed_comment_and_a_quote_character_open_nothing():
     """`*//` closes a comment and opens none (its `/` closed it); C's character literal '"' opens no string."""
-    text = "/* a *//b;\nc = '\"'; d = \"e\";\n"
+    text = "/* a *//b;\nc = '\"'; d = \"e\";\nif (c == '\\\"') x = 1;\n"
     f = text_features(text)
     assert f[COMMENT][text.index("b;")] == 0 and f[COMMENT][text.index(" a")] == 1
     assert f[QUOTES][text.index("; d")] == 0 and f[QUOTES][text.index("e")] == 1
+    assert f[QUOTES][text.index(") x")] == 0
 
 
 # ---------------------------------------------------------------------------------------------------

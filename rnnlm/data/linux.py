@@ -68,8 +68,6 @@ SYSTEM_TARBALLS = "/usr/src/linux-source-*.tar.xz"
 """Where Debian's (and Ubuntu's) linux-source packages put the kernel tree."""
 
 EXTENSIONS = (".c", ".h")
-TAR_MAGIC_END = 262
-"""A tar header's format magic, "ustar" (POSIX and GNU tar alike), ends at this offset of the file."""
 
 
 # -- which files ------------------------------------------------------------------------------------
@@ -265,9 +263,9 @@ def _tar_sources(path: Path, subdirs: tuple[str, ...], scan: Scan) -> Iterator[t
         raise RnnlmError(f"{path}: cannot read it ({e.strerror})") from None
     with f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None, delay=1.0,
                  desc=f"reading {path.name}", leave=False) as bar:
-        head = f.read(TAR_MAGIC_END)
+        head = f.read(tarfile.BLOCKSIZE)
         compressed = any(head.startswith(magic) for magic in COMPRESSIONS)
-        if not compressed and head[TAR_MAGIC_END - 5:] != b"ustar":  # a C file, a zip: nothing a tar reader takes
+        if not compressed and not _tar_header(head):  # a C file, a zip: nothing a tar reader takes
             raise RnnlmError(f"{path}: not a tarball; the linux corpus reads a kernel source folder or a .tar.xz/"
                              f".tar.gz tarball (for files of your own: data.dataset=text data.path={path})")
         if not compressed:  # a plain tar: no decompressor sees a cut
@@ -307,6 +305,15 @@ def _tar_sources(path: Path, subdirs: tuple[str, ...], scan: Scan) -> Iterator[t
             # OSError covers gzip's and bz2's "not a gzip file" / "invalid data stream".
             raise RnnlmError(f"{path}: not a readable tarball, or a damaged one ({e}); data.path takes a kernel "
                              "source folder or a .tar.xz/.tar.gz tarball") from None
+
+
+def _tar_header(block: bytes) -> bool:
+    """Whether a file's first block is a tar header: its checksum holds (as for every format, v7 to pax)."""
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
 
 
 def read_tarball(path: Path, subdirs: tuple[str, ...], max_bytes: int | None) -> tuple[str, Scan]:

@@ -372,7 +372,8 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
         if truncated:
             raise RnnlmError(f"data.max_bytes={max_bytes} ends inside the first line of {path}; give a larger "
                              "data.max_bytes")
-        raise RnnlmError(f"{path}: no records (the file is empty); a line corpus holds one record per line")
+        empty = "holds a byte-order mark alone" if mark else "is empty"
+        raise RnnlmError(f"{path}: no records (the file {empty}); a line corpus holds one record per line")
     cr = (lines[1:] - lines[:-1] > 1) & (text[lines[1:] - 1] == 13)
     empty = np.flatnonzero(lines[1:] - lines[:-1] - cr == 1)
     if len(empty):

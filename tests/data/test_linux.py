@@ -169,6 +169,19 @@ def test_damaged_or_foreign_files_are_clear_errors(tmp_path: Path) -> None:
         load_corpus(DataConfig(dataset="linux", path=str(tmp_path / "nope.tar.xz")), 0, DataRoot(tmp_path / "d"))
 
 
+@pytest.mark.parametrize("fmt", ["v7", "gnu", "pax"])
+def test_an_uncompressed_tarball_of_any_format_is_read(tmp_path: Path, fmt: str) -> None:
+    """v7 headers have no "ustar" magic: a tar is told from other files by its first header's checksum."""
+    import subprocess
+
+    tree = make_tree(tmp_path / "linux-9.9")
+    (tree / ".git" / "hook.c").unlink()
+    (tree / ".git").rmdir()
+    (tree / "kernel" / "link.c").unlink()
+    subprocess.run(["tar", f"--format={fmt}", "-cf", str(tmp_path / "k.tar"), "linux-9.9"], cwd=tmp_path, check=True)
+    assert read_tarball(tmp_path / "k.tar", (), None)[0] == FULL
+
+
 def test_source_order_data_root_then_installed_tarball_then_download(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     offline_url = refused_url()
