@@ -179,36 +179,34 @@ class Terminal(io.StringIO):
         return True
 
 
+def trained_on_a_terminal(tmp_path, monkeypatch, columns: int, *overrides: str):
+    """A run of the hello corpus shown on a terminal `columns` wide: its result, and the frames the terminal got."""
+    import shutil
+
+    from rnnlm import console
+
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=None: os.terminal_size((columns, 24)))
+    terminal = Terminal()
+    monkeypatch.setattr(console.sys, "stderr", terminal)
+    result = train(load_config(None, ["data.dataset=hello", "train.sample_every=0", *overrides]), tmp_path / "run",
+                   progress=True)
+    return result, [f.strip("\n") for f in terminal.getvalue().split("\r") if f.strip()]
+
+
 def test_on_a_terminal_the_loss_beside_the_bar_is_the_step_it_shows(tmp_path, monkeypatch):
     """The bar drawn with a training record counts the step the record was logged at (it showed the step before)."""
     import re
-    import shutil
 
-    from rnnlm import console
-
-    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=None: os.terminal_size((100, 24)))
-    terminal = Terminal()
-    monkeypatch.setattr(console.sys, "stderr", terminal)
-    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=9", "train.log_every=3", "train.eval_every=100",
-                             "train.sample_every=0", "model.hidden_size=8"])
-    train(cfg, tmp_path / "run", progress=True)
-    frames = [f for f in terminal.getvalue().split("\r") if "· loss" in f or ", loss" in f]  # the bar's lines
-    counts = {re.search(r"\| (\d)/9", f).group(1) for f in frames}
-    assert counts and counts <= {"3", "6", "9"}, frames
+    _, frames = trained_on_a_terminal(tmp_path, monkeypatch, 100, "train.max_steps=9", "train.log_every=3",
+                                      "train.eval_every=100", "model.hidden_size=8")
+    bars = [f for f in frames if "· loss" in f or ", loss" in f]
+    counts = {re.search(r"\| (\d)/9", f).group(1) for f in bars}
+    assert counts and counts <= {"3", "6", "9"}, bars
 
 
 def test_on_a_terminal_the_progress_line_fits_and_counts_a_time_budget_in_seconds(tmp_path, monkeypatch):
-    import shutil
-
-    from rnnlm import console
-
-    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=None: os.terminal_size((80, 24)))
-    terminal = Terminal()
-    monkeypatch.setattr(console.sys, "stderr", terminal)
-    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=null", "train.max_time=2", "train.log_every=1",
-                             "train.eval_every=20", "train.sample_every=0"])
-    result = train(cfg, tmp_path / "run", progress=True)
-    frames = [f.strip("\n") for f in terminal.getvalue().split("\r") if f.strip()]
+    result, frames = trained_on_a_terminal(tmp_path, monkeypatch, 80, "train.max_steps=null", "train.max_time=2",
+                                           "train.log_every=1", "train.eval_every=20")
     bars = [f for f in frames if str(tmp_path) not in f]  # the run directory's line is as long as its path
     assert all(len(f) <= 80 for f in bars), max(bars, key=len)
     assert any("left · loss" in f for f in frames)  # time left first, then the loss
