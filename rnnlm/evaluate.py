@@ -461,8 +461,11 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
     if info.get("records", 0) == 0 if store.records else info["characters"] < 2:
         raise RnnlmError(f"the {split} split of {store.name} is empty; score a file with --file, "
                          f"or train with a larger data.splits share for {split}")
-    return _store_text(f"{store.name} {split} split", store, split, point,
-                       store.offsets(split) if store.records else None)
+    if store.records:
+        return _store_text(f"{store.name} {split} split", store, split, point, store.offsets(split))
+    counts = dict(store.counts[split])
+    counts[store.symbols[int(store.ids(split)[0])]] -= 1  # the first character is context, never scored
+    return _store_text(f"{store.name} {split} split", store, split, point, None, counts=counts)
 
 
 def _store_text(name: str, store: Store, split: str, point: Checkpoint, offsets: np.ndarray | None,

@@ -234,6 +234,17 @@ def test_eval_reports_unknown_characters_and_several_files(models, tmp_path):
     assert [p["chars"] for p in score["parts"]] == [11, 5]
 
 
+def test_a_split_whose_first_character_alone_is_unknown_warns_of_nothing(tmp_path):
+    """A stream split's first character is context, never scored: it was named as a character scored as <unk>
+    ("0 character(s) the model never saw ... 'Z'")."""
+    (tmp_path / "z.txt").write_text("ab" * 25 + "Z" + "ba" * 24 + "b", encoding="utf-8")  # val starts at the Z
+    assert cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={tmp_path / 'z.txt'}",
+               "data.splits=[0.5, 0.5, 0.0]", "train.max_steps=1", "train.seq_len=8", "train.batch_size=2",
+               "model.hidden_size=8", "--out", tmp_path, "--name", "z", "--data-dir", tmp_path / "data", "-q")[0] == 0
+    status, out, err = cli("eval", tmp_path / "z", "--split", "val", "--data-dir", tmp_path / "data")
+    assert status == 0 and out.startswith("text val split: 49 characters (0 unknown)") and err == "", err
+
+
 def test_uniform_model_with_the_state_carried(models, tmp_path):
     rng = random.Random(1)
     (tmp_path / "t.txt").write_text("".join(rng.choice("abcdefghij") for _ in range(2000)), encoding="utf-8")
