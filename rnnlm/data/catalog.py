@@ -15,7 +15,7 @@ from pathlib import Path
 from rnnlm.config import Config, DataConfig, load_config
 from rnnlm.data import LOADERS, DataRoot, get_loader, open_corpus
 from rnnlm.data.store import Store
-from rnnlm.data.download import Remote, fetch
+from rnnlm.data.download import Remote, fetch, sha256_file
 from rnnlm.data.linux import KERNEL_RELEASE, locate_source, system_tarballs
 from rnnlm.errors import RnnlmError
 from rnnlm.data.names import NAMES
@@ -41,7 +41,8 @@ class CorpusEntry:
     name: str
     description: str
     status: str
-    """`present`; `in mirror` or `download` (where it comes from on first use); `built in`; `your files`."""
+    """`present`; `in mirror` or `download` (where it comes from on first use); `changed` (the file here or in the
+    mirror is not the published one, which a run refuses); `built in`; `your files`."""
 
     location: str
     """Where its bytes are, or where they would come from; empty when there is no file to fetch."""
@@ -77,11 +78,16 @@ def _entry(name: str, root: DataRoot) -> CorpusEntry:
 def _file_entry(name: str, description: str, remote: Remote, root: DataRoot) -> CorpusEntry:
     here = root.path / remote.relpath
     if here.is_file():
-        return CorpusEntry(name, description, "present", str(here), here.stat().st_size)
+        return CorpusEntry(name, description, _checked(remote, here, "present"), str(here), here.stat().st_size)
     mirrored = root.mirror / remote.relpath if root.mirror is not None else None
     if mirrored is not None and mirrored.is_file():
-        return CorpusEntry(name, description, "in mirror", str(mirrored), remote.size)
+        return CorpusEntry(name, description, _checked(remote, mirrored, "in mirror"), str(mirrored), remote.size)
     return CorpusEntry(name, description, "download", remote.url, remote.size)
+
+
+def _checked(remote: Remote, path: Path, status: str) -> str:
+    """`status`, or `changed` when the file is not the published one (a run would refuse it)."""
+    return status if sha256_file(path) == remote.sha256 else "changed"
 
 
 def _linux_entry(description: str, root: DataRoot) -> CorpusEntry:
@@ -90,9 +96,11 @@ def _linux_entry(description: str, root: DataRoot) -> CorpusEntry:
     mirrored = root.mirror / KERNEL_RELEASE.relpath if root.mirror is not None else None
     installed = system_tarballs()
     if pinned.is_file():
-        return CorpusEntry("linux", description, "present", str(pinned), pinned.stat().st_size)
+        return CorpusEntry("linux", description, _checked(KERNEL_RELEASE, pinned, "present"), str(pinned),
+                           pinned.stat().st_size)
     if mirrored is not None and mirrored.is_file():
-        return CorpusEntry("linux", description, "in mirror", str(mirrored), mirrored.stat().st_size)
+        return CorpusEntry("linux", description, _checked(KERNEL_RELEASE, mirrored, "in mirror"), str(mirrored),
+                           mirrored.stat().st_size)
     if installed:
         return CorpusEntry("linux", description, "present", str(installed[-1]), installed[-1].stat().st_size)
     return CorpusEntry("linux", description, "download", KERNEL_RELEASE.url, None)

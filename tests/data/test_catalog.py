@@ -33,6 +33,8 @@ def test_list_shows_every_corpus_and_whether_it_is_here(tmp_path: Path, no_insta
     assert after["shakespeare"].status == "present"
     assert after["shakespeare"].location == str(root.path / "shakespeare" / "input.txt")
     assert "shakespeare" in format_listing(list(after.values()))
+    (root.path / "shakespeare" / "input.txt").write_text("edited", encoding="utf-8")
+    assert {e.name: e for e in list_corpora(root)}["shakespeare"].status == "changed"  # a run would refuse it
 
 
 def test_list_names_the_kernel_source_a_run_would_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,7 +48,8 @@ def test_list_names_the_kernel_source_a_run_would_read(tmp_path: Path, monkeypat
     (mirror / linux_mod.KERNEL_RELEASE.relpath).write_bytes(b"the pinned release")
     root = DataRoot(tmp_path / "data", mirror=mirror)
     entry = {e.name: e for e in list_corpora(root)}["linux"]
-    assert (entry.status, entry.location) == ("in mirror", str(mirror / linux_mod.KERNEL_RELEASE.relpath))
+    # (not the published bytes: listed as changed, which a run refuses; where it would come from all the same)
+    assert (entry.status, entry.location) == ("changed", str(mirror / linux_mod.KERNEL_RELEASE.relpath))
     assert linux_mod.locate_source(DataConfig(dataset="linux"), DataRoot(tmp_path / "d2")) == installed
 
 
