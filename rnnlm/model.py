@@ -106,8 +106,10 @@ def memory_needed(vocab_size: int, cfg: ModelConfig, batch: int = 0, steps: int 
     return 4 * (4 * weights + kept)
 
 
-def check_fits(vocab_size: int, cfg: ModelConfig, device: torch.device, batch: int = 0, steps: int = 0) -> None:
-    """Refuse, before allocating anything, a model that cannot fit in the memory the device has free."""
+def check_fits(vocab_size: int, cfg: ModelConfig, device: torch.device, batch: int = 0, steps: int = 0,
+               padded: bool = False) -> None:
+    """Refuse, before allocating anything, a model that cannot fit in the memory the device has free; `padded`:
+    a step reads whole records (`data.records: pad`), `steps` the widest batch's."""
     need = memory_needed(vocab_size, cfg, batch, steps)
     have = available_memory(device)
     if have is None or need <= have:
@@ -115,8 +117,10 @@ def check_fits(vocab_size: int, cfg: ModelConfig, device: torch.device, batch: i
     model = f"model.hidden_size={cfg.hidden_size} with model.num_layers={cfg.num_layers}" + (
         f" and model.embed_dim={cfg.embed_dim}" if cfg.encoding == "embedding" else "")
     # training keeps every step's activations: the batch and the window count as much as the model's size
-    how = f"to train on train.batch_size={batch} x train.seq_len={steps}" if batch else "to load"
-    fix = "a smaller model, train.batch_size or train.seq_len" if batch else "a smaller model"
+    window = f"records of up to {steps - 1:,} characters read whole" if padded else f"train.seq_len={steps}"
+    how = f"to train on train.batch_size={batch} x {window}" if batch else "to load"
+    fix = ("a smaller model, train.batch_size, or data.records=pack (records read in train.seq_len windows)" if padded
+           else "a smaller model, train.batch_size or train.seq_len") if batch else "a smaller model"
     raise RnnlmError(f"{model} needs about {need / 1e9:,.{1 if need < 1e11 else 0}f} GB {how}, and {device.type} "
                      f"has {have / 1e9:,.1f} GB free; choose {fix}")
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -108,7 +109,10 @@ class Trainer:
         if self.start is not None:
             self.prepared = Prepared(self.prepared.store, self.start.vocab)
         self.vocab = self.prepared.vocab
-        check_fits(len(self.vocab), cfg.model, device, t.batch_size // dist.world_size, t.seq_len)
+        padded = self.prepared.records and cfg.data.records == "pad"  # a batch is as wide as its longest record
+        offsets = self.prepared.offsets("train")
+        widest = int(np.diff(offsets).max(initial=1)) if padded and offsets is not None else t.seq_len
+        check_fits(len(self.vocab), cfg.model, device, t.batch_size // dist.world_size, widest, padded)
         self.model = CharRNN(len(self.vocab), cfg.model)
         if self.start is not None:
             transplant(self.model, self.start)

@@ -541,3 +541,18 @@ def test_a_training_step_reads_from_the_device_once(tmp_path):
             trainer.step(batch, stop)
     assert sum(counted.where.values()) == 1, counted.where
     assert trainer.tally.step == 1 and math.isfinite(trainer.tally.gathered.loss_sum)
+
+
+def test_padded_records_count_their_longest_record_in_the_memory_a_run_needs(tmp_path, monkeypatch):
+    """data.records=pad reads each record whole: one 300,000-character line (a log file among the names) makes a
+    step that wide, which the check counted as train.seq_len; the run took gigabytes instead of being refused."""
+    from rnnlm import model
+
+    monkeypatch.setattr(model, "available_memory", lambda device: 2 * 10**9)
+    (tmp_path / "names.txt").write_text("".join(f"name{i}\n" for i in range(40)) + "x" * 300_000 + "\n",
+                                        encoding="utf-8")
+    args = ["train", REPO / "configs" / "tiny.yaml", "data.dataset=names", f"data.path={tmp_path / 'names.txt'}",
+            "data.records=pad", "data.splits=[1.0, 0.0, 0.0]", "model.hidden_size=512", "train.batch_size=1",
+            "train.max_steps=1", "--out", tmp_path, "--data-dir", tmp_path / "data", "-q"]
+    status, _, err = cli(*args)
+    assert status == 2 and "records of up to 300,000 characters read whole" in err and "data.records=pack" in err, err
