@@ -265,6 +265,9 @@ def sample(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept, to count novel records "
                                                      "[default: where the run trained from].",
                                                      show_default=False)] = None,
+    data_path: Annotated[Optional[Path], typer.Option("--data-path", help="Where the run's data.path is now, if its "
+                                                      "files moved since training (the same text, unchanged), to count "
+                                                      "novel records.", show_default=False)] = None,
     device: DeviceOpt = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, show_default=False, help="CPU threads "
                                                    "[default: 1 for up to 8 samples, a step too small to share "
@@ -298,7 +301,8 @@ def sample(
 
     with output(None if to_stdout else out) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
-                                   root=run_data(point, data_dir), device=target, force=force, on_start=start)
+                                   root=run_data(point, data_dir), device=target, force=force, on_start=start,
+                                   moved_to=data_path)
     if report.summary():
         typer.echo(report.summary(), err=True)
     if seed is None and not to_stdout:  # once the file is in place

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 
 from rnnlm.batching import IGNORE, Records, Tokens, pad_records
 from rnnlm.checkpoint import Checkpoint
+from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, missing_path, open_corpus
 from rnnlm.data.store import Source, Store, open_store
 from rnnlm.data.text import file_pieces, files_identity, is_glob, line_records
@@ -434,6 +435,20 @@ def _copy(path: Path, folder: Path) -> Path:
     return copy
 
 
+def run_corpus(point: Checkpoint, moved_to: Path | None, command: str) -> DataConfig:
+    """The data config the run trained from (its folder's config.yaml), read at `moved_to` (--data-path) when its
+    files moved; a data.path that is gone is refused, naming `rnnlm COMMAND RUN --data-path`."""
+    data = point.data_config()
+    if moved_to is not None:
+        if not is_glob(str(moved_to)) and not moved_to.exists():
+            raise RnnlmError(f"--data-path {moved_to}: no such file or directory")
+        return replace(data, path=os.path.abspath(moved_to))
+    if missing_path(data) is not None:
+        raise RnnlmError(f"data.path={data.path}: no such file or directory; if the run's text moved, give its new "
+                         f"place: rnnlm {command} {point.path or 'RUN'} --data-path WHERE_IT_IS")
+    return data
+
+
 def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, progress: bool = False,
                  moved_to: Path | None = None) -> Text:
     """A split of the run's corpus (train, val or test), read from its store as training read it: a stream's first
@@ -441,14 +456,7 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
     whose files moved since training is read from `moved_to`."""
     if split not in ("train", "val", "test"):
         raise RnnlmError(f"--split {split!r}: choose train, val or test")
-    data = point.data_config()
-    if moved_to is not None:
-        if not is_glob(str(moved_to)) and not moved_to.exists():
-            raise RnnlmError(f"--data-path {moved_to}: no such file or directory")
-        data = replace(data, path=os.path.abspath(moved_to))
-    elif missing_path(data) is not None:
-        raise RnnlmError(f"data.path={data.path}: no such file or directory; if the run's text moved, give its new "
-                         f"place: rnnlm eval {point.path or 'RUN'} --data-path WHERE_IT_IS")
+    data = run_corpus(point, moved_to, "eval")
     store = open_corpus(data, point.config.train.seed, root, progress)
     if point.other_text_at(data, store.fingerprint):
         where = f"--data-path {moved_to}" if moved_to is not None else f"data.path={data.path} (the run's config.yaml)"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.novelty import SplitRecords
 from rnnlm.data.text import decode_utf8, read_utf8, typed_text
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import read_state
+from rnnlm.evaluate import read_state, run_corpus
 from rnnlm.fastpath import STEP_MAX_BATCH
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
@@ -290,22 +291,30 @@ class SampleReport:
         return line
 
 
-def training_records(point: Checkpoint, root: DataRoot | None = None) -> tuple[SplitRecords | None, str, str]:
-    """The training split's records (what `in` asks of), read through the run's config as training read them, the
-    corpus name, and why they are missing (None, name, reason) when the corpus cannot be read here."""
-    data = point.data_config()
+def training_records(point: Checkpoint, root: DataRoot | None = None,
+                     moved_to: Path | None = None) -> tuple[SplitRecords | None, str, str]:
+    """The training split's records (what `in` asks of), read through the run's config as training read them (at
+    `moved_to`, --data-path, when its files moved), the corpus name, and why they are missing (None, name, reason)
+    when the corpus cannot be read here. Records of a corpus changed since are the split as it is now, with a
+    warning."""
     try:
+        data = run_corpus(point, moved_to, "sample")
         store = open_corpus(data, point.config.train.seed, root, progress=False)
     except RnnlmError as e:
         return None, point.config.data.dataset, f"the training data cannot be read ({str(e).splitlines()[0]})"
     if point.other_text_at(data, store.fingerprint):
-        return None, store.name, f"the run's config.yaml names {data.path}, which holds other text than it trained on"
+        where = f"--data-path {moved_to}" if moved_to is not None else f"the run's config.yaml names {data.path}, which"
+        return None, store.name, f"{where} holds other text than it trained on"
+    if point.corpus_changed(store.fingerprint):
+        warnings.warn(f"the {store.name} corpus has changed since this checkpoint was written: novelty is counted "
+                      "against its training split as it is now")
     return SplitRecords(store, "train"), store.name, ""
 
 
 def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: TextIO, unique: bool = False,
                       novel: bool = False, root: DataRoot | None = None, device: torch.device | str = "cpu",
-                      force: bool = False, on_start: Callable[[int], None] | None = None) -> SampleReport:
+                      force: bool = False, on_start: Callable[[int], None] | None = None,
+                      moved_to: Path | None = None) -> SampleReport:
     """Generate `opts.num_samples` samples from a checkpoint and write them to `out` as they are produced.
 
     One sample without filters is written and flushed character by character. Records are written one
@@ -317,9 +326,9 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     if not point.records and (unique or novel):
         raise RnnlmError("--unique and --novel apply to line-per-record corpora (names, anbn); "
                          f"this model was trained on the stream corpus {point.config.data.dataset!r}")
-    training, corpus, note = training_records(point, root) if point.records else (None, "", "")
+    training, corpus, note = training_records(point, root, moved_to) if point.records else (None, "", "")
     if novel and training is None:
-        raise RnnlmError(f"--novel needs the training split: {note}; point --data-dir at the corpus")
+        raise RnnlmError(f"--novel needs the training split: {note}")
     wanted = opts.num_samples
     model, start = load_model(point, device, force), start_state(point, device)  # refused before a prime is shown
     seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)

@@ -452,3 +452,26 @@ def test_a_long_prime_costs_no_more_memory_than_a_short_one(tmp_path):
     assert status == 0, err
     assert peak < 700, peak  # MB: torch and the model; the prime's 200,000 steps of gates would be GBs
     assert out.count("ab" * 100_000) == 4
+
+
+def test_novel_reads_a_moved_records_corpus_from_data_path_and_warns_of_a_changed_one(tmp_path):
+    """--novel needs the training split: a moved file is given with --data-path, as eval takes it (the advice was
+    --data-dir, which cannot help); one changed since training is counted against as it is now, with a warning."""
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"{n}\n" for n in ["emma", "olivia", "ava", "mia", "zoe", "lily", "anna", "ella",
+                                                 "mila", "nora", "luna", "leah"]), encoding="utf-8")
+    assert cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=names", f"data.path={names}",
+               "train.max_steps=2", "train.batch_size=2", "train.seq_len=8", "model.hidden_size=8", "--out", tmp_path,
+               "--name", "r", "--data-dir", tmp_path / "data", "-q")[0] == 0
+    run, moved = tmp_path / "r", tmp_path / "moved.txt"
+    names.rename(moved)
+    args = ["sample", run, "-N", "3", "--novel", "--seed", "1"]
+    assert_user_error(cli(*args), f"data.path={names}: no such file or directory",
+                      f"rnnlm sample {run / 'best.pt'} --data-path WHERE_IT_IS")
+    status, out, err = cli(*args, "--data-path", moved)
+    assert status == 0 and len(out.splitlines()) == 3 and "novel (not in the names training split)" in err, err
+    moved.rename(names)
+    with names.open("a", encoding="utf-8") as f:
+        f.write("xyz\n")
+    status, out, err = cli(*args)
+    assert status == 0 and "warning: the names corpus has changed since this checkpoint was written" in err, err
