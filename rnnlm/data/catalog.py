@@ -200,7 +200,7 @@ def format_info(info: CorpusInfo) -> str:
     if info.split_records is not None:
         records = " · ".join(f"{name} {n:,}" for name, n in info.split_records.items())
         lines.append(f"records     {sum(info.split_records.values()):,} ({records}), each ended by <eos>")
-    lines.append(f"vocabulary  {len(info.vocabulary)} characters"
+    lines.append(f"vocabulary  {len(info.vocabulary)} character{'s' * (len(info.vocabulary) != 1)}"
                  + (" + <eos>" if info.records else "") + ", by count:")
     names = [repr(ch) for ch, _ in info.vocabulary]
     counts = [f"{n:,}" for _, n in info.vocabulary]

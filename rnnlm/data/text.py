@@ -50,8 +50,7 @@ def decode_utf8(raw: bytes, name: str | Path, truncated: bool = False) -> str:
         text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not truncated)
         return text[1:] if text.startswith("\ufeff") else text  # a byte-order mark: see _without_bom
     except UnicodeDecodeError as e:
-        raise RnnlmError(f"{name}: not UTF-8 text (byte offset {e.start}: {raw[e.start:e.start + 1]!r}); "
-                         "convert it, e.g. with iconv -t UTF-8") from None
+        raise _not_utf8(name, raw, e, 0) from None
 
 
 def typed_text(text: str, option: str, instead: str) -> str:
@@ -228,15 +227,24 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
             offset += len(block)
             yield piece
     if carry and (budget[0] is None or budget[0] > 0):  # the file ends inside a character: not a cut, an error
-        _check_utf8(path, carry + b"\xff", offset - len(carry))
+        _check_utf8(path, carry, offset - len(carry))
 
 
 def _check_utf8(path: Path, data: bytes, start: int) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise RnnlmError(f"{path}: not UTF-8 text (byte offset {start + e.start}: {data[e.start:e.start + 1]!r}); "
-                         "convert it, e.g. with iconv -t UTF-8") from None
+        raise _not_utf8(path, data, e, start) from None
+
+
+def _not_utf8(name: str | Path, data: bytes, e: UnicodeDecodeError, start: int) -> RnnlmError:
+    """The error for bytes that are not UTF-8 (`data` from byte `start` of the file): another encoding, or UTF-8 cut
+    short inside its last character (a copy interrupted), which converting would not mend."""
+    if e.reason == "unexpected end of data":
+        return RnnlmError(f"{name}: ends inside a UTF-8 character (byte offset {start + e.start}): cut short? Copy "
+                          "it again, or drop its last bytes")
+    return RnnlmError(f"{name}: not UTF-8 text (byte offset {start + e.start}: {data[e.start:e.start + 1]!r}); "
+                      "convert it, e.g. with iconv -t UTF-8")
 
 
 class _Binary(Exception):
@@ -379,7 +387,7 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
     if len(empty):
         more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
         raise RnnlmError(f"{path}: line {empty[0] + 1} is empty{more}; a line corpus holds one record per line: "
-                         f"remove the empty lines, e.g. sed -i '/^$/d' {path}")
+                         f"remove the empty lines, e.g. sed -i '/^\\r\\?$/d' {path}")  # CR LF ones too
     return Records(data, lines, cr)
 
 

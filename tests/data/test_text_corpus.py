@@ -74,6 +74,7 @@ def test_max_bytes_spans_files_and_never_cuts_a_character(tmp_path: Path) -> Non
     (b"PK\x03\x04\x00\x00binary", "binary file, not text (NUL byte at offset 4)"),
     (b"", "the file is empty"),
     (b"caf\xe9 au lait", "not UTF-8 text (byte offset 3"),
+    (b"caf\xc3", "ends inside a UTF-8 character (byte offset 3): cut short? Copy it again, or drop its last bytes"),
 ])
 def test_bad_files_are_named_with_what_is_wrong(tmp_path: Path, content: bytes, expected: str) -> None:
     f = write(tmp_path / "input.txt", content)
@@ -130,8 +131,9 @@ def test_an_empty_line_in_a_line_corpus_is_an_error_naming_it(tmp_path: Path) ->
 @pytest.mark.parametrize(("content", "expected"), [
     (b"emma\nol\x00ivia\n", "binary file, not text (NUL byte at offset 7)"),
     (b"emma\n" * 5 + b"caf\xe9\n", "not UTF-8 text (byte offset 28"),
-    (b"emma\n" * 5 + b"\xe6\x97", "not UTF-8 text (byte offset 25"),  # the file ends inside a character
-    (b"emma\r\n\r\nava\n", "line 2 is empty"),
+    (b"emma\n" * 5 + b"\xe6\x97", "ends inside a UTF-8 character (byte offset 25): cut short?"),  # not iconv's
+    (b"emma\r\n\r\nava\n", "line 2 is empty; a line corpus holds one record per line: remove the empty lines, e.g. "
+                              "sed -i '/^\\r\\?$/d'"),  # which removes CR LF ones too
     (b"\n", "line 1 is empty"),
 ])
 def test_a_bad_line_corpus_is_named_with_what_is_wrong(tmp_path: Path, content: bytes, expected: str,
