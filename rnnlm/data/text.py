@@ -124,6 +124,8 @@ def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
             lambda parts: _matches(pattern, parts))
         files = _once(_walk(base, leave_out, lambda parts: _may_match(pattern, parts), matched, links)
                       if base.is_dir() else [])
+    elif path.exists():  # a FIFO, a device, a socket: a corpus is read more than once
+        raise RnnlmError(f"{spec}: not a regular file; data.path takes a file, a directory or a glob")
     else:
         raise RnnlmError(f"{spec}: no such file or directory; data.path takes a file, a directory or a glob")
     unfollowed = (f"{len(links)} symlinked folder(s) under {spec} left out: "

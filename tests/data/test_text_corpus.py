@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,9 @@ def test_a_folder_with_no_text_files_is_an_error(tmp_path: Path) -> None:
 def test_missing_path_and_empty_glob_are_errors(tmp_path: Path) -> None:
     with pytest.raises(RnnlmError, match="no such file or directory"):
         load(tmp_path, str(tmp_path / "nope.txt"))
+    os.mkfifo(tmp_path / "fifo")  # there, but not a file a corpus can be read from twice
+    with pytest.raises(RnnlmError, match="fifo: not a regular file; data.path takes a file, a directory or a glob"):
+        load(tmp_path, str(tmp_path / "fifo"))
     with pytest.raises(RnnlmError, match="matches no file"):
         load(tmp_path, str(tmp_path / "*.nope"))
     with pytest.raises(RnnlmError, match="needs data.path"):
