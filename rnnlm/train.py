@@ -126,10 +126,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         if dist.is_main and scores_nothing(cfg, self.prepared, "val"):  # say so now, not after an hour
             if t.patience is not None:
-                raise RnnlmError("train.patience stops on the validation loss, but the validation split is empty; "
-                                 "give data.splits a val share or set train.patience=null")
-            say("warning: the validation split is empty, so the run logs no validation loss and saves no best.pt; "
-                "give data.splits a larger val share to measure it")
+                raise RnnlmError("train.patience stops on the validation loss, but the validation split has nothing "
+                                 "to score; give data.splits a val share or set train.patience=null")
+            # "nothing to score": a stream split of one character has that one, read as context only
+            say("warning: the validation split has nothing to score, so the run logs no validation loss and saves no "
+                "best.pt; give data.splits a larger val share to measure it")
         self.tally, self.state = Tally(), None
         self.trained = (0, 0.0)  # this session's characters and seconds of training steps: its speed
         if resume is not None:

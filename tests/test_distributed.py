@@ -128,7 +128,7 @@ def test_an_error_on_one_process_ends_both_with_a_message_naming_it(tmp_path):
                       "train.patience=2", "--out", str(tmp_path), "--name", "fails", "--data-dir", str(tmp_path / "d"))
     assert failed.returncode != 0
     assert "terminate called" not in failed.stderr
-    own = "error: train.patience stops on the validation loss, but the validation split is empty"
+    own = "error: train.patience stops on the validation loss, but the validation split has nothing to score"
     assert any(line.startswith(own) for line in failed.stderr.splitlines()), failed.stderr
     assert any(line.startswith("error: rank 0 failed: train.patience stops on the validation loss") and
                line.endswith("; rank 1 stopped with it") for line in failed.stderr.splitlines()), failed.stderr

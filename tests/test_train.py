@@ -389,8 +389,8 @@ def test_an_empty_validation_split_is_said_at_the_start_and_in_the_summary(tmp_p
                          "data.splits=[1.0,0.0,0.0]", "train.max_steps=4", "train.eval_every=2", "--out", tmp_path,
                          "--name", "run", "--data-dir", tmp_path / "data", "-q")
     assert status == 0, err
-    assert ("warning: the validation split is empty, so the run logs no validation loss and saves no best.pt; give "
-            "data.splits a larger val share to measure it") in err.splitlines()
+    assert ("warning: the validation split has nothing to score, so the run logs no validation loss and saves no "
+            "best.pt; give data.splits a larger val share to measure it") in err.splitlines()
     assert "done at step 4: no validation loss (empty split) (max steps reached)" in err
     assert not (tmp_path / "run" / "best.pt").exists()
     status, _, err = cli("train", "--resume", tmp_path / "run", "train.max_steps=6")  # the progress lines too
