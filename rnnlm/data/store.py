@@ -41,6 +41,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -54,6 +55,8 @@ import numpy as np
 
 from rnnlm.errors import RnnlmError
 from rnnlm.vocab import EOS, EOS_ID, UNK, UNK_ID, Vocab
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -262,10 +265,11 @@ def open_store(source: Source, folder: Path, progress: bool = True, say: Callabl
                     say(f"note: the {source.name} store {path.name} {problem}; preparing it again")
                 _remove_leftovers(folder, key)
                 _build(source, path, progress)
-            return _load(path)
+                return _load(path)
+            return _reused(path)
     except _CannotWrite as e:
         if e.lock and _problem(path, source) is None:  # a read-only data root whose store is ready: read it
-            return _load(path)
+            return _reused(path)
         full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         raise RnnlmError(f"cannot write the corpus store in {folder}: {e.strerror}; "
                          + ("free space, or " if full else "") + "point --data-dir (or RNNLM_DATA_DIR) at a "
@@ -273,6 +277,14 @@ def open_store(source: Source, folder: Path, progress: bool = True, say: Callabl
     finally:
         if source.close is not None:
             source.close()
+
+
+def _reused(path: Path) -> Store:
+    """A store prepared before, which says again what preparing it said (the files it left out)."""
+    store = _load(path)
+    for message in store.manifest.get("warnings", []):
+        log.warning("%s", message)
+    return store
 
 
 class _CannotWrite(Exception):
@@ -359,12 +371,29 @@ def _crc(path: Path, size: int) -> int:
 # ---- preparing -------------------------------------------------------------------------------------------------------
 
 
+class _Warnings(logging.Handler):
+    """The warnings a build logs (files it left out), kept in its manifest: a store read again says them again."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def _build(source: Source, path: Path, progress: bool) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    said, logger = _Warnings(), logging.getLogger("rnnlm")
+    logger.addHandler(said)
     try:
-        manifest = (_write_records if source.is_records else _write_stream)(source, tmp, progress)
+        try:
+            manifest = (_write_records if source.is_records else _write_stream)(source, tmp, progress)
+        finally:
+            logger.removeHandler(said)
+        manifest["warnings"] = list(dict.fromkeys(said.messages))  # a pass over the files each, said once
         _check_unchanged(source)
         manifest["files"] = {p.name: {"bytes": p.stat().st_size, "crc32": _crc(p, p.stat().st_size)}
                              for p in sorted(tmp.iterdir())}
