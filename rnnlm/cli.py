@@ -194,7 +194,7 @@ def _report(result: Any, dist: Any, data_dir: Optional[Path]) -> None:
 
     run_dir = result.run_dir
     summary = f"step {result.step}: " + (f"val loss {result.last_val:.4f} nats/char (best {result.best_val:.4f})"
-                                         if math.isfinite(result.last_val) else "no validation loss (empty split)"
+                                         if math.isfinite(result.last_val) else "no validation loss (nothing to score)"
                                          if math.isnan(result.last_val) else "not evaluated yet")
     if result.stopped == "interrupted":
         launcher = f"torchrun --nproc_per_node={dist.world_size} -m rnnlm" if dist.enabled else "rnnlm"

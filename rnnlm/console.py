@@ -77,7 +77,7 @@ class Progress:
         self.fields["val"] = "val -" if empty else f"val {nll:.4f}"
         self.fields["left"] = ""
         if self.lines:
-            score = "no validation loss (empty split)" if empty else f"val {nll:.4f} nats/char · {bpc:.4f} bpc"
+            score = "no validation loss (nothing to score)" if empty else f"val {nll:.4f} nats/char · {bpc:.4f} bpc"
             self.stream.write(f"step {tally.step} · {score} · evaluated in {seconds:.1f} s\n")
             self.stream.flush()
         self._refresh(tally)

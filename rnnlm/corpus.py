@@ -52,7 +52,7 @@ def evaluate_split(model: CharRNN, cfg: Config, prepared: Prepared, split: str) 
     state carried, padded records each from a zero state; at most `train.eval_chars` of it, from its start."""
     limit = cfg.train.eval_chars
     tokens = prepared.tokens(split)
-    if _padded(cfg, prepared):
+    if padded(cfg, prepared):
         records = Records(tokens, prepared.offsets(split))  # type: ignore[arg-type]
         picked, used = [], 0
         for k in range(len(records)):
@@ -66,12 +66,22 @@ def evaluate_split(model: CharRNN, cfg: Config, prepared: Prepared, split: str) 
     return score_stream(model, tokens)
 
 
+def widest_step(cfg: Config, prepared: Prepared) -> int:
+    """The most steps a training batch reads: train.seq_len, or with padded records the longest record's and its
+    <eos>, as wide as a batch that holds it is."""
+    if not padded(cfg, prepared):
+        return cfg.train.seq_len
+    records = Records(prepared.tokens("train"), prepared.offsets("train"))  # type: ignore[arg-type]
+    return int(records.lengths().max()) + 1
+
+
 def scores_nothing(cfg: Config, prepared: Prepared, split: str) -> bool:
     """Whether `evaluate_split` finds nothing to score in `split`: no record, or a stream of under two symbols."""
-    if _padded(cfg, prepared):
+    if padded(cfg, prepared):
         return len(Records(prepared.tokens(split), prepared.offsets(split))) == 0  # type: ignore[arg-type]
     return len(prepared.store.ids(split)) < 2
 
 
-def _padded(cfg: Config, prepared: Prepared) -> bool:
+def padded(cfg: Config, prepared: Prepared) -> bool:
+    """Whether training reads whole records (`data.records: pad`), a batch as wide as its longest."""
     return prepared.records and cfg.data.records == "pad"

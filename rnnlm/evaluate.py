@@ -435,7 +435,7 @@ def _copy(path: Path, folder: Path) -> Path:
     return copy
 
 
-def run_corpus(point: Checkpoint, moved_to: Path | None, command: str) -> DataConfig:
+def run_data_config(point: Checkpoint, moved_to: Path | None, command: str) -> DataConfig:
     """The data config the run trained from (its folder's config.yaml), read at `moved_to` (--data-path) when its
     files moved; a data.path that is gone is refused, naming `rnnlm COMMAND RUN --data-path`."""
     data = point.data_config()
@@ -456,7 +456,7 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
     whose files moved since training is read from `moved_to`."""
     if split not in ("train", "val", "test"):
         raise RnnlmError(f"--split {split!r}: choose train, val or test")
-    data = run_corpus(point, moved_to, "eval")
+    data = run_data_config(point, moved_to, "eval")
     store = open_corpus(data, point.config.train.seed, root, progress)
     if point.other_text_at(data, store.fingerprint):
         where = f"--data-path {moved_to}" if moved_to is not None else f"data.path={data.path} (the run's config.yaml)"
@@ -467,7 +467,7 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
                       "scored is the text as it is now, not the one training logged")
     info = store.manifest["splits"][split]
     if info.get("records", 0) == 0 if store.records else info["characters"] < 2:
-        raise RnnlmError(f"the {split} split of {store.name} is empty; score a file with --file, "
+        raise RnnlmError(f"the {split} split of {store.name} has nothing to score; score a file with --file, "
                          f"or train with a larger data.splits share for {split}")
     if store.records:
         return _store_text(f"{store.name} {split} split", store, split, point, store.offsets(split))

@@ -107,9 +107,10 @@ def memory_needed(vocab_size: int, cfg: ModelConfig, batch: int = 0, steps: int 
 
 
 def check_fits(vocab_size: int, cfg: ModelConfig, device: torch.device, batch: int = 0, steps: int = 0,
-               padded: bool = False) -> None:
+               padded: bool = False, resumed: bool = False) -> None:
     """Refuse, before allocating anything, a model that cannot fit in the memory the device has free; `padded`:
-    a step reads whole records (`data.records: pad`), `steps` the widest batch's."""
+    a step reads whole records (`data.records: pad`), `steps` the widest batch's; `resumed`: the run's settings stay
+    (a new run from its weights can change them)."""
     need = memory_needed(vocab_size, cfg, batch, steps)
     have = available_memory(device)
     if have is None or need <= have:
@@ -121,6 +122,8 @@ def check_fits(vocab_size: int, cfg: ModelConfig, device: torch.device, batch: i
     how = f"to train on train.batch_size={batch} x {window}" if batch else "to load"
     fix = ("a smaller model, train.batch_size, or data.records=pack (records read in train.seq_len windows)" if padded
            else "a smaller model, train.batch_size or train.seq_len") if batch else "a smaller model"
+    if resumed:  # a resume refuses those changes
+        fix += " in a new run from this one's weights (rnnlm train CONFIG --init-from RUN)"
     raise RnnlmError(f"{model} needs about {need / 1e9:,.{1 if need < 1e11 else 0}f} GB {how}, and {device.type} "
                      f"has {have / 1e9:,.1f} GB free; choose {fix}")
 

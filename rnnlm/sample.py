@@ -29,7 +29,7 @@ from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.novelty import SplitRecords
 from rnnlm.data.text import decode_utf8, read_utf8, typed_text
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import read_state, run_corpus
+from rnnlm.evaluate import read_state, run_data_config
 from rnnlm.fastpath import STEP_MAX_BATCH
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
@@ -298,9 +298,11 @@ def training_records(point: Checkpoint, root: DataRoot | None = None,
     when the corpus cannot be read here. Records of a corpus changed since are the split as it is now, with a
     warning."""
     try:
-        data = run_corpus(point, moved_to, "sample")
+        data = run_data_config(point, moved_to, "sample")
         store = open_corpus(data, point.config.train.seed, root, progress=False)
     except RnnlmError as e:
+        if moved_to is not None:  # asked for: an error, --novel or not
+            raise
         return None, point.config.data.dataset, f"the training data cannot be read ({str(e).splitlines()[0]})"
     if point.other_text_at(data, store.fingerprint):
         where = f"--data-path {moved_to}" if moved_to is not None else f"the run's config.yaml names {data.path}, which"
@@ -323,6 +325,9 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     are drawn in is done (DRAW_ROWS and DRAW_IDS set its size), separated by a line `---`. `on_start` is told the seed
     sample 0 draws with once the model (and a records corpus's training split) is read, before anything is written.
     """
+    if not point.records and moved_to is not None:
+        raise RnnlmError("--data-path gives a moved records corpus to count novel records; this model was trained on "
+                         f"the stream corpus {point.config.data.dataset!r}, which sampling does not read")
     if not point.records and (unique or novel):
         raise RnnlmError("--unique and --novel apply to line-per-record corpora (names, anbn); "
                          f"this model was trained on the stream corpus {point.config.data.dataset!r}")

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,7 +41,7 @@ from rnnlm.batching import IGNORE, Batch, Batcher, make_batcher, truncate
 from rnnlm.checkpoint import Checkpoint, Gathered, Tally, TrainingState
 from rnnlm.config import Config
 from rnnlm.console import Progress, say
-from rnnlm.corpus import Prepared, evaluate_split, prepare, scores_nothing
+from rnnlm.corpus import Prepared, evaluate_split, padded, prepare, scores_nothing, widest_step
 from rnnlm.data import DataRoot, missing_path
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
 from rnnlm.errors import RnnlmError, first_line
@@ -109,10 +108,8 @@ class Trainer:
         if self.start is not None:
             self.prepared = Prepared(self.prepared.store, self.start.vocab)
         self.vocab = self.prepared.vocab
-        padded = self.prepared.records and cfg.data.records == "pad"  # a batch is as wide as its longest record
-        offsets = self.prepared.offsets("train")
-        widest = int(np.diff(offsets).max(initial=1)) if padded and offsets is not None else t.seq_len
-        check_fits(len(self.vocab), cfg.model, device, t.batch_size // dist.world_size, widest, padded)
+        check_fits(len(self.vocab), cfg.model, device, t.batch_size // dist.world_size, widest_step(cfg, self.prepared),
+                   padded=padded(cfg, self.prepared), resumed=resume is not None)
         self.model = CharRNN(len(self.vocab), cfg.model)
         if self.start is not None:
             transplant(self.model, self.start)
@@ -344,7 +341,7 @@ class Trainer:
             if logged:
                 self.log_training(final=True)
             if tally.last_eval_step == tally.step:  # evaluated and saved after this step, before its end was known
-                if logged or self._preview_due() or stopped == "max_time":  # what a resume reads changed: records, time spent
+                if logged or self._preview_due() or stopped == "max_time":  # what a resume reads changed
                     self.save(ckpt.LAST)
                 return stopped
             if self.evaluate_and_save():

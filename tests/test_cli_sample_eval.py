@@ -245,6 +245,17 @@ def test_a_split_whose_first_character_alone_is_unknown_warns_of_nothing(tmp_pat
     assert status == 0 and out.startswith("text val split: 49 characters (0 unknown)") and err == "", err
 
 
+def test_a_split_of_one_character_has_nothing_to_score(tmp_path):
+    """A stream split's first character is context: one of a single character is not empty, and scores nothing."""
+    (tmp_path / "t.txt").write_text("ab" * 50, encoding="utf-8")
+    status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={tmp_path / 't.txt'}",
+                         "data.splits=[0.99, 0.01, 0.0]", "train.max_steps=1", "train.seq_len=8", "train.batch_size=2",
+                         "model.hidden_size=8", "--out", tmp_path, "--name", "r", "--data-dir", tmp_path / "data", "-q")
+    assert status == 0 and "warning: the validation split has nothing to score" in err, err
+    assert_user_error(cli("eval", tmp_path / "r", "--split", "val", "--data-dir", tmp_path / "data"),
+                      "the val split of text has nothing to score")
+
+
 def test_uniform_model_with_the_state_carried(models, tmp_path):
     rng = random.Random(1)
     (tmp_path / "t.txt").write_text("".join(rng.choice("abcdefghij") for _ in range(2000)), encoding="utf-8")
@@ -277,6 +288,7 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     (["sample", "{hello}", "--prime-file", "{tmp}/none.txt"], ["none.txt: no such file"]),
     (["sample", "{hello}", "--prime", "x", "--prime-file", "{tmp}/none.txt"], ["not both"]),
     (["sample", "{hello}", "--novel"], ["line-per-record"]),
+    (["sample", "{hello}", "--data-path", "{tmp}"], ["--data-path gives a moved records corpus", "stream corpus"]),
     (["sample", "{coin}", "--prime", "ab\nab"], ["line break", "echo -n or printf writes none", "one record per line"]),
     (["sample", "{hello}", "--out", "{tmp}"], ["--out", "is a folder"]),
     (["viz", "{hello}", "--text", "he", "--out", "-"], ["--out -: give the path of a file to write"]),
@@ -470,6 +482,8 @@ def test_novel_reads_a_moved_records_corpus_from_data_path_and_warns_of_a_change
                       f"rnnlm sample {run / 'best.pt'} --data-path WHERE_IT_IS")
     status, out, err = cli(*args, "--data-path", moved)
     assert status == 0 and len(out.splitlines()) == 3 and "novel (not in the names training split)" in err, err
+    assert_user_error(cli("sample", run, "-N", "1", "--data-path", tmp_path / "nope"),  # asked for: --novel or not
+                      f"--data-path {tmp_path / 'nope'}: no such file or directory")
     moved.rename(names)
     with names.open("a", encoding="utf-8") as f:
         f.write("xyz\n")

@@ -391,10 +391,10 @@ def test_an_empty_validation_split_is_said_at_the_start_and_in_the_summary(tmp_p
     assert status == 0, err
     assert ("warning: the validation split has nothing to score, so the run logs no validation loss and saves no "
             "best.pt; give data.splits a larger val share to measure it") in err.splitlines()
-    assert "done at step 4: no validation loss (empty split) (max steps reached)" in err
+    assert "done at step 4: no validation loss (nothing to score) (max steps reached)" in err
     assert not (tmp_path / "run" / "best.pt").exists()
     status, _, err = cli("train", "--resume", tmp_path / "run", "train.max_steps=6")  # the progress lines too
-    assert status == 0 and "step 6 · no validation loss (empty split) · evaluated in" in err and "nan" not in err, err
+    assert status == 0 and "step 6 · no validation loss (nothing to score) · evaluated in" in err and "nan" not in err, err
 
 
 def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
@@ -556,3 +556,14 @@ def test_padded_records_count_their_longest_record_in_the_memory_a_run_needs(tmp
             "train.max_steps=1", "--out", tmp_path, "--data-dir", tmp_path / "data", "-q"]
     status, _, err = cli(*args)
     assert status == 2 and "records of up to 300,000 characters read whole" in err and "data.records=pack" in err, err
+
+
+def test_a_resume_that_no_longer_fits_is_told_to_start_a_new_run_from_its_weights(monkeypatch):
+    """A resume keeps the batch size, the window and the model: the refusal's fix is a new run from the weights."""
+    from rnnlm import model
+
+    monkeypatch.setattr(model, "available_memory", lambda device: 10**6)
+    cfg = load_config(None, []).model
+    with pytest.raises(RnnlmError, match=r"train.seq_len in a new run from this one's weights \(rnnlm train CONFIG "
+                                         r"--init-from RUN\)$"):
+        model.check_fits(100, cfg, torch.device("cpu"), 32, 64, resumed=True)

@@ -42,7 +42,7 @@ class CorpusEntry:
     description: str
     status: str
     """`present`; `in mirror` or `download` (where it comes from on first use); `changed` (the file here or in the
-    mirror is not the published one, which a run refuses); `built in`; `your files`."""
+    mirror is not the published one, which a run refuses) or `unreadable`; `built in`; `your files`."""
 
     location: str
     """Where its bytes are, or where they would come from; empty when there is no file to fetch."""
@@ -86,8 +86,12 @@ def _file_entry(name: str, description: str, remote: Remote, root: DataRoot) -> 
 
 
 def _checked(remote: Remote, path: Path, status: str) -> str:
-    """`status`, or `changed` when the file is not the published one (a run would refuse it)."""
-    return status if sha256_file(path) == remote.sha256 else "changed"
+    """`status`, or `changed` when the file is not the published one (a run would refuse it), `unreadable` when it
+    cannot be read."""
+    try:
+        return status if sha256_file(path) == remote.sha256 else "changed"
+    except RnnlmError:
+        return "unreadable"
 
 
 def _linux_entry(description: str, root: DataRoot) -> CorpusEntry:

@@ -221,11 +221,12 @@ class TarballPieces:
         self.spill: Path | None = None
         self.index: dict[str, tuple[int, int]] = {}
         self.scan = Scan(top_level=set(), matched=set(), skipped=[])
+        self.warnings: list[str] = []  # the store keeps them (Source.warnings)
 
     def __call__(self) -> Iterator[bytes]:
         if self.spill is None:
             self._stream()
-            _report(self.path, self.subdirs, self.scan)
+            _report(self.path, self.subdirs, self.scan, self.warnings)
         return self._pieces()
 
     def _pieces(self) -> Iterator[bytes]:
@@ -356,15 +357,18 @@ def locate_source(cfg: DataConfig, root: DataRoot) -> Path:
                          f"linux-source package (apt-get install linux-source-6.1).") from None
 
 
-def _report(source: Path, subdirs: tuple[str, ...], scan: Scan) -> None:
+def _report(source: Path, subdirs: tuple[str, ...], scan: Scan, warnings: list[str] | None = None) -> None:
     missing = [d for d in subdirs if d not in scan.matched]
     if missing:
         raise RnnlmError(f"data.subdirs: {', '.join(missing)} holds no .c or .h files in {source}; "
                          f"its top-level folders are: {', '.join(sorted(scan.top_level)) or 'none'}")
     skipped = sorted(set(scan.skipped))  # a folder is read once per pass of the store
     if skipped:
-        log.warning("left out %d source file(s) of %s that are not UTF-8 text: %s", len(skipped), source,
-                    ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else ""))
+        message = (f"left out {len(skipped)} source file(s) of {source.resolve()} that are not UTF-8 text: "
+                   + ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else ""))
+        log.warning("%s", message)
+        if warnings is not None:
+            warnings.append(message)
         scan.skipped.clear()
 
 
@@ -381,7 +385,7 @@ def linux(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
                       pieces=pieces, close=lambda: _report(source, subdirs, scan))
     tarball = TarballPieces(source, subdirs, cfg.max_bytes, root.path / "linux")
     return Source("linux", {"files": files_identity([source])}, settings, cfg.splits,
-                  pieces=lambda: _nonempty(source, tarball()), close=tarball.close)
+                  pieces=lambda: _nonempty(source, tarball()), close=tarball.close, warnings=tarball.warnings)
 
 
 def _nonempty(source: Path, pieces: Iterator[bytes]) -> Iterator[bytes]:

@@ -167,6 +167,10 @@ class Source:
     records, in that order, instead of fractions (and no shuffle)."""
     close: Callable[[], None] | None = None
     """Called once the store is ready: removes whatever the pieces kept on disk between passes."""
+    warnings: list[str] = field(default_factory=list)
+    """What reading the text left out (a text corpus's binary files, a kernel tarball's files that are not UTF-8), as
+    the reader warned of it: kept in the store's manifest and said again whenever the store is used (a store made
+    before this was kept has none to say)."""
 
     @property
     def is_records(self) -> bool:
@@ -371,29 +375,13 @@ def _crc(path: Path, size: int) -> int:
 # ---- preparing -------------------------------------------------------------------------------------------------------
 
 
-class _Warnings(logging.Handler):
-    """The warnings a build logs (files it left out), kept in its manifest: a store read again says them again."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def _build(source: Source, path: Path, progress: bool) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    said, logger = _Warnings(), logging.getLogger("rnnlm")
-    logger.addHandler(said)
     try:
-        try:
-            manifest = (_write_records if source.is_records else _write_stream)(source, tmp, progress)
-        finally:
-            logger.removeHandler(said)
-        manifest["warnings"] = list(dict.fromkeys(said.messages))  # a pass over the files each, said once
+        manifest = (_write_records if source.is_records else _write_stream)(source, tmp, progress)
+        manifest["warnings"] = list(dict.fromkeys(source.warnings))  # each pass over the files notes them again
         _check_unchanged(source)
         manifest["files"] = {p.name: {"bytes": p.stat().st_size, "crc32": _crc(p, p.stat().st_size)}
                              for p in sorted(tmp.iterdir())}

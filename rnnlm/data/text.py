@@ -240,11 +240,11 @@ def _check_utf8(path: Path, data: bytes, start: int) -> None:
 
 
 def _not_utf8(name: str | Path, data: bytes, e: UnicodeDecodeError, start: int) -> RnnlmError:
-    """The error for bytes that are not UTF-8 (`data` from byte `start` of the file): another encoding, or UTF-8 cut
-    short inside its last character (a copy interrupted), which converting would not mend."""
+    """The error for bytes that are not UTF-8 (`data` from byte `start` of the file): another encoding, or, at the
+    end, perhaps UTF-8 cut short inside its last character (a copy interrupted), which converting would not mend."""
     if e.reason == "unexpected end of data":
-        return RnnlmError(f"{name}: ends inside a UTF-8 character (byte offset {start + e.start}): cut short? Copy "
-                          "it again, or drop its last bytes")
+        return RnnlmError(f"{name}: ends inside a UTF-8 character (byte offset {start + e.start}): a copy cut short "
+                          "(copy it again), or another encoding (convert it, e.g. with iconv -t UTF-8)")
     return RnnlmError(f"{name}: not UTF-8 text (byte offset {start + e.start}: {data[e.start:e.start + 1]!r}); "
                       "convert it, e.g. with iconv -t UTF-8")
 
@@ -282,10 +282,12 @@ def _ours(folder: Path) -> bool:
             or ("config.yaml" in names and bool(names & {".lock", "status.json"})))
 
 
-def text_pieces(spec: str, files: list[Path], max_bytes: int | None) -> Iterator[bytes]:
+def text_pieces(spec: str, files: list[Path], max_bytes: int | None,
+                warnings: list[str] | None = None) -> Iterator[bytes]:
     """The text of `files` (what `data.path` names: a file, a folder or a glob; `text_files`), in that order, at most
     `max_bytes` bytes of it, in pieces of whole characters. Binary files found in a folder or a glob are skipped with
-    a warning, and cost nothing of `max_bytes`."""
+    a warning (added to `warnings` too, with absolute paths: a store is shared by every spelling of its path), and
+    cost nothing of `max_bytes`."""
     named = Path(spec).expanduser().is_file()
     budget: list[int | None] = [max_bytes]
     skipped: list[Path] = []
@@ -300,8 +302,11 @@ def text_pieces(spec: str, files: list[Path], max_bytes: int | None) -> Iterator
         if budget[0] is not None and budget[0] <= 0:
             break
     if skipped:
-        log.warning("skipped %d binary file(s) under %s: %s", len(skipped), spec,
-                    ", ".join(map(str, skipped[:3])) + (", ..." if len(skipped) > 3 else ""))
+        message = (f"skipped {len(skipped)} binary file(s) under {_absolute(spec)}: "
+                   + ", ".join(os.path.abspath(p) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else ""))
+        log.warning("%s", message)
+        if warnings is not None:
+            warnings.append(message)
     if not seen:
         if budget[0] is not None and budget[0] <= 0:  # the limit ran out inside the first character
             raise RnnlmError(f"data.max_bytes={max_bytes} ends inside the first character of {spec}; give a larger "
@@ -328,9 +333,10 @@ def files_identity(files: list[Path]) -> list[list[object]]:
 
 def stream_source(name: str, spec: str, cfg: DataConfig, files: list[Path]) -> Source:
     """A stream corpus read from `files` (what `spec` names), split by `data.splits`."""
-    once = _Once(lambda: text_pieces(spec, files, cfg.max_bytes))
+    warnings: list[str] = []
+    once = _Once(lambda: text_pieces(spec, files, cfg.max_bytes, warnings))
     return Source(name, {"files": files_identity(files)}, {"path": _absolute(spec), "max_bytes": cfg.max_bytes,
-                                                           **READING}, cfg.splits, pieces=once)
+                                                           **READING}, cfg.splits, pieces=once, warnings=warnings)
 
 
 class _Once:

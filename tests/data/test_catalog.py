@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot
+from rnnlm.data import catalog
 from rnnlm.data import linux as linux_mod
 from rnnlm.data.catalog import corpus_info, fetch_corpus, format_info, format_listing, list_corpora
 from rnnlm.errors import RnnlmError
@@ -48,8 +51,12 @@ def test_list_names_the_kernel_source_a_run_would_read(tmp_path: Path, monkeypat
     (mirror / linux_mod.KERNEL_RELEASE.relpath).write_bytes(b"the pinned release")
     root = DataRoot(tmp_path / "data", mirror=mirror)
     entry = {e.name: e for e in list_corpora(root)}["linux"]
-    # (not the published bytes: listed as changed, which a run refuses; where it would come from all the same)
+    # not the published bytes: listed as changed, which a run refuses; where it would come from all the same
     assert (entry.status, entry.location) == ("changed", str(mirror / linux_mod.KERNEL_RELEASE.relpath))
+    published = dataclasses.replace(linux_mod.KERNEL_RELEASE, sha256=hashlib.sha256(b"the pinned release").hexdigest())
+    monkeypatch.setattr(catalog, "KERNEL_RELEASE", published)
+    entry = {e.name: e for e in list_corpora(root)}["linux"]
+    assert (entry.status, entry.location) == ("in mirror", str(mirror / linux_mod.KERNEL_RELEASE.relpath))
     assert linux_mod.locate_source(DataConfig(dataset="linux"), DataRoot(tmp_path / "d2")) == installed
 
 
