@@ -259,8 +259,9 @@ def sample(
                                                 show_default=False)] = None,
     unique: Annotated[bool, typer.Option("--unique", help="Records: drop repeated records.")] = False,
     novel: Annotated[bool, typer.Option("--novel", help="Records: keep only records the training split does not hold.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the samples to this file instead of stdout (- "
-                                                "is stdout); it appears (or replaces one) when sampling ends.",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the samples to this file instead of "
+                                                "stdout (- is stdout); it appears (or replaces one) when sampling "
+                                                "ends.",
                                                 show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where corpora are kept, to count novel records "
                                                      "[default: where the run trained from].",
@@ -291,7 +292,9 @@ def sample(
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
     to_stdout = out is None or str(out) == "-"  # `--out -`: standard output, as without --out
-    name_seed = lambda drawn: typer.echo(f"seed {drawn} (the same samples again: --seed {drawn})", err=True)  # noqa: E731
+
+    def name_seed(drawn: int) -> None:
+        typer.echo(f"seed {drawn} (the same samples again: --seed {drawn})", err=True)
 
     def start(drawn: int) -> None:  # the model and the corpus are read: from here on the command only writes
         if to_stdout:  # a reader may stop early (| head): the seed first, so that the sample can be drawn again
