@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
@@ -292,24 +292,30 @@ def sample(
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
     to_stdout = out is None or str(out) == "-"  # `--out -`: standard output, as without --out
-
-    def name_seed(drawn: int) -> None:
-        typer.echo(f"seed {drawn} (the same samples again: --seed {drawn})", err=True)
-
-    def start(drawn: int) -> None:  # the model and the corpus are read: from here on the command only writes
-        if to_stdout:  # a reader may stop early (| head): the seed first, so that the sample can be drawn again
-            _end_with_the_reader()
-            if seed is None:
-                name_seed(drawn)
-
     with output(None if to_stdout else out) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
-                                   root=run_data(point, data_dir), device=target, force=force, on_start=start,
-                                   moved_to=data_path)
+                                   root=run_data(point, data_dir), device=target, force=force,
+                                   on_start=_sampling_start(seed, to_stdout), moved_to=data_path)
     if report.summary():
         typer.echo(report.summary(), err=True)
     if seed is None and not to_stdout:  # once the file is in place
-        name_seed(report.seed)
+        _name_seed(report.seed)
+
+
+def _sampling_start(seed: Optional[int], to_stdout: bool) -> Callable[[int], None]:
+    """What `sample` does once the model and the corpus are read, when from there on it only writes: on standard
+    output, end with a reader that stops early (| head), and name a drawn seed first, so that the sample can be drawn
+    again even then."""
+    def start(drawn: int) -> None:
+        if to_stdout:
+            _end_with_the_reader()
+            if seed is None:
+                _name_seed(drawn)
+    return start
+
+
+def _name_seed(drawn: int) -> None:
+    typer.echo(f"seed {drawn} (the same samples again: --seed {drawn})", err=True)
 
 
 @app.command("eval", short_help="Measure a model on held-out text: perplexity, bits per character.")
