@@ -48,6 +48,9 @@ WARM_UP_LENGTH = 1000
 must reach its <eos> whatever --length is, or the kept one would start mid-record; this bounds a model that never
 writes one."""
 
+PAST_THE_CAP = -1
+"""The id handed on for a record that drew something else than <eos> once past --length: it was cut."""
+
 STREAM_SEPARATOR = "---"
 """The line between two samples of a stream corpus (records need none: one record, one line)."""
 
@@ -122,8 +125,9 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
     (`data.records: pack`) always read a record with the state left by the record before it, so it
     first writes one record that is thrown away, and only then the record that is kept. A stream model
     reads the prime from `start` (one row, see `start_state`; None is the zero state). `on_step` gets
-    each step's new ids, one per sample, as they are produced (EOS_ID for a finished record); then they go there
-    alone, and the lists returned are empty (a sample of --length 10**8 would keep 800 MB of them).
+    each step's new ids, one per sample, as they are produced (EOS_ID for a finished record; one step past the cap,
+    a record's EOS_ID if it was whole, PAST_THE_CAP if it was cut); then they go there alone, and the lists returned
+    are empty (a sample of --length 10**8 would keep 800 MB of them).
     """
     device = model.decoder.weight.device
     n = opts.num_samples
@@ -141,7 +145,8 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
         else:  # every row reads the same prime from the same state: read it once
             logits, state = _read(model, ids[:1], None if records else start)
             logits, state = logits.expand(n, -1, -1), expand_rows(state, n)
-        out, _, _ = _write(model, logits, state, opts, generators, banned_ids(vocab, records), records, on_step)
+        out, _, _ = _write(model, logits, state, opts, generators, banned_ids(vocab, records), records, on_step,
+                           judge_cap=True)
     return out
 
 
@@ -169,29 +174,34 @@ def banned_ids(vocab: Vocab, records: bool) -> list[int]:
 
 def _write(model: CharRNN, logits: torch.Tensor, state: State | None, opts: SampleOptions,
            generators: list[torch.Generator], banned: list[int], records: bool,
-           on_step: Callable[[list[int]], None] | None = None) -> tuple[list[list[int]], torch.Tensor, State]:
+           on_step: Callable[[list[int]], None] | None = None,
+           judge_cap: bool = False) -> tuple[list[list[int]], torch.Tensor, State]:
     """Draw up to opts.length characters per row from `logits` (N, P, V) on, never one of `banned`. A record's row
-    stops at its <eos>: its state and logits stay those right after reading that <eos>."""
+    stops at its <eos>: its state and logits stay those right after reading that <eos>. With `judge_cap`, a record
+    at the cap draws once more: an <eos> there says it was whole (handed on), anything else that it was cut
+    (handed on as PAST_THE_CAP, and written nowhere)."""
     n = len(generators)
     out: list[list[int]] = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool)
     last = logits[:, -1]
     ban = torch.zeros(last.shape[-1], dtype=torch.bool, device=last.device)
     ban[banned] = True
-    for _ in range(opts.length):
+    for step in range(opts.length + int(records and judge_cap)):
         if records:  # a row that has ended draws nothing, as a run of one would stop
             live = (~done).nonzero().flatten()
             nxt = torch.full((n,), EOS_ID, dtype=torch.long)
             nxt[live] = choose(last[live].masked_fill(ban, -math.inf), opts, [generators[i] for i in live.tolist()])
         else:
             nxt = choose(last.masked_fill(ban, -math.inf), opts, generators)
-        ids = nxt.tolist()
+        ids = nxt.tolist() if step < opts.length else [t if t == EOS_ID else PAST_THE_CAP for t in nxt.tolist()]
         if on_step is not None:
             on_step(ids)
         else:
             for row, token in zip(out, ids):
-                if token != EOS_ID:  # a record's row that has ended draws <eos> alone
+                if token not in (EOS_ID, PAST_THE_CAP):  # a record's row that has ended draws <eos> alone
                     row.append(token)
+        if step == opts.length:
+            break
         poll()
         logits, new_state = model(nxt.to(last.device)[:, None], state)
         if records and bool(done.any()):
@@ -390,7 +400,7 @@ class _Printer:
 
     def step(self, ids: list[int]) -> None:
         for i, token in enumerate(ids):
-            if self.ended[i]:
+            if self.ended[i] or token == PAST_THE_CAP:  # the latter: neither written nor ended (cut)
                 continue
             if self.records and token == EOS_ID:
                 self.ended[i] = True

@@ -136,6 +136,15 @@ def test_a_reader_that_stops_early_ends_a_printing_command_as_it_ends_cat(models
         assert (err.startswith("seed ")) == (args[0] == "sample")
 
 
+def test_a_record_that_ends_at_the_length_limit_is_not_counted_as_cut(models):
+    """The coin model ends a record or adds a b, one half each: of the records that reach --length 2 past the prime
+    (one in four), half end right there, whole; they were all counted as cut."""
+    status, out, err = cli("sample", models["coin"], "-N", "2000", "--prime", "aab", "--length", "2", "--seed", "7")
+    cut = int(err.split("; ")[1].split()[0])
+    assert status == 0 and 170 < cut < 330, err  # about 2000 / 8 (and 500 counted so)
+    assert max(len(line) for line in out.splitlines()) == len("aab") + 2
+
+
 def test_unique_and_novel_filter_the_records(models):
     args = ["sample", models["coin"], "-N", "30", "--prime", "aab", "--seed", "2"]
     status, out, err = cli(*args)
