@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import logging
 import os
 import signal
 import time
@@ -143,6 +144,10 @@ def setup(device_name: str) -> Iterator[Dist]:
         device = torch.device("cpu")
         dist.init_process_group("gloo", timeout=TIMEOUT)
     here = Dist(rank, world, local, device)
+    logger = logging.getLogger("rnnlm")  # its warnings are the corpus's, which every process reads alike
+    level = logger.level
+    if rank:
+        logger.setLevel(logging.ERROR)  # rank 0 says what it found, once
     try:
         yield here
         dist.barrier()  # every process leaves after rank 0's last write
@@ -152,6 +157,7 @@ def setup(device_name: str) -> Iterator[Dist]:
             raise
         raise failure from None
     finally:
+        logger.setLevel(level)
         dist.destroy_process_group()
 
 

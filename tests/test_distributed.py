@@ -55,6 +55,17 @@ def ended_cleanly(stderr: str) -> None:
         "ChildFailedError")[0], stderr
 
 
+def test_what_the_corpus_holds_is_said_once_not_once_a_process(tmp_path):
+    """Both processes read the corpus; a warning about it (a binary file left out) came from each."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("some words to read, again and again\n" * 300, encoding="utf-8")
+    (tmp_path / "notes" / "b.bin").write_bytes(b"x\0y")
+    done = torchrun(TINY, *COMMON, "data.dataset=text", f"data.path={tmp_path / 'notes'}", "train.max_steps=2",
+                    "--out", str(tmp_path), "--name", "two", "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("warning: skipped 1 binary file(s)") == 1, done.stderr
+
+
 @pytest.mark.slow
 def test_two_processes_train_the_model_one_process_would(tmp_path):
     run = tmp_path / "two"
