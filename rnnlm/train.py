@@ -238,8 +238,8 @@ class Trainer:
                 self.tick = time.perf_counter()
                 if self._evaluation_owed():  # first, as the stopped session would have done it, and its preview
                     stopped = (self.budget_spent() or stopped) if self.evaluate_and_save() else "interrupted"
-                    if stopped != "interrupted" and self._preview_due() and self.dist.is_main:
-                        self.bar.write(self.preview())
+                    if stopped != "interrupted":
+                        self._show_preview_if_due()
                         self._clock_in()
                 while stopped is None:
                     stopped = self.train_one()
@@ -313,8 +313,7 @@ class Trainer:
             self.log_training()
         if tally.step % t.eval_every == 0 and not self.evaluate_and_save():
             return False
-        if self._preview_due() and self.dist.is_main:
-            self.bar.write(self.preview())
+        self._show_preview_if_due()
         poll()
         self._clock_in()
         return True
@@ -322,6 +321,10 @@ class Trainer:
     def _preview_due(self) -> bool:
         every = self.cfg.train.sample_every
         return bool(every) and self.tally.step % every == 0
+
+    def _show_preview_if_due(self) -> None:
+        if self._preview_due() and self.dist.is_main:
+            self.bar.write(self.preview())
 
     def _clock_in(self) -> None:
         """The wall-clock seconds since the last tick into the elapsed time (what max_time limits and checkpoints
