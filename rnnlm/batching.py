@@ -219,7 +219,7 @@ class RecordBatches:
     def __init__(self, records: Records | list[torch.Tensor], batch_size: int, generator: torch.Generator,
                  device: torch.device | str = "cpu"):
         if len(records) < batch_size:
-            raise RnnlmError(f"the training split has {len(records):,} records, fewer than train.batch_size={batch_size}; "
+            raise RnnlmError(f"the training split has {len(records):,} record{'s' * (len(records) != 1)}, fewer than train.batch_size={batch_size}; "
                              "lower train.batch_size or use more records")
         self.records, self.batch_size, self.generator, self.device = records, batch_size, generator, device
         self.epoch = 0

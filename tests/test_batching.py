@@ -127,7 +127,8 @@ def test_targets_are_inputs_shifted_and_stay_inside_the_split(n, batch, seq, bpt
 def test_padded_record_batches_predict_each_record_then_eos_and_nothing_else(lengths_, batch, seed):
     records = [torch.full((k,), 2 + i) for i, k in enumerate(lengths_)]  # record i: k copies of id 2 + i
     if batch > len(records):
-        with pytest.raises(RnnlmError):
+        counted = f"has {len(records)} record{'s' * (len(records) > 1)}, fewer than train.batch_size={batch}"
+        with pytest.raises(RnnlmError, match=counted):
             RecordBatches(records, batch, torch.Generator().manual_seed(seed), torch.device("cpu"))
         return
     b = RecordBatches(records, batch, torch.Generator().manual_seed(seed), torch.device("cpu"))

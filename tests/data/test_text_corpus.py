@@ -118,6 +118,8 @@ def test_records_are_lines_without_their_endings(tmp_path: Path) -> None:
     assert read_records(f) == ["emma", "olivia", "ava"]
     f = write(tmp_path / "no-final-newline.txt", "emma\nolivia")
     assert read_records(f) == ["emma", "olivia"]
+    f = write(tmp_path / "a-carriage-return-inside.txt", "em\rma\nolivia\n")  # one stray CR: a character of its record
+    assert read_records(f) == ["em\rma", "olivia"]
 
 
 def test_a_byte_limit_never_cuts_a_record(tmp_path: Path) -> None:
@@ -140,6 +142,8 @@ def test_an_empty_line_in_a_line_corpus_is_an_error_naming_it(tmp_path: Path) ->
     (b"emma\r\n\r\nava\n", "line 2 is empty; a line corpus holds one record per line: remove the empty lines, e.g. "
                               "sed -i '/^\\r\\?$/d'"),  # which removes CR LF ones too
     (b"\n", "line 1 is empty"),
+    (b"emma\rolivia\rava\r", "its lines end in a carriage return alone (classic Mac OS line endings), which a line "
+                              "corpus does not read as line ends; make them newlines, e.g. tr '\\r' '\\n' <"),
 ])
 def test_a_bad_line_corpus_is_named_with_what_is_wrong(tmp_path: Path, content: bytes, expected: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
