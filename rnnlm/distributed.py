@@ -68,10 +68,18 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    local_world_size: int = 1
+    """Processes on this machine."""
 
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def sharing_memory(self) -> int:
+        """Processes whose training fills this one's device memory: a GPU is a process's own, a machine's RAM is shared
+        by its CPU processes."""
+        return self.local_world_size if self.device.type == "cpu" else 1
 
     @property
     def is_main(self) -> bool:
@@ -143,7 +151,7 @@ def setup(device_name: str) -> Iterator[Dist]:
     else:
         device = torch.device("cpu")
         dist.init_process_group("gloo", timeout=TIMEOUT)
-    here = Dist(rank, world, local, device)
+    here = Dist(rank, world, local, device, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     logger = logging.getLogger("rnnlm")  # its warnings are the corpus's, which every process reads alike
     level = logger.level
     if rank:

@@ -107,11 +107,12 @@ def memory_needed(vocab_size: int, cfg: ModelConfig, batch: int = 0, steps: int 
 
 
 def check_fits(vocab_size: int, cfg: ModelConfig, device: torch.device, batch: int = 0, steps: int = 0,
-               padded: bool = False, resumed: bool = False) -> None:
+               padded: bool = False, resumed: bool = False, world: int = 1, here: int = 1) -> None:
     """Refuse, before allocating anything, a model that cannot fit in the memory the device has free; `padded`:
     a step reads whole records (`data.records: pad`), `steps` the widest batch's; `resumed`: the run's settings stay
-    (a new run from its weights can change them)."""
-    need = memory_needed(vocab_size, cfg, batch, steps)
+    (a new run from its weights can change them). Under torchrun `world` processes share the batch, and `here` of
+    them the device's memory (CPU processes of one machine)."""
+    need = here * memory_needed(vocab_size, cfg, batch // world, steps)
     have = available_memory(device)
     if have is None or need <= have:
         return
@@ -120,6 +121,8 @@ def check_fits(vocab_size: int, cfg: ModelConfig, device: torch.device, batch: i
     # training keeps every step's activations: the batch and the window count as much as the model's size
     window = f"records of up to {steps - 1:,} characters read whole" if padded else f"train.seq_len={steps}"
     how = f"to train on train.batch_size={batch} x {window}" if batch else "to load"
+    if here > 1:
+        how += f" in {here} processes on this machine"
     fix = ("a smaller model, train.batch_size, or data.records=pack (records read in train.seq_len windows)" if padded
            else "a smaller model, train.batch_size or train.seq_len") if batch else "a smaller model"
     if resumed:  # a resume refuses those changes

@@ -108,8 +108,9 @@ class Trainer:
         if self.start is not None:
             self.prepared = Prepared(self.prepared.store, self.start.vocab)
         self.vocab = self.prepared.vocab
-        check_fits(len(self.vocab), cfg.model, device, t.batch_size // dist.world_size, widest_step(cfg, self.prepared),
-                   padded=padded(cfg, self.prepared), resumed=resume is not None)
+        check_fits(len(self.vocab), cfg.model, device, t.batch_size, widest_step(cfg, self.prepared),
+                   padded=padded(cfg, self.prepared), resumed=resume is not None, world=dist.world_size,
+                   here=dist.sharing_memory)
         self.model = CharRNN(len(self.vocab), cfg.model)
         if self.start is not None:
             transplant(self.model, self.start)

@@ -207,3 +207,16 @@ def test_a_store_that_is_gone_is_asked_once():
 
     assert distributed._published(Gone()) is None
     assert len(asked) == 1
+
+
+def test_the_memory_check_counts_the_whole_batch_and_every_process_of_this_machine(tmp_path, monkeypatch):
+    """Two CPU processes of one machine fill its memory together, each with half of train.batch_size: the check
+    counted one process's need, and named its half as train.batch_size."""
+    from rnnlm import model
+
+    cfg = load_config(TINY, ["train.batch_size=64", "train.device=cpu", "data.dataset=hello"])
+    one = model.memory_needed(100, cfg.model, 32, cfg.train.seq_len)
+    monkeypatch.setattr(model, "available_memory", lambda device: int(1.5 * one))  # one process fits, two do not
+    with pytest.raises(RnnlmError, match=r"train.batch_size=64 x train.seq_len=\d+ in 2 processes on this machine"):
+        train(cfg, tmp_path / "run", dist=Dist(rank=0, world_size=2, local_world_size=2), progress=False)
+    assert not (tmp_path / "run").exists()
