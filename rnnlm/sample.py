@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 import sys
 import warnings
 from collections.abc import Callable
@@ -80,8 +81,9 @@ class SampleOptions:
             raise RnnlmError(f"--top-p {self.top_p}: must be in (0, 1]")
         if self.num_samples < 1:
             raise RnnlmError(f"--num-samples {self.num_samples}: must be at least 1")
-        if self.seed is not None and not 0 <= self.seed < 2**63 - self.num_samples:
-            raise RnnlmError(f"--seed {self.seed}: must be in [0, 2**63 - {self.num_samples}) (sample i uses seed + i)")
+        # sample i is seeded seed + i, which a generator takes up to 2**64 - 1: every seed of a run (train.seed) is one
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise RnnlmError(f"--seed {self.seed}: must be in [0, 2**63)")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -118,8 +120,10 @@ def choose(logits: torch.Tensor, opts: SampleOptions, generators: list[torch.Gen
 
 @torch.inference_mode()
 def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, records: bool = False,
-             packed: bool = False, on_step: Callable[[list[int]], None] | None = None, start: State | None = None) -> list[list[int]]:
-    """Generate `opts.num_samples` continuations of `prime` (ids, prime excluded).
+             packed: bool = False, on_step: Callable[[list[int]], None] | None = None, start: State | None = None,
+             first: int = 0) -> list[list[int]]:
+    """Generate `opts.num_samples` continuations of `prime` (ids, prime excluded), samples `first`, `first + 1`...
+    of a draw: sample i is seeded `opts.seed + i`.
 
     For records, a sample ends at its <eos> (not included). A model trained on packed records
     (`data.records: pack`) always read a record with the state left by the record before it, so it
@@ -131,8 +135,8 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
     """
     device = model.decoder.weight.device
     n = opts.num_samples
-    seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
+    seed = opts.seed if opts.seed is not None else fresh_seed()
+    generators = [torch.Generator().manual_seed(seed + first + i) for i in range(n)]
 
     ids = start_ids(vocab, prime, records, warm=start is not None).to(device).expand(n, -1)  # (N, P)
     with eval_mode(model):
@@ -148,6 +152,12 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
         out, _, _ = _write(model, logits, state, opts, generators, banned_ids(vocab, records), records, on_step,
                            judge_cap=True)
     return out
+
+
+def fresh_seed() -> int:
+    """A seed for a sample given none: from the system's entropy, not torch's global generator, which drawing it
+    from (torch.seed) would reseed under a caller training alongside."""
+    return secrets.randbelow(2**31)
 
 
 def _read(model: CharRNN, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
@@ -346,7 +356,7 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
         raise RnnlmError(f"--novel needs the training split: {note}")
     wanted = opts.num_samples
     model, start = load_model(point, device, force), start_state(point, device)  # refused before a prime is shown
-    seed = opts.seed if opts.seed is not None else int(torch.seed() % 2**31)
+    seed = opts.seed if opts.seed is not None else fresh_seed()
     if on_start is not None:
         on_start(seed)
     printer = _Printer(point.vocab, prime, out, wanted, point.records, unique, novel, training)
@@ -354,8 +364,8 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     while True:  # until `wanted` are written; filtered records: or MAX_DRAWS times that many were drawn
         n = min(rows, wanted - printer.written, MAX_DRAWS * wanted - printer.drawn)
         printer.begin(n)
-        generate(model, point.vocab, prime, dataclasses.replace(opts, num_samples=n, seed=seed + printer.drawn - n),
-                 records=point.records, packed=point.config.data.records == "pack", start=start, on_step=printer.step)
+        generate(model, point.vocab, prime, dataclasses.replace(opts, num_samples=n, seed=seed), records=point.records,
+                 packed=point.config.data.records == "pack", start=start, on_step=printer.step, first=printer.drawn - n)
         printer.finish()
         if printer.written >= wanted or printer.drawn >= MAX_DRAWS * wanted:
             break

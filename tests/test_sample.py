@@ -362,3 +362,26 @@ def test_a_draw_of_exactly_zero_never_writes_a_character_of_probability_zero(mon
     logits = torch.tensor([[float("-inf"), float("-inf"), 1.0, 2.0]])
     monkeypatch.setattr(torch, "rand", lambda *args, **kwargs: torch.zeros(1))
     assert choose(logits, SampleOptions(temperature=1.0), [torch.Generator()]).tolist() == [2]
+
+
+def test_the_largest_seed_draws_every_sample_of_a_filtered_run(tmp_path):
+    """Sample i is seeded seed + i: a seed near 2**63 was refused halfway through a --unique run (its later batches
+    start past it) and at a training preview of five records seeded by train.seed = 2**63 - 1."""
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", setup=constant_logits(b=0.0, eos=0.0)))
+    top = 2**63 - 1
+    out = io.StringIO()
+    report = sample_checkpoint(point, SampleOptions(length=50, temperature=1.0, num_samples=5, seed=top), "aab", out,
+                               unique=True)
+    assert report.samples > 5 and report.written == len(out.getvalue().splitlines()) > 0
+    assert len(generate(random_model(len(VOCAB)), VOCAB, "", SampleOptions(length=5, num_samples=5, seed=top))) == 5
+
+
+def test_a_sample_without_a_seed_leaves_torchs_generator_as_it_was():
+    """Drawing the seed from torch.seed() reseeded torch's global generator: a caller's training after it was no
+    longer reproducible."""
+    model = random_model(len(VOCAB))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    generate(model, VOCAB, "ab", SampleOptions(length=5, temperature=1.0, seed=None))
+    assert torch.equal(torch.rand(3), expected)
