@@ -164,7 +164,55 @@ class SequentialStreams:
         self.epoch, self.offset, self.row_len, self.pos = state["epoch"], state["offset"], state["row_len"], state["pos"]
 
 
-class RandomWindows:
+class ShuffledEpochs:
+    """What `RandomWindows` and `RecordBatches` share: an epoch serves B items at a time from an order that
+    `_shuffle` draws from the batcher's generator (the last partial group is dropped). A checkpoint keeps the
+    generator's state at the epoch's start, from which a resume draws the same order again, not the order itself
+    (a billion-character corpus's window starts are 80 MB)."""
+
+    batch_size: int
+    generator: torch.Generator
+    epoch: int
+    epoch_start: torch.Tensor | None
+    """The generator's state before it drew this epoch's order; None: the order came from a checkpoint written before
+    epoch starts were kept, and is kept as it came."""
+
+    def _shuffle(self) -> torch.Tensor:
+        """This epoch's order, drawn from `generator`."""
+        raise NotImplementedError
+
+    def _start_epoch(self) -> None:
+        self.epoch_start = self.generator.get_state()
+        self.order = self._shuffle()
+        self.pos = 0
+
+    def _take(self) -> torch.Tensor:
+        """The next B of the order, from a new epoch when this one has fewer left."""
+        if self.pos + self.batch_size > len(self.order):
+            self.epoch += 1
+            self._start_epoch()
+        picked = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return picked
+
+    def epochs_done(self) -> float:
+        return self.epoch + self.pos / (len(self.order) // self.batch_size * self.batch_size)  # the last part dropped
+
+    def state_dict(self) -> dict[str, Any]:
+        epoch = {"order": self.order} if self.epoch_start is None else {"epoch_start": self.epoch_start}
+        return {"epoch": self.epoch, "pos": self.pos, "generator": self.generator.get_state(), **epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "order" in state:
+            self.order, self.epoch_start = state["order"], None
+        elif self.epoch_start is None or not torch.equal(state["epoch_start"], self.epoch_start):  # else: at hand
+            self.generator.set_state(state["epoch_start"])
+            self._start_epoch()
+        self.generator.set_state(state["generator"])
+        self.epoch, self.pos = state["epoch"], state["pos"]
+
+
+class RandomWindows(ShuffledEpochs):
     """Independent windows: each epoch lays a grid of window starts T apart from a random offset
     o < T, shuffles them, and serves B at a time (the last partial group is dropped), so an epoch
     reads every character about once, in random order. Each window starts from a zero state."""
@@ -173,7 +221,7 @@ class RandomWindows:
                  device: torch.device | str = "cpu"):
         self.tokens, self.batch_size, self.lengths, self.generator = _tokens(tokens), batch_size, lengths, generator
         self.device = device
-        windows = (len(tokens) - 1 - lengths.seq_len) // lengths.seq_len
+        windows = (len(tokens) - lengths.seq_len) // lengths.seq_len  # the fewest a grid holds (offset T - 1)
         if windows < batch_size:
             raise RnnlmError(
                 f"the training split has {len(tokens):,} characters, too few for train.batch_size={batch_size} windows "
@@ -181,35 +229,21 @@ class RandomWindows:
         self.epoch = 0
         self._start_epoch()
 
-    def _start_epoch(self) -> None:
+    def _shuffle(self) -> torch.Tensor:
         t = self.lengths.seq_len
         offset = int(torch.randint(0, t, (1,), generator=self.generator))
-        starts = torch.arange(offset, len(self.tokens) - 1 - t, t)
-        self.order = starts[torch.randperm(len(starts), generator=self.generator)]
-        self.pos = 0
-
-    def epochs_done(self) -> float:
-        return self.epoch + self.pos / (len(self.order) // self.batch_size * self.batch_size)  # the last part dropped
+        starts = torch.arange(offset, len(self.tokens) - t, t)  # a window at s reads ids s..s+T, the last one N - 1
+        return starts[torch.randperm(len(starts), generator=self.generator)]
 
     def next(self) -> Batch:
-        if self.pos + self.batch_size > len(self.order):
-            self.epoch += 1
-            self._start_epoch()
+        picked = self._take()
         length = self.lengths.draw()
-        starts = self.order[self.pos:self.pos + self.batch_size].clamp(max=len(self.tokens) - 1 - length)
-        self.pos += self.batch_size
+        starts = picked.clamp(max=len(self.tokens) - 1 - length)
         index = (starts[:, None] + torch.arange(length)).numpy()  # (B, T)
         return _batch(self.tokens.take(index), self.tokens.take(index + 1), False, self.epoch, self.device)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "order": self.order, "pos": self.pos, "generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.epoch, self.order, self.pos = state["epoch"], state["order"], state["pos"]
-
-
-class RecordBatches:
+class RecordBatches(ShuffledEpochs):
     """Whole records, B at a time in a shuffled order, each read from `<eos>` and ending in `<eos>`:
 
         input   <eos> e m m a <eos> <eos>      (padding inputs are <eos>; they are never scored)
@@ -219,34 +253,18 @@ class RecordBatches:
     def __init__(self, records: Records | list[torch.Tensor], batch_size: int, generator: torch.Generator,
                  device: torch.device | str = "cpu"):
         if len(records) < batch_size:
-            raise RnnlmError(f"the training split has {len(records):,} record{'s' * (len(records) != 1)}, fewer than train.batch_size={batch_size}; "
-                             "lower train.batch_size or use more records")
+            raise RnnlmError(f"the training split has {len(records):,} record{'s' * (len(records) != 1)}, fewer than "
+                             f"train.batch_size={batch_size}; lower train.batch_size or use more records")
         self.records, self.batch_size, self.generator, self.device = records, batch_size, generator, device
         self.epoch = 0
         self._start_epoch()
 
-    def _start_epoch(self) -> None:
-        self.order = torch.randperm(len(self.records), generator=self.generator)
-        self.pos = 0
-
-    def epochs_done(self) -> float:
-        return self.epoch + self.pos / (len(self.order) // self.batch_size * self.batch_size)  # the last part dropped
+    def _shuffle(self) -> torch.Tensor:
+        return torch.randperm(len(self.records), generator=self.generator)
 
     def next(self) -> Batch:
-        if self.pos + self.batch_size > len(self.order):
-            self.epoch += 1
-            self._start_epoch()
-        chosen = [self.records[i] for i in self.order[self.pos:self.pos + self.batch_size].tolist()]
-        self.pos += self.batch_size
-        inputs, targets = pad_records(chosen)
+        inputs, targets = pad_records([self.records[i] for i in self._take().tolist()])
         return _batch(inputs, targets, False, self.epoch, self.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "order": self.order, "pos": self.pos, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.epoch, self.order, self.pos = state["epoch"], state["order"], state["pos"]
 
 
 class Records:
