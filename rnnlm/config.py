@@ -287,6 +287,21 @@ class TrainConfig:
                  "train.device", self.device, "one of auto, cpu, cuda, cuda:N")
 
 
+SAMPLING_LIMITS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "temperature": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 always takes the most likely character)"),
+    "length": (lambda v: v >= 1, "an integer >= 1"),
+    "top_k": (lambda v: v >= 1, "an integer >= 1"),
+    "top_p": (lambda v: math.isfinite(v) and 0 < v <= 1, "a probability in (0, 1]"),
+}
+"""What each sampling setting allows, checked here as `sample.*` keys and by `rnnlm sample` as its options."""
+
+
+def sampling_fault(name: str, value: Any) -> str | None:
+    """What a sampling setting's value must be, if it is not (None for a top-k or top-p not set)."""
+    ok, need = SAMPLING_LIMITS[name]
+    return None if value is None or ok(value) else need
+
+
 @dataclass
 class SampleConfig:
     temperature: float = 0.8
@@ -305,12 +320,10 @@ class SampleConfig:
     """Sample only among the smallest set of characters whose probability reaches p (nucleus sampling)."""
 
     def __post_init__(self) -> None:
-        _require(math.isfinite(self.temperature) and self.temperature >= 0, "sample.temperature", self.temperature,
-                 "a temperature >= 0 (0 is argmax)")
-        _require(self.length >= 1, "sample.length", self.length, "an integer >= 1")
-        _require(self.top_k is None or self.top_k >= 1, "sample.top_k", self.top_k, "an integer >= 1, or null")
-        _require(self.top_p is None or (math.isfinite(self.top_p) and 0 < self.top_p <= 1), "sample.top_p",
-                 self.top_p, "a probability in (0, 1], or null")
+        for name in SAMPLING_LIMITS:
+            fault = sampling_fault(name, getattr(self, name))
+            _require(fault is None, f"sample.{name}", getattr(self, name),
+                     f"{fault}, or null" if name.startswith("top") else str(fault))
 
 
 @dataclass

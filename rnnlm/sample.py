@@ -26,6 +26,7 @@ from typing import TextIO
 import torch
 
 from rnnlm.checkpoint import Checkpoint
+from rnnlm.config import sampling_fault
 from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.novelty import SplitRecords
 from rnnlm.data.text import decode_utf8, read_utf8, typed_text
@@ -70,15 +71,11 @@ class SampleOptions:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.length < 1:
-            raise RnnlmError(f"--length {self.length}: generate at least 1 character")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise RnnlmError(f"--temp {self.temperature}: the temperature must be a finite number >= 0 (0 always "
-                             "takes the most likely character)")
-        if self.top_k is not None and self.top_k < 1:
-            raise RnnlmError(f"--top-k {self.top_k}: must be at least 1")
-        if self.top_p is not None and not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
-            raise RnnlmError(f"--top-p {self.top_p}: must be in (0, 1]")
+        for name, option in (("length", "--length"), ("temperature", "--temp"), ("top_k", "--top-k"),
+                             ("top_p", "--top-p")):
+            fault = sampling_fault(name, getattr(self, name))
+            if fault is not None:
+                raise RnnlmError(f"{option} {getattr(self, name)}: must be {fault}")
         if self.num_samples < 1:
             raise RnnlmError(f"--num-samples {self.num_samples}: must be at least 1")
         # sample i is seeded seed + i, which a generator takes up to 2**64 - 1: every seed of a run (train.seed) is one
