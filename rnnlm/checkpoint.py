@@ -38,7 +38,7 @@ from rnnlm.atomic import atomic_file
 from rnnlm.config import Config, ConfigError, DataConfig, from_dict
 from rnnlm.errors import RnnlmError, first_line
 from rnnlm.model import parameter_shapes
-from rnnlm.state import State
+from rnnlm.state import State, tensors
 from rnnlm.vocab import Vocab
 
 FORMAT = "rnnlm-checkpoint"
@@ -259,10 +259,10 @@ def _load(p: Path, map_location: str | torch.device) -> Checkpoint:
     if not zipfile.is_zipfile(p):  # torch.save's archive: anything else is another tool's file, or a plain pickle
         with open(p, "rb") as f:
             pickled = f.read(1) == b"\x80"
-        what = "a plain pickle" if pickled else "not a checkpoint"
-        raise CheckpointError(f"{p}: refused to load: {what} (rnnlm checkpoints are torch archives of tensors and "
-                              "plain data; a pickle could run code when loaded)" if pickled else
-                              f"{p}: corrupted, truncated or {what} (not a torch archive)")
+        if pickled:
+            raise CheckpointError(f"{p}: refused to load: a plain pickle (rnnlm checkpoints are torch archives of "
+                                  "tensors and plain data; a pickle could run code when loaded)")
+        raise _unreadable(p, "not a torch archive")
     _check_sums(p)
     try:
         raw = _torch_load(p, map_location)
@@ -270,9 +270,9 @@ def _load(p: Path, map_location: str | torch.device) -> Checkpoint:
         if "unsupported global" in str(e).lower():  # the file names a Python object to rebuild: code, not data
             raise CheckpointError(f"{p}: refused to load: the file holds Python objects other than plain data "
                                   "and tensors, which could run code; rnnlm checkpoints never do") from None
-        raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint (its pickle is unreadable)") from None
+        raise _unreadable(p, "its pickle is unreadable") from None
     except Exception as e:  # torch.load fails in many ways on damaged bytes (RuntimeError, KeyError, EOFError, ...)
-        raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint ({first_line(e)})") from None
+        raise _unreadable(p, first_line(e)) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not an rnnlm checkpoint (it has no '{FORMAT}' header)")
     if raw.get("version") != CHECKPOINT_VERSION:
@@ -312,6 +312,10 @@ def saved_step(path: Path) -> int | None:
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
+def _unreadable(p: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{p}: corrupted, truncated or not a checkpoint ({why})")
+
+
 def _check_sums(p: Path) -> None:
     """Every member of the archive against the CRC-32 torch.save wrote with it: torch.load does not look, and a
     damaged weight that stays finite would load as a model writing nonsense."""
@@ -319,7 +323,7 @@ def _check_sums(p: Path) -> None:
         with zipfile.ZipFile(p) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:
-        raise CheckpointError(f"{p}: corrupted, truncated or not a checkpoint ({first_line(e)})") from None
+        raise _unreadable(p, first_line(e)) from None
     if bad is not None:
         raise CheckpointError(f"{p}: corrupted: {bad} fails its checksum (the file was damaged after it was "
                               "written); use another checkpoint of the run")
@@ -331,7 +335,7 @@ def _check_state(point: Checkpoint) -> None:
     if state is None:
         return
     cfg = point.config
-    parts = state if isinstance(state, tuple) else (state,)
+    parts = tensors(state)
     shape = (cfg.model.num_layers, cfg.train.batch_size, cfg.model.hidden_size)
     if (len(parts) != (2 if cfg.model.cell == "lstm" else 1)
             or not all(isinstance(t, torch.Tensor) and tuple(t.shape) == shape and t.is_floating_point() for t in parts)):
