@@ -113,15 +113,27 @@ def train(
 
     Ctrl-C (or SIGTERM) saves last.pt and prints the command that resumes. Under
     `torchrun --nproc_per_node=N -m rnnlm train ...` the N processes train one model data-parallel."""
+    from rnnlm.console import outliving_the_reader
+
+    named = out is not None or name is not None
+    config_file, args = _train_args(config, list(overrides or []), resume, init_from, named)
+    with outliving_the_reader():
+        result, dist = _train_run(config_file, args, resume, out or Path("checkpoints"), name, data_dir, mirror, quiet)
+        if dist.is_main:
+            _report(result, dist, data_dir)
+    if result.stopped == "interrupted":
+        raise typer.Exit(128 + int(result.signal or 2))
+
+
+def _train_run(config_file: Optional[Path], args: list[str], resume: Optional[Path], out: Path, name: Optional[str],
+               data_dir: Optional[Path], mirror: Optional[Path], quiet: bool) -> tuple[Any, Any]:
+    """`train` once its command line is read: the run's result and this process's place in the job."""
     from rnnlm.data import DataRoot
     from rnnlm.distributed import setup
     from rnnlm.runs import RunLock, discard_if_empty, new_run_dir, require_run_dir
     from rnnlm.runtime import keep_freed_memory, use_threads
     from rnnlm.train import train as run_training
 
-    named = out is not None or name is not None
-    config_file, args = _train_args(config, list(overrides or []), resume, init_from, named)
-    out = out or Path("checkpoints")
     with contextlib.ExitStack() as stack:
         if "RANK" not in os.environ:  # a kill while the corpus is prepared unwinds (training's own stop takes over)
             stack.enter_context(_sigterm_unwinds())
@@ -140,15 +152,11 @@ def train(
             if resume is None and dist.is_main:
                 stack.enter_context(RunLock(run_dir))
             try:
-                result = run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet, dist=dist)
+                return run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet, dist=dist), dist
             except BaseException:
                 if resume is None and dist.is_main:
                     discard_if_empty(run_dir, made_out)
                 raise
-    if dist.is_main:
-        _report(result, dist, data_dir)
-    if result.stopped == "interrupted":
-        raise typer.Exit(128 + int(result.signal or 2))
 
 
 def _stem(config_file: Path) -> str:
@@ -584,7 +592,7 @@ def device_for(name: str, threads: int | None = None) -> torch.device:
 def _end_with_the_reader() -> None:
     """A command that only prints ends when its reader stops early (`rnnlm sample RUN | head`) as cat and grep do: by
     SIGPIPE (status 141 in the shell), quietly. Python ignores the signal, and click turned the write error into
-    status 1, silently. Not for commands that train or download: there a broken pipe or socket is an error to handle."""
+    status 1, silently. Not for commands that train (they go on unseen: `console.outliving_the_reader`) or download."""
     if threading.current_thread() is threading.main_thread():  # signal handlers are the main thread's to set
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 

@@ -10,16 +10,70 @@ in a log. Only the process that writes (rank 0) shows anything.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from rnnlm.checkpoint import Tally
 from rnnlm.config import TrainConfig
+
+
+@contextlib.contextmanager
+def outliving_the_reader() -> Iterator[None]:
+    """Training's stdout and stderr outlive their reader: `rnnlm train ... 2>&1 | head` closed the pipe after ten
+    lines, and the next progress line killed the run, losing its work since the last checkpoint. A stream whose
+    reader has gone is pointed at /dev/null and training goes on unseen (metrics.jsonl and the checkpoints keep
+    everything), as it would under nohup."""
+    before = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _outliving(sys.stdout), _outliving(sys.stderr)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = before
+
+
+class _ReaderMayLeave(io.RawIOBase):
+    """Writes to a file descriptor; once its reader has gone (EPIPE), to /dev/null through the same descriptor, so
+    that every stream writing there (click's, tqdm's, Python's own at exit) goes on too."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
+
+    def write(self, data: Any) -> int:
+        try:
+            return os.write(self.fd, data)
+        except BrokenPipeError:
+            nowhere = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(nowhere, self.fd)
+            os.close(nowhere)
+            return len(data)
+
+
+def _outliving(stream: TextIO) -> TextIO:
+    """`stream` writing through `_ReaderMayLeave`; a stream without a descriptor (a test's StringIO) as it is."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return stream
+    stream.flush()
+    return io.TextIOWrapper(io.BufferedWriter(_ReaderMayLeave(fd)), encoding=stream.encoding, errors=stream.errors,
+                            line_buffering=True)
 
 
 def say(text: str) -> None:

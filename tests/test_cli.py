@@ -118,3 +118,24 @@ def test_resume_with_out_or_name_is_refused(tmp_path):
         assert_user_error(cli("train", "--resume", tmp_path / "run", *extra), "--out and --name name a new run",
                           f"rnnlm train {tmp_path / 'run' / 'config.yaml'} --init-from {tmp_path / 'run'}")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_training_goes_on_when_the_reader_of_its_output_stops_early(tmp_path):
+    """`rnnlm train ... 2>&1 | head -3`: the first progress line after head left killed the run (status 1, silently),
+    losing its work since the last checkpoint, and a run without one vanished."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["train", REPO / "configs" / "tiny.yaml", "train.max_steps=60", "train.eval_every=60", "train.log_every=1",
+            "--out", tmp_path, "--name", "run"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlm", *map(str, args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout.readline().startswith(b"run directory: ")
+        proc.stdout.close()  # as head does once it has what it wants
+        assert proc.wait(timeout=300) == 0
+    finally:
+        proc.kill()
+    assert json.loads((tmp_path / "run" / "status.json").read_text()) == {"stopped": "max_steps", "step": 60}
