@@ -219,7 +219,7 @@ def open_run(run_dir: Path, cfg: Config, step: int, changes: list[str] | None, e
     killed writer left and of what was written after the checkpoint (a future this run will write again), with its
     config.yaml; a resume (`changes` not None) is logged with the keys it changed."""
     over = changes is None and (run_dir / "config.yaml").exists()
-    _make_run_dir(run_dir)
+    _make_run_dir(run_dir, resumed=changes is not None)
     say(f"run directory: {run_dir}" + (" (stopped before its first checkpoint: starting it over)" if over else ""))
     for stale in remove_stale_temp_files(run_dir):
         say(f"removed {stale.name}, left by a process killed while writing it")
@@ -229,13 +229,14 @@ def open_run(run_dir: Path, cfg: Config, step: int, changes: list[str] | None, e
             path.unlink()
     (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     if changes is not None:
+        (run_dir / STATUS).unlink(missing_ok=True)  # how the session before ended: not how a run killed in this one stands
         line = f"resumed at step {step}" + (f" with {'; '.join(changes)}" if changes else "")
         with open(run_dir / RESUME_LOG, "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         say(line.replace("resumed", "resuming", 1))
 
 
-def _make_run_dir(run_dir: Path) -> None:
+def _make_run_dir(run_dir: Path, resumed: bool = False) -> None:
     """Create the run directory and prove it takes files, before any training time is spent."""
     probe = run_dir / f".write-test-{os.getpid()}"
     try:
@@ -243,8 +244,10 @@ def _make_run_dir(run_dir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise RnnlmError(f"cannot write the run directory {run_dir}: {e.strerror or e}; "
-                         "choose another folder with --out (or --name)") from None
+        fix = ("make it writable, or start a new run from its weights elsewhere: rnnlm train "
+               f"{run_dir / 'config.yaml'} --init-from {run_dir} --out FOLDER" if resumed
+               else "choose another folder with --out (or --name)")
+        raise RnnlmError(f"cannot write the run directory {run_dir}: {e.strerror or e}; {fix}") from None
 
 
 def record_status(run_dir: Path, stopped: str, step: int) -> None:

@@ -204,3 +204,46 @@ def test_a_new_run_from_a_runs_config_is_named_after_that_run(tmp_path, monkeypa
     (tmp_path / "config.yaml").write_text("{}")
     monkeypatch.chdir(tmp_path)
     assert (_stem(run / "config.yaml"), _stem(Path("config.yaml")), _stem(Path("tiny.yaml"))) == ("lt", "config", "tiny")
+
+
+def test_a_resumed_session_killed_before_its_first_checkpoint_is_not_listed_as_finished(tmp_path, monkeypatch):
+    """The status the session before wrote (finished at max_steps) stood for a resume with a larger budget that was
+    killed before it saved: `rnnlm runs` said finished, and nobody would resume it."""
+    import pytest
+
+    from rnnlm.train import Trainer
+
+    done = run_cli("train", TINY, *FAST, "train.max_steps=10", "train.eval_every=10", "--out", str(tmp_path),
+                   "--name", "grown", "-q")
+    assert done.returncode == 0, done.stderr
+    assert [r.status for r in list_runs(tmp_path / "grown")] == ["finished"]
+
+    class Killed(BaseException):
+        """What SIGKILL leaves: nothing run after it."""
+
+    def killed(self):
+        raise Killed
+
+    monkeypatch.setattr(Trainer, "train_one", killed)
+    with pytest.raises(Killed):
+        cli("train", "--resume", tmp_path / "grown", "train.max_steps=40", "-q")
+    assert [(r.steps, r.status) for r in list_runs(tmp_path / "grown")] == [(10, "stopped")]
+
+
+def test_a_resume_into_a_folder_it_cannot_write_is_told_how_to_go_on(tmp_path, monkeypatch):
+    """The advice was to choose --out or --name, which a resume refuses."""
+    done = run_cli("train", TINY, *FAST, "train.max_steps=10", "--out", str(tmp_path), "--name", "ro", "-q")
+    assert done.returncode == 0, done.stderr
+    real = Path.write_bytes
+
+    def read_only(self: Path, data: bytes) -> int:  # as a folder root may not write to (tests run as root)
+        if self.name.startswith(".write-test-"):
+            raise PermissionError(13, "Permission denied")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    err = assert_user_error(cli("train", "--resume", tmp_path / "ro", "train.max_steps=20", "-q"),
+                            "cannot write the run directory", "Permission denied; make it writable, or start a new "
+                            f"run from its weights elsewhere: rnnlm train {tmp_path / 'ro' / 'config.yaml'} "
+                            f"--init-from {tmp_path / 'ro'} --out FOLDER", max_lines=3)
+    assert "--name" not in err
