@@ -289,7 +289,7 @@ def list_runs(folder: Path) -> list[RunInfo]:
     if not folder.is_dir():
         raise RnnlmError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}; give the folder that "
                          "holds the runs (train's --out, checkpoints by default)")
-    found = [folder.resolve()] if is_run(folder) else [d for d in folder.iterdir() if (d / "config.yaml").is_file()]
+    found = [folder.resolve()] if is_run(folder) else [d for d in folder.iterdir() if is_run(d)]
     return sorted((r for r in map(_run_info, found) if r is not None), key=lambda r: -r.modified)
 
 
@@ -298,8 +298,10 @@ def _run_info(run_dir: Path) -> RunInfo | None:
         cfg = read_yaml(run_dir / "config.yaml")  # as training reads it (YAML 1.2 integers)
         model, data = cfg.get("model", {}), cfg.get("data", {})
         shape = f"{model.get('cell', '?')} {model.get('num_layers', '?')}x{model.get('hidden_size', '?')}"
-    except (OSError, ConfigError, AttributeError):
+    except FileNotFoundError:  # gone since the folder was listed
         return None
+    except (OSError, ConfigError, AttributeError):  # listed all the same: a resume names what is wrong with it
+        shape, data = "?", {}
     records = read_metrics(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
     evals = [r for r in records if r.get("val_loss") is not None]
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None

@@ -129,6 +129,7 @@ def test_a_file_gone_between_listing_and_reading_does_not_stop_the_listing(tmp_p
     run = tmp_path / "r"
     run.mkdir()
     (run / "config.yaml").write_text("model: {cell: lstm, num_layers: 1, hidden_size: 8}\n", encoding="utf-8")
+    (run / ".lock").write_text("")  # a run's, beside its config
     # listed but gone when read, as a running run's temporary checkpoint is once renamed
     (run / ".last.pt.tmp-1").symlink_to(tmp_path / "gone")
     assert [r.name for r in list_runs(tmp_path)] == ["r"]
@@ -247,3 +248,14 @@ def test_a_resume_into_a_folder_it_cannot_write_is_told_how_to_go_on(tmp_path, m
                             f"run from its weights elsewhere: rnnlm train {tmp_path / 'ro' / 'config.yaml'} "
                             f"--init-from {tmp_path / 'ro'} --out FOLDER", max_lines=3)
     assert "--name" not in err
+
+
+def test_runs_lists_a_run_whose_config_is_broken_and_not_a_project_folder_with_a_config(tmp_path):
+    """A config.yaml edited into bad YAML hid its run; a folder of configs beside the runs was listed as a run."""
+    done = run_cli("train", TINY, *FAST, "train.max_steps=10", "--out", str(tmp_path), "--name", "edited", "-q")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "edited" / "config.yaml", "a", encoding="utf-8") as f:
+        f.write("model: [\n")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "config.yaml").write_text(Path(TINY).read_text())
+    assert [(r.name, r.model, r.steps, r.status) for r in list_runs(tmp_path)] == [("edited", "?", 10, "finished")]
