@@ -76,8 +76,10 @@ class Gathered:
 
     def means(self) -> dict[str, float]:
         """The record's loss, gradient norms and speed over the steps gathered."""
+        measured = self.steps - self.skipped  # none: no norm to report (null in metrics.jsonl), not a norm of 0
         return {"train_loss": self.loss_sum / max(1, self.chars),
-                "grad_norm": self.grad_sum / max(1, self.steps - self.skipped), "grad_norm_max": self.grad_max,
+                "grad_norm": self.grad_sum / measured if measured else math.nan,
+                "grad_norm_max": self.grad_max if measured else math.nan,
                 "chars_per_sec": round(self.chars / max(self.seconds, 1e-9), 1)}
 
 

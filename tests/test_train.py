@@ -407,6 +407,10 @@ def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
         tally.count_step(0, 0.1, 2.0, 10, norm)
     assert (tally.gathered.steps, tally.gathered.skipped) == (3, 1)
     assert tally.gathered.means()["grad_norm"] == 2.0 and tally.gathered.means()["grad_norm_max"] == 3.0
+    every = Tally()
+    for _ in range(2):  # a record whose steps were all skipped measured no norm: not a norm of 0
+        every.count_step(0, 0.1, 2.0, 10, math.inf)
+    assert all(math.isnan(every.gathered.means()[k]) for k in ("grad_norm", "grad_norm_max"))
 
 
 def test_a_run_that_ends_at_an_evaluation_writes_its_last_checkpoint_once(tmp_path, monkeypatch):
