@@ -92,6 +92,9 @@ def _claim(out: Path, run_dir: Path) -> str | None:
         if occupant == "a start":
             raise _Taken(f"{run_dir} is an empty folder (a start that never began, or one beginning now); remove it "
                          "or choose another --name") from None
+        pid = holder(run_dir)
+        if pid is not None:
+            raise _Taken(f"{run_dir} is a run being trained by process {pid}; choose another --name") from None
         raise _Taken(f"{run_dir} already exists; continue it with --resume {run_dir} or choose another "
                      "--name") from None
     except OSError as e:

@@ -42,7 +42,9 @@ def test_a_run_has_one_writer_and_a_killed_one_leaves_no_lock(tmp_path):
         assert code == 2
         assert err.strip() == (f"error: {run} is being trained by process {first.pid}; wait for it to end, "
                                          f"or stop it (kill {first.pid}) and then resume")
-        assert_user_error(cli("train", TINY, *FAST, "--out", str(tmp_path), "--name", "run", "-q"), "already exists")
+        # not "continue it with --resume", which the lock then refuses
+        assert_user_error(cli("train", TINY, *FAST, "--out", str(tmp_path), "--name", "run", "-q"),
+                          f"{run} is a run being trained by process {first.pid}; choose another --name")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
