@@ -11,6 +11,7 @@ in a log. Only the process that writes (rank 0) shows anything.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
@@ -40,8 +41,8 @@ def outliving_the_reader() -> Iterator[None]:
 
 
 class _ReaderMayLeave(io.RawIOBase):
-    """Writes to a file descriptor; once its reader has gone (EPIPE), to /dev/null through the same descriptor, so
-    that every stream writing there (click's, tqdm's, Python's own at exit) goes on too."""
+    """Writes to a file descriptor; once its reader has gone (a closed pipe or terminal), to /dev/null through the
+    same descriptor, so that every stream writing there (click's, tqdm's, Python's own at exit) goes on too."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -58,7 +59,9 @@ class _ReaderMayLeave(io.RawIOBase):
     def write(self, data: Any) -> int:
         try:
             return os.write(self.fd, data)
-        except BrokenPipeError:
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.EIO):  # EIO: a terminal that has hung up (closed, SIGHUP)
+                raise
             nowhere = os.open(os.devnull, os.O_WRONLY)
             os.dup2(nowhere, self.fd)
             os.close(nowhere)

@@ -146,8 +146,9 @@ def sigterm_handled(handler: Any) -> Iterator[None]:
 
 
 class StopSignal:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so it can save and exit; a second signal
-    stops at once.
+    """Turns SIGINT/SIGTERM, and SIGHUP (the terminal closed), into a flag the loop checks after each step, so it can
+    save and exit; a second signal stops at once. A signal the process was started ignoring stays ignored (SIGHUP
+    under nohup, SIGINT in a shell's background job).
 
     A signal within `same_within` seconds of the first is the same request, not a second one: a launcher (torchrun,
     and many wrappers) passes its SIGINT or SIGTERM on to the processes it started, which Ctrl-C at a terminal has
@@ -166,7 +167,9 @@ class StopSignal:
         self._cut = False
 
     def __enter__(self) -> "StopSignal":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: leave signals alone

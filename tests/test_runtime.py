@@ -130,3 +130,17 @@ def test_the_first_look_leaves_out_the_start_of_the_work():
     compiler.wait()  # the start is over: 1.5 s of another process on a core
     runtime.poll()
     assert torch.get_num_threads() == len(CORES), "the first look counted the start's compiler"
+
+
+def test_a_closed_terminal_stops_as_sigterm_does_and_a_signal_ignored_from_the_start_stays_ignored(monkeypatch):
+    """SIGHUP (the terminal closed) killed a run at once, unsaved; under nohup, which ignores it, it must not stop."""
+    with runtime.StopSignal() as stop:
+        signal.raise_signal(signal.SIGHUP)
+        assert stop.received == signal.SIGHUP
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts the process
+    try:
+        with runtime.StopSignal() as stop:
+            signal.raise_signal(signal.SIGHUP)
+            assert stop.received is None
+    finally:
+        signal.signal(signal.SIGHUP, before)
