@@ -16,6 +16,7 @@ The trainer writes through the `MetricLogger` interface; `Loggers` sends each re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -40,14 +41,19 @@ def finite_or_null(record: dict[str, Any]) -> dict[str, Any]:
 
 class JsonlLogger:
     def __init__(self, path: Path):
-        self.file = open(path, "a", encoding="utf-8")
+        self.path, self.file = path, open(path, "a", encoding="utf-8")
 
     def log(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(finite_or_null(record)) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(finite_or_null(record)) + "\n")
+            self.file.flush()
+        except OSError as e:  # a full disk: the run stops there, its last checkpoint intact (a resume drops half lines)
+            raise RnnlmError(f"{self.path}: could not write a record ({e.strerror or e}); make room and resume the run "
+                             "from its last checkpoint") from None
 
     def close(self) -> None:
-        self.file.close()
+        with contextlib.suppress(OSError):  # what could not be written was said when it failed
+            self.file.close()
 
 
 def check_tensorboard() -> None:

@@ -8,6 +8,7 @@ the same entry point as a real subprocess.
 from __future__ import annotations
 
 import errno
+import io
 import os
 from pathlib import Path
 
@@ -198,6 +199,27 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(files, monke
                       "No space left on device", "the previous last.pt is intact", max_lines=2)
     assert ckpt.load(run_dir / "last.pt").step == 2  # the checkpoint before the failed write, intact
     assert not [p for p in run_dir.iterdir() if ".tmp-" in p.name]
+
+
+def test_disk_full_while_a_metrics_record_is_written_is_a_message(files, monkeypatch):
+    """It was a traceback, and a second one from closing the file."""
+    from rnnlm import metrics
+
+    class FillsUp(io.StringIO):
+        def write(self, text: str) -> int:
+            if self.getvalue().count("\n") >= 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(text)
+
+        def close(self) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what it still held
+
+    monkeypatch.setattr(metrics, "open", lambda *a, **k: FillsUp(), raising=False)
+    assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "model.hidden_size=8",
+                          "model.num_layers=1", "train.seq_len=8", "train.batch_size=4", "train.log_every=1",
+                          "train.max_steps=20", "--out", str(files / "runs"), "--name", "full", "-q"),
+                      "metrics.jsonl: could not write a record (No space left on device); make room and resume",
+                      max_lines=2)
 
 
 def test_cuda_on_a_machine_without_it(files):
