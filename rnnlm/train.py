@@ -479,6 +479,8 @@ class Trainer:
             say(f"warning: the model replicas differ at step {self.tally.step} ({', '.join(replicas)})")
         if not dist.is_main:
             return
+        if not self.run_dir.is_dir():  # written anyway, a folder of that name would hold checkpoints alone, unlocked
+            raise RnnlmError(f"{self.run_dir} was removed while the run trained; nothing more is saved, the run stops")
         training = TrainingState(self.optimizer.state_dict(), self.batcher.state_dict(),
                                  self.scaler.state_dict() if self.scaler.is_enabled() else None, rng,
                                  map_state(lambda s: s.cpu(), full_state), self.tally, replicas,
