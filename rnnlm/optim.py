@@ -23,16 +23,16 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
 
 def learning_rate(cfg: Config, step: int, epoch: int, clock: float = 0.0) -> float:
     """The rate for optimizer step `step` (0-based) in epoch `epoch` (epochs completed before it), `clock`
-    seconds into the run. The cosine decays over whichever budget ends first, `max_steps` or `max_time`:
-    a run given a time budget ends at its floor rate. (Such a run depends on the clock anyway: where it
-    stops does; runs without `max_time` never read it.)"""
+    seconds into the run. The cosine decays over whichever budget ends first, `max_steps` or `max_time`, from the
+    step after the warmup's last (which reached `lr`) to the run's last step, which trains at the floor rate. (A run
+    given a time budget depends on the clock anyway: where it stops does; runs without `max_time` never read it.)"""
     t = cfg.train
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
     if t.schedule == "cosine":
         progress = 0.0
         if t.max_steps is not None:
-            progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+            progress = (step + 1 - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
         if t.max_time is not None:
             progress = max(progress, clock / t.max_time)
         progress = min(1.0, progress)

@@ -14,8 +14,11 @@ def test_schedules():
     cfg = load_config(None, ["train.schedule=cosine", "train.warmup_steps=10", "train.max_steps=110", "train.lr=1.0"])
     assert learning_rate(cfg, 0, 0) == pytest.approx(0.1)
     assert learning_rate(cfg, 9, 0) == pytest.approx(1.0)
-    assert learning_rate(cfg, 60, 0) == pytest.approx(0.5)
-    assert learning_rate(cfg, 110, 0) == pytest.approx(0.0)
+    # the decay starts at the step after the warmup's last (it repeated the peak) and ends at the run's last step, step
+    # 109 of 110 (it never reached the floor)
+    assert learning_rate(cfg, 10, 0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 100)))
+    assert learning_rate(cfg, 59, 0) == pytest.approx(0.5)
+    assert learning_rate(cfg, 109, 0) == pytest.approx(0.0)
     cfg = load_config(None, ["train.schedule=cosine", "train.max_steps=null", "train.max_time=100", "train.lr=1.0"])
     assert learning_rate(cfg, 5, 0, clock=50.0) == pytest.approx(0.5)  # a time budget: the cosine follows the clock
     assert learning_rate(cfg, 5, 0, clock=100.0) == pytest.approx(0.0)
