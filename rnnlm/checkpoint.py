@@ -303,15 +303,19 @@ def _torch_load(path: Path, map_location: str | torch.device, mmap: bool = False
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
-def saved_step(path: Path) -> int | None:
-    """The step a checkpoint holds, its tensors mapped rather than read (cheap enough for `rnnlm runs` to ask of every
-    run); None when it cannot be read."""
+def saved_progress(path: Path) -> tuple[int, float] | None:
+    """The step a checkpoint holds and the seconds the run had spent by then, its tensors mapped rather than read
+    (cheap enough for `rnnlm runs` to ask of every run); None when it cannot be read."""
     try:
         raw = _torch_load(path, "cpu", mmap=True)
     except Exception:  # damaged or foreign: `load` says why when it matters
         return None
     step = raw.get("step") if isinstance(raw, dict) and raw.get("format") == FORMAT else None
-    return step if isinstance(step, int) and not isinstance(step, bool) else None
+    if not isinstance(step, int) or isinstance(step, bool):
+        return None
+    tally = raw["train"].get("tally") if isinstance(raw.get("train"), dict) else None
+    elapsed = tally.get("elapsed") if isinstance(tally, dict) else None
+    return step, float(elapsed) if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) else 0.0
 
 
 def _unreadable(p: Path, why: str) -> CheckpointError:

@@ -306,13 +306,18 @@ def _run_info(run_dir: Path) -> RunInfo | None:
     except (OSError, ConfigError, AttributeError):  # listed all the same: a resume names what is wrong with it
         shape, data = "?", {}
     records = read_metrics(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
+    running = holder(run_dir) is not None
+    saved = None if running else ckpt.saved_progress(run_dir / ckpt.LAST)
+    if saved is not None:  # a run killed outright logged past its last checkpoint: a resume drops that and redoes it
+        records = [r for r in records if r.get("step", 0) <= saved[0]]
     evals = [r for r in records if r.get("val_loss") is not None]
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None
-    steps, status = _progress(run_dir, max((r.get("step", 0) for r in records), default=0))
+    logged = max((r.get("step", 0) for r in records), default=0)
+    steps, status = (logged, "running") if running else _progress(run_dir, logged)
+    seconds = max([r.get("elapsed", 0.0) for r in records] + [saved[1] if saved else 0.0])  # the final evaluation's too
     modified = max((_mtime(p) for p in run_dir.iterdir()), default=0.0)
     return RunInfo(run_dir.name, str(run_dir), shape, str(data.get("dataset", "?")), steps,
-                   best["val_loss"] if best else None, best["bpc"] if best else None,
-                   max((r.get("elapsed", 0.0) for r in records), default=0.0), status, modified)
+                   best["val_loss"] if best else None, best["bpc"] if best else None, seconds, status, modified)
 
 
 def _mtime(path: Path) -> float:
@@ -324,16 +329,11 @@ def _mtime(path: Path) -> float:
 
 
 def _progress(run_dir: Path, logged: int) -> tuple[int, str]:
-    """The steps a resume would continue from and the run's status (running, finished, stopped), from the steps its
-    metrics logged: none when nothing was saved (a resume starts over), the stop's own step when it was saved after
-    the last record."""
-    if holder(run_dir) is not None:
-        return logged, "running"
+    """The steps a resume of a run not running would continue from and its status (finished, stopped), from the
+    steps its metrics logged up to its last checkpoint: none when nothing was saved (a resume starts over), the stop's
+    own step when it was saved after the last record."""
     if not any(run_dir.glob("*.pt")):
         return 0, "stopped"
-    resumable = ckpt.saved_step(run_dir / ckpt.LAST)
-    if resumable is not None:  # a run killed outright logged steps past its last checkpoint, which a resume redoes
-        logged = min(logged, resumable)
     try:
         ended = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from helpers import REPO, assert_user_error, cli, run_cli
 from rnnlm import checkpoint as ckpt
+from rnnlm.metrics import read_metrics
 from rnnlm.runs import holder, list_runs
 
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -182,11 +183,17 @@ def test_a_run_killed_outright_counts_the_steps_its_last_checkpoint_holds(tmp_pa
                    str(tmp_path), "--name", "killed", "-q")
     assert done.returncode == 0, done.stderr
     run = tmp_path / "killed"
+    saved = ckpt.load(run / ckpt.LAST)
+    [before] = list_runs(run)
+    # the final evaluation's time: its record is stamped before it runs, the checkpoint after
+    assert before.seconds == saved.train.tally.elapsed > max(r["elapsed"] for r in read_metrics(run / "metrics.jsonl"))
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write('{"step": 12, "epoch": 0, "train_loss": 2.0}\n{"step": 14, "epoch": 0, "train_loss": 2.0}\n')
+        f.write('{"step": 12, "epoch": 0, "train_loss": 2.0}\n{"step": 14, "epoch": 0, "train_loss": 2.0}\n'
+                '{"step": 14, "epoch": 0, "val_loss": 0.001, "bpc": 0.002, "elapsed": 999.0}\n')
     (run / "status.json").unlink()  # the killed session wrote none
     [info] = list_runs(run)
-    assert (info.steps, info.status) == (10, "stopped")
+    # what a resume drops is not shown: its steps, its evaluation (best.pt never held it), its time
+    assert (info.steps, info.status, info.best_val, info.seconds) == (10, "stopped", before.best_val, before.seconds)
 
 
 def test_resume_of_a_folder_that_is_not_a_run_says_what_it_is(tmp_path):
