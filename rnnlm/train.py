@@ -286,7 +286,11 @@ class Trainer:
         # global loss, the gradient norm (the same on every process), whether any process was told to stop or ran
         # out of time, and the clock
         now = time.perf_counter()
-        time_up = t.max_time is not None and tally.elapsed + (now - self.tick) + self._final_eval() >= t.max_time
+        # room for the final evaluation, and for the one due after this step: with no room for both, that one is the
+        # final one (the run went on, evaluated again a step later, and overran the budget by an evaluation)
+        evaluations = 1 + ((tally.step + 1) % t.eval_every == 0)
+        time_up = (t.max_time is not None
+                   and tally.elapsed + (now - self.tick) + evaluations * self._final_eval() >= t.max_time)
         flags = torch.tensor([float(stop.received is not None), float(time_up), tally.elapsed + now - self.tick],
                              dtype=torch.float64)
         shared = dist.all_reduce_sum(torch.cat([nll.detach().double().reshape(1), grad_norm.double().reshape(1),

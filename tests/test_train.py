@@ -248,6 +248,18 @@ def test_a_time_budget_leaves_room_for_the_final_evaluation(tmp_path, monkeypatc
     assert result.stopped == "max_time" and result.step == 1
 
 
+def test_a_time_budget_without_room_for_a_due_and_a_final_evaluation_ends_at_the_due_one(tmp_path, monkeypatch):
+    """Room was left for the final evaluation alone: a regular one due took it, the run went on a step, evaluated
+    again, and overran the budget by an evaluation (here each is expected to take 60% of the budget from step 5)."""
+    from rnnlm.train import Trainer
+
+    monkeypatch.setattr(Trainer, "_final_eval", lambda self: 600.0 if self.tally.step >= 4 else 0.0)
+    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=20", "train.max_time=1000", "train.eval_every=5"])
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert (result.stopped, result.step) == ("max_time", 5)
+    assert [r["step"] for r in read_metrics(tmp_path / "run") if "val_loss" in r] == [5]
+
+
 def test_the_room_left_for_the_final_evaluation_does_not_vanish_when_every_step_is_logged(tmp_path, monkeypatch):
     """Before any evaluation, the room is the validation split read at three times the training speed; that speed
     came from the record being gathered, which is empty right after each record (with log_every=1, always), so a
