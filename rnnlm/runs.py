@@ -232,7 +232,7 @@ def open_run(run_dir: Path, cfg: Config, step: int, changes: list[str] | None, e
             path.unlink()
     (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     if changes is not None:
-        (run_dir / STATUS).unlink(missing_ok=True)  # how the session before ended: not how a run killed in this one stands
+        (run_dir / STATUS).unlink(missing_ok=True)  # how the session before ended, not how one killed in this stands
         line = f"resumed at step {step}" + (f" with {'; '.join(changes)}" if changes else "")
         with open(run_dir / RESUME_LOG, "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")

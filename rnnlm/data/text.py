@@ -382,8 +382,8 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
     text = np.frombuffer(data, dtype=np.uint8)
     lines = line_ends(text)
     if data.count(b"\r") - data.count(b"\r\n") > len(lines) - 2:  # more lines end in CR alone than in a newline
-        raise RnnlmError(f"{path}: its lines end in a carriage return alone (classic Mac OS line endings), which a line "
-                         f"corpus does not read as line ends; make them newlines, e.g. tr '\\r' '\\n' < {path} > "
+        raise RnnlmError(f"{path}: its lines end in a carriage return alone (classic Mac OS line endings), which a "
+                         f"line corpus does not read as line ends; make them newlines, e.g. tr '\\r' '\\n' < {path} > "
                          "records.txt")
     _check_lines_utf8(path, data, lines, truncated, mark)
     if truncated or lines[-2] + 1 == len(data):  # the last line: cut short by the limit, or after the final newline
