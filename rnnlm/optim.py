@@ -24,7 +24,8 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
 def learning_rate(cfg: Config, step: int, epoch: int, clock: float = 0.0) -> float:
     """The rate for optimizer step `step` (0-based) in epoch `epoch` (epochs completed before it), `clock`
     seconds into the run. The cosine decays over whichever budget ends first, `max_steps` or `max_time`, from the
-    step after the warmup's last (which reached `lr`) to the run's last step, which trains at the floor rate. (A run
+    step after the warmup's last (which reached `lr`) to the run's last step, which trains at the floor rate (a time
+    budget's share is of the whole clock, the warmup's seconds included, so its decay starts a little along). (A run
     given a time budget depends on the clock anyway: where it stops does; runs without `max_time` never read it.)"""
     t = cfg.train
     if step < t.warmup_steps:

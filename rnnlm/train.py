@@ -250,7 +250,7 @@ class Trainer:
             self.loggers.close()
         if self.dist.is_main:
             record_status(self.run_dir, stopped, tally.step)
-        received = self.stop.received or signal.SIGINT if stopped == "interrupted" else None
+        received = (self.stop.received or signal.SIGINT) if stopped == "interrupted" else None
         return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, received)
 
     def train_one(self) -> Stopped | None:
