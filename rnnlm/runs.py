@@ -169,6 +169,9 @@ def require_run_dir(run_dir: Path) -> None:
         raise RnnlmError(f"--resume {run_dir}: not a run directory ({what}); give the folder `rnnlm train` made "
                          "(rnnlm runs lists them)")
     if not (run_dir / "config.yaml").is_file() and not (run_dir / ckpt.LAST).exists():
+        if _occupant(run_dir) == "nobody":  # its lock alone
+            raise RnnlmError(f"--resume {run_dir}: a start killed before it wrote anything (it holds only its lock), "
+                             "so nothing to resume: start the run again (its --name may be used again)")
         raise RnnlmError(f"--resume {run_dir}: not a run directory (it has no config.yaml or {ckpt.LAST}); give the "
                          "folder `rnnlm train` made (rnnlm runs lists them)")
 

@@ -60,6 +60,8 @@ def test_a_start_killed_before_it_wrote_anything_leaves_its_name_free(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / ".lock").write_text("999999999\n")
+    assert_user_error(cli("train", "--resume", run, "-q"), "a start killed before it wrote anything", "start the "
+                      "run again (its --name may be used again)")  # it was called "not a run directory"
     assert cli("train", TINY, *FAST, "train.max_steps=2", "--out", tmp_path, "--name", "run", "-q")[0] == 0
     assert (run / ckpt.LAST).is_file()
     other = tmp_path / "other"
