@@ -153,10 +153,25 @@ def _train_run(config_file: Optional[Path], args: list[str], resume: Optional[Pa
                 stack.enter_context(RunLock(run_dir))
             try:
                 return run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet, dist=dist), dist
-            except BaseException:
+            except BaseException as e:
                 if resume is None and dist.is_main:
                     discard_if_empty(run_dir, made_out)
+                if dist.is_main and isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    _stopped_at_once(run_dir)
                 raise
+
+
+def _stopped_at_once(run_dir: Path) -> None:
+    """What a stop that could not wait for the end of a step left (a second Ctrl-C, a signal while the corpus was
+    prepared): it said nothing, as if the run had ended well."""
+    from rnnlm import checkpoint as ckpt
+
+    if (run_dir / ckpt.LAST).exists():
+        typer.echo(f"stopped at once: the steps since the last checkpoint are lost; resume with: rnnlm train --resume "
+                   f"{run_dir}", err=True)
+    else:
+        typer.echo("stopped before the run saved anything" + ("" if run_dir.exists() else f" ({run_dir} removed)"),
+                   err=True)
 
 
 def _stem(config_file: Path) -> str:

@@ -176,6 +176,8 @@ def test_a_kill_while_the_corpus_is_prepared_leaves_no_run_and_no_half_store(tmp
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
     assert not (tmp_path / "runs" / "big").exists()
+    # it said nothing, as a run that ended well says nothing with -q
+    assert err.splitlines()[-1] == f"stopped before the run saved anything ({tmp_path / 'runs' / 'big'} removed)", err
     assert [p.name for p in (data / "text").iterdir() if ".tmp-" in p.name] == []
 
 
@@ -270,3 +272,19 @@ def test_runs_lists_a_run_whose_config_is_broken_and_not_a_project_folder_with_a
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "config.yaml").write_text(Path(TINY).read_text())
     assert [(r.name, r.model, r.steps, r.status) for r in list_runs(tmp_path)] == [("edited", "?", 10, "finished")]
+
+
+def test_a_stop_that_cannot_wait_for_the_step_says_what_it_lost(tmp_path, monkeypatch):
+    """A second Ctrl-C stops at once: the run ended silently, as if it had finished."""
+    from rnnlm.train import Trainer
+
+    done = run_cli("train", TINY, *FAST, "train.max_steps=10", "--out", str(tmp_path), "--name", "r", "-q")
+    assert done.returncode == 0, done.stderr
+
+    def second_ctrl_c(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_one", second_ctrl_c)
+    status, _, err = cli("train", "--resume", tmp_path / "r", "train.max_steps=20", "-q")
+    assert status == 130 and err.splitlines()[-1] == ("stopped at once: the steps since the last checkpoint are lost; "
+                                                      f"resume with: rnnlm train --resume {tmp_path / 'r'}"), err
