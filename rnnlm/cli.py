@@ -136,7 +136,7 @@ def _train_run(config_file: Optional[Path], args: list[str], resume: Optional[Pa
 
     with contextlib.ExitStack() as stack:
         if "RANK" not in os.environ:  # a kill while the corpus is prepared unwinds (training's own stop takes over)
-            stack.enter_context(_sigterm_unwinds())
+            stack.enter_context(_termination_unwinds())
         if resume is not None and os.environ.get("RANK", "0") == "0":  # rank 0 (or a lone process) writes the run
             require_run_dir(resume)  # before the lock, which would leave its file in any folder
             stack.enter_context(RunLock(resume))
@@ -385,7 +385,7 @@ def evaluate(
                          "give one")
     target = device_for(device, threads)
     point = ckpt.load(run)
-    with _sigterm_unwinds():  # a kill while a --file is prepared removes its temporary store, as Ctrl-C does
+    with _termination_unwinds():  # a kill while a --file is prepared removes its temporary store, as Ctrl-C does
         sources = ([file_source(f, point) for f in file] if file
                    else [split_source(point, split or "val", run_data(point, data_dir), progress=True,
                                                 moved_to=data_path)])
@@ -559,7 +559,7 @@ def data_fetch(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataD
     from rnnlm.data.catalog import config_for, fetch_corpus
 
     cfg = config_for(name, overrides or [])
-    with _sigterm_unwinds():  # a kill removes the partial download, as Ctrl-C does
+    with _termination_unwinds():  # a kill removes the partial download, as Ctrl-C does
         where, how = fetch_corpus(cfg.data, DataRoot.resolve(data_dir, mirror))
     typer.echo(f"{cfg.data.dataset}: {where} ({how})" if where else f"{cfg.data.dataset}: {how}")
 
@@ -572,7 +572,7 @@ def data_info(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDi
     from rnnlm.data.catalog import config_for, corpus_info, format_info
 
     cfg = config_for(name, overrides or [])
-    with _sigterm_unwinds():  # a kill while the store is prepared removes what it wrote, as Ctrl-C does
+    with _termination_unwinds():  # a kill while the store is prepared removes what it wrote, as Ctrl-C does
         info = corpus_info(cfg.data, cfg.train.seed, DataRoot.resolve(data_dir, mirror))
     typer.echo(format_info(info))
 
@@ -629,7 +629,7 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
 
     path = out_path(path)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_sigterm_unwinds())
+        stack.enter_context(_termination_unwinds())
         try:
             stream = stack.enter_context(atomic_file(path, encoding="utf-8"))
         except OSError as e:
@@ -642,15 +642,15 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM (`kill`) as an exit that unwinds, so that temporary files (an --out file's, a download's, a store's)
-    are removed as on Ctrl-C; by default it ends the process where it stands."""
-    from rnnlm.runtime import sigterm_handled
+def _termination_unwinds() -> Iterator[None]:
+    """SIGTERM (`kill`) and SIGHUP (a closed terminal) as an exit that unwinds, so that temporary files (an --out
+    file's, a download's, a store's) are removed as on Ctrl-C; by default each ends the process where it stands."""
+    from rnnlm.runtime import termination_handled
 
     def exit_now(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
-    with sigterm_handled(exit_now):
+    with termination_handled(exit_now):
         yield
 
 

@@ -35,9 +35,14 @@ def outliving_the_reader() -> Iterator[None]:
     try:
         yield
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        sys.stdout, sys.stderr = before
+        try:
+            for stream, was in zip((sys.stdout, sys.stderr), before):
+                if was is None:
+                    stream.close()
+                else:
+                    stream.flush()
+        finally:
+            sys.stdout, sys.stderr = before
 
 
 class _ReaderMayLeave(io.RawIOBase):
@@ -68,8 +73,11 @@ class _ReaderMayLeave(io.RawIOBase):
             return len(data)
 
 
-def _outliving(stream: TextIO) -> TextIO:
-    """`stream` writing through `_ReaderMayLeave`; a stream without a descriptor (a test's StringIO) as it is."""
+def _outliving(stream: TextIO | None) -> TextIO:
+    """`stream` writing through `_ReaderMayLeave`; a stream without a descriptor (a test's StringIO) as it is, and
+    none (the process started with it closed, `2>&-`) as /dev/null."""
+    if stream is None:
+        return open(os.devnull, "w", encoding="utf-8")
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):

@@ -53,7 +53,7 @@ import torch.distributed as dist
 
 from rnnlm.device import resolve_device
 from rnnlm.errors import RnnlmError, first_line
-from rnnlm.runtime import sigterm_handled
+from rnnlm.runtime import termination_handled
 from rnnlm.state import State, map_state
 
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -187,7 +187,7 @@ def _failed(here: Dist, error: BaseException) -> BaseException:
         _publish(store, f"rank {here.rank} was interrupted")
         return error
     if _collective_failed(error):  # another process left the group
-        with sigterm_handled(signal.SIG_IGN):  # torchrun terminates the others a tenth of a second after it
+        with termination_handled(signal.SIG_IGN):  # torchrun terminates the others a tenth of a second after it
             cause = _published(store)           # sees one process die: this one first says why it stops
         return RankFailed(f"{cause or 'another process of this run stopped without saying why (killed?)'}; "
                           f"rank {here.rank} stopped with it")

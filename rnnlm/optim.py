@@ -23,8 +23,8 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
 
 def learning_rate(cfg: Config, step: int, epoch: int, clock: float = 0.0) -> float:
     """The rate for optimizer step `step` (0-based) in epoch `epoch` (epochs completed before it), `clock`
-    seconds into the run. The cosine decays over whichever budget ends first, `max_steps` or `max_time`, from the
-    step after the warmup's last (which reached `lr`) to the run's last step, which trains at the floor rate (a time
+    seconds into the run. The cosine decays over whichever budget ends first, `max_steps` or `max_time`, from `lr`
+    at the warmup's last step (or the first step) to the floor rate at the run's last step (a time
     budget's share is of the whole clock, the warmup's seconds included, so its decay starts a little along). (A run
     given a time budget depends on the clock anyway: where it stops does; runs without `max_time` never read it.)"""
     t = cfg.train
@@ -33,7 +33,8 @@ def learning_rate(cfg: Config, step: int, epoch: int, clock: float = 0.0) -> flo
     if t.schedule == "cosine":
         progress = 0.0
         if t.max_steps is not None:
-            progress = (step + 1 - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+            peak = max(t.warmup_steps - 1, 0)  # the warmup's last step, or the first without one
+            progress = (step - peak) / max(1, t.max_steps - 1 - peak)
         if t.max_time is not None:
             progress = max(progress, clock / t.max_time)
         progress = min(1.0, progress)

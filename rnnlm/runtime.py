@@ -131,18 +131,25 @@ def keep_freed_memory() -> bool:
 
 
 @contextlib.contextmanager
-def sigterm_handled(handler: Any) -> Iterator[None]:
-    """SIGTERM handled by `handler` (a function, or signal.SIG_IGN) inside the block, as before it after; outside
-    the main thread signals are left alone."""
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
+def termination_handled(handler: Any) -> Iterator[None]:
+    """SIGTERM and SIGHUP (`TERMINATION`) handled by `handler` (a function, or signal.SIG_IGN) inside the block, as
+    before it after. One the process was started ignoring stays ignored (SIGHUP under nohup); outside the main thread
+    signals are left alone."""
+    old: dict[int, Any] = {}
+    with contextlib.suppress(ValueError):  # not the main thread
+        for sig in TERMINATION:
+            if signal.getsignal(sig) != signal.SIG_IGN:
+                old[sig] = signal.signal(sig, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, before in old.items():
+            signal.signal(sig, before)
+
+
+TERMINATION = (signal.SIGTERM, signal.SIGHUP)
+"""What `kill`, systemd and batch schedulers send, and a closed terminal: by default each ends the process where it
+stands, without unwinding (SIGINT raises KeyboardInterrupt, which does)."""
 
 
 class StopSignal:
@@ -167,7 +174,7 @@ class StopSignal:
         self._cut = False
 
     def __enter__(self) -> "StopSignal":
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, *TERMINATION):
             if signal.getsignal(sig) == signal.SIG_IGN:
                 continue
             try:

@@ -139,3 +139,19 @@ def test_training_goes_on_when_the_reader_of_its_output_stops_early(tmp_path):
     finally:
         proc.kill()
     assert json.loads((tmp_path / "run" / "status.json").read_text()) == {"stopped": "max_steps", "step": 60}
+
+
+def test_training_with_its_output_closed_trains(tmp_path):
+    """Started with stdout and stderr closed (`>&- 2>&-`, as some daemons start jobs), a run failed with status 1
+    at its first line of progress."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "rnnlm", "train", REPO / "configs" / "tiny.yaml", "train.max_steps=20", "--out",
+            tmp_path, "--name", "run"]
+    done = subprocess.run(["sh", "-c", " ".join(shlex.quote(str(a)) for a in args) + " >&- 2>&-"], timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0
+    assert json.loads((tmp_path / "run" / "status.json").read_text()) == {"stopped": "max_steps", "step": 20}

@@ -19,6 +19,8 @@ def test_schedules():
     assert learning_rate(cfg, 10, 0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 100)))
     assert learning_rate(cfg, 59, 0) == pytest.approx(0.5)
     assert learning_rate(cfg, 109, 0) == pytest.approx(0.0)
+    cfg = load_config(None, ["train.schedule=cosine", "train.max_steps=11", "train.lr=1.0"])  # no warmup
+    assert [learning_rate(cfg, s, 0) for s in (0, 5, 10)] == pytest.approx([1.0, 0.5, 0.0])
     cfg = load_config(None, ["train.schedule=cosine", "train.max_steps=null", "train.max_time=100", "train.lr=1.0"])
     assert learning_rate(cfg, 5, 0, clock=50.0) == pytest.approx(0.5)  # a time budget: the cosine follows the clock
     assert learning_rate(cfg, 5, 0, clock=100.0) == pytest.approx(0.0)

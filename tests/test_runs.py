@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from helpers import REPO, assert_user_error, cli, run_cli
 from rnnlm import checkpoint as ckpt
 from rnnlm.metrics import read_metrics
@@ -158,9 +160,10 @@ def test_runs_names_a_missing_folder_lists_a_run_given_itself_and_counts_only_sa
     assert [(r.steps, r.status) for r in list_runs(run)] == [(180, "stopped")]
 
 
-def test_a_kill_while_the_corpus_is_prepared_leaves_no_run_and_no_half_store(tmp_path):
-    """SIGTERM before training starts unwinds (training's own stop takes over later): the run folder it made is
-    removed, so its name stays free, and the store being written goes too."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_kill_while_the_corpus_is_prepared_leaves_no_run_and_no_half_store(tmp_path, sig):
+    """SIGTERM, or SIGHUP (the terminal closed), before training starts unwinds (training's own stop takes over
+    later): the run folder it made is removed, so its name stays free, and the store being written goes too."""
     text = tmp_path / "big.txt"
     text.write_bytes(b"the quick brown fox jumps over the lazy dog\n" * 1_000_000)  # 44 MB: a while to prepare
     data = tmp_path / "data"
@@ -172,9 +175,9 @@ def test_a_kill_while_the_corpus_is_prepared_leaves_no_run_and_no_half_store(tmp
                                                    for p in (data / "text").iterdir()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
         time.sleep(0.001)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert proc.returncode == 128 + sig and "Traceback" not in err, err
     assert not (tmp_path / "runs" / "big").exists()
     # it said nothing, as a run that ended well says nothing with -q
     assert err.splitlines()[-1] == f"stopped before the run saved anything ({tmp_path / 'runs' / 'big'} removed)", err
@@ -223,8 +226,6 @@ def test_a_new_run_from_a_runs_config_is_named_after_that_run(tmp_path, monkeypa
 def test_a_resumed_session_killed_before_its_first_checkpoint_is_not_listed_as_finished(tmp_path, monkeypatch):
     """The status the session before wrote (finished at max_steps) stood for a resume with a larger budget that was
     killed before it saved: `rnnlm runs` said finished, and nobody would resume it."""
-    import pytest
-
     from rnnlm.train import Trainer
 
     done = run_cli("train", TINY, *FAST, "train.max_steps=10", "train.eval_every=10", "--out", str(tmp_path),
