@@ -130,7 +130,7 @@ def _train_run(config_file: Optional[Path], args: list[str], resume: Optional[Pa
     """`train` once its command line is read: the run's result and this process's place in the job."""
     from rnnlm.data import DataRoot
     from rnnlm.distributed import setup
-    from rnnlm.runs import RunLock, discard_if_empty, new_run_dir, require_run_dir
+    from rnnlm.runs import RunLock, discard_if_empty, folder_identity, new_run_dir, require_run_dir
     from rnnlm.runtime import keep_freed_memory, use_threads
     from rnnlm.train import train as run_training
 
@@ -149,13 +149,14 @@ def _train_run(config_file: Optional[Path], args: list[str], resume: Optional[Pa
             made_out = not out.exists()
             stem = _stem(config_file) if config_file is not None else ""  # a new run always has its CONFIG
             run_dir = resume if resume is not None else new_run_dir(out, stem, name, dist)
+            made = folder_identity(run_dir)
             if resume is None and dist.is_main:
                 stack.enter_context(RunLock(run_dir))
             try:
                 return run_training(cfg, run_dir, resume=previous, root=root, progress=not quiet, dist=dist), dist
             except BaseException as e:
                 if resume is None and dist.is_main:
-                    discard_if_empty(run_dir, made_out)
+                    discard_if_empty(run_dir, made_out, made)
                 if dist.is_main and isinstance(e, (KeyboardInterrupt, SystemExit)):
                     _stopped_at_once(run_dir)
                 raise

@@ -209,11 +209,11 @@ def _get(d: dict[str, dict[str, Any]], key: str) -> Any:
     return d[section][name]
 
 
-def discard_if_empty(run_dir: Path, made_out: bool) -> None:
-    """Remove a run folder this process created, when the run failed before writing a checkpoint: so that a failed
-    start does not keep the name (nothing in it was worth keeping); and its --out folder, when this run made it and
-    nothing else is in it."""
-    if run_dir.is_dir() and not any(run_dir.glob("*.pt")):
+def discard_if_empty(run_dir: Path, made_out: bool, made: tuple[int, int] | None) -> None:
+    """Remove the run folder this process created (`made`: its `folder_identity`, not another made under its name
+    since), when the run failed before writing a checkpoint: so that a failed start does not keep the name (nothing
+    in it was worth keeping); and its --out folder, when this run made it and nothing else is in it."""
+    if folder_identity(run_dir) == made and not any(run_dir.glob("*.pt")):
         shutil.rmtree(run_dir, ignore_errors=True)
         if made_out:
             with contextlib.suppress(OSError):
@@ -254,6 +254,16 @@ def _make_run_dir(run_dir: Path, resumed: bool = False) -> None:
                f"{run_dir / 'config.yaml'} --init-from {run_dir} --out FOLDER" if resumed
                else "choose another folder with --out (or --name)")
         raise RnnlmError(f"cannot write the run directory {run_dir}: {e.strerror or e}; {fix}") from None
+
+
+def folder_identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder `folder` is now (device and inode): another one made under its name after it was removed is
+    another; None when there is none."""
+    try:
+        found = os.stat(folder)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def record_status(run_dir: Path, stopped: str, step: int) -> None:

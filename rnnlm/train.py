@@ -51,7 +51,7 @@ from rnnlm.inference import warm_start
 from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, TensorBoardLogger, check_tensorboard
 from rnnlm.model import CharRNN, check_fits
 from rnnlm.optim import learning_rate, make_optimizer
-from rnnlm.runs import check_resume_config, open_run, record_status
+from rnnlm.runs import check_resume_config, folder_identity, open_run, record_status
 from rnnlm.runtime import StopSignal, poll
 from rnnlm.sample import SampleOptions, generate
 from rnnlm.state import map_state, select_rows
@@ -149,6 +149,7 @@ class Trainer:
         if self.dist.is_main:
             open_run(self.run_dir, self.cfg, self.tally.step, self.changes,
                      evaluated=self.tally.last_eval_step == self.tally.step)
+            self.run_folder = folder_identity(self.run_dir)
             self.loggers = Loggers([JsonlLogger(self.run_dir / METRICS)] + (
                 [TensorBoardLogger(self.run_dir / TENSORBOARD, purge_step=self.tally.step + 1)] if t.tensorboard
                 else []))
@@ -483,7 +484,7 @@ class Trainer:
             say(f"warning: the model replicas differ at step {self.tally.step} ({', '.join(replicas)})")
         if not dist.is_main:
             return
-        if not self.run_dir.is_dir():  # written anyway, a folder of that name would hold checkpoints alone, unlocked
+        if folder_identity(self.run_dir) != self.run_folder:  # else into a folder made again, or another run's
             raise RnnlmError(f"{self.run_dir} was removed while the run trained; nothing more is saved, the run stops")
         training = TrainingState(self.optimizer.state_dict(), self.batcher.state_dict(),
                                  self.scaler.state_dict() if self.scaler.is_enabled() else None, rng,

@@ -276,22 +276,31 @@ def test_debug_shows_the_traceback_behind_a_user_mistake(monkeypatch, tmp_path, 
 
 def test_a_run_folder_removed_while_it_trains_stops_the_run_and_stays_gone(files, monkeypatch):
     """The next checkpoint made the folder again, holding checkpoints alone (no config, no metrics, no lock), and a
-    second run could resume it beside the first."""
+    second run could resume it beside the first; a second run that took the name had its folder written into, then
+    removed as the first run's failed start."""
     import shutil
 
     from rnnlm.train import Trainer
 
     real = Trainer.train_one
 
-    def removed_at_step_3(self):
-        if self.tally.step == 3:
-            shutil.rmtree(self.run_dir)
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "train_one", removed_at_step_3)
     run_dir = files / "runs" / "gone"
-    assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "model.hidden_size=8",
-                          "model.num_layers=1", "train.seq_len=8", "train.batch_size=4", "train.eval_every=5",
-                          "train.max_steps=20", "--out", str(files / "runs"), "--name", "gone", "-q"),
-                      f"{run_dir} was removed while the run trained; nothing more is saved", max_lines=2)
-    assert not run_dir.exists()
+    for another_run_took_the_name in (False, True):
+        def removed_at_step_3(self):
+            if self.tally.step == 3:
+                shutil.rmtree(self.run_dir)
+                if another_run_took_the_name:
+                    self.run_dir.mkdir()
+                    (self.run_dir / "config.yaml").write_text("another run's")
+            return real(self)
+
+        monkeypatch.setattr(Trainer, "train_one", removed_at_step_3)
+        assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "model.hidden_size=8",
+                              "model.num_layers=1", "train.seq_len=8", "train.batch_size=4", "train.eval_every=5",
+                              "train.max_steps=20", "--out", str(files / "runs"), "--name", "gone", "-q"),
+                          f"{run_dir} was removed while the run trained; nothing more is saved", max_lines=2)
+        if another_run_took_the_name:  # its folder as it made it: neither written into nor removed
+            assert [p.name for p in run_dir.iterdir()] == ["config.yaml"]
+            shutil.rmtree(run_dir)
+        else:
+            assert not run_dir.exists()
