@@ -173,6 +173,10 @@ class ShuffledEpochs:
     batch_size: int
     generator: torch.Generator
     epoch: int
+    order: torch.Tensor
+    """This epoch's items, in the order they are served."""
+    pos: int
+    """How many of them were served."""
     epoch_start: torch.Tensor | None
     """The generator's state before it drew this epoch's order; None: the order came from a checkpoint written before
     epoch starts were kept, and is kept as it came."""

@@ -38,6 +38,9 @@ from rnnlm.errors import RnnlmError
 if TYPE_CHECKING:
     import torch
 
+    from rnnlm.distributed import Dist
+    from rnnlm.train import RunResult
+
 # Typer prints each argument's Python type beside its name in --help (`KEY=VALUE... <list[str]>`); the metavars
 # below already say what to give, so arguments show those alone.
 typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
@@ -126,7 +129,7 @@ def train(
 
 
 def _train_run(config_file: Optional[Path], args: list[str], resume: Optional[Path], out: Path, name: Optional[str],
-               data_dir: Optional[Path], mirror: Optional[Path], quiet: bool) -> tuple[Any, Any]:
+               data_dir: Optional[Path], mirror: Optional[Path], quiet: bool) -> tuple["RunResult", "Dist"]:
     """`train` once its command line is read: the run's result and this process's place in the job."""
     from rnnlm.data import DataRoot
     from rnnlm.distributed import setup
@@ -212,7 +215,7 @@ def _config_and_overrides(config: Optional[str], args: list[str]) -> tuple[Optio
     return (None if config is None else Path(config)), args
 
 
-def _report(result: Any, dist: Any, data_dir: Optional[Path]) -> None:
+def _report(result: "RunResult", dist: "Dist", data_dir: Optional[Path]) -> None:
     """How the run ended, and what to run next."""
     from rnnlm import checkpoint as ckpt
 

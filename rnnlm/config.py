@@ -287,19 +287,30 @@ class TrainConfig:
                  "train.device", self.device, "one of auto, cpu, cuda, cuda:N")
 
 
-SAMPLING_LIMITS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "temperature": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 always takes the most likely character)"),
-    "length": (lambda v: v >= 1, "an integer >= 1"),
-    "top_k": (lambda v: v >= 1, "an integer >= 1"),
-    "top_p": (lambda v: math.isfinite(v) and 0 < v <= 1, "a probability in (0, 1]"),
+@dataclass(frozen=True)
+class Limit:
+    """What a sampling setting allows."""
+
+    allows: typing.Callable[[Any], bool]
+    words: str
+    nullable: bool = False
+    """null (None) means the setting is not used."""
+
+
+SAMPLING_LIMITS = {
+    "temperature": Limit(lambda v: math.isfinite(v) and v >= 0,
+                         "a finite number >= 0 (0 always takes the most likely character)"),
+    "length": Limit(lambda v: v >= 1, "an integer >= 1"),
+    "top_k": Limit(lambda v: v >= 1, "an integer >= 1", nullable=True),
+    "top_p": Limit(lambda v: math.isfinite(v) and 0 < v <= 1, "a probability in (0, 1]", nullable=True),
 }
-"""What each sampling setting allows, checked here as `sample.*` keys and by `rnnlm sample` as its options."""
+"""Checked here as the `sample.*` keys, and by `rnnlm sample` as its options (`sampling_fault`)."""
 
 
 def sampling_fault(name: str, value: Any) -> str | None:
-    """What a sampling setting's value must be, if it is not (None for a top-k or top-p not set)."""
-    ok, need = SAMPLING_LIMITS[name]
-    return None if value is None or ok(value) else need
+    """What a sampling setting's value must be, if it is not."""
+    limit = SAMPLING_LIMITS[name]
+    return None if (value is None and limit.nullable) or (value is not None and limit.allows(value)) else limit.words
 
 
 @dataclass
@@ -320,10 +331,9 @@ class SampleConfig:
     """Sample only among the smallest set of characters whose probability reaches p (nucleus sampling)."""
 
     def __post_init__(self) -> None:
-        for name in SAMPLING_LIMITS:
-            fault = sampling_fault(name, getattr(self, name))
-            _require(fault is None, f"sample.{name}", getattr(self, name),
-                     f"{fault}, or null" if name.startswith("top") else str(fault))
+        for name, limit in SAMPLING_LIMITS.items():
+            _require(sampling_fault(name, getattr(self, name)) is None, f"sample.{name}", getattr(self, name),
+                     limit.words + (", or null" if limit.nullable else ""))
 
 
 @dataclass

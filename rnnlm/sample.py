@@ -140,13 +140,13 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
         if records and packed:
             logits, state = model(ids[:, :1], None)  # <eos>
             warm_up = dataclasses.replace(opts, length=max(opts.length, WARM_UP_LENGTH))
-            _, logits, state = _draw(model, logits, state, warm_up, generators, banned_ids(vocab, True), records=True)
+            _, logits, state = _draw_characters(model, logits, state, warm_up, generators, banned_ids(vocab, True), records=True)
             if ids.shape[1] > 1:
                 logits, state = _read(model, ids[:, 1:], state)  # the prime after each row's own warm-up record
         else:  # every row reads the same prime from the same state: read it once
             logits, state = _read(model, ids[:1], None if records else start)
             logits, state = logits.expand(n, -1, -1), expand_rows(state, n)
-        out, _, _ = _draw(model, logits, state, opts, generators, banned_ids(vocab, records), records=records,
+        out, _, _ = _draw_characters(model, logits, state, opts, generators, banned_ids(vocab, records), records=records,
                           on_step=on_step, judge_cap=True)
     return out
 
@@ -179,10 +179,10 @@ def banned_ids(vocab: Vocab, records: bool) -> list[int]:
     return [UNK_ID] + [i for i, c in enumerate(vocab.itos) if c in ("\n", "\r")]
 
 
-def _draw(model: CharRNN, logits: torch.Tensor, state: State | None, opts: SampleOptions,
-          generators: list[torch.Generator], banned: list[int], *, records: bool,
-          on_step: Callable[[list[int]], None] | None = None,
-          judge_cap: bool = False) -> tuple[list[list[int]], torch.Tensor, State]:
+def _draw_characters(model: CharRNN, logits: torch.Tensor, state: State | None, opts: SampleOptions,
+                     generators: list[torch.Generator], banned: list[int], *, records: bool,
+                     on_step: Callable[[list[int]], None] | None = None,
+                     judge_cap: bool = False) -> tuple[list[list[int]], torch.Tensor, State]:
     """Draw up to opts.length characters per row from `logits` (N, P, V) on, never one of `banned`. A record's row
     stops at its <eos>: its state and logits stay those right after reading that <eos>. With `judge_cap`, a record
     at the cap draws once more: an <eos> there says it was whole (handed on), anything else that it was cut
