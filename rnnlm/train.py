@@ -130,7 +130,8 @@ class Trainer:
             say("warning: the validation split has nothing to score, so the run logs no validation loss and saves no "
                 "best.pt; give data.splits a larger val share to measure it")
         self.tally, self.state = Tally(), None
-        self.trained = (0, 0.0)  # this session's characters and seconds of training steps: its speed
+        self.fastest = 0.0  # characters a second of this session's fastest step (its first ones warm up, slowly)
+        self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
         if resume is not None:
             self._restore(resume)
         self.net: torch.nn.Module = self.model
@@ -232,7 +233,6 @@ class Trainer:
         tally.ended_by = ""  # this session's own, once `finish` knows it
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main, epochs=self.batcher.epochs_done)
-        self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
         self.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
         self.model.train()
         try:
@@ -306,7 +306,7 @@ class Trainer:
         self.scaler.update()
         now = time.perf_counter()
         tally.count_step(batch.epoch, now - self.tick, loss_value, chars, grad_value)
-        self.trained = (self.trained[0] + chars, self.trained[1] + now - self.tick)
+        self.fastest = max(self.fastest, chars / max(now - self.tick, 1e-9))
         self.tick = now
         return stops > 0, time_ups > 0
 
@@ -386,14 +386,15 @@ class Trainer:
     def _final_eval(self) -> float:
         """Seconds the final evaluation will likely take, which a time budget leaves room for: the last one's, or
         before any, the validation characters at three times the training speed (evaluation reads about that much
-        faster than training; `bench/speed.py` measures it)."""
+        faster than training; `bench/speed.py` measures it). That guess rests on the session's fastest step (a busy
+        machine's first steps can take a second each) and leaves at most half the budget, so that a run trains."""
         if self.eval_seconds is not None or not self.dist.is_main:
             return self.eval_seconds or 0.0
-        chars, seconds = self.trained
-        speed = chars / self.dist.world_size / seconds if seconds else 0.0  # one process's: rank 0 evaluates alone
+        speed = self.fastest / self.dist.world_size  # one process's: rank 0 evaluates alone
         val = self.prepared.store.manifest["splits"]["val"]["characters"]
         val = min(val, self.cfg.train.eval_chars or val)
-        return val / (3 * speed) if speed else 0.0
+        half = self.cfg.train.max_time / 2 if self.cfg.train.max_time is not None else math.inf
+        return min(val / (3 * speed), half) if speed else 0.0
 
     def budget_spent(self) -> Stopped | None:
         """The budgets every process sees alike (time is agreed on separately)."""

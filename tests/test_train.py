@@ -260,6 +260,33 @@ def test_a_time_budget_without_room_for_a_due_and_a_final_evaluation_ends_at_the
     assert [r["step"] for r in read_metrics(tmp_path / "run") if "val_loss" in r] == [5]
 
 
+def test_the_room_guessed_for_the_final_evaluation_rests_on_the_fastest_step_and_leaves_half_the_budget(tmp_path):
+    """On a busy machine the first steps took a second each: the guess from the mean speed so far (250,000 validation
+    characters at 1,700 a second) took more than a 20 s budget, and the run ended at its second step."""
+    from rnnlm.distributed import Dist
+    from rnnlm.train import Trainer
+
+    cfg = load_config(None, ["data.dataset=hello", "model.hidden_size=8", "model.num_layers=1", "train.batch_size=4",
+                             "train.seq_len=8", "train.max_steps=null", "train.max_time=20"])
+    trainer = Trainer(cfg, tmp_path / "run", None, None, Dist(device=torch.device("cpu")))
+    val = trainer.prepared.store.manifest["splits"]["val"]["characters"]
+    trainer.fastest = val / 3 / 100  # an evaluation guessed at 100 s
+    assert trainer._final_eval() == 10.0
+    real_step, rooms = trainer.step, []
+
+    def slow_first_step(batch, stop):
+        if trainer.tally.step == 0:
+            time.sleep(1.0)
+        taken = real_step(batch, stop)
+        rooms.append(trainer._final_eval())
+        return taken
+
+    trainer.fastest, trainer.step = 0.0, slow_first_step
+    trainer.cfg.train.max_steps = 4
+    trainer.run(progress=False)
+    assert rooms[-1] < rooms[0] / 10  # from the fast steps after the first
+
+
 def test_the_room_left_for_the_final_evaluation_does_not_vanish_when_every_step_is_logged(tmp_path, monkeypatch):
     """Before any evaluation, the room is the validation split read at three times the training speed; that speed
     came from the record being gathered, which is empty right after each record (with log_every=1, always), so a
