@@ -158,10 +158,27 @@ class Trainer:
             if unknown:  # as rnnlm sample says of its prime
                 say("warning: sample.prime has character(s) the model never saw, read as <unk> in the samples shown "
                     "while training: " + ", ".join(map(repr, unknown)))
+            if self.changes is None:
+                say(self._described())
             if self.start is not None and self.changes is None:  # where a fine-tuned run came from
                 origin = str(Path(str(self.start.point.path)).resolve())
                 self.loggers.log({"step": 0, "init_from": origin, "init_vocab": t.init_vocab,
                                   "new_characters": self.start.new_characters})
+
+    def _described(self) -> str:
+        """What a new run trains, as char-rnn and nanoGPT say at their start: the model, its size, its vocabulary,
+        the training split, and for a fine-tuned run the weights it starts from."""
+        m, split = self.cfg.model, self.prepared.store.manifest["splits"]["train"]
+        weights = sum(p.numel() for p in self.model.parameters())
+        line = (f"model: {m.cell} {m.num_layers}x{m.hidden_size}, {weights:,} parameters, {len(self.vocab)} symbols "
+                f"(characters, <eos>, <unk>); training split: {split['characters']:,} characters of "
+                f"{self.prepared.store.name}")
+        if self.start is not None:
+            count = len(self.start.new_characters)
+            fate = "read as <unk>" if self.cfg.train.init_vocab == "keep" else "given rows of their own"
+            line += (f"\nstarting from the weights of {self.start.point.path} (step {self.start.point.step}); "
+                     f"{count} character{'s' * (count != 1)} new to them" + (f", {fate}" if count else ""))
+        return line
 
     def _note_schedule(self) -> None:
         """A cosine decays over the step and time budgets: a resume that changes them changes the rest of the

@@ -51,7 +51,14 @@ def test_a_fine_tuned_run_started_over_says_once_where_it_came_from(tmp_path):
     common = [REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={text}", *MODEL, "train.max_steps=4",
               "-q", *root]
     assert cli("train", *common, "--out", tmp_path, "--name", "base")[0] == 0
-    assert cli("train", *common, "--out", tmp_path, "--name", "tuned", "--init-from", tmp_path / "base")[0] == 0
+    status, _, err = cli("train", *common, "--out", tmp_path, "--name", "tuned", "--init-from", tmp_path / "base")
+    assert status == 0, err
+    # said at the start, as the metrics' first record keeps it (it was there alone)
+    said = err.splitlines()
+    assert said[1].startswith("model: gru 1x48, ") and " parameters, 15 symbols (characters, <eos>, <unk>); " \
+        "training split: " in said[1] and said[1].endswith(" characters of text")
+    assert said[2] == (f"starting from the weights of {tmp_path / 'base' / 'best.pt'} (step 4); 0 characters new to "
+                       "them")
     for name in ("last.pt", "best.pt"):  # as if killed before its first checkpoint
         (tmp_path / "tuned" / name).unlink()
     assert cli("train", "--resume", tmp_path / "tuned", "-q", *root)[0] == 0
