@@ -41,8 +41,20 @@ class Start:
     new_characters: list[str]
 
 
-def start_from(cfg: Config, corpus_vocab: Vocab) -> Start:
-    """The checkpoint `train.init_from` names, checked against the config, and the vocabulary to train with."""
+def start_from(cfg: Config, corpus_vocab: Vocab, point: ckpt.Checkpoint | None = None) -> Start:
+    """The checkpoint `train.init_from` names (`point`, when `starting_point` read it already), and the vocabulary
+    to train with."""
+    point = point or starting_point(cfg)
+    known = set(point.vocab.itos)
+    new = [c for c in corpus_vocab.itos[2:] if c not in known]
+    if cfg.train.init_vocab == "keep" or not new:
+        return Start(point, point.vocab, new)
+    return Start(point, Vocab((EOS, UNK, *sorted(set(point.vocab.itos[2:]) | set(new)))), new)
+
+
+def starting_point(cfg: Config) -> ckpt.Checkpoint:
+    """The checkpoint `train.init_from` names, checked against the config: before the corpus is read (preparing one
+    takes a while, and a model of another shape is refused whatever the corpus)."""
     path = Path(cfg.train.init_from).expanduser()  # type: ignore[arg-type]
     try:
         point = ckpt.load(path)
@@ -58,11 +70,7 @@ def start_from(cfg: Config, corpus_vocab: Vocab) -> Start:
         theirs = ", ".join(f"model.{k}={getattr(point.config.model, k)!r}" for k in differ)
         raise RnnlmError(f"train.init_from={path}: its model differs in {', '.join('model.' + k for k in differ)}; "
                          f"the model section must match the trained model's ({theirs})")
-    known = set(point.vocab.itos)
-    new = [c for c in corpus_vocab.itos[2:] if c not in known]
-    if cfg.train.init_vocab == "keep" or not new:
-        return Start(point, point.vocab, new)
-    return Start(point, Vocab((EOS, UNK, *sorted(set(point.vocab.itos[2:]) | set(new)))), new)
+    return point
 
 
 @torch.no_grad()

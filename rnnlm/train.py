@@ -46,7 +46,7 @@ from rnnlm.data import DataRoot, missing_path
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
 from rnnlm.errors import RnnlmError, first_line
 from rnnlm.evaluate import Score
-from rnnlm.finetune import start_from, transplant
+from rnnlm.finetune import start_from, starting_point, transplant
 from rnnlm.inference import warm_start
 from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, TensorBoardLogger, check_tensorboard
 from rnnlm.model import CharRNN, check_fits
@@ -101,10 +101,11 @@ class Trainer:
         torch.manual_seed(t.seed)
         if resume is not None:
             self._check_corpus_path(resume)
+        point = starting_point(cfg) if t.init_from and resume is None else None
         self.prepared = prepare(cfg, root, resume.vocab if resume else None, dist.is_main, new_run=resume is None)
         if resume is not None:
             self._check_corpus(resume)
-        self.start = start_from(cfg, self.prepared.vocab) if t.init_from and resume is None else None
+        self.start = start_from(cfg, self.prepared.vocab, point) if point is not None else None
         if self.start is not None:
             self.prepared = Prepared(self.prepared.store, self.start.vocab)
         self.vocab = self.prepared.vocab

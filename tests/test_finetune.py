@@ -104,11 +104,12 @@ def test_a_model_section_that_differs_is_one_line_naming_the_keys(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("abab" * 1000, encoding="utf-8")
     result = cli("train", REPO / "configs" / "text_lstm.yaml", f"data.path={text}", "model.dropout=0.2", "--init-from", path,
-                 "--out", tmp_path / "runs", "-q")
+                 "--out", tmp_path / "runs", "--data-dir", tmp_path / "data", "-q")
     err = assert_user_error(result, "its model differs in model.hidden_size, model.num_layers", max_lines=1)
     assert "model.hidden_size=8" in err
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())  # the failed start left no folder to block its name
+    assert not (tmp_path / "data").exists()  # refused before the corpus was prepared (a gigabyte takes half a minute)
 
 
 def test_weights_that_hold_nan_are_refused_before_training_from_them(tmp_path):
