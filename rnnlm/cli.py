@@ -224,7 +224,9 @@ def _report(result: "RunResult", dist: "Dist", data_dir: Optional[Path]) -> None
                                          if math.isfinite(result.last_val) else "no validation loss (nothing to score)"
                                          if math.isnan(result.last_val) else "not evaluated yet")
     if result.stopped == "interrupted":
-        launcher = f"torchrun --nproc_per_node={dist.world_size} -m rnnlm" if dist.enabled else "rnnlm"
+        launcher = ("rnnlm" if not dist.enabled
+                    else f"torchrun --standalone --nproc_per_node={dist.world_size} -m rnnlm"
+                    if dist.local_world_size == dist.world_size else "torchrun (as before, on every machine) -m rnnlm")
         where = f" --data-dir {data_dir}" if data_dir is not None else ""
         typer.echo(f"stopped at {summary}; saved {run_dir / ckpt.LAST}\n"
                    f"resume with: {launcher} train --resume {run_dir}{where}", err=True)

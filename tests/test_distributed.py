@@ -123,6 +123,10 @@ def test_ctrl_c_stops_both_processes_at_one_step_and_the_run_resumes(tmp_path):
     assert len(stopped) == 1, stderr  # rank 0 alone reports, and saves where both stopped
     step = int(stopped[0].split()[3].rstrip(":"))
     assert ckpt.load(run / ckpt.LAST).step == step
+    # the command as the README starts it on one machine: --standalone (a free port, not 29500, which another job
+    # may hold) was left out
+    assert stderr.splitlines()[stderr.splitlines().index(stopped[0]) + 1] == (
+        f"resume with: torchrun --standalone --nproc_per_node=2 -m rnnlm train --resume {run}")
     resumed = torchrun("--resume", str(run), f"train.max_steps={step + 10}")
     assert resumed.returncode == 0, resumed.stderr
     ended_cleanly(resumed.stderr)
