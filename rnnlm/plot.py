@@ -44,6 +44,14 @@ class Curves:
     """Evaluation records: step, val_loss, bpc, elapsed, ..."""
 
 
+def _runs_in(path: Path) -> list[Path]:
+    """A run as it is; a folder of runs (`rnnlm plot checkpoints`, as `rnnlm runs checkpoints`) as the runs in it
+    that logged something, by name."""
+    if not path.is_dir() or (path / METRICS).exists() or (path / "config.yaml").exists():
+        return [path]
+    return sorted((d for d in path.iterdir() if (d / METRICS).is_file()), key=lambda d: d.name) or [path]
+
+
 def read_curves(run_dir: Path) -> Curves:
     path = (run_dir / METRICS if run_dir.is_dir() else run_dir).resolve()  # `rnnlm plot .`: named after the folder
     if not path.is_file():
@@ -93,7 +101,7 @@ def plot_runs(run_dirs: list[Path], out: Path, look: Axes | None = None) -> Path
     if not run_dirs:
         raise RnnlmError("give at least one run directory")
     look = look or Axes()
-    runs = [read_curves(Path(d)) for d in run_dirs]
+    runs = [read_curves(d) for given in run_dirs for d in _runs_in(Path(given))]
     _check_range(look, [v for run in runs for v in _smoothed([r["train_loss"] for r in run.train], look.smooth)]
                  + [r["val_loss"] for run in runs for r in run.val])
     plt = _pyplot()

@@ -545,14 +545,18 @@ def fake_run(folder: Path, scale: float) -> Path:
 
 def test_plot_draws_two_runs_on_one_figure(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'rnnlm[plot]'); CI installs it")
-    a, b = fake_run(tmp_path / "lstm", 1.0), fake_run(tmp_path / "gru", 1.3)
-    out = tmp_path / "curves.png"
-    done = run_cli("plot", str(a), str(b), "--out", str(out))
-    assert done.returncode == 0, done.stderr
-    pixels = read_png(out.read_bytes())[..., :3].reshape(-1, 3).astype(int)
-    assert len(np.unique(pixels, axis=0)) > 50 and (pixels < 200).any(axis=1).mean() > 0.01
-    for colour in ((31, 119, 180), (255, 127, 14)):  # matplotlib's first two line colours: one per run
-        assert (np.abs(pixels - colour).sum(axis=1) < 30).sum() > 200, colour
+    a, b = fake_run(tmp_path / "runs" / "lstm", 1.0), fake_run(tmp_path / "runs" / "gru", 1.3)
+    (tmp_path / "runs" / "notes").mkdir()  # not a run
+    # the runs named, or their folder (as `rnnlm runs` takes it: it was "no metrics.jsonl here")
+    for given in ([a, b], [tmp_path / "runs"]):
+        out = tmp_path / "curves.png"
+        done = run_cli("plot", *map(str, given), "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        pixels = read_png(out.read_bytes())[..., :3].reshape(-1, 3).astype(int)
+        assert len(np.unique(pixels, axis=0)) > 50 and (pixels < 200).any(axis=1).mean() > 0.01
+        for colour in ((31, 119, 180), (255, 127, 14)):  # matplotlib's first two line colours: one per run
+            assert (np.abs(pixels - colour).sum(axis=1) < 30).sum() > 200, colour
+        out.unlink()
 
 
 def test_plot_draws_a_run_of_one_training_record(tmp_path):
