@@ -436,7 +436,8 @@ def list_runs(
 
 @app.command("config", short_help="Print a config fully resolved, every key with its value.")
 def show_config(
-    config: Annotated[Optional[str], typer.Argument(help="YAML config [default: none, the defaults].",
+    config: Annotated[Optional[str], typer.Argument(help="YAML config, or a run directory (its config.yaml) "
+                                                     "[default: none, the defaults].",
                                                      show_default=False, metavar="CONFIG")] = None,
     overrides: OverridesArg = None,
 ) -> None:
@@ -447,6 +448,8 @@ def show_config(
 
     _end_with_the_reader()
     config_file, args = _config_and_overrides(config, list(overrides or []))  # `rnnlm config train.lr=0.01`
+    if config_file is not None and (config_file / "config.yaml").is_file():  # a run: the config it trains with
+        config_file = config_file / "config.yaml"
     cfg = load_config(config_file, args)
     get_loader(cfg.data.dataset)  # a corpus name that is none is refused here as `train` refuses it
     typer.echo(with_absolute_paths(cfg).to_yaml(), nl=False)

@@ -106,6 +106,14 @@ def test_config_prints_paths_as_a_run_records_them(tmp_path, monkeypatch):
     assert f"path: {tmp_path / 'notes' / 'a.txt'}\n" in out and f"init_from: {tmp_path / 'runs' / 'r'}\n" in out
 
 
+def test_config_of_a_run_directory_is_the_config_it_trains_with(tmp_path):
+    """It was "cannot be read (it is a directory)"."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("model:\n  hidden_size: 24\n", encoding="utf-8")
+    status, out, err = cli("config", tmp_path / "run", "train.lr=0.5")
+    assert status == 0 and "  hidden_size: 24\n" in out and "  lr: 0.5\n" in out, err
+
+
 def test_config_refuses_a_corpus_that_is_none_as_train_does():
     assert_user_error(cli("config", REPO / "configs" / "tiny.yaml", "data.dataset=shakespear"),
                       "data.dataset='shakespear' is not a corpus (did you mean 'shakespeare'?)")
