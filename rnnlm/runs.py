@@ -30,6 +30,7 @@ from rnnlm.config import Config, ConfigError, read_yaml
 from rnnlm.console import say
 from rnnlm.distributed import Dist
 from rnnlm.errors import RnnlmError
+from rnnlm.finetune import FREE
 from rnnlm.metrics import METRICS, read_metrics, truncate_metrics
 
 SAFE_TO_CHANGE = {"train.max_steps", "train.max_epochs", "train.max_time", "train.patience", "train.eval_every",
@@ -191,16 +192,20 @@ def resume_point(run_dir: Path) -> ckpt.Checkpoint | None:
     return None
 
 
-def check_resume_config(old: Config, new: Config) -> list[str]:
-    """The changes a resume accepts, as `key: old -> new`; any other change is an error listing the keys."""
+def check_resume_config(old: Config, new: Config, run_dir: Path) -> list[str]:
+    """The changes a resume accepts, as `key: old -> new`; any other change is an error listing the keys, and how to
+    go on with them: from the run's weights in a new run, when the model keeps its shape."""
     a, b = old.to_dict(), new.to_dict()
     changed = [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k]]
     refused = [k for k in changed if k not in SAFE_TO_CHANGE and k != MOVED and not k.startswith("sample.")]
     if refused:
+        reshaped = any(k.startswith("model.") and k.removeprefix("model.") not in FREE for k in refused)
+        fresh = ("start a new run" if reshaped else f"start a new run from its weights with the change: rnnlm train "
+                 f"{run_dir / 'config.yaml'} --init-from {run_dir} --out {run_dir.parent} and the overrides given here")
         raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} "
                           f"{'differs' if len(refused) == 1 else 'differ'} from the config the run "
                           f"was trained with; only {', '.join(sorted(SAFE_TO_CHANGE))}, sample.* and {MOVED} (to the "
-                          "same text, moved) may change on resume (undo the edit in config.yaml, or start a new run)")
+                          f"same text, moved) may change on resume (undo the edit in config.yaml, or {fresh})")
     return [f"{k}: {_get(a, k)!r} -> {_get(b, k)!r}" for k in changed]
 
 

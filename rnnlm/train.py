@@ -96,7 +96,7 @@ class Trainer:
                              f"processes; use a multiple of {dist.world_size}")
         if t.tensorboard and dist.is_main:
             check_tensorboard()
-        changes = check_resume_config(resume.config, cfg) if resume is not None else None
+        changes = check_resume_config(resume.config, cfg, run_dir) if resume is not None else None
         self.resumed_from = resume.config if resume is not None else None
         torch.manual_seed(t.seed)
         if resume is not None:

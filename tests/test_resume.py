@@ -182,6 +182,11 @@ def test_resume_with_a_changed_config(tmp_path):
         "trained with; only " + ", ".join(sorted(SAFE_TO_CHANGE)) + ", sample.* and data.path (to the same text, "
         "moved) may change on resume (undo the edit in config.yaml, or start a new run)"]
     assert (run / "metrics.jsonl").read_text() == before and not (run / "resume.log").exists()
+    # a change the weights can go on with: the new run from them, ready to paste
+    refused = in_process("train", "--resume", str(run), "train.lr=0.1", "train.batch_size=8")
+    assert refused.returncode == 2 and refused.stderr.strip().endswith(
+        f"(undo the edit in config.yaml, or start a new run from its weights with the change: rnnlm train "
+        f"{run / 'config.yaml'} --init-from {run} --out {tmp_path} and the overrides given here)")
 
     accepted = in_process("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "train.threads=1",
                        "sample.length=50", "-q")
