@@ -560,6 +560,29 @@ def data_list(data_dir: DataDirOpt = None, mirror: MirrorOpt = None) -> None:
     typer.echo(format_listing(list_corpora(DataRoot.resolve(data_dir, mirror))))
 
 
+@data_app.command("clean")
+def data_clean(
+    every: Annotated[bool, typer.Option("--all", help="Every prepared store, not only those whose text is gone (each "
+                                        "is prepared again when a run next uses it).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Say what would be removed; remove nothing.")] \
+        = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Remove the prepared stores no run can use again (their text is gone), and what stopped builds left."""
+    from rnnlm.data import DataRoot
+    from rnnlm.data.catalog import size_text
+    from rnnlm.data.cleanup import clean_stores
+
+    root = DataRoot.resolve(data_dir, None).path
+    removed = clean_stores(root, every, dry_run)
+    verb = ("would remove", "would free") if dry_run else ("removed", "freed")
+    total = sum(r.bytes for r in removed)
+    for r in removed:
+        typer.echo(f"{verb[0]} {r.path.relative_to(root)} ({size_text(r.bytes)}): {r.why}")
+    typer.echo(f"{verb[1]} {size_text(total)} in {root}" if removed
+               else f"nothing to remove in {root}" + ("" if every else " (--all removes every prepared store)"))
+
+
 @data_app.command("fetch")
 def data_fetch(name: CorpusArg, overrides: DataOverrides = None, data_dir: DataDirOpt = None,
                mirror: MirrorOpt = None) -> None:

@@ -114,14 +114,14 @@ def format_listing(entries: list[CorpusEntry]) -> str:
     width = max(len(e.name) for e in entries)
     lines = []
     for e in entries:
-        size = _bytes(e.size) if e.size is not None else ""
+        size = size_text(e.size) if e.size is not None else ""
         lines.append(f"{e.name:<{width}}  {e.status:<10}  {size:>8}  {e.description}")
         if e.location:
             lines.append(f"{'':<{width}}  {e.location}")
     return "\n".join(lines)
 
 
-def _bytes(n: int) -> str:
+def size_text(n: int) -> str:
     size, unit = float(n), "B"
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
@@ -213,6 +213,6 @@ def format_info(info: CorpusInfo) -> str:
     lines += ["  " + "".join(cells[i:i + 6]).rstrip() for i in range(0, len(cells), 6)]
     if info.unseen_in_train:
         lines.append(f"not in train (read as <unk>): {' '.join(map(repr, info.unseen_in_train))}")
-    lines.append(f"store       {info.store} ({_bytes(info.store_bytes)})")
+    lines.append(f"store       {info.store} ({size_text(info.store_bytes)})")
     return "\n".join(lines)
 

@@ -1,0 +1,98 @@
+"""`rnnlm data clean`: the prepared stores no run can use again, removed.
+
+A store's key hashes the files it was read from and its settings (see `store`), so a corpus file renamed, moved or
+deleted, or read once with other splits or another byte limit, leaves its old store behind for good: a kernel's is
+2.3 GB. Those whose text is gone (every file their manifest names) are what `clean` removes; with `everything`, every
+store goes (each is prepared again the next time a run uses it). What stopped builds left (temporary folders, lock
+files of stores that are gone) goes too. A store being prepared (its lock held) is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Removal:
+    path: Path
+    bytes: int
+    why: str
+
+
+def clean_stores(root: Path, everything: bool = False, dry_run: bool = False) -> list[Removal]:
+    """What is (or with `dry_run`, would be) removed from the data root `root`, store by store."""
+    removed = []
+    corpora = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    for folder in corpora:
+        for store in sorted(folder.glob("store-*")):
+            why = "every store was asked for" if everything else _gone(store)
+            freed = None if why is None else _remove(folder, store.name.removeprefix("store-"), store, dry_run)
+            if why is not None and freed is not None:
+                removed.append(Removal(store, freed, why))
+        for lock in sorted(folder.glob(".store-*.lock")):  # a lock, and what builds left, without their store
+            key = lock.name.removeprefix(".store-").removesuffix(".lock")
+            if not (folder / f"store-{key}").exists():
+                _remove(folder, key, None, dry_run)
+    return removed
+
+
+def _gone(store: Path) -> str | None:
+    """Why no run can use `store` again (None if one can): every file its text came from is gone, or it has no
+    manifest to say (a build stopped before it was renamed into place leaves none; such a store is never read)."""
+    try:
+        files = json.loads((store / "manifest.json").read_text(encoding="utf-8"))["identity"].get("files", [])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "it has no readable manifest"
+    paths = [Path(f[0]) for f in files if isinstance(f, list) and f and isinstance(f[0], str)]
+    if not paths or any(p.exists() for p in paths):
+        return None
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    return f"its text is gone ({paths[0]}{more})"
+
+
+def _remove(folder: Path, key: str, store: Path | None, dry_run: bool) -> int | None:
+    """`store` (if any), its build's leftovers and its lock file: the bytes that frees, or None when a build holds
+    the lock (and nothing is removed)."""
+    lock = folder / f".store-{key}.lock"
+    with _free(lock) as free:
+        if not free:
+            return None
+        size = _size(store) if store is not None else 0
+        if not dry_run:
+            if store is not None:
+                shutil.rmtree(store, ignore_errors=True)
+            for leftover in folder.glob(f".store-{key}.tmp-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+    return size
+
+
+@contextlib.contextmanager
+def _free(lock: Path) -> Iterator[bool]:
+    """Whether no process is preparing the store that `lock` guards, held so for the block (a store without a lock
+    file has no build under way: none is made for it)."""
+    try:
+        f = open(lock)
+    except FileNotFoundError:
+        yield True
+        return
+    except OSError:
+        yield False
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

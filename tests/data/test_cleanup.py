@@ -1,0 +1,44 @@
+"""`rnnlm data clean`: the stores no run can use again go, the others stay."""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+from helpers import cli
+from rnnlm.config import DataConfig
+from rnnlm.data import DataRoot, open_corpus
+
+
+def prepare(root: Path, text: Path) -> Path:
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 50, encoding="utf-8")
+    open_corpus(DataConfig(dataset="text", path=str(text)), 0, DataRoot(root), progress=False)
+    return next(p for p in (root / "text").glob("store-*") if str(text) in (p / "manifest.json").read_text())
+
+
+def test_clean_removes_the_stores_whose_text_is_gone_and_nothing_else(tmp_path):
+    """A corpus file deleted or renamed left its store behind for good (a kernel's is 2.3 GB)."""
+    root = tmp_path / "data"
+    kept, gone = prepare(root, tmp_path / "kept.txt"), prepare(root, tmp_path / "gone.txt")
+    (tmp_path / "gone.txt").unlink()
+    status, out, err = cli("data", "clean", "--dry-run", "--data-dir", root)
+    assert status == 0, err
+    assert out.splitlines()[0].startswith(f"would remove text/{gone.name} (") and out.splitlines()[0].endswith(
+        f"): its text is gone ({tmp_path / 'gone.txt'})")
+    assert gone.is_dir() and kept.is_dir()  # a dry run removes nothing
+    status, out, err = cli("data", "clean", "--data-dir", root)
+    assert status == 0 and out.splitlines()[-1].startswith("freed "), err
+    assert not gone.exists() and kept.is_dir() and not (root / "text" / f".{gone.name}.lock").exists()
+    assert cli("data", "clean", "--data-dir", root)[1] == (f"nothing to remove in {root} (--all removes every "
+                                                           "prepared store)\n")
+
+
+def test_clean_all_leaves_a_store_being_prepared(tmp_path):
+    root = tmp_path / "data"
+    busy, idle = prepare(root, tmp_path / "busy.txt"), prepare(root, tmp_path / "idle.txt")
+    with open(root / "text" / f".{busy.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a run preparing it holds it
+        status, out, err = cli("data", "clean", "--all", "--data-dir", root)
+    assert status == 0, err
+    assert busy.is_dir() and not idle.exists()
+    assert f"removed text/{idle.name}" in out and busy.name not in out
