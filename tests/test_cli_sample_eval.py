@@ -168,7 +168,8 @@ def test_many_samples_are_drawn_a_batch_at_a_time_and_come_out_the_same(models, 
     args = ["sample", models["coin"], "-N", "7", "--seed", "3", "--length", "8"]
     whole = cli(*args)
     batches, generate = [], sample.generate
-    monkeypatch.setattr(sample, "generate", lambda *a, **k: (batches.append((a[3].num_samples, a[3].seed)),
+    monkeypatch.setattr(sample, "generate", lambda *a, **k: (batches.append((a[3].num_samples,
+                                                                             a[3].seed + k.get("first", 0))),
                                                              generate(*a, **k))[1])
     monkeypatch.setattr(sample, "DRAW_IDS", 16)  # two rows a batch at --length 8
     assert cli(*args) == whole and len(whole[1].splitlines()) == 7
