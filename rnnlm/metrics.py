@@ -10,7 +10,8 @@
 `grad_norm` the mean (and `grad_norm_max` the largest) gradient norm of those steps, before clipping;
 `train.log_every: 1` records every step. `elapsed` counts wall-clock seconds over every session of a
 resumed run, `train_time` the seconds of training steps alone. A resumed run first drops the records written after
-its checkpoint (`truncate_metrics`), so the file reads as if the run had never stopped. Scripts and tests read it back with `read_metrics`.
+its checkpoint (`truncate_metrics`), so the file reads as if the run had never stopped. Scripts and tests read it
+back with `read_metrics`.
 
 The trainer writes through the `MetricLogger` interface; `Loggers` sends each record to several.
 """

@@ -200,8 +200,8 @@ def check_resume_config(old: Config, new: Config, run_dir: Path) -> list[str]:
     refused = [k for k in changed if k not in SAFE_TO_CHANGE and k != MOVED and not k.startswith("sample.")]
     if refused:
         reshaped = any(k.startswith("model.") and k.removeprefix("model.") not in FREE for k in refused)
-        fresh = ("start a new run" if reshaped else f"start a new run from its weights with the change: rnnlm train "
-                 f"{run_dir / 'config.yaml'} --init-from {run_dir} --out {run_dir.parent} and the overrides given here")
+        fresh = ("start a new run" if reshaped else f"start a new run from its weights with the change: "
+                 f"{new_run_from(run_dir)} and the overrides given here")
         raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} "
                           f"{'differs' if len(refused) == 1 else 'differ'} from the config the run "
                           f"was trained with; only {', '.join(sorted(SAFE_TO_CHANGE))}, sample.* and {MOVED} (to the "
@@ -255,10 +255,15 @@ def _make_run_dir(run_dir: Path, resumed: bool = False) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        fix = ("make it writable, or start a new run from its weights elsewhere: rnnlm train "
-               f"{run_dir / 'config.yaml'} --init-from {run_dir} --out FOLDER" if resumed
-               else "choose another folder with --out (or --name)")
+        fix = (f"make it writable, or start a new run from its weights elsewhere: {new_run_from(run_dir, out='FOLDER')}"
+               if resumed else "choose another folder with --out (or --name)")
         raise RnnlmError(f"cannot write the run directory {run_dir}: {e.strerror or e}; {fix}") from None
+
+
+def new_run_from(run_dir: Path, weights: Path | None = None, out: str | Path | None = None) -> str:
+    """The command that starts a new run with `run_dir`'s config from its weights (`weights`: one of its checkpoints,
+    else its best), into the folder beside it (or `out`)."""
+    return f"rnnlm train {run_dir / 'config.yaml'} --init-from {weights or run_dir} --out {out or run_dir.parent}"
 
 
 def folder_identity(folder: Path) -> tuple[int, int] | None:

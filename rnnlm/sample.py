@@ -140,14 +140,15 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, opts: SampleOptions, reco
         if records and packed:
             logits, state = model(ids[:, :1], None)  # <eos>
             warm_up = dataclasses.replace(opts, length=max(opts.length, WARM_UP_LENGTH))
-            _, logits, state = _draw_characters(model, logits, state, warm_up, generators, banned_ids(vocab, True), records=True)
+            _, logits, state = _draw_characters(model, logits, state, warm_up, generators, banned_ids(vocab, True),
+                                                records=True)
             if ids.shape[1] > 1:
                 logits, state = _read(model, ids[:, 1:], state)  # the prime after each row's own warm-up record
         else:  # every row reads the same prime from the same state: read it once
             logits, state = _read(model, ids[:1], None if records else start)
             logits, state = logits.expand(n, -1, -1), expand_rows(state, n)
-        out, _, _ = _draw_characters(model, logits, state, opts, generators, banned_ids(vocab, records), records=records,
-                          on_step=on_step, judge_cap=True)
+        out, _, _ = _draw_characters(model, logits, state, opts, generators, banned_ids(vocab, records),
+                                     records=records, on_step=on_step, judge_cap=True)
     return out
 
 
@@ -194,12 +195,13 @@ def _draw_characters(model: CharRNN, logits: torch.Tensor, state: State | None, 
     ban = torch.zeros(last.shape[-1], dtype=torch.bool, device=last.device)
     ban[banned] = True
     for step in range(opts.length + int(records and judge_cap)):
+        allowed = last.masked_fill(ban, -math.inf)
         if records:  # a row that has ended draws nothing, as a run of one would stop
             live = (~done).nonzero().flatten()
             nxt = torch.full((n,), EOS_ID, dtype=torch.long)
-            nxt[live] = choose(last[live].masked_fill(ban, -math.inf), opts, [generators[i] for i in live.tolist()])
+            nxt[live] = choose(allowed[live], opts, [generators[i] for i in live.tolist()])
         else:
-            nxt = choose(last.masked_fill(ban, -math.inf), opts, generators)
+            nxt = choose(allowed, opts, generators)
         ids = nxt.tolist() if step < opts.length else [t if t == EOS_ID else PAST_THE_CAP for t in nxt.tolist()]
         if on_step is not None:
             on_step(ids)

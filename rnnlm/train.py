@@ -51,7 +51,7 @@ from rnnlm.inference import warm_start
 from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, TensorBoardLogger, check_tensorboard
 from rnnlm.model import CharRNN, check_fits
 from rnnlm.optim import learning_rate, make_optimizer
-from rnnlm.runs import check_resume_config, folder_identity, open_run, record_status
+from rnnlm.runs import check_resume_config, folder_identity, new_run_from, open_run, record_status
 from rnnlm.runtime import StopSignal, poll
 from rnnlm.sample import SampleOptions, generate
 from rnnlm.state import map_state, select_rows
@@ -432,8 +432,8 @@ class Trainer:
             # a resume keeps the learning rate and the clip (what is learned): a new run from the weights changes them
             raise TrainingDiverged(
                 f"training diverged at step {self.tally.step + 1}: {problem}; " + (
-                    f"the last good checkpoint is {last}: {fix} in a new run from it, e.g. rnnlm train "
-                    f"{self.run_dir / 'config.yaml'} --init-from {last} --out {self.run_dir.parent} train.lr=LOWER"
+                    f"the last good checkpoint is {last}: {fix} in a new run from it, e.g. "
+                    f"{new_run_from(self.run_dir, last)} train.lr=LOWER"
                     if last.exists() else f"no checkpoint was saved yet: {fix} and start again"))
 
     # -- records, evaluation, checkpoints ----------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnlm.data.store import remove_leftovers
+
 
 @dataclass(frozen=True)
 class Removal:
@@ -32,8 +34,10 @@ def clean_stores(root: Path, everything: bool = False, dry_run: bool = False) ->
     for folder in corpora:
         for store in sorted(folder.glob("store-*")):
             why = "every store was asked for" if everything else _gone(store)
-            freed = None if why is None else _remove(folder, store.name.removeprefix("store-"), store, dry_run)
-            if why is not None and freed is not None:
+            if why is None:
+                continue
+            freed = _remove(folder, store.name.removeprefix("store-"), store, dry_run)
+            if freed is not None:
                 removed.append(Removal(store, freed, why))
         for lock in sorted(folder.glob(".store-*.lock")):  # a lock, and what builds left, without their store
             key = lock.name.removeprefix(".store-").removesuffix(".lock")
@@ -67,8 +71,7 @@ def _remove(folder: Path, key: str, store: Path | None, dry_run: bool) -> int | 
         if not dry_run:
             if store is not None:
                 shutil.rmtree(store, ignore_errors=True)
-            for leftover in folder.glob(f".store-{key}.tmp-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+            remove_leftovers(folder, key)
             lock.unlink(missing_ok=True)
     return size
 

@@ -267,7 +267,7 @@ def open_store(source: Source, folder: Path, progress: bool = True, say: Callabl
             if problem is not None:
                 if problem != "missing":
                     say(f"note: the {source.name} store {path.name} {problem}; preparing it again")
-                _remove_leftovers(folder, key)
+                remove_leftovers(folder, key)
                 _build(source, path, progress)
                 return _load(path)
             return _reused(path)
@@ -352,8 +352,8 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _remove_leftovers(folder: Path, key: str) -> None:
-    """Temporary folders of builds that were stopped (we hold the lock, so no build is running)."""
+def remove_leftovers(folder: Path, key: str) -> None:
+    """Temporary folders of builds that were stopped (the caller holds the lock, so no build is running)."""
     for stale in folder.glob(f".store-{key}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
 
