@@ -195,8 +195,9 @@ def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Pat
     if resume is None and config is None:
         raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
     if resume is not None and named:  # nanoGPT's init_from=resume writes to out_dir: here that would be ignored
+        from rnnlm.runs import new_run_from
         raise RnnlmError(f"--resume continues {resume} where it is; --out and --name name a new run: drop them, or "
-                         f"start a new run from its weights: rnnlm train {resume / 'config.yaml'} --init-from {resume}")
+                         f"start a new run from its weights: {new_run_from(resume)}")
     if init_from is not None:
         if resume is not None:
             raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")

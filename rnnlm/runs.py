@@ -187,8 +187,7 @@ def resume_point(run_dir: Path) -> ckpt.Checkpoint | None:
     if others:  # trained, but last.pt is gone: starting over would overwrite what the run learned
         raise RnnlmError(f"--resume {run_dir}: the run has {', '.join(others)} but no {ckpt.LAST}, which a resume "
                          "continues from (the optimizer, the position in the data); start a new run from its weights "
-                         f"with: rnnlm train --init-from {run_dir / others[0]} {run_dir / 'config.yaml'} --out "
-                         f"{run_dir.parent}")
+                         f"with: {new_run_from(run_dir, run_dir / others[0])}")
     return None
 
 

@@ -216,8 +216,8 @@ class Trainer:
         if resume.corpus_changed(store.fingerprint):
             raise RnnlmError(f"--resume {self.run_dir}: the {store.name} corpus has changed since this run trained on "
                              "it (files edited, added or removed), so the position saved in it means nothing now; put "
-                             "the files back, or start a new run from this one's weights: rnnlm train --init-from "
-                             f"{self.run_dir} {self.run_dir / 'config.yaml'} --out {self.run_dir.parent}")
+                             "the files back, or start a new run from this one's weights: "
+                             f"{new_run_from(self.run_dir)}")
 
     def _restore(self, resume: Checkpoint) -> None:
         if resume.train is None:
@@ -234,7 +234,8 @@ class Trainer:
             raise
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
             raise ckpt.CheckpointError(f"{resume.path}: damaged checkpoint (its training state cannot be restored: "
-                                       f"{first_line(e)}); start a new run from its weights with --init-from") from None
+                                       f"{first_line(e)}); start a new run from its weights: "
+                                       f"{new_run_from(self.run_dir, resume.path)}") from None
         rows = self.dist.rows(self.cfg.train.batch_size)
         # float32 whatever precision saved it: a bf16 run's state is bfloat16, and `auto` may resolve otherwise here
         self.state = select_rows(map_state(lambda s: s.to(self.device, torch.float32), saved.state), rows)

@@ -222,8 +222,8 @@ def test_a_trained_run_without_last_pt_is_refused_not_started_over(tmp_path):
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines() == [
         f"error: --resume {run}: the run has best.pt but no last.pt, which a resume continues from (the optimizer, "
-        f"the position in the data); start a new run from its weights with: rnnlm train --init-from {run / 'best.pt'} "
-        f"{run / 'config.yaml'} --out {tmp_path}"]
+        f"the position in the data); start a new run from its weights with: rnnlm train {run / 'config.yaml'} "
+        f"--init-from {run / 'best.pt'} --out {tmp_path}"]
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
 
 
@@ -252,7 +252,7 @@ def test_a_corpus_changed_under_a_run_is_refused_on_resume_and_named_by_eval(tmp
     assert refused.stderr.strip().splitlines()[-1] == (
         f"error: --resume {run}: the text corpus has changed since this run trained on it (files edited, added or "
         "removed), so the position saved in it means nothing now; put the files back, or start a new run from this "
-        f"one's weights: rnnlm train --init-from {run} {run / 'config.yaml'} --out {tmp_path}")
+        f"one's weights: rnnlm train {run / 'config.yaml'} --init-from {run} --out {tmp_path}")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
     scored = in_process("eval", str(run), "--data-dir", str(tmp_path / "data"))
     assert scored.returncode == 0 and "warning: the text corpus has changed since this checkpoint was written" in \
@@ -505,8 +505,10 @@ def test_a_checkpoint_whose_training_state_is_damaged_is_one_line_on_resume(tmp_
     ckpt.save([run / ckpt.LAST], point)
     resumed = in_process("train", "--resume", str(run), "train.max_steps=8", "-q")
     assert resumed.returncode == 2
-    assert resumed.stderr.strip().splitlines()[-1].startswith(
-        f"error: {run / ckpt.LAST}: damaged checkpoint (its training state cannot be restored: ")
+    message = resumed.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"error: {run / ckpt.LAST}: damaged checkpoint (its training state cannot be restored: ")
+    assert message.endswith(f"start a new run from its weights: rnnlm train {run / 'config.yaml'} --init-from "
+                            f"{run / ckpt.LAST} --out {tmp_path}")
     assert "Traceback" not in resumed.stderr
 
 
