@@ -89,13 +89,7 @@ class Trainer:
         t, device = cfg.train, dist.device
         self.cfg, self.run_dir, self.dist, self.device = cfg, run_dir, dist, device
         self.data_root = str((root or DataRoot.resolve()).path.resolve())
-        dev.check_precision(cfg, device)
-        dev.check_compile(cfg, device)
-        if t.batch_size % dist.world_size:
-            raise RnnlmError(f"train.batch_size={t.batch_size} cannot be shared evenly by {dist.world_size} "
-                             f"processes; use a multiple of {dist.world_size}")
-        if t.tensorboard and dist.is_main:
-            check_tensorboard()
+        _check_settings(cfg, dist)
         changes = check_resume_config(resume.config, cfg, run_dir) if resume is not None else None
         self.resumed_from = resume.config if resume is not None else None
         torch.manual_seed(t.seed)
@@ -124,12 +118,7 @@ class Trainer:
         self.batcher = make_batcher(cfg, self.prepared.tokens("train"), self.prepared.offsets("train"), device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
         if dist.is_main and scores_nothing(cfg, self.prepared, "val"):  # say so now, not after an hour
-            if t.patience is not None:
-                raise RnnlmError("train.patience stops on the validation loss, but the validation split has nothing "
-                                 "to score; give data.splits a val share or set train.patience=null")
-            # "nothing to score": a stream split of one character has that one, read as context only
-            say("warning: the validation split has nothing to score, so the run logs no validation loss and saves no "
-                "best.pt; give data.splits a larger val share to measure it")
+            _no_validation(cfg)
         self.tally, self.state = Tally(), None
         self.fastest = 0.0  # characters a second of this session's fastest step (its first ones warm up, slowly)
         self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
@@ -527,6 +516,28 @@ class Trainer:
                  *([f"top-p {s.top_p:g}"] if s.top_p else []), *([f"prime {s.prime!r}"] if s.prime else [])]
         return (f"sample at step {self.tally.step} ({', '.join(drawn)}):\n"
                 + "\n".join(s.prime + self.vocab.decode(row) for row in ids))
+
+
+def _check_settings(cfg: Config, dist: Dist) -> None:
+    """The settings this machine and this number of processes cannot train with, refused before any work."""
+    t = cfg.train
+    dev.check_precision(cfg, dist.device)
+    dev.check_compile(cfg, dist.device)
+    if t.batch_size % dist.world_size:
+        raise RnnlmError(f"train.batch_size={t.batch_size} cannot be shared evenly by {dist.world_size} "
+                         f"processes; use a multiple of {dist.world_size}")
+    if t.tensorboard and dist.is_main:
+        check_tensorboard()
+
+
+def _no_validation(cfg: Config) -> None:
+    """A validation split with nothing to score: refused for early stopping, which reads it; otherwise said once."""
+    if cfg.train.patience is not None:
+        raise RnnlmError("train.patience stops on the validation loss, but the validation split has nothing "
+                         "to score; give data.splits a val share or set train.patience=null")
+    # "nothing to score": a stream split of one character has that one, read as context only
+    say("warning: the validation split has nothing to score, so the run logs no validation loss and saves no "
+        "best.pt; give data.splits a larger val share to measure it")
 
 
 def _draw(batcher: Batcher, max_epochs: int | None) -> Batch | None:
