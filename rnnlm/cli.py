@@ -33,7 +33,7 @@ except ImportError:  # an older typer, on the click package
     ClickException, UsageError = _click_errors.ClickException, _click_errors.UsageError
     NoArgsIsHelpError = getattr(_click_errors, "NoArgsIsHelpError", ())  # () catches nothing
 
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import AlreadySaid, RnnlmError, said_once_per_machine
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +119,8 @@ def train(
     from rnnlm.console import outliving_the_reader
 
     named = out is not None or name is not None
-    config_file, args = _train_args(config, list(overrides or []), resume, init_from, named)
+    with said_once_per_machine():
+        config_file, args = _train_args(config, list(overrides or []), resume, init_from, named)
     with outliving_the_reader():
         result, dist = _train_run(config_file, args, resume, out or Path("checkpoints"), name, data_dir, mirror, quiet)
         if dist.is_main:
@@ -143,8 +144,9 @@ def _train_run(config_file: Optional[Path], args: list[str], resume: Optional[Pa
         if resume is not None and os.environ.get("RANK", "0") == "0":  # rank 0 (or a lone process) writes the run
             require_run_dir(resume)  # before the lock, which would leave its file in any folder
             stack.enter_context(RunLock(resume))
-        previous, cfg = _run_config(config_file, args, resume)
-        root = DataRoot.resolve(data_dir or recorded_root(previous), mirror)  # a resume reads where the run did
+        with said_once_per_machine():
+            previous, cfg = _run_config(config_file, args, resume)
+            root = DataRoot.resolve(data_dir or recorded_root(previous), mirror)  # a resume reads where the run did
         with setup(cfg.train.device) as dist:
             if dist.device.type == "cpu":
                 keep_freed_memory()
@@ -793,5 +795,6 @@ def main() -> None:
     except RnnlmError as e:
         if os.environ.get("RNNLM_DEBUG"):
             raise
-        typer.echo(f"error: {e}", err=True)
+        if not isinstance(e, AlreadySaid):
+            typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -52,7 +52,7 @@ import torch
 import torch.distributed as dist
 
 from rnnlm.device import resolve_device
-from rnnlm.errors import RnnlmError, first_line
+from rnnlm.errors import AlreadySaid, RnnlmError, first_line, said_once_per_machine
 from rnnlm.runtime import termination_handled
 from rnnlm.state import State, map_state
 
@@ -134,14 +134,15 @@ def setup(device_name: str) -> Iterator[Dist]:
         yield Dist(device=resolve_device(device_name))
         return
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    if device_name.startswith("cuda:"):
-        raise RnnlmError(f"train.device={device_name}: under torchrun each process uses cuda:LOCAL_RANK; "
-                         "set train.device=cuda (or auto)")
     import torch._dynamo  # noqa: F401  (before the group exists: imported while it does, it keeps the group alive)
 
-    if device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
+    with said_once_per_machine():
+        if device_name.startswith("cuda:"):
+            raise RnnlmError(f"train.device={device_name}: under torchrun each process uses cuda:LOCAL_RANK; "
+                             "set train.device=cuda (or auto)")
+        if device_name == "cuda" and not torch.cuda.is_available():
             raise RnnlmError(f"train.device={device_name}: this machine has no CUDA device; use train.device=cpu")
+    if device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available()):
         if local >= torch.cuda.device_count():
             raise RnnlmError(f"LOCAL_RANK={local}, but this node has {torch.cuda.device_count()} CUDA device(s); "
                              "start at most one process per GPU (--nproc_per_node)")
@@ -179,7 +180,7 @@ FAILURE_KEY = "rnnlm/failed"
 def _failed(here: Dist, error: BaseException) -> BaseException:
     """The error to leave with. A collective that failed because another process is gone becomes `RankFailed`,
     with the cause that process published (the first to fail is the one reported); this process's own error is
-    published for the others, then raised as it is."""
+    published for the others, then raised as it is, or as `AlreadySaid` when another process published it first."""
     if isinstance(error, (RankFailed, SystemExit)):
         return error
     store = _store()
@@ -191,15 +192,22 @@ def _failed(here: Dist, error: BaseException) -> BaseException:
             cause = _published(store)           # sees one process die: this one first says why it stops
         return RankFailed(f"{cause or 'another process of this run stopped without saying why (killed?)'}; "
                           f"rank {here.rank} stopped with it")
-    _publish(store, f"rank {here.rank} failed: {first_line(error)}")
+    said = first_line(error)
+    first = _publish(store, f"rank {here.rank} failed: {said}")
+    # a mistake every process finds (train.batch_size=33 for 2 processes) is said by the first to publish it
+    if isinstance(error, RnnlmError) and first is not None and first.endswith(f" failed: {said}") and not (
+            first.startswith(f"rank {here.rank} ")):
+        return AlreadySaid(str(error))
     return error
 
 
-def _publish(store: Any, cause: str) -> None:
-    """Tells the other processes why this one leaves; the first cause published is the one they report."""
+def _publish(store: Any, cause: str) -> str | None:
+    """Tells the other processes why this one leaves; the first cause published is the one they report, and the
+    one returned (None without a store)."""
     if store is not None:
         with contextlib.suppress(Exception):
-            store.compare_set(FAILURE_KEY, "", cause)
+            return bytes(store.compare_set(FAILURE_KEY, "", cause)).decode("utf-8", "replace")
+    return None
 
 
 def _collective_failed(error: BaseException) -> bool:

@@ -1,12 +1,35 @@
 """The one exception type for mistakes a user can make.
 
 Anything raised as `RnnlmError` is printed by the CLI as a short message with exit status 2 and no
-traceback. Bugs are left to raise whatever they raise.
+traceback. Bugs are left to raise whatever they raise. Under torchrun every process finds the same mistake in
+the same command line: it is said once (`AlreadySaid` for the others), not once a process.
 """
+
+import contextlib
+import os
+from collections.abc import Iterator
 
 
 class RnnlmError(Exception):
     """A mistake the user can fix: bad config, missing file, unusable checkpoint, ..."""
+
+
+class AlreadySaid(RnnlmError):
+    """A mistake another process of the same torchrun job reported in the same words: this process leaves with
+    the same exit status, silently."""
+
+
+@contextlib.contextmanager
+def said_once_per_machine() -> Iterator[None]:
+    """Mistakes found before torchrun's processes meet (a config, the command line, files of this machine) are the
+    same in every process of a machine: its LOCAL_RANK 0 says them. Once they have met, see
+    `rnnlm.distributed.setup`."""
+    try:
+        yield
+    except RnnlmError as e:
+        if os.environ.get("LOCAL_RANK", "0") != "0" and not isinstance(e, AlreadySaid):
+            raise AlreadySaid(str(e)) from None
+        raise
 
 
 def first_line(error: BaseException) -> str:

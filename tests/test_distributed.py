@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import torch
 
+import helpers
 from helpers import REPO
 from rnnlm import checkpoint as ckpt
 from rnnlm import distributed
 from rnnlm.config import load_config
 from rnnlm.distributed import Dist
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import AlreadySaid, RnnlmError
 from rnnlm.metrics import read_metrics
 from rnnlm.train import train
 
@@ -158,6 +159,49 @@ def test_a_process_stopped_at_once_is_named_by_the_others(monkeypatch):
     left = distributed._failed(Dist(rank=0, world_size=2), RuntimeError("[gloo] Connection closed by peer"))
     assert isinstance(left, distributed.RankFailed)
     assert str(left) == "rank 1 was interrupted; rank 0 stopped with it"
+
+
+def test_a_mistake_every_process_finds_is_said_once(tmp_path):
+    """A config mistake (found before the processes meet) and a setting none of them can train with (found after)
+    were printed once per process: eight identical lines on an 8-GPU machine."""
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, " * 400, encoding="utf-8")
+    for mistake, said in (("train.batch_sie=16", "error: unknown config key train.batch_sie"),
+                          ("train.batch_size=33", "error: train.batch_size=33 cannot be shared evenly by 2 processes")):
+        failed = torchrun(TINY, *COMMON, "data.dataset=text", f"data.path={text}", mistake, "--out", str(tmp_path),
+                          "--data-dir", str(tmp_path / "d"))
+        assert failed.returncode != 0
+        assert failed.stderr.count(said) == 1, failed.stderr
+        assert "stopped with it" not in failed.stderr, failed.stderr
+
+
+def test_the_first_process_to_publish_a_mistake_says_it(monkeypatch):
+    """Both processes refuse the same setting at once: the one that publishes second leaves silently (and with the
+    same status); a mistake of its own, in other words, it still says."""
+    store = torch.distributed.HashStore()
+    monkeypatch.setattr(distributed, "_store", lambda: store)
+    mistake = "train.batch_size=33 cannot be shared evenly by 2 processes; use a multiple of 2"
+    first = RnnlmError(mistake)
+    assert distributed._failed(Dist(rank=1, world_size=2), first) is first
+    again = distributed._failed(Dist(rank=0, world_size=2), RnnlmError(mistake))
+    assert isinstance(again, AlreadySaid) and str(again) == mistake
+    own = RnnlmError("last.pt: could not write the checkpoint (No space left on device)")
+    assert distributed._failed(Dist(rank=0, world_size=2), own) is own
+    assert cli_status_and_stderr(AlreadySaid(mistake)) == (2, "")
+    assert cli_status_and_stderr(RnnlmError(mistake)) == (2, f"error: {mistake}\n")
+
+
+def cli_status_and_stderr(error: RnnlmError) -> tuple[int, str]:
+    """What `rnnlm` prints and returns when a command raises `error`."""
+    from rnnlm import cli
+
+    def raising() -> None:
+        raise error
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "app", lambda **_: raising())
+        patch.delenv("RNNLM_DEBUG", raising=False)
+        status, _, err = helpers.cli()
+    return status, err
 
 
 def test_the_batch_must_split_evenly(tmp_path):
