@@ -429,12 +429,20 @@ def list_runs(
         typer.echo(f"no runs in {folder}", err=True)
         return
     rows = [("run", "model", "corpus", "steps", "best val", "bpc", "time", "status")] + [
-        (r.name, r.model, r.dataset, f"{r.steps:,}", "-" if r.best_val is None else f"{r.best_val:.4f}",
+        (r.name, r.model + (f" from {_run_name(r.init_from)}" if r.init_from else ""), r.corpus, f"{r.steps:,}", "-" if r.best_val is None else f"{r.best_val:.4f}",
          "-" if r.best_bpc is None else f"{r.best_bpc:.4f}", clock(r.seconds), r.status) for r in runs]
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     for row in rows:
         typer.echo("  ".join(cell.ljust(w) if k < 3 or k == 7 else cell.rjust(w)
                              for k, (cell, w) in enumerate(zip(row, widths))).rstrip())
+
+
+def _run_name(checkpoint: str) -> str:
+    """A checkpoint named by its run (RUN/best.pt), or by its file when it is no run's."""
+    from rnnlm.runs import is_run
+
+    path = Path(checkpoint)
+    return path.parent.name if is_run(path.parent) else path.name
 
 
 @app.command("config", short_help="Print a config fully resolved, every key with its value.")

@@ -28,6 +28,7 @@ from rnnlm import checkpoint as ckpt
 from rnnlm.atomic import atomic_file, remove_stale_temp_files
 from rnnlm.config import Config, ConfigError, read_yaml
 from rnnlm.console import say
+from rnnlm.data.text import is_glob
 from rnnlm.distributed import Dist
 from rnnlm.errors import RnnlmError
 from rnnlm.finetune import FREE
@@ -289,6 +290,10 @@ class RunInfo:
     model: str
     """The cell and its size, e.g. lstm 2x512."""
     dataset: str
+    corpus: str
+    """The dataset, and the file, folder or pattern data.path names: e.g. text notes.txt."""
+    init_from: str | None
+    """The checkpoint a fine-tuned run started from."""
     steps: int
     best_val: float | None
     best_bpc: float | None
@@ -326,7 +331,7 @@ def _run_info(run_dir: Path) -> RunInfo | None:
     except FileNotFoundError:  # gone since the folder was listed
         return None
     except (OSError, ConfigError, AttributeError):  # listed all the same: a resume names what is wrong with it
-        shape, data = "?", {}
+        cfg, shape, data = {}, "?", {}
     records = read_metrics(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
     running = holder(run_dir) is not None
     saved = None if running else ckpt.saved_progress(run_dir / ckpt.LAST)
@@ -338,8 +343,28 @@ def _run_info(run_dir: Path) -> RunInfo | None:
     steps, status = (logged, "running") if running else _progress(run_dir, logged)
     seconds = max([r.get("elapsed", 0.0) for r in records] + [saved[1] if saved else 0.0])  # the final evaluation's too
     modified = max((_mtime(p) for p in run_dir.iterdir()), default=0.0)
-    return RunInfo(run_dir.name, str(run_dir), shape, str(data.get("dataset", "?")), steps,
-                   best["val_loss"] if best else None, best["bpc"] if best else None, seconds, status, modified)
+    return RunInfo(run_dir.name, str(run_dir), shape, str(data.get("dataset", "?")), _corpus(data),
+                   _init_from(cfg), steps, best["val_loss"] if best else None, best["bpc"] if best else None, seconds,
+                   status, modified)
+
+
+def _corpus(data: dict[str, Any]) -> str:
+    """What `rnnlm runs` calls a run's corpus: its dataset, and the last part of data.path (from the folder a
+    pattern starts in): runs on different text files are told apart."""
+    dataset, path = str(data.get("dataset", "?")), data.get("path")
+    if not isinstance(path, str) or not path:
+        return dataset
+    parts = Path(path).parts
+    pattern = next((k for k, part in enumerate(parts) if is_glob(part)), None)
+    return f"{dataset} {Path(*parts[max(pattern - 1, 0):]) if pattern is not None else Path(path).name}"
+
+
+def _init_from(cfg: Any) -> str | None:
+    try:
+        start = cfg["train"]["init_from"]
+    except (KeyError, TypeError):
+        return None
+    return start if isinstance(start, str) and start else None
 
 
 def _mtime(path: Path) -> float:

@@ -64,6 +64,10 @@ def test_a_fine_tuned_run_started_over_says_once_where_it_came_from(tmp_path):
     assert cli("train", "--resume", tmp_path / "tuned", "-q", *root)[0] == 0
     records = read_metrics(tmp_path / "tuned" / "metrics.jsonl")
     assert [r["step"] for r in records if "init_from" in r] == [0] and records[-1]["step"] == 4
+    # `rnnlm runs` tells the fine-tuned run from the one it came from, and names the file both read (it said "text")
+    listed = {line.split()[0]: line.split() for line in cli("runs", tmp_path)[1].splitlines()[1:]}
+    assert listed["tuned"][1:7] == ["gru", "1x48", "from", "base", "text", "a.txt"]
+    assert listed["base"][1:5] == ["gru", "1x48", "text", "a.txt"]
 
 
 def test_rows_move_with_their_characters_and_new_ones_start_fresh(tmp_path):
