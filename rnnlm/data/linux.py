@@ -46,7 +46,7 @@ from tqdm import tqdm
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, register
 from rnnlm.data.download import Remote, fetch
-from rnnlm.data.store import Source
+from rnnlm.data.store import Source, left_out
 from rnnlm.data.text import files_identity, is_binary
 from rnnlm.errors import RnnlmError
 
@@ -358,17 +358,15 @@ def locate_source(cfg: DataConfig, root: DataRoot) -> Path:
 
 
 def _report(source: Path, subdirs: tuple[str, ...], scan: Scan, warnings: list[str] | None = None) -> None:
+    """A subdir that holds no source is an error; the files a pass left out are said (once: see `left_out`)."""
     missing = [d for d in subdirs if d not in scan.matched]
     if missing:
         raise RnnlmError(f"data.subdirs: {', '.join(missing)} holds no .c or .h files in {source}; "
                          f"its top-level folders are: {', '.join(sorted(scan.top_level)) or 'none'}")
     skipped = sorted(set(scan.skipped))  # a folder is read once per pass of the store
     if skipped:
-        message = (f"left out {len(skipped)} source file(s) of {source.resolve()} that are not UTF-8 text: "
-                   + ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else ""))
-        log.warning("%s", message)
-        if warnings is not None:
-            warnings.append(message)
+        left_out(f"left out {len(skipped)} source file(s) of {source.resolve()} that are not UTF-8 text", skipped,
+                 warnings)
         scan.skipped.clear()
 
 
@@ -380,9 +378,13 @@ def linux(cfg: DataConfig, seed: int, root: DataRoot) -> Source:
     if source.is_dir():
         files, scan = tree_files(source, subdirs)
         _report(source, subdirs, scan)
-        pieces: Callable[[], Iterator[bytes]] = lambda: _nonempty(source, tree_pieces(files, cfg.max_bytes, scan))
+        warnings: list[str] = []
+
+        def pieces() -> Iterator[bytes]:  # one pass over the folder; then what it left out, said once and kept
+            yield from _nonempty(source, tree_pieces(files, cfg.max_bytes, scan))
+            _report(source, subdirs, scan, warnings)
         return Source("linux", {"files": files_identity([p for _, p in files])}, settings, cfg.splits,
-                      pieces=pieces, close=lambda: _report(source, subdirs, scan))
+                      pieces=pieces, warnings=warnings)
     tarball = TarballPieces(source, subdirs, cfg.max_bytes, root.path / "linux")
     return Source("linux", {"files": files_identity([source])}, settings, cfg.splits,
                   pieces=lambda: _nonempty(source, tarball()), close=tarball.close, warnings=tarball.warnings)

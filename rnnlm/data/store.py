@@ -283,6 +283,18 @@ def open_store(source: Source, folder: Path, progress: bool = True, say: Callabl
             source.close()
 
 
+def left_out(what: str, names: list[str], kept: list[str] | None) -> None:
+    """Says which files preparing a store left out (the first three) and keeps the line in `kept` (a Source's
+    warnings), for the store to say again whenever it is reused; a line kept already (every pass over the files
+    finds them again) is not said twice."""
+    message = f"{what}: " + ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    if kept is not None:
+        if message in kept:
+            return
+        kept.append(message)
+    log.warning("%s", message)
+
+
 def _reused(path: Path) -> Store:
     """A store prepared before, which says again what preparing it said (the files it left out)."""
     store = _load(path)
@@ -381,7 +393,7 @@ def _build(source: Source, path: Path, progress: bool) -> None:
     tmp.mkdir()
     try:
         manifest = (_write_records if source.is_records else _write_stream)(source, tmp, progress)
-        manifest["warnings"] = list(dict.fromkeys(source.warnings))  # each pass over the files notes them again
+        manifest["warnings"] = source.warnings
         _check_unchanged(source)
         manifest["files"] = {p.name: {"bytes": p.stat().st_size, "crc32": _crc(p, p.stat().st_size)}
                              for p in sorted(tmp.iterdir())}

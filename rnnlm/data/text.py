@@ -27,7 +27,7 @@ import numpy as np
 
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, corpus_names, register
-from rnnlm.data.store import Records, Source, line_ends
+from rnnlm.data.store import Records, Source, left_out, line_ends
 from rnnlm.errors import RnnlmError
 
 log = logging.getLogger(__name__)
@@ -302,11 +302,8 @@ def text_pieces(spec: str, files: list[Path], max_bytes: int | None,
         if budget[0] is not None and budget[0] <= 0:
             break
     if skipped:
-        message = (f"skipped {len(skipped)} binary file(s) under {_absolute(spec)}: "
-                   + ", ".join(os.path.abspath(p) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else ""))
-        log.warning("%s", message)
-        if warnings is not None:
-            warnings.append(message)
+        left_out(f"skipped {len(skipped)} binary file(s) under {_absolute(spec)}", [os.path.abspath(p) for p in skipped],
+                 warnings)
     if not seen:
         if budget[0] is not None and budget[0] <= 0:  # the limit ran out inside the first character
             raise RnnlmError(f"data.max_bytes={max_bytes} ends inside the first character of {spec}; give a larger "
@@ -334,28 +331,9 @@ def files_identity(files: list[Path]) -> list[list[object]]:
 def stream_source(name: str, spec: str, cfg: DataConfig, files: list[Path]) -> Source:
     """A stream corpus read from `files` (what `spec` names), split by `data.splits`."""
     warnings: list[str] = []
-    once = _Once(lambda: text_pieces(spec, files, cfg.max_bytes, warnings))
     return Source(name, {"files": files_identity(files)}, {"path": _absolute(spec), "max_bytes": cfg.max_bytes,
-                                                           **READING}, cfg.splits, pieces=once, warnings=warnings)
-
-
-class _Once:
-    """The pieces for every pass of the store, with the warnings about skipped files given on the first only."""
-
-    def __init__(self, make: Callable[[], Iterator[bytes]]) -> None:
-        self.make, self.calls = make, 0
-
-    def __call__(self) -> Iterator[bytes]:
-        self.calls += 1
-        return self.make() if self.calls == 1 else self._quiet()
-
-    def _quiet(self) -> Iterator[bytes]:
-        level = log.level
-        log.setLevel(logging.ERROR)
-        try:
-            yield from self.make()
-        finally:
-            log.setLevel(level)
+                                                           **READING}, cfg.splits,
+                  pieces=lambda: text_pieces(spec, files, cfg.max_bytes, warnings), warnings=warnings)
 
 
 def _absolute(spec: str) -> str:

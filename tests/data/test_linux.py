@@ -124,17 +124,26 @@ def test_reading_a_tree_stops_at_the_byte_limit(tmp_path: Path, caplog: pytest.L
     assert text == FULL
 
 
-def test_non_utf8_sources_are_left_out_of_a_tarball_with_a_warning(tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    tarball = make_tarball(tmp_path / "linux.tar.gz", extra={"fs/latin1.c": b"/* M\xfcller */\n"})
+@pytest.mark.parametrize("kind", ["tarball", "folder"])
+def test_non_utf8_sources_are_left_out_with_a_warning_said_again_by_the_store(tmp_path: Path, kind: str,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Said once while the store is prepared (it reads the files twice), and again each time the store is used: a
+    folder's store said nothing after the first time."""
+    latin1 = b"/* M\xfcller */\n"
+    if kind == "tarball":
+        source = make_tarball(tmp_path / "linux.tar.gz", extra={"fs/latin1.c": latin1})
+    else:
+        source = make_tree(tmp_path / "linux")
+        (source / "fs").mkdir()
+        (source / "fs" / "latin1.c").write_bytes(latin1)
     for _ in range(2):  # and again from the store the first read prepared
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            corpus = load_corpus(DataConfig(dataset="linux", path=str(tarball), splits=(1.0, 0.0, 0.0)), 0,
+            corpus = load_corpus(DataConfig(dataset="linux", path=str(source), splits=(1.0, 0.0, 0.0)), 0,
                                  DataRoot(tmp_path / "data"))
         assert corpus.train[0] == FULL
         assert [r.getMessage() for r in caplog.records] == [
-            f"left out 1 source file(s) of {tarball} that are not UTF-8 text: fs/latin1.c"]
+            f"left out 1 source file(s) of {source} that are not UTF-8 text: fs/latin1.c"]
 
 
 def test_tarball_with_two_top_level_folders_is_an_error(tmp_path: Path) -> None:
