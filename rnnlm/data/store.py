@@ -179,7 +179,9 @@ class Source:
 
 @dataclass
 class Store:
-    """An opened store: memory-mapped ids, the symbols, and each split's character counts."""
+    """An opened store: memory-mapped ids (and a records corpus's offsets), the symbols, and each split's character
+    counts. Every file is mapped when the store is opened: a store prepared again, or removed, while a run reads it
+    is replaced by a rename, and the maps go on reading the files as they were."""
 
     folder: Path
     manifest: dict[str, Any]
@@ -206,17 +208,11 @@ class Store:
 
     def ids(self, split: str) -> np.ndarray:
         """The split's store symbols (read-only memory map): (N,) of the store's dtype."""
-        if split not in self._maps:
-            info = self.manifest["splits"][split]
-            path = self.folder / f"{split}.ids"
-            dtype = np.dtype(self.manifest["dtype"])
-            self._maps[split] = (np.memmap(path, dtype=dtype, mode="r") if info["symbols"]
-                                 else np.zeros(0, dtype=dtype))
-        return self._maps[split]
+        return self._maps[f"{split}.ids"]
 
     def offsets(self, split: str) -> np.ndarray:
         """Records corpora: the positions of each record's leading <eos> and of the final <eos> (R + 1,)."""
-        return np.fromfile(self.folder / f"{split}.offsets", dtype=np.int64)
+        return self._maps[f"{split}.offsets"]
 
     def vocab(self) -> Vocab:
         """The model's vocabulary: <eos>, <unk>, then the training split's characters."""
@@ -314,25 +310,38 @@ class _CannotWrite(Exception):
 def _problem(path: Path, source: Source) -> str | None:
     """Why the store at `path` cannot be used, or None."""
     manifest = _read_json(path / "manifest.json")
-    if manifest is None:
+    if not isinstance(manifest, dict):
         return "missing" if not path.exists() else "has no readable manifest"
     if manifest.get("format") != FORMAT_VERSION:
         return f"has format {manifest.get('format')}, this rnnlm writes {FORMAT_VERSION}"
     if manifest.get("identity") != _plain(source.identity):
         return "was prepared from files that have changed since"
-    for name, info in manifest.get("files", {}).items():
-        file = path / name
-        if not file.is_file() or file.stat().st_size != info["bytes"]:
-            return f"is damaged ({name} is missing or truncated)"
-        if _crc(file, info["bytes"]) != info["crc32"]:
-            return f"is damaged ({name} does not match its checksum)"
+    try:
+        for name, info in manifest["files"].items():
+            file = path / name
+            if not file.is_file() or file.stat().st_size != info["bytes"]:
+                return f"is damaged ({name} is missing or truncated)"
+            if _crc(file, info["bytes"]) != info["crc32"]:
+                return f"is damaged ({name} does not match its checksum)"
+        if any(split["symbols"] < 0 for split in manifest["splits"].values()):  # older rnnlm's rounding overran
+            return "has a split of negative size"
+    except (KeyError, TypeError, AttributeError):
+        return "has a damaged manifest"
     return None
 
 
 def _load(path: Path) -> Store:
     manifest = _read_json(path / "manifest.json")
     symbols = _read_json(path / "symbols.json")
-    return Store(path, manifest, tuple(symbols["symbols"]), symbols["counts"])
+    dtypes = {"ids": np.dtype(manifest["dtype"]), "offsets": np.dtype(np.int64)}
+    maps = {name: _mapped(path / name, dtypes[name.split(".")[1]])
+            for name in manifest["files"] if name.endswith((".ids", ".offsets"))}
+    return Store(path, manifest, tuple(symbols["symbols"]), symbols["counts"], maps)
+
+
+def _mapped(file: Path, dtype: np.dtype) -> np.ndarray:
+    """A read-only memory map of `file` (numpy cannot map an empty one)."""
+    return np.memmap(file, dtype=dtype, mode="r") if file.stat().st_size else np.zeros(0, dtype=dtype)
 
 
 def _read_json(path: Path) -> Any:
@@ -437,10 +446,14 @@ def _dtype(symbols: int) -> np.dtype:
     return np.dtype(np.uint8 if symbols <= 256 else np.uint16 if symbols <= 65536 else np.int32)
 
 
-def _bounds(n: int, fractions: tuple[float, float, float]) -> list[int]:
-    """[0, a, b, n]: the first `train` fraction, then val, then test (as contiguous spans)."""
-    a = round(n * fractions[0])
-    return [0, a, a + round(n * fractions[1]), n]
+def _bounds(n: int, source: Source) -> list[int]:
+    """[0, a, b, n]: train, val and test as contiguous spans of `n` characters or records: the sizes the corpus
+    gives, or its `splits` fractions, each rounded (within `n`: 0.9 and 0.1 of 20015 round up to 18014 and 2002)
+    and test taking what is left."""
+    if source.sizes is not None:
+        return [0, *np.cumsum(source.sizes).tolist()]
+    a = round(n * source.splits[0])
+    return [0, a, min(n, a + round(n * source.splits[1])), n]
 
 
 def _write_symbols(tmp: Path, symbols: list[str], counts: dict[str, dict[str, int]]) -> None:
@@ -457,7 +470,7 @@ def _write_records(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
     chunk of text, never a Python object per record."""
     records = source.records()  # type: ignore[misc]
     order = _shuffled(len(records), source.seed) if source.sizes is None else np.arange(len(records))
-    bounds = _bounds(len(records), source.splits) if source.sizes is None else [0, *np.cumsum(source.sizes).tolist()]
+    bounds = _bounds(len(records), source)
     with _bar(progress, 0, f"reading {source.name}") as bar:
         present = np.zeros(MAX_CODEPOINT, dtype=bool)
         for cp in records.chunks():
@@ -550,7 +563,7 @@ def _write_stream(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
             chunks.append((len(cp), points, times))
             bar.update(len(cp))
     n = sum(length for length, _, _ in chunks)
-    bounds = _bounds(n, source.splits) if source.sizes is None else [0, *np.cumsum(source.sizes).tolist()]
+    bounds = _bounds(n, source)
     if bounds[-1] != n:
         raise ValueError(f"{source.name}: the given split sizes add up to {bounds[-1]}, the text has {n} characters")
     whole, totals = np.zeros(MAX_CODEPOINT, np.int64), [np.zeros(MAX_CODEPOINT, np.int64) for _ in SPLITS]

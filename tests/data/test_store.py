@@ -3,7 +3,9 @@ stale, damaged, prepared twice at once or interrupted."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import shutil
 import os
 import signal
 import subprocess
@@ -136,6 +138,33 @@ def test_a_line_corpus_is_prepared_in_a_few_bytes_a_character(tmp_path):
     assert (peaks[1] - peaks[0]) * 2**20 / big.stat().st_size < 8
 
 
+@pytest.mark.parametrize("splits", ["[0.9,0.1,0.0]", "[0.5,0.5,0.0]"])
+def test_split_fractions_that_round_up_stay_within_the_text(tmp_path, splits):
+    """0.9 and 0.1 of 20015 characters round to 18014 and 2002, one past the end: val counted a character it did
+    not hold and test had -1 (reading it raised)."""
+    for n in (20015, 7):
+        store = open_text(tmp_path, "abcdefg" * (n // 7) + "abcdefg"[:n % 7], f"data.splits={splits}",
+                          name=f"{n}.txt")
+        sizes = [store.manifest["splits"][s]["symbols"] for s in ("train", "val", "test")]
+        assert sum(sizes) == n and min(sizes) >= 0
+        assert [len(store.ids(s)) for s in ("train", "val", "test")] == sizes
+
+
+def test_a_store_prepared_again_while_a_run_reads_it_reads_as_it_was(tmp_path):
+    """A run maps its store's splits; another run prepares the store again (the text was edited) or `data clean`
+    removes it: the first run's validation split, mapped at its first evaluation, came from the new store (wrong
+    characters, or an index out of bounds) or was gone."""
+    old = "abcdefghij" * 1000
+    store = open_text(tmp_path, old)
+    store.ids("train")  # what a trainer reads at its start
+    edited = "ÄÖÜ" * 300 + "".join(chr(0x4E00 + i) for i in range(400)) * 20
+    again = open_text(tmp_path, edited)
+    assert again.folder == store.folder and again.text("val") != store.text("val")
+    assert store.text("val") == old[round(len(old) * 0.9):round(len(old) * 0.95)]
+    shutil.rmtree(again.folder)
+    assert store.text("test") == old[round(len(old) * 0.95):]
+
+
 def test_a_changed_source_is_prepared_again(tmp_path, capsys):
     path = tmp_path / "corpus.txt"
     path.write_text("one " * 200, encoding="utf-8")
@@ -149,7 +178,8 @@ def test_a_changed_source_is_prepared_again(tmp_path, capsys):
     assert len(list((root.path / "text").glob("store-*"))) == 1  # rebuilt in place, no stale copy
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "manifest list", "manifest without files",
+                                    "negative split"])
 def test_a_damaged_store_is_noticed_and_prepared_again(tmp_path, capsys, damage):
     text = "hello world, " * 500
     store = open_text(tmp_path, text)
@@ -160,12 +190,22 @@ def test_a_damaged_store_is_noticed_and_prepared_again(tmp_path, capsys, damage)
         raw = bytearray(ids.read_bytes())
         raw[100] ^= 0xFF
         ids.write_bytes(bytes(raw))
-    else:
+    elif damage == "manifest":
         (store.folder / "manifest.json").write_text("{not json", encoding="utf-8")
+    elif damage == "manifest list":
+        (store.folder / "manifest.json").write_text("[]", encoding="utf-8")
+    else:  # "negative split": what an older rnnlm's rounding wrote (see the test above)
+        manifest = json.loads((store.folder / "manifest.json").read_text(encoding="utf-8"))
+        if damage == "manifest without files":
+            del manifest["files"]
+        else:
+            manifest["splits"]["test"]["symbols"] = -1
+        (store.folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     again = open_text(tmp_path, text)
     assert again.text("train") + again.text("val") + again.text("test") == text
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "preparing it again" in err and ("damaged" in err or "manifest" in err)
+    assert err.count("\n") == 1 and "preparing it again" in err and any(
+        w in err for w in ("damaged", "manifest", "negative"))
 
 
 def test_a_stopped_preparation_leaves_nothing_that_is_trusted(tmp_path, monkeypatch):
