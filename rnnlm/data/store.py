@@ -357,20 +357,36 @@ def _plain(value: Any) -> Any:
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` for the block: a second process preparing the same store waits here."""
-    try:
-        f = open(path, "a+")
-    except OSError as e:
-        try:  # flock needs no write access: another user's lock file in a shared data root still guards a read
-            f = open(path)
-        except OSError:
-            raise _CannotWrite(e, lock=True) from None
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    """An exclusive lock on `path` for the block: a second process preparing the same store waits here. A lock file
+    removed while this process waited for it (`rnnlm data clean` removes those of stores that are gone) guards
+    nothing: the lock is taken again on the file now at `path`."""
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            f = open(path, "a+")
+        except OSError as e:
+            try:  # flock needs no write access: another user's lock file in a shared data root still guards a read
+                f = open(path)
+            except OSError:
+                raise _CannotWrite(e, lock=True) from None
+        with f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            if not _still_at(f, path):
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+            return
+
+
+def _still_at(f: Any, path: Path) -> bool:
+    """Whether the open file `f` is still the one at `path` (not removed, nor replaced)."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(f.fileno())
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def remove_leftovers(folder: Path, key: str) -> None:

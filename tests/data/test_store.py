@@ -3,6 +3,7 @@ stale, damaged, prepared twice at once or interrupted."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import shutil
@@ -10,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -163,6 +165,35 @@ def test_a_store_prepared_again_while_a_run_reads_it_reads_as_it_was(tmp_path):
     assert store.text("val") == old[round(len(old) * 0.9):round(len(old) * 0.95)]
     shutil.rmtree(again.folder)
     assert store.text("test") == old[round(len(old) * 0.95):]
+
+
+def test_a_lock_file_removed_while_a_build_waits_on_it_still_keeps_builds_apart(tmp_path):
+    """`rnnlm data clean` removes the lock file of a store that is gone, holding it; a build already waiting on
+    that file then locked the removed file, while the next build locked a new one: two builds of one store at once
+    (one removed the other's temporary folder)."""
+    lock = tmp_path / ".store-k.lock"
+    inside: list[tuple[str, float, float]] = []
+
+    def build(name: str) -> None:
+        with store_mod._lock(lock):
+            start = time.monotonic()
+            time.sleep(0.3)
+            inside.append((name, start, time.monotonic()))
+
+    clean = open(lock, "a+")
+    fcntl.flock(clean, fcntl.LOCK_EX)
+    waiting = threading.Thread(target=build, args=("waiting",))
+    waiting.start()
+    time.sleep(0.2)  # it has opened the file and waits for the lock
+    lock.unlink()
+    fcntl.flock(clean, fcntl.LOCK_UN)
+    clean.close()
+    later = threading.Thread(target=build, args=("later",))
+    later.start()
+    waiting.join()
+    later.join()
+    (_, a0, a1), (_, b0, b1) = sorted(inside, key=lambda t: t[1])
+    assert a1 <= b0, inside  # one after the other
 
 
 def test_a_changed_source_is_prepared_again(tmp_path, capsys):
