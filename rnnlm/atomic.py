@@ -45,13 +45,21 @@ def atomic_file(target: Path, encoding: str | None = None) -> Iterator[IO[Any]]:
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Delete the temporary files (`.NAME.tmp-PID`) that writers killed mid-write left in `folder`: those whose
     process is gone (or is this one, which is not writing yet). Returns what was removed."""
-    removed = []
-    for p in folder.glob(".*.tmp-*"):
-        match = _TEMP.match(p.name)
-        if match and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):
-            p.unlink(missing_ok=True)
-            removed.append(p)
+    removed = stale_temp_files(folder)
+    for p in removed:
+        p.unlink(missing_ok=True)
     return removed
+
+
+def stale_temp_files(folder: Path) -> list[Path]:
+    """The temporary files in `folder` that no running process will finish (see `remove_stale_temp_files`); folders
+    named so (a corpus store being built) are their writer's to remove."""
+    found = []
+    for p in sorted(folder.glob(".*.tmp-*")):
+        match = _TEMP.match(p.name)
+        if match and p.is_file() and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):
+            found.append(p)
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -3,8 +3,9 @@
 A store's key hashes the files it was read from and its settings (see `store`), so a corpus file renamed, moved or
 deleted, or read once with other splits or another byte limit, leaves its old store behind for good: a kernel's is
 2.3 GB. Those whose text is gone (every file their manifest names) are what `clean` removes; with `everything`, every
-store goes (each is prepared again the next time a run uses it). What stopped builds left (temporary folders, lock
-files of stores that are gone) goes too. A store being prepared (its lock held) is left alone.
+store goes (each is prepared again the next time a run uses it). What stopped builds and downloads left (temporary
+folders and files, a kernel tarball's spill, lock files of stores that are gone) goes too. A store being prepared (its
+lock held) is left alone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnlm.atomic import stale_temp_files
 from rnnlm.data.store import remove_leftovers
 
 
@@ -43,7 +45,20 @@ def clean_stores(root: Path, everything: bool = False, dry_run: bool = False) ->
             key = lock.name.removeprefix(".store-").removesuffix(".lock")
             if not (folder / f"store-{key}").exists():
                 _remove(folder, key, None, dry_run)
+    for folder in ([root] if root.is_dir() else []) + corpora:
+        removed += _stale_files(folder, dry_run)
     return removed
+
+
+def _stale_files(folder: Path, dry_run: bool) -> list[Removal]:
+    """The temporary files of downloads and preparations whose process is gone."""
+    found = []
+    for path in stale_temp_files(folder):
+        with contextlib.suppress(FileNotFoundError):
+            found.append(Removal(path, path.stat().st_size, "left by a download or preparation that was stopped"))
+            if not dry_run:
+                path.unlink()
+    return found
 
 
 def _gone(store: Path) -> str | None:

@@ -43,6 +43,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from tqdm import tqdm
 
+from rnnlm.atomic import remove_stale_temp_files
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, register
 from rnnlm.data.download import Remote, fetch
@@ -244,7 +245,8 @@ class TarballPieces:
 
     def _stream(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.spill = self.folder / f".spill-{os.getpid()}"
+        remove_stale_temp_files(self.folder)  # the spills of preparations killed outright (1.2 GB for the kernel)
+        self.spill = self.folder / f".spill.tmp-{os.getpid()}"
         with open(self.spill, "wb") as out:
             for rel, raw in _tar_sources(self.path, self.subdirs, self.scan):
                 self.index[rel] = (out.tell(), len(raw))  # a tarball may repeat a path: as with tar -x, the later wins

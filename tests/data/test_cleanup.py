@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import subprocess
+import sys
 from pathlib import Path
 
 from helpers import cli
@@ -42,3 +44,31 @@ def test_clean_all_leaves_a_store_being_prepared(tmp_path):
     assert status == 0, err
     assert busy.is_dir() and not idle.exists()
     assert f"removed text/{idle.name}" in out and busy.name not in out
+
+
+def dead_pid() -> int:
+    """The process id of a process that has ended."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_clean_removes_what_killed_downloads_and_preparations_left(tmp_path):
+    """A kernel tarball's preparation killed outright left its spill (1.2 GB for the kernel) and a download its
+    temporary file, for good: `data clean` said there was nothing to remove. A living process's files stay."""
+    root = tmp_path / "data"
+    (root / "linux").mkdir(parents=True)
+    (root / "shakespeare").mkdir()
+    spill = root / "linux" / f".spill.tmp-{dead_pid()}"
+    spill.write_bytes(b"x" * 3000)
+    download = root / "shakespeare" / f".input.txt.tmp-{dead_pid()}"
+    download.write_bytes(b"y" * 500)
+    living = root / "linux" / ".linux-6.1.tar.xz.tmp-1"  # pid 1 runs as long as the machine does
+    living.write_bytes(b"z")
+    status, out, err = cli("data", "clean", "--dry-run", "--data-dir", root)
+    assert status == 0, err
+    assert sorted(out.splitlines()[:2]) == [
+        f"would remove linux/{spill.name} (3.0 KB): left by a download or preparation that was stopped",
+        f"would remove shakespeare/{download.name} (500 B): left by a download or preparation that was stopped"]
+    assert spill.exists() and download.exists()
+    status, out, err = cli("data", "clean", "--data-dir", root)
+    assert status == 0 and not spill.exists() and not download.exists() and living.exists(), err

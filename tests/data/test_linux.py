@@ -9,6 +9,8 @@ import logging
 import lzma
 import os
 import random
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -241,9 +243,13 @@ def load_linux(tarball: Path, root: DataRoot, subdirs: tuple[str, ...] = ()) -> 
 def test_linux_tarball_is_streamed_once_then_read_from_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tarball = make_tarball(tmp_path / "linux-9.9.tar.xz")
     root = DataRoot(tmp_path / "data")
+    (root.path / "linux").mkdir(parents=True)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = root.path / "linux" / f".spill.tmp-{int(ended.stdout)}"  # a preparation killed outright left it
+    killed.write_bytes(b"int x;\n")
     assert load_linux(tarball, root) == FULL
     assert len(list((root.path / "linux").glob("store-*"))) == 1
-    assert not list((root.path / "linux").glob(".spill-*"))  # the spill of the tarball's files is gone
+    assert not list((root.path / "linux").glob(".spill*"))  # the spill of the tarball's files is gone, and the old one
 
     def no_streaming(*args: object) -> None:
         raise AssertionError("the tarball was read again")
