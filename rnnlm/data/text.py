@@ -210,16 +210,18 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
     carry, offset = b"", 0
     with _open_binary(path) as f:
         while budget[0] is None or budget[0] > 0:
-            block = f.read(PIECE_BYTES if budget[0] is None else min(PIECE_BYTES, budget[0]))
+            # the first piece whole, whatever is left of the budget: it tells a binary file found in a folder
+            block = f.read(PIECE_BYTES if budget[0] is None or offset == 0 else min(PIECE_BYTES, budget[0]))
             if not block:
                 break
+            if offset == 0 and not named and is_binary(block):
+                raise _Binary(path)  # skipped, costing nothing
+            if budget[0] is not None:
+                block = block[:budget[0]]
+                budget[0] -= len(block)
             if is_binary(block):
-                if offset == 0 and not named:
-                    raise _Binary(path)
                 raise RnnlmError(f"{path}: a binary file, not text (NUL byte at offset {offset + block.index(0)}); "
                                  "give a UTF-8 text file")
-            if budget[0] is not None:  # after the check: a binary file skipped costs nothing
-                budget[0] -= len(block)
             if offset == 0:
                 offset, block = len(block) - len(_without_bom(block)), _without_bom(block)
             data, start = carry + block, offset - len(carry)

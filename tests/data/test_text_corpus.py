@@ -71,6 +71,18 @@ def test_max_bytes_spans_files_and_never_cuts_a_character(tmp_path: Path) -> Non
     assert read_text(str(folder / "1.txt"), max_bytes=2) == "ab"
 
 
+def test_a_binary_file_is_skipped_however_little_of_max_bytes_is_left(tmp_path: Path) -> None:
+    """The file was tested for NUL bytes in as much of it as the byte limit left: with 50 bytes left, a binary file
+    whose NUL came at byte 100 was read as 50 characters of text, silently."""
+    folder = tmp_path / "mb"
+    folder.mkdir()
+    (folder / "a.dat").write_bytes(b"A" * 100 + b"\0")
+    write(folder / "b.txt", "hello\n" * 20)
+    assert read_text(str(folder), max_bytes=50) == ("hello\n" * 9)[:50]
+    named = folder / "a.dat"  # a file named on its own is read up to the limit: its NUL lies past it
+    assert read_text(str(named), max_bytes=50) == "A" * 50
+
+
 @pytest.mark.parametrize(("content", "expected"), [
     (b"PK\x03\x04\x00\x00binary", "binary file, not text (NUL byte at offset 4)"),
     (b"", "the file is empty"),
