@@ -42,7 +42,7 @@ trickling a byte at a time cannot hold a run for hours either."""
 
 CHUNK = 1 << 16
 
-WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
                 errno.ENOTDIR, errno.EEXIST, errno.EISDIR}  # the last three: a file where a folder goes, or the reverse
 
 

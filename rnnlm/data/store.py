@@ -415,8 +415,8 @@ def _crc(path: Path, size: int) -> int:
 def _build(source: Source, path: Path, progress: bool) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         manifest = (_write_records if source.is_records else _write_stream)(source, tmp, progress)
         manifest["warnings"] = source.warnings
         _check_unchanged(source)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from rnnlm.data import download
 from rnnlm.data.download import Remote, fetch
 from rnnlm.errors import RnnlmError
 from corpus_fixtures import refused_url
+from helpers import REPO
 
 BODY = "First Citizen:\nBefore we proceed any further, hear me speak.\n".encode() * 200
 DIGEST = hashlib.sha256(BODY).hexdigest()
@@ -225,6 +229,30 @@ def test_a_data_root_the_file_cannot_go_in_is_one_error_naming_it(tmp_path: Path
         (root.path / "corpus" / "input.txt").mkdir(parents=True)
     with pytest.raises(RnnlmError, match=r"^cannot write .*\(.*\); choose a writable data root"):
         fetch(Remote("corpus/input.txt", refused_url(), DIGEST), root, timeout=5)
+
+
+def test_a_file_size_limit_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    """`ulimit -f` (EFBIG) ended the copy from the mirror with a traceback."""
+    mirror = tmp_path / "mirror"
+    (mirror / "corpus").mkdir(parents=True)
+    (mirror / "corpus" / "input.txt").write_bytes(BODY)
+    script = ("import resource, sys\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+              "from pathlib import Path\n"
+              "from rnnlm.data import DataRoot\n"
+              "from rnnlm.data.download import Remote, fetch\n"
+              "from rnnlm.errors import RnnlmError\n"
+              "try:\n"
+              f"    fetch(Remote('corpus/input.txt', sys.argv[3], '{DIGEST}'), DataRoot(Path(sys.argv[1]), "
+              "Path(sys.argv[2])), timeout=5)\n"
+              "except RnnlmError as e:\n"
+              "    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "data"), str(mirror), refused_url()],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert re.match(r"^cannot write .*input\.txt.* \(File too large\); choose a writable data root", done.stdout), \
+        done.stdout
+    assert not list((tmp_path / "data" / "corpus").iterdir())  # nothing half-written is left
 
 
 def test_a_corpus_file_that_cannot_be_read_is_one_error_naming_it(tmp_path: Path, monkeypatch) -> None:

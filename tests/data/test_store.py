@@ -3,6 +3,7 @@ stale, damaged, prepared twice at once or interrupted."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import multiprocessing
@@ -341,6 +342,22 @@ def test_a_full_disk_while_preparing_is_one_line_and_leaves_nothing(tmp_path):
         assert [p.name for p in (disk / "data" / "text").iterdir() if not p.name.endswith(".lock")] == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_store_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
+    """A full disk (or a quota) when the store's temporary folder is made was a traceback; it is the message the
+    same failure one file later gives."""
+    (tmp_path / "t.txt").write_text("some text to prepare\n" * 50, encoding="utf-8")
+    made = Path.mkdir
+
+    def full(self, *args, **kwargs):
+        if self.name.startswith(".store-"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return made(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", full)
+    with pytest.raises(RnnlmError, match=r"^cannot write the corpus store in .*: No space left on device; free space"):
+        open_corpus(text_cfg(tmp_path / "t.txt"), 0, DataRoot(tmp_path / "data"), progress=False)
 
 
 def test_a_ready_store_on_a_read_only_data_root_is_read(tmp_path):
