@@ -138,6 +138,11 @@ def test_a_byte_limit_never_cuts_a_record(tmp_path: Path) -> None:
     f = write(tmp_path / "words.txt", "emma\nolivia\nava\n")
     assert read_records(f, max_bytes=8) == ["emma"]
     assert read_records(f, max_bytes=12) == ["emma", "olivia"]
+    # a limit between a CR LF's two bytes: the cut line is dropped (it was refused as CR-only line endings)
+    f = write(tmp_path / "crlf.txt", "ann\r\nbob\r\n")
+    assert read_records(f, max_bytes=9) == ["ann"]
+    with pytest.raises(RnnlmError, match=r"^data.max_bytes=4 ends inside the first line"):
+        read_records(f, max_bytes=4)
 
 
 def test_an_empty_line_in_a_line_corpus_is_an_error_naming_it(tmp_path: Path) -> None:
