@@ -324,7 +324,8 @@ def sample(
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
     to_stdout = out is None or str(out) == "-"  # `--out -`: standard output, as without --out
-    with output(None if to_stdout else out) as stream:
+    prime_read = prime_file if prime_file is not None and str(prime_file) != "-" else None
+    with output(None if to_stdout else out, reads=(point.path, prime_read)) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
                                    root=run_data(point, data_dir), device=target, force=force,
                                    on_start=_sampling_start(seed, to_stdout), moved_to=data_path)
@@ -488,7 +489,8 @@ def viz(
 
     if (file is None) == (text is None):
         raise RnnlmError("give the text to read with --file FILE or --text TEXT (one of the two)")
-    out_path(out)  # refused now rather than after the work
+    reads = (ckpt.resolve(run), file)
+    out_path(out, reads)  # refused now rather than after the work
     # Of a file, no more than the page shows (a character is at most 4 bytes, a byte-order mark 3 more), and one
     # character beyond, so that the page says it was cut.
     if file is not None:
@@ -498,7 +500,7 @@ def viz(
     page = page_for_checkpoint(ckpt.load(run), source, neuron=neuron, chars=chars, force=force)
     if page.trace.unknown:
         typer.echo(f"warning: characters the model never saw, read as <unk>: {''.join(page.trace.unknown)!r}", err=True)
-    with output(out) as stream:
+    with output(out, reads) as stream:
         stream.write(page.html)
     cut = f" (the first {chars:,}; --chars for more)" if page.truncated else ""
     count = len(page.trace.text)
@@ -656,9 +658,10 @@ def _end_with_the_reader() -> None:
 
 
 @contextlib.contextmanager
-def output(path: Optional[Path]) -> Iterator[TextIO]:
-    """stdout, or a text file for --out that appears only when the block completes: an existing file is
-    replaced then, and left as it was if anything fails on the way (a refused option, Ctrl-C, a full disk)."""
+def output(path: Optional[Path], reads: tuple[Optional[Path], ...] = ()) -> Iterator[TextIO]:
+    """stdout, or a text file for --out (not one of the files the command `reads`) that appears only when the block
+    completes: an existing file is replaced then, and left as it was if anything fails on the way (a refused option,
+    Ctrl-C, a full disk)."""
     if path is None:
         try:
             yield sys.stdout
@@ -670,7 +673,7 @@ def output(path: Optional[Path]) -> Iterator[TextIO]:
         return
     from rnnlm.atomic import atomic_file
 
-    path = out_path(path)
+    path = out_path(path, reads)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_termination_unwinds())
         try:
@@ -697,9 +700,10 @@ def _termination_unwinds() -> Iterator[None]:
         yield
 
 
-def out_path(path: Path) -> Path:
+def out_path(path: Path, reads: tuple[Optional[Path], ...] = ()) -> Path:
     """Where an --out file goes: the path itself, or for a symlink the file it points to (written through, the link
-    kept); refused when that is a folder, a device, a FIFO or a socket, or its folder does not exist."""
+    kept); refused when that is a folder, a device, a FIFO or a socket, its folder does not exist, or it is one of
+    the files the command `reads` (its checkpoint, its text)."""
     import stat
 
     if str(path) == "-":
@@ -720,6 +724,9 @@ def out_path(path: Path) -> Path:
         raise RnnlmError(f"--out {path}: the folder {target.parent} does not exist")
     if _run_file(target):
         raise RnnlmError(f"--out {path}: a file of the run in {target.parent}, which rnnlm keeps; write elsewhere")
+    read = next((r for r in reads if r is not None and mode is not None and r.exists() and target.samefile(r)), None)
+    if read is not None:
+        raise RnnlmError(f"--out {path} is {read}, which this command reads; write elsewhere")
     return target
 
 

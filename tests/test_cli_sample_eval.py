@@ -407,6 +407,26 @@ def test_out_never_replaces_a_file_the_run_keeps(tmp_path):
     assert cli("sample", run, "-n", "2", "--out", run / "samples.txt")[0] == 0  # a new file beside them is fine
 
 
+def test_out_never_replaces_what_the_command_reads(models, tmp_path):
+    """A checkpoint outside a run folder, a viz page's text file and a sample's prime file were overwritten by the
+    command reading them (`rnnlm viz model.pt --file notes.txt --out notes.txt`)."""
+    import shutil
+
+    model = tmp_path / "model.pt"
+    shutil.copy(models["hello"], model)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello", encoding="utf-8")
+    link = tmp_path / "link.txt"
+    link.symlink_to(notes)
+    before = {p.name: p.read_bytes() for p in (model, notes)}
+    assert_user_error(cli("sample", model, "-n", "2", "--out", model), f"--out {model} is {model}, which this "
+                      "command reads; write elsewhere")
+    assert_user_error(cli("sample", model, "-n", "2", "--prime-file", notes, "--out", link), "which this command reads")
+    assert_user_error(cli("viz", model, "--file", notes, "--out", notes), "which this command reads")
+    assert_user_error(cli("viz", model, "--text", "he", "--out", model), "which this command reads")
+    assert {p.name: p.read_bytes() for p in (model, notes)} == before
+
+
 def test_a_full_disk_while_writing_out_is_a_message_and_keeps_the_old_file(models, tmp_path, monkeypatch):
     import errno
     import os
