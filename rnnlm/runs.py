@@ -324,28 +324,50 @@ def list_runs(folder: Path) -> list[RunInfo]:
 
 
 def _run_info(run_dir: Path) -> RunInfo | None:
+    """A run's line, from what it wrote; whatever a hand edit damaged is '?' or left out, the run still listed (a
+    resume names what is wrong with it)."""
     try:
         cfg = read_yaml(run_dir / "config.yaml")  # as training reads it (YAML 1.2 integers)
-        model, data = cfg.get("model", {}), cfg.get("data", {})
-        shape = f"{model.get('cell', '?')} {model.get('num_layers', '?')}x{model.get('hidden_size', '?')}"
     except FileNotFoundError:  # gone since the folder was listed
         return None
-    except (OSError, ConfigError, AttributeError):  # listed all the same: a resume names what is wrong with it
-        cfg, shape, data = {}, "?", {}
-    records = read_metrics(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
+    except (OSError, ConfigError):
+        cfg = None
+    model, data = _section(cfg, "model"), _section(cfg, "data")
+    shape = f"{model.get('cell', '?')} {model.get('num_layers', '?')}x{model.get('hidden_size', '?')}" if model else "?"
     running = holder(run_dir) is not None
     saved = None if running else ckpt.saved_progress(run_dir / ckpt.LAST)
-    if saved is not None:  # a run killed outright logged past its last checkpoint: a resume drops that and redoes it
-        records = [r for r in records if r.get("step", 0) <= saved[0]]
-    evals = [r for r in records if r.get("val_loss") is not None]
+    records = _records(run_dir, running, saved)
+    evals = [r for r in records if _number(r.get("val_loss"))]
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None
-    logged = max((r.get("step", 0) for r in records), default=0)
+    logged = max((r["step"] for r in records), default=0)
     steps, status = (logged, "running") if running else _progress(run_dir, logged)
-    seconds = max([r.get("elapsed", 0.0) for r in records] + [saved[1] if saved else 0.0])  # the final evaluation's too
+    seconds = max([r["elapsed"] for r in records if _number(r.get("elapsed"))] + [saved[1] if saved else 0.0])
     modified = max((_mtime(p) for p in run_dir.iterdir()), default=0.0)
     return RunInfo(run_dir.name, str(run_dir), shape, str(data.get("dataset", "?")), _corpus(data),
-                   _init_from(cfg), steps, best["val_loss"] if best else None, best["bpc"] if best else None, seconds,
-                   status, modified)
+                   _init_from(cfg), steps, best["val_loss"] if best else None,
+                   best["bpc"] if best and _number(best.get("bpc")) else None, seconds, status, modified)
+
+
+def _records(run_dir: Path, running: bool, saved: tuple[int, float] | None) -> list[dict[str, Any]]:
+    """The metrics records of the steps a resume continues from (each with an integer step): up to the last
+    checkpoint of a run killed outright, none for a run stopped before its first (a resume starts it over)."""
+    if not (run_dir / METRICS).is_file():
+        return []
+    records = [r for r in read_metrics(run_dir / METRICS) if type(r.get("step")) is int]
+    if running:
+        return records
+    if saved is not None:
+        return [r for r in records if r["step"] <= saved[0]]
+    return records if any(run_dir.glob("*.pt")) else []
+
+
+def _section(cfg: Any, name: str) -> dict[str, Any]:
+    section = cfg.get(name) if isinstance(cfg, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _corpus(data: dict[str, Any]) -> str:
@@ -360,10 +382,7 @@ def _corpus(data: dict[str, Any]) -> str:
 
 
 def _init_from(cfg: Any) -> str | None:
-    try:
-        start = cfg["train"]["init_from"]
-    except (KeyError, TypeError):
-        return None
+    start = _section(cfg, "train").get("init_from")
     return start if isinstance(start, str) and start else None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -273,6 +275,28 @@ def test_runs_lists_a_run_whose_config_is_broken_and_not_a_project_folder_with_a
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "config.yaml").write_text(Path(TINY).read_text())
     assert [(r.name, r.model, r.steps, r.status) for r in list_runs(tmp_path)] == [("edited", "?", 10, "finished")]
+
+
+def test_runs_lists_every_run_whatever_a_hand_edit_left_in_it(tmp_path):
+    """An empty `data:` section, a step written as a string, an evaluation without its bpc: each raised a traceback
+    that hid every other run of the folder. A run stopped before its first checkpoint showed the time and the loss
+    a resume throws away (it starts over)."""
+    done = run_cli("train", TINY, *FAST, "train.max_steps=10", "--out", str(tmp_path), "--name", "a", "-q")
+    assert done.returncode == 0, done.stderr
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.copytree(tmp_path / "a", tmp_path / "lost")
+    config = (tmp_path / "a" / "config.yaml").read_text(encoding="utf-8")
+    (tmp_path / "a" / "config.yaml").write_text(re.sub(r"(?m)^data:\n(  .*\n)+", "data:\n", config), encoding="utf-8")
+    with open(tmp_path / "b" / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": "300", "val_loss": 0.5}\n{"step": 10, "val_loss": 0.25}\n')
+    for checkpoint in (tmp_path / "lost").glob("*.pt"):  # as if killed before its first checkpoint
+        checkpoint.unlink()
+    status, out, err = cli("runs", tmp_path)
+    assert status == 0 and "Traceback" not in err, err
+    listed = {r.name: r for r in list_runs(tmp_path)}
+    assert listed["a"].model == "lstm 1x8" and listed["a"].corpus == "?"
+    assert listed["b"].steps == 10 and listed["b"].best_val == 0.25 and listed["b"].best_bpc is None
+    assert (listed["lost"].steps, listed["lost"].seconds, listed["lost"].best_val) == (0, 0.0, None)
 
 
 def test_a_stop_that_cannot_wait_for_the_step_says_what_it_lost(tmp_path, monkeypatch):
