@@ -543,7 +543,8 @@ class Evaluation:
         out: list[str] = []
         for p in named:
             s = p.score
-            how = f"at most {self.context} characters of context" if self.context else p.reading()
+            how = (f"at most {self.context} character{'s' * (self.context != 1)} of context" if self.context
+                   else p.reading())
             chars = f"{s.chars:,} character{'s' * (s.chars != 1)}"
             out.append(f"{p.name}: {chars} ({s.unk:,} unknown)" + (f", {how}" if p in self.parts else ""))
             measures = [f"nll {s.nll:.4f} nats/char", f"bpc {s.bpc:.4f}", f"perplexity {s.perplexity:.3f}"]

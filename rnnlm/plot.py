@@ -47,15 +47,24 @@ class Curves:
 def _runs_in(path: Path) -> list[Path]:
     """A run as it is; a folder of runs (`rnnlm plot checkpoints`, as `rnnlm runs checkpoints`) as the runs in it
     that logged something, by name."""
-    if not path.is_dir() or (path / METRICS).exists() or (path / "config.yaml").exists():
+    if not path.is_dir() or (path / METRICS).exists() or _unlogged_run(path):
         return [path]
     return sorted((d for d in path.iterdir() if (d / METRICS).is_file()), key=lambda d: d.name) or [path]
+
+
+def _unlogged_run(path: Path) -> bool:
+    """A run that has not logged a step yet (a project folder holding a config.yaml is none)."""
+    if not (path / "config.yaml").is_file():
+        return False
+    from rnnlm.runs import is_run  # here: it brings torch, which drawing needs not
+
+    return is_run(path)
 
 
 def read_curves(run_dir: Path) -> Curves:
     path = (run_dir / METRICS if run_dir.is_dir() else run_dir).resolve()  # `rnnlm plot .`: named after the folder
     if not path.is_file():
-        if (run_dir / "config.yaml").is_file():
+        if _unlogged_run(run_dir):
             raise RnnlmError(f"{run_dir}: no {METRICS} yet (the run stopped before it logged a step); continue it "
                              f"with `rnnlm train --resume {run_dir}`")
         raise RnnlmError(f"{run_dir}: no {METRICS} here; give a run directory made by `rnnlm train`")

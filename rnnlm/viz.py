@@ -242,7 +242,8 @@ def rank_neurons(states: dict[str, np.ndarray], features: dict[str, np.ndarray],
             continue  # nothing to correlate with: e.g. no comments in Shakespeare
         r = correlations(acts, values.astype(np.float64))
         best = np.argsort(-np.abs(r), kind="stable")[:per_feature]
-        groups.append([Match(name, neurons[i], float(r[i])) for i in best])
+        if r[best[0]] != 0:  # no neuron varies with it (a forced checkpoint's NaN states): none tracks it
+            groups.append([Match(name, neurons[i], float(r[i])) for i in best])
     groups.sort(key=lambda g: -abs(g[0].correlation))
     return [m for g in groups for m in g]
 
@@ -271,6 +272,7 @@ def parse_neuron(spec: str, cell: str, num_layers: int, hidden_size: int) -> Neu
 def quantise(states: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """int8 activations (K, L, H, N) and float32 scales (K, L, H): value = q * scale / 127."""
     acts = np.stack([s.transpose(0, 2, 1) for s in states.values()])  # (K, L, H, N)
+    acts = np.where(np.isfinite(acts), acts, 0.0)  # a forced checkpoint's NaN states are drawn as no activation
     scale = np.abs(acts).max(axis=3) if acts.shape[3] else np.ones(acts.shape[:3])
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.clip(np.rint(acts / scale[..., None] * 127), -127, 127).astype(np.int8)
@@ -305,7 +307,7 @@ def render_page(tr: Trace, vocab: Vocab, matches: list[Match], neuron: Neuron, t
                    for k in tr.states],
         "acts": _b64(q, "<i1"), "scales": _b64(scale, "<f4"),
         "vocab": [display_char(t) for t in vocab.itos], "top": _b64(tr.top_ids, "<u2"),
-        "topp": _b64(np.rint(tr.top_probs * 255), "<u1"), "next": _b64(tr.next_prob, "<f4"),
+        "topp": _b64(np.rint(np.nan_to_num(tr.top_probs) * 255), "<u1"), "next": _b64(tr.next_prob, "<f4"),
         "hit": _b64(_rank_of_next(tr), "<i1"),
         "matches": [{"feature": m.feature, "kind": m.neuron.kind, "layer": m.neuron.layer, "index": m.neuron.index,
                      "r": round(m.correlation, 3)} for m in matches],

@@ -519,3 +519,10 @@ def test_novel_reads_a_moved_records_corpus_from_data_path_and_warns_of_a_change
         f.write("xyz\n")
     status, out, err = cli(*args)
     assert status == 0 and "warning: the names corpus has changed since this checkpoint was written" in err, err
+
+
+def test_eval_with_one_character_of_context_says_so_in_the_singular(models, tmp_path):
+    (tmp_path / "t.txt").write_text("abcabc", encoding="utf-8")
+    status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--context", "1")
+    assert status == 0, err
+    assert out.splitlines()[0].endswith(", at most 1 character of context")

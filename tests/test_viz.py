@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,14 @@ def test_viz_takes_force_as_sample_does_and_names_a_run_read_from_inside_it(tmp_
     broken = save_checkpoint(tmp_path / "nan" / ckpt.BEST, model, vocab)
     assert_user_error(cli("viz", broken, "--text", "int x;", "--out", tmp_path / "n.html"), "NaN", "--force")
     assert cli("viz", broken, "--text", "int x;", "--out", tmp_path / "n.html", "--force")[0] == 0
+    bad["rnn.weight_hh_l0"] = torch.full_like(bad["rnn.weight_hh_l0"], float("nan"))  # every state NaN
+    model.load_state_dict(bad)
+    save_checkpoint(broken, model, vocab)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's "invalid value encountered in cast", said twice
+        warnings.simplefilter("ignore", UserWarning)  # --force's own warning about the weights
+        page = page_for_checkpoint(ckpt.load(broken), "int x; int y;", force=True)
+    assert page.matches == []  # no neuron "best tracked" a feature at r = +0.00
     monkeypatch.chdir(run)
     status, _, err = cli("viz", ".", "--text", "{", "--out", tmp_path / "p.html")
     assert status == 0 and "1 character," in err
@@ -585,8 +594,13 @@ def test_plot_of_a_folder_without_metrics_is_one_line(tmp_path):
                           tmp_path / "c.png"), "not a run's metrics.jsonl")
     (tmp_path / "killed").mkdir()
     (tmp_path / "killed" / "config.yaml").write_text("model: {cell: gru}\n")  # stopped before its first record
+    (tmp_path / "killed" / ".lock").write_text("12345\n")
     assert_user_error(cli("plot", tmp_path / "killed", "--out", tmp_path / "c.png"), "no metrics.jsonl yet",
                       f"rnnlm train --resume {tmp_path / 'killed'}")
+    (tmp_path / "project").mkdir()  # configs, not a run: resuming it is no answer
+    (tmp_path / "project" / "config.yaml").write_text("model: {cell: gru}\n")
+    assert_user_error(cli("plot", tmp_path / "project", "--out", tmp_path / "c.png"),
+                      f"{tmp_path / 'project'}: no metrics.jsonl here; give a run directory made by `rnnlm train`")
     odd = tmp_path / "odd.jsonl"
     odd.write_text('[1, 2]\n"text"\n')  # JSON, but not records
     assert_user_error(cli("plot", odd, "--out", tmp_path / "c.png"), "no loss records yet")
