@@ -396,9 +396,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected true or false")
         return value
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        whole = _whole_number(value)
+        if whole is None:
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected an integer")
-        return value
+        return whole
     if hint is float:
         number = None
         if isinstance(value, str):  # PyYAML reads 3e-4 (no dot) as a string
@@ -413,10 +414,26 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected a number")
         return number  # each section's checks say which keys take infinity (a limit, as null) and which refuse it
     if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}={show(value)} has the wrong type: expected a string")
+        if not isinstance(value, str):  # `prime: 2024` in a file: YAML read a number (09 would be 9), so no guess
+            raise ConfigError(f"{key}={show(value)} has the wrong type: expected text; in a config file, put it in "
+                              "quotes")
         return value
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in this module
+
+
+def _whole_number(value: Any) -> int | None:
+    """An integer, also as a number written otherwise that is one: 1e4 and 2000.0 (nanoGPT's configs write
+    max_iters = 5e3); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):  # PyYAML reads 1e4 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _describe(hint: Any) -> str:

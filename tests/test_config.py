@@ -76,6 +76,8 @@ def test_resolved_config_round_trips_through_yaml():
     ("data.path=", "data.path='' is not allowed: a file, a folder or a glob (an unset shell variable?), or null"),
     ("train.init_from=", "train.init_from='' is not allowed: a run directory or checkpoint"),
     ("train.batch_size=1:00", "train.batch_size='1:00' has the wrong type: expected an integer"),
+    ("train.batch_size=2.5", "train.batch_size=2.5 has the wrong type: expected an integer"),
+    ("train.max_steps=.inf", "train.max_steps=inf has the wrong type: expected an integer"),
     ("train.optimizer=SGD", "choose one of adam, adamw, sgd, rmsprop (did you mean 'sgd'?)"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(override, message):
@@ -83,6 +85,22 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, message):
         load_config(None, [override])
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_whole_number_written_as_a_float_is_an_integer_and_text_keys_say_to_quote_a_number(tmp_path):
+    """nanoGPT's configs write max_iters = 5e3: `train.max_steps=1e4` was refused. In a file, `prime: 2024` is a
+    number to YAML (and `09` would be 9): refused, saying to quote it."""
+    cfg = load_config(None, ["train.max_steps=1e4", "model.hidden_size=256.0", "train.eval_every=2E2"])
+    assert (cfg.train.max_steps, cfg.model.hidden_size, cfg.train.eval_every) == (10000, 256, 200)
+    assert type(cfg.train.max_steps) is int
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_steps: 5.0e+3\nsample:\n  prime: 2024\n")
+    with pytest.raises(ConfigError, match=r"sample.prime=2024 has the wrong type: expected text; in a config file, "
+                                          r"put it in quotes"):
+        load_config(path)
+    path.write_text("train:\n  max_steps: 5.0e+3\nsample:\n  prime: '2024'\n")
+    cfg = load_config(path)
+    assert (cfg.train.max_steps, cfg.sample.prime) == (5000, "2024")
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
