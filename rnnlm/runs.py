@@ -186,10 +186,40 @@ def resume_point(run_dir: Path) -> ckpt.Checkpoint | None:
         return ckpt.load(run_dir / ckpt.LAST)
     others = sorted(p.name for p in run_dir.glob("*.pt"))
     if others:  # trained, but last.pt is gone: starting over would overwrite what the run learned
+        kept = ckpt.numbered_checkpoints(run_dir)
+        weights = ckpt.BEST if ckpt.BEST in others else kept[-1][1].name if kept else others[-1]  # or the newest
         raise RnnlmError(f"--resume {run_dir}: the run has {', '.join(others)} but no {ckpt.LAST}, which a resume "
                          "continues from (the optimizer, the position in the data); start a new run from its weights "
-                         f"with: {new_run_from(run_dir, run_dir / others[0])}")
+                         f"with: {new_run_from(run_dir, run_dir / weights)}")
+    if checkpoints_removed(run_dir):  # starting over would empty its metrics.jsonl
+        raise RnnlmError(f"--resume {run_dir}: the run saved checkpoints (its {METRICS} goes to step "
+                         f"{max((r['step'] for r in _stepped(run_dir)), default=0)}), but they are gone, and a resume "
+                         f"would start it over on top of its metrics; train it again as a new run: rnnlm train "
+                         f"{run_dir / 'config.yaml'} --out {run_dir.parent}")
     return None
+
+
+def checkpoints_removed(run_dir: Path) -> bool:
+    """Whether a run without any checkpoint had saved some, removed since: a session ended after a step (its end
+    saves one), or it evaluated (each evaluation saves one). A run stopped before its first checkpoint did neither."""
+    if any(run_dir.glob("*.pt")):
+        return False
+    return _ended(run_dir).get("step", 0) > 0 or any("val_loss" in r for r in _stepped(run_dir))
+
+
+def _ended(run_dir: Path) -> dict[str, Any]:
+    """How the run's last session ended (`record_status`): {} when unknown (running, killed, or a hand edit)."""
+    try:
+        ended = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return ended if isinstance(ended, dict) and type(ended.get("step", 0)) is int else {}
+
+
+def _stepped(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's metrics records that have an integer step (a hand edit may have left others)."""
+    metrics = run_dir / METRICS
+    return [r for r in read_metrics(metrics) if type(r.get("step")) is int] if metrics.is_file() else []
 
 
 def check_resume_config(old: Config, new: Config, run_dir: Path) -> list[str]:
@@ -300,7 +330,8 @@ class RunInfo:
     seconds: float
     """Wall-clock seconds of training, evaluations included, over every session."""
     status: str
-    """finished (a budget ended it), stopped (Ctrl-C, killed, failed), or running (a process holds its lock)."""
+    """finished (a budget ended it), stopped (Ctrl-C, killed, failed), running (a process holds its lock), or what
+    a resume lacks: no last.pt, no checkpoints."""
     modified: float
 
 
@@ -351,14 +382,12 @@ def _run_info(run_dir: Path) -> RunInfo | None:
 def _records(run_dir: Path, running: bool, saved: tuple[int, float] | None) -> list[dict[str, Any]]:
     """The metrics records of the steps a resume continues from (each with an integer step): up to the last
     checkpoint of a run killed outright, none for a run stopped before its first (a resume starts it over)."""
-    if not (run_dir / METRICS).is_file():
-        return []
-    records = [r for r in read_metrics(run_dir / METRICS) if type(r.get("step")) is int]
+    records = _stepped(run_dir)
     if running:
         return records
     if saved is not None:
         return [r for r in records if r["step"] <= saved[0]]
-    return records if any(run_dir.glob("*.pt")) else []
+    return records if any(run_dir.glob("*.pt")) or checkpoints_removed(run_dir) else []
 
 
 def _section(cfg: Any, name: str) -> dict[str, Any]:
@@ -397,15 +426,15 @@ def _mtime(path: Path) -> float:
 def _progress(run_dir: Path, logged: int) -> tuple[int, str]:
     """The steps a resume of a run not running would continue from and its status (finished, stopped), from the
     steps its metrics logged up to its last checkpoint: none when nothing was saved (a resume starts over), the stop's
-    own step when it was saved after the last record."""
+    own step when it was saved after the last record. A run whose checkpoints were removed is said so: the steps are
+    those it trained, which no resume continues (it is refused)."""
     if not any(run_dir.glob("*.pt")):
-        return 0, "stopped"
-    try:
-        ended = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return (logged, "no checkpoints") if checkpoints_removed(run_dir) else (0, "stopped")
+    if not (run_dir / ckpt.LAST).exists():
+        return logged, f"no {ckpt.LAST}"
+    ended = _ended(run_dir)
+    if not ended:
         return logged, "stopped"
-    if not isinstance(ended, dict):  # not what record_status writes
-        return logged, "stopped"
-    saved = ended.get("step") if isinstance(ended.get("step"), int) else 0
+    saved = ended.get("step", 0)
     steps = max(logged, saved)
     return steps, "finished" if ended.get("stopped") != "interrupted" and saved == steps else "stopped"

@@ -227,6 +227,29 @@ def test_a_trained_run_without_last_pt_is_refused_not_started_over(tmp_path):
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
 
 
+def test_a_run_whose_checkpoints_are_all_gone_is_refused_not_started_over(tmp_path):
+    """With every checkpoint removed, a resume took the run for one stopped before its first checkpoint, started it
+    over and emptied its metrics.jsonl; with only numbered ones left, the refusal named the oldest."""
+    run = tmp_path / "run"
+    assert in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=20",
+                      "train.keep_last=2", "-q").returncode == 0
+    for name in (ckpt.LAST, ckpt.BEST):
+        (run / name).unlink()
+    refused = in_process("train", "--resume", str(run), "-q")
+    assert refused.returncode == 2 and refused.stderr.strip().endswith(
+        f"start a new run from its weights with: rnnlm train {run / 'config.yaml'} --init-from "
+        f"{run / 'step-000020.pt'} --out {tmp_path}"), refused.stderr
+    for numbered in run.glob("step-*.pt"):
+        numbered.unlink()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK}
+    refused = in_process("train", "--resume", str(run), "-q")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"error: --resume {run}: the run saved checkpoints (its metrics.jsonl goes to step 20), but they are gone, "
+        f"and a resume would start it over on top of its metrics; train it again as a new run: rnnlm train "
+        f"{run / 'config.yaml'} --out {tmp_path}"]
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK} == before
+
+
 def test_a_resume_given_its_config_and_a_relative_data_path_again_is_the_same_run(tmp_path):
     (tmp_path / "mine.txt").write_text("the quick brown fox jumps over the lazy dog. " * 300, encoding="utf-8")
     args = [TINY, *COMMON, "data.dataset=text", "data.path=mine.txt", "--data-dir", "data"]

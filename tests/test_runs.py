@@ -283,20 +283,28 @@ def test_runs_lists_every_run_whatever_a_hand_edit_left_in_it(tmp_path):
     a resume throws away (it starts over)."""
     done = run_cli("train", TINY, *FAST, "train.max_steps=10", "--out", str(tmp_path), "--name", "a", "-q")
     assert done.returncode == 0, done.stderr
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    shutil.copytree(tmp_path / "a", tmp_path / "lost")
+    for name in ("b", "lost", "removed", "nolast"):
+        shutil.copytree(tmp_path / "a", tmp_path / name)
     config = (tmp_path / "a" / "config.yaml").read_text(encoding="utf-8")
     (tmp_path / "a" / "config.yaml").write_text(re.sub(r"(?m)^data:\n(  .*\n)+", "data:\n", config), encoding="utf-8")
     with open(tmp_path / "b" / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"step": "300", "val_loss": 0.5}\n{"step": 10, "val_loss": 0.25}\n')
-    for checkpoint in (tmp_path / "lost").glob("*.pt"):  # as if killed before its first checkpoint
+    for checkpoint in [*(tmp_path / "lost").glob("*.pt"), *(tmp_path / "removed").glob("*.pt")]:
         checkpoint.unlink()
+    (tmp_path / "lost" / "status.json").unlink()  # as if killed before its first checkpoint, after a record
+    training = [r for r in read_metrics(tmp_path / "lost") if "train_loss" in r]
+    (tmp_path / "lost" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in training))
+    (tmp_path / "nolast" / "last.pt").unlink()
     status, out, err = cli("runs", tmp_path)
     assert status == 0 and "Traceback" not in err, err
     listed = {r.name: r for r in list_runs(tmp_path)}
     assert listed["a"].model == "lstm 1x8" and listed["a"].corpus == "?"
     assert listed["b"].steps == 10 and listed["b"].best_val == 0.25 and listed["b"].best_bpc is None
-    assert (listed["lost"].steps, listed["lost"].seconds, listed["lost"].best_val) == (0, 0.0, None)
+    assert (listed["lost"].steps, listed["lost"].seconds, listed["lost"].best_val, listed["lost"].status) == (
+        0, 0.0, None, "stopped")
+    # what a resume needs was removed: said so (a resume is refused), with the steps the run trained
+    assert (listed["removed"].steps, listed["removed"].status) == (10, "no checkpoints")
+    assert (listed["nolast"].steps, listed["nolast"].status) == (10, "no last.pt")
 
 
 def test_a_stop_that_cannot_wait_for_the_step_says_what_it_lost(tmp_path, monkeypatch):
