@@ -196,6 +196,11 @@ def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Pat
     config, args = _config_and_overrides(config_arg, args)  # `rnnlm train --resume RUN train.max_steps=2000`
     if resume is None and config is None:
         raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
+    if config is not None and config.is_dir() and (config / "config.yaml").is_file():  # `rnnlm train RUN`
+        from rnnlm.runs import is_run
+
+        raise RnnlmError(f"{config} is a folder: for a new run from its config, give {config / 'config.yaml'}"
+                         + (f"; to continue the run in it: rnnlm train --resume {config}" if is_run(config) else ""))
     if resume is not None and named:  # nanoGPT's init_from=resume writes to out_dir: here that would be ignored
         from rnnlm.runs import new_run_from
         raise RnnlmError(f"--resume continues {resume} where it is; --out and --name name a new run: drop them, or "
@@ -281,8 +286,8 @@ def sample(
                                                        "standard input).", show_default=False)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Prime characters the model never saw are an error, "
                                          "not a warning.")] = False,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k most likely characters "
-                                                 "[default: sample.top_k].", show_default=False)] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k most likely characters; 0 "
+                                                 "for all [default: sample.top_k].", show_default=False)] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Draw only from the smallest set of characters whose "
                                                    "probability reaches p [default: sample.top_p].",
                                                    show_default=False)] = None,
@@ -317,7 +322,7 @@ def sample(
     defaults = point.config.sample
     opts = SampleOptions(length=length if length is not None else defaults.length,
                          temperature=temp if temp is not None else defaults.temperature,
-                         top_k=top_k if top_k is not None else defaults.top_k,
+                         top_k=(top_k or None) if top_k is not None else defaults.top_k,  # 0: the run's k off
                          top_p=top_p if top_p is not None else defaults.top_p,
                          num_samples=num_samples, seed=seed)
     primed = read_prime(point.vocab, prime, prime_file, strict, default=defaults.prime, records=point.records)

@@ -80,6 +80,8 @@ from rnnlm.vocab import EOS_ID, UNK_ID
 WARMUP = 512
 MIN_STREAM = 2048  # characters a stream scores at the least before another stream is worth it
 MAX_STREAMS = 128
+CRAMPED = 64
+"""Fewer characters than this before each stream's own (many --streams over a short text): `rnnlm eval` warns."""
 EXACT_MAX = 1 << 20
 """`rnnlm eval` reads a text of up to this many characters exactly as one stream, a longer one in MAX_STREAMS
 carried streams (unless --streams says otherwise)."""
@@ -521,7 +523,7 @@ class Part:
         if self.streams == 1:
             return "state carried over the whole text, exactly as one stream"
         chars = "character" if self.warmup == 1 else "characters"
-        return f"state carried in {self.streams} streams, each from the {self.warmup} {chars} before it"
+        return f"state carried in {self.streams:,} streams, each from the {self.warmup:,} {chars} before it"
 
 
 @dataclass
@@ -554,9 +556,13 @@ class Evaluation:
         return out
 
     def warnings(self) -> list[str]:
-        return [f"{p.name}: {p.score.unk:,} character(s) the model never saw, each scored as <unk>: "
-                + ", ".join(map(repr, p.unknown[:20])) + (", ..." if len(p.unknown) > 20 else "")
-                for p in self.parts if p.unknown]
+        unseen = [f"{p.name}: {p.score.unk:,} character(s) the model never saw, each scored as <unk>: "
+                  + ", ".join(map(repr, p.unknown[:20])) + (", ..." if len(p.unknown) > 20 else "")
+                  for p in self.parts if p.unknown]
+        cramped = [f"{p.name}: each of the {p.streams:,} streams reads from only {p.warmup:,} character(s) before it "
+                   f"(the text is short for so many), which scores it worse than reading it exactly; give fewer "
+                   "--streams, or --streams 1" for p in self.parts if p.streams and p.streams > 1 and p.warmup < CRAMPED]
+        return unseen + cramped
 
 
 def _combined(parts: list[Part]) -> dict[str, float] | None:
@@ -576,6 +582,9 @@ def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None
     MAX_STREAMS carried streams."""
     if streams is not None and streams < 1:
         raise RnnlmError(f"--streams {streams}: give 1 (exactly as one stream) or more (that many carried streams)")
+    if streams is not None and context is not None:  # --context reads every character on its own: no stream carries
+        raise RnnlmError("--context reads each character from the N before it alone, --streams carries the state over "
+                         "the text: give one of them")
     model = load_model(point, device, force)
     parts: list[Part] = []
     for source in sources:

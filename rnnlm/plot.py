@@ -63,6 +63,8 @@ def _unlogged_run(path: Path) -> bool:
 
 def read_curves(run_dir: Path) -> Curves:
     path = (run_dir / METRICS if run_dir.is_dir() else run_dir).resolve()  # `rnnlm plot .`: named after the folder
+    if not run_dir.exists():
+        raise RnnlmError(f"{run_dir}: no such folder; give a run directory made by `rnnlm train`")
     if not path.is_file():
         if _unlogged_run(run_dir):
             raise RnnlmError(f"{run_dir}: no {METRICS} yet (the run stopped before it logged a step); continue it "

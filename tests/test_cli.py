@@ -114,6 +114,18 @@ def test_config_of_a_run_directory_is_the_config_it_trains_with(tmp_path):
     assert status == 0 and "  hidden_size: 24\n" in out and "  lr: 0.5\n" in out, err
 
 
+def test_train_given_a_run_folder_says_how_to_go_on(tmp_path):
+    """It was "config file ... cannot be read (it is a directory)": a run folder is given either for its config or
+    to be continued."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("model:\n  hidden_size: 24\n", encoding="utf-8")
+    (tmp_path / "run" / ".lock").write_text("", encoding="utf-8")
+    assert_user_error(cli("train", tmp_path / "run"), f"error: {tmp_path / 'run'} is a folder: for a new run from its "
+                      f"config, give {tmp_path / 'run' / 'config.yaml'}; to continue the run in it: rnnlm train "
+                      f"--resume {tmp_path / 'run'}")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "config.yaml"]
+
+
 def test_config_refuses_a_corpus_that_is_none_as_train_does():
     assert_user_error(cli("config", REPO / "configs" / "tiny.yaml", "data.dataset=shakespear"),
                       "data.dataset='shakespear' is not a corpus (did you mean 'shakespeare'?)")

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers import REPO, assert_user_error, cli, constant_logits, make_checkpoint, measured, run_cli, uniform
+from rnnlm import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +283,7 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     # more streams than a text fills: said as read (2,000 targets, every character after the newline read first, in
     # 2,000 rows of 1, each after 1 character)
     status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "5000")
-    assert status == 0 and out.splitlines()[0].endswith("state carried in 2000 streams, each from the 1 character "
+    assert status == 0 and out.splitlines()[0].endswith("state carried in 2,000 streams, each from the 1 character "
                                                          "before it")
     assert json.loads(cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "700",
                           "--json")[1])["parts"][0]["streams"] == 667  # rows of 3: ceil(2000 / 3)
@@ -294,7 +295,7 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     (["sample", "{hello}", "--temp", "-0.5"], ["--temp -0.5"]),
     (["sample", "{hello}", "--top-p", "0"], ["--top-p 0.0"]),
     (["sample", "{hello}", "--top-p", "1.5"], ["--top-p 1.5"]),
-    (["sample", "{hello}", "--top-k", "0"], ["--top-k 0"]),
+    (["sample", "{hello}", "--top-k", "-1"], ["--top-k -1"]),
     (["sample", "{hello}", "--prime-file", "{tmp}/none.txt"], ["none.txt: no such file"]),
     (["sample", "{hello}", "--prime", "x", "--prime-file", "{tmp}/none.txt"], ["not both"]),
     (["sample", "{hello}", "--novel"], ["line-per-record"]),
@@ -526,3 +527,32 @@ def test_eval_with_one_character_of_context_says_so_in_the_singular(models, tmp_
     status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--context", "1")
     assert status == 0, err
     assert out.splitlines()[0].endswith(", at most 1 character of context")
+
+
+def test_top_k_0_turns_off_the_runs_top_k(tmp_path):
+    """A run trained with sample.top_k had no way back to the whole distribution: --top-k 0 was refused."""
+    path = make_checkpoint(tmp_path / "k.pt", dataset="hello", chars="abcd",
+                           setup=constant_logits(a=1.0, b=0.0, c=0.0, d=0.0))
+    point = ckpt.load(path)
+    point.config.sample.top_k = 1
+    ckpt.save([path], point)
+    narrowed = cli("sample", path, "--prime", "a", "--length", "60", "--seed", "3", "--temp", "1")
+    opened = cli("sample", path, "--prime", "a", "--length", "60", "--seed", "3", "--temp", "1", "--top-k", "0")
+    assert narrowed[0] == opened[0] == 0, narrowed[2] + opened[2]
+    assert set(narrowed[1].strip()) == {"a"} and set(opened[1].strip()) == set("abcd")
+
+
+def test_eval_refuses_context_with_streams_and_warns_of_streams_too_many_for_the_text(models, tmp_path):
+    """--streams was dropped without a word when --context was given; 10,000 streams over a 10,000-character text
+    each read from one character before it, and the score (far worse than exact) came without a warning."""
+    (tmp_path / "t.txt").write_text("abcdefghij" * 1000, encoding="utf-8")
+    assert_user_error(cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--context", "8", "--streams", "4"),
+                      "--context", "--streams", "give one of them")
+    status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "10000")
+    assert status == 0, err
+    assert "state carried in 10,000 streams, each from the 1 character before it" in out
+    assert err.strip() == (f"warning: {tmp_path / 't.txt'}: each of the 10,000 streams reads from only 1 character(s) "
+                           "before it (the text is short for so many), which scores it worse than reading it exactly; "
+                           "give fewer --streams, or --streams 1")
+    status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "4")
+    assert status == 0 and err == "", err

@@ -597,6 +597,8 @@ def test_plot_of_a_folder_without_metrics_is_one_line(tmp_path):
     (tmp_path / "killed" / ".lock").write_text("12345\n")
     assert_user_error(cli("plot", tmp_path / "killed", "--out", tmp_path / "c.png"), "no metrics.jsonl yet",
                       f"rnnlm train --resume {tmp_path / 'killed'}")
+    assert_user_error(cli("plot", tmp_path / "nope", "--out", tmp_path / "c.png"), f"{tmp_path / 'nope'}: no such "
+                      "folder; give a run directory made by `rnnlm train`")
     (tmp_path / "project").mkdir()  # configs, not a run: resuming it is no answer
     (tmp_path / "project" / "config.yaml").write_text("model: {cell: gru}\n")
     assert_user_error(cli("plot", tmp_path / "project", "--out", tmp_path / "c.png"),
