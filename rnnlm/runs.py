@@ -55,8 +55,9 @@ def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
     in the same second, a sweep's, took it); never a folder that exists. Creating it is the claim (one `mkdir`,
     which two processes cannot both win). Under torchrun rank 0 creates it and every process gets its name."""
     if name is not None and (not name or name in (".", "..") or "/" in name or "\0" in name):
-        raise RnnlmError(f"--name {name!r}: a run's name is one folder name, without '/'; choose where runs go with "
-                         "--out")
+        raise RnnlmError(f"--name {name!r}: a run's name is one folder name, " + ("not empty; leave --name out for "
+                         "one made of the config's name and the time" if not name else "without '/'; choose where runs "
+                         "go with --out"))
     first, problem = out / (name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"), None
     run_dir = first
     if dist.is_main and out.exists() and not out.is_dir():

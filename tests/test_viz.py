@@ -206,10 +206,13 @@ def test_neuron_choice_is_checked(tmp_path):
     model, vocab = make_model("abc", cell="gru", layers=2, hidden=4)
     point = ckpt.load(save_checkpoint(tmp_path / "m.pt", model, vocab))
     assert page_for_checkpoint(point, "abcabc", neuron="1:3").neuron == Neuron(1, 3, "h")
-    for bad, says in (("2:0", "layers 0..1"), ("0:4", "neurons 0..3"), ("0:1:c", "has no cell state"),
+    for bad, says in (("2:0", "layers 0..1"), ("0:4", "neurons 0..3"), ("0:1:c", r"\(a GRU has no cell state"),
                       ("x", "LAYER:INDEX")):
         with pytest.raises(RnnlmError, match=says):
             page_for_checkpoint(point, "abc", neuron=bad)
+    model, vocab = make_model("abc", cell="rnn", layers=1, hidden=4)
+    with pytest.raises(RnnlmError, match=r"\(an RNN has no cell state"):
+        page_for_checkpoint(ckpt.load(save_checkpoint(tmp_path / "r.pt", model, vocab)), "abc", neuron="0:1:c")
 
 
 def test_viz_command_writes_a_page_and_reports_mistakes_in_one_line(tmp_path):
