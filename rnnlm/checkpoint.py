@@ -230,8 +230,9 @@ def resolve(path: str | Path) -> Path:
         kept = numbered_checkpoints(p)
         if kept:
             advice = f"give one of its checkpoints, e.g. the newest: {kept[-1][1]}"
-        elif (p / "config.yaml").is_file():
-            advice = _unsaved_run(p)
+        elif (p / "config.yaml").is_file():  # the resume refuses one whose checkpoints were removed, saying why
+            advice = (f"it stopped before its first checkpoint, or they were removed: `rnnlm train --resume {p}` "
+                      "continues it, or says how to go on")
         elif any((run / BEST).is_file() or (run / LAST).is_file() for run in _folders(p)):
             advice = f"it holds runs: give one of them (`rnnlm runs {p}` lists them)"
         else:
@@ -240,16 +241,6 @@ def resolve(path: str | Path) -> Path:
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint or run directory")
     return p
-
-
-def _unsaved_run(run_dir: Path) -> str:
-    """What to do with a run that has no checkpoint: continue one stopped before its first; train again one whose
-    checkpoints were removed."""
-    from rnnlm.runs import checkpoints_removed  # runs reads checkpoints: imported here, when it is needed
-
-    if checkpoints_removed(run_dir):
-        return f"its checkpoints were removed; train it again: rnnlm train {run_dir / 'config.yaml'}"
-    return f"it stopped before its first checkpoint: continue it with `rnnlm train --resume {run_dir}`"
 
 
 def _folders(path: Path) -> list[Path]:

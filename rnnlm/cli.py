@@ -391,7 +391,8 @@ def evaluate(
 ) -> None:
     """Measure how well a model predicts held-out text: nats and bits per character, perplexity."""
     from rnnlm import checkpoint as ckpt
-    from rnnlm.evaluate import evaluate_sources, file_source, split_source
+    from rnnlm.evaluate import evaluate_sources
+    from rnnlm.texts import file_source, split_source
 
     if file and split is not None:
         raise RnnlmError("give --split or --file, not both")

@@ -31,12 +31,13 @@ from rnnlm.data import DataRoot, open_corpus
 from rnnlm.data.novelty import SplitRecords
 from rnnlm.data.text import decode_utf8, read_utf8, typed_text
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import read_state, run_data_config
+from rnnlm.evaluate import read_state
 from rnnlm.fastpath import STEP_MAX_BATCH
 from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
 from rnnlm.runtime import poll
 from rnnlm.state import State, expand_rows, where_rows
+from rnnlm.texts import run_data_config
 from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
 
 MAX_DRAWS = 10

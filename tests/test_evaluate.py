@@ -14,16 +14,10 @@ import rnnlm.evaluate as ev
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import load_config
 from rnnlm.errors import RnnlmError
-from rnnlm.evaluate import (
-    compressor_bpc,
-    evaluate_sources,
-    file_source,
-    score_records,
-    score_stream,
-    split_source,
-)
+from rnnlm.evaluate import compressor_bpc, evaluate_sources, score_records, score_stream
 from rnnlm.inference import load_model
 from rnnlm.model import CharRNN
+from rnnlm.texts import file_source, split_source
 from rnnlm.vocab import EOS_ID
 
 SPLIT_TOLERANCE = 1e-6
