@@ -149,15 +149,26 @@ def _may_hold(rel_dir: str, subdirs: tuple[str, ...]) -> bool:
 def tree_pieces(files: list[tuple[str, Path]], max_bytes: int | None, scan: Scan) -> Iterator[bytes]:
     """The files' bytes in the given order, the last cut after `max_bytes` bytes (a character cut in half is
     dropped); files that are not UTF-8 text are left out (noted in `scan`)."""
-    used = 0
+    return _limited(_utf8_files(files, scan), max_bytes)
+
+
+def _utf8_files(files: list[tuple[str, Path]], scan: Scan) -> Iterator[bytes]:
     for rel, path in files:
         try:
             raw = path.read_bytes()
         except OSError as e:  # a reading error, not the data root's (which the store's writing errors name)
             raise RnnlmError(f"{path}: cannot read it ({e.strerror})") from None
-        if not is_utf8(raw):
+        if is_utf8(raw):
+            yield raw
+        else:
             scan.skipped.append(rel)
-            continue
+
+
+def _limited(files: Iterable[bytes], max_bytes: int | None) -> Iterator[bytes]:
+    """Whole files' bytes in order, the last cut after `max_bytes` bytes in all (a character cut in half dropped);
+    no file after it is read."""
+    used = 0
+    for raw in files:
         if max_bytes is not None and used + len(raw) >= max_bytes:
             yield _whole(raw[: max_bytes - used])
             return
@@ -231,17 +242,13 @@ class TarballPieces:
         return self._pieces()
 
     def _pieces(self) -> Iterator[bytes]:
-        used = 0
         with open(self.spill, "rb") as f:  # type: ignore[arg-type]
-            for rel in sorted(self.index):
-                offset, size = self.index[rel]
-                f.seek(offset)
-                raw = f.read(size)
-                if self.max_bytes is not None and used + size >= self.max_bytes:
-                    yield _whole(raw[: self.max_bytes - used])
-                    return
-                used += size
-                yield raw
+            yield from _limited((self._spilled(f, rel) for rel in sorted(self.index)), self.max_bytes)
+
+    def _spilled(self, f: BinaryIO, rel: str) -> bytes:
+        offset, size = self.index[rel]
+        f.seek(offset)
+        return f.read(size)
 
     def _stream(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
