@@ -40,11 +40,15 @@ def is_binary(raw: bytes) -> bool:
     return b"\0" in raw
 
 
+def _binary_file_error(name: str | Path, offset: int) -> RnnlmError:
+    """The error for a file given as text with a NUL byte at `offset`."""
+    return RnnlmError(f"{name}: a binary file, not text (NUL byte at offset {offset}); give a UTF-8 text file")
+
+
 def decode_utf8(raw: bytes, name: str | Path, truncated: bool = False) -> str:
     """`raw` as text. `truncated` means a byte limit cut it, so a character cut in half at the end is dropped."""
     if is_binary(raw):
-        offset = raw.index(b"\0")
-        raise RnnlmError(f"{name}: a binary file, not text (NUL byte at offset {offset}); give a UTF-8 text file")
+        raise _binary_file_error(name, raw.index(b"\0"))
     try:
         # The incremental decoder with final=False holds back (drops) an incomplete character at the end.
         text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not truncated)
@@ -220,8 +224,7 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
                 block = block[:budget[0]]
                 budget[0] -= len(block)
             if is_binary(block):
-                raise RnnlmError(f"{path}: a binary file, not text (NUL byte at offset {offset + block.index(0)}); "
-                                 "give a UTF-8 text file")
+                raise _binary_file_error(path, offset + block.index(0))
             if offset == 0:
                 offset, block = len(block) - len(_without_bom(block)), _without_bom(block)
             data, start = carry + block, offset - len(carry)
@@ -356,7 +359,7 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
     data, truncated = read_prefix(path, max_bytes)
     nul = data.find(b"\0")
     if nul >= 0:
-        raise RnnlmError(f"{path}: a binary file, not text (NUL byte at offset {nul}); give a UTF-8 text file")
+        raise _binary_file_error(path, nul)
     mark = len(data) - len(_without_bom(data))  # bytes before the text: its offsets in messages are the file's
     data = data[mark:]
     text = np.frombuffer(data, dtype=np.uint8)
