@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 CHUNK_BYTES = 1 << 24
+HISTOGRAM_BLOCK = 1 << 20  # bytes of an ASCII chunk counted at once (8 MB of int64 counts in flight)
 """Text is read, counted and encoded this many bytes at a time."""
 FULL_CHECK_BYTES = 1 << 26
 """Files up to this size are checked whole each time a store is opened; bigger ones by SAMPLES blocks."""
@@ -603,10 +604,11 @@ def _write_stream(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
 
 def _histogram(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The code points a chunk holds and how often each occurs."""
-    if cp.dtype == np.uint8 and len(cp):  # numpy's bincount would first widen every byte to int64; torch's reads bytes
-        import torch
-
-        times = torch.bincount(torch.from_numpy(cp.copy()), minlength=256).numpy()  # a copy: cp may be read-only
+    if len(cp) and len(cp) * 16 < int(cp.max()):  # a small chunk of a high plane (a short file with one emoji):
+        return np.unique(cp, return_counts=True)  # sorting it beats counting into a table of 1.1 M code points
+    if cp.dtype == np.uint8:  # bincount widens what it counts to int64: a block at a time, not the whole chunk
+        times = sum((np.bincount(cp[k:k + HISTOGRAM_BLOCK], minlength=256)
+                     for k in range(0, len(cp), HISTOGRAM_BLOCK)), np.zeros(256, np.int64))
     else:
         times = np.bincount(cp)
     points = np.flatnonzero(times)

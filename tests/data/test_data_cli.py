@@ -106,7 +106,7 @@ def test_a_kill_while_a_tarball_is_read_removes_its_spill(tmp_path: Path) -> Non
     process = subprocess.Popen([sys.executable, "-m", "rnnlm", "data", "info", "linux", f"data.path={tarball}",
                                 "--data-dir", str(tmp_path / "data")], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not list((tmp_path / "data" / "linux").glob(".spill-*")):
+    while not list((tmp_path / "data" / "linux").glob(".spill.tmp-*")):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
         time.sleep(0.001)
     process.send_signal(signal.SIGTERM)
