@@ -202,10 +202,14 @@ def resume_point(run_dir: Path) -> ckpt.Checkpoint | None:
 
 def checkpoints_removed(run_dir: Path) -> bool:
     """Whether a run without any checkpoint had saved some, removed since: a session ended after a step (its end
-    saves one), or it evaluated (each evaluation saves one). A run stopped before its first checkpoint did neither."""
+    saves one), or it trained on past an evaluation (each evaluation saves one, after logging its record: a run
+    killed in between has the record alone). A run stopped before its first checkpoint did neither."""
     if any(run_dir.glob("*.pt")):
         return False
-    return _ended(run_dir).get("step", 0) > 0 or any("val_loss" in r for r in _stepped(run_dir))
+    records = _stepped(run_dir)
+    evaluated = min((r["step"] for r in records if "val_loss" in r), default=None)
+    return _ended(run_dir).get("step", 0) > 0 or (evaluated is not None and
+                                                   max(r["step"] for r in records) > evaluated)
 
 
 def _ended(run_dir: Path) -> dict[str, Any]:

@@ -293,9 +293,11 @@ def test_runs_lists_every_run_whatever_a_hand_edit_left_in_it(tmp_path):
         f.write('{"step": "300", "val_loss": 0.5}\n{"step": 10, "val_loss": 0.25}\n')
     for checkpoint in [*(tmp_path / "lost").glob("*.pt"), *(tmp_path / "removed").glob("*.pt")]:
         checkpoint.unlink()
-    (tmp_path / "lost" / "status.json").unlink()  # as if killed before its first checkpoint, after a record
-    training = [r for r in read_metrics(tmp_path / "lost") if "train_loss" in r]
-    (tmp_path / "lost" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in training))
+    # as if killed while its first checkpoint was written: the evaluation's record is logged just before
+    (tmp_path / "lost" / "status.json").unlink()
+    first_eval = next(r["step"] for r in read_metrics(tmp_path / "lost") if "val_loss" in r)
+    upto = [r for r in read_metrics(tmp_path / "lost") if r["step"] <= first_eval]
+    (tmp_path / "lost" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in upto))
     (tmp_path / "nolast" / "last.pt").unlink()
     status, out, err = cli("runs", tmp_path)
     assert status == 0 and "Traceback" not in err, err
