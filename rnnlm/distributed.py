@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import importlib
 import logging
 import os
 import signal
@@ -134,14 +135,13 @@ def setup(device_name: str) -> Iterator[Dist]:
         yield Dist(device=resolve_device(device_name))
         return
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    import torch._dynamo  # noqa: F401  (before the group exists: imported while it does, it keeps the group alive)
-
     with said_once_per_machine():
         if device_name.startswith("cuda:"):
             raise RnnlmError(f"train.device={device_name}: under torchrun each process uses cuda:LOCAL_RANK; "
                              "set train.device=cuda (or auto)")
         if device_name == "cuda" and not torch.cuda.is_available():
             raise RnnlmError(f"train.device={device_name}: this machine has no CUDA device; use train.device=cpu")
+    importlib.import_module("torch._dynamo")  # before the group exists: imported while it does, it keeps it alive
     if device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available()):
         if local >= torch.cuda.device_count():
             raise RnnlmError(f"LOCAL_RANK={local}, but this node has {torch.cuda.device_count()} CUDA device(s); "

@@ -27,7 +27,8 @@ def said_once_per_machine() -> Iterator[None]:
     try:
         yield
     except RnnlmError as e:
-        if os.environ.get("LOCAL_RANK", "0") != "0" and not isinstance(e, AlreadySaid):
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # LOCAL_RANK alone may be a launcher's leftover
+        if launched and os.environ.get("LOCAL_RANK", "0") != "0" and not isinstance(e, AlreadySaid):
             raise AlreadySaid(str(e)) from None
         raise
 

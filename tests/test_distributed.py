@@ -191,6 +191,17 @@ def test_the_first_process_to_publish_a_mistake_says_it(monkeypatch):
     assert cli_status_and_stderr(RnnlmError(mistake)) == (2, f"error: {mistake}\n")
 
 
+def test_only_a_process_of_a_torchrun_job_leaves_a_mistake_to_another(monkeypatch):
+    """LOCAL_RANK=1 left in the environment by a launcher (a subprocess of a job) silenced a lone process's
+    mistakes; a process of a job of two says nothing that its machine's LOCAL_RANK 0 says."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    status, _, err = helpers.cli("train", TINY, "train.batch_sie=3")
+    assert status == 2 and err.startswith("error: unknown config key train.batch_sie"), err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert helpers.cli("train", TINY, "train.batch_sie=3")[::2] == (2, "")
+
+
 def cli_status_and_stderr(error: RnnlmError) -> tuple[int, str]:
     """What `rnnlm` prints and returns when a command raises `error`."""
     from rnnlm import cli

@@ -324,9 +324,14 @@ def _problem(path: Path, source: Source) -> str | None:
                 return f"is damaged ({name} is missing or truncated)"
             if _crc(file, info["bytes"]) != info["crc32"]:
                 return f"is damaged ({name} does not match its checksum)"
-        if any(split["symbols"] < 0 for split in manifest["splits"].values()):  # older rnnlm's rounding overran
+        splits = [manifest["splits"][split] for split in SPLITS]
+        if not all(type(info[k]) is int for info in splits for k in ("symbols", "characters")) or not isinstance(
+                manifest["corpus"], str) or not isinstance(manifest["records"], bool):
+            return "has a damaged manifest"
+        if any(info["symbols"] < 0 for info in splits):  # an older rnnlm's rounding overran the text
             return "has a split of negative size"
-    except (KeyError, TypeError, AttributeError):
+        _load(path)  # its dtype and its symbols
+    except (KeyError, TypeError, AttributeError, ValueError):
         return "has a damaged manifest"
     return None
 

@@ -364,7 +364,7 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
     data = data[mark:]
     text = np.frombuffer(data, dtype=np.uint8)
     lines = line_ends(text)
-    whole = data[:lines[-2] + 1] if truncated else data  # a line the limit cut may end in half a CR LF
+    whole = data[:-1] if truncated and data.endswith(b"\r") else data  # the limit may cut a CR LF in half
     if whole.count(b"\r") - whole.count(b"\r\n") > len(lines) - 2:  # more lines end in CR alone than in a newline
         raise RnnlmError(f"{path}: its lines end in a carriage return alone (classic Mac OS line endings), which a "
                          f"line corpus does not read as line ends; make them newlines, e.g. tr '\\r' '\\n' < {path} > "

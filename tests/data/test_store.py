@@ -229,7 +229,8 @@ def test_a_changed_source_is_prepared_again(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "manifest list", "manifest without files",
-                                    "negative split"])
+                                    "negative split", "manifest without dtype", "manifest without corpus",
+                                    "manifest without records"])
 def test_a_damaged_store_is_noticed_and_prepared_again(tmp_path, capsys, damage):
     text = "hello world, " * 500
     store = open_text(tmp_path, text)
@@ -246,8 +247,8 @@ def test_a_damaged_store_is_noticed_and_prepared_again(tmp_path, capsys, damage)
         (store.folder / "manifest.json").write_text("[]", encoding="utf-8")
     else:  # "negative split": what an older rnnlm's rounding wrote (see the test above)
         manifest = json.loads((store.folder / "manifest.json").read_text(encoding="utf-8"))
-        if damage == "manifest without files":
-            del manifest["files"]
+        if damage.startswith("manifest without"):
+            del manifest[damage.split()[-1]]
         else:
             manifest["splits"]["test"]["symbols"] = -1
         (store.folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")

@@ -143,6 +143,9 @@ def test_a_byte_limit_never_cuts_a_record(tmp_path: Path) -> None:
     assert read_records(f, max_bytes=9) == ["ann"]
     with pytest.raises(RnnlmError, match=r"^data.max_bytes=4 ends inside the first line"):
         read_records(f, max_bytes=4)
+    f = write(tmp_path / "cr.txt", "ann\rbob\rcat\rdan\r")  # CR alone: said so under a limit too
+    with pytest.raises(RnnlmError, match="carriage return alone"):
+        read_records(f, max_bytes=8)
 
 
 def test_an_empty_line_in_a_line_corpus_is_an_error_naming_it(tmp_path: Path) -> None:
