@@ -44,6 +44,7 @@ import importlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -194,9 +195,14 @@ def _failed(here: Dist, error: BaseException) -> BaseException:
                           f"rank {here.rank} stopped with it")
     said = first_line(error)
     first = _publish(store, f"rank {here.rank} failed: {said}")
-    # a mistake every process finds (train.batch_size=33 for 2 processes) is said by the first to publish it
-    if isinstance(error, RnnlmError) and first is not None and first.endswith(f" failed: {said}") and not (
-            first.startswith(f"rank {here.rank} ")):
+    if not isinstance(error, RnnlmError) or first is None:
+        return error
+    if first.startswith(f"rank {here.rank} "):
+        # the first to fail says why now, not after leaving the group: torchrun ends the others the moment one
+        # process exits, and those that leave silently below may exit first
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return AlreadySaid(str(error))
+    if first.endswith(f" failed: {said}"):  # a mistake every process finds (train.batch_size=33 for 2 processes)
         return AlreadySaid(str(error))
     return error
 

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-import helpers
-from helpers import REPO
+from helpers import REPO, cli
 from rnnlm import checkpoint as ckpt
 from rnnlm import distributed
 from rnnlm.config import load_config
@@ -175,16 +174,17 @@ def test_a_mistake_every_process_finds_is_said_once(tmp_path):
         assert "stopped with it" not in failed.stderr, failed.stderr
 
 
-def test_the_first_process_to_publish_a_mistake_says_it(monkeypatch):
-    """Both processes refuse the same setting at once: the one that publishes second leaves silently (and with the
-    same status); a mistake of its own, in other words, it still says."""
+def test_the_first_process_to_publish_a_mistake_says_it(monkeypatch, capsys):
+    """Both processes refuse the same setting at once: the first to publish it says it at once (torchrun ends the
+    others as soon as one exits: said after leaving the group, it could be lost), the other leaves silently (and
+    with the same status); a mistake of its own, in other words, it still says."""
     store = torch.distributed.HashStore()
     monkeypatch.setattr(distributed, "_store", lambda: store)
     mistake = "train.batch_size=33 cannot be shared evenly by 2 processes; use a multiple of 2"
-    first = RnnlmError(mistake)
-    assert distributed._failed(Dist(rank=1, world_size=2), first) is first
+    first = distributed._failed(Dist(rank=1, world_size=2), RnnlmError(mistake))
+    assert isinstance(first, AlreadySaid) and capsys.readouterr().err == f"error: {mistake}\n"
     again = distributed._failed(Dist(rank=0, world_size=2), RnnlmError(mistake))
-    assert isinstance(again, AlreadySaid) and str(again) == mistake
+    assert isinstance(again, AlreadySaid) and str(again) == mistake and capsys.readouterr().err == ""
     own = RnnlmError("last.pt: could not write the checkpoint (No space left on device)")
     assert distributed._failed(Dist(rank=0, world_size=2), own) is own
     assert cli_status_and_stderr(AlreadySaid(mistake)) == (2, "")
@@ -196,22 +196,22 @@ def test_only_a_process_of_a_torchrun_job_leaves_a_mistake_to_another(monkeypatc
     mistakes; a process of a job of two says nothing that its machine's LOCAL_RANK 0 says."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv("LOCAL_RANK", "1")
-    status, _, err = helpers.cli("train", TINY, "train.batch_sie=3")
+    status, _, err = cli("train", TINY, "train.batch_sie=3")
     assert status == 2 and err.startswith("error: unknown config key train.batch_sie"), err
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert helpers.cli("train", TINY, "train.batch_sie=3")[::2] == (2, "")
+    assert cli("train", TINY, "train.batch_sie=3")[::2] == (2, "")
 
 
 def cli_status_and_stderr(error: RnnlmError) -> tuple[int, str]:
     """What `rnnlm` prints and returns when a command raises `error`."""
-    from rnnlm import cli
+    from rnnlm import cli as command_line
 
     def raising() -> None:
         raise error
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "app", lambda **_: raising())
+        patch.setattr(command_line, "app", lambda **_: raising())
         patch.delenv("RNNLM_DEBUG", raising=False)
-        status, _, err = helpers.cli()
+        status, _, err = cli()
     return status, err
 
 
