@@ -11,6 +11,7 @@ corpus readers from picking the temporary file up.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 from collections.abc import Iterator
@@ -29,17 +30,25 @@ def atomic_file(target: Path, encoding: str | None = None) -> Iterator[IO[Any]]:
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     f = tmp.open("w" if encoding else "wb", encoding=encoding)
     try:
+        held(f)
         yield f
         f.flush()
         os.fsync(f.fileno())
+        os.replace(tmp, target)  # still open, so still held while it is renamed
         f.close()
-        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):  # closing flushes what is buffered: on a full disk a second error, which
             f.close()                       # would hide the first
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def held(f: IO[Any]) -> None:
+    """Locks a temporary file while it is written: in a data root shared by several machines (or containers, each
+    with its own process ids) its PID says nothing of a writer elsewhere, the lock does."""
+    with contextlib.suppress(OSError):  # a file system without locks: the PID alone is the sign
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
@@ -52,14 +61,27 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 
 def stale_temp_files(folder: Path) -> list[Path]:
-    """The temporary files in `folder` that no running process will finish (see `remove_stale_temp_files`); folders
-    named so (a corpus store being built) are their writer's to remove."""
+    """The temporary files in `folder` that no running process will finish (see `remove_stale_temp_files`): their
+    process is gone and no process holds them (`held`); folders named so (a corpus store being built) are their
+    writer's to remove."""
     found = []
     for p in sorted(folder.glob(".*.tmp-*")):
         match = _TEMP.match(p.name)
-        if match and p.is_file() and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1)))):
+        if (match and p.is_file() and (int(match.group(1)) == os.getpid() or not _alive(int(match.group(1))))
+                and not _held_elsewhere(p)):
             found.append(p)
     return found
+
+
+def _held_elsewhere(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # gone meanwhile, or a file system without locks
+        return False
+    return False
 
 
 def _alive(pid: int) -> bool:

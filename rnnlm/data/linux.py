@@ -43,7 +43,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from tqdm import tqdm
 
-from rnnlm.atomic import remove_stale_temp_files
+from rnnlm.atomic import held, remove_stale_temp_files
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, register
 from rnnlm.data.download import Remote, fetch
@@ -231,6 +231,7 @@ class TarballPieces:
     def __init__(self, path: Path, subdirs: tuple[str, ...], max_bytes: int | None, folder: Path) -> None:
         self.path, self.subdirs, self.max_bytes, self.folder = path, subdirs, max_bytes, folder
         self.spill: Path | None = None
+        self._held: IO[bytes] | None = None
         self.index: dict[str, tuple[int, int]] = {}
         self.scan = Scan(top_level=set(), matched=set(), skipped=[])
         self.warnings: list[str] = []  # the store keeps them (Source.warnings)
@@ -254,12 +255,16 @@ class TarballPieces:
         self.folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.folder)  # the spills of preparations killed outright (1.2 GB for the kernel)
         self.spill = self.folder / f".spill.tmp-{os.getpid()}"
-        with open(self.spill, "wb") as out:
-            for rel, raw in _tar_sources(self.path, self.subdirs, self.scan):
-                self.index[rel] = (out.tell(), len(raw))  # a tarball may repeat a path: as with tar -x, the later wins
-                out.write(raw)
+        out = self._held = open(self.spill, "wb")  # held open until `close`: the spill is in use while it is
+        held(out)
+        for rel, raw in _tar_sources(self.path, self.subdirs, self.scan):
+            self.index[rel] = (out.tell(), len(raw))  # a tarball may repeat a path: as with tar -x, the later wins
+            out.write(raw)
+        out.flush()
 
     def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
         if self.spill is not None:
             self.spill.unlink(missing_ok=True)
 

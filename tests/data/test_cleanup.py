@@ -64,11 +64,16 @@ def test_clean_removes_what_killed_downloads_and_preparations_left(tmp_path):
     download.write_bytes(b"y" * 500)
     living = root / "linux" / ".linux-6.1.tar.xz.tmp-1"  # pid 1 runs as long as the machine does
     living.write_bytes(b"z")
-    status, out, err = cli("data", "clean", "--dry-run", "--data-dir", root)
-    assert status == 0, err
-    assert sorted(out.splitlines()[:2]) == [
-        f"would remove linux/{spill.name} (3.0 KB): left by a download or preparation that was stopped",
-        f"would remove shakespeare/{download.name} (500 B): left by a download or preparation that was stopped"]
-    assert spill.exists() and download.exists()
-    status, out, err = cli("data", "clean", "--data-dir", root)
-    assert status == 0 and not spill.exists() and not download.exists() and living.exists(), err
+    elsewhere = root / "linux" / f".spill.tmp-{dead_pid()}"  # no such process here: a writer on another machine
+    elsewhere.write_bytes(b"w")
+    with open(elsewhere, "rb") as writing:
+        fcntl.flock(writing, fcntl.LOCK_EX)  # as its writer holds it (atomic.held)
+        status, out, err = cli("data", "clean", "--dry-run", "--data-dir", root)
+        assert status == 0, err
+        assert sorted(out.splitlines()[:2]) == [
+            f"would remove linux/{spill.name} (3.0 KB): left by a download or preparation that was stopped",
+            f"would remove shakespeare/{download.name} (500 B): left by a download or preparation that was stopped"]
+        assert spill.exists() and download.exists()
+        status, out, err = cli("data", "clean", "--data-dir", root)
+    assert status == 0 and not spill.exists() and not download.exists(), err
+    assert living.exists() and elsewhere.exists()
