@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 CHUNK_BYTES = 1 << 24
+LOCK_ATTEMPTS = 5  # times a store's lock is taken again when its file was removed meanwhile
 HISTOGRAM_BLOCK = 1 << 20  # bytes of an ASCII chunk counted at once (8 MB of int64 counts in flight)
 """Text is read, counted and encoded this many bytes at a time."""
 FULL_CHECK_BYTES = 1 << 26
@@ -366,7 +367,7 @@ def _lock(path: Path) -> Iterator[None]:
     """An exclusive lock on `path` for the block: a second process preparing the same store waits here. A lock file
     removed while this process waited for it (`rnnlm data clean` removes those of stores that are gone) guards
     nothing: the lock is taken again on the file now at `path`."""
-    while True:
+    for attempt in range(LOCK_ATTEMPTS):
         try:
             f = open(path, "a+")
         except OSError as e:
@@ -376,8 +377,8 @@ def _lock(path: Path) -> Iterator[None]:
                 raise _CannotWrite(e, lock=True) from None
         with f:
             fcntl.flock(f, fcntl.LOCK_EX)
-            if not _still_at(f, path):
-                continue
+            if not _still_at(f, path) and attempt < LOCK_ATTEMPTS - 1:  # (a file system whose inode numbers
+                continue                                                 # change at each look: held as it is)
             try:
                 yield
             finally:
