@@ -133,7 +133,7 @@ def score_stream(model: CharRNN, ids: Tokens | torch.Tensor, streams: int = 1, w
     if n < 2:
         return Score(float("nan"), 0, 0)
     if context is not None:
-        return _score_context(model, tokens, [(0, n)], context, start)
+        return _score_context(model, tokens, np.array([0]), np.array([n]), context, start)
     if streams > 1:
         rows = streams
     elif rows is None:
@@ -145,26 +145,29 @@ def score_stream(model: CharRNN, ids: Tokens | torch.Tensor, streams: int = 1, w
 
 @torch.no_grad()
 def score_records(model: CharRNN, records: Records | list[torch.Tensor], batch_size: int = 256,
-                  context: int | None = None) -> Score:
-    """Each record from a zero state: read `<eos> r`, score `r <eos>`. `Records` are read a batch at a time."""
+                  context: int | None = None, progress: bool = False) -> Score:
+    """Each record from a zero state: read `<eos> r`, score `r <eos>`. `Records` are read a batch at a time, and
+    what they cost beyond a batch is an array or two of one number a record."""
     if not len(records):
         return Score(float("nan"), 0, 0)
-    lengths = records.lengths() if isinstance(records, Records) else [len(r) for r in records]
-    if context is not None:
+    if not isinstance(records, Records):  # a few records as tensors: laid out as a split of records is
+        lengths = np.array([len(r) for r in records])
         eos = torch.tensor([EOS_ID])
-        ids = torch.cat([t for k in range(len(records)) for t in (eos, records[k])] + [eos])
-        scored = torch.tensor(lengths) + 1
-        ends = scored.cumsum(0) + 1
-        # record k reads ids[start_k : end_k]: its own leading <eos>, its characters, and its final <eos>
-        bounds = [(int(e - n - 1), int(e)) for e, n in zip(ends, scored)]
-        return _score_context(model, Tokens(ids), bounds, context)
-    order = sorted(range(len(records)), key=lambda k: lengths[k])  # similar lengths pad little
+        offsets = np.concatenate([[0], np.cumsum(lengths + 1)])
+        records = Records(Tokens(torch.cat([t for r in records for t in (eos, r)] + [eos])), offsets)
+    if context is not None:
+        # record k reads ids[offsets[k] : offsets[k + 1] + 1]: its leading <eos>, its characters, its final <eos>
+        return _score_context(model, records.tokens, records.offsets[:-1], records.offsets[1:] + 1, context)
+    lengths = records.lengths()
+    order = np.argsort(lengths, kind="stable")  # similar lengths pad little
     total = Score(0.0, 0, 0)
-    with eval_mode(model):
+    with eval_mode(model), _bar(progress, int(lengths.sum()) + len(lengths)) as bar:
         for i in range(0, len(order), batch_size):
             inputs, targets = pad_records([records[j] for j in order[i:i + batch_size]])
             nll, _ = _read(model, inputs, targets)
-            total = _add(total, _score(nll, targets))
+            scored = _score(nll, targets)
+            total = _add(total, scored)
+            bar.update(scored.chars)
     return total
 
 
@@ -214,26 +217,24 @@ def _wrong_starts(start: State, end: State) -> torch.Tensor:
     return prev[~_close(select_rows(start, prev + 1), select_rows(end, prev))] + 1
 
 
-def _score_context(model: CharRNN, tokens: Tokens, bounds: list[tuple[int, int]], context: int,
+def _score_context(model: CharRNN, tokens: Tokens, starts: np.ndarray, ends: np.ndarray, context: int,
                    start: State | None = None) -> Score:
-    """Score ids[f+1:e] of every (f, e) in `bounds`, each id after at most `context` ids of ids[f:], every row
-    read from `start` (one row; None: zero)."""
+    """Score ids[f+1:e] of every span (f, e) of `starts` and `ends`, each id after at most `context` ids of ids[f:],
+    every row read from `start` (one row; None: zero). Spans are taken a batch at a time: millions of records cost
+    their bounds, not an object each."""
     if context < 1:
         raise RnnlmError(f"--context {context}: give at least 1 character of context")
-    context = min(context, max(e - f for f, e in bounds))  # more than a span holds reads the same, and costs memory
-    # the first `context` targets of each span: one row read from the span's start
-    heads = [tokens.take(slice(f, min(e, f + context + 1))) for f, e in bounds]
-    inputs, targets = _pad([h[:-1] for h in heads], EOS_ID), _pad([h[1:] for h in heads], IGNORE)
+    context = min(context, int((ends - starts).max()))  # more than a span holds reads the same, and costs memory
     total = Score(float("nan"), 0, 0)
     rows = max(1, POSITIONS // min(context, CHUNK))
     with eval_mode(model):
-        for i in range(0, len(heads), rows):
-            batch = inputs[i:i + rows]
-            nll, _ = _read(model, batch, targets[i:i + rows], expand_rows(start, len(batch)))
-            total = _add(total, _score(nll, targets[i:i + rows]))
+        for i in range(0, len(starts), rows):  # each span's first `context` targets: one row from its start
+            inputs, targets = _heads(tokens, starts[i:i + rows], ends[i:i + rows], context)
+            nll, _ = _read(model, inputs, targets, expand_rows(start, len(inputs)))
+            total = _add(total, _score(nll, targets))
         # every later target j: its own row, the `context` ids before it, scored at the last column only
         window = np.arange(-context, 0)
-        for j in _later_positions(bounds, context, rows):
+        for j in _later_positions(starts, ends, context, rows):
             window_targets = torch.full((len(j), context), IGNORE, dtype=torch.long)
             window_targets[:, -1] = tokens.take(j)
             nll, _ = _read(model, tokens.take(j[:, None] + window), window_targets, expand_rows(start, len(j)))
@@ -241,21 +242,25 @@ def _score_context(model: CharRNN, tokens: Tokens, bounds: list[tuple[int, int]]
     return total
 
 
-def _later_positions(bounds: list[tuple[int, int]], context: int, block: int) -> Iterator[np.ndarray]:
+def _heads(tokens: Tokens, starts: np.ndarray, ends: np.ndarray, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each span's first (at most) `context` inputs and their targets as one row, padded with <eos> and IGNORE."""
+    width = int(min(context, (ends - starts - 1).max()))
+    index = starts[:, None] + np.arange(width + 1)  # (B, width + 1)
+    ids = tokens.take(np.minimum(index, (ends - 1)[:, None]))
+    scored = torch.from_numpy(index[:, 1:] < ends[:, None])  # column c: input f + c, target f + c + 1
+    return ids[:, :-1].masked_fill(~scored, EOS_ID), ids[:, 1:].masked_fill(~scored, IGNORE)
+
+
+def _later_positions(starts: np.ndarray, ends: np.ndarray, context: int, block: int) -> Iterator[np.ndarray]:
     """The targets of every span past its first `context`, `block` at a time (never all at once)."""
-    pending: list[np.ndarray] = []
-    size = 0
-    for f, e in bounds:
-        lo = min(f + context + 1, e)
-        while lo < e:
-            hi = min(e, lo + block - size)
-            pending.append(np.arange(lo, hi))
-            size, lo = size + hi - lo, hi
-            if size == block:
-                yield np.concatenate(pending)
-                pending, size = [], 0
-    if pending:
-        yield np.concatenate(pending)
+    lo = np.minimum(starts + context + 1, ends)
+    kept = ends > lo
+    lo, sizes = lo[kept], (ends - lo)[kept]
+    before = np.concatenate([[0], np.cumsum(sizes)])  # targets of the spans before span k
+    for a in range(0, int(before[-1]), block):
+        p = np.arange(a, min(int(before[-1]), a + block))
+        k = np.searchsorted(before, p, side="right") - 1
+        yield lo[k] + (p - before[k])
 
 
 def _read_rows(model: CharRNN, tokens: Tokens, starts: np.ndarray, length: int, state: State | None,
@@ -283,9 +288,9 @@ def read_state(model: CharRNN, inputs: torch.Tensor, state: State | None) -> Sta
 
 
 def steps_per_call(rows: int, cell: str, hidden: int, vocab: int) -> int:
-    """Steps one forward call of evaluation reads: CHUNK, fewer for a wide model, so that a call's gates and logits
-    stay within CALL_FLOATS."""
-    return max(16, min(CHUNK, CALL_FLOATS // (rows * (GATES[cell] * hidden + vocab) or 1)))
+    """Steps one forward call of evaluation reads: CHUNK, fewer for a wide model or a large vocabulary, so that a
+    call's gates and logits stay within CALL_FLOATS (one step at the least: 128 rows of 64,000 symbols are 8 M)."""
+    return max(1, min(CHUNK, CALL_FLOATS // (rows * (GATES[cell] * hidden + vocab) or 1)))
 
 
 def _read(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,
@@ -333,10 +338,6 @@ def _add(a: Score, b: Score) -> Score:
         return Score(float("nan"), 0, 0)
     return Score(((a.nll * a.chars if a.chars else 0.0) + (b.nll * b.chars if b.chars else 0.0)) / chars, chars,
                  a.unk + b.unk)
-
-
-def _pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
-    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
 
 
 def _put_rows(state: State, index: torch.Tensor, value: State) -> State:
@@ -455,7 +456,7 @@ def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None
     for source in sources:
         read = None
         if isinstance(source.ids, Records):
-            score = score_records(model, source.ids, context=context)
+            score = score_records(model, source.ids, context=context, progress=progress)
         else:
             scored = len(source.ids) - 1  # the first id is context
             read = streams or (1 if scored <= EXACT_MAX else MAX_STREAMS)

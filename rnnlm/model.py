@@ -94,7 +94,8 @@ def parameter_shapes(vocab_size: int, cfg: ModelConfig) -> dict[str, tuple[int, 
 def memory_needed(vocab_size: int, cfg: ModelConfig, batch: int = 0, steps: int = 0) -> int:
     """Bytes a model of this config needs, roughly: its float32 weights, and when it trains (`batch` x `steps` > 0)
     their gradients and Adam's two averages, and what each step keeps for the backward pass (about 8 floats per
-    unit, row and step and layer, an LSTM's gates, cell and output among them)."""
+    unit, row and step and layer, an LSTM's gates, cell and output among them; and 3 per symbol, row and step: the
+    logits, their log-softmax and its gradient, which a vocabulary of 60,000 CJK characters makes the most)."""
     # Every layer after the first has the same shapes: counted from a one- and a two-layer stack, not name by name
     # (a typo's ten million layers would take gigabytes of names before the refusal).
     one, two = (sum(math.prod(shape) for shape in parameter_shapes(vocab_size, replace(cfg, num_layers=n)).values())
@@ -102,7 +103,7 @@ def memory_needed(vocab_size: int, cfg: ModelConfig, batch: int = 0, steps: int 
     weights = one + (cfg.num_layers - 1) * (two - one)
     if not batch:
         return 4 * weights
-    kept = 8 * cfg.hidden_size * cfg.num_layers * batch * steps
+    kept = (8 * cfg.hidden_size * cfg.num_layers + 3 * vocab_size) * batch * steps
     return 4 * (4 * weights + kept)
 
 

@@ -274,7 +274,7 @@ def test_the_memory_check_counts_the_whole_batch_and_every_process_of_this_machi
     from rnnlm import model
 
     cfg = load_config(TINY, ["train.batch_size=64", "train.device=cpu", "data.dataset=hello"])
-    one = model.memory_needed(100, cfg.model, 32, cfg.train.seq_len)
+    one = model.memory_needed(7, cfg.model, 32, cfg.train.seq_len)  # hello's 5 characters, <eos> and <unk>
     monkeypatch.setattr(model, "available_memory", lambda device: int(1.5 * one))  # one process fits, two do not
     with pytest.raises(RnnlmError, match=r"train.batch_size=64 x train.seq_len=\d+ in 2 processes on this machine"):
         train(cfg, tmp_path / "run", dist=Dist(rank=0, world_size=2, local_world_size=2), progress=False)
