@@ -210,18 +210,16 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
     """A file's text in pieces of whole UTF-8 characters, at most PIECE_BYTES each, checked as they are read; stops
     when `budget[0]` bytes (shared by every file of a corpus) are spent, dropping a character the limit cuts in
     half. A NUL byte makes the file binary: an error if it was `named` on its own, else (a file found in a folder or
-    a glob) it is skipped, if the NUL comes in its first piece, with the warning the caller gives."""
+    a glob) it is skipped, costing nothing of the budget, with the warning the caller gives."""
     carry, offset = b"", 0
     with _open_binary(path) as f:
+        if not named and _holds_nul(f):  # looked for in the whole file first: its text cannot be taken back
+            raise _Binary(path)
         while budget[0] is None or budget[0] > 0:
-            # the first piece whole, whatever is left of the budget: it tells a binary file found in a folder
-            block = f.read(PIECE_BYTES if budget[0] is None or offset == 0 else min(PIECE_BYTES, budget[0]))
+            block = f.read(PIECE_BYTES if budget[0] is None else min(PIECE_BYTES, budget[0]))
             if not block:
                 break
-            if offset == 0 and not named and is_binary(block):
-                raise _Binary(path)  # skipped, costing nothing
             if budget[0] is not None:
-                block = block[:budget[0]]
                 budget[0] -= len(block)
             if is_binary(block):
                 raise _binary_file_error(path, offset + block.index(0))
@@ -235,6 +233,13 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
             yield piece
     if carry and (budget[0] is None or budget[0] > 0):  # the file ends inside a character: not a cut, an error
         _check_utf8(path, carry, offset - len(carry))
+
+
+def _holds_nul(f: BinaryIO) -> bool:
+    """Whether the file holds a NUL byte anywhere (read a piece at a time, then from its start again)."""
+    found = any(is_binary(block) for block in iter(lambda: f.read(PIECE_BYTES), b""))
+    f.seek(0)
+    return found
 
 
 def _check_utf8(path: Path, data: bytes, start: int) -> None:

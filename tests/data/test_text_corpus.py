@@ -71,6 +71,19 @@ def test_max_bytes_spans_files_and_never_cuts_a_character(tmp_path: Path) -> Non
     assert read_text(str(folder / "1.txt"), max_bytes=2) == "ab"
 
 
+def test_a_binary_file_in_a_folder_is_skipped_wherever_its_nul_lies(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a file's first piece (4 MB) was looked at: a log with a NUL past it ended the whole preparation with
+    "a binary file, not text ... give a UTF-8 text file", though the file was found in a folder."""
+    from rnnlm.data import text as text_mod
+    monkeypatch.setattr(text_mod, "PIECE_BYTES", 8)
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "a.log").write_bytes(b"line one\nline two\n" * 3 + b"\0")
+    write(folder / "b.txt", "kept\n")
+    assert read_text(str(folder)) == "kept\n"
+
+
 def test_a_binary_file_is_skipped_however_little_of_max_bytes_is_left(tmp_path: Path) -> None:
     """The file was tested for NUL bytes in as much of it as the byte limit left: with 50 bytes left, a binary file
     whose NUL came at byte 100 was read as 50 characters of text, silently."""
