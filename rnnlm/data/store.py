@@ -272,10 +272,10 @@ def open_store(source: Source, folder: Path, progress: bool = True, say: Callabl
     except _CannotWrite as e:
         if e.lock and _problem(path, source) is None:  # a read-only data root whose store is ready: read it
             return _reused(path)
-        full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-        raise RnnlmError(f"cannot write the corpus store in {folder}: {e.strerror}; "
-                         + ("free space, or " if full else "") + "point --data-dir (or RNNLM_DATA_DIR) at a "
-                         "writable folder") from None
+        room = {errno.ENOSPC: "free space, or ", errno.EDQUOT: "free space, or ",
+                errno.EFBIG: "raise the file size limit (ulimit -f), or "}.get(e.errno, "")
+        raise RnnlmError(f"cannot write the corpus store in {folder}: {e.strerror}; {room}point --data-dir (or "
+                         "RNNLM_DATA_DIR) at a writable folder") from None
     finally:
         if source.close is not None:
             source.close()

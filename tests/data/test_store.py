@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import shutil
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -363,19 +364,22 @@ def test_a_full_disk_while_preparing_is_one_line_and_leaves_nothing(tmp_path):
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_a_store_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error, advice", [(errno.ENOSPC, "No space left on device; free space, or point"),
+                                           (errno.EFBIG, "File too large; raise the file size limit (ulimit -f), or "
+                                                         "point")])
+def test_a_store_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, error, advice):
     """A full disk (or a quota) when the store's temporary folder is made was a traceback; it is the message the
-    same failure one file later gives."""
+    same failure one file later gives. A file size limit (ulimit -f) was told to free space."""
     (tmp_path / "t.txt").write_text("some text to prepare\n" * 50, encoding="utf-8")
     made = Path.mkdir
 
     def full(self, *args, **kwargs):
         if self.name.startswith(".store-"):
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+            raise OSError(error, os.strerror(error), str(self))
         return made(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", full)
-    with pytest.raises(RnnlmError, match=r"^cannot write the corpus store in .*: No space left on device; free space"):
+    with pytest.raises(RnnlmError, match=rf"^cannot write the corpus store in .*: {re.escape(advice)}"):
         open_corpus(text_cfg(tmp_path / "t.txt"), 0, DataRoot(tmp_path / "data"), progress=False)
 
 
