@@ -196,6 +196,9 @@ def describe(store: Store) -> CorpusInfo:
     )
 
 
+SHOWN_CHARACTERS = 600  # the most frequent, by count: a CJK corpus's 60,000 would be 10,000 lines
+
+
 def format_info(info: CorpusInfo) -> str:
     kind = "records, one per line" if info.records else "one stream"
     chars = " · ".join(f"{name} {n:,}" for name, n in info.split_characters.items())
@@ -206,11 +209,14 @@ def format_info(info: CorpusInfo) -> str:
         lines.append(f"records     {sum(info.split_records.values()):,} ({records}), each ended by <eos>")
     lines.append(f"vocabulary  {len(info.vocabulary)} character{'s' * (len(info.vocabulary) != 1)}"
                  + (" + <eos>" if info.records else "") + ", by count:")
-    names = [repr(ch) for ch, _ in info.vocabulary]
-    counts = [f"{n:,}" for _, n in info.vocabulary]
+    shown = info.vocabulary[:SHOWN_CHARACTERS]
+    names = [repr(ch) for ch, _ in shown]
+    counts = [f"{n:,}" for _, n in shown]
     name_width, count_width = max(map(len, names), default=0), max(map(len, counts), default=0)
     cells = [f"{name:>{name_width}} {count:<{count_width}}  " for name, count in zip(names, counts)]
     lines += ["  " + "".join(cells[i:i + 6]).rstrip() for i in range(0, len(cells), 6)]
+    if len(info.vocabulary) > len(shown):
+        lines.append(f"  ... and {len(info.vocabulary) - len(shown):,} rarer characters")
     if info.unseen_in_train:
         lines.append(f"not in train (read as <unk>): {' '.join(map(repr, info.unseen_in_train))}")
     lines.append(f"store       {info.store} ({size_text(info.store_bytes)})")

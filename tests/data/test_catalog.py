@@ -85,3 +85,13 @@ def test_info_counts_characters_vocabulary_splits_and_records(tmp_path: Path) ->
     assert sorted(ch for ch, _ in names.vocabulary) == list("abcdefghijklmnopqrstuvwxyz")
     text = format_info(names)
     assert "32,033" in text and "<eos>" in text
+
+
+def test_info_of_a_vocabulary_of_thousands_shows_the_most_frequent(tmp_path: Path) -> None:
+    """A corpus of 74,882 distinct characters printed 12,485 lines of them."""
+    text = tmp_path / "cjk.txt"
+    text.write_text("".join(chr(0x4E00 + k) * (1 + (k < 10)) for k in range(3000)), encoding="utf-8")
+    info = corpus_info(DataConfig(dataset="text", path=str(text), splits=(1.0, 0.0, 0.0)), 0, DataRoot(tmp_path / "d"))
+    lines = format_info(info).splitlines()
+    assert len(lines) < 120 and "  ... and 2,400 rarer characters" in lines
+    assert repr(chr(0x4E00)) in lines[3]  # the most frequent first
