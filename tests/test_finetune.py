@@ -59,7 +59,7 @@ def test_a_fine_tuned_run_started_over_says_once_where_it_came_from(tmp_path):
         "training split: " in said[1] and said[1].endswith(" characters of text")
     assert said[2] == (f"starting from the weights of {tmp_path / 'base' / 'best.pt'} (step 4); 0 characters new to "
                        "them")
-    for name in ("last.pt", "best.pt"):  # as if killed before its first checkpoint
+    for name in ("last.pt", "best.pt", "status.json"):  # as if killed while its first checkpoint was written
         (tmp_path / "tuned" / name).unlink()
     assert cli("train", "--resume", tmp_path / "tuned", "-q", *root)[0] == 0
     records = read_metrics(tmp_path / "tuned" / "metrics.jsonl")
