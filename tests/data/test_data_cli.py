@@ -101,7 +101,7 @@ def test_a_kill_while_a_tarball_is_read_removes_its_spill(tmp_path: Path) -> Non
     import sys
     import time
 
-    tarball = kernel_like_tarball(tmp_path / "linux-9.9.tar.xz", files=20_000)
+    tarball = kernel_like_tarball(tmp_path / "linux-9.9.tar.xz", files=50_000)  # seconds to read: time to kill it
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "rnnlm", "data", "info", "linux", f"data.path={tarball}",
                                 "--data-dir", str(tmp_path / "data")], env=env, stderr=subprocess.PIPE, text=True)
