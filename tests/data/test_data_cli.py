@@ -101,9 +101,20 @@ def test_a_kill_while_a_tarball_is_read_removes_its_spill(tmp_path: Path) -> Non
     import sys
     import time
 
-    tarball = kernel_like_tarball(tmp_path / "linux-9.9.tar.xz", files=50_000)  # seconds to read: time to kill it
+    tarball = kernel_like_tarball(tmp_path / "linux-9.9.tar.xz")
+    # the store's first pass over the spill waits: the kill lands while the spill is there, however fast the
+    # machine reads the tarball (racing a real one, the run sometimes ended before the kill was sent)
+    script = ("import runpy, sys, time\n"
+              "from rnnlm.data import linux\n"
+              "pieces = linux.TarballPieces._pieces\n"
+              "def waiting(self):\n"
+              "    time.sleep(60)\n"
+              "    yield from pieces(self)\n"
+              "linux.TarballPieces._pieces = waiting\n"
+              "sys.argv = ['rnnlm', *sys.argv[1:]]\n"
+              "runpy.run_module('rnnlm', run_name='__main__')\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "rnnlm", "data", "info", "linux", f"data.path={tarball}",
+    process = subprocess.Popen([sys.executable, "-c", script, "data", "info", "linux", f"data.path={tarball}",
                                 "--data-dir", str(tmp_path / "data")], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list((tmp_path / "data" / "linux").glob(".spill.tmp-*")):
