@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,8 +48,14 @@ def atomic_file(target: Path, encoding: str | None = None) -> Iterator[IO[Any]]:
 def held(f: IO[Any]) -> None:
     """Locks a temporary file while it is written: in a data root shared by several machines (or containers, each
     with its own process ids) its PID says nothing of a writer elsewhere, the lock does."""
-    with contextlib.suppress(OSError):  # a file system without locks: the PID alone is the sign
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    for _ in range(100):  # a cleaner's look (`_held_elsewhere`) holds it a moment
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+        except OSError:  # a file system without locks: the PID alone is the sign
+            return
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
@@ -75,8 +82,8 @@ def stale_temp_files(folder: Path) -> list[Path]:
 
 def _held_elsewhere(path: Path) -> bool:
     try:
-        with open(path, "rb") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with open(path, "rb") as f:  # shared: NFS locks a file open for reading only so (flock(2))
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     except OSError:  # gone meanwhile, or a file system without locks

@@ -181,7 +181,8 @@ FAILURE_KEY = "rnnlm/failed"
 def _failed(here: Dist, error: BaseException) -> BaseException:
     """The error to leave with. A collective that failed because another process is gone becomes `RankFailed`,
     with the cause that process published (the first to fail is the one reported); this process's own error is
-    published for the others, then raised as it is, or as `AlreadySaid` when another process published it first."""
+    published for the others, then raised as it is; a mistake (`RnnlmError`) this process published first is said
+    here and now, and it and one another process published first leave as `AlreadySaid`."""
     if isinstance(error, (RankFailed, SystemExit)):
         return error
     store = _store()
@@ -198,6 +199,8 @@ def _failed(here: Dist, error: BaseException) -> BaseException:
     if not isinstance(error, RnnlmError) or first is None:
         return error
     if first.startswith(f"rank {here.rank} "):
+        if os.environ.get("RNNLM_DEBUG"):  # the CLI shows its traceback
+            return error
         # the first to fail says why now, not after leaving the group: torchrun ends the others the moment one
         # process exits, and those that leave silently below may exit first
         print(f"error: {error}", file=sys.stderr, flush=True)

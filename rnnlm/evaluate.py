@@ -226,7 +226,9 @@ def _score_context(model: CharRNN, tokens: Tokens, starts: np.ndarray, ends: np.
         raise RnnlmError(f"--context {context}: give at least 1 character of context")
     context = min(context, int((ends - starts).max()))  # more than a span holds reads the same, and costs memory
     total = Score(float("nan"), 0, 0)
-    rows = max(1, POSITIONS // min(context, CHUNK))
+    # as many windows a call as POSITIONS ids, and fewer when their gates and logits would pass CALL_FLOATS
+    width = GATES[model.cfg.cell] * model.cfg.hidden_size + model.decoder.out_features
+    rows = max(1, min(POSITIONS // min(context, CHUNK), CALL_FLOATS // (min(context, CHUNK) * width)))
     with eval_mode(model):
         for i in range(0, len(starts), rows):  # each span's first `context` targets: one row from its start
             inputs, targets = _heads(tokens, starts[i:i + rows], ends[i:i + rows], context)

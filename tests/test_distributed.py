@@ -187,6 +187,11 @@ def test_the_first_process_to_publish_a_mistake_says_it(monkeypatch, capsys):
     assert isinstance(again, AlreadySaid) and str(again) == mistake and capsys.readouterr().err == ""
     own = RnnlmError("last.pt: could not write the checkpoint (No space left on device)")
     assert distributed._failed(Dist(rank=0, world_size=2), own) is own
+    monkeypatch.setenv("RNNLM_DEBUG", "1")  # the traceback wanted: the error as it is, said once, by the CLI
+    fresh = torch.distributed.HashStore()
+    monkeypatch.setattr(distributed, "_store", lambda: fresh)
+    debugged = RnnlmError("data.path=x: no such file or directory")
+    assert distributed._failed(Dist(rank=0, world_size=2), debugged) is debugged and capsys.readouterr().err == ""
     assert cli_status_and_stderr(AlreadySaid(mistake)) == (2, "")
     assert cli_status_and_stderr(RnnlmError(mistake)) == (2, f"error: {mistake}\n")
 

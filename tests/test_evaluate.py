@@ -341,3 +341,19 @@ def test_a_large_vocabulary_reads_fewer_steps_a_call_down_to_one():
     assert ev.steps_per_call(128, "lstm", 64, 63_713) == 2  # 2 x 128 x (4 x 64 + 63,713) floats <= 16 M
     assert ev.steps_per_call(128, "lstm", 64, 150_000) == 1
     assert ev.steps_per_call(128, "lstm", 64, 100) == ev.CHUNK
+
+
+def test_context_windows_of_a_large_vocabulary_stay_within_the_call_budget(monkeypatch):
+    """The windows a --context call reads were counted in ids alone (POSITIONS): with 63,713 symbols, 21,845 windows
+    of 3 made 5.6 GB of logits a call. Fewer windows a call score the same."""
+    model = random_model(vocab_size=40)
+    ids = torch.randint(0, 40, (600,), generator=torch.Generator().manual_seed(2))
+    whole = score_stream(model, ids, context=3)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x, s=None: calls.append(x.shape) or forward(x, s))
+    width = 4 * 16 + 40
+    monkeypatch.setattr(ev, "CALL_FLOATS", 3 * width * 50)  # 50 windows of 3 a call
+    small = score_stream(model, ids, context=3)
+    assert max(rows * steps for rows, steps in calls) * width <= 3 * width * 50
+    assert small.chars == whole.chars and small.nll == pytest.approx(whole.nll, abs=1e-6)

@@ -21,6 +21,8 @@ from rnnlm.errors import RnnlmError
 from rnnlm.data.names import NAMES
 from rnnlm.data.shakespeare import SHAKESPEARE
 
+SHOWN_CHARACTERS = 600  # data info's vocabulary: the most frequent (a CJK corpus's 60,000 would be 10,000 lines)
+
 DESCRIPTIONS = {
     "shakespeare": "tiny Shakespeare: 1.1 MB of plays, one stream (char-rnn)",
     "names": "32,033 US baby names, one record per line (makemore)",
@@ -196,9 +198,6 @@ def describe(store: Store) -> CorpusInfo:
     )
 
 
-SHOWN_CHARACTERS = 600  # the most frequent, by count: a CJK corpus's 60,000 would be 10,000 lines
-
-
 def format_info(info: CorpusInfo) -> str:
     kind = "records, one per line" if info.records else "one stream"
     chars = " · ".join(f"{name} {n:,}" for name, n in info.split_characters.items())
@@ -218,7 +217,9 @@ def format_info(info: CorpusInfo) -> str:
     if len(info.vocabulary) > len(shown):
         lines.append(f"  ... and {len(info.vocabulary) - len(shown):,} rarer characters")
     if info.unseen_in_train:
-        lines.append(f"not in train (read as <unk>): {' '.join(map(repr, info.unseen_in_train))}")
+        unseen = info.unseen_in_train
+        lines.append(f"not in train (read as <unk>): {' '.join(map(repr, unseen[:SHOWN_CHARACTERS]))}"
+                     + (f" ... and {len(unseen) - SHOWN_CHARACTERS:,} more" if len(unseen) > SHOWN_CHARACTERS else ""))
     lines.append(f"store       {info.store} ({size_text(info.store_bytes)})")
     return "\n".join(lines)
 

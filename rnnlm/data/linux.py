@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import glob
 import gzip
 import io
@@ -263,10 +264,14 @@ class TarballPieces:
         out.flush()
 
     def close(self) -> None:
-        if self._held is not None:
-            self._held.close()
-        if self.spill is not None:
-            self.spill.unlink(missing_ok=True)
+        try:
+            if self._held is not None:
+                with contextlib.suppress(OSError):  # a write that failed (a full disk) fails again as it is flushed
+                    self._held.close()
+                self._held = None
+        finally:
+            if self.spill is not None:
+                self.spill.unlink(missing_ok=True)
 
 
 def _tar_sources(path: Path, subdirs: tuple[str, ...], scan: Scan) -> Iterator[tuple[str, bytes]]:

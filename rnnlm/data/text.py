@@ -213,7 +213,9 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
     a glob) it is skipped, costing nothing of the budget, with the warning the caller gives."""
     carry, offset = b"", 0
     with _open_binary(path) as f:
-        if not named and _holds_nul(f):  # looked for in the whole file first: its text cannot be taken back
+        # looked for first in all that will be read (its text cannot be taken back once given), and in a whole
+        # first piece however little of the budget is left: a binary file's NUL rarely comes in its first bytes
+        if not named and _holds_nul(f, None if budget[0] is None else max(budget[0], PIECE_BYTES)):
             raise _Binary(path)
         while budget[0] is None or budget[0] > 0:
             block = f.read(PIECE_BYTES if budget[0] is None else min(PIECE_BYTES, budget[0]))
@@ -235,9 +237,16 @@ def file_pieces(path: Path, budget: list[int | None], named: bool) -> Iterator[b
         _check_utf8(path, carry, offset - len(carry))
 
 
-def _holds_nul(f: BinaryIO) -> bool:
-    """Whether the file holds a NUL byte anywhere (read a piece at a time, then from its start again)."""
-    found = any(is_binary(block) for block in iter(lambda: f.read(PIECE_BYTES), b""))
+def _holds_nul(f: BinaryIO, limit: int | None) -> bool:
+    """Whether the file's first `limit` bytes (all of it: None) hold a NUL byte; read a piece at a time, then from
+    its start again."""
+    found, left = False, limit
+    while not found and (left is None or left > 0):
+        block = f.read(PIECE_BYTES if left is None else min(PIECE_BYTES, left))
+        if not block:
+            break
+        found = is_binary(block)
+        left = None if left is None else left - len(block)
     f.seek(0)
     return found
 

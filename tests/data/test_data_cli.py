@@ -126,6 +126,25 @@ def test_a_kill_while_a_tarball_is_read_removes_its_spill(tmp_path: Path) -> Non
     assert [p.name for p in (tmp_path / "data" / "linux").iterdir() if not p.name.startswith(".store-")] == []
 
 
+def test_a_spill_that_cannot_be_written_is_one_line_and_left_nowhere(tmp_path: Path) -> None:
+    """A file size limit (or a full disk) while the spill was written: closing it flushed the failed write again, a
+    traceback, and the spill stayed (1.2 GB for the kernel)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    tarball = kernel_like_tarball(tmp_path / "linux-9.9.tar.xz", files=3000)  # about 300 KB of C
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "rnnlm", "data", "info", "linux", f"data.path={tarball}",
+                           "--data-dir", str(tmp_path / "data")], env=env, capture_output=True, text=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().endswith("File too large; raise the file size limit (ulimit -f), or point --data-dir "
+                                        "(or RNNLM_DATA_DIR) at a writable folder"), done.stderr
+    assert [p.name for p in (tmp_path / "data" / "linux").iterdir() if not p.name.startswith(".store-")] == []
+
+
 def test_fetch_with_your_own_file_fetches_nothing(tmp_path: Path) -> None:
     """`data fetch names data.path=mine.txt` downloaded the published names anyway (and failed offline)."""
     from helpers import assert_user_error, cli

@@ -84,6 +84,40 @@ def test_a_binary_file_in_a_folder_is_skipped_wherever_its_nul_lies(tmp_path: Pa
     assert read_text(str(folder)) == "kept\n"
 
 
+def test_max_bytes_reads_no_more_of_a_folder_than_it_takes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Looking for a NUL byte in a folder's file read all of it, whatever data.max_bytes took: now its first piece
+    at most (PIECE_BYTES, made small here), or what the limit takes if that is more."""
+    from rnnlm.data import text as text_mod
+    monkeypatch.setattr(text_mod, "PIECE_BYTES", 500)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(b"x" * 3_000_000)
+    read = []
+    opened = text_mod._open_binary
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, n=-1):
+            block = self.f.read(n)
+            read.append(len(block))
+            return block
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(text_mod, "_open_binary", lambda path: Counting(opened(path)))
+    assert read_text(str(folder), max_bytes=1000) == "x" * 1000
+    assert sum(read) <= 2000  # looked at, then taken
+
+
 def test_a_binary_file_is_skipped_however_little_of_max_bytes_is_left(tmp_path: Path) -> None:
     """The file was tested for NUL bytes in as much of it as the byte limit left: with 50 bytes left, a binary file
     whose NUL came at byte 100 was read as 50 characters of text, silently."""
