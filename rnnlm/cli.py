@@ -816,6 +816,8 @@ def main() -> None:
     except RnnlmError as e:
         if os.environ.get("RNNLM_DEBUG"):
             raise
-        if not isinstance(e, AlreadySaid):
+        if isinstance(e, AlreadySaid):
+            e.wait()
+        else:
             typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -7,6 +7,7 @@ the same command line: it is said once (`AlreadySaid` for the others), not once 
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 
@@ -17,6 +18,15 @@ class RnnlmError(Exception):
 class AlreadySaid(RnnlmError):
     """A mistake another process of the same torchrun job reported in the same words: this process leaves with
     the same exit status, silently."""
+
+    def wait(self) -> None:
+        """Lets the process that says the mistake leave first: torchrun ends every other process the moment one
+        exits, so one leaving silently before it would end it unheard. torchrun ends this one when it has; it leaves
+        by itself after SPEAKER_WAIT seconds."""
+        time.sleep(SPEAKER_WAIT)
+
+
+SPEAKER_WAIT = 20.0
 
 
 @contextlib.contextmanager

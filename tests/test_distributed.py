@@ -16,7 +16,7 @@ import torch
 
 from helpers import REPO, cli
 from rnnlm import checkpoint as ckpt
-from rnnlm import distributed
+from rnnlm import distributed, errors
 from rnnlm.config import load_config
 from rnnlm.distributed import Dist
 from rnnlm.errors import AlreadySaid, RnnlmError
@@ -204,6 +204,7 @@ def test_only_a_process_of_a_torchrun_job_leaves_a_mistake_to_another(monkeypatc
     status, _, err = cli("train", TINY, "train.batch_sie=3")
     assert status == 2 and err.startswith("error: unknown config key train.batch_sie"), err
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(errors, "SPEAKER_WAIT", 0.0)
     assert cli("train", TINY, "train.batch_sie=3")[::2] == (2, "")
 
 
@@ -214,6 +215,7 @@ def cli_status_and_stderr(error: RnnlmError) -> tuple[int, str]:
     def raising() -> None:
         raise error
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(errors, "SPEAKER_WAIT", 0.0)
         patch.setattr(command_line, "app", lambda **_: raising())
         patch.delenv("RNNLM_DEBUG", raising=False)
         status, _, err = cli()
