@@ -436,7 +436,8 @@ def list_runs(
         typer.echo(f"no runs in {folder}", err=True)
         return
     rows = [("run", "model", "corpus", "steps", "best val", "bpc", "time", "status")] + [
-        (r.name, r.model + (f" from {_run_name(r.init_from)}" if r.init_from else ""), r.corpus, f"{r.steps:,}", "-" if r.best_val is None else f"{r.best_val:.4f}",
+        (r.name, r.model + (f" from {_run_name(r.init_from)}" if r.init_from else ""), r.corpus, f"{r.steps:,}",
+         "-" if r.best_val is None else f"{r.best_val:.4f}",
          "-" if r.best_bpc is None else f"{r.best_bpc:.4f}", clock(r.seconds), r.status) for r in runs]
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     for row in rows:

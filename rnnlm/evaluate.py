@@ -227,7 +227,7 @@ def _score_context(model: CharRNN, tokens: Tokens, starts: np.ndarray, ends: np.
     context = min(context, int((ends - starts).max()))  # more than a span holds reads the same, and costs memory
     total = Score(float("nan"), 0, 0)
     # as many windows a call as POSITIONS ids, and fewer when their gates and logits would pass CALL_FLOATS
-    width = GATES[model.cfg.cell] * model.cfg.hidden_size + model.decoder.out_features
+    width = _step_floats(model.cfg.cell, model.cfg.hidden_size, model.decoder.out_features)
     rows = max(1, min(POSITIONS // min(context, CHUNK), CALL_FLOATS // (min(context, CHUNK) * width)))
     with eval_mode(model):
         for i in range(0, len(starts), rows):  # each span's first `context` targets: one row from its start
@@ -292,7 +292,12 @@ def read_state(model: CharRNN, inputs: torch.Tensor, state: State | None) -> Sta
 def steps_per_call(rows: int, cell: str, hidden: int, vocab: int) -> int:
     """Steps one forward call of evaluation reads: CHUNK, fewer for a wide model or a large vocabulary, so that a
     call's gates and logits stay within CALL_FLOATS (one step at the least: 128 rows of 64,000 symbols are 8 M)."""
-    return max(1, min(CHUNK, CALL_FLOATS // (rows * (GATES[cell] * hidden + vocab) or 1)))
+    return max(1, min(CHUNK, CALL_FLOATS // (rows * _step_floats(cell, hidden, vocab) or 1)))
+
+
+def _step_floats(cell: str, hidden: int, vocab: int) -> int:
+    """Floats of gates and logits one row's step makes: what CALL_FLOATS counts."""
+    return GATES[cell] * hidden + vocab
 
 
 def _read(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor | None,
@@ -429,7 +434,8 @@ class Evaluation:
                   for p in self.parts if p.unknown]
         cramped = [f"{p.name}: each of the {p.streams:,} streams reads from only {p.warmup:,} character(s) before it "
                    f"(the text is short for so many), which scores it worse than reading it exactly; give fewer "
-                   "--streams, or --streams 1" for p in self.parts if p.streams and p.streams > 1 and p.warmup < CRAMPED]
+                   "--streams, or --streams 1"
+                   for p in self.parts if p.streams and p.streams > 1 and p.warmup < CRAMPED]
         return unseen + cramped
 
 

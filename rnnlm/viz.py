@@ -257,8 +257,9 @@ def parse_neuron(spec: str, cell: str, num_layers: int, hidden_size: int) -> Neu
     except ValueError:
         raise RnnlmError(f"--neuron {spec!r}: expected LAYER:INDEX or LAYER:INDEX:c, e.g. 0:12") from None
     if kind not in ("h", "c") or (kind == "c" and cell != "lstm"):
-        raise RnnlmError(f"--neuron {spec!r}: the state kind is h" + (" or c" if cell == "lstm" else
-                                                                        f" ({'an' if cell == 'rnn' else 'a'} {cell.upper()} has no cell state)"))
+        article = "an" if cell == "rnn" else "a"
+        raise RnnlmError(f"--neuron {spec!r}: the state kind is h" + (
+            " or c" if cell == "lstm" else f" ({article} {cell.upper()} has no cell state)"))
     if not (0 <= layer < num_layers and 0 <= index < hidden_size):
         raise RnnlmError(f"--neuron {spec!r}: this model has layers 0..{num_layers - 1} "
                          f"and neurons 0..{hidden_size - 1} in each")

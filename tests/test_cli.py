@@ -136,7 +136,8 @@ def test_resume_with_out_or_name_is_refused(tmp_path):
     a copy in out_dir); the message points at --init-from, which starts a new run from the weights."""
     for extra in (["--name", "copy"], ["--out", str(tmp_path / "elsewhere")]):
         assert_user_error(cli("train", "--resume", tmp_path / "run", *extra), "--out and --name name a new run",
-                          f"rnnlm train {tmp_path / 'run' / 'config.yaml'} --init-from {tmp_path / 'run'} --out {tmp_path}")
+                          f"rnnlm train {tmp_path / 'run' / 'config.yaml'} --init-from {tmp_path / 'run'} "
+                          f"--out {tmp_path}")
     assert not (tmp_path / "elsewhere").exists()
 
 

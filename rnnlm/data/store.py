@@ -61,9 +61,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 CHUNK_BYTES = 1 << 24
-LOCK_ATTEMPTS = 5  # times a store's lock is taken again when its file was removed meanwhile
-HISTOGRAM_BLOCK = 1 << 20  # bytes of an ASCII chunk counted at once (8 MB of int64 counts in flight)
 """Text is read, counted and encoded this many bytes at a time."""
+HISTOGRAM_BLOCK = 1 << 20  # bytes of an ASCII chunk counted at once (8 MB of int64 counts in flight)
+LOCK_ATTEMPTS = 5  # times a store's lock is taken again when its file was removed meanwhile
 FULL_CHECK_BYTES = 1 << 26
 """Files up to this size are checked whole each time a store is opened; bigger ones by SAMPLES blocks."""
 SAMPLES, SAMPLE_BYTES = 64, 1 << 16
@@ -331,7 +331,7 @@ def _problem(path: Path, source: Source) -> str | None:
             return "has a damaged manifest"
         if any(info["symbols"] < 0 for info in splits):  # an older rnnlm's rounding overran the text
             return "has a split of negative size"
-        _load(path)  # its dtype and its symbols
+        np.dtype(manifest["dtype"])  # (symbols.json is among the files checked above)
     except (KeyError, TypeError, AttributeError, ValueError):
         return "has a damaged manifest"
     return None
@@ -610,11 +610,11 @@ def _write_stream(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
 
 def _histogram(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The code points a chunk holds and how often each occurs."""
-    if len(cp) and len(cp) * 16 < int(cp.max()):  # a small chunk of a high plane (a short file with one emoji):
-        return np.unique(cp, return_counts=True)  # sorting it beats counting into a table of 1.1 M code points
     if cp.dtype == np.uint8:  # bincount widens what it counts to int64: a block at a time, not the whole chunk
         times = sum((np.bincount(cp[k:k + HISTOGRAM_BLOCK], minlength=256)
                      for k in range(0, len(cp), HISTOGRAM_BLOCK)), np.zeros(256, np.int64))
+    elif len(cp) * 16 < int(cp.max()):  # a small chunk of a high plane (a short file with one emoji): sorting it
+        return np.unique(cp, return_counts=True)  # beats counting into a table of 1.1 M code points
     else:
         times = np.bincount(cp)
     points = np.flatnonzero(times)

@@ -321,8 +321,8 @@ def text_pieces(spec: str, files: list[Path], max_bytes: int | None,
         if budget[0] is not None and budget[0] <= 0:
             break
     if skipped:
-        left_out(f"skipped {len(skipped)} binary file(s) under {_absolute(spec)}", [os.path.abspath(p) for p in skipped],
-                 warnings)
+        left_out(f"skipped {len(skipped)} binary file(s) under {_absolute(spec)}",
+                 [os.path.abspath(p) for p in skipped], warnings)
     if not seen:
         if budget[0] is not None and budget[0] <= 0:  # the limit ran out inside the first character
             raise RnnlmError(f"data.max_bytes={max_bytes} ends inside the first character of {spec}; give a larger "
