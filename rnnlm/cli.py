@@ -330,7 +330,8 @@ def sample(
         typer.echo(f"warning: {primed.warning()}", err=True)
     to_stdout = out is None or str(out) == "-"  # `--out -`: standard output, as without --out
     prime_read = prime_file if prime_file is not None and str(prime_file) != "-" else None
-    with output(None if to_stdout else out, reads=(point.path, prime_read)) as stream:
+    trained_on = () if to_stdout else _trained_on(point, out, data_dir, data_path)
+    with output(None if to_stdout else out, (point.path, prime_read), trained_on) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
                                    root=run_data(point, data_dir), device=target, force=force,
                                    on_start=_sampling_start(seed, to_stdout), moved_to=data_path)
@@ -496,18 +497,19 @@ def viz(
 
     if (file is None) == (text is None):
         raise RnnlmError("give the text to read with --file FILE or --text TEXT (one of the two)")
-    reads = (ckpt.resolve(run), file)
-    out_path(out, reads)  # refused now rather than after the work
+    point = ckpt.load(run)
+    reads, trained_on = (point.path, file), _trained_on(point, out, None, None)
+    out_path(out, reads, trained_on)  # refused now rather than after the work
     # Of a file, no more than the page shows (a character is at most 4 bytes, a byte-order mark 3 more), and one
     # character beyond, so that the page says it was cut.
     if file is not None:
         source = read_utf8(file, 4 * (max(chars, 1) + 1) + 3)
     else:
         source = typed_text(text, "--text", "the text in a UTF-8 file with --file")
-    page = page_for_checkpoint(ckpt.load(run), source, neuron=neuron, chars=chars, force=force)
+    page = page_for_checkpoint(point, source, neuron=neuron, chars=chars, force=force)
     if page.trace.unknown:
         typer.echo(f"warning: characters the model never saw, read as <unk>: {''.join(page.trace.unknown)!r}", err=True)
-    with output(out, reads) as stream:
+    with output(out, reads, trained_on) as stream:
         stream.write(page.html)
     cut = f" (the first {chars:,}; --chars for more)" if page.truncated else ""
     count = len(page.trace.text)
@@ -665,10 +667,11 @@ def _end_with_the_reader() -> None:
 
 
 @contextlib.contextmanager
-def output(path: Optional[Path], reads: tuple[Optional[Path], ...] = ()) -> Iterator[TextIO]:
-    """stdout, or a text file for --out (not one of the files the command `reads`) that appears only when the block
-    completes: an existing file is replaced then, and left as it was if anything fails on the way (a refused option,
-    Ctrl-C, a full disk)."""
+def output(path: Optional[Path], reads: tuple[Optional[Path], ...] = (),
+           trained_on: tuple[Path, ...] = ()) -> Iterator[TextIO]:
+    """stdout, or a text file for --out (not one of the files the command `reads` or the run's corpus is made of,
+    see `out_path`) that appears only when the block completes: an existing file is replaced then, and left as it
+    was if anything fails on the way (a refused option, Ctrl-C, a full disk)."""
     if path is None:
         try:
             yield sys.stdout
@@ -680,7 +683,7 @@ def output(path: Optional[Path], reads: tuple[Optional[Path], ...] = ()) -> Iter
         return
     from rnnlm.atomic import atomic_file
 
-    path = out_path(path, reads)
+    path = out_path(path, reads, trained_on)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_termination_unwinds())
         try:
@@ -707,10 +710,10 @@ def _termination_unwinds() -> Iterator[None]:
         yield
 
 
-def out_path(path: Path, reads: tuple[Optional[Path], ...] = ()) -> Path:
+def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tuple[Path, ...] = ()) -> Path:
     """Where an --out file goes: the path itself, or for a symlink the file it points to (written through, the link
     kept); refused when that is a folder, a device, a FIFO or a socket, its folder does not exist, or it is one of
-    the files the command `reads` (its checkpoint, its text)."""
+    the files the command `reads` (its checkpoint, its text) or the run's corpus is made of (`trained_on`)."""
     import stat
 
     if str(path) == "-":
@@ -734,7 +737,31 @@ def out_path(path: Path, reads: tuple[Optional[Path], ...] = ()) -> Path:
     read = next((r for r in reads if r is not None and mode is not None and r.exists() and target.samefile(r)), None)
     if read is not None:
         raise RnnlmError(f"--out {path} is {read}, which this command reads; write elsewhere")
+    corpus = next((f for f in trained_on if mode is not None and f.exists() and target.samefile(f)), None)
+    if corpus is not None:
+        raise RnnlmError(f"--out {path} is {corpus}, part of the text the run trained on (its resume and --novel read "
+                         "it); write elsewhere")
     return target
+
+
+def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optional[Path]) -> tuple[Path, ...]:
+    """The files of the run's corpus that `out` could replace: the downloaded file of a published corpus, or your
+    own files (`data.path`, or --data-path where they moved). Listed only when `out` exists: a folder's walk is not
+    made for a new file."""
+    from rnnlm.data.catalog import DOWNLOADS
+    from rnnlm.data.text import text_files
+
+    if not out.exists():
+        return ()
+    data = point.data_config()
+    spec = str(moved_to) if moved_to is not None else data.path
+    if not spec:
+        remote = DOWNLOADS.get(data.dataset)
+        return (run_data(point, data_dir).path / remote.relpath,) if remote is not None else ()
+    try:
+        return tuple(text_files(spec))
+    except RnnlmError:  # gone or moved: nothing there to replace
+        return ()
 
 
 def _run_file(path: Path) -> bool:

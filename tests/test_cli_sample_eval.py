@@ -556,3 +556,30 @@ def test_eval_refuses_context_with_streams_and_warns_of_streams_too_many_for_the
                            "give fewer --streams, or --streams 1")
     status, out, err = cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "4")
     assert status == 0 and err == "", err
+
+
+def test_out_never_replaces_the_text_the_run_trained_on(tmp_path):
+    """`rnnlm sample RUN --novel --out names.txt` replaced the corpus it had just compared the samples with, and
+    with it what the run's resume reads; a file in a corpus folder, or where --data-path says the text moved, too."""
+    names, notes = tmp_path / "names.txt", tmp_path / "notes"
+    names.write_text("".join(f"{n}\n" for n in ["emma", "olivia", "ava", "mia", "zoe", "lily", "anna", "ella"]),
+                     encoding="utf-8")
+    notes.mkdir()
+    (notes / "a.txt").write_text("abcab " * 40, encoding="utf-8")
+    common = ["train.max_steps=2", "train.batch_size=2", "train.seq_len=8", "model.hidden_size=8", "--out", tmp_path,
+              "--data-dir", tmp_path / "data", "-q"]
+    for name, data in (("r", ["data.dataset=names", f"data.path={names}"]),
+                       ("s", ["data.dataset=text", f"data.path={notes}"])):
+        assert cli("train", REPO / "configs" / "tiny.yaml", *data, *common, "--name", name)[0] == 0
+    before = {p: p.read_bytes() for p in (names, notes / "a.txt")}
+    assert_user_error(cli("sample", tmp_path / "r", "-N", "3", "--novel", "--out", names),
+                      f"--out {names} is {names}, part of the text the run trained on")
+    assert_user_error(cli("sample", tmp_path / "s", "-n", "5", "--out", notes / "a.txt"), "the text the run trained on")
+    assert_user_error(cli("viz", tmp_path / "s", "--text", "ab", "--out", notes / "a.txt"), "the text the run trained on")
+    moved = tmp_path / "moved.txt"
+    names.rename(moved)
+    assert_user_error(cli("sample", tmp_path / "r", "-N", "3", "--data-path", moved, "--out", moved),
+                      "the text the run trained on")
+    moved.rename(names)
+    assert {p: p.read_bytes() for p in (names, notes / "a.txt")} == before
+    assert cli("sample", tmp_path / "s", "-n", "5", "--out", notes / "new.txt")[0] == 0  # a new file harms nothing

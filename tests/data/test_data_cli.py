@@ -79,6 +79,10 @@ def test_the_shipped_configs_train_on_their_corpora(tmp_path: Path) -> None:
         assert f"done at step {steps}: val loss" in result.stderr
         sampled = run_cli("sample", f"{runs}/{config}", "--length", "80", "--seed", "1")
         assert sampled.returncode == 0 and sampled.stdout.startswith(prime) and len(sampled.stdout) > len(prime) + 40
+    corpus = tmp_path / "data" / "shakespeare" / "input.txt"  # the downloaded text is the run's, kept whole
+    refused = run_cli("sample", f"{runs}/shakespeare_lstm.yaml", "--length", "5", "--out", str(corpus))
+    assert refused.returncode == 2 and "part of the text the run trained on" in refused.stderr, refused.stderr
+    assert corpus.stat().st_size == 1115394
     text = linux_text(tmp_path / "data")
     assert "kernel_step_" in text and "mm_step_" in text and "drivers_step_" not in text
 
