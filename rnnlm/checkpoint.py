@@ -339,6 +339,20 @@ def _check_sums(p: Path) -> None:
                               "written); use another checkpoint of the run")
 
 
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+"""The dtypes a checkpoint's tensors may hold: what training saves and the model computes in (a float8 or sparse
+tensor from another tool loads, then fails at its first use)."""
+
+
+def _unusable(t: Any) -> str | None:
+    """Why a tensor of a checkpoint cannot be used as a weight or state, or None."""
+    if not isinstance(t, torch.Tensor):
+        return "is not a tensor"
+    if t.layout != torch.strided:
+        return "is a sparse tensor"
+    return None if t.dtype in FLOATS else f"holds {t.dtype}, not float16, bfloat16, float32 or float64"
+
+
 def _check_state(point: Checkpoint) -> None:
     """The carried hidden state fits the model and batch: (layers, batch, hidden), an (h, c) pair for an LSTM."""
     state = point.train.state if point.train is not None else None
@@ -348,7 +362,7 @@ def _check_state(point: Checkpoint) -> None:
     parts = tensors(state)
     shape = (cfg.model.num_layers, cfg.train.batch_size, cfg.model.hidden_size)
     if (len(parts) != (2 if cfg.model.cell == "lstm" else 1)
-            or not all(isinstance(t, torch.Tensor) and tuple(t.shape) == shape and t.is_floating_point() for t in parts)):
+            or not all(_unusable(t) is None and tuple(t.shape) == shape for t in parts)):
         raise CheckpointError(f"{point.path}: damaged checkpoint (its carried state does not fit its config: "
                               f"expected {'two tensors' if cfg.model.cell == 'lstm' else 'a tensor'} of shape {shape})")
 
@@ -370,8 +384,7 @@ def _check_weights(point: Checkpoint) -> None:
     problems += [f"{name} is not part of the model" for name in weights if name not in expected]
     problems += [f"{name} is {tuple(weights[name].shape)}, the config makes it {shape}" for name, shape in
                  expected.items() if name in weights and tuple(weights[name].shape) != shape]
-    problems += [f"{name} holds {t.dtype}, not floating point" for name, t in weights.items()
-                 if not t.is_floating_point()]
+    problems += [f"{name} {_unusable(t)}" for name, t in weights.items() if _unusable(t) is not None]
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise CheckpointError(f"{where}: its weights do not fit its config: {'; '.join(problems[:3])}{more}")

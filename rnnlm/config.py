@@ -301,7 +301,7 @@ SAMPLING_LIMITS = {
     "temperature": Limit(lambda v: math.isfinite(v) and v >= 0,
                          "a finite number >= 0 (0 always takes the most likely character)"),
     "length": Limit(lambda v: v >= 1, "an integer >= 1"),
-    "top_k": Limit(lambda v: v >= 1, "an integer >= 1", nullable=True),
+    "top_k": Limit(lambda v: v >= 1, "an integer >= 1, or off (null in a config, 0 as --top-k)", nullable=True),
     "top_p": Limit(lambda v: math.isfinite(v) and 0 < v <= 1, "a probability in (0, 1]", nullable=True),
 }
 """Checked here as the `sample.*` keys, and by `rnnlm sample` as its options (`sampling_fault`)."""

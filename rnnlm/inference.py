@@ -18,7 +18,7 @@ from rnnlm.checkpoint import Checkpoint
 from rnnlm.config import Config
 from rnnlm.errors import RnnlmError
 from rnnlm.model import CharRNN, check_fits
-from rnnlm.state import State, map_state
+from rnnlm.state import State, map_state, tensors
 from rnnlm.vocab import EOS_ID, Vocab
 
 
@@ -74,7 +74,12 @@ def start_state(point: Checkpoint, device: torch.device | str = "cpu") -> State 
     starts instead from the state training's first row had reached at the checkpoint (saved for resuming),
     left by real text. Every other model (random windows, records) read every window from zero: None."""
     carried = point.train.state if point.train is not None else None
-    return map_state(lambda t: t.to(device), warm_start(carried, point.config, point.records))
+    start = warm_start(carried, point.config, point.records)
+    if start is not None and not all(torch.isfinite(t).all() for t in tensors(start)):
+        warnings.warn(f"{point.path}: the state training carried holds NaN or infinite values (it overflowed?); "
+                      "reading from the zero state instead", stacklevel=2)
+        return None
+    return map_state(lambda t: t.to(device), start)
 
 
 def warm_start(carried: State | None, cfg: Config, records: bool) -> State | None:

@@ -4,7 +4,9 @@ The prime is read through the model once; after that each step feeds only the ne
 generating N characters costs N single steps, never a re-read of the prefix.
 
 Sample i of a batch draws its randomness from its own generator, seeded `seed + i`, by inverse-CDF
-sampling with one uniform number per step: a batch of N samples is the same text as N runs of one.
+sampling with one uniform number per step: a batch of N samples is the same text as N runs of one (but where
+a draw lands within float rounding of the edge between two characters: the model's sums at batch N and at batch 1
+differ in their last bits).
 
 `sample_checkpoint` is what `rnnlm sample` runs: it writes the samples to a text stream as they are
 produced and, for line-per-record corpora, counts how many of the generated records are distinct and
@@ -85,7 +87,8 @@ class SampleOptions:
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Set to -inf every logit outside the top k and outside the nucleus of mass top_p. (N, V) -> (N, V)."""
+    """Set to -inf every logit outside the top k (those tied with the k-th stay: which of them to drop would be
+    arbitrary) and outside the nucleus of mass top_p. (N, V) -> (N, V)."""
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -258,7 +261,7 @@ def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, 
     else:
         prime = read_utf8(path) if path is not None else text if text is not None else default
     typed_text(prime, "--prime", "the prime in a UTF-8 file with --prime-file")
-    if records and "\n" in prime:
+    if records and ("\n" in prime or "\r" in prime):  # a record never holds one (banned_ids): a CR LF file's too
         raise RnnlmError("the prime has a line break (a --prime-file's final newline counts: echo -n or printf "
                          "writes none; without --prime or "
                          "--prime-file the prime is the run's sample.prime), but this model writes one record per "

@@ -127,7 +127,11 @@ def crafted(change) -> dict:
     (crafted(lambda m: m.update(extra=m.pop("decoder.bias"))), "decoder.bias is missing; extra is not part of"),
     (crafted(lambda m: m.pop("decoder.bias")), "9 tensors, where model.num_layers=2 makes 10"),
     (crafted(lambda m: m.update({"decoder.bias": torch.ones(7)})), r"decoder.bias is \(7,\), the config makes it \(3,\)"),
-    (crafted(lambda m: m.update({"decoder.bias": torch.ones(3, dtype=torch.int64)})), "not floating point"),
+    (crafted(lambda m: m.update({"decoder.bias": torch.ones(3, dtype=torch.int64)})), "decoder.bias holds torch.int64, "
+     "not float16, bfloat16, float32 or float64"),
+    # another tool's dtypes and layouts loaded, then raised a traceback at their first use
+    (crafted(lambda m: m.update({"decoder.bias": torch.ones(3).to(torch.float8_e4m3fn)})), "holds torch.float8_e4m3fn"),
+    (crafted(lambda m: m.update({"decoder.bias": torch.ones(3).to_sparse()})), "decoder.bias is a sparse tensor"),
     ([torch.ones(2)], "not a mapping of names to tensors"),
     ({"decoder.bias": "rm -rf"}, "not a mapping of names to tensors"),
 ])

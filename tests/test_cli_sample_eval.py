@@ -12,6 +12,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from helpers import REPO, assert_user_error, cli, constant_logits, make_checkpoint, measured, run_cli, uniform
 from rnnlm import checkpoint as ckpt
@@ -295,12 +296,14 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     (["sample", "{hello}", "--temp", "-0.5"], ["--temp -0.5"]),
     (["sample", "{hello}", "--top-p", "0"], ["--top-p 0.0"]),
     (["sample", "{hello}", "--top-p", "1.5"], ["--top-p 1.5"]),
-    (["sample", "{hello}", "--top-k", "-1"], ["--top-k -1"]),
+    (["sample", "{hello}", "--top-k", "-1"], ["--top-k -1: must be an integer >= 1, or off (null in a config, "
+                                              "0 as --top-k)"]),
     (["sample", "{hello}", "--prime-file", "{tmp}/none.txt"], ["none.txt: no such file"]),
     (["sample", "{hello}", "--prime", "x", "--prime-file", "{tmp}/none.txt"], ["not both"]),
     (["sample", "{hello}", "--novel"], ["line-per-record"]),
     (["sample", "{hello}", "--data-path", "{tmp}"], ["--data-path gives a moved records corpus", "stream corpus"]),
     (["sample", "{coin}", "--prime", "ab\nab"], ["line break", "echo -n or printf writes none", "one record per line"]),
+    (["sample", "{coin}", "--prime", "ab\r"], ["line break", "one record per line"]),  # printed as a record holding it
     (["sample", "{hello}", "--out", "{tmp}"], ["--out", "is a folder"]),
     (["viz", "{hello}", "--text", "he", "--out", "-"], ["--out -: give the path of a file to write"]),
     (["sample", "{hello}", "--device", "gpu"], ["--device=gpu", "auto, cpu, cuda, cuda:N"]),
@@ -583,3 +586,25 @@ def test_out_never_replaces_the_text_the_run_trained_on(tmp_path):
     moved.rename(names)
     assert {p: p.read_bytes() for p in (names, notes / "a.txt")} == before
     assert cli("sample", tmp_path / "s", "-n", "5", "--out", notes / "new.txt")[0] == 0  # a new file harms nothing
+
+
+def test_a_carried_state_of_nan_is_read_as_the_zero_state_with_a_warning(tmp_path):
+    """A sequential model starts sampling from the state training carried; one that overflowed (NaN) made every
+    sample the last character of the vocabulary over and over, exit 0 and no word."""
+    import dataclasses
+
+    from rnnlm.state import map_state
+
+    (tmp_path / "t.txt").write_text("the cat sat on the mat. " * 40, encoding="utf-8")
+    assert cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={tmp_path / 't.txt'}",
+               "train.max_steps=3", "train.batch_size=2", "train.seq_len=8", "model.hidden_size=8", "--out", tmp_path,
+               "--name", "r", "--data-dir", tmp_path / "data", "-q")[0] == 0
+    point = ckpt.load(tmp_path / "r" / "last.pt")
+    assert point.config.train.batching == "sequential" and point.train.state is not None
+    nan = map_state(lambda t: torch.full_like(t, float("nan")), point.train.state)
+    for name, state in (("nan.pt", nan), ("zero.pt", None)):
+        ckpt.save([tmp_path / name], dataclasses.replace(point, train=dataclasses.replace(point.train, state=state)))
+    (_, zero, _), (status, out, err) = (cli("sample", tmp_path / name, "-n", "30", "--seed", "1", "--prime", "the")
+                                        for name in ("zero.pt", "nan.pt"))
+    assert status == 0 and out == zero, (out, zero)
+    assert err.startswith(f"warning: {tmp_path / 'nan.pt'}: the state training carried holds NaN"), err
