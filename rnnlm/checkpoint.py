@@ -36,7 +36,7 @@ import torch
 
 from rnnlm.atomic import atomic_file
 from rnnlm.config import Config, ConfigError, DataConfig, from_dict
-from rnnlm.errors import RnnlmError, first_line
+from rnnlm.errors import RnnlmError, first_line, shell_word
 from rnnlm.model import parameter_shapes
 from rnnlm.state import State, tensors
 from rnnlm.vocab import Vocab
@@ -231,10 +231,10 @@ def resolve(path: str | Path) -> Path:
         if kept:
             advice = f"give one of its checkpoints, e.g. the newest: {kept[-1][1]}"
         elif (p / "config.yaml").is_file():  # the resume refuses one whose checkpoints were removed, saying why
-            advice = (f"it stopped before its first checkpoint, or they were removed: `rnnlm train --resume {p}` "
-                      "continues it, or says how to go on")
+            advice = ("it stopped before its first checkpoint, or they were removed: "
+                      f"`rnnlm train --resume {shell_word(p)}` continues it, or says how to go on")
         elif any((run / BEST).is_file() or (run / LAST).is_file() for run in _folders(p)):
-            advice = f"it holds runs: give one of them (`rnnlm runs {p}` lists them)"
+            advice = f"it holds runs: give one of them (`rnnlm runs {shell_word(p)}` lists them)"
         else:
             advice = "train first with `rnnlm train CONFIG`"
         raise CheckpointError(f"{p}: no checkpoint in this folder (expected {BEST} or {LAST}); {advice}")

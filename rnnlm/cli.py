@@ -33,7 +33,7 @@ except ImportError:  # an older typer, on the click package
     ClickException, UsageError = _click_errors.ClickException, _click_errors.UsageError
     NoArgsIsHelpError = getattr(_click_errors, "NoArgsIsHelpError", ())  # () catches nothing
 
-from rnnlm.errors import AlreadySaid, RnnlmError, said_once_per_machine
+from rnnlm.errors import AlreadySaid, RnnlmError, said_once_per_machine, shell_word
 
 if TYPE_CHECKING:
     import torch
@@ -174,7 +174,7 @@ def _stopped_at_once(run_dir: Path) -> None:
 
     if (run_dir / ckpt.LAST).exists():
         typer.echo(f"stopped at once: the steps since the last checkpoint are lost; resume with: rnnlm train --resume "
-                   f"{run_dir}", err=True)
+                   f"{shell_word(run_dir)}", err=True)
     else:
         typer.echo("stopped before the run saved anything" + ("" if run_dir.exists() else f" ({run_dir} removed)"),
                    err=True)
@@ -200,7 +200,7 @@ def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Pat
         from rnnlm.runs import is_run
 
         raise RnnlmError(f"{config} is a folder: for a new run from its config, give {config / 'config.yaml'}"
-                         + (f"; to continue the run in it: rnnlm train --resume {config}" if is_run(config) else ""))
+                         + (f"; to continue the run in it: rnnlm train --resume {shell_word(config)}" if is_run(config) else ""))
     if resume is not None and named:  # nanoGPT's init_from=resume writes to out_dir: here that would be ignored
         from rnnlm.runs import new_run_from
         raise RnnlmError(f"--resume continues {resume} where it is; --out and --name name a new run: drop them, or "
@@ -235,17 +235,17 @@ def _report(result: "RunResult", dist: "Dist", data_dir: Optional[Path]) -> None
         launcher = ("rnnlm" if not dist.enabled
                     else f"torchrun --standalone --nproc_per_node={dist.world_size} -m rnnlm"
                     if dist.local_world_size == dist.world_size else "torchrun (as before, on every machine) -m rnnlm")
-        where = f" --data-dir {data_dir}" if data_dir is not None else ""
+        where = f" --data-dir {shell_word(data_dir)}" if data_dir is not None else ""
         typer.echo(f"stopped at {summary}; saved {run_dir / ckpt.LAST}\n"
-                   f"resume with: {launcher} train --resume {run_dir}{where}", err=True)
+                   f"resume with: {launcher} train --resume {shell_word(run_dir)}{where}", err=True)
     elif result.nothing_to_do:
         budget = {"max_steps": f"train.max_steps={2 * result.step}", "max_epochs": "train.max_epochs=N",
                   "max_time": "train.max_time=SECONDS", "patience": "train.patience=N"}[result.stopped]
         typer.echo(f"nothing to do: the run is at {summary} and its {result.stopped.replace('_', ' ')} is spent; "
-                   f"give it more with: rnnlm train --resume {run_dir} {budget}", err=True)
+                   f"give it more with: rnnlm train --resume {shell_word(run_dir)} {budget}", err=True)
     else:
         typer.echo(f"done at {summary} ({result.stopped.replace('_', ' ')} reached)", err=True)
-        typer.echo(f"sample with: rnnlm sample {run_dir}", err=True)
+        typer.echo(f"sample with: rnnlm sample {shell_word(run_dir)}", err=True)
 
 
 def ckpt_path(path: Path) -> str:

@@ -7,6 +7,7 @@ the same command line: it is said once (`AlreadySaid` for the others), not once 
 
 import contextlib
 import os
+import shlex
 import time
 from collections.abc import Iterator
 
@@ -41,6 +42,12 @@ def said_once_per_machine() -> Iterator[None]:
         if launched and os.environ.get("LOCAL_RANK", "0") != "0" and not isinstance(e, AlreadySaid):
             raise AlreadySaid(str(e)) from None
         raise
+
+
+def shell_word(path: object) -> str:
+    """A path as a word of a command printed to be pasted: quoted when a shell would split it (a run named
+    `my run`) or read its characters."""
+    return shlex.quote(str(path))
 
 
 def first_line(error: BaseException) -> str:

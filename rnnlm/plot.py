@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlm.atomic import atomic_file
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.metrics import METRICS, read_metrics
 
 
@@ -68,7 +68,7 @@ def read_curves(run_dir: Path) -> Curves:
     if not path.is_file():
         if _unlogged_run(run_dir):
             raise RnnlmError(f"{run_dir}: no {METRICS} yet (the run stopped before it logged a step); continue it "
-                             f"with `rnnlm train --resume {run_dir}`")
+                             f"with `rnnlm train --resume {shell_word(run_dir)}`")
         raise RnnlmError(f"{run_dir}: no {METRICS} here; give a run directory made by `rnnlm train`")
     if path.suffix != ".jsonl":
         raise RnnlmError(f"{run_dir}: not a run's {METRICS}; give the run directory (a checkpoint's is its folder)")

@@ -30,7 +30,7 @@ from rnnlm.config import Config, ConfigError, read_yaml
 from rnnlm.console import say
 from rnnlm.data.text import is_glob
 from rnnlm.distributed import Dist
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.finetune import FREE
 from rnnlm.metrics import METRICS, read_metrics, truncate_metrics
 
@@ -298,7 +298,8 @@ def _make_run_dir(run_dir: Path, resumed: bool = False) -> None:
 def new_run_from(run_dir: Path, weights: Path | None = None, out: str | Path | None = None) -> str:
     """The command that starts a new run with `run_dir`'s config from its weights (`weights`: one of its checkpoints,
     else its best), into the folder beside it (or `out`)."""
-    return f"rnnlm train {run_dir / 'config.yaml'} --init-from {weights or run_dir} --out {out or run_dir.parent}"
+    words = (run_dir / "config.yaml", weights or run_dir, out or run_dir.parent)
+    return "rnnlm train {} --init-from {} --out {}".format(*map(shell_word, words))
 
 
 def folder_identity(folder: Path) -> tuple[int, int] | None:

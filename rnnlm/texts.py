@@ -27,7 +27,7 @@ from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, missing_path, open_corpus
 from rnnlm.data.store import Source, Store, open_store
 from rnnlm.data.text import file_pieces, files_identity, is_glob, line_records
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.inference import start_ids
 
 
@@ -110,7 +110,7 @@ def run_data_config(point: Checkpoint, moved_to: Path | None, command: str) -> D
         return replace(data, path=os.path.abspath(moved_to))
     if missing_path(data) is not None:
         raise RnnlmError(f"data.path={data.path}: no such file or directory; if the run's text moved, give its new "
-                         f"place: rnnlm {command} {point.path or 'RUN'} --data-path WHERE_IT_IS")
+                         f"place: rnnlm {command} {shell_word(point.path or 'RUN')} --data-path WHERE_IT_IS")
     return data
 
 

@@ -44,7 +44,7 @@ from rnnlm.console import Progress, say
 from rnnlm.corpus import Prepared, evaluate_split, padded, prepare, scores_nothing, widest_step
 from rnnlm.data import DataRoot, missing_path
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
-from rnnlm.errors import RnnlmError, first_line
+from rnnlm.errors import RnnlmError, first_line, shell_word
 from rnnlm.evaluate import Score
 from rnnlm.finetune import start_from, starting_point, transplant
 from rnnlm.inference import warm_start
@@ -185,7 +185,7 @@ class Trainer:
         """A resume whose corpus is not where data.path says is told how to say where it went."""
         gone, before = missing_path(self.cfg.data), resume.config.data.path
         if gone is not None:
-            fix = (f"if the run's text moved, resume with its new place: rnnlm train --resume {self.run_dir} "
+            fix = (f"if the run's text moved, resume with its new place: rnnlm train --resume {shell_word(self.run_dir)} "
                    "data.path=WHERE_IT_IS" if gone == before else
                    f"the run read the {self.cfg.data.dataset} corpus's own file: give data.path=null" if before is None
                    else f"give the place the text the run trained on (from {before}) moved to")

@@ -176,3 +176,23 @@ def test_training_with_its_output_closed_trains(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0
     assert json.loads((tmp_path / "run" / "status.json").read_text()) == {"stopped": "max_steps", "step": 20}
+
+
+def test_the_commands_printed_to_paste_work_for_a_run_whose_path_has_a_space(tmp_path):
+    """`sample with: rnnlm sample checkpoints/has space` split into two words when pasted."""
+    import shlex
+
+    runs = tmp_path / "my runs"
+    status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "train.max_steps=4", "train.batch_size=2",
+                         "model.hidden_size=8", "--out", runs, "--name", "has space", "-q")
+    assert status == 0, err
+    sample = next(line for line in err.splitlines() if line.startswith("sample with: "))
+    words = shlex.split(sample.removeprefix("sample with: "))
+    assert words == ["rnnlm", "sample", str(runs / "has space")]
+    assert cli(*words[1:], "-n", "3")[0] == 0
+    status, _, err = cli("train", "--resume", runs / "has space")  # its max_steps spent: says how to give it more
+    more = shlex.split(err.split("give it more with: ")[1])
+    assert more == ["rnnlm", "train", "--resume", str(runs / "has space"), "train.max_steps=8"], err
+    from rnnlm.runs import new_run_from
+    assert shlex.split(new_run_from(runs / "has space"))[2:] == [str(runs / "has space" / "config.yaml"),
+                                                                "--init-from", str(runs / "has space"), "--out", str(runs)]

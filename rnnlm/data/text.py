@@ -28,7 +28,7 @@ import numpy as np
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, corpus_names, register
 from rnnlm.data.store import Records, Source, left_out, line_ends
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, shell_word
 
 log = logging.getLogger(__name__)
 
@@ -381,8 +381,8 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
     whole = data[:-1] if truncated and data.endswith(b"\r") else data  # the limit may cut a CR LF in half
     if whole.count(b"\r") - whole.count(b"\r\n") > len(lines) - 2:  # more lines end in CR alone than in a newline
         raise RnnlmError(f"{path}: its lines end in a carriage return alone (classic Mac OS line endings), which a "
-                         f"line corpus does not read as line ends; make them newlines, e.g. tr '\\r' '\\n' < {path} > "
-                         "records.txt")
+                         "line corpus does not read as line ends; make them newlines, e.g. "
+                         f"tr '\\r' '\\n' < {shell_word(path)} > records.txt")
     _check_lines_utf8(path, data, lines, truncated, mark)
     if truncated or lines[-2] + 1 == len(data):  # the last line: cut short by the limit, or after the final newline
         lines = lines[:-1]
