@@ -200,7 +200,8 @@ def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Pat
         from rnnlm.runs import is_run
 
         raise RnnlmError(f"{config} is a folder: for a new run from its config, give {config / 'config.yaml'}"
-                         + (f"; to continue the run in it: rnnlm train --resume {shell_word(config)}" if is_run(config) else ""))
+                         + (f"; to continue the run in it: rnnlm train --resume {shell_word(config)}"
+                            if is_run(config) else ""))
     if resume is not None and named:  # nanoGPT's init_from=resume writes to out_dir: here that would be ignored
         from rnnlm.runs import new_run_from
         raise RnnlmError(f"--resume continues {resume} where it is; --out and --name name a new run: drop them, or "
@@ -260,16 +261,23 @@ def _run_config(config: Optional[Path], args: list[str], resume: Optional[Path])
     the config to train with: CONFIG and overrides; for a resume, the run's config.yaml with its edits (each then
     checked like an override), else its checkpoint's."""
     from rnnlm.config import from_dict, load_config, merge_overrides, with_absolute_paths
-    from rnnlm.runs import resume_point
+    from rnnlm.runs import check_resume_config, resume_point
 
     if resume is None:
         return None, with_absolute_paths(load_config(config, args))
     previous = resume_point(resume)
     edited = resume / "config.yaml" if (resume / "config.yaml").is_file() else None
+    if edited is not None and previous is not None and not edited.read_text(encoding="utf-8", errors="replace").strip():
+        warnings.warn(f"{edited} is empty: resuming with the config the checkpoint holds (written back to it)")
+        edited = None
     source = config if config is not None else edited
     if source is not None or previous is None:  # paths as a new run records them: a relative one is the same file
-        return previous, with_absolute_paths(load_config(source, args))
-    return previous, with_absolute_paths(from_dict(merge_overrides(previous.config.to_dict(), args)))
+        cfg = with_absolute_paths(load_config(source, args))
+    else:
+        cfg = with_absolute_paths(from_dict(merge_overrides(previous.config.to_dict(), args)))
+    if previous is not None:  # here, where it is known whether a change came from an override or a file
+        check_resume_config(previous.config, cfg, resume, source, args)
+    return previous, cfg
 
 
 @app.command(short_help="Generate text from a trained model.")

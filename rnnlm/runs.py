@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -55,9 +56,10 @@ def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
     in the same second, a sweep's, took it); never a folder that exists. Creating it is the claim (one `mkdir`,
     which two processes cannot both win). Under torchrun rank 0 creates it and every process gets its name."""
     if name is not None and (not name or name in (".", "..") or "/" in name or "\0" in name):
-        raise RnnlmError(f"--name {name!r}: a run's name is one folder name, " + ("not empty; leave --name out for "
-                         "one made of the config's name and the time" if not name else "without '/'; choose where runs "
-                         "go with --out"))
+        why = ("not empty; leave --name out for one made of the config's name and the time" if not name else
+               f"not {name!r}, which names a folder already there" if name in (".", "..") else
+               "without '/'; choose where runs go with --out")
+        raise RnnlmError(f"--name {name!r}: a run's name is one folder name, {why}")
     first, problem = out / (name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"), None
     run_dir = first
     if dist.is_main and out.exists() and not out.is_dir():
@@ -227,9 +229,11 @@ def _stepped(run_dir: Path) -> list[dict[str, Any]]:
     return [r for r in read_metrics(metrics) if type(r.get("step")) is int] if metrics.is_file() else []
 
 
-def check_resume_config(old: Config, new: Config, run_dir: Path) -> list[str]:
-    """The changes a resume accepts, as `key: old -> new`; any other change is an error listing the keys, and how to
-    go on with them: from the run's weights in a new run, when the model keeps its shape."""
+def check_resume_config(old: Config, new: Config, run_dir: Path, source: Path | None = None,
+                        overrides: Sequence[str] = ()) -> list[str]:
+    """The changes a resume accepts, as `key: old -> new`; any other change is an error listing the keys, where
+    they came from (`overrides`, else the config file `source`, by default the run's config.yaml), and how to go on
+    with them: from the run's weights in a new run, when the model keeps its shape."""
     a, b = old.to_dict(), new.to_dict()
     changed = [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k]]
     refused = [k for k in changed if k not in SAFE_TO_CHANGE and k != MOVED and not k.startswith("sample.")]
@@ -237,11 +241,19 @@ def check_resume_config(old: Config, new: Config, run_dir: Path) -> list[str]:
         reshaped = any(k.startswith("model.") and k.removeprefix("model.") not in FREE for k in refused)
         fresh = ("start a new run" if reshaped else f"start a new run from its weights with the change: "
                  f"{new_run_from(run_dir)} and the overrides given here")
+        given = [k for k in refused if any(o.startswith(f"{k}=") for o in overrides)]
+        undo = ([f"drop {', '.join(given)} from the overrides"] if given else []) + (
+            [f"undo the edit in {source or 'config.yaml'}"] if len(given) < len(refused) else [])
         raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} "
                           f"{'differs' if len(refused) == 1 else 'differ'} from the config the run "
                           f"was trained with; only {', '.join(sorted(SAFE_TO_CHANGE))}, sample.* and {MOVED} (to the "
-                          f"same text, moved) may change on resume (undo the edit in config.yaml, or {fresh})")
-    return [f"{k}: {_get(a, k)!r} -> {_get(b, k)!r}" for k in changed]
+                          f"same text, moved) may change on resume ({' and '.join(undo)}, or {fresh})")
+    return [f"{k}: {_shown(_get(a, k))} -> {_shown(_get(b, k))}" for k in changed]
+
+
+def _shown(value: Any) -> str:
+    """A config value as it is typed (null, true, 0.001, "text"), not as Python prints it (None, True)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _get(d: dict[str, dict[str, Any]], key: str) -> Any:

@@ -169,6 +169,19 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     assert strip(run) == reference(tmp_path, *steps)
 
 
+def test_a_run_whose_config_yaml_was_emptied_resumes_with_its_checkpoints_config(tmp_path):
+    """An emptied config.yaml read as all defaults: the resume was refused for a dozen keys "edited"."""
+    run = tmp_path / "run"
+    assert in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=4",
+                      "-q").returncode == 0
+    kept = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text("")
+    resumed = in_process("train", "--resume", str(run), "train.max_steps=6", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"warning: {run / 'config.yaml'} is empty: resuming with the config the checkpoint holds" in resumed.stderr
+    assert (run / "config.yaml").read_text() == kept.replace("max_steps: 4", "max_steps: 6")
+
+
 def test_resume_with_a_changed_config(tmp_path):
     run = tmp_path / "run"
     first = in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10", "-q")
@@ -180,18 +193,25 @@ def test_resume_with_a_changed_config(tmp_path):
     assert refused.stderr.strip().splitlines() == [
         "error: cannot resume with a changed config: model.hidden_size, train.lr differ from the config the run was "
         "trained with; only " + ", ".join(sorted(SAFE_TO_CHANGE)) + ", sample.* and data.path (to the same text, "
-        "moved) may change on resume (undo the edit in config.yaml, or start a new run)"]
+        "moved) may change on resume (drop model.hidden_size, train.lr from the overrides, or start a new run)"]
     assert (run / "metrics.jsonl").read_text() == before and not (run / "resume.log").exists()
     # a change the weights can go on with: the new run from them, ready to paste
     refused = in_process("train", "--resume", str(run), "train.lr=0.1", "train.batch_size=8")
     assert refused.returncode == 2 and refused.stderr.strip().endswith(
-        f"(undo the edit in config.yaml, or start a new run from its weights with the change: rnnlm train "
+        f"(drop train.batch_size, train.lr from the overrides, or start a new run from its weights with the change: "
+        f"rnnlm train "
         f"{run / 'config.yaml'} --init-from {run} --out {tmp_path} and the overrides given here)")
+
+    # the change named where it came from: a config file given (not the run's config.yaml, which was not edited)
+    other = tmp_path / "other.yaml"
+    other.write_text((run / "config.yaml").read_text().replace("hidden_size: 32", "hidden_size: 64"))
+    refused = in_process("train", other, "--resume", str(run), "train.max_steps=20")
+    assert refused.returncode == 2 and f"(undo the edit in {other}, or start a new run)" in refused.stderr
 
     accepted = in_process("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "train.threads=1",
                        "sample.length=50", "-q")
     assert accepted.returncode == 0, accepted.stderr
-    change = "train.max_steps: 10 -> 20; train.eval_every: 20 -> 5; train.threads: None -> 1; sample.length: 40 -> 50"
+    change = "train.max_steps: 10 -> 20; train.eval_every: 20 -> 5; train.threads: null -> 1; sample.length: 40 -> 50"
     assert f"resuming at step 10 with {change}" in accepted.stderr
     assert (run / "resume.log").read_text().strip().endswith(f"resumed at step 10 with {change}")
     assert load_config(run / "config.yaml").train.max_steps == 20

@@ -82,6 +82,8 @@ def test_a_run_name_is_one_folder_name(tmp_path):
     assert not (tmp_path / "escape").exists() and not (tmp_path / "abs").exists()
     assert_user_error(cli("train", TINY, "--out", tmp_path / "runs", "--name", ""), "--name '': a run's name is one "
                       "folder name, not empty; leave --name out")  # it said "without '/'"
+    assert_user_error(cli("train", TINY, "--out", tmp_path / "runs", "--name", "."), "--name '.': a run's name is one "
+                      "folder name, not '.', which names a folder already there")  # it said "without '/'" too
 
 
 def test_out_must_be_a_folder_and_a_name_not_a_file(tmp_path):
