@@ -409,6 +409,27 @@ def test_fp16_on_a_cpu_is_one_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_glob_corpus_whose_folder_moved_is_said_to_have_moved(tmp_path):
+    """`data.path='notes/*.txt'` of a notes/ that moved was refused as a pattern to check (the run's own, saved
+    absolute), without the command that resumes from the new place."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(3):
+        (notes / f"{i}.txt").write_text("".join(f"note {i}.{j}: the quick brown fox\n" for j in range(300)))
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert in_process("train", TINY, *COMMON, "data.dataset=text", f"data.path={notes}/*.txt", "train.max_steps=4",
+                      *data, "--out", str(tmp_path), "--name", "run", "-q").returncode == 0
+    run = tmp_path / "run"
+    notes.rename(tmp_path / "moved")
+    lost = in_process("train", "--resume", str(run), "train.max_steps=6", *data, "-q")
+    assert lost.returncode == 2 and lost.stderr.strip().splitlines() == [
+        f"error: data.path={notes}/*.txt: no such file or directory; if the run's text moved, resume with its new "
+        f"place: rnnlm train --resume {run} data.path=WHERE_IT_IS"]
+    assert in_process("eval", str(run), *data).stderr.strip().endswith("--data-path WHERE_IT_IS")
+    assert in_process("train", "--resume", str(run), "train.max_steps=6", f"data.path={tmp_path}/moved/*.txt", *data,
+                      "-q").returncode == 0
+
+
 def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

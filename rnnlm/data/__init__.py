@@ -119,11 +119,16 @@ def open_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None, progre
 
 
 def missing_path(cfg: DataConfig) -> str | None:
-    """`cfg.path` when it names a file or folder that is not there, else None (a glob is left to its reader)."""
+    """`cfg.path` when it names a file or folder that is not there, or a glob whose folder is not (`notes/*.txt`
+    of a `notes/` that moved), else None (a glob that matches nothing in its folder is left to its reader)."""
     from rnnlm.data.text import is_glob
 
     spec = cfg.path
-    return spec if spec is not None and not is_glob(spec) and not Path(spec).expanduser().exists() else None
+    if spec is None:
+        return None
+    path = Path(spec).expanduser()
+    folder = next(p for p in (path, *path.parents) if not is_glob(str(p))) if is_glob(spec) else path
+    return None if folder.exists() else spec
 
 
 def load_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None) -> Corpus:
