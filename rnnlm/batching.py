@@ -124,12 +124,13 @@ class SequentialStreams:
     """
 
     def __init__(self, tokens: Tokens, batch_size: int, lengths: WindowLengths, generator: torch.Generator,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", unit: str = "characters"):
         self.tokens, self.batch_size, self.lengths, self.generator = _tokens(tokens), batch_size, lengths, generator
-        self.device = device
+        self.device, self.unit = device, unit  # what the ids are, for a message: see `make_batcher`
         if (len(tokens) - lengths.seq_len) // batch_size < lengths.seq_len:  # each row: at least one window
             raise RnnlmError(
-                f"the training split has {len(tokens):,} characters, too few for train.batch_size={batch_size} streams "
+                f"the training split has {len(tokens):,} {self.unit}, too few for "
+                f"train.batch_size={batch_size} streams "
                 f"with train.seq_len={lengths.seq_len}; lower train.batch_size or train.seq_len, or use more text")
         self.epoch = 0
         self._start_epoch()
@@ -222,13 +223,14 @@ class RandomWindows(ShuffledEpochs):
     reads every character about once, in random order. Each window starts from a zero state."""
 
     def __init__(self, tokens: Tokens, batch_size: int, lengths: WindowLengths, generator: torch.Generator,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", unit: str = "characters"):
         self.tokens, self.batch_size, self.lengths, self.generator = _tokens(tokens), batch_size, lengths, generator
-        self.device = device
+        self.device, self.unit = device, unit  # what the ids are, for a message: see `make_batcher`
         windows = (len(tokens) - lengths.seq_len) // lengths.seq_len  # the fewest a grid holds (offset T - 1)
         if windows < batch_size:
             raise RnnlmError(
-                f"the training split has {len(tokens):,} characters, too few for train.batch_size={batch_size} windows "
+                f"the training split has {len(tokens):,} {self.unit}, too few for "
+                f"train.batch_size={batch_size} windows "
                 f"of train.seq_len={lengths.seq_len}; lower train.batch_size or train.seq_len, or use more text")
         self.epoch = 0
         self._start_epoch()
@@ -312,4 +314,5 @@ def make_batcher(cfg: Config, tokens: Tokens, offsets: np.ndarray | None, device
         return RecordBatches(Records(tokens, offsets), cfg.train.batch_size, generator, device)
     lengths = WindowLengths(cfg.train.seq_len, cfg.train.bptt, generator)
     kind = SequentialStreams if cfg.train.batching == "sequential" else RandomWindows
-    return kind(tokens, cfg.train.batch_size, lengths, generator, device)
+    unit = "characters" if offsets is None else "symbols (characters and each record's <eos>)"
+    return kind(tokens, cfg.train.batch_size, lengths, generator, device, unit)

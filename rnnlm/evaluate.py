@@ -384,6 +384,8 @@ class Part:
     """How a stream was read: 1 exactly as one stream, N as N carried streams; None for records or windows."""
     warmup: int = WARMUP
     """With N streams: the characters each stream after the first read before its own (fewer for a short text)."""
+    eos: bool = False
+    """What a records model scores: each record's <eos> too (`data info` counts characters alone)."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.name, **self.score.as_dict(), "unknown_chars": self.unknown,
@@ -414,13 +416,15 @@ class Evaluation:
 
     def lines(self, perplexity_first: bool = False) -> list[str]:
         """The report: each source's characters, then its nll, bpc and perplexity (perplexity first if asked)."""
-        named = self.parts + ([Part("total", self.total, [], _combined(self.parts))] if len(self.parts) > 1 else [])
+        named = self.parts + ([Part("total", self.total, [], _combined(self.parts), eos=self.parts[0].eos)]
+                              if len(self.parts) > 1 else [])
         out: list[str] = []
         for p in named:
             s = p.score
             how = (f"at most {self.context} character{'s' * (self.context != 1)} of context" if self.context
                    else p.reading())
-            chars = f"{s.chars:,} character{'s' * (s.chars != 1)}"
+            chars = (f"{s.chars:,} symbol{'s' * (s.chars != 1)} (characters and each record's <eos>)" if p.eos
+                     else f"{s.chars:,} character{'s' * (s.chars != 1)}")
             out.append(f"{p.name}: {chars} ({s.unk:,} unknown)" + (f", {how}" if p in self.parts else ""))
             measures = [f"nll {s.nll:.4f} nats/char", f"bpc {s.bpc:.4f}", f"perplexity {s.perplexity:.3f}"]
             out.append("  " + "   ".join(measures[-1:] + measures[:-1] if perplexity_first else measures))
@@ -474,7 +478,8 @@ def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None
         if read is not None and read > 1 and len(source.ids) >= 2:  # as score_stream reads it: the rows a text fills
             _, read, warm = _layout(len(source.ids), read, WARMUP)
         bpc = compressor_bpc(source.characters()) if compressors else None
-        parts.append(Part(source.name, score, source.unknown, bpc, None if context is not None else read, warm))
+        parts.append(Part(source.name, score, source.unknown, bpc, None if context is not None else read, warm,
+                          point.records))
     total = Score(float("nan"), 0, 0)
     for p in parts:
         total = _add(total, p.score)

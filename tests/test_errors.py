@@ -304,3 +304,11 @@ def test_a_run_folder_removed_while_it_trains_stops_the_run_and_stays_gone(files
             shutil.rmtree(run_dir)
         else:
             assert not run_dir.exists()
+
+
+def test_too_few_for_the_batch_counts_a_packed_records_split_as_training_shows_it(tmp_path):
+    """The start line says 21,842 characters of anbn; the refusal said 23,843 "characters", each record's <eos>
+    counted in."""
+    err = assert_user_error(cli("train", REPO / "configs" / "tiny.yaml", "train.batch_size=100000",
+                                "--out", tmp_path / "runs"), "too few for train.batch_size=100000")
+    assert "symbols (characters and each record's <eos>), too few" in err, err

@@ -201,7 +201,10 @@ def test_a_records_model_reads_a_file_one_record_per_line(tmp_path):
     (tmp_path / "r.txt").write_text("ab\naabb\naaabbb\n", encoding="utf-8")
     source = file_source(tmp_path / "r.txt", point)
     assert source.ids.take(slice(None)).tolist() == [0, 2, 3, 0, 2, 2, 3, 3, 0, 2, 2, 2, 3, 3, 3, 0]
-    assert evaluate_sources(point, [source]).total.chars == 15  # 12 letters and 3 <eos>
+    result = evaluate_sources(point, [source])
+    assert result.total.chars == 15  # 12 letters and 3 <eos>
+    # not "15 characters", where `data info` and training's start line count 12
+    assert result.lines()[0].startswith(f"{tmp_path / 'r.txt'}: 15 symbols (characters and each record's <eos>)")
 
 
 def test_several_files_total_weighs_by_characters(tmp_path):
