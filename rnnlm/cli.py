@@ -221,6 +221,12 @@ def _config_and_overrides(config: Optional[str], args: list[str]) -> tuple[Optio
     kept as typed, `sample.prime=a//b` and all)."""
     if config is not None and re.match(r"[A-Za-z_]+\.[A-Za-z_]+=", config) and not Path(config).exists():
         return None, [config, *args]
+    if config is not None and re.match(r"[A-Za-z_]+=", config) and not Path(config).exists():
+        from rnnlm.config import as_override
+
+        meant = as_override(config)  # nanoGPT's `max_iters=100`: a key without its section
+        if meant:
+            raise RnnlmError(f"{config}: write a config key with its section: {meant}")
     return (None if config is None else Path(config)), args
 
 
@@ -817,6 +823,21 @@ def _command_path(e: UsageError) -> str:
     return " ".join(names) if len(names) > len(path.split()) else path
 
 
+def _override_meant(e: UsageError) -> str:
+    """For an unknown option that is a config key in nanoGPT's spelling (`--max_steps=100`), the override meant."""
+    from rnnlm.config import as_override
+
+    name, words = getattr(e, "option_name", None), sys.argv[1:]  # click's NoSuchOption
+    at = next((i for i, w in enumerate(words) if name and (w == name or w.startswith(f"{name}="))), None)
+    if at is None:
+        return ""
+    word = words[at]
+    if word == name and at + 1 < len(words) and not words[at + 1].startswith("-"):  # `--max_steps 100`
+        word = f"{name}={words[at + 1]}"
+    meant = as_override(word)
+    return f"; config keys are given without dashes: {meant}" if meant else ""
+
+
 class _WarningLine(logging.Handler):
     """rnnlm's logged warnings (files a corpus leaves out) as the CLI's other warnings: one `warning: ...` line."""
 
@@ -840,7 +861,7 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except UsageError as e:  # an unknown option or command, a value of the wrong type, a missing argument
-        message = " ".join(e.format_message().split()).rstrip(".")
+        message = " ".join(e.format_message().split()).rstrip(".") + _override_meant(e)
         typer.echo(f"error: {message[:1].lower()}{message[1:]} (see '{_command_path(e)} -h')", err=True)
         sys.exit(2)
     except ClickException as e:

@@ -477,13 +477,25 @@ def from_dict(raw: dict[str, Any]) -> Config:
 YAML_NULLS = ("null", "Null", "NULL", "~")
 
 
+def as_override(word: str) -> str | None:
+    """The override a nanoGPT habit meant (`max_steps=100`, `--max_steps=100`, `--train.max_steps=100`):
+    `train.max_steps=100`, when the key names one config key; else None."""
+    key, sep, value = word.lstrip("-").partition("=")
+    section, dot, name = key.rpartition(".")
+    fields = {s: {f.name for f in dataclasses.fields(cls)} for s, cls in _SECTION_TYPES.items()}
+    owners = [s for s in fields if name in fields[s] and (not dot or s == section)]
+    return f"{owners[0]}.{name}={value if sep else 'VALUE'}" if len(owners) == 1 else None
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
     """`train.lr=3e-4` -> ("train", "lr", 0.0003). The value is read as YAML (so lists and null work),
     except for text keys, which take it as typed (`sample.prime=ROMEO:` stays the string "ROMEO:")."""
     key, sep, value = text.partition("=")
     section, dot, name = key.partition(".")
     if not sep or not dot or not section or not name:
-        raise ConfigError(f"override {text!r} is malformed: write section.key=value, e.g. train.lr=0.001")
+        meant = as_override(text) if sep else None
+        raise ConfigError(f"override {text!r} is malformed: write section.key=value, e.g. "
+                          + (f"{meant}" if meant else "train.lr=0.001"))
     if section not in _SECTION_TYPES:
         raise ConfigError(f"override {text!r}: unknown section {section!r}"
                           f"{_did_you_mean(section, _SECTION_TYPES)}; sections are: {', '.join(_SECTION_TYPES)}")

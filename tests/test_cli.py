@@ -196,3 +196,17 @@ def test_the_commands_printed_to_paste_work_for_a_run_whose_path_has_a_space(tmp
     from rnnlm.runs import new_run_from
     assert shlex.split(new_run_from(runs / "has space"))[2:] == [str(runs / "has space" / "config.yaml"),
                                                                 "--init-from", str(runs / "has space"), "--out", str(runs)]
+
+
+def test_config_keys_in_nanogpt_spelling_are_answered_with_the_override_meant(tmp_path):
+    """nanoGPT takes `--max_iters=100` and `max_iters=100`; rnnlm said "no such option" or "malformed" alone."""
+    tiny = REPO / "configs" / "tiny.yaml"
+    for args, meant in [((tiny, "--max_steps=100"), "train.max_steps=100"),
+                        ((tiny, "--train.max_steps=100"), "train.max_steps=100"),
+                        ((tiny, "--hidden_size", "64"), "model.hidden_size=64"),
+                        ((tiny, "lr=0.1"), "train.lr=0.1")]:
+        assert_user_error(cli("train", *args, "--out", tmp_path), meant)
+    assert_user_error(cli("train", "max_steps=100", "--out", tmp_path),
+                      "max_steps=100: write a config key with its section: train.max_steps=100")
+    assert "config keys" not in cli("train", tiny, "--bogus=1")[2]  # no key of that name: nothing suggested
+    assert not any(tmp_path.iterdir())
