@@ -209,6 +209,9 @@ def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Pat
     if init_from is not None:
         if resume is not None:
             raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
+        given = next((a for a in args if a.startswith("train.init_from=")), None)
+        if given is not None:  # one of the two would be dropped unsaid
+            raise RnnlmError(f"--init-from {init_from} and {given} both name the weights to start from: give one")
         try:
             args.append(f"train.init_from={ckpt_path(init_from)}")
         except RnnlmError as e:

@@ -528,6 +528,9 @@ def _check_settings(cfg: Config, dist: Dist) -> None:
                          f"processes; use a multiple of {dist.world_size}")
     if t.tensorboard and dist.is_main:
         check_tensorboard()
+    if t.max_steps is not None and t.warmup_steps > t.max_steps and dist.is_main:  # a slip, most likely: said
+        say(f"warning: train.warmup_steps={t.warmup_steps} is above train.max_steps={t.max_steps}, so the learning "
+            f"rate rises for the whole run and never reaches train.lr={t.lr:g}; lower train.warmup_steps")
 
 
 def _no_validation(cfg: Config) -> None:

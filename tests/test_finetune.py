@@ -151,4 +151,7 @@ def test_a_start_that_is_not_there_names_the_option_that_named_it(tmp_path):
                       f"error: --init-from {gone}: no such checkpoint or run directory")
     assert_user_error(cli("train", tiny, f"train.init_from={gone}", "--out", tmp_path),
                       f"error: train.init_from: {gone}: no such checkpoint or run directory")
+    assert_user_error(cli("train", tiny, f"train.init_from={gone}", "--init-from", tmp_path / "other", "--out",
+                          tmp_path), f"--init-from {tmp_path / 'other'} and train.init_from={gone} both name the "
+                      "weights to start from: give one")  # the option won, unsaid
     assert list(tmp_path.iterdir()) == []  # no run folder left behind

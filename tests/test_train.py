@@ -610,3 +610,16 @@ def test_a_resume_that_no_longer_fits_is_told_to_start_a_new_run_from_its_weight
     with pytest.raises(RnnlmError, match=r"train.seq_len in a new run from this one's weights \(rnnlm train CONFIG "
                                          r"--init-from RUN\)$"):
         model.check_fits(100, cfg, torch.device("cpu"), 32, 64, resumed=True)
+
+
+def test_a_warmup_longer_than_the_run_is_warned_of(tmp_path):
+    """train.warmup_steps=5000 with train.max_steps=400 trained at a rate that never reached train.lr, unsaid (a
+    user trial: val 0.56 where 0.22)."""
+    status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "train.max_steps=3", "train.warmup_steps=4",
+                         "--out", tmp_path, "--name", "run", "-q")
+    assert status == 0, err
+    assert ("warning: train.warmup_steps=4 is above train.max_steps=3, so the learning rate rises for the whole run "
+            "and never reaches train.lr=0.01; lower train.warmup_steps") in err.splitlines()
+    status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "train.max_steps=3", "train.warmup_steps=3",
+                         "--out", tmp_path, "--name", "run2", "-q")  # its last step at train.lr: no word
+    assert status == 0 and "train.warmup_steps" not in err, err
