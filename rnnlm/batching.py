@@ -243,7 +243,7 @@ class RandomWindows(ShuffledEpochs):
 
     def next(self) -> Batch:
         picked = self._take()
-        length = self.lengths.draw()
+        length = min(self.lengths.draw(), len(self.tokens) - 1)  # a drawn 2T of a split of 2T ids: one less
         starts = picked.clamp(max=len(self.tokens) - 1 - length)
         index = (starts[:, None] + torch.arange(length)).numpy()  # (B, T)
         return _batch(self.tokens.take(index), self.tokens.take(index + 1), False, self.epoch, self.device)

@@ -100,7 +100,7 @@ def _claim(out: Path, run_dir: Path) -> str | None:
         pid = holder(run_dir)
         if pid is not None:
             raise _Taken(f"{run_dir} is a run being trained by process {pid}; choose another --name") from None
-        raise _Taken(f"{run_dir} already exists; continue it with --resume {run_dir} or choose another "
+        raise _Taken(f"{run_dir} already exists; continue it with --resume {shell_word(run_dir)} or choose another "
                      "--name") from None
     except OSError as e:
         return f"cannot write the run directory {run_dir}: {e.strerror or e}; choose another folder with --out"
@@ -179,6 +179,10 @@ def require_run_dir(run_dir: Path) -> None:
                              "so nothing to resume: start the run again (its --name may be used again)")
         raise RnnlmError(f"--resume {run_dir}: not a run directory (it has no config.yaml or {ckpt.LAST}); give the "
                          "folder `rnnlm train` made (rnnlm runs lists them)")
+    if not (run_dir / ckpt.LAST).exists() and not is_run(run_dir):  # a project's own config.yaml: not to overwrite
+        raise RnnlmError(f"--resume {run_dir}: not a run directory (its config.yaml has nothing training writes beside "
+                         "it); for a new run with that config: rnnlm train "
+                         f"{shell_word(run_dir / 'config.yaml')}")
 
 
 def resume_point(run_dir: Path) -> ckpt.Checkpoint | None:
@@ -198,7 +202,7 @@ def resume_point(run_dir: Path) -> ckpt.Checkpoint | None:
         raise RnnlmError(f"--resume {run_dir}: the run saved checkpoints (its {METRICS} goes to step "
                          f"{max((r['step'] for r in _stepped(run_dir)), default=0)}), but they are gone, and a resume "
                          f"would start it over on top of its metrics; train it again as a new run: rnnlm train "
-                         f"{run_dir / 'config.yaml'} --out {run_dir.parent}")
+                         f"{shell_word(run_dir / 'config.yaml')} --out {shell_word(run_dir.parent)}")
     return None
 
 
@@ -354,13 +358,13 @@ class RunInfo:
 
 
 def is_run(folder: Path) -> bool:
-    """A run directory: its config.yaml beside what training writes (the lock, the status, a checkpoint); a project
-    folder with a config.yaml of its own is not one."""
+    """A run directory: its config.yaml beside what training writes (the lock, the status, the metrics, a
+    checkpoint); a project folder with a config.yaml of its own is not one."""
     try:
         names = set(os.listdir(folder))
     except OSError:
         return False
-    return "config.yaml" in names and bool(names & {LOCK, STATUS} or any(n.endswith(".pt") for n in names))
+    return "config.yaml" in names and bool(names & {LOCK, STATUS, METRICS} or any(n.endswith(".pt") for n in names))
 
 
 def list_runs(folder: Path) -> list[RunInfo]:

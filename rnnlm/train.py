@@ -193,7 +193,7 @@ class Trainer:
         if self.cfg.data.path != before and resume.train is not None and not resume.train.corpus:
             raise RnnlmError(f"--resume {self.run_dir}: this checkpoint predates corpus fingerprints, so rnnlm cannot "
                              f"tell whether {self.cfg.data.path} holds the text it trained on; resume with "
-                             f"data.path={before}")
+                             f"data.path={shell_word(before)}")
 
     def _check_corpus(self, resume: Checkpoint) -> None:
         """A resume continues over the text the run was trained on, or not at all."""

@@ -112,7 +112,7 @@ def test_truncate_keeps_values_and_cuts_the_graph():
 def test_targets_are_inputs_shifted_and_stay_inside_the_split(n, batch, seq, bptt, kind, seed):
     tokens = torch.arange(n)
     # what each batcher needs (too little is an error, tested above): every stream one window, or B windows
-    assume((n - seq) // batch >= seq if kind is SequentialStreams else (n - 1 - seq) // seq >= batch)
+    assume((n - seq) // batch >= seq if kind is SequentialStreams else (n - seq) // seq >= batch)
     b = kind(tokens, batch, lengths(seq, bptt, seed), torch.Generator().manual_seed(seed))
     previous = None
     for _ in range(30):
@@ -122,6 +122,17 @@ def test_targets_are_inputs_shifted_and_stay_inside_the_split(n, batch, seq, bpt
         if x.carry:  # sequential: each row picks up exactly where it stopped, so carrying its state is right
             assert kind is SequentialStreams and torch.equal(x.inputs[:, 0], previous.targets[:, -1])
         previous = x
+
+
+@pytest.mark.parametrize("seq", [1, 2, 3, 8])
+def test_a_random_window_as_long_as_the_split_reads_inside_it(seq):
+    """A split of 2T ids passes the size check, and a random bptt length may be drawn up to 2T: that window
+    wrapped around the text's end (inputs [3, 0, 1, 2] for targets [0, 1, 2, 3])."""
+    generator = torch.Generator().manual_seed(0)
+    b = RandomWindows(Tokens(torch.arange(2 * seq)), 1, WindowLengths(seq, "random", generator), generator)
+    for _ in range(200):
+        x = b.next()
+        assert torch.equal(x.targets, x.inputs + 1) and int(x.inputs.min()) >= 0
 
 
 @settings(max_examples=40, deadline=None)

@@ -214,6 +214,14 @@ def test_resume_of_a_folder_that_is_not_a_run_says_what_it_is(tmp_path):
     (tmp_path / "f").write_text("x")
     assert_user_error(cli("train", "--resume", tmp_path / "f"), "f: not a run directory (a file)")
     assert_user_error(cli("train", "--resume", tmp_path), "not a run directory (it has no config.yaml or last.pt)")
+    project = tmp_path / "proj"  # a project's own config: it was taken for a run stopped early, rewritten and trained
+    project.mkdir()
+    (project / "config.yaml").write_text("# mine, with comments\ntrain: {max_steps: 2}\n")
+    assert_user_error(cli("train", "--resume", project), f"--resume {project}: not a run directory (its config.yaml "
+                      f"has nothing training writes beside it); for a new run with that config: rnnlm train "
+                      f"{project / 'config.yaml'}")
+    assert os.listdir(project) == ["config.yaml"]
+    assert (project / "config.yaml").read_text() == "# mine, with comments\ntrain: {max_steps: 2}\n"
 
 
 def test_a_new_run_from_a_runs_config_is_named_after_that_run(tmp_path, monkeypatch):
