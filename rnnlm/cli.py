@@ -707,7 +707,12 @@ def output(path: Optional[Path], reads: tuple[Optional[Path], ...] = (),
             stream = stack.enter_context(atomic_file(path, encoding="utf-8"))
         except OSError as e:
             raise RnnlmError(f"--out {path}: cannot write ({e.strerror})") from None
-        yield _Checked(stream, path)
+        existed = path.exists()
+        try:
+            yield _Checked(stream, path)
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM / SIGHUP made an exit: say what became of it
+            typer.echo(f"stopped: --out {path} was {'left as it was' if existed else 'not written'}", err=True)
+            raise
         try:
             stack.close()  # flush, close and rename now, so that a full disk is a message, not a traceback
         except OSError as e:
