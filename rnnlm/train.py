@@ -337,7 +337,9 @@ class Trainer:
         return bool(every) and self.tally.step % every == 0
 
     def _show_preview_if_due(self) -> None:
-        if self._preview_due() and self.dist.is_main:
+        """The sample due at this step, unless a stop was asked for: the run saves and exits first (a preview of
+        a long sample.length took seconds after Ctrl-C; a resume does not draw it again)."""
+        if self._preview_due() and self.dist.is_main and self.stop.received is None:
             self.bar.write(self.preview())
 
     def _clock_in(self) -> None:

@@ -237,6 +237,26 @@ def test_samples_while_training_use_the_sample_settings_under_a_header(tmp_path,
     assert all(err[k + 1].startswith("he") and len(err[k + 1]) == 2 + 12 for k in headers)
 
 
+def test_a_stop_asked_for_at_a_preview_step_saves_without_drawing_the_preview(tmp_path, capsys, monkeypatch):
+    """Ctrl-C at a step with a sample due drew the sample (seconds, for a long sample.length) before saving."""
+    import signal
+
+    from rnnlm.train import Trainer
+
+    log = Trainer.log_training
+
+    def ctrl_c_at_step_5(self):
+        log(self)
+        if self.tally.step == 5:
+            signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(Trainer, "log_training", ctrl_c_at_step_5)
+    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=10", "train.sample_every=5", "train.log_every=1",
+                             "sample.length=12", "train.eval_every=100"])
+    assert train(cfg, tmp_path / "run", progress=False).stopped == "interrupted"
+    assert "sample at step" not in capsys.readouterr().err
+    assert ckpt.load(tmp_path / "run" / ckpt.LAST).step == 6  # a stop is agreed on with the step after it
+
+
 def test_a_time_budget_leaves_room_for_the_final_evaluation(tmp_path, monkeypatch):
     """The budget counts evaluations, the final one too: a run stops when what it has spent and the final
     evaluation's expected time reach the budget (here an evaluation expected to take it all: one step)."""
