@@ -58,6 +58,10 @@ from rnnlm.state import map_state, select_rows
 
 Stopped = Literal["max_steps", "max_epochs", "max_time", "patience", "interrupted"]
 
+OVERFLOWS_IN_A_ROW = 50
+"""fp16 steps skipped in a row for an overflowing gradient that end the run: the loss scale is then 2**-50 of what
+it was (a scale too high costs a few steps once)."""
+
 
 class TrainingDiverged(RnnlmError):
     """The loss or the gradient became NaN or infinite, or the loss exploded."""
@@ -121,6 +125,7 @@ class Trainer:
             _no_validation(cfg)
         self.tally, self.state = Tally(), None
         self.fastest = 0.0  # characters a second of this session's fastest step (its first ones warm up, slowly)
+        self.overflows = 0  # steps in a row whose gradient was not finite (fp16's scaler skipped them)
         self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
         if resume is not None:
             self._restore(resume)
@@ -416,7 +421,8 @@ class Trainer:
         return None
 
     def _check_divergence(self, loss: float, grad_norm: float) -> None:
-        problem = _divergence(loss, grad_norm, self.tally.first_loss, self.scaler.is_enabled())
+        self.overflows = self.overflows + 1 if not math.isfinite(grad_norm) else 0
+        problem = _divergence(loss, grad_norm, self.tally.first_loss, self.scaler.is_enabled(), self.overflows)
         if problem:
             last, clip = self.run_dir / ckpt.LAST, self.cfg.train.grad_clip
             fix = "lower train.lr or set train.grad_clip" if clip is None else (
@@ -558,13 +564,17 @@ def _draw(batcher: Batcher, max_epochs: int | None) -> Batch | None:
     return batch
 
 
-def _divergence(loss: float, grad_norm: float, first_loss: float, scaled: bool) -> str | None:
+def _divergence(loss: float, grad_norm: float, first_loss: float, scaled: bool, overflows: int = 0) -> str | None:
     """Why training must stop, or None. Like char-rnn, a loss three times its first value has exploded.
-    With fp16 loss scaling an infinite gradient only means the scale was too high: the scaler skips it."""
+    With fp16 loss scaling an infinite gradient only means the scale was too high: the scaler skips it and halves
+    the scale, without a floor, so `overflows` in a row (this step's included) mean no scale will do."""
     if not math.isfinite(loss):
         return f"the loss became {loss}"
     if not math.isfinite(grad_norm) and not scaled:
         return f"the gradient norm became {grad_norm}"
+    if scaled and overflows >= OVERFLOWS_IN_A_ROW:
+        return (f"the fp16 gradient overflowed {overflows} steps in a row (each one skipped, the loss scale halved "
+                "each time); train.precision=bf16 has float32's range")
     if loss > 3 * first_loss:
         return f"the loss exploded to {loss:.4g}, over three times its first value {first_loss:.4g}"
     return None

@@ -647,3 +647,22 @@ def test_a_warmup_longer_than_the_run_is_warned_of(tmp_path):
     status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "train.max_steps=3", "train.warmup_steps=3",
                          "--out", tmp_path, "--name", "run2", "-q")  # its last step at train.lr: no word
     assert status == 0 and "train.warmup_steps" not in err, err
+
+
+def test_an_fp16_gradient_that_keeps_overflowing_ends_the_run(tmp_path):
+    """The scaler halves its scale at each skipped step, without a floor: a gradient that overflowed at every step
+    skipped every step to the end of the budget, writing checkpoints of unchanged weights."""
+    from types import SimpleNamespace
+
+    from rnnlm.train import OVERFLOWS_IN_A_ROW, Trainer, TrainingDiverged
+
+    trainer = SimpleNamespace(overflows=0, tally=SimpleNamespace(first_loss=2.0, step=0), run_dir=tmp_path,
+                              scaler=SimpleNamespace(is_enabled=lambda: True),
+                              cfg=SimpleNamespace(train=SimpleNamespace(grad_clip=None)))
+    for _ in range(3):  # a scale too high at first: a few skipped steps, then one taken, counts again from 0
+        Trainer._check_divergence(trainer, 2.0, math.inf)
+    Trainer._check_divergence(trainer, 2.0, 1.0)
+    for _ in range(OVERFLOWS_IN_A_ROW - 1):
+        Trainer._check_divergence(trainer, 2.0, math.inf)
+    with pytest.raises(TrainingDiverged, match=f"the fp16 gradient overflowed {OVERFLOWS_IN_A_ROW} steps in a row"):
+        Trainer._check_divergence(trainer, 2.0, math.inf)
