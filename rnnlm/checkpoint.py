@@ -193,15 +193,28 @@ class Checkpoint:
 def save(paths: list[Path], point: Checkpoint) -> None:
     """Write the same checkpoint under each of `paths` (serialized once), each atomically, in order."""
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "version": CHECKPOINT_VERSION, "config": point.config.to_dict(),
-                "vocab": list(point.vocab.itos), "records": point.records, "model": point.model, "step": point.step,
-                "train": None if point.train is None else point.train.to_plain(), "data_root": point.data_root}, buffer)
+    torch.save(_on_cpu({"format": FORMAT, "version": CHECKPOINT_VERSION, "config": point.config.to_dict(),
+                        "vocab": list(point.vocab.itos), "records": point.records, "model": point.model,
+                        "step": point.step, "train": None if point.train is None else point.train.to_plain(),
+                        "data_root": point.data_root}), buffer)
     for path in paths:
         try:
             _write(path, buffer.getbuffer())
         except OSError as e:
             kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
             raise CheckpointError(f"{path}: could not write the checkpoint ({e.strerror or e}); {kept}") from None
+
+
+def _on_cpu(value: Any) -> Any:
+    """`value` with its tensors in CPU memory: a CUDA run's checkpoint would otherwise name CUDA storages, which a
+    plain torch.load on a machine without a GPU refuses (rnnlm's own load maps them; other tools may not)."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
 
 
 def _write(path: Path, data: memoryview) -> None:
