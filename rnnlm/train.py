@@ -286,9 +286,13 @@ class Trainer:
             group["lr"] = self.lr
         rows = dist.rows(t.batch_size)
         inputs, targets, chars = batch.inputs[rows], batch.targets[rows], batch.chars  # chars: the global minibatch's
-        run = self.forward if inputs.shape[1] == t.seq_len else self.net  # compiled for full windows only
+        run, state = self.forward, self.state
+        if inputs.shape[1] != t.seq_len:  # compiled for full windows only
+            run = self.net
+        elif run is not self.net:  # compiled: one signature, float32 states (a None, or autocast's, compiled again)
+            state = self.model.init_state(len(inputs)) if state is None else map_state(lambda s: s.float(), state)
         with dev.autocast(self.cfg, self.device):
-            logits, self.state = run(inputs, self.state)
+            logits, self.state = run(inputs, state)
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
                                   ignore_index=IGNORE, reduction="sum")
         loss = nll * (dist.world_size / max(1, chars))  # DDP averages gradients: the step of the global mean loss

@@ -401,10 +401,15 @@ def test_compiled_training_matches_eager(tmp_path):
     # compiling unrolls the recurrence over the window: a short window keeps the compile to a minute or less
     common = ["data.dataset=hello", "model.cell=rnn", "model.hidden_size=8", "model.num_layers=1", "train.seq_len=4",
               "train.batch_size=4", "train.max_steps=6", "train.log_every=1", "train.eval_every=6", "train.device=cpu"]
+    from torch._dynamo.utils import counters
+
     eager, _, _ = fit(tmp_path, *common, name="eager")
+    counters.clear()
     compiled, _, _ = fit(tmp_path, *common, "train.compile=true", name="compiled")
     losses = lambda r: [x["train_loss"] for x in read_metrics(r.run_dir) if "train_loss" in x]  # noqa: E731
     assert losses(compiled) == pytest.approx(losses(eager), rel=1e-5)
+    # compiled once, as the README says: the first window's state (None, sequential batching) compiled it again
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 def test_evaluation_scores_at_most_eval_chars_of_the_validation_split(tmp_path):
