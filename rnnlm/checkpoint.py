@@ -234,16 +234,13 @@ def numbered_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def resolve(path: str | Path) -> Path:
-    """A run directory means its best checkpoint (or its last, with a warning saying so, before any evaluation or
-    without a validation split)."""
+    """A run directory means its best checkpoint (or its last, before any evaluation or without a validation
+    split)."""
     p = Path(path)
     if p.is_dir():
-        if (p / BEST).is_file():
-            return p / BEST
-        if (p / LAST).is_file():
-            warnings.warn(f"{p} has no {BEST} (no evaluation yet, or no validation split): using its {LAST}",
-                          stacklevel=2)
-            return p / LAST
+        for name in (BEST, LAST):
+            if (p / name).is_file():
+                return p / name
         kept = numbered_checkpoints(p)
         if kept:
             advice = f"give one of its checkpoints, e.g. the newest: {kept[-1][1]}"

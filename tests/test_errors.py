@@ -194,6 +194,7 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(files, monke
     monkeypatch.setattr(ckpt, "_write", disk_full_after_the_first_last_pt)
     run_dir = files / "runs" / "full"
     assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "model.hidden_size=8",
+                          "train.warmup_steps=0",
                           "model.num_layers=1", "train.seq_len=8", "train.batch_size=4", "train.eval_every=2",
                           "train.max_steps=6", "--out", str(files / "runs"), "--name", "full", "-q"),
                       "No space left on device", "the previous last.pt is intact", max_lines=3)
@@ -216,6 +217,7 @@ def test_disk_full_while_a_metrics_record_is_written_is_a_message(files, monkeyp
 
     monkeypatch.setattr(metrics, "open", lambda *a, **k: FillsUp(), raising=False)
     assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "model.hidden_size=8",
+                          "train.warmup_steps=0",
                           "model.num_layers=1", "train.seq_len=8", "train.batch_size=4", "train.log_every=1",
                           "train.max_steps=20", "--out", str(files / "runs"), "--name", "full", "-q"),
                       "metrics.jsonl: could not write a record (No space left on device); make room and resume",
@@ -296,7 +298,7 @@ def test_a_run_folder_removed_while_it_trains_stops_the_run_and_stays_gone(files
 
         monkeypatch.setattr(Trainer, "train_one", removed_at_step_3)
         assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'text.txt'}", "model.hidden_size=8",
-                              "model.num_layers=1", "train.seq_len=8", "train.batch_size=4", "train.eval_every=5",
+                              "train.warmup_steps=0", "model.num_layers=1", "train.seq_len=8", "train.batch_size=4", "train.eval_every=5",
                               "train.max_steps=20", "--out", str(files / "runs"), "--name", "gone", "-q"),
                           f"{run_dir} was removed while the run trained; nothing more is saved", max_lines=3)
         if another_run_took_the_name:  # its folder as it made it: neither written into nor removed
