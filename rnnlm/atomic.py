@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ def atomic_file(target: Path, encoding: str | None = None) -> Iterator[IO[Any]]:
     f = tmp.open("w" if encoding else "wb", encoding=encoding)
     try:
         held(f)
+        with contextlib.suppress(FileNotFoundError):  # a file replaced keeps its permissions (a private one stays so)
+            os.fchmod(f.fileno(), stat.S_IMODE(target.stat().st_mode))
         yield f
         f.flush()
         os.fsync(f.fileno())

@@ -754,6 +754,9 @@ def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tup
         raise RnnlmError(f"--out {path} is {kind}, not a file; give the path of a file to write")
     if not target.parent.is_dir():
         raise RnnlmError(f"--out {path}: the folder {target.parent} does not exist")
+    if mode is not None and not mode & 0o222:  # as root, the permission alone would not stop the replacement
+        raise RnnlmError(f"--out {path} is read-only (mode {stat.S_IMODE(mode):04o}); make it writable (chmod u+w) "
+                         "to replace it, or write elsewhere")
     if _run_file(target):
         raise RnnlmError(f"--out {path}: a file of the run in {target.parent}, which rnnlm keeps; write elsewhere")
     read = next((r for r in reads if r is not None and mode is not None and r.exists() and target.samefile(r)), None)
@@ -767,9 +770,9 @@ def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tup
 
 
 def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optional[Path]) -> tuple[Path, ...]:
-    """The files of the run's corpus that `out` could replace: the downloaded file of a published corpus, or your
-    own files (`data.path`, or --data-path where they moved). Listed only when `out` exists: a folder's walk is not
-    made for a new file."""
+    """The files of the run's corpus that `out` could replace: the downloaded file of a published corpus (and the
+    data mirror's copy it came from), or your own files (`data.path`, or --data-path where they moved). Listed only
+    when `out` exists: a folder's walk is not made for a new file."""
     from rnnlm.data.catalog import DOWNLOADS
     from rnnlm.data.text import text_files
 
@@ -778,8 +781,10 @@ def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optio
     data = point.data_config()
     spec = str(moved_to) if moved_to is not None else data.path
     if not spec:
-        remote = DOWNLOADS.get(data.dataset)
-        return (run_data(point, data_dir).path / remote.relpath,) if remote is not None else ()
+        remote, root = DOWNLOADS.get(data.dataset), run_data(point, data_dir)
+        if remote is None:
+            return ()
+        return (root.path / remote.relpath,) + ((root.mirror / remote.relpath,) if root.mirror is not None else ())
     try:
         return tuple(text_files(spec))
     except RnnlmError:  # gone or moved: nothing there to replace

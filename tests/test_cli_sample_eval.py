@@ -607,3 +607,19 @@ def test_a_carried_state_of_nan_is_read_as_the_zero_state_with_a_warning(tmp_pat
                                         for name in ("zero.pt", "nan.pt"))
     assert status == 0 and out == zero, (out, zero)
     assert err.startswith(f"warning: {tmp_path / 'nan.pt'}: the state training carried holds NaN"), err
+
+
+def test_out_keeps_a_replaced_files_permissions_and_refuses_a_read_only_one(models, tmp_path):
+    """A private (0600) file came back world-readable (0644), and a read-only one was replaced: as root, which
+    the permission alone does not stop (the data mirror's copy of a corpus was)."""
+    import os
+
+    private, frozen = tmp_path / "private.txt", tmp_path / "frozen.txt"
+    for path, mode in ((private, 0o600), (frozen, 0o444)):
+        path.write_text("mine\n", encoding="utf-8")
+        path.chmod(mode)
+    assert cli("sample", models["hello"], "-n", "5", "--out", private)[0] == 0
+    assert private.read_text(encoding="utf-8") != "mine\n" and os.stat(private).st_mode & 0o777 == 0o600
+    assert_user_error(cli("sample", models["hello"], "-n", "5", "--out", frozen),
+                      f"--out {frozen} is read-only (mode 0444); make it writable (chmod u+w)")
+    assert frozen.read_text(encoding="utf-8") == "mine\n"

@@ -181,3 +181,21 @@ def test_the_data_commands_that_prepare_nothing_start_without_torch(tmp_path: Pa
         done = subprocess.run([sys.executable, "-c", script, "data", *args, "--data-dir", str(tmp_path)], env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and done.stderr.splitlines()[-1] == "False", (args, done.stderr)
+
+
+def test_out_never_replaces_the_mirror_copy_a_corpus_came_from(tmp_path: Path) -> None:
+    """`sample RUN --out MIRROR/names/names.txt` replaced the data mirror's copy (its mode too), and every later
+    fetch from the mirror failed its checksum."""
+    import shutil
+
+    mirror = tmp_path / "mirror"
+    (mirror / "names").mkdir(parents=True)
+    shutil.copyfile(data_mirror() / "names" / "names.txt", mirror / "names" / "names.txt")  # writable
+    env = {"RNNLM_DATA_MIRROR": str(mirror)}
+    trained = run_cli("train", str(REPO / "configs" / "tiny.yaml"), "data.dataset=names", "train.max_steps=2",
+                      "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path), "--name", "r", "-q", env=env)
+    assert trained.returncode == 0, trained.stderr
+    target = mirror / "names" / "names.txt"
+    refused = run_cli("sample", str(tmp_path / "r"), "-N", "2", "--out", str(target), env=env)
+    assert refused.returncode == 2 and "part of the text the run trained on" in refused.stderr, refused.stderr
+    assert target.stat().st_size == 228145
