@@ -511,6 +511,7 @@ def viz(
     from rnnlm import checkpoint as ckpt
     from rnnlm.data.text import read_utf8, typed_text
     from rnnlm.viz import page_for_checkpoint
+    from rnnlm.vocab import listed
 
     if (file is None) == (text is None):
         raise RnnlmError("give the text to read with --file FILE or --text TEXT (one of the two)")
@@ -525,7 +526,7 @@ def viz(
         source = typed_text(text, "--text", "the text in a UTF-8 file with --file")
     page = page_for_checkpoint(point, source, neuron=neuron, chars=chars, force=force)
     if page.trace.unknown:
-        typer.echo(f"warning: characters the model never saw, read as <unk>: {''.join(page.trace.unknown)!r}", err=True)
+        typer.echo(f"warning: characters the model never saw, read as <unk>: {listed(page.trace.unknown)}", err=True)
     with output(out, reads, trained_on) as stream:
         stream.write(page.html)
     cut = f" (the first {chars:,}; --chars for more)" if page.truncated else ""

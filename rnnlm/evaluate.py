@@ -65,7 +65,7 @@ from rnnlm.model import GATES, CharRNN
 from rnnlm.runtime import poll
 from rnnlm.state import State, expand_rows, map_state, select_rows, tensors
 from rnnlm.texts import Text
-from rnnlm.vocab import EOS_ID, UNK_ID
+from rnnlm.vocab import EOS_ID, UNK_ID, listed
 
 WARMUP = 512
 MIN_STREAM = 2048  # characters a stream scores at the least before another stream is worth it
@@ -434,7 +434,7 @@ class Evaluation:
 
     def warnings(self) -> list[str]:
         unseen = [f"{p.name}: {p.score.unk:,} character(s) the model never saw, each scored as <unk>: "
-                  + ", ".join(map(repr, p.unknown[:20])) + (", ..." if len(p.unknown) > 20 else "")
+                  + listed(p.unknown)
                   for p in self.parts if p.unknown]
         cramped = [f"{p.name}: each of the {p.streams:,} streams reads from only {p.warmup:,} character(s) before it "
                    f"(the text is short for so many), which scores it worse than reading it exactly; give fewer "

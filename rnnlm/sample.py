@@ -40,7 +40,7 @@ from rnnlm.model import CharRNN
 from rnnlm.runtime import poll
 from rnnlm.state import State, expand_rows, where_rows
 from rnnlm.texts import run_data_config
-from rnnlm.vocab import EOS_ID, UNK_ID, Vocab
+from rnnlm.vocab import EOS_ID, UNK_ID, Vocab, listed
 
 MAX_DRAWS = 10
 """With --unique or --novel, records are drawn until enough pass, at most this many times the number asked for."""
@@ -246,7 +246,7 @@ class Prime:
         if not self.unknown:
             return None
         return (f"the prime has {self.unknown_count} character(s) the model never saw, read as <unk>: "
-                + ", ".join(map(repr, self.unknown)))
+                + listed(self.unknown))
 
 
 def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, strict: bool = False,

@@ -55,6 +55,7 @@ from rnnlm.runs import check_resume_config, folder_identity, new_run_from, open_
 from rnnlm.runtime import StopSignal, poll
 from rnnlm.sample import SampleOptions, generate
 from rnnlm.state import map_state, select_rows
+from rnnlm.vocab import listed
 
 Stopped = Literal["max_steps", "max_epochs", "max_time", "patience", "interrupted"]
 
@@ -152,7 +153,7 @@ class Trainer:
             unknown = self.vocab.unknown(self.cfg.sample.prime) if t.sample_every else []
             if unknown:  # as rnnlm sample says of its prime
                 say("warning: sample.prime has character(s) the model never saw, read as <unk> in the samples shown "
-                    "while training: " + ", ".join(map(repr, unknown)))
+                    "while training: " + listed(unknown))
             if self.changes is None:
                 say(self._described())
             if self.start is not None and self.changes is None:  # where a fine-tuned run came from

@@ -70,10 +70,14 @@ class Trace:
     """(N,) the probability the model gave it (NaN after the last)."""
     unknown: list[str]
     """Characters of the text the vocabulary lacks (read as <unk>)."""
+    first_prob: float = math.nan
+    """The probability the model gave the first character, from what it read before it (<eos>, a newline); NaN
+    when it read nothing before (a stream model from the zero state)."""
 
     @property
     def bits_per_char(self) -> float:
-        p = self.next_prob[:-1]
+        """Over every character the model predicted, the first one too (as `rnnlm eval` scores a file)."""
+        p = self.next_prob[:-1] if math.isnan(self.first_prob) else np.append(self.first_prob, self.next_prob[:-1])
         return float(-np.log2(np.maximum(p, 1e-30)).mean()) if len(p) else math.nan
 
 
@@ -86,8 +90,9 @@ def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_
     what yields every layer's h (and c) at every character. A model trained on records (one per line)
     reads `<eos>` first and in place of each newline, as in training; `reset_at_eos` starts every record
     from the zero state (for `data.records=pad`, where each record was read on its own). A stream model
-    reads the text from `start` (one row of state, see `rnnlm.inference.start_state`) after a newline, as
-    `rnnlm sample` reads a prime, or from the zero state if `start` is None.
+    reads the text from `start` (one row of state, see `rnnlm.inference.start_state`) as `rnnlm sample` reads a
+    prime, or if `start` is None from the zero state after a newline (`<eos>` without one), as `rnnlm eval` reads
+    a file.
     """
     if not text:
         raise RnnlmError("no text to read: give a non-empty --file or --text")
@@ -102,6 +107,9 @@ def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_
     elif start is not None:  # the text starts a line, after the state left by earlier text, as a prime does
         ids = start_ids(vocab, text, records=False, warm=True)
         offset = len(ids) - len(text)
+    else:  # from zero after the start id, as `rnnlm eval` reads a file: its first character is predicted too
+        ids = torch.cat([start_ids(vocab, "", records=False), ids])
+        offset = 1
     device = model.decoder.weight.device
     cfg = model.cfg
     kinds = ("h", "c") if cfg.cell == "lstm" else ("h",)
@@ -120,14 +128,16 @@ def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_
                 states[k][:, t] = s[:, 0].float().cpu()  # (L, H)
             probs[t] = logits[0, 0].float().softmax(-1).cpu()
 
+    probs_before = probs[offset - 1] if offset else None  # after what was read before the text
     probs = probs[offset:]  # (N, V)
     k = min(top, len(vocab))
     top_probs, top_ids = probs.topk(k, dim=-1)
     next_ids = torch.cat([ids[offset + 1:], torch.tensor([-1])])
     next_prob = torch.full((len(text),), math.nan)
     next_prob[:-1] = probs[:-1].gather(1, next_ids[:-1, None]).squeeze(1)
+    first = float(probs_before[int(ids[offset])]) if probs_before is not None else math.nan
     return Trace(text, cfg.cell, {name: s[:, offset:].numpy() for name, s in states.items()},
-                 top_ids.numpy(), top_probs.numpy(), next_ids.numpy(), next_prob.numpy(), unknown)
+                 top_ids.numpy(), top_probs.numpy(), next_ids.numpy(), next_prob.numpy(), unknown, first)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -341,6 +351,8 @@ def page_for_checkpoint(point: Checkpoint, text: str, neuron: str | None = None,
     """Everything `rnnlm viz` does, short of writing the file: load the model, read the text, rank, render."""
     if chars is not None and chars < 1:
         raise RnnlmError(f"--chars {chars}: show at least 1 character")
+    if point.records:  # a CR LF file's records, as training reads them (each CR read as <unk> before its <eos>)
+        text = text.replace("\r\n", "\n")
     truncated = chars is not None and len(text) > chars
     text = text[:chars] if truncated else text
     cfg = point.config.model

@@ -91,3 +91,13 @@ class Vocab:
 
     def decode(self, ids: Iterable[int], eos: str = "\n", unk: str = "\ufffd") -> str:
         return "".join(eos if i == EOS_ID else unk if i == UNK_ID else self.itos[i] for i in ids)
+
+
+SHOWN_UNKNOWN = 20
+"""Characters a warning of characters a model never saw names; more are `...`."""
+
+
+def listed(chars: Sequence[str]) -> str:
+    """Characters as a warning names them: one by one, quoted (a tab, a CR or a U+2028 shows as what it is)."""
+    more = ", ..." if len(chars) > SHOWN_UNKNOWN else ""
+    return ", ".join(map(repr, chars[:SHOWN_UNKNOWN])) + more

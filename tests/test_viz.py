@@ -149,16 +149,17 @@ def test_trace_agrees_with_reading_the_whole_text_at_once(cell):
     text = "To be, or not to be: that is the question.\nWhether 'tis nobler"
     model, vocab = make_model(text, cell=cell)
     tr = trace(model, vocab, text)
-    ids = vocab.encode(text)[None]
+    ids = torch.cat([vocab.encode("\n"), vocab.encode(text)])[None]  # read after a newline, as eval reads a file
     with torch.no_grad():
         logits, _ = model(ids)
-    probs = logits[0].softmax(-1)  # (N, V)
-    torch.testing.assert_close(torch.from_numpy(tr.top_probs), probs.topk(5, -1).values)
-    torch.testing.assert_close(torch.from_numpy(tr.next_prob[:-1]), probs[:-1].gather(1, ids[0, 1:, None])[:, 0])
+    probs = logits[0].softmax(-1)  # (1 + N, V): row 0 predicts the text's first character
+    torch.testing.assert_close(torch.from_numpy(tr.top_probs), probs[1:].topk(5, -1).values)
+    torch.testing.assert_close(torch.from_numpy(tr.next_prob[:-1]), probs[1:-1].gather(1, ids[0, 2:, None])[:, 0])
+    assert tr.first_prob == pytest.approx(float(probs[0, ids[0, 1]]))
     assert math.isnan(tr.next_prob[-1]) and tr.next_ids[-1] == -1
-    for t in (0, 17, len(text) - 1):  # every layer's state after character t = the final state of reading text[:t+1]
+    for t in (0, 17, len(text) - 1):  # every layer's state after character t = the final state of reading up to it
         with torch.no_grad():
-            _, state = model(ids[:, :t + 1])
+            _, state = model(ids[:, :t + 2])
         for kind, s in zip(("h", "c"), state if isinstance(state, tuple) else (state,)):
             torch.testing.assert_close(torch.from_numpy(tr.states[kind][:, t]), s[:, 0])
     assert set(tr.states) == ({"h", "c"} if cell == "lstm" else {"h"})
@@ -377,7 +378,7 @@ def browser(tmp_path_factory):
 def c_page(tmp_path_factory):
     folder = tmp_path_factory.mktemp("viz")
     text = C_TEXT * 3
-    model, vocab = make_model(text, hidden=12, seed=3)
+    model, vocab = make_model(text, hidden=12, seed=4)
     with torch.no_grad():
         for weight in model.parameters():
             weight.mul_(4)  # an untrained model's states hover near 0; bigger weights give colours to look at
@@ -610,3 +611,32 @@ def test_plot_of_a_folder_without_metrics_is_one_line(tmp_path):
     odd.write_text('[1, 2]\n"text"\n')  # JSON, but not records
     assert_user_error(cli("plot", odd, "--out", tmp_path / "c.png"), "no loss records yet")
     assert not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("dataset, records_mode, text", [("anbn", "pad", "ab\naabb\nab\n"),
+                                                         ("hello", "pack", "hello hole\nhell\n")])
+def test_the_pages_bits_per_character_are_evals_on_the_same_text(tmp_path, dataset, records_mode, text):
+    """The page left out the first character's prediction (after <eos> or the newline before the text), so its
+    figure disagreed with `rnnlm eval --file` on the same text (3.642 where 3.678)."""
+    from rnnlm.evaluate import evaluate_sources
+    from rnnlm.texts import file_source
+
+    from helpers import make_checkpoint
+
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset=dataset, chars="ab" if dataset == "anbn" else "helo ",
+                                      records_mode=records_mode))
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    scored = evaluate_sources(point, [file_source(tmp_path / "t.txt", point)]).total.bpc
+    assert page_for_checkpoint(point, text).trace.bits_per_char == pytest.approx(scored, rel=1e-5)
+
+
+def test_a_records_models_page_reads_a_crlf_file_as_training_does(tmp_path):
+    """A names list saved on Windows: every name ended in a CR read as <unk> before its <eos>, and the warning
+    showed the characters run together ('\\t"</>(1)\\r...')."""
+    from helpers import make_checkpoint
+
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="anbn", chars="ab", records_mode="pad"))
+    assert page_for_checkpoint(point, "ab\r\naabb\r\n").trace.unknown == []
+    (tmp_path / "t.txt").write_text("ab\r\na\tb\r\n", encoding="utf-8", newline="")
+    status, _, err = cli("viz", tmp_path / "m.pt", "--file", tmp_path / "t.txt", "--out", tmp_path / "p.html")
+    assert status == 0 and "warning: characters the model never saw, read as <unk>: '\\t'\n" in err, err
