@@ -76,6 +76,7 @@ EXACT_MAX = 1 << 20
 """`rnnlm eval` reads a text of up to this many characters exactly as one stream, a longer one in MAX_STREAMS
 carried streams (unless --streams says otherwise)."""
 CHUNK = 256  # time steps per forward call
+RECORD_IDS = 1 << 20  # ids of a batch of padded records (8 MB of int64 inputs, as many targets)
 CALL_FLOATS = 1 << 24  # at most this many gate and logit floats in one call: a wide model reads fewer steps per call
 POSITIONS = 1 << 16  # ids per forward call when scoring context windows
 STATE_ATOL = 1e-5
@@ -162,13 +163,26 @@ def score_records(model: CharRNN, records: Records | list[torch.Tensor], batch_s
     order = np.argsort(lengths, kind="stable")  # similar lengths pad little
     total = Score(0.0, 0, 0)
     with eval_mode(model), _bar(progress, int(lengths.sum()) + len(lengths)) as bar:
-        for i in range(0, len(order), batch_size):
-            inputs, targets = pad_records([records[j] for j in order[i:i + batch_size]])
+        for i, j in _record_batches(lengths[order], batch_size):
+            inputs, targets = pad_records([records[k] for k in order[i:j]])
             nll, _ = _read(model, inputs, targets)
             scored = _score(nll, targets)
             total = _add(total, scored)
             bar.update(scored.chars)
     return total
+
+
+def _record_batches(lengths: np.ndarray, batch_size: int) -> Iterator[tuple[int, int]]:
+    """Batches [i, j) of records sorted by length: at most `batch_size`, and padded to at most RECORD_IDS ids in
+    all (a 2-million-character line among names padded 256 rows to its length: 8 GB of ids)."""
+    i = 0
+    while i < len(lengths):
+        fit = max(1, RECORD_IDS // (int(lengths[i]) + 2))  # its rows are at least this one long, with both <eos>
+        j = min(i + batch_size, i + fit, len(lengths))
+        while j - i > 1 and (j - i) * (int(lengths[j - 1]) + 2) > RECORD_IDS:  # padded to the batch's last
+            j = i + max(1, RECORD_IDS // (int(lengths[j - 1]) + 2))
+        yield i, j
+        i = j
 
 
 def _layout(n: int, rows: int, warmup: int) -> tuple[int, int, int]:

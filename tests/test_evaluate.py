@@ -360,3 +360,22 @@ def test_context_windows_of_a_large_vocabulary_stay_within_the_call_budget(monke
     small = score_stream(model, ids, context=3)
     assert max(rows * steps for rows, steps in calls) * width <= 3 * width * 50
     assert small.chars == whole.chars and small.nll == pytest.approx(whole.nll, abs=1e-6)
+
+
+def test_a_long_line_among_short_records_is_scored_in_a_batch_of_its_own(tmp_path, monkeypatch):
+    """A padded-records model padded 256 records to the length of the longest in their batch: one line of 2 million
+    characters among names took 7 GB and did not finish in 2 minutes (a user trial)."""
+    model = make_checkpoint(tmp_path / "pad.pt", dataset="anbn", chars="ab", records_mode="pad")
+    lines = tmp_path / "names.txt"
+    lines.write_bytes(b"ab\naabb\n" * 1000 + b"ab" * 100_000 + b"\n")
+    (status, out, err), peak = measured("eval", model, "--file", lines, "--json")
+    assert status == 0, err
+    assert json.loads(out)["chars"] == 1000 * (3 + 5) + 200_001
+    assert peak < 700, peak  # MB: torch and the model; 256 rows of 200,000 ids padded were 800 MB more
+    net = load_model(ckpt.load(model))
+    records = [torch.tensor([2, 3]), torch.tensor([2, 2, 3, 3]), torch.tensor([2, 3] * 3000)]
+    alone = [score_records(net, [r]) for r in records]
+    monkeypatch.setattr(ev, "RECORD_IDS", 64)  # the long one in a batch of its own, the short ones together
+    together = score_records(net, records)
+    assert together.chars == sum(s.chars for s in alone)
+    assert together.nll * together.chars == pytest.approx(sum(s.nll * s.chars for s in alone), rel=1e-6)
