@@ -346,27 +346,28 @@ def sample(
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
     to_stdout = out is None or str(out) == "-"  # `--out -`: standard output, as without --out
+    drawn = seed is None and opts.temperature != 0  # a seed worth naming: --temp 0 draws nothing at random
     prime_read = prime_file if prime_file is not None and str(prime_file) != "-" else None
     trained_on = () if to_stdout else _trained_on(point, out, data_dir, data_path)
     with output(None if to_stdout else out, (point.path, prime_read), trained_on) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
                                    root=run_data(point, data_dir), device=target, force=force,
-                                   on_start=_sampling_start(seed, to_stdout), moved_to=data_path)
+                                   on_start=_sampling_start(drawn, to_stdout), moved_to=data_path)
     if report.summary():
         typer.echo(report.summary(), err=True)
-    if seed is None and not to_stdout:  # once the file is in place
+    if drawn and not to_stdout:  # once the file is in place
         _name_seed(report.seed)
 
 
-def _sampling_start(seed: Optional[int], to_stdout: bool) -> Callable[[int], None]:
+def _sampling_start(drawn: bool, to_stdout: bool) -> Callable[[int], None]:
     """What `sample` does once the model and the corpus are read, when from there on it only writes: on standard
-    output, end with a reader that stops early (| head), and name a drawn seed first, so that the sample can be drawn
-    again even then."""
-    def start(drawn: int) -> None:
+    output, end with a reader that stops early (| head), and name a `drawn` seed first, so that the sample can be
+    drawn again even then."""
+    def start(seed: int) -> None:
         if to_stdout:
             _end_with_the_reader()
-            if seed is None:
-                _name_seed(drawn)
+            if drawn:
+                _name_seed(seed)
     return start
 
 

@@ -113,6 +113,8 @@ def test_a_sample_drawn_without_a_seed_names_the_seed_that_draws_it_again(models
         seed = err.splitlines()[-1].split()[1]
         assert status == 0 and err.splitlines()[-1] == f"seed {seed} (the same samples again: --seed {seed})"
         assert cli(*args, "--seed", seed)[1] == (tmp_path / "s.txt").read_text(encoding="utf-8")
+    status, _, err = cli("sample", models["hello"], "--length", "40", "--temp", "0")  # draws nothing at random
+    assert status == 0 and "seed" not in err, err
 
 
 def test_a_reader_that_stops_early_ends_a_printing_command_as_it_ends_cat(models, tmp_path):
