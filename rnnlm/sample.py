@@ -431,11 +431,11 @@ class _Printer:
             self._finish_row()
 
     def _finish_row(self) -> None:
-        text = self.prime + self.vocab.decode(self.rows[self.done])
+        text, whole = self.prime + self.vocab.decode(self.rows[self.done]), self.ended[self.done]
         self.rows[self.done] = []
         self.done += 1
-        if self.records:
-            repeat, new = text in self.seen, novel_record(text, self.training)
+        if self.records:  # a record cut by --length is no name the training split could hold: never novel
+            repeat, new = text in self.seen, whole and novel_record(text, self.training)
             self.seen.add(text)
             self.novel_records += new
             if (self.unique and repeat) or (self.novel and not new):

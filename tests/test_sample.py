@@ -385,3 +385,20 @@ def test_a_sample_without_a_seed_leaves_torchs_generator_as_it_was():
     torch.manual_seed(0)
     generate(model, VOCAB, "ab", SampleOptions(length=5, temperature=1.0, seed=None))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_record_cut_by_the_length_limit_is_never_counted_novel():
+    """`-N 6 --length 3 --novel` kept fragments ("kee") as new names, and counted them in the novelty figure."""
+    import io
+
+    from rnnlm.sample import _Printer
+
+    vocab = Vocab.from_texts(["kea"])
+    k, e, a = (vocab.itos.index(c) for c in "kea")
+    out = io.StringIO()
+    printer = _Printer(vocab, "", out, 2, records=True, unique=False, novel=True, training=["ka"])
+    printer.begin(2)
+    for step in ([k, k], [e, e], [e, a], [EOS_ID, PAST_THE_CAP]):  # row 0 "kee" whole, row 1 "kea" cut
+        printer.step(step)
+    printer.finish()
+    assert out.getvalue() == "kee\n" and (printer.novel_records, printer.cut) == (1, 1)
