@@ -477,6 +477,9 @@ def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None
     if streams is not None and context is not None:  # --context reads every character on its own: no stream carries
         raise RnnlmError("--context reads each character from the N before it alone, --streams carries the state over "
                          "the text: give one of them")
+    if streams is not None and any(isinstance(s.ids, Records) for s in sources):  # it was dropped unsaid
+        raise RnnlmError(f"--streams {streams}: this model reads each record on its own from <eos> "
+                         "(data.records=pad), with no state carried to split; leave --streams out")
     model = load_model(point, device, force)
     parts: list[Part] = []
     for source in sources:

@@ -291,6 +291,10 @@ def test_uniform_model_with_the_state_carried(models, tmp_path):
     assert json.loads(cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "700",
                           "--json")[1])["parts"][0]["streams"] == 667  # rows of 3: ceil(2000 / 3)
     assert_user_error(cli("eval", models["uniform"], "--file", tmp_path / "t.txt", "--streams", "0"), "--streams 0")
+    padded = make_checkpoint(tmp_path / "pad.pt", dataset="anbn", chars="ab", records_mode="pad")
+    (tmp_path / "r.txt").write_text("ab\naabb\n", encoding="utf-8")  # each record alone: --streams was dropped unsaid
+    assert_user_error(cli("eval", padded, "--file", tmp_path / "r.txt", "--streams", "4"),
+                      "--streams 4: this model reads each record on its own")
 
 
 @pytest.mark.parametrize("args, fragments", [
