@@ -423,13 +423,15 @@ def _number(value: Any) -> bool:
 
 def _corpus(data: dict[str, Any]) -> str:
     """What `rnnlm runs` calls a run's corpus: its dataset, and the last part of data.path (from the folder a
-    pattern starts in): runs on different text files are told apart."""
+    pattern starts in): runs on different text files are told apart; `(pad)` for records read each alone, whose
+    validation loss is makemore's per record, where a packed run's carries the state from record to record."""
     dataset, path = str(data.get("dataset", "?")), data.get("path")
+    padded = " (pad)" if data.get("records") == "pad" else ""
     if not isinstance(path, str) or not path:
-        return dataset
+        return dataset + padded
     parts = Path(path).parts
     pattern = next((k for k, part in enumerate(parts) if is_glob(part)), None)
-    return f"{dataset} {Path(*parts[max(pattern - 1, 0):]) if pattern is not None else Path(path).name}"
+    return f"{dataset} {Path(*parts[max(pattern - 1, 0):]) if pattern is not None else Path(path).name}{padded}"
 
 
 def _init_from(cfg: Any) -> str | None:

@@ -335,3 +335,13 @@ def test_a_stop_that_cannot_wait_for_the_step_says_what_it_lost(tmp_path, monkey
     status, _, err = cli("train", "--resume", tmp_path / "r", "train.max_steps=20", "-q")
     assert status == 130 and err.splitlines()[-1] == ("stopped at once: the steps since the last checkpoint are lost; "
                                                       f"resume with: rnnlm train --resume {tmp_path / 'r'}"), err
+
+
+def test_runs_tells_a_padded_records_run_from_a_packed_one():
+    """Both showed `names`, though their validation losses are not alike (each record alone, or the state carried
+    from record to record): a makemore user compared them as one (a user trial)."""
+    from rnnlm.runs import _corpus
+
+    assert _corpus({"dataset": "names", "records": "pad"}) == "names (pad)"
+    assert _corpus({"dataset": "names", "records": "pack", "path": "/x/mine.txt"}) == "names mine.txt"
+    assert _corpus({"dataset": "names", "records": "pad", "path": "/x/mine.txt"}) == "names mine.txt (pad)"
