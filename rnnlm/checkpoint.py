@@ -254,6 +254,8 @@ def resolve(path: str | Path) -> Path:
         raise CheckpointError(f"{p}: no checkpoint in this folder (expected {BEST} or {LAST}); {advice}")
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint or run directory")
+    if p.name in ("config.yaml", "metrics.jsonl") and any((p.parent / name).is_file() for name in (BEST, LAST)):
+        raise CheckpointError(f"{p}: a run's {p.name}, not a checkpoint; give the run itself: {p.parent}")
     return p
 
 

@@ -117,6 +117,15 @@ def test_missing(tmp_path):
         ckpt.load(tmp_path)
 
 
+def test_a_runs_config_given_for_its_checkpoint_names_the_run(tmp_path):
+    """`rnnlm sample RUN/config.yaml` said "corrupted, truncated or not a checkpoint"."""
+    ckpt.save([tmp_path / "last.pt"], payload())
+    (tmp_path / "config.yaml").write_text("{}")
+    with pytest.raises(ckpt.CheckpointError, match=f"config.yaml: a run's config.yaml, not a checkpoint; give the run "
+                                                   f"itself: {tmp_path}$"):
+        ckpt.load(tmp_path / "config.yaml")
+
+
 def crafted(change) -> dict:
     model = weights()
     change(model)
