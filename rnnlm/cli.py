@@ -597,6 +597,8 @@ def data_list(data_dir: DataDirOpt = None, mirror: MirrorOpt = None) -> None:
     from rnnlm.data import DataRoot
     from rnnlm.data.catalog import format_listing, list_corpora
 
+    if mirror is not None and not mirror.is_dir():  # listed as if it held nothing: a typo looked like a bare mirror
+        raise RnnlmError(f"--mirror {mirror}: no such folder; give a folder laid out like the data root")
     _end_with_the_reader()
     typer.echo(format_listing(list_corpora(DataRoot.resolve(data_dir, mirror))))
 
@@ -614,6 +616,8 @@ def data_clean(
     from rnnlm.data.catalog import size_text
     from rnnlm.data.cleanup import clean_stores
 
+    if data_dir is not None and not data_dir.is_dir():  # "nothing to remove" in a typo
+        raise RnnlmError(f"--data-dir {data_dir}: no such folder; give the data root the stores were prepared in")
     root = DataRoot.resolve(data_dir, None).path
     removed = clean_stores(root, every, dry_run)
     verb = ("would remove", "would free") if dry_run else ("removed", "freed")

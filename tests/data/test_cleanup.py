@@ -77,3 +77,14 @@ def test_clean_removes_what_killed_downloads_and_preparations_left(tmp_path):
         status, out, err = cli("data", "clean", "--data-dir", root)
     assert status == 0 and not spill.exists() and not download.exists(), err
     assert living.exists() and elsewhere.exists()
+
+
+def test_a_data_root_or_mirror_that_is_not_there_is_a_mistake_said(tmp_path):
+    """`data clean --data-dir /typo` said "nothing to remove", `data list --mirror /typo` listed every corpus as a
+    download (a user trial)."""
+    from helpers import assert_user_error
+
+    typo = tmp_path / "typo"
+    assert_user_error(cli("data", "clean", "--data-dir", typo), f"--data-dir {typo}: no such folder")
+    assert_user_error(cli("data", "list", "--mirror", typo), f"--mirror {typo}: no such folder")
+    assert not (tmp_path / "typo").exists()
