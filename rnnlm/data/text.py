@@ -397,7 +397,7 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
     if len(empty):
         more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
         raise RnnlmError(f"{path}: line {empty[0] + 1} is empty{more}; a line corpus holds one record per line: "
-                         f"remove the empty lines, e.g. sed -i '/^\\r\\?$/d' {path}")  # CR LF ones too
+                         f"remove the empty lines, e.g. sed -i '/^\\r\\?$/d' {shell_word(path)}")  # CR LF ones too
     return Records(data, lines, cr)
 
 
