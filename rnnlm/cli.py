@@ -269,15 +269,16 @@ def _run_config(config: Optional[Path], args: list[str], resume: Optional[Path])
     """The checkpoint a resume starts from (None for a new run, or a run stopped before its first checkpoint) and
     the config to train with: CONFIG and overrides; for a resume, the run's config.yaml with its edits (each then
     checked like an override), else its checkpoint's."""
-    from rnnlm.config import from_dict, load_config, merge_overrides, with_absolute_paths
+    from rnnlm.config import from_dict, load_config, merge_overrides, read_yaml, with_absolute_paths
     from rnnlm.runs import check_resume_config, resume_point
 
     if resume is None:
         return None, with_absolute_paths(load_config(config, args))
     previous = resume_point(resume)
     edited = resume / "config.yaml" if (resume / "config.yaml").is_file() else None
-    if edited is not None and previous is not None and not edited.read_text(encoding="utf-8", errors="replace").strip():
-        warnings.warn(f"{edited} is empty: resuming with the config the checkpoint holds (written back to it)")
+    if edited is not None and previous is not None and not read_yaml(edited):  # emptied: all defaults, unmeant
+        if os.environ.get("RANK", "0") == "0":  # every torchrun process reads it; one says so
+            warnings.warn(f"{edited} is empty: resuming with the config the checkpoint holds (written back to it)")
         edited = None
     source = config if config is not None else edited
     if source is not None or previous is None:  # paths as a new run records them: a relative one is the same file
@@ -332,41 +333,48 @@ def sample(
 ) -> None:
     """Generate text from a trained model, streaming it to stdout; records corpora print one record per line."""
     from rnnlm import checkpoint as ckpt
-    from rnnlm.sample import SampleOptions, read_prime, sample_checkpoint, sampling_threads
+    from rnnlm.sample import read_prime, sample_checkpoint, sampling_threads
 
     target = device_for(device, threads or sampling_threads(num_samples))
     point = ckpt.load(run)
-    defaults = point.config.sample
-    opts = SampleOptions(length=length if length is not None else defaults.length,
-                         temperature=temp if temp is not None else defaults.temperature,
-                         top_k=(top_k or None) if top_k is not None else defaults.top_k,  # 0: the run's k off
-                         top_p=top_p if top_p is not None else defaults.top_p,
-                         num_samples=num_samples, seed=seed)
-    primed = read_prime(point.vocab, prime, prime_file, strict, default=defaults.prime, records=point.records)
+    opts = _sample_options(point.config.sample, length, temp, top_k, top_p, num_samples, seed)
+    primed = read_prime(point.vocab, prime, prime_file, strict, default=point.config.sample.prime,
+                        records=point.records)
     if primed.warning():
         typer.echo(f"warning: {primed.warning()}", err=True)
     to_stdout = out is None or str(out) == "-"  # `--out -`: standard output, as without --out
-    drawn = seed is None and opts.temperature != 0  # a seed worth naming: --temp 0 draws nothing at random
+    name_seed = seed is None and opts.temperature != 0  # a seed worth naming: --temp 0 draws nothing at random
     prime_read = prime_file if prime_file is not None and str(prime_file) != "-" else None
     trained_on = () if to_stdout else _trained_on(point, out, data_dir, data_path)
     with output(None if to_stdout else out, (point.path, prime_read), trained_on) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
                                    root=run_data(point, data_dir), device=target, force=force,
-                                   on_start=_sampling_start(drawn, to_stdout), moved_to=data_path)
+                                   on_start=_sampling_start(name_seed, to_stdout), moved_to=data_path)
     if report.summary():
         typer.echo(report.summary(), err=True)
-    if drawn and not to_stdout:  # once the file is in place
+    if name_seed and not to_stdout:  # once the file is in place
         _name_seed(report.seed)
 
 
-def _sampling_start(drawn: bool, to_stdout: bool) -> Callable[[int], None]:
+def _sample_options(defaults: Any, length: Optional[int], temp: Optional[float], top_k: Optional[int],
+                    top_p: Optional[float], num_samples: int, seed: Optional[int]) -> Any:
+    """`sample`'s options, each given or else the run's `sample` config (`--top-k 0` turns the run's k off)."""
+    from rnnlm.sample import SampleOptions
+
+    return SampleOptions(length=length if length is not None else defaults.length,
+                         temperature=temp if temp is not None else defaults.temperature,
+                         top_k=(top_k or None) if top_k is not None else defaults.top_k,
+                         top_p=top_p if top_p is not None else defaults.top_p, num_samples=num_samples, seed=seed)
+
+
+def _sampling_start(name_seed: bool, to_stdout: bool) -> Callable[[int], None]:
     """What `sample` does once the model and the corpus are read, when from there on it only writes: on standard
-    output, end with a reader that stops early (| head), and name a `drawn` seed first, so that the sample can be
-    drawn again even then."""
+    output, end with a reader that stops early (| head), and name the seed drawn first (`name_seed`), so that the
+    sample can be drawn again even then."""
     def start(seed: int) -> None:
         if to_stdout:
             _end_with_the_reader()
-            if drawn:
+            if name_seed:
                 _name_seed(seed)
     return start
 
@@ -517,18 +525,18 @@ def viz(
     if (file is None) == (text is None):
         raise RnnlmError("give the text to read with --file FILE or --text TEXT (one of the two)")
     point = ckpt.load(run)
-    reads, trained_on = (point.path, file), _trained_on(point, out, None, None)
-    out_path(out, reads, trained_on)  # refused now rather than after the work
-    # Of a file, no more than the page shows (a character is at most 4 bytes, a byte-order mark 3 more), and one
-    # character beyond, so that the page says it was cut.
-    if file is not None:
-        source = read_utf8(file, 4 * (max(chars, 1) + 1) + 3)
-    else:
-        source = typed_text(text, "--text", "the text in a UTF-8 file with --file")
-    page = page_for_checkpoint(point, source, neuron=neuron, chars=chars, force=force)
-    if page.trace.unknown:
-        typer.echo(f"warning: characters the model never saw, read as <unk>: {listed(page.trace.unknown)}", err=True)
-    with output(out, reads, trained_on) as stream:
+    # --out refused before the work, and a stop during it said to leave the file as it was
+    with output(out, (point.path, file), _trained_on(point, out, None, None)) as stream:
+        # Of a file, no more than the page shows (a character is at most 4 bytes, a byte-order mark 3 more), and
+        # one character beyond, so that the page says it was cut.
+        if file is not None:
+            source = read_utf8(file, 4 * (max(chars, 1) + 1) + 3)
+        else:
+            source = typed_text(text, "--text", "the text in a UTF-8 file with --file")
+        page = page_for_checkpoint(point, source, neuron=neuron, chars=chars, force=force)
+        if page.trace.unknown:
+            typer.echo(f"warning: characters the model never saw, read as <unk>: {listed(page.trace.unknown)}",
+                       err=True)
         stream.write(page.html)
     cut = f" (the first {chars:,}; --chars for more)" if page.truncated else ""
     count = len(page.trace.text)
@@ -597,7 +605,7 @@ def data_list(data_dir: DataDirOpt = None, mirror: MirrorOpt = None) -> None:
     from rnnlm.data import DataRoot
     from rnnlm.data.catalog import format_listing, list_corpora
 
-    if mirror is not None and not mirror.is_dir():  # listed as if it held nothing: a typo looked like a bare mirror
+    if mirror is not None and not mirror.is_dir():  # given here to be listed from: a typo, not a mirror away
         raise RnnlmError(f"--mirror {mirror}: no such folder; give a folder laid out like the data root")
     _end_with_the_reader()
     typer.echo(format_listing(list_corpora(DataRoot.resolve(data_dir, mirror))))
@@ -616,7 +624,7 @@ def data_clean(
     from rnnlm.data.catalog import size_text
     from rnnlm.data.cleanup import clean_stores
 
-    if data_dir is not None and not data_dir.is_dir():  # "nothing to remove" in a typo
+    if data_dir is not None and not data_dir.is_dir():  # a typo: there is nothing of it to clean
         raise RnnlmError(f"--data-dir {data_dir}: no such folder; give the data root the stores were prepared in")
     root = DataRoot.resolve(data_dir, None).path
     removed = clean_stores(root, every, dry_run)
@@ -793,7 +801,7 @@ def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optio
         return (root.path / remote.relpath,) + ((root.mirror / remote.relpath,) if root.mirror is not None else ())
     try:
         return tuple(text_files(spec))
-    except RnnlmError:  # gone or moved: nothing there to replace
+    except (RnnlmError, OSError):  # gone, moved or unreadable: nothing there that --out could replace
         return ()
 
 

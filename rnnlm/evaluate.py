@@ -177,9 +177,8 @@ def _record_batches(lengths: np.ndarray, batch_size: int) -> Iterator[tuple[int,
     all (a 2-million-character line among names padded 256 rows to its length: 8 GB of ids)."""
     i = 0
     while i < len(lengths):
-        fit = max(1, RECORD_IDS // (int(lengths[i]) + 2))  # its rows are at least this one long, with both <eos>
-        j = min(i + batch_size, i + fit, len(lengths))
-        while j - i > 1 and (j - i) * (int(lengths[j - 1]) + 2) > RECORD_IDS:  # padded to the batch's last
+        j = min(i + batch_size, len(lengths))
+        while j - i > 1 and (j - i) * (int(lengths[j - 1]) + 2) > RECORD_IDS:  # padded to its last, with both <eos>
             j = i + max(1, RECORD_IDS // (int(lengths[j - 1]) + 2))
         yield i, j
         i = j
@@ -477,7 +476,7 @@ def evaluate_sources(point: Checkpoint, sources: list[Text], context: int | None
     if streams is not None and context is not None:  # --context reads every character on its own: no stream carries
         raise RnnlmError("--context reads each character from the N before it alone, --streams carries the state over "
                          "the text: give one of them")
-    if streams is not None and any(isinstance(s.ids, Records) for s in sources):  # it was dropped unsaid
+    if streams is not None and any(isinstance(s.ids, Records) for s in sources):  # no carried state to split
         raise RnnlmError(f"--streams {streams}: this model reads each record on its own from <eos> "
                          "(data.records=pad), with no state carried to split; leave --streams out")
     model = load_model(point, device, force)

@@ -434,9 +434,10 @@ class _Printer:
         text, whole = self.prime + self.vocab.decode(self.rows[self.done]), self.ended[self.done]
         self.rows[self.done] = []
         self.done += 1
-        if self.records:  # a record cut by --length is no name the training split could hold: never novel
+        if self.records:  # a record cut by --length is no name: never novel, nor what a whole one repeats
             repeat, new = text in self.seen, whole and novel_record(text, self.training)
-            self.seen.add(text)
+            if whole:
+                self.seen.add(text)
             self.novel_records += new
             if (self.unique and repeat) or (self.novel and not new):
                 return

@@ -72,12 +72,16 @@ class Trace:
     """Characters of the text the vocabulary lacks (read as <unk>)."""
     first_prob: float = math.nan
     """The probability the model gave the first character, from what it read before it (<eos>, a newline); NaN
-    when it read nothing before (a stream model from the zero state)."""
+    when it read nothing before (a stream model read from the state training carried)."""
+    end_prob: float = math.nan
+    """For a records text whose last line has no newline: the probability of the <eos> that ends it."""
 
     @property
     def bits_per_char(self) -> float:
-        """Over every character the model predicted, the first one too (as `rnnlm eval` scores a file)."""
-        p = self.next_prob[:-1] if math.isnan(self.first_prob) else np.append(self.first_prob, self.next_prob[:-1])
+        """Over every symbol the model predicted, the first character and a last record's <eos> too: what `rnnlm
+        eval` scores of the same file."""
+        ends = [q for q in (self.first_prob, self.end_prob) if not math.isnan(q)]
+        p = np.concatenate([self.next_prob[:-1], ends])
         return float(-np.log2(np.maximum(p, 1e-30)).mean()) if len(p) else math.nan
 
 
@@ -136,8 +140,9 @@ def trace(model: CharRNN, vocab: Vocab, text: str, records: bool = False, reset_
     next_prob = torch.full((len(text),), math.nan)
     next_prob[:-1] = probs[:-1].gather(1, next_ids[:-1, None]).squeeze(1)
     first = float(probs_before[int(ids[offset])]) if probs_before is not None else math.nan
+    end = float(probs[-1, EOS_ID]) if records and not text.endswith("\n") else math.nan
     return Trace(text, cfg.cell, {name: s[:, offset:].numpy() for name, s in states.items()},
-                 top_ids.numpy(), top_probs.numpy(), next_ids.numpy(), next_prob.numpy(), unknown, first)
+                 top_ids.numpy(), top_probs.numpy(), next_ids.numpy(), next_prob.numpy(), unknown, first, end)
 
 
 # ---------------------------------------------------------------------------------------------------

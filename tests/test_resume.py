@@ -175,11 +175,12 @@ def test_a_run_whose_config_yaml_was_emptied_resumes_with_its_checkpoints_config
     assert in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=4",
                       "-q").returncode == 0
     kept = (run / "config.yaml").read_text()
-    (run / "config.yaml").write_text("")
-    resumed = in_process("train", "--resume", str(run), "train.max_steps=6", "-q")
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"warning: {run / 'config.yaml'} is empty: resuming with the config the checkpoint holds" in resumed.stderr
-    assert (run / "config.yaml").read_text() == kept.replace("max_steps: 4", "max_steps: 6")
+    for steps, emptied in ((6, ""), (8, "# emptied by hand\n")):  # a comment alone is as empty
+        (run / "config.yaml").write_text(emptied)
+        resumed = in_process("train", "--resume", str(run), f"train.max_steps={steps}", "-q")
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"warning: {run / 'config.yaml'} is empty: resuming with the config the checkpoint holds" in resumed.stderr
+        assert (run / "config.yaml").read_text() == kept.replace("max_steps: 4", f"max_steps: {steps}")
 
 
 def test_resume_with_a_changed_config(tmp_path):

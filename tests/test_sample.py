@@ -402,3 +402,10 @@ def test_a_record_cut_by_the_length_limit_is_never_counted_novel():
         printer.step(step)
     printer.finish()
     assert out.getvalue() == "kee\n" and (printer.novel_records, printer.cut) == (1, 1)
+    out = io.StringIO()  # a fragment is no name a whole record repeats (--unique dropped "kee", never printed)
+    printer = _Printer(vocab, "", out, 2, records=True, unique=True, novel=True, training=["ka"])
+    printer.begin(2)
+    for step in ([k, k], [e, e], [e, e], [PAST_THE_CAP, EOS_ID]):  # row 0 "kee" cut, row 1 "kee" whole
+        printer.step(step)
+    printer.finish()
+    assert out.getvalue() == "kee\n" and (printer.novel_records, len(printer.seen)) == (1, 1)

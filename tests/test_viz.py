@@ -378,14 +378,29 @@ def browser(tmp_path_factory):
 def c_page(tmp_path_factory):
     folder = tmp_path_factory.mktemp("viz")
     text = C_TEXT * 3
-    model, vocab = make_model(text, hidden=12, seed=4)
+    model, vocab = make_model(text, hidden=12, seed=3)
     with torch.no_grad():
         for weight in model.parameters():
             weight.mul_(4)  # an untrained model's states hover near 0; bigger weights give colours to look at
+        plant_two_coloured_neuron(model, vocab)
     page = page_for_checkpoint(ckpt.load(save_checkpoint(folder / "m.pt", model, vocab)), text, neuron="0:1")
     path = folder / "page.html"
     path.write_text(page.html, encoding="utf-8")
     return page, path
+
+
+def plant_two_coloured_neuron(model: CharRNN, vocab: Vocab) -> None:
+    """Layer 0's LSTM unit 0 made to hold about +0.96 after the first half of the vocabulary's characters and -0.96
+    after the other half (input and output gates open, the forget gate shut, the cell input tanh(+-4)): a neuron
+    the page must draw in both colours, whatever the random weights around it."""
+    rnn, h = model.rnn, model.cfg.hidden_size
+    i, f, g, o = (k * h for k in range(4))  # the gates' rows, in torch.nn.LSTM's order
+    for weights in (rnn.weight_ih_l0, rnn.weight_hh_l0):
+        weights[[i, f, g, o]] = 0
+    for bias in (rnn.bias_ih_l0, rnn.bias_hh_l0):
+        bias[[i, f, g, o]] = torch.tensor([5.0, -5.0, 0.0, 5.0]) / 2
+    half = len(vocab) // 2
+    rnn.weight_ih_l0[g, :half], rnn.weight_ih_l0[g, half:] = 4.0, -4.0
 
 
 def expected_colours(page, neuron: Neuron, scaled: bool = True) -> np.ndarray:
@@ -479,8 +494,7 @@ def test_browser_opens_on_the_text_alone_and_the_address_names_the_view(browser,
 
 def test_browser_screenshot_is_not_blank_and_the_page_fetches_nothing(browser, c_page, tmp_path):
     page, path = c_page
-    neurons = [Neuron(layer, index, kind) for kind in page.trace.states for layer in range(2) for index in range(12)]
-    both_ways = max(neurons, key=lambda n: min(np.ptp(expected_colours(page, n), axis=0)))  # red and blue, deepest
+    both_ways = Neuron(0, 0, "h")  # planted: red after half the characters, blue after the rest
     browser.open(path.as_uri() + f"#neuron={both_ways}")
     png = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"}, session=True)["data"])
     (tmp_path / "screenshot.png").write_bytes(png)
@@ -614,7 +628,9 @@ def test_plot_of_a_folder_without_metrics_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("dataset, records_mode, text", [("anbn", "pad", "ab\naabb\nab\n"),
-                                                         ("hello", "pack", "hello hole\nhell\n")])
+                                                         ("anbn", "pack", "ab\naabb\nab\n"),
+                                                         ("anbn", "pack", "ab\naabb\nab"),  # its last <eos> too
+                                                         ("hello", "pack", "hello hole\nhell\n")])  # a stream
 def test_the_pages_bits_per_character_are_evals_on_the_same_text(tmp_path, dataset, records_mode, text):
     """The page left out the first character's prediction (after <eos> or the newline before the text), so its
     figure disagreed with `rnnlm eval --file` on the same text (3.642 where 3.678)."""
@@ -640,3 +656,18 @@ def test_a_records_models_page_reads_a_crlf_file_as_training_does(tmp_path):
     (tmp_path / "t.txt").write_text("ab\r\na\tb\r\n", encoding="utf-8", newline="")
     status, _, err = cli("viz", tmp_path / "m.pt", "--file", tmp_path / "t.txt", "--out", tmp_path / "p.html")
     assert status == 0 and "warning: characters the model never saw, read as <unk>: '\\t'\n" in err, err
+
+
+def test_a_page_stopped_while_it_is_made_says_what_became_of_its_out_file(tmp_path, monkeypatch):
+    """The page is made before it is written: a Ctrl-C then ended viz without a word of its --out file."""
+    import rnnlm.viz
+
+    from helpers import make_checkpoint
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(rnnlm.viz, "page_for_checkpoint", interrupted)
+    model = make_checkpoint(tmp_path / "m.pt", dataset="hello", chars="helo")
+    status, _, err = cli("viz", model, "--text", "hello", "--out", tmp_path / "p.html")
+    assert status == 130 and err.splitlines()[-1] == f"stopped: --out {tmp_path / 'p.html'} was not written", err
+    assert not (tmp_path / "p.html").exists()
