@@ -179,7 +179,8 @@ def test_a_run_whose_config_yaml_was_emptied_resumes_with_its_checkpoints_config
         (run / "config.yaml").write_text(emptied)
         resumed = in_process("train", "--resume", str(run), f"train.max_steps={steps}", "-q")
         assert resumed.returncode == 0, resumed.stderr
-        assert f"warning: {run / 'config.yaml'} is empty: resuming with the config the checkpoint holds" in resumed.stderr
+        assert (f"warning: {run / 'config.yaml'} is empty: resuming with the config the checkpoint holds"
+                in resumed.stderr)
         assert (run / "config.yaml").read_text() == kept.replace("max_steps: 4", f"max_steps: {steps}")
 
 
