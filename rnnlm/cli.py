@@ -605,10 +605,11 @@ def data_list(data_dir: DataDirOpt = None, mirror: MirrorOpt = None) -> None:
     from rnnlm.data import DataRoot
     from rnnlm.data.catalog import format_listing, list_corpora
 
+    root = DataRoot.resolve(data_dir, mirror)  # a URL given as a mirror is refused there
     if mirror is not None and not mirror.is_dir():  # given here to be listed from: a typo, not a mirror away
         raise RnnlmError(f"--mirror {mirror}: no such folder; give a folder laid out like the data root")
     _end_with_the_reader()
-    typer.echo(format_listing(list_corpora(DataRoot.resolve(data_dir, mirror))))
+    typer.echo(format_listing(list_corpora(root)))
 
 
 @data_app.command("clean")
