@@ -774,13 +774,12 @@ def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tup
                          "to replace it, or write elsewhere")
     if _run_file(target):
         raise RnnlmError(f"--out {path}: a file of the run in {target.parent}, which rnnlm keeps; write elsewhere")
-    read = next((r for r in reads if r is not None and mode is not None and r.exists() and target.samefile(r)), None)
-    if read is not None:
-        raise RnnlmError(f"--out {path} is {read}, which this command reads; write elsewhere")
-    corpus = next((f for f in trained_on if mode is not None and f.exists() and target.samefile(f)), None)
-    if corpus is not None:
-        raise RnnlmError(f"--out {path} is {corpus}, part of the text the run trained on (its resume and --novel read "
-                         "it); write elsewhere")
+    for files, what in ((reads, "which this command reads"),
+                        (trained_on, "part of the text the run trained on (its resume and --novel read it)")):
+        same = next((f for f in files if f is not None and mode is not None and f.exists() and target.samefile(f)),
+                    None)
+        if same is not None:
+            raise RnnlmError(f"--out {path} is {same}, {what}; write elsewhere")
     return target
 
 

@@ -121,14 +121,13 @@ def open_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None, progre
 def missing_path(cfg: DataConfig) -> str | None:
     """`cfg.path` when it names a file or folder that is not there, or a glob whose folder is not (`notes/*.txt`
     of a `notes/` that moved), else None (a glob that matches nothing in its folder is left to its reader)."""
-    from rnnlm.data.text import is_glob
+    from rnnlm.data.text import glob_folder, is_glob
 
     spec = cfg.path
     if spec is None:
         return None
     path = Path(spec).expanduser()
-    folder = next(p for p in (path, *path.parents) if not is_glob(str(p))) if is_glob(spec) else path
-    return None if folder.exists() else spec
+    return None if (glob_folder(path) if is_glob(spec) else path).exists() else spec
 
 
 def load_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None) -> Corpus:

@@ -122,7 +122,7 @@ def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
     if path.is_dir():
         files = _once(_walk(path, leave_out, _not_hidden, _not_hidden, links))
     elif is_glob(spec):
-        base = next(p for p in path.parents if not is_glob(str(p)))  # the folder the pattern starts in
+        base = glob_folder(path)
         pattern, folders_only = path.relative_to(base).parts, spec.endswith("/")  # `notes/*/`: folders
         matched = (lambda parts: _not_hidden(parts) and _matches(pattern, parts[:-1])) if folders_only else (
             lambda parts: _matches(pattern, parts))
@@ -281,6 +281,11 @@ def _whole_characters(data: bytes) -> int:
             need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
             return len(data) if back >= need else len(data) - back
     return len(data)
+
+
+def glob_folder(pattern: Path) -> Path:
+    """The folder a glob pattern starts in: its last parent without a wildcard (`notes` of `notes/**/*.txt`)."""
+    return next(p for p in pattern.parents if not is_glob(str(p)))
 
 
 def is_glob(path: str) -> bool:
