@@ -6,6 +6,9 @@ flushed to disk and renamed over the target only when the block completes; on an
 the target is left as it was. A process killed mid-write leaves its temporary file behind; `remove_stale_temp_files`
 deletes those whose process is gone. The rename stays on one file system (where it is atomic), and the dot keeps
 corpus readers from picking the temporary file up.
+
+Two processes that would write the same thing (torchrun's ranks each open the corpus) take turns by `exclusive`, a
+lock file beside it: the first writes, the next finds it written.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ from pathlib import Path
 from typing import IO, Any
 
 _TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
+LOCK_ATTEMPTS = 5  # times a lock is taken again when its file was removed meanwhile
+
+
+class CannotLock(OSError):
+    """The lock file could not be opened: a folder this user may not write in, which holds none yet."""
 
 
 @contextmanager
@@ -59,6 +67,40 @@ def held(f: IO[Any]) -> None:
             time.sleep(0.01)
         except OSError:  # a file system without locks: the PID alone is the sign
             return
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file `path` for the block: a second process asking for it waits here. A lock file
+    removed while this process waited for it (`rnnlm data clean` removes those of stores that are gone; `fetch`
+    its own when done) guards nothing: the lock is taken again on the file now at `path`."""
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            f = open(path, "a+")
+        except OSError as e:
+            try:  # flock needs no write access: another user's lock file in a shared data root still guards a read
+                f = open(path)
+            except OSError:
+                raise CannotLock(e.errno, e.strerror, str(path)) from None
+        with f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            if not _still_at(f, path) and attempt < LOCK_ATTEMPTS - 1:  # (a file system whose inode numbers
+                continue                                                 # change at each look: held as it is)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+            return
+
+
+def _still_at(f: Any, path: Path) -> bool:
+    """Whether the open file `f` is still the one at `path` (not removed, nor replaced)."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(f.fileno())
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:

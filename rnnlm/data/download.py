@@ -14,6 +14,7 @@ failed one leaves nothing at all.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from rnnlm import __version__
 from rnnlm.data import DataRoot
-from rnnlm.atomic import atomic_file
+from rnnlm.atomic import atomic_file, exclusive
 from rnnlm.errors import RnnlmError
 
 DEFAULT_TIMEOUT = 30.0
@@ -84,15 +85,38 @@ def fetch(remote: Remote, root: DataRoot, timeout: float = DEFAULT_TIMEOUT, prog
             return mirrored
         raise RnnlmError(f"{remote.relpath} is not in {root.path} (this command reads a corpus, it does not download "
                          "one); fetch it with rnnlm data fetch, or say where it is with --data-dir")
-    if mirrored is not None and mirrored.is_file():
-        with _readable(mirrored) as f:
-            _store(remote, target, _chunks(f), total=mirrored.stat().st_size, origin=str(mirrored), progress=False)
-    else:
-        mirror_note = "" if root.mirror is None else (f" (the mirror {root.mirror} has none)" if root.mirror.is_dir()
-                                                      else f" (the mirror {root.mirror} is no folder here)")
-        _download(remote, target, timeout, progress, mirror_note)
+    with _alone(target):
+        if target.is_file():  # brought in by the process this one waited for
+            return target
+        if mirrored is not None and mirrored.is_file():
+            with _readable(mirrored) as f:
+                _store(remote, target, _chunks(f), total=mirrored.stat().st_size, origin=str(mirrored), progress=False)
+        else:
+            mirror_note = "" if root.mirror is None else (f" (the mirror {root.mirror} has none)"
+                                                          if root.mirror.is_dir()
+                                                          else f" (the mirror {root.mirror} is no folder here)")
+            _download(remote, target, timeout, progress, mirror_note)
     root.mark()  # after: a failed download leaves nothing behind
     return target
+
+
+@contextlib.contextmanager
+def _alone(target: Path) -> Iterator[None]:
+    """The block run by one process at a time among those bringing `target` in (torchrun's ranks each open the
+    corpus: one downloads it, the others wait and find it there). The lock file goes when the block ends; a data
+    root this user cannot write in gets none (the write itself then fails and says why)."""
+    lock = target.with_name(f".{target.name}.lock")
+
+    def remove() -> None:  # while held: a process waiting on it takes the lock again on a new file
+        with contextlib.suppress(OSError):
+            lock.unlink()
+
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive(lock))
+            stack.callback(remove)
+        yield
 
 
 def check_existing(remote: Remote, target: Path) -> None:

@@ -36,9 +36,7 @@ gather each split's records in the seed's order: two int64 a record, and no Pyth
 from __future__ import annotations
 
 import array
-import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -53,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnlm.atomic import CannotLock, exclusive
 from rnnlm.errors import RnnlmError
 from rnnlm.vocab import EOS, EOS_ID, UNK, UNK_ID, Vocab
 
@@ -63,7 +62,6 @@ SPLITS = ("train", "val", "test")
 CHUNK_BYTES = 1 << 24
 """Text is read, counted and encoded this many bytes at a time."""
 HISTOGRAM_BLOCK = 1 << 20  # bytes of an ASCII chunk counted at once (8 MB of int64 counts in flight)
-LOCK_ATTEMPTS = 5  # times a store's lock is taken again when its file was removed meanwhile
 FULL_CHECK_BYTES = 1 << 26
 """Files up to this size are checked whole each time a store is opened; bigger ones by SAMPLES blocks."""
 SAMPLES, SAMPLE_BYTES = 64, 1 << 16
@@ -260,7 +258,7 @@ def open_store(source: Source, folder: Path, progress: bool = True, say: Callabl
         raise RnnlmError(f"cannot write the corpus store in {folder}: {e.strerror or e}; "
                          "point --data-dir (or RNNLM_DATA_DIR) at a writable folder") from None
     try:
-        with _lock(folder / f".store-{key}.lock"):
+        with exclusive(folder / f".store-{key}.lock"):
             problem = _problem(path, source)
             if problem is not None:
                 if problem != "missing":
@@ -269,8 +267,8 @@ def open_store(source: Source, folder: Path, progress: bool = True, say: Callabl
                 _build(source, path, progress)
                 return _load(path)
             return _reused(path)
-    except _CannotWrite as e:
-        if e.lock and _problem(path, source) is None:  # a read-only data root whose store is ready: read it
+    except (CannotLock, _CannotWrite) as e:
+        if isinstance(e, CannotLock) and _problem(path, source) is None:  # a read-only data root, its store ready
             return _reused(path)
         room = {errno.ENOSPC: "free space, or ", errno.EDQUOT: "free space, or ",
                 errno.EFBIG: "raise the file size limit (ulimit -f), or "}.get(e.errno, "")
@@ -302,11 +300,11 @@ def _reused(path: Path) -> Store:
 
 
 class _CannotWrite(Exception):
-    """The data root refused a write: its lock file (`lock`), or the store being built (a full disk, a quota)."""
+    """The data root refused a write of the store being built (a full disk, a quota)."""
 
-    def __init__(self, error: OSError, lock: bool) -> None:
+    def __init__(self, error: OSError) -> None:
         super().__init__(error.strerror)
-        self.strerror, self.errno, self.lock = error.strerror or str(error), error.errno, lock
+        self.strerror, self.errno = error.strerror or str(error), error.errno
 
 
 def _problem(path: Path, source: Source) -> str | None:
@@ -362,40 +360,6 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` for the block: a second process preparing the same store waits here. A lock file
-    removed while this process waited for it (`rnnlm data clean` removes those of stores that are gone) guards
-    nothing: the lock is taken again on the file now at `path`."""
-    for attempt in range(LOCK_ATTEMPTS):
-        try:
-            f = open(path, "a+")
-        except OSError as e:
-            try:  # flock needs no write access: another user's lock file in a shared data root still guards a read
-                f = open(path)
-            except OSError:
-                raise _CannotWrite(e, lock=True) from None
-        with f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            if not _still_at(f, path) and attempt < LOCK_ATTEMPTS - 1:  # (a file system whose inode numbers
-                continue                                                 # change at each look: held as it is)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-            return
-
-
-def _still_at(f: Any, path: Path) -> bool:
-    """Whether the open file `f` is still the one at `path` (not removed, nor replaced)."""
-    try:
-        here = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(f.fileno())
-    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
-
-
 def remove_leftovers(folder: Path, key: str) -> None:
     """Temporary folders of builds that were stopped (the caller holds the lock, so no build is running)."""
     for stale in folder.glob(f".store-{key}.tmp-*"):
@@ -437,7 +401,7 @@ def _build(source: Source, path: Path, progress: bool) -> None:
         os.replace(tmp, path)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM):
-            raise _CannotWrite(e, lock=False) from None
+            raise _CannotWrite(e) from None
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

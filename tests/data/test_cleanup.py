@@ -62,6 +62,8 @@ def test_clean_removes_what_killed_downloads_and_preparations_left(tmp_path):
     spill.write_bytes(b"x" * 3000)
     download = root / "shakespeare" / f".input.txt.tmp-{dead_pid()}"
     download.write_bytes(b"y" * 500)
+    killed_lock = root / "shakespeare" / ".input.txt.lock"  # a download killed outright leaves its lock file
+    killed_lock.touch()
     living = root / "linux" / ".linux-6.1.tar.xz.tmp-1"  # pid 1 runs as long as the machine does
     living.write_bytes(b"z")
     elsewhere = root / "linux" / f".spill.tmp-{dead_pid()}"  # no such process here: a writer on another machine
@@ -75,8 +77,13 @@ def test_clean_removes_what_killed_downloads_and_preparations_left(tmp_path):
             f"would remove shakespeare/{download.name} (500 B): left by a download or preparation that was stopped"]
         assert spill.exists() and download.exists()
         status, out, err = cli("data", "clean", "--data-dir", root)
-    assert status == 0 and not spill.exists() and not download.exists(), err
+    assert status == 0 and not spill.exists() and not download.exists() and not killed_lock.exists(), err
     assert living.exists() and elsewhere.exists()
+    fetching = root / "linux" / ".linux-6.1.tar.xz.lock"
+    with open(fetching, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a download under way holds it
+        status, out, err = cli("data", "clean", "--data-dir", root)
+    assert status == 0 and fetching.exists(), err
 
 
 def test_a_data_root_or_mirror_that_is_not_there_is_a_mistake_said(tmp_path):

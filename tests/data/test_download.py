@@ -26,14 +26,19 @@ from helpers import REPO
 
 BODY = "First Citizen:\nBefore we proceed any further, hear me speak.\n".encode() * 200
 DIGEST = hashlib.sha256(BODY).hexdigest()
+ASKED: dict[str, list[str]] = {}  # a server's URL: the paths it was asked for
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     """Serves the files the test wrote into `self.server.folder`; `/drop/NAME` stops halfway through, `/trickle/NAME`
-    sends a byte every 20 ms (never a pause long enough for a read to time out)."""
+    sends a byte every 20 ms (never a pause long enough for a read to time out), `/slow/NAME` waits half a second first.
+    The paths asked for are kept in `self.server.asked` (ASKED)."""
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        self.server.asked.append(self.path)  # type: ignore[attr-defined]
         how, _, name = self.path.lstrip("/").rpartition("/")
+        if how == "slow":  # long enough for a second process to ask meanwhile
+            time.sleep(0.5)
         path = self.server.folder / name  # type: ignore[attr-defined]
         if not path.is_file():
             self.send_error(404)
@@ -66,7 +71,9 @@ def server(tmp_path: Path) -> Iterator[str]:
     httpd.folder = folder  # type: ignore[attr-defined]
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.asked = ASKED[url] = []  # type: ignore[attr-defined]
+    yield url
     httpd.shutdown()
     httpd.server_close()
 
@@ -85,6 +92,25 @@ def test_download_succeeds_and_is_reused(server: str, tmp_path: Path) -> None:
     # The second time the file is already there: no network needed.
     again = fetch(Remote("corpus/input.txt", offline_url, DIGEST), root, timeout=5)
     assert again == got
+
+
+def test_processes_fetching_one_file_at_once_download_it_once(server: str, tmp_path: Path) -> None:
+    """torchrun's ranks each open the corpus: each downloaded it (eight ranks, the kernel tarball eight times over).
+    The first downloads, the others wait for it and read its file; no lock file is left."""
+    script = ("import sys\nfrom pathlib import Path\nfrom rnnlm.data import DataRoot\n"
+              "from rnnlm.data.download import Remote, fetch\n"
+              "print(fetch(Remote('corpus/input.txt', sys.argv[2], sys.argv[3]), DataRoot(Path(sys.argv[1])), "
+              "timeout=10, progress=False))\n")
+    args = [sys.executable, "-c", script, str(tmp_path / "data"), f"{server}/slow/input.txt", DIGEST]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ranks = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outcomes = [rank.communicate(timeout=60) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0, 0], outcomes
+    target = tmp_path / "data" / "corpus" / "input.txt"
+    assert {out.strip() for out, _ in outcomes} == {str(target)} and target.read_bytes() == BODY
+    assert sorted(leftovers(tmp_path / "data")) == [tmp_path / "data" / DataRoot.MARK, target]
+    assert ASKED[server] == ["/slow/input.txt"]
 
 
 def test_checksum_mismatch_names_both_digests_and_keeps_nothing(server: str, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from helpers import REPO, measured
+from rnnlm.atomic import exclusive
 from rnnlm.config import load_config
 from rnnlm.data import DataRoot, load_corpus, open_corpus, source_for
 from rnnlm.data import store as store_mod
@@ -195,7 +196,7 @@ def test_a_lock_file_removed_while_a_build_waits_on_it_still_keeps_builds_apart(
     inside: list[tuple[str, float, float]] = []
 
     def build(name: str) -> None:
-        with store_mod._lock(lock):
+        with exclusive(lock):
             start = time.monotonic()
             time.sleep(0.3)
             inside.append((name, start, time.monotonic()))
