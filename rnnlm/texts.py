@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,9 +38,9 @@ class Text:
     name: str
     ids: Tokens | Records
     """A stream, scored from its second id on, or records (`data.records: pad`), each scored whole."""
-    characters: Callable[[], str]
-    """The characters the model scores, as the compressors see them (a record's <eos> is a newline); read only
-    when the compressors are asked for."""
+    characters: Callable[[], Iterator[str]]
+    """The characters the model scores, in pieces, as the compressors see them (a record's <eos> is a newline);
+    read only when the compressors are asked for."""
     unknown: list[str]
     """Distinct characters the vocabulary lacks."""
 
@@ -152,5 +152,4 @@ def _store_text(name: str, store: Store, split: str, point: Checkpoint, offsets:
         ids = Records(tokens, offsets)  # type: ignore[arg-type]
     counts = store.counts[split] if counts is None else counts
     unknown = sorted(c for c, n in counts.items() if n and c not in point.vocab.itos)
-    characters = (lambda: store.text(split)) if store.records else (lambda: store.text(split)[1:])
-    return Text(name, ids, characters, unknown)
+    return Text(name, ids, lambda: store.pieces(split, 1), unknown)  # after the leading <eos>, or a stream's first

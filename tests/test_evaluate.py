@@ -4,6 +4,7 @@ import json
 import math
 import os
 import random
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from helpers import make_checkpoint, measured, uniform
 import rnnlm.evaluate as ev
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import load_config
+from rnnlm.data import store as store_mod
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import compressor_bpc, evaluate_sources, score_records, score_stream
 from rnnlm.inference import load_model
@@ -229,12 +231,36 @@ def test_empty_file_is_an_error(tmp_path):
 def test_compressor_bits_per_character():
     rng = random.Random(1)
     text = "".join(rng.choice("ab") for _ in range(20_000))
-    bpc = compressor_bpc(text)
+    bpc = compressor_bpc([text])
     assert set(bpc) == {"gzip", "bz2", "xz"}
     assert all(0.95 < v < 1.5 for v in bpc.values())  # one random bit per character, and a little overhead
     four = "".join(rng.choice("abcd") for _ in range(20_000))
-    assert all(1.9 < v < 2.8 for v in compressor_bpc(four).values())  # two random bits per character
-    assert compressor_bpc("é" * 1000)["gzip"] < 0.5  # per character, not per UTF-8 byte
+    assert all(1.9 < v < 2.8 for v in compressor_bpc([four]).values())  # two random bits per character
+    assert compressor_bpc(["é" * 1000])["gzip"] < 0.5  # per character, not per UTF-8 byte
+    assert compressor_bpc([four[:7], four[7:12345], four[12345:]]) == compressor_bpc([four])  # pieces: the same
+
+
+def test_the_compressors_read_a_text_a_piece_at_a_time(tmp_path, monkeypatch):
+    """--compare-compressors decoded a text whole (four bytes a character, then a string and its UTF-8 bytes): for
+    a split of the kernel, gigabytes. It reads store.PIECE_CHARS characters at a time."""
+    monkeypatch.setattr(store_mod, "PIECE_CHARS", 1 << 14)
+    rng = random.Random(2)
+    text = "".join(rng.choice("abcdé\n") for _ in range(1 << 20))
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="abcd", chars="abcdé\n"))
+    source = file_source(tmp_path / "t.txt", point)
+
+    def peak(pieces):  # the most memory the compressors took (xz -9e's own: 674 MB, whatever the text)
+        tracemalloc.start()
+        try:
+            compressor_bpc(pieces)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert compressor_bpc(source.characters()) == compressor_bpc([text])  # the text scored, every character of it
+    held = peak(source.characters()) - peak(["a"])
+    assert held < len(text), held  # under a byte a character (whole: over four; the compressors' buffers: 0.6 MB)
 
 
 def test_split_scores_reproduce_the_training_validation_loss(tmp_path):

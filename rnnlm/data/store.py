@@ -66,6 +66,7 @@ FULL_CHECK_BYTES = 1 << 26
 """Files up to this size are checked whole each time a store is opened; bigger ones by SAMPLES blocks."""
 SAMPLES, SAMPLE_BYTES = 64, 1 << 16
 MAX_CODEPOINT = 0x110000
+PIECE_CHARS = 1 << 22  # characters of a split's text decoded at once (`Store.pieces`)
 
 
 @dataclass(frozen=True)
@@ -225,11 +226,14 @@ class Store:
 
     def text(self, split: str) -> str:
         """The split's text, exactly (a records split as its records, each followed by a newline)."""
-        ids = np.asarray(self.ids(split))
-        if self.records:
-            ids = ids[1:]  # the leading <eos>; every later one ends a record
+        return "".join(self.pieces(split, 1 if self.records else 0))  # a records split's leading <eos> is not text
+
+    def pieces(self, split: str, start: int = 0) -> Iterator[str]:
+        """The split's text from its id `start` on, PIECE_CHARS characters at a time (<eos> as a newline)."""
+        ids = self.ids(split)
         table = np.array([10, *map(ord, self.symbols[1:])], dtype=np.uint32)  # code points, <eos> as a newline
-        return table[ids].tobytes().decode("utf-32-le")
+        for at in range(start, len(ids), PIECE_CHARS):
+            yield table[ids[at:at + PIECE_CHARS]].tobytes().decode("utf-32-le")
 
     def record_texts(self, split: str) -> list[str]:
         """A records split's records."""
