@@ -31,8 +31,8 @@ each over all steps.
 
 from __future__ import annotations
 
-import contextlib
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -215,40 +215,42 @@ class _Recurrent(nn.Module):
 
     def _layers(self, path: Path, inp: Tensor, h0: Tensor, c0: Tensor | None,
                 projected: bool) -> tuple[Tensor, State]:
-        """The stack layer by layer, each layer's loop over time one call of its path's cell."""
-        cells = {"c": fastpath.CELLS, "bf16": fastpath.BF16_CELLS}.get(path, reference.CELLS)
-        autocast = None if path == "bf16" else self._autocast_dtype(inp)
-        # Autocast has no rule for our out= ops, so the "torch" path casts once to the autocast dtype here and runs
-        # the layers with autocast off; gradients flow back through the casts to the fp32 parameters. Without
-        # autocast nothing is cast: a model and an input of different dtypes raise, as torch.nn's do. So on CUDA
-        # under autocast the states and gate math run in half precision too, as torch.nn's cuDNN recurrences do. The
-        # "bf16" path leaves autocast on for the input projections and gives its loops their float32 result: its
-        # states and gate math stay float32.
-        cast = (lambda t: t) if autocast is None else (lambda t: None if t is None else t.to(autocast))
-        if path == "bf16":  # a state carried over from an earlier call is bfloat16; the loops keep float32
-            h0, c0 = h0.float(), None if c0 is None else c0.float()
+        """The stack layer by layer, in the precision its path runs in."""
+        if path == "bf16":  # autocast stays on for the input projections; the loops take float32 (`BF16_CELLS`)
+            x, state = self._each_layer(fastpath.BF16_CELLS, inp, h0, c0, projected)
+            return x.to(torch.bfloat16), map_state(lambda s: s.to(torch.bfloat16), state)  # as torch.nn's under it
+        cells = fastpath.CELLS if path == "c" else reference.CELLS
+        autocast = self._autocast_dtype(inp)
+        if autocast is None:  # nothing cast: a model and an input of different dtypes raise, as torch.nn's do
+            return self._each_layer(cells, inp, h0, c0, projected)
+        # Autocast has no rule for our out= ops: cast once to its dtype and run the layers with it off (gradients flow
+        # back through the casts to the float32 parameters). On CUDA the states and gate math then run in half
+        # precision too, as torch.nn's cuDNN recurrences do.
+        def cast(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(autocast)
+
+        with torch.autocast(inp.device.type, enabled=False):
+            return self._each_layer(cells, cast(inp), cast(h0), cast(c0), projected, cast)
+
+    def _each_layer(self, cells: dict[str, Recurrence], x: Tensor, h0: Tensor, c0: Tensor | None, projected: bool,
+                    cast: Callable[[Tensor | None], Tensor | None] = lambda t: t) -> tuple[Tensor, State]:
+        """Each layer's input projection, then its loop over time: one call of its cell. `cast` the parameters."""
         h_n, c_n = [], []
-        with contextlib.nullcontext() if autocast is None else torch.autocast(inp.device.type, enabled=False):
-            x = cast(inp)
-            for layer in range(self.num_layers):
-                w_ih, w_hh, b_ih, b_hh = map(cast, self.layer_params(layer))
-                if layer > 0:
-                    x = F.dropout(x, self.dropout, self.training)
-                given = projected and layer == 0  # the caller's projection has b_ih already
-                outside, inside = split_biases(self.mode, None if given else b_ih, b_hh, w_hh)
-                if given:
-                    xg = x if outside is None else x + outside
-                else:  # (T, B, G*H): the input projection of all steps in one product
-                    xg = F.linear(x, w_ih, outside)
-                x, h, c = self._layer(cells[self.mode], xg.float() if path == "bf16" else xg, w_hh, inside,
-                                      cast(h0[layer]), None if c0 is None else cast(c0[layer]))
-                h_n.append(h)
-                c_n.append(c)
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = map(cast, self.layer_params(layer))
+            if layer > 0:
+                x = F.dropout(x, self.dropout, self.training)
+            given = projected and layer == 0  # the caller's projection has b_ih already
+            outside, inside = split_biases(self.mode, None if given else b_ih, b_hh, w_hh)
+            if given:
+                xg = x if outside is None else x + outside
+            else:  # (T, B, G*H): the input projection of all steps in one product
+                xg = F.linear(x, w_ih, outside)
+            x, h, c = self._layer(cells[self.mode], xg, w_hh, inside, h0[layer], None if c0 is None else c0[layer])
+            h_n.append(h)
+            c_n.append(c)
         h_stack = torch.stack(h_n)  # (L, B, H)
-        state = h_stack if c0 is None else (h_stack, torch.stack(c_n))
-        if path == "bf16":  # what autocast gives from torch.nn's recurrences
-            return x.to(torch.bfloat16), map_state(lambda s: s.to(torch.bfloat16), state)
-        return x, state
+        return x, h_stack if c0 is None else (h_stack, torch.stack(c_n))
 
     @staticmethod
     def _layer(cell: Recurrence, xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor,

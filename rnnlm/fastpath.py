@@ -150,8 +150,18 @@ def rnn_backward(w_hh: Tensor, hs: Tensor, saved: tuple[Tensor, ...], grad_out: 
 CELLS = {"RNN_TANH": Recurrence(rnn_forward, rnn_backward),
          "RNN_RELU": Recurrence(functools.partial(rnn_forward, relu=True), functools.partial(rnn_backward, relu=True)),
          "LSTM": Recurrence(lstm_forward, lstm_backward), "GRU": Recurrence(gru_forward, gru_backward)}
-BF16_CELLS = {mode: Recurrence(functools.partial(cell.forward, bf16=True), functools.partial(cell.backward, bf16=True),
-                               torch.bfloat16) for mode, cell in CELLS.items()}
+
+
+def _in_float32(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """`forward` with W_hh's products in bfloat16, given float32 inputs: under bf16 autocast the input projection
+    comes as bfloat16, and so does a state carried from an earlier call; the gates and states stay float32."""
+    def run(xg: Tensor, w_hh: Tensor, bias: Tensor | None, h0: Tensor, c0: Tensor | None, keep: bool) -> Any:
+        return forward(xg.float(), w_hh, bias, h0.float(), None if c0 is None else c0.float(), keep, bf16=True)
+    return run
+
+
+BF16_CELLS = {mode: Recurrence(_in_float32(cell.forward), functools.partial(cell.backward, bf16=True), torch.bfloat16)
+              for mode, cell in CELLS.items()}
 """The same loops with W_hh's products in bfloat16 (fused.c, "bfloat16 products"), for bf16 autocast; the products
 around them (W_hh's and h0's gradients) in bfloat16 too."""
 
