@@ -62,8 +62,11 @@ class Gathered:
     steps: int = 0
     skipped: int = 0
     """Steps fp16's loss scaler skipped (their gradient overflowed): not in grad_sum or grad_max."""
+    lr: float | None = None
+    """The learning rate of the last step gathered (None before one, and in checkpoints from before it was kept)."""
 
-    def add(self, seconds: float, loss: float, chars: int, grad_norm: float) -> None:
+    def add(self, seconds: float, loss: float, chars: int, grad_norm: float, lr: float) -> None:
+        self.lr = lr
         self.seconds += seconds
         self.loss_sum += loss * chars
         self.chars += chars
@@ -75,12 +78,12 @@ class Gathered:
         self.steps += 1
 
     def means(self) -> dict[str, float]:
-        """The record's loss, gradient norms and speed over the steps gathered."""
+        """The record's loss, gradient norms and speed over the steps gathered, and the last step's rate."""
         measured = self.steps - self.skipped  # none: no norm to report (null in metrics.jsonl), not a norm of 0
         return {"train_loss": self.loss_sum / max(1, self.chars),
                 "grad_norm": self.grad_sum / measured if measured else math.nan,
                 "grad_norm_max": self.grad_max if measured else math.nan,
-                "chars_per_sec": round(self.chars / max(self.seconds, 1e-9), 1)}
+                "chars_per_sec": round(self.chars / max(self.seconds, 1e-9), 1), "lr": self.lr}
 
 
 @dataclass
@@ -106,12 +109,12 @@ class Tally:
     the session knew it was ending, which a time budget then writes again): a resume stopped during its final
     evaluation, or after it, ends again unless that budget was raised (what train.max_time needs to know)."""
 
-    def count_step(self, epoch: int, seconds: float, loss: float, chars: int, grad_norm: float) -> None:
+    def count_step(self, epoch: int, seconds: float, loss: float, chars: int, grad_norm: float, lr: float) -> None:
         self.step += 1
         self.epoch = epoch
         self.elapsed += seconds
         self.train_time += seconds
-        self.gathered.add(seconds, loss, chars, grad_norm)
+        self.gathered.add(seconds, loss, chars, grad_norm, lr)
 
     @classmethod
     def from_plain(cls, raw: dict[str, Any]) -> "Tally":

@@ -29,7 +29,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +81,15 @@ class RunResult:
     """A resumed run whose budget was already spent: it trained nothing and wrote nothing."""
 
 
+class Agreed(NamedTuple):
+    """What every process takes from a step (`Trainer._agree`)."""
+
+    loss: float
+    grad_norm: float
+    stop: bool
+    time_up: bool
+
+
 def train(cfg: Config, run_dir: Path, resume: Checkpoint | None = None, root: DataRoot | None = None,
           progress: bool = True, dist: Dist | None = None) -> RunResult:
     """Train `cfg` in `run_dir` (created if new), or continue `resume` there. Under torchrun, pass the
@@ -130,12 +139,14 @@ class Trainer:
         self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
         if resume is not None:
             self._restore(resume)
+        # Three handles on one model: `model` (its weights, saved and evaluated), `net` (what a step runs: the model,
+        # or DDP's wrapper that averages gradients) and `compiled` (net compiled, for full windows, or net itself).
         self.net: torch.nn.Module = self.model
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             self.net = DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
-        self.forward = torch.compile(self.net, dynamic=False) if t.compile else self.net
+        self.compiled = torch.compile(self.net, dynamic=False) if t.compile else self.net
         self.changes, self.loggers = changes, Loggers([])
 
     def _open(self) -> None:
@@ -247,7 +258,8 @@ class Trainer:
         tally.ended_by = ""  # this session's own, once `finish` knows it
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main, epochs=self.batcher.epochs_done)
-        self.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
+        if tally.gathered.lr is None:  # a checkpoint from before the rate was kept: as near as it can be told now
+            tally.gathered.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
         self.model.train()
         try:
             with StopSignal() as self.stop:
@@ -282,12 +294,12 @@ class Trainer:
         """One optimizer step on `batch`; returns whether any process was told to stop, or ran out of time."""
         t, tally, dist = self.cfg.train, self.tally, self.dist
         self.state = truncate(self.state) if batch.carry else None
-        self.lr = learning_rate(self.cfg, tally.step, batch.epoch, tally.clock)
+        lr = learning_rate(self.cfg, tally.step, batch.epoch, tally.clock)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = lr
         rows = dist.rows(t.batch_size)
         inputs, targets, chars = batch.inputs[rows], batch.targets[rows], batch.chars  # chars: the global minibatch's
-        run, state = self.forward, self.state
+        run, state = self.compiled, self.state
         if inputs.shape[1] != t.seq_len:  # compiled for full windows only
             run = self.net
         elif run is not self.net:  # compiled: one signature, float32 states (a None, or autocast's, compiled again)
@@ -301,12 +313,26 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
-        # One exchange and one read from the device per step (each read waits for the GPU to drain its queue): the
-        # global loss, the gradient norm (the same on every process), whether any process was told to stop or ran
-        # out of time, and the clock
+        agreed = self._agree(nll, grad_norm, chars, stop)
+        if tally.step == 0:
+            tally.first_loss = agreed.loss
+        self._check_divergence(agreed.loss, agreed.grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        now = time.perf_counter()
+        tally.count_step(batch.epoch, now - self.tick, agreed.loss, chars, agreed.grad_norm, lr)
+        self.fastest = max(self.fastest, chars / max(now - self.tick, 1e-9))
+        self.tick = now
+        return agreed.stop, agreed.time_up
+
+    def _agree(self, nll: torch.Tensor, grad_norm: torch.Tensor, chars: int, stop: StopSignal) -> Agreed:
+        """What every process takes from a step, in one exchange and one read from the device (each read waits for
+        the GPU to drain its queue): the global loss, the gradient norm (the same on every process), whether any
+        process was told to stop or ran out of time, and the clock (their mean, which the schedule reads)."""
+        t, tally, dist = self.cfg.train, self.tally, self.dist
         now = time.perf_counter()
         # room for the final evaluation, and for the one due after this step: with no room for both, that one is the
-        # final one (the run went on, evaluated again a step later, and overran the budget by an evaluation)
+        # final one (else the run would evaluate again a step later, past the budget)
         evaluations = 1 + ((tally.step + 1) % t.eval_every == 0)
         time_up = (t.max_time is not None
                    and tally.elapsed + (now - self.tick) + evaluations * self._final_eval() >= t.max_time)
@@ -316,17 +342,7 @@ class Trainer:
                                                 dev.to_device(flags, self.device)]))
         nll_sum, norm_sum, stops, time_ups, clocks = shared.tolist()
         tally.clock = clocks / dist.world_size
-        loss_value, grad_value = nll_sum / max(1, chars), norm_sum / dist.world_size
-        if tally.step == 0:
-            tally.first_loss = loss_value
-        self._check_divergence(loss_value, grad_value)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        now = time.perf_counter()
-        tally.count_step(batch.epoch, now - self.tick, loss_value, chars, grad_value)
-        self.fastest = max(self.fastest, chars / max(now - self.tick, 1e-9))
-        self.tick = now
-        return stops > 0, time_ups > 0
+        return Agreed(nll_sum / max(1, chars), norm_sum / dist.world_size, stops > 0, time_ups > 0)
 
     def after_step(self) -> bool:
         """The records, evaluations and samples due after this step; their time counts in the wall-clock budget,
@@ -445,7 +461,7 @@ class Trainer:
         """The training record of the steps gathered since the last one, which the tally then forgets."""
         tally = self.tally
         means, skipped = tally.gathered.means(), tally.gathered.skipped
-        record = {"step": tally.step, "epoch": tally.epoch, "train_loss": means["train_loss"], "lr": self.lr,
+        record = {"step": tally.step, "epoch": tally.epoch, "train_loss": means["train_loss"], "lr": means["lr"],
                   "grad_norm": means["grad_norm"], "grad_norm_max": means["grad_norm_max"],
                   "chars_per_sec": means["chars_per_sec"], "elapsed": round(tally.elapsed, 3),
                   "train_time": round(tally.train_time, 3), **({"skipped_steps": skipped} if skipped else {})}

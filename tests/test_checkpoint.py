@@ -35,7 +35,8 @@ def test_the_training_state_round_trips_by_field(tmp_path):
     config = Config()  # an LSTM: (h, c), each (layers, batch, hidden)
     state = tuple(torch.randn(config.model.num_layers, config.train.batch_size, config.model.hidden_size)
                   for _ in range(2))
-    tally = ckpt.Tally(step=3, best_val=1.5, first_loss=2.0, gathered=ckpt.Gathered(loss_sum=4.0, chars=2, steps=1))
+    gathered = ckpt.Gathered(loss_sum=4.0, chars=2, steps=1, lr=2e-3)
+    tally = ckpt.Tally(step=3, best_val=1.5, first_loss=2.0, gathered=gathered)
     training = ckpt.TrainingState({"state": {}}, {"pos": 4}, None, {"torch": [torch.get_rng_state()], "cuda": []},
                                   state, tally, ["abc"])
     ckpt.save([tmp_path / "last.pt"], ckpt.Checkpoint(Config(), VOCAB, False, weights(), 3, training))
@@ -56,7 +57,8 @@ def test_a_checkpoint_whose_tally_kept_the_record_sums_flat_still_resumes(tmp_pa
     assert (back.step, back.epoch, back.elapsed) == (3, 1, 9.5)
     assert back.gathered == ckpt.Gathered(loss_sum=6.0, chars=4, seconds=0.5, grad_sum=1.0, grad_max=1.0, steps=2,
                                           skipped=1)
-    assert back.gathered.means() == {"train_loss": 1.5, "grad_norm": 1.0, "grad_norm_max": 1.0, "chars_per_sec": 8.0}
+    assert back.gathered.means() == {"train_loss": 1.5, "grad_norm": 1.0, "grad_norm_max": 1.0, "chars_per_sec": 8.0,
+                                     "lr": None}  # which the resumed session computes from the schedule
 
 
 class Payload:

@@ -616,3 +616,25 @@ def test_a_time_budget_spent_at_an_evaluation_step_stays_spent_on_resume(tmp_pat
     resumed = train(more, first.run_dir, resume=ckpt.load(first.run_dir / ckpt.LAST), progress=False)
     assert resumed.step == 3
     assert [r["step"] for r in read_metrics(first.run_dir) if "train_loss" in r] == [1, 3]
+
+
+def test_a_resumed_session_logs_the_learning_rate_its_last_step_used(tmp_path, monkeypatch):
+    """A session stopped mid-record keeps the record's sums for the next one to log; that record gave the rate
+    computed again, with the resumed session's budget and clock, not the one its last step used: resumed with
+    max_steps where it stopped, a cosine's floor."""
+    from rnnlm import train as train_mod
+    from rnnlm.train import Trainer
+
+    used, rate, after = [], train_mod.learning_rate, Trainer.after_step
+    monkeypatch.setattr(train_mod, "learning_rate", lambda *args: used.append(rate(*args)) or used[-1])
+    monkeypatch.setattr(Trainer, "after_step", lambda self: (self.tally.step != 5 or os.kill(os.getpid(),
+                                                             signal.SIGINT) or True) and after(self))
+    settings = [*COMMON, "train.eval_every=100000", "train.log_every=100000", "train.schedule=cosine",
+                "train.warmup_steps=0", "train.max_steps=null", "train.max_time=600"]
+    first = train(load_config(TINY, settings), tmp_path / "run", progress=False)
+    assert first.stopped == "interrupted" and read_metrics(first.run_dir) == []  # the record is kept, unlogged
+    last_used = used[-1]
+    again = load_config(TINY, [*settings, f"train.max_steps={first.step}"])
+    train(again, first.run_dir, resume=ckpt.load(first.run_dir / ckpt.LAST), progress=False)
+    record = [r for r in read_metrics(first.run_dir) if "train_loss" in r][-1]
+    assert record["step"] == first.step and record["lr"] == last_used

@@ -470,12 +470,12 @@ def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
 
     tally = Tally()
     for norm in (1.0, math.inf, 3.0):
-        tally.count_step(0, 0.1, 2.0, 10, norm)
+        tally.count_step(0, 0.1, 2.0, 10, norm, 1e-3)
     assert (tally.gathered.steps, tally.gathered.skipped) == (3, 1)
     assert tally.gathered.means()["grad_norm"] == 2.0 and tally.gathered.means()["grad_norm_max"] == 3.0
     every = Tally()
     for _ in range(2):  # a record whose steps were all skipped measured no norm: not a norm of 0
-        every.count_step(0, 0.1, 2.0, 10, math.inf)
+        every.count_step(0, 0.1, 2.0, 10, math.inf, 1e-3)
     assert all(math.isnan(every.gathered.means()[k]) for k in ("grad_norm", "grad_norm_max"))
 
 
