@@ -247,12 +247,22 @@ def check_resume_config(old: Config, new: Config, run_dir: Path, source: Path | 
                  f"{new_run_from(run_dir)} and the overrides given here")
         given = [k for k in refused if any(o.startswith(f"{k}=") for o in overrides)]
         undo = ([f"drop {', '.join(given)} from the overrides"] if given else []) + (
-            [f"undo the edit in {source or 'config.yaml'}"] if len(given) < len(refused) else [])
+            [_undo(source, run_dir, [(k, _get(a, k)) for k in refused if k not in given])]
+            if len(given) < len(refused) else [])
         raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} "
                           f"{'differs' if len(refused) == 1 else 'differ'} from the config the run "
                           f"was trained with; only {', '.join(sorted(SAFE_TO_CHANGE))}, sample.* and {MOVED} (to the "
                           f"same text, moved) may change on resume ({' and '.join(undo)}, or {fresh})")
     return [f"{k}: {_shown(_get(a, k))} -> {_shown(_get(b, k))}" for k in changed]
+
+
+def _undo(source: Path | None, run_dir: Path, keys: list[tuple[str, Any]]) -> str:
+    """How to take back the changes a config file made: the run's own config.yaml was edited; a CONFIG given with
+    --resume differs where the run was started with overrides too, or it is another config."""
+    if source is None or source.resolve() == (run_dir / "config.yaml").resolve():
+        return f"undo the edit in {source or 'config.yaml'}"
+    again = " ".join(shell_word(f"{k}={v if isinstance(v, str) else _shown(v)}") for k, v in keys)
+    return f"leave {shell_word(source)} out (the run's config.yaml holds what it trained with) or give {again} after it"
 
 
 def _shown(value: Any) -> str:

@@ -208,7 +208,14 @@ def test_resume_with_a_changed_config(tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text((run / "config.yaml").read_text().replace("hidden_size: 32", "hidden_size: 64"))
     refused = in_process("train", other, "--resume", str(run), "train.max_steps=20")
-    assert refused.returncode == 2 and f"(undo the edit in {other}, or start a new run)" in refused.stderr
+    assert refused.returncode == 2 and refused.stderr.strip().endswith(
+        f"(leave {other} out (the run's config.yaml holds what it trained with) or give model.hidden_size=32 after "
+        "it, or start a new run)"), refused.stderr  # it said to undo an edit in a file no one had edited
+    edited = run / "config.yaml"
+    edited.write_text(edited.read_text().replace("hidden_size: 32", "hidden_size: 64"))
+    refused = in_process("train", "--resume", str(run), "train.max_steps=20")
+    assert refused.returncode == 2 and f"(undo the edit in {edited}, or start a new run)" in refused.stderr
+    edited.write_text(edited.read_text().replace("hidden_size: 64", "hidden_size: 32"))
 
     accepted = in_process("train", "--resume", str(run), "train.max_steps=20", "train.eval_every=5", "train.threads=1",
                        "sample.length=50", "-q")
