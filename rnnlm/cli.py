@@ -489,7 +489,7 @@ def show_config(
 ) -> None:
     """Print the config a run of CONFIG with these overrides would use, as YAML: every key, defaults included, as
     `rnnlm train` writes it to the run's config.yaml. Nothing is trained."""
-    from rnnlm.config import load_config, with_absolute_paths
+    from rnnlm.config import inert_settings, load_config, with_absolute_paths
     from rnnlm.data import get_loader
 
     _end_with_the_reader()
@@ -498,6 +498,8 @@ def show_config(
         config_file = config_file / "config.yaml"
     cfg = load_config(config_file, args)
     get_loader(cfg.data.dataset)  # a corpus name that is none is refused here as `train` refuses it
+    for warning in inert_settings(cfg):  # on stderr: the YAML on stdout stays a config to save
+        typer.echo(warning, err=True)
     typer.echo(with_absolute_paths(cfg).to_yaml(), nl=False)
 
 

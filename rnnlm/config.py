@@ -354,6 +354,40 @@ class Config:
         return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False)
 
 
+INERT_UNLESS = {  # a key: the key whose values give it something to do, and those values
+    "model.nonlinearity": ("model.cell", ("rnn",)),
+    "model.forget_bias": ("model.cell", ("lstm",)),
+    "model.embed_dim": ("model.encoding", ("embedding",)),
+    "train.momentum": ("train.optimizer", ("sgd", "rmsprop")),
+    "train.betas": ("train.optimizer", ("adam", "adamw")),
+    "train.min_lr": ("train.schedule", ("cosine",)),
+    "train.decay_rate": ("train.schedule", ("char_rnn",)),
+    "train.decay_after": ("train.schedule", ("char_rnn",)),
+    "train.seq_len": ("data.records", ("pack",)),  # padded records are read whole, each from a zero state
+    "train.bptt": ("data.records", ("pack",)),
+    "train.batching": ("data.records", ("pack",)),
+}
+
+
+def inert_settings(cfg: Config) -> list[str]:
+    """Warnings for the keys set away from their defaults that the rest of the config gives nothing to do (a relu
+    asked of an LSTM, momentum of Adam): most likely a slip, or a char-rnn habit."""
+    values, defaults = cfg.to_dict(), Config().to_dict()
+
+    def get(d: dict[str, dict[str, Any]], key: str) -> Any:
+        section, name = key.split(".")
+        return d[section][name]
+
+    found = []
+    for key, (decider, wanted) in INERT_UNLESS.items():
+        if get(values, key) != get(defaults, key) and get(values, decider) not in wanted:
+            value = get(values, key)
+            typed = value if isinstance(value, str) else show(value)  # as an override types it
+            found.append(f"warning: {key}={typed} does nothing with {decider}={get(values, decider)}; it is for "
+                         f"{decider}={' or '.join(wanted)}")
+    return found
+
+
 _SECTION_TYPES: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sample": SampleConfig}
 
 

@@ -39,7 +39,7 @@ from rnnlm import device as dev
 from rnnlm import fused
 from rnnlm.batching import IGNORE, Batch, Batcher, make_batcher, truncate
 from rnnlm.checkpoint import Checkpoint, Gathered, Tally, TrainingState
-from rnnlm.config import Config
+from rnnlm.config import Config, inert_settings
 from rnnlm.console import Progress, say
 from rnnlm.corpus import Prepared, evaluate_split, padded, prepare, scores_nothing, widest_step
 from rnnlm.data import DataRoot, missing_path
@@ -557,9 +557,13 @@ def _check_settings(cfg: Config, dist: Dist) -> None:
                          f"processes; use a multiple of {dist.world_size}")
     if t.tensorboard and dist.is_main:
         check_tensorboard()
-    if t.max_steps is not None and t.warmup_steps > t.max_steps and dist.is_main:  # a slip, most likely: said
+    if not dist.is_main:
+        return
+    if t.max_steps is not None and t.warmup_steps > t.max_steps:  # a slip, most likely: said
         say(f"warning: train.warmup_steps={t.warmup_steps} is above train.max_steps={t.max_steps}, so the learning "
             f"rate rises for the whole run and never reaches train.lr={t.lr:g}; lower train.warmup_steps")
+    for warning in inert_settings(cfg):
+        say(warning)
 
 
 def _no_validation(cfg: Config) -> None:

@@ -669,3 +669,21 @@ def test_an_fp16_gradient_that_keeps_overflowing_ends_the_run(tmp_path):
         Trainer._check_divergence(trainer, 2.0, math.inf)
     with pytest.raises(TrainingDiverged, match=f"the fp16 gradient overflowed {OVERFLOWS_IN_A_ROW} steps in a row"):
         Trainer._check_divergence(trainer, 2.0, math.inf)
+
+
+def test_settings_the_rest_of_the_config_gives_nothing_to_do_are_warned_of(tmp_path):
+    """A relu asked of an LSTM, momentum of Adam, an embedding width with one-hot input, a decay rate without
+    char-rnn's schedule: each trained without a word (a user trial asked for a relu LSTM and got a tanh one)."""
+    status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "train.max_steps=1", "model.cell=lstm",
+                         "model.nonlinearity=relu", "train.momentum=0.9", "model.embed_dim=7", "train.decay_rate=0.5",
+                         "--out", tmp_path, "--name", "run", "-q")
+    assert status == 0, err
+    assert [line for line in err.splitlines() if "does nothing" in line] == [
+        "warning: model.nonlinearity=relu does nothing with model.cell=lstm; it is for model.cell=rnn",
+        "warning: model.embed_dim=7 does nothing with model.encoding=onehot; it is for model.encoding=embedding",
+        "warning: train.momentum=0.9 does nothing with train.optimizer=adam; it is for train.optimizer=sgd or rmsprop",
+        "warning: train.decay_rate=0.5 does nothing with train.schedule=constant; it is for train.schedule=char_rnn"]
+    status, out, err = cli("config", REPO / "configs" / "tiny.yaml", "model.cell=gru", "model.forget_bias=0")
+    assert status == 0 and "model.forget_bias=0.0 does nothing with model.cell=gru" in err and "warning" not in out
+    for config in sorted((REPO / "configs").glob("*.yaml")):  # what the project ships says nothing of the kind
+        assert cli("config", config)[2] == "", config
