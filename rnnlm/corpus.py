@@ -35,6 +35,12 @@ class Prepared:
     def offsets(self, split: str) -> np.ndarray | None:
         return self.store.offsets(split) if self.store.records else None
 
+    def unseen(self, split: str) -> tuple[list[str], int]:
+        """The characters of `split` the vocabulary lacks (read as <unk>), and how often they occur there."""
+        known = set(self.vocab.itos[2:])
+        counts = {c: n for c, n in self.store.counts[split].items() if n and c not in known}
+        return sorted(counts), sum(counts.values())
+
 
 def prepare(cfg: Config, root: DataRoot | None = None, vocab: Vocab | None = None, progress: bool = True,
             new_run: bool = True) -> Prepared:

@@ -167,6 +167,10 @@ class Trainer:
                     "while training: " + listed(unknown))
             if self.changes is None:
                 say(self._described())
+                unseen, count = self.prepared.unseen("val")
+                if unseen:  # the vocabulary is the training split's (char-rnn's is the whole file's)
+                    say(f"warning: the val split holds {count:,} character{'s' * (count != 1)} the training split "
+                        f"lacks ({listed(unseen)}): read as <unk>, they count in the val loss")
             if self.start is not None and self.changes is None:  # where a fine-tuned run came from
                 origin = str(Path(str(self.start.point.path)).resolve())
                 self.loggers.log({"step": 0, "init_from": origin, "init_vocab": t.init_vocab,
