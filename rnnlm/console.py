@@ -122,12 +122,12 @@ class Progress:
 
     def show(self, tally: Tally, record: dict[str, Any], final: bool = False) -> None:
         """A training record: its fields on the progress line, or one log line."""
-        left = None if final else self._time_left(tally)
+        left, t = None if final else self._time_left(tally), self.t
         self.fields.update({"left": f"{clock(left)} left" if left is not None else "",
                             "loss": f"loss {record['train_loss']:.4f}",
                             "val": f"val {tally.last_val:.4f}" if math.isfinite(tally.last_val) else "",
                             "speed": f"{record['chars_per_sec']:,.0f} chars/s", "lr": f"lr {record['lr']:.2e}",
-                            "epoch": f"epoch {tally.epoch + 1}/{self.t.max_epochs}" if self.t.max_epochs else ""})
+                            "epoch": f"epoch {tally.epoch + 1}" + (f"/{t.max_epochs}" if t.max_epochs else "")})
         if self.lines:
             total = f"/{self.t.max_steps}" if self.t.max_steps else ""
             self._line(f"step {tally.step}{total}", "loss", "val", "speed", "lr", "epoch", "left")
@@ -141,10 +141,9 @@ class Progress:
         empty = math.isnan(nll)  # an empty validation split scores nothing
         self.fields["val"] = "val -" if empty else f"val {nll:.4f}"
         self.fields["left"] = ""
-        if self.lines:
-            score = "no validation loss (nothing to score)" if empty else f"val {nll:.4f} nats/char · {bpc:.4f} bpc"
-            self.stream.write(f"step {tally.step} · {score} · evaluated in {seconds:.1f} s\n")
-            self.stream.flush()
+        score = "no validation loss (nothing to score)" if empty else f"val {nll:.4f} nats/char · {bpc:.4f} bpc"
+        if self.lines or self.bar is not None:  # above the bar on a terminal: the evaluations' history stays in view
+            self.write(f"step {tally.step} · {score} · evaluated in {seconds:.1f} s")
         self._refresh(tally)
 
     def write(self, text: str) -> None:

@@ -205,12 +205,16 @@ def test_on_a_terminal_the_loss_beside_the_bar_is_the_step_it_shows(tmp_path, mo
 
 
 def test_on_a_terminal_the_progress_line_fits_and_counts_a_time_budget_in_seconds(tmp_path, monkeypatch):
+    import re
+
     result, frames = trained_on_a_terminal(tmp_path, monkeypatch, 80, "train.max_steps=null", "train.max_time=2",
                                            "train.log_every=1", "train.eval_every=20")
     bars = [f for f in frames if str(tmp_path) not in f]  # the run directory's line is as long as its path
     assert all(len(f) <= 80 for f in bars), max(bars, key=len)
     assert any("left · loss" in f for f in frames)  # time left first, then the loss
     assert any("evaluating" in f for f in frames) and any("· val " in f for f in frames)
+    # each evaluation is kept above the bar, as lines sent to a file keep it (only the bar showed it, until the next)
+    assert re.search(r"^step \d+ · val \d\.\d{4} nats/char · \d\.\d{4} bpc · evaluated in", "\n".join(frames), re.M)
     last = frames[-1]
     assert f"step {result.step}" in last and "100%" in last  # the bar counts seconds: it ends full, never jumps
 
