@@ -55,8 +55,8 @@ def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
     """A new run's folder, created: `out/name`, or `out/<stem>-<date>-<time>` (then `-2`, `-3`... when runs started
     in the same second, a sweep's, took it); never a folder that exists. Creating it is the claim (one `mkdir`,
     which two processes cannot both win). Under torchrun rank 0 creates it and every process gets its name."""
-    if name is not None and (not name or name in (".", "..") or "/" in name or "\0" in name):
-        why = ("not empty; leave --name out for one made of the config's name and the time" if not name else
+    if name is not None and (not name.strip() or name in (".", "..") or "/" in name or "\0" in name):
+        why = ("not blank; leave --name out for one made of the config's name and the time" if not name.strip() else
                f"not {name!r}, which names a folder already there" if name in (".", "..") else
                "without '/'; choose where runs go with --out")
         raise RnnlmError(f"--name {name!r}: a run's name is one folder name, {why}")

@@ -81,7 +81,9 @@ def test_a_run_name_is_one_folder_name(tmp_path):
                           "one folder name")
     assert not (tmp_path / "escape").exists() and not (tmp_path / "abs").exists()
     assert_user_error(cli("train", TINY, "--out", tmp_path / "runs", "--name", ""), "--name '': a run's name is one "
-                      "folder name, not empty; leave --name out")  # it said "without '/'"
+                      "folder name, not blank; leave --name out")  # it said "without '/'"
+    assert_user_error(cli("train", TINY, "--out", tmp_path / "runs", "--name", " "), "--name ' ': a run's name is one "
+                      "folder name, not blank; leave --name out")  # a folder named by a space, blank in `rnnlm runs`
     assert_user_error(cli("train", TINY, "--out", tmp_path / "runs", "--name", "."), "--name '.': a run's name is one "
                       "folder name, not '.', which names a folder already there")  # it said "without '/'" too
 
