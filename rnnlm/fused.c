@@ -45,8 +45,7 @@ static inline v8 select8(v8i mask, v8 a, v8 b) { return (v8)((mask & (v8i)a) | (
  * set, each through e^a - 1 (a = -x, or
  * -2|x| for tanh): a = n ln2 + r with |r| <= ln2 / 2, e^r - 1 by its Taylor series to r^8 (the first term left out is
  * below 2e-10 relative), then 2^n (p + 1) - 1, which keeps a small relative error near 0. The N are computed stage by stage, so that their
- * dependency chains interleave: one at a time, a chain of ~20 dependent operations leaves the core waiting (the
- * LSTM's whole-sequence forward, computing a row block's 12 gates together, ran 1.05x-1.10x faster). */
+ * dependency chains interleave: one at a time, a chain of ~20 dependent operations leaves the core waiting. */
 INLINE void activations(int N, v8 *x, unsigned tanh_of) {
     const v8 round_shift = splat(12582912.0f);
     v8i negative[12];
@@ -206,11 +205,11 @@ INLINE void rnn_pointwise(int N, v8 *a, int relu) {
 
 /* ---- W_hh in the loops' layouts ----
  *
- * Training packs W_hh on every call (it changes every step), and at batch 1 PyTorch's permuted copies took about a
- * quarter of a training step; here a threaded pass over W_hh writes either layout, or both, in 8 x 8 tiles. Out: panels
- * (ceil(H / 8), H, G, 8), panel p holding units 8p..8p+7 of every gate, k-major (rnnlm_lstm_sequence's and the others'
- * forward); back (ceil(H / 8), G * H, 8), panel q holding W_hh's columns 8q..8q+7 (the backward passes'). Either may be
- * NULL. Units past H are zero. In: w (G * H, H) W_hh. */
+ * Training packs W_hh on every call (it changes every step), which at batch 1 is a sizable share of a step: one
+ * threaded pass over W_hh writes either layout, or both, in 8 x 8 tiles. Out: panels (ceil(H / 8), H, G, 8), panel p
+ * holding units 8p..8p+7 of every gate, k-major (rnnlm_lstm_sequence's and the others' forward); back (ceil(H / 8),
+ * G * H, 8), panel q holding W_hh's columns 8q..8q+7 (the backward passes'). Either may be NULL. Units past H are
+ * zero. In: w (G * H, H) W_hh. */
 void rnnlm_pack(float *panels, float *back, const float *w, int64_t G, int64_t H) {
     const int64_t n_panels = (H + 7) / 8;
 #pragma omp parallel for schedule(static) if (G * H * H >= 65536)

@@ -7,8 +7,8 @@ kernel launch and a pass over memory, and a step's product is small enough that 
 
 How: `kernels()` compiles `fused.c` with the system's C compiler (`$CC`, else `cc`) for this machine's CPU
 (`-march=native`), caches the library under `$XDG_CACHE_HOME/rnnlm` (else `~/.cache/rnnlm`), keyed by the source,
-the flags, the compiler and the CPU, and loads it with ctypes: no torch headers, no build step at install, about a
-second the first time and nothing after. Then it checks the library's activations against torch.
+the flags, the compiler and the CPU, and loads it with ctypes: no torch headers, no build step at install, up to
+half a minute the first time and nothing after. Then it checks the library's activations against torch.
 
 The boundary is typed: each C entry point has one wrapper here (`Kernels.lstm_sequence`, ...) that takes named
 tensors, checks their dtype, device, contiguity and shape against the others', and only then passes addresses. The
@@ -272,9 +272,9 @@ def kernels(like: Tensor | None = None) -> Kernels | None:
     """The kernels if they can serve tensors like `like` (float32 on a CPU; None: just whether they are enabled and
     built).
 
-    Never under torch.compile: the kernels take raw addresses, which a traced graph does not have (Dynamo traced
-    into the ctypes calls and the model computed garbage), so a compiled model runs the PyTorch ops, which the
-    compiler fuses itself."""
+    Never under torch.compile: the kernels take raw addresses, which a traced graph does not have (a traced ctypes
+    call would write through the addresses of tensors that no longer exist), so a compiled model runs the PyTorch
+    ops, which the compiler fuses itself."""
     if like is not None and (like.device.type != "cpu" or like.dtype != torch.float32):
         return None
     if os.environ.get("RNNLM_FUSED") == "0" or torch.compiler.is_compiling():

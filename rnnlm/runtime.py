@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,16 +135,27 @@ def termination_handled(handler: Any) -> Iterator[None]:
     """SIGTERM and SIGHUP (`TERMINATION`) handled by `handler` (a function, or signal.SIG_IGN) inside the block, as
     before it after. One the process was started ignoring stays ignored (SIGHUP under nohup); outside the main thread
     signals are left alone."""
-    old: dict[int, Any] = {}
-    with contextlib.suppress(ValueError):  # not the main thread
-        for sig in TERMINATION:
-            if signal.getsignal(sig) != signal.SIG_IGN:
-                old[sig] = signal.signal(sig, handler)
+    old = _install(handler, TERMINATION)
     try:
         yield
     finally:
-        for sig, before in old.items():
-            signal.signal(sig, before)
+        _restore(old)
+
+
+def _install(handler: Any, signals: Iterable[int]) -> dict[int, Any]:
+    """`handler` for each of `signals` the process was not started ignoring; returns the handlers it replaced (none
+    outside the main thread, where signals are left alone)."""
+    old: dict[int, Any] = {}
+    with contextlib.suppress(ValueError):  # not the main thread
+        for sig in signals:
+            if signal.getsignal(sig) != signal.SIG_IGN:
+                old[sig] = signal.signal(sig, handler)
+    return old
+
+
+def _restore(old: dict[int, Any]) -> None:
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
 
 
 TERMINATION = (signal.SIGTERM, signal.SIGHUP)
@@ -174,13 +185,7 @@ class StopSignal:
         self._cut = False
 
     def __enter__(self) -> "StopSignal":
-        for sig in (signal.SIGINT, *TERMINATION):
-            if signal.getsignal(sig) == signal.SIG_IGN:
-                continue
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
+        self._old = _install(self._handle, (signal.SIGINT, *TERMINATION))
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -209,5 +214,4 @@ class StopSignal:
             if self.received is not None:  # a launcher's copy may be on its way: let it find this handler
                 time.sleep(max(0.0, self._first + self.same_within - time.monotonic()))
         finally:  # a second Ctrl-C during the wait raises here; the old handlers come back all the same
-            for sig, handler in self._old.items():
-                signal.signal(sig, handler)
+            _restore(self._old)

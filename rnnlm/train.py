@@ -368,7 +368,7 @@ class Trainer:
 
     def _show_preview_if_due(self) -> None:
         """The sample due at this step, unless a stop was asked for: the run saves and exits first (a preview of
-        a long sample.length took seconds after Ctrl-C; a resume does not draw it again)."""
+        a long sample.length can take seconds, which a Ctrl-C should not wait for; a resume does not draw it)."""
         if self._preview_due() and self.dist.is_main and self.stop.received is None:
             self.bar.write(self.preview())
 
