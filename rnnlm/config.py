@@ -448,6 +448,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected a number")
         return number  # each section's checks say which keys take infinity (a limit, as null) and which refuse it
     if hint is str:
+        if isinstance(value, list) and key == "data.path":
+            raise ConfigError(f"{key}={show(value)}: data.path is one file, folder or glob; for several files, give "
+                              "their folder or a glob (notes/*.txt)")
         if not isinstance(value, str):  # `prime: 2024` in a file: YAML read a number (09 would be 9), so no guess
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected text; in a config file, put it in "
                               "quotes")

@@ -136,8 +136,10 @@ def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
                   f"{', '.join(map(str, links[:3]))}{', ...' if len(links) > 3 else ''} (symlinked folders are not "
                   "followed; name them in data.path to read them)")
     if not files and is_glob(spec):
-        raise RnnlmError(f"data.path={spec!r} matches no file; check the pattern (** needs a folder: notes/**/*.txt)"
-                         + (f"; {unfollowed}" if links else ""))
+        listed = "[" in spec and "," in spec and spec.endswith("]")  # data.path=[a.txt,b.txt] on a command line
+        advice = ("a list is read as a pattern here: for several files, give their folder or a glob (notes/*.txt)"
+                  if listed else "check the pattern (** needs a folder: notes/**/*.txt)")
+        raise RnnlmError(f"data.path={spec!r} matches no file; {advice}" + (f"; {unfollowed}" if links else ""))
     if links:
         log.warning("%s", unfollowed)
     return files

@@ -172,6 +172,21 @@ def test_missing_path_and_empty_glob_are_errors(tmp_path: Path) -> None:
         load_corpus(DataConfig(dataset="text"), 0, DataRoot(tmp_path))
 
 
+def test_a_list_of_files_for_data_path_is_told_to_use_a_folder_or_a_glob(tmp_path: Path) -> None:
+    """A list was told to check its pattern (on a command line) or to put it in quotes (in a file, where quoting it
+    led to the pattern advice): data.path is one file, folder or glob."""
+    write(tmp_path / "a.txt", "a")
+    write(tmp_path / "b.txt", "b")
+    given = f"data.path=[{tmp_path / 'a.txt'},{tmp_path / 'b.txt'}]"
+    status, _, err = cli("data", "info", "text", given, "--data-dir", tmp_path / "data")
+    assert status == 2 and err.strip().endswith("matches no file; a list is read as a pattern here: for several "
+                                                 "files, give their folder or a glob (notes/*.txt)"), err
+    config = write(tmp_path / "c.yaml", "data:\n  path: [a.txt, b.txt]\n")
+    status, _, err = cli("config", config)
+    assert status == 2 and "data.path is one file, folder or glob; for several files, give their folder or a " \
+                           "glob (notes/*.txt)" in err, err
+
+
 def test_records_are_lines_without_their_endings(tmp_path: Path) -> None:
     f = write(tmp_path / "words.txt", "emma\r\nolivia\nava\n")
     assert read_records(f) == ["emma", "olivia", "ava"]
