@@ -273,7 +273,9 @@ def _run_config(config: Optional[Path], args: list[str], resume: Optional[Path])
     from rnnlm.runs import check_resume_config, resume_point
 
     if resume is None:
-        return None, with_absolute_paths(load_config(config, args))
+        cfg = load_config(config, args)
+        _found_beside_the_config(cfg.data.path, config)
+        return None, with_absolute_paths(cfg)
     previous = resume_point(resume)
     edited = resume / "config.yaml" if (resume / "config.yaml").is_file() else None
     if edited is not None and previous is not None and not read_yaml(edited):  # emptied: all defaults, unmeant
@@ -288,6 +290,20 @@ def _run_config(config: Optional[Path], args: list[str], resume: Optional[Path])
     if previous is not None:  # here, where it is known whether a change came from an override or a file
         check_resume_config(previous.config, cfg, resume, source, args)
     return previous, cfg
+
+
+def _found_beside_the_config(path: str | None, config: Optional[Path]) -> None:
+    """A relative data.path is taken from the working folder (as nanoGPT's are), not the config's: one that is
+    missing here but there is refused with both fixes."""
+    from rnnlm.data.text import is_glob
+
+    if path is None or config is None or os.path.isabs(os.path.expanduser(path)) or is_glob(path):
+        return
+    beside = config.parent / path
+    if not os.path.exists(path) and beside.exists():
+        raise RnnlmError(f"data.path={path}: no such file or directory in {os.getcwd()}; a relative path is taken "
+                         f"from the folder the command runs in, not the config's: run it from "
+                         f"{shell_word(config.parent)}, or give data.path={shell_word(beside.resolve())}")
 
 
 @app.command(short_help="Generate text from a trained model.")

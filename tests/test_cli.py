@@ -210,3 +210,19 @@ def test_config_keys_in_nanogpt_spelling_are_answered_with_the_override_meant(tm
                       "max_steps=100: write a config key with its section: train.max_steps=100")
     assert "config keys" not in cli("train", tiny, "--bogus=1")[2]  # no key of that name: nothing suggested
     assert not any(tmp_path.iterdir())
+
+
+def test_a_relative_data_path_found_only_beside_its_config_names_both_fixes(tmp_path, monkeypatch):
+    """A relative data.path is read from the working folder: one that is only beside the config said no more than
+    `/elsewhere/notes.txt: no such file or directory` (a user trial)."""
+    (tmp_path / "project" / "configs").mkdir(parents=True)
+    (tmp_path / "project" / "notes.txt").write_text("some text\n" * 50, encoding="utf-8")
+    config = tmp_path / "project" / "configs" / "my.yaml"
+    config.write_text("data:\n  dataset: text\n  path: ../notes.txt\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    status, _, err = cli("train", config, "--out", tmp_path / "runs")
+    assert status == 2 and err.strip() == (
+        f"error: data.path=../notes.txt: no such file or directory in {tmp_path}; a relative path is taken from the "
+        f"folder the command runs in, not the config's: run it from {config.parent}, or give "
+        f"data.path={tmp_path / 'project' / 'notes.txt'}"), err
+    assert not (tmp_path / "runs").exists()
