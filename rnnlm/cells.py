@@ -234,7 +234,8 @@ class _Recurrent(nn.Module):
 
     def _each_layer(self, cells: dict[str, Recurrence], x: Tensor, h0: Tensor, c0: Tensor | None, projected: bool,
                     cast: Callable[[Tensor | None], Tensor | None] = lambda t: t) -> tuple[Tensor, State]:
-        """Each layer's input projection, then its loop over time: one call of its cell. `cast` the parameters."""
+        """Each layer's input projection, then its loop over time: one call of its cell. `cast` is applied to each
+        layer's parameters (to autocast's dtype, or none)."""
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = map(cast, self.layer_params(layer))

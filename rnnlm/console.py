@@ -122,14 +122,15 @@ class Progress:
 
     def show(self, tally: Tally, record: dict[str, Any], final: bool = False) -> None:
         """A training record: its fields on the progress line, or one log line."""
-        left, t = None if final else self._time_left(tally), self.t
+        t = self.t
+        left = None if final else self._time_left(tally)
         self.fields.update({"left": f"{clock(left)} left" if left is not None else "",
                             "loss": f"loss {record['train_loss']:.4f}",
                             "val": f"val {tally.last_val:.4f}" if math.isfinite(tally.last_val) else "",
                             "speed": f"{record['chars_per_sec']:,.0f} chars/s", "lr": f"lr {record['lr']:.2e}",
                             "epoch": f"epoch {tally.epoch + 1}" + (f"/{t.max_epochs}" if t.max_epochs else "")})
         if self.lines:
-            total = f"/{self.t.max_steps}" if self.t.max_steps else ""
+            total = f"/{t.max_steps}" if t.max_steps else ""
             self._line(f"step {tally.step}{total}", "loss", "val", "speed", "lr", "epoch", "left")
         self._refresh(tally)
 

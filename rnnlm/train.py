@@ -168,9 +168,10 @@ class Trainer:
             if self.changes is None:
                 say(self._described())
                 unseen, count = self.prepared.unseen("val")
-                if unseen:  # the vocabulary is the training split's (char-rnn's is the whole file's)
-                    say(f"warning: the val split holds {count:,} character{'s' * (count != 1)} the training split "
-                        f"lacks ({listed(unseen)}): read as <unk>, they count in the val loss")
+                if unseen:  # a new run's vocabulary is the training split's (char-rnn's is the whole file's)
+                    whose = "the model's vocabulary" + (" (the training split's)" if self.start is None else "")
+                    say(f"warning: the val split holds {count:,} character{'s' * (count != 1)} {whose} lacks "
+                        f"({listed(unseen)}): read as <unk>, they count in the val loss")
             if self.start is not None and self.changes is None:  # where a fine-tuned run came from
                 origin = str(Path(str(self.start.point.path)).resolve())
                 self.loggers.log({"step": 0, "init_from": origin, "init_vocab": t.init_vocab,
@@ -262,7 +263,7 @@ class Trainer:
         tally.ended_by = ""  # this session's own, once `finish` knows it
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main, epochs=self.batcher.epochs_done)
-        if tally.gathered.lr is None:  # a checkpoint from before the rate was kept: as near as it can be told now
+        if tally.gathered.steps and tally.gathered.lr is None:  # a checkpoint from before the rate was kept
             tally.gathered.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
         self.model.train()
         try:
@@ -332,7 +333,8 @@ class Trainer:
     def _agree(self, nll: torch.Tensor, grad_norm: torch.Tensor, chars: int, stop: StopSignal) -> Agreed:
         """What every process takes from a step, in one exchange and one read from the device (each read waits for
         the GPU to drain its queue): the global loss, the gradient norm (the same on every process), whether any
-        process was told to stop or ran out of time, and the clock (their mean, which the schedule reads)."""
+        process was told to stop or ran out of time; and the clock, their mean, which it sets in the tally (the
+        schedule reads it)."""
         t, tally, dist = self.cfg.train, self.tally, self.dist
         now = time.perf_counter()
         # room for the final evaluation, and for the one due after this step: with no room for both, that one is the

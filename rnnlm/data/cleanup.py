@@ -4,8 +4,8 @@ A store's key hashes the files it was read from and its settings (see `store`), 
 deleted, or read once with other splits or another byte limit, leaves its old store behind for good: a kernel's is
 2.3 GB. Those whose text is gone (every file their manifest names) are what `clean` removes; with `everything`, every
 store goes (each is prepared again the next time a run uses it). What stopped builds and downloads left (temporary
-folders and files, a kernel tarball's spill, lock files of stores that are gone and of downloads killed) goes too. A
-store being prepared (its lock held) is left alone.
+folders and files, a kernel tarball's spill, lock files of stores that are gone and of downloads that are over) goes
+too. A store being prepared, or a file being downloaded (its lock held), is left alone.
 """
 
 from __future__ import annotations
@@ -51,12 +51,15 @@ def clean_stores(root: Path, everything: bool = False, dry_run: bool = False) ->
 
 
 def _stale_files(folder: Path, dry_run: bool) -> list[Removal]:
-    """The temporary files of downloads and preparations whose process is gone (and a killed download's lock)."""
-    for lock in sorted(folder.glob(".*.lock")):
-        with _free(lock) as free:
-            if free and not dry_run and not lock.name.startswith(".store-"):  # a store's goes with its store
-                lock.unlink(missing_ok=True)
+    """The temporary files of downloads and preparations whose process is gone, and downloads' lock files that no
+    download holds (a store's goes with its store)."""
     found = []
+    for lock in sorted(p for p in folder.glob(".*.lock") if not p.name.startswith(".store-")):
+        with _free(lock) as free:
+            if free:
+                found.append(Removal(lock, 0, "the lock of a download that is over"))
+                if not dry_run:
+                    lock.unlink(missing_ok=True)
     for path in stale_temp_files(folder):
         with contextlib.suppress(FileNotFoundError):
             found.append(Removal(path, path.stat().st_size, "left by a download or preparation that was stopped"))

@@ -103,11 +103,12 @@ def fetch(remote: Remote, root: DataRoot, timeout: float = DEFAULT_TIMEOUT, prog
 @contextlib.contextmanager
 def _alone(target: Path) -> Iterator[None]:
     """The block run by one process at a time among those bringing `target` in (torchrun's ranks each open the
-    corpus: one downloads it, the others wait and find it there). The lock file goes when the block ends; a data
+    corpus: one downloads it, the others wait and find it there). The process that tried to bring it removes the
+    lock file (a waiter then takes the lock once more, on a new file, which stays for `rnnlm data clean`). A data
     root this user cannot write in gets none (the write itself then fails and says why)."""
     lock = target.with_name(f".{target.name}.lock")
 
-    def remove() -> None:  # while held: a process waiting on it takes the lock again on a new file
+    def remove() -> None:
         with contextlib.suppress(OSError):
             lock.unlink()
 
@@ -115,7 +116,8 @@ def _alone(target: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             target.parent.mkdir(parents=True, exist_ok=True)
             stack.enter_context(exclusive(lock))
-            stack.callback(remove)
+            if not target.is_file():  # this process brings it in (or fails to): removed while still held
+                stack.callback(remove)
         yield
 
 

@@ -62,7 +62,7 @@ def test_clean_removes_what_killed_downloads_and_preparations_left(tmp_path):
     spill.write_bytes(b"x" * 3000)
     download = root / "shakespeare" / f".input.txt.tmp-{dead_pid()}"
     download.write_bytes(b"y" * 500)
-    killed_lock = root / "shakespeare" / ".input.txt.lock"  # a download killed outright leaves its lock file
+    killed_lock = root / "shakespeare" / ".input.txt.lock"  # a download's lock file, which it leaves
     killed_lock.touch()
     living = root / "linux" / ".linux-6.1.tar.xz.tmp-1"  # pid 1 runs as long as the machine does
     living.write_bytes(b"z")
@@ -72,10 +72,11 @@ def test_clean_removes_what_killed_downloads_and_preparations_left(tmp_path):
         fcntl.flock(writing, fcntl.LOCK_EX)  # as its writer holds it (atomic.held)
         status, out, err = cli("data", "clean", "--dry-run", "--data-dir", root)
         assert status == 0, err
-        assert sorted(out.splitlines()[:2]) == [
+        assert sorted(out.splitlines()[:3]) == [
             f"would remove linux/{spill.name} (3.0 KB): left by a download or preparation that was stopped",
+            "would remove shakespeare/.input.txt.lock (0 B): the lock of a download that is over",
             f"would remove shakespeare/{download.name} (500 B): left by a download or preparation that was stopped"]
-        assert spill.exists() and download.exists()
+        assert spill.exists() and download.exists() and killed_lock.exists()
         status, out, err = cli("data", "clean", "--data-dir", root)
     assert status == 0 and not spill.exists() and not download.exists() and not killed_lock.exists(), err
     assert living.exists() and elsewhere.exists()
