@@ -270,11 +270,13 @@ def _run_config(config: Optional[Path], args: list[str], resume: Optional[Path])
     the config to train with: CONFIG and overrides; for a resume, the run's config.yaml with its edits (each then
     checked like an override), else its checkpoint's."""
     from rnnlm.config import from_dict, load_config, merge_overrides, read_yaml, with_absolute_paths
+    from rnnlm.data import check_relative_path
     from rnnlm.runs import check_resume_config, resume_point
 
     if resume is None:
         cfg = load_config(config, args)
-        _found_beside_the_config(cfg.data.path, config)
+        if config is not None:
+            check_relative_path(cfg.data, config)
         return None, with_absolute_paths(cfg)
     previous = resume_point(resume)
     edited = resume / "config.yaml" if (resume / "config.yaml").is_file() else None
@@ -290,20 +292,6 @@ def _run_config(config: Optional[Path], args: list[str], resume: Optional[Path])
     if previous is not None:  # here, where it is known whether a change came from an override or a file
         check_resume_config(previous.config, cfg, resume, source, args)
     return previous, cfg
-
-
-def _found_beside_the_config(path: str | None, config: Optional[Path]) -> None:
-    """A relative data.path is taken from the working folder (as nanoGPT's are), not the config's: one that is
-    missing here but there is refused with both fixes."""
-    from rnnlm.data.text import is_glob
-
-    if path is None or config is None or os.path.isabs(os.path.expanduser(path)) or is_glob(path):
-        return
-    beside = config.parent / path
-    if not os.path.exists(path) and beside.exists():
-        raise RnnlmError(f"data.path={path}: no such file or directory in {os.getcwd()}; a relative path is taken "
-                         f"from the folder the command runs in, not the config's: run it from "
-                         f"{shell_word(config.parent)}, or give data.path={shell_word(beside.resolve())}")
 
 
 @app.command(short_help="Generate text from a trained model.")

@@ -250,7 +250,7 @@ def test_the_compressors_read_a_text_a_piece_at_a_time(tmp_path, monkeypatch):
     point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="abcd", chars="abcdé\n"))
     source = file_source(tmp_path / "t.txt", point)
 
-    def peak(pieces):  # the most memory the compressors took (xz -9e's own: 674 MB, whatever the text)
+    def peak(pieces):  # the most memory the compressors took: xz -9e's own buffers count, whatever the text
         tracemalloc.start()
         try:
             compressor_bpc(pieces)
@@ -260,7 +260,7 @@ def test_the_compressors_read_a_text_a_piece_at_a_time(tmp_path, monkeypatch):
 
     assert compressor_bpc(source.characters()) == compressor_bpc([text])  # the text scored, every character of it
     held = peak(source.characters()) - peak(["a"])
-    assert held < len(text), held  # under a byte a character (whole: over four; the compressors' buffers: 0.6 MB)
+    assert held < len(text), held  # under a byte a character: held whole, it takes over four
 
 
 def test_split_scores_reproduce_the_training_validation_loss(tmp_path):

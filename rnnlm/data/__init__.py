@@ -21,7 +21,7 @@ from typing import Callable, Literal
 
 from rnnlm.config import DataConfig
 from rnnlm.data.store import Source, Store, open_store
-from rnnlm.errors import RnnlmError
+from rnnlm.errors import RnnlmError, shell_word
 
 Split = Literal["train", "val", "test"]
 
@@ -128,6 +128,20 @@ def missing_path(cfg: DataConfig) -> str | None:
         return None
     path = Path(spec).expanduser()
     return None if (glob_folder(path) if is_glob(spec) else path).exists() else spec
+
+
+def check_relative_path(cfg: DataConfig, config: Path) -> None:
+    """A relative data.path is taken from the working folder (as nanoGPT's are), not the config file's: one missing
+    here but found beside `config` is refused with both fixes."""
+    from rnnlm.data.text import is_glob
+
+    if cfg.path is None or os.path.isabs(os.path.expanduser(cfg.path)) or is_glob(cfg.path):
+        return
+    beside = config.parent / cfg.path
+    if not os.path.exists(cfg.path) and beside.exists():
+        raise RnnlmError(f"data.path={cfg.path}: no such file or directory in {os.getcwd()}; a relative path is "
+                         f"taken from the folder the command runs in, not the config's: run it from "
+                         f"{shell_word(config.parent)}, or give data.path={shell_word(beside.resolve())}")
 
 
 def load_corpus(cfg: DataConfig, seed: int, root: DataRoot | None = None) -> Corpus:
