@@ -707,3 +707,18 @@ def test_validation_characters_the_training_split_lacks_are_warned_of_at_the_sta
     status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={text}",
                          "train.max_steps=1", "--out", tmp_path, "--name", "quiet", "-q")  # the test split's: unsaid
     assert status == 0 and "val split holds" not in err, err
+
+
+def test_a_fine_tuned_run_keeping_its_vocabulary_names_the_model_s_vocabulary_in_the_warning(tmp_path):
+    """With train.init_vocab=keep the vocabulary is the weights', not the training split's: the warning said the
+    training split lacked a character it holds hundreds of times (a review)."""
+    base, tuned = tmp_path / "a.txt", tmp_path / "b.txt"
+    base.write_text("abcab" * 400, encoding="utf-8")
+    tuned.write_text("abxcab" * 400, encoding="utf-8")
+    common = [REPO / "configs" / "tiny.yaml", "data.dataset=text", "train.max_steps=1", "--out", tmp_path, "-q"]
+    assert cli("train", *common, f"data.path={base}", "--name", "base")[0] == 0
+    status, _, err = cli("train", *common, f"data.path={tuned}", f"train.init_from={tmp_path / 'base'}",
+                         "train.init_vocab=keep", "--name", "tuned")
+    assert status == 0, err
+    assert any(line.startswith("warning: the val split holds ") and "the model's vocabulary lacks ('x')" in line
+               for line in err.splitlines()), err
