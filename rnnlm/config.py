@@ -37,6 +37,10 @@ _SHOW = reprlib.Repr()
 _SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxtuple, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother = 2, 4, 4, 4, 60, 60
 
 
+SEVERAL_FILES = "for several files, give their folder or a glob (notes/*.txt)"
+"""What data.path takes instead of a list (in a config file, or typed as one on a command line)."""
+
+
 def show(value: Any) -> str:
     """A value for a message as YAML writes it (null, true), cut short: a YAML alias bomb in a config must cost a
     line, not the machine."""
@@ -369,15 +373,16 @@ INERT_UNLESS = {  # a key: the key whose values give it something to do, and tho
 }
 
 
+def value_at(plain: dict[str, dict[str, Any]], key: str) -> Any:
+    """The value of `section.key` in a config's plain form (`Config.to_dict`)."""
+    section, name = key.split(".")
+    return plain[section][name]
+
+
 def inert_settings(cfg: Config) -> list[str]:
     """Warnings for the keys set away from their defaults that the rest of the config gives nothing to do (a relu
     asked of an LSTM, momentum of Adam): most likely a slip, or a char-rnn habit."""
-    values, defaults = cfg.to_dict(), Config().to_dict()
-
-    def get(d: dict[str, dict[str, Any]], key: str) -> Any:
-        section, name = key.split(".")
-        return d[section][name]
-
+    values, defaults, get = cfg.to_dict(), Config().to_dict(), value_at
     found = []
     for key, (decider, wanted) in INERT_UNLESS.items():
         if get(values, key) != get(defaults, key) and get(values, decider) not in wanted:
@@ -449,8 +454,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         return number  # each section's checks say which keys take infinity (a limit, as null) and which refuse it
     if hint is str:
         if isinstance(value, list) and key == "data.path":
-            raise ConfigError(f"{key}={show(value)}: data.path is one file, folder or glob; for several files, give "
-                              "their folder or a glob (notes/*.txt)")
+            raise ConfigError(f"{key}={show(value)}: data.path is one file, folder or glob; {SEVERAL_FILES}")
         if not isinstance(value, str):  # `prime: 2024` in a file: YAML read a number (09 would be 9), so no guess
             raise ConfigError(f"{key}={show(value)} has the wrong type: expected text; in a config file, put it in "
                               "quotes")

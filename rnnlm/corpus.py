@@ -37,8 +37,7 @@ class Prepared:
 
     def unseen(self, split: str) -> tuple[list[str], int]:
         """The characters of `split` the vocabulary lacks (read as <unk>), and how often they occur there."""
-        known = set(self.vocab.itos[2:])
-        counts = {c: n for c, n in self.store.counts[split].items() if n and c not in known}
+        counts = self.vocab.lacking(self.store.counts[split])
         return sorted(counts), sum(counts.values())
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from rnnlm import checkpoint as ckpt
 from rnnlm.atomic import atomic_file, remove_stale_temp_files
-from rnnlm.config import Config, ConfigError, read_yaml
+from rnnlm.config import Config, ConfigError, read_yaml, value_at
 from rnnlm.console import say
 from rnnlm.data.text import is_glob
 from rnnlm.distributed import Dist
@@ -247,13 +247,13 @@ def check_resume_config(old: Config, new: Config, run_dir: Path, source: Path | 
                  f"{new_run_from(run_dir)} and the overrides given here")
         given = [k for k in refused if any(o.startswith(f"{k}=") for o in overrides)]
         undo = ([f"drop {', '.join(given)} from the overrides"] if given else []) + (
-            [_undo(source, run_dir, [(k, _get(a, k)) for k in refused if k not in given])]
+            [_undo(source, run_dir, [(k, value_at(a, k)) for k in refused if k not in given])]
             if len(given) < len(refused) else [])
         raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} "
                           f"{'differs' if len(refused) == 1 else 'differ'} from the config the run "
                           f"was trained with; only {', '.join(sorted(SAFE_TO_CHANGE))}, sample.* and {MOVED} (to the "
                           f"same text, moved) may change on resume ({' and '.join(undo)}, or {fresh})")
-    return [f"{k}: {_shown(_get(a, k))} -> {_shown(_get(b, k))}" for k in changed]
+    return [f"{k}: {_shown(value_at(a, k))} -> {_shown(value_at(b, k))}" for k in changed]
 
 
 def _undo(source: Path | None, run_dir: Path, keys: list[tuple[str, Any]]) -> str:
@@ -268,11 +268,6 @@ def _undo(source: Path | None, run_dir: Path, keys: list[tuple[str, Any]]) -> st
 def _shown(value: Any) -> str:
     """A config value as it is typed (null, true, 0.001, "text"), not as Python prints it (None, True)."""
     return json.dumps(value, ensure_ascii=False)
-
-
-def _get(d: dict[str, dict[str, Any]], key: str) -> Any:
-    section, name = key.split(".")
-    return d[section][name]
 
 
 def discard_if_empty(run_dir: Path, made_out: bool, made: tuple[int, int] | None) -> None:

@@ -151,5 +151,5 @@ def _store_text(name: str, store: Store, split: str, point: Checkpoint, offsets:
     if store.records and point.config.data.records == "pad":
         ids = Records(tokens, offsets)  # type: ignore[arg-type]
     counts = store.counts[split] if counts is None else counts
-    unknown = sorted(c for c, n in counts.items() if n and c not in point.vocab.itos)
+    unknown = sorted(point.vocab.lacking(counts))
     return Text(name, ids, lambda: store.pieces(split, 1), unknown)  # after the leading <eos>, or a stream's first

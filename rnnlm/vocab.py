@@ -84,6 +84,11 @@ class Vocab:
             return list(torch.split(self.encode("".join(texts)), [len(r) for r in texts]))
         return self.encode_records(texts)
 
+    def lacking(self, counts: dict[str, int]) -> dict[str, int]:
+        """Of a split's character counts, those of the characters the vocabulary lacks (read as <unk>)."""
+        known = set(self.itos[2:])
+        return {c: n for c, n in counts.items() if n and c not in known}
+
     def unknown(self, text: str) -> list[str]:
         """The distinct characters of `text` the vocabulary lacks, in order of first appearance."""
         known = set(self.itos[2:])

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from rnnlm.config import DataConfig
+from rnnlm.config import SEVERAL_FILES, DataConfig
 from rnnlm.data import DataRoot, corpus_names, register
 from rnnlm.data.store import Records, Source, left_out, line_ends
 from rnnlm.errors import RnnlmError, shell_word
@@ -137,8 +137,8 @@ def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
                   "followed; name them in data.path to read them)")
     if not files and is_glob(spec):
         listed = "[" in spec and "," in spec and spec.endswith("]")  # data.path=[a.txt,b.txt] on a command line
-        advice = ("a list is read as a pattern here: for several files, give their folder or a glob (notes/*.txt)"
-                  if listed else "check the pattern (** needs a folder: notes/**/*.txt)")
+        advice = (f"a list is read as a pattern here: {SEVERAL_FILES}" if listed
+                  else "check the pattern (** needs a folder: notes/**/*.txt)")
         raise RnnlmError(f"data.path={spec!r} matches no file; {advice}" + (f"; {unfollowed}" if links else ""))
     if links:
         log.warning("%s", unfollowed)
