@@ -40,22 +40,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlm import fastpath, fused, reference
-from rnnlm.reference import Recurrence
+from rnnlm.reference import Recurrence, split_biases
 from rnnlm.state import State, map_state
 
 Mode = Literal["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]
 Path = Literal["c", "step", "bf16", "torch"]
-
-
-def split_biases(mode: Mode, b_ih: Tensor | None, b_hh: Tensor | None,
-                 w_hh: Tensor) -> tuple[Tensor | None, Tensor | None]:
-    """A layer's biases as (added to its input projection, added by the recurrence itself). The vanilla RNN's two
-    biases add up before the loop; the LSTM's too, but its loop adds them on its way (no pass over the (T, B, 4H)
-    projection of their own); the GRU's b_hh stays inside, where r multiplies W_hn h + b_hn."""
-    if mode == "GRU":
-        return b_ih, w_hh.new_zeros(w_hh.shape[0]) if b_hh is None else b_hh
-    both = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
-    return (None, both) if mode == "LSTM" else (both, None)
 
 
 class _Layer(torch.autograd.Function):

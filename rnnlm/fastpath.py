@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlm import fused
-from rnnlm.reference import GATES, LayerGrads, Recurrence, history
+from rnnlm.reference import GATES, LayerGrads, Recurrence, history, split_biases
 
 STEP_MAX_BATCH = 8
 STEP_MAX_STEPS = 4
@@ -202,14 +202,13 @@ def step_weights(stack: Any, projected: bool) -> fused.StepWeights:
     for layer in range(stack.num_layers):
         w_ih, w_hh, b_ih, b_hh = (None if p is None else p.detach().float() for p in stack.layer_params(layer))
         raw = layer > 0 or not projected
+        outside, inside = split_biases(stack.mode, b_ih if raw else None, b_hh, w_hh)
         zeros = w_hh.new_zeros(w_hh.shape[0])
-        b_ih = b_ih if b_ih is not None and raw else zeros
-        b_hh = zeros if b_hh is None else b_hh
         panels = torch.cat((pack(w_ih), pack(w_hh)), 1) if raw else pack(w_hh)
-        if stack.mode == "GRU":  # r multiplies W_hn h + b_hn: the two biases stay apart
-            bias = torch.stack((pack(b_ih), pack(b_hh)), 1)
-        else:
-            bias = pack(b_ih + b_hh).unsqueeze(1)
+        if stack.mode == "GRU":  # both, apart: b_hh inside r * (W_hn h + b_hn) as in the whole-sequence loop
+            bias = torch.stack((pack(zeros if outside is None else outside), pack(inside)), 1)
+        else:  # one of them, the sum of the layer's biases
+            bias = pack(next((b for b in (outside, inside) if b is not None), zeros)).unsqueeze(1)
         tensors += [panels.contiguous(), bias.contiguous()]
     return fused.StepWeights(tensors, gates, hidden, 0 if projected else stack.input_size)
 

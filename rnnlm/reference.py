@@ -6,7 +6,7 @@
     GRU      r, z = sigmoid(x_{r,z} + (W_hh h_{t-1} + b_hh)_{r,z});   n_t = tanh(x_n + r * (W_hh h_{t-1} + b_hh)_n)
              h_t = (1 - z) * n_t + z * h_{t-1}
 
-x_t is the layer's input projection W_ih x_t with the biases that add to it (`rnnlm.cells.split_biases`). This is the
+x_t is the layer's input projection W_ih x_t with the biases that add to it (`split_biases`). This is the
 path on CUDA (under autocast too), for float16, bfloat16 and float64 parameters, and on a CPU without rnnlm's C
 loops (`rnnlm.fastpath`, the same equations, faster); tests hold both to torch.nn.
 
@@ -48,6 +48,17 @@ class Recurrence(NamedTuple):
     backward: Callable[..., LayerGrads]
     products: torch.dtype | None = None
     """The dtype of the products `rnnlm.cells` runs around the loop (W_hh's and h0's gradients); None: the tensors'."""
+
+
+def split_biases(mode: str, b_ih: Tensor | None, b_hh: Tensor | None,
+                 w_hh: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """A layer's biases as (added to its input projection, added by the recurrence itself). The vanilla RNN's two
+    biases add up before the loop; the LSTM's too, but its loop adds them on its way (no pass over the (T, B, 4H)
+    projection of their own); the GRU's b_hh stays inside, where r multiplies W_hn h + b_hn."""
+    if mode == "GRU":
+        return b_ih, w_hh.new_zeros(w_hh.shape[0]) if b_hh is None else b_hh
+    both = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+    return (None, both) if mode == "LSTM" else (both, None)
 
 
 def _steps(buf: Tensor, steps: int) -> list[Tensor]:
