@@ -67,7 +67,7 @@ class _Layer(torch.autograd.Function):
         g = ctx.cell.backward(w_hh, hs, tuple(saved), grad_out, grad_hn, grad_cn)
         need = ctx.needs_input_grad  # cell, xg, w_hh, bias, h0, c0
         # The products around the loop in the cell's dtype (bfloat16 for "bf16"), their results in the tensors'.
-        cast = (lambda t: t) if ctx.cell.products is None else (lambda t: t.to(ctx.cell.products))
+        cast = (lambda t: t) if ctx.cell.products_dtype is None else (lambda t: t.to(ctx.cell.products_dtype))
         d_rec, w = cast(g.d_rec), cast(w_hh)
         # sum over t of d_rec_t^T h_{t-1}: one product over all T * B rows, hs[:-1] being every step's h_{t-1}
         grad_w = (d_rec.flatten(0, 1).t() @ cast(hs[:-1]).flatten(0, 1)).to(w_hh.dtype) if need[2] else None

@@ -18,7 +18,8 @@ from rnnlm.config import ModelConfig
 from rnnlm.errors import RnnlmError
 from rnnlm.state import State
 
-CELLS: dict[str, type[nn.Module]] = {"rnn": cells.RNN, "lstm": cells.LSTM, "gru": cells.GRU}
+STACKS: dict[str, type[nn.Module]] = {"rnn": cells.RNN, "lstm": cells.LSTM, "gru": cells.GRU}
+"""The recurrent stack's module by `model.cell`."""
 
 
 class CharRNN(nn.Module):
@@ -35,7 +36,7 @@ class CharRNN(nn.Module):
             self.embed = None
             input_size = vocab_size
         kwargs = {"nonlinearity": cfg.nonlinearity} if cfg.cell == "rnn" else {}
-        self.rnn = CELLS[cfg.cell](input_size, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout, **kwargs)
+        self.rnn = STACKS[cfg.cell](input_size, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout, **kwargs)
         if cfg.cell == "lstm" and cfg.forget_bias:
             self._init_forget_bias(cfg.forget_bias)
         self.drop = nn.Dropout(cfg.dropout)  # on the last layer's output; the cells drop between layers

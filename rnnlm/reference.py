@@ -46,7 +46,7 @@ class LayerGrads(NamedTuple):
 class Recurrence(NamedTuple):
     forward: Callable[..., tuple[Tensor, Tensor | None, tuple[Tensor, ...]]]
     backward: Callable[..., LayerGrads]
-    products: torch.dtype | None = None
+    products_dtype: torch.dtype | None = None
     """The dtype of the products `rnnlm.cells` runs around the loop (W_hh's and h0's gradients); None: the tensors'."""
 
 

@@ -29,6 +29,8 @@ from rnnlm import checkpoint as ckpt
 from rnnlm.atomic import atomic_file, remove_stale_temp_files
 from rnnlm.config import Config, ConfigError, read_yaml, value_at
 from rnnlm.console import say
+from rnnlm.data import missing_path
+from rnnlm.data.store import Store
 from rnnlm.data.text import is_glob
 from rnnlm.distributed import Dist
 from rnnlm.errors import RnnlmError, shell_word
@@ -268,6 +270,33 @@ def _undo(source: Path | None, run_dir: Path, keys: list[tuple[str, Any]]) -> st
 def _shown(value: Any) -> str:
     """A config value as it is typed (null, true, 0.001, "text"), not as Python prints it (None, True)."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def check_resume_corpus_path(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint) -> None:
+    """A resume whose corpus is not where data.path says is told how to say where it went."""
+    gone, before = missing_path(cfg.data), resume.config.data.path
+    if gone is not None:
+        fix = (f"if the run's text moved, resume with its new place: rnnlm train --resume {shell_word(run_dir)} "
+               "data.path=WHERE_IT_IS" if gone == before else
+               f"the run read the {cfg.data.dataset} corpus's own file: give data.path=null" if before is None
+               else f"give the place the text the run trained on (from {before}) moved to")
+        raise RnnlmError(f"data.path={gone}: no such file or directory; {fix}")
+    if cfg.data.path != before and resume.train is not None and not resume.train.corpus:
+        raise RnnlmError(f"--resume {run_dir}: this checkpoint predates corpus fingerprints, so rnnlm cannot tell "
+                         f"whether {cfg.data.path} holds the text it trained on; resume with "
+                         f"data.path={shell_word(before)}")
+
+
+def check_resume_corpus(cfg: Config, run_dir: Path, resume: ckpt.Checkpoint, store: Store) -> None:
+    """A resume continues over the text the run was trained on (`store`, prepared from cfg.data), or not at all."""
+    if resume.other_text_at(cfg.data, store.fingerprint):
+        raise RnnlmError(f"--resume {run_dir}: data.path={cfg.data.path} does not hold the text the run trained on "
+                         f"(from {resume.config.data.path}): a moved corpus must hold the same text, unchanged; give "
+                         "the place it moved to")
+    if resume.corpus_changed(store.fingerprint):
+        raise RnnlmError(f"--resume {run_dir}: the {store.name} corpus has changed since this run trained on it (files "
+                         "edited, added or removed), so the position saved in it means nothing now; put the files "
+                         f"back, or start a new run from this one's weights: {new_run_from(run_dir)}")
 
 
 def discard_if_empty(run_dir: Path, made_out: bool, made: tuple[int, int] | None) -> None:

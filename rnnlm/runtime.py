@@ -67,14 +67,14 @@ class CoreShare:
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.last = self._look()
         self.due = time.monotonic() + FIRST_LOOK
-        self.restarted = False
+        self.first_window_done = False  # ended by `startup` or by a look: the window restarts once, before any look
 
     def startup(self) -> bool:
         """Whether the first look's window held more than the work's start (loading, a compile, whose compiler
         processes count as other processes): then, once, the window starts again from now."""
-        if self.restarted or self.last is None or time.monotonic() - self.last[0] <= 2 * FIRST_LOOK:
+        if self.first_window_done or self.last is None or time.monotonic() - self.last[0] <= 2 * FIRST_LOOK:
             return False
-        self.last, self.due, self.restarted = self._look(), time.monotonic() + FIRST_LOOK, True
+        self.last, self.due, self.first_window_done = self._look(), time.monotonic() + FIRST_LOOK, True
         return True
 
     def _look(self) -> tuple[float, float, float] | None:
@@ -93,7 +93,7 @@ class CoreShare:
     def others(self) -> float | None:
         """Cores' worth of CPU time other processes used since the last look; None if unknown."""
         now, last = self._look(), self.last
-        self.last, self.due, self.restarted = now, time.monotonic() + CHECK_EVERY, True
+        self.last, self.due, self.first_window_done = now, time.monotonic() + CHECK_EVERY, True
         if now is None or last is None or now[0] <= last[0]:
             return None
         return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])

@@ -42,16 +42,17 @@ from rnnlm.checkpoint import Checkpoint, Gathered, Tally, TrainingState
 from rnnlm.config import Config, inert_settings
 from rnnlm.console import Progress, say
 from rnnlm.corpus import Prepared, evaluate_split, padded, prepare, scores_nothing, widest_step
-from rnnlm.data import DataRoot, missing_path
+from rnnlm.data import DataRoot
 from rnnlm.distributed import Dist, fingerprint, gather_state, restore_rng, rng_states
-from rnnlm.errors import RnnlmError, first_line, shell_word
+from rnnlm.errors import RnnlmError, first_line
 from rnnlm.evaluate import Score
 from rnnlm.finetune import start_from, starting_point, transplant
 from rnnlm.inference import warm_start
 from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, TensorBoardLogger, check_tensorboard
 from rnnlm.model import CharRNN, check_fits
 from rnnlm.optim import learning_rate, make_optimizer
-from rnnlm.runs import check_resume_config, folder_identity, new_run_from, open_run, record_status
+from rnnlm.runs import (check_resume_config, check_resume_corpus, check_resume_corpus_path, folder_identity, new_run_from,
+                        open_run, record_status)
 from rnnlm.runtime import StopSignal, poll
 from rnnlm.sample import SampleOptions, generate
 from rnnlm.state import map_state, select_rows
@@ -108,11 +109,11 @@ class Trainer:
         self.resumed_from = resume.config if resume is not None else None
         torch.manual_seed(t.seed)
         if resume is not None:
-            self._check_corpus_path(resume)
+            check_resume_corpus_path(cfg, run_dir, resume)
         point = starting_point(cfg) if t.init_from and resume is None else None
         self.prepared = prepare(cfg, root, resume.vocab if resume else None, dist.is_main, new_run=resume is None)
         if resume is not None:
-            self._check_corpus(resume)
+            check_resume_corpus(cfg, run_dir, resume, self.prepared.store)
         self.start = start_from(cfg, self.prepared.vocab, point) if point is not None else None
         if self.start is not None:
             self.prepared = Prepared(self.prepared.store, self.start.vocab)
@@ -202,33 +203,6 @@ class Trainer:
             say(f"note: train.schedule=cosine decays over train.max_steps and train.max_time, so the changed budget "
                 f"changes the learning rate from step {tally.step + 1} on: {before:.2e} there before, {after:.2e} "
                 "now")
-
-    def _check_corpus_path(self, resume: Checkpoint) -> None:
-        """A resume whose corpus is not where data.path says is told how to say where it went."""
-        gone, before = missing_path(self.cfg.data), resume.config.data.path
-        if gone is not None:
-            fix = (f"if the run's text moved, resume with its new place: rnnlm train --resume {shell_word(self.run_dir)} "
-                   "data.path=WHERE_IT_IS" if gone == before else
-                   f"the run read the {self.cfg.data.dataset} corpus's own file: give data.path=null" if before is None
-                   else f"give the place the text the run trained on (from {before}) moved to")
-            raise RnnlmError(f"data.path={gone}: no such file or directory; {fix}")
-        if self.cfg.data.path != before and resume.train is not None and not resume.train.corpus:
-            raise RnnlmError(f"--resume {self.run_dir}: this checkpoint predates corpus fingerprints, so rnnlm cannot "
-                             f"tell whether {self.cfg.data.path} holds the text it trained on; resume with "
-                             f"data.path={shell_word(before)}")
-
-    def _check_corpus(self, resume: Checkpoint) -> None:
-        """A resume continues over the text the run was trained on, or not at all."""
-        store = self.prepared.store
-        if resume.other_text_at(self.cfg.data, store.fingerprint):
-            raise RnnlmError(f"--resume {self.run_dir}: data.path={self.cfg.data.path} does not hold the text the run "
-                             f"trained on (from {resume.config.data.path}): a moved corpus must hold the same text, "
-                             "unchanged; give the place it moved to")
-        if resume.corpus_changed(store.fingerprint):
-            raise RnnlmError(f"--resume {self.run_dir}: the {store.name} corpus has changed since this run trained on "
-                             "it (files edited, added or removed), so the position saved in it means nothing now; put "
-                             "the files back, or start a new run from this one's weights: "
-                             f"{new_run_from(self.run_dir)}")
 
     def _restore(self, resume: Checkpoint) -> None:
         if resume.train is None:
