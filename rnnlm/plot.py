@@ -26,6 +26,10 @@ from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.metrics import METRICS, read_metrics
 
 
+LEGEND_COLUMNS = 6
+"""Entries a row of the legend holds (one per run, two for the line styles)."""
+
+
 @dataclass
 class Axes:
     log_y: bool = False
@@ -116,18 +120,33 @@ def plot_runs(run_dirs: list[Path], out: Path, look: Axes | None = None) -> Path
     _check_range(look, [v for run in runs for v in _smoothed([r["train_loss"] for r in run.train], look.smooth)]
                  + [r["val_loss"] for run in runs for r in run.val])
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, layout="constrained")
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, run in enumerate(runs):
-        colour = colours[i % len(colours)]
+    fig = draw(plt, runs, look)
+    try:
+        with atomic_file(out) as f:
+            fig.savefig(f, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
+    except ValueError as e:
+        raise RnnlmError(f"--out {out}: cannot write the figure ({e})") from None
+    except OSError as e:
+        raise RnnlmError(f"--out {out}: could not write ({e.strerror or e}); nothing was replaced") from None
+    finally:
+        plt.close(fig)
+    return out
+
+
+def draw(plt: Any, runs: list[Curves], look: Axes) -> Any:
+    """The figure: the two panels, and below them a legend of one entry per run (its colour) and two for the line
+    styles, which stays off the curves however many runs there are."""
+    rows = math.ceil(len(runs) / LEGEND_COLUMNS)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5 + 0.25 * rows), sharey=True, layout="constrained")
+    colours = _colours(plt, len(runs))
+    for run, colour in zip(runs, colours):
         for ax, x in zip(axes, ("step", "time")):
             if run.train:
                 ax.plot([_x(r, x) for r in run.train], _smoothed([r["train_loss"] for r in run.train], look.smooth),
-                        color=colour, lw=1.2, label=f"{run.name} train",
-                        marker="o" if len(run.train) == 1 else None, ms=3)  # a line of one record draws nothing
+                        color=colour, lw=1.2, marker="o" if len(run.train) == 1 else None, ms=3)  # one record: a dot
             if run.val:
                 ax.plot([_x(r, x) for r in run.val], [r["val_loss"] for r in run.val], color=colour, lw=1.2, ls="--",
-                        marker="o", ms=3, label=f"{run.name} validation")
+                        marker="o", ms=3)
     for ax, xlabel in zip(axes, ("step", "training time (s), evaluation excluded")):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
@@ -139,17 +158,25 @@ def plot_runs(run_dirs: list[Path], out: Path, look: Axes | None = None) -> Path
     bits.set_ylabel("bits per character")
     axes[0].set_title("against steps")
     axes[1].set_title("against training time")
-    axes[1].legend(fontsize=8, loc="upper right")
-    try:
-        with atomic_file(out) as f:
-            fig.savefig(f, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
-    except ValueError as e:
-        raise RnnlmError(f"--out {out}: cannot write the figure ({e})") from None
-    except OSError as e:
-        raise RnnlmError(f"--out {out}: could not write ({e.strerror or e}); nothing was replaced") from None
-    finally:
-        plt.close(fig)
-    return out
+    from matplotlib.lines import Line2D
+
+    styles = [Line2D([], [], color="grey", lw=1.2, label="training"),
+              Line2D([], [], color="grey", lw=1.2, ls="--", marker="o", ms=3, label="validation")]
+    runs_drawn = [Line2D([], [], color=c, lw=3, label=run.name) for run, c in zip(runs, colours)]
+    fig.legend(handles=styles + runs_drawn, loc="outside lower center", fontsize=8, frameon=False,
+               ncols=min(LEGEND_COLUMNS, len(runs) + 2))
+    return fig
+
+
+def _colours(plt: Any, count: int) -> list[Any]:
+    """One colour per run, no two alike: matplotlib's own ten while they last, then tab20's twenty, then colours
+    spread evenly over a continuous map."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if count <= len(cycle):
+        return cycle[:count]
+    if count <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(count)]
+    return [plt.get_cmap("turbo")(0.05 + 0.9 * i / (count - 1)) for i in range(count)]
 
 
 def _x(record: dict[str, Any], axis: str) -> float:

@@ -586,6 +586,33 @@ def test_plot_draws_two_runs_on_one_figure(tmp_path):
         out.unlink()
 
 
+def test_plot_of_many_runs_keeps_its_legend_off_the_curves_and_each_run_its_own_colour(tmp_path):
+    """A sweep of 22 runs: the legend (one entry per run) sat inside the right panel, over the curves and past its
+    edge, and matplotlib's ten colours came round again, so run 0 and run 10 looked alike."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'rnnlm[plot]'); CI installs it")
+    from matplotlib.colors import to_hex
+
+    from rnnlm.plot import Axes, _pyplot, draw, read_curves
+
+    plt = _pyplot()
+    runs = [read_curves(fake_run(tmp_path / f"sweep-{i:02d}", 1 + 0.05 * i)) for i in range(22)]
+    fig = draw(plt, runs, Axes())
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        (legend,) = fig.legends
+        names = [t.get_text() for t in legend.get_texts()]
+        assert sorted(n for n in names if n.startswith("sweep-")) == [r.name for r in runs]
+        box, figure = legend.get_window_extent(renderer), fig.bbox
+        assert figure.x0 <= box.x0 and box.x1 <= figure.x1 and figure.y0 <= box.y0
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_tightbbox(renderer)), "the legend covers a panel"
+        drawn = {to_hex(line.get_color()) for line in fig.axes[0].get_lines()}
+        assert len(drawn) == len(runs)
+    finally:
+        plt.close(fig)
+
+
 def test_plot_draws_a_run_of_one_training_record(tmp_path):
     """A short run (or log_every past its steps) logs one record: a line through one point draws nothing."""
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'rnnlm[plot]'); CI installs it")
