@@ -329,8 +329,9 @@ class Trainer:
         not in the characters per second. False if a stop signal cut the evaluation short."""
         t, tally = self.cfg.train, self.tally
         self.bar.step(tally)  # first: the record shown beside the bar is this step's
-        if tally.step % t.log_every == 0:
-            self.log_training()
+        last = t.max_steps is not None and tally.step >= t.max_steps  # its record goes before its evaluation's
+        if tally.step % t.log_every == 0 or last:
+            self.log_training(final=last)
         if tally.step % t.eval_every == 0 and not self.evaluate_and_save():
             return False
         self._show_preview_if_due()

@@ -249,8 +249,8 @@ def test_a_stop_asked_for_at_a_preview_step_saves_without_drawing_the_preview(tm
 
     log = Trainer.log_training
 
-    def ctrl_c_at_step_5(self):
-        log(self)
+    def ctrl_c_at_step_5(self, final=False):
+        log(self, final)
         if self.tally.step == 5:
             signal.raise_signal(signal.SIGINT)
     monkeypatch.setattr(Trainer, "log_training", ctrl_c_at_step_5)
@@ -388,6 +388,14 @@ def test_a_budget_spent_mid_record_still_logs_its_steps(tmp_path):
     assert [r["step"] for r in records if "val_loss" in r] == [10, 20, 25]
 
 
+def test_the_last_steps_record_comes_before_the_last_evaluation(tmp_path):
+    """The final step is an evaluation step but not a logging one: its training record (steps 21-30) was written after
+    the evaluation's, so a reader taking records in order saw the run end on a training record."""
+    result, _, _ = fit(tmp_path, *SMALL, "train.max_steps=30", "train.log_every=20", "train.eval_every=15")
+    records = [("train" if "train_loss" in r else "val", r["step"]) for r in read_metrics(result.run_dir)]
+    assert records == [("val", 15), ("train", 20), ("train", 30), ("val", 30)]
+
+
 def test_bf16_trains_on_a_cpu(tmp_path):
     result, _, _ = fit(tmp_path, "data.dataset=hello", "model.hidden_size=32", "model.num_layers=1", "train.seq_len=16",
                        "train.batch_size=8", "train.lr=0.01", "train.max_steps=300", "train.precision=bf16",
@@ -485,8 +493,8 @@ def test_a_step_fp16_skipped_for_an_overflow_leaves_the_gradient_norms_finite():
 
 def test_a_run_that_ends_at_an_evaluation_writes_its_last_checkpoint_once(tmp_path, monkeypatch):
     """The evaluation at the last step saved last.pt; writing it again as the run ends (a big model's checkpoint
-    takes seconds) is needed only when what a resume reads of it changed: a last record logged after it, a preview's
-    time, or a time budget that ended the run."""
+    takes seconds) is needed only when what a resume reads of it changed: a last record logged after it (a time or
+    epoch budget, found spent after the step), a preview's time, or a time budget that ended the run."""
     written = []
     save = ckpt.save
     monkeypatch.setattr(ckpt, "save", lambda paths, point: (written.extend(p.name for p in paths), save(paths, point)))
@@ -496,7 +504,7 @@ def test_a_run_that_ends_at_an_evaluation_writes_its_last_checkpoint_once(tmp_pa
     assert written.count(ckpt.LAST) == 2  # at steps 2 and 4
     written.clear()
     run = train(load_config(None, [*base, "train.log_every=3"]), tmp_path / "odd", progress=False)
-    assert written.count(ckpt.LAST) == 3  # the record of step 4, logged at the end, is not gathered again on resume
+    assert written.count(ckpt.LAST) == 2  # the last step's record is logged before its evaluation saves
     assert ckpt.load(run.run_dir / ckpt.LAST).train.tally.gathered.steps == 0
     written.clear()
     train(load_config(None, [*base, "train.log_every=2", "train.sample_every=4", "sample.length=5"]),
