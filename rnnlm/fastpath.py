@@ -35,7 +35,6 @@ STEP_MAX_STEPS = 4
 """Inference of a sequence of up to STEP_MAX_STEPS steps at batches up to STEP_MAX_BATCH runs each step of the stack
 as one C call (`step_stack`), as inference of a single step does at any batch; a longer sequence is faster through
 the whole-sequence loops, its input projection one product (README "Speed", the step-path crossover)."""
-_STEP_KIND = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 _T = TypeVar("_T")
 
 
@@ -183,7 +182,7 @@ def step_stack(stack: nn.Module, inp: Tensor, h0: Tensor, c0: Tensor | None,
     h_prev, inp, kernels = h0.contiguous(), inp.contiguous(), _kernels()
     for t in range(steps):
         kernels.step(h=states[t], c=c_n, weights=weights, x=inp[t] if projected else None,
-                     v0=None if projected else inp[t], h_prev=h_prev, kind=_STEP_KIND[stack.mode])
+                     v0=None if projected else inp[t], h_prev=h_prev, mode=stack.mode)
         h_prev = states[t]
     h_n = states[-1] if steps == 1 else states[-1].clone()  # not a view keeping every step's states alive
     # The output is a copy even where the last layer's states are contiguous (one layer): an in-place op on it must

@@ -46,6 +46,9 @@ FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fPIC", "-shared")
 # already, so both share one OpenMP runtime and one thread pool.
 OPENMP = ("-fopenmp",)
 
+STEP_KINDS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
+"""rnnlm_step's `kind` of each cell (fused.c)."""
+
 Arg = Tensor | int | None | ctypes.Array
 
 
@@ -195,8 +198,9 @@ class Kernels:
         return panels, back
 
     def step(self, *, h: Tensor, c: Tensor | None, weights: "StepWeights", x: Tensor | None, v0: Tensor | None,
-             h_prev: Tensor, kind: int) -> None:
-        """One step of a whole stack: h (L, B, H) from h_prev (L, B, H), c (L, B, H) updated in place (the LSTM);
+             h_prev: Tensor, mode: str) -> None:
+        """One step of a whole stack of `mode` cells (a key of STEP_KINDS): h (L, B, H) from h_prev (L, B, H), c
+        (L, B, H) updated in place (the LSTM);
         layer 0 reads its input projection x (B, G*H) or its input v0 (B, K0); `weights` packed and checked once
         (`StepWeights`). Sampling calls this once per character, so the per-call checks are the cheap ones."""
         layers, batch, hidden = h_prev.shape
@@ -205,10 +209,10 @@ class Kernels:
             raise ValueError(f"step: weights for {weights.layers}x{weights.hidden} (K0 {weights.k0}), state "
                              f"{tuple(h_prev.shape)}, K0 {k0}; and layer 0 reads x or v0 (one of them)")
         _check("step", h=(h, h_prev.shape), c=(c, h_prev.shape), x=(x, (batch, weights.gates * hidden)),
-               v0=(v0, (batch, k0)), h_prev=(h_prev, h_prev.shape), nullable=("x", "v0") + ("c",) * (kind != 2))
+               v0=(v0, (batch, k0)), h_prev=(h_prev, h_prev.shape), nullable=("x", "v0") + ("c",) * (mode != "LSTM"))
         if _overlap(h, h_prev):
             raise ValueError("step: h must not overlap h_prev, which other panels are still reading")
-        self._call("rnnlm_step", h=h, c=c, weights=weights.pointers, x=x, v0=v0, h_prev=h_prev, kind=kind,
+        self._call("rnnlm_step", h=h, c=c, weights=weights.pointers, x=x, v0=v0, h_prev=h_prev, kind=STEP_KINDS[mode],
                    L=layers, B=batch, H=hidden, K0=k0)
 
 
