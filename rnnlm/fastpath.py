@@ -48,6 +48,7 @@ def _dense(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().contiguous()
 
 
+# Keyed by the weight itself, where `cached` keys on the stack: the loops (the `Recurrence` interface) see tensors.
 _PACKED: dict[tuple[int, int, bool], tuple[Any, int, int, Tensor]] = {}
 
 
