@@ -236,6 +236,13 @@ def numbered_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _training(run_dir: Path) -> int | None:
+    """The process training in `run_dir` now, or None."""
+    from rnnlm.runs import holder  # runs reads checkpoints: imported here, on a refusal's path only
+
+    return holder(run_dir)
+
+
 def resolve(path: str | Path) -> Path:
     """A run directory means its best checkpoint (or its last, before any evaluation or without a validation
     split)."""
@@ -247,6 +254,9 @@ def resolve(path: str | Path) -> Path:
         kept = numbered_checkpoints(p)
         if kept:
             advice = f"give one of its checkpoints, e.g. the newest: {kept[-1][1]}"
+        elif (p / "config.yaml").is_file() and (pid := _training(p)) is not None:
+            advice = (f"it is being trained now (process {pid}) and saves its first checkpoint at its first "
+                      "evaluation (train.eval_every); try again then")
         elif (p / "config.yaml").is_file():  # the resume refuses one whose checkpoints were removed, saying why
             advice = ("it stopped before its first checkpoint, or they were removed: "
                       f"`rnnlm train --resume {shell_word(p)}` continues it, or says how to go on")

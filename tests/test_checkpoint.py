@@ -112,6 +112,12 @@ def test_missing(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match=f"`rnnlm train --resume {tmp_path}` continues it, or says how to "
                                                    "go on"):
         ckpt.load(tmp_path)
+    from rnnlm.runs import RunLock
+
+    with RunLock(tmp_path):  # a run training now, before its first evaluation: not "stopped", nor to resume
+        with pytest.raises(ckpt.CheckpointError, match=f"it is being trained now \\(process {os.getpid()}\\) and "
+                                                       "saves its first checkpoint at its first evaluation"):
+            ckpt.load(tmp_path)
     (tmp_path / "step-000010.pt").write_bytes(b"")  # train.keep_last's alone
     (tmp_path / "step-000200.pt").write_bytes(b"")
     with pytest.raises(ckpt.CheckpointError, match=f"give one of its checkpoints, e.g. the newest: "
