@@ -10,12 +10,14 @@ differ in their last bits).
 
 `sample_checkpoint` is what `rnnlm sample` runs: it writes the samples to a text stream as they are
 produced and, for line-per-record corpora, counts how many of the generated records are distinct and
-how many are novel (absent from the training split, which it reads again through the run's config).
+how many are novel (absent from the training split, which it reads again through the run's config, with how
+many of those the validation or test split holds).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import secrets
 import sys
@@ -30,7 +32,7 @@ import torch
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.config import sampling_fault
 from rnnlm.data import DataRoot, open_corpus
-from rnnlm.data.novelty import SplitRecords
+from rnnlm.data.novelty import Known, SplitRecords
 from rnnlm.data.text import decode_utf8, read_utf8, typed_text
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import read_state
@@ -286,6 +288,8 @@ class SampleReport:
     novel: int | None = None
     """Records: how many generated records (counted with repeats) are not in the training split; None if
     the training split could not be read."""
+    held_out: int = 0
+    """Records: how many of the novel ones are records of the validation or test split."""
     cut: int = 0
     """Records that reached the length limit before their <eos> (written as they are)."""
     corpus: str = ""
@@ -301,8 +305,9 @@ class SampleReport:
         if not self.records:
             return None
         parts = [f"{self.samples} record{'s' * (self.samples != 1)} generated", f"{self.distinct} distinct"]
-        parts.append(f"{self.novel} novel (not in the {self.corpus} training split)" if self.novel is not None
-                     else f"novelty not checked: {self.note}")
+        held_out = f"; {self.held_out} of them in its validation or test split" if self.held_out else ""
+        parts.append(f"{self.novel} novel (not in the {self.corpus} training split{held_out})"
+                     if self.novel is not None else f"novelty not checked: {self.note}")
         line = ", ".join(parts)
         if self.cut:
             line += f"; {self.cut} reached the length limit before <eos> (raise --length)"
@@ -315,8 +320,8 @@ class SampleReport:
 
 
 def training_records(point: Checkpoint, root: DataRoot | None = None,
-                     moved_to: Path | None = None) -> tuple[SplitRecords | None, str, str]:
-    """The training split's records (what `in` asks of), read through the run's config as training read them (at
+                     moved_to: Path | None = None) -> tuple[Known | None, str, str]:
+    """The corpus's records by split (`Known`), read through the run's config as training read them (at
     `moved_to`, --data-path, when its files moved), the corpus name, and why they are missing (None, name, reason)
     when the corpus cannot be read here. Records of a corpus changed since are the split as it is now, with a
     warning."""
@@ -333,7 +338,8 @@ def training_records(point: Checkpoint, root: DataRoot | None = None,
     if point.corpus_changed(store.fingerprint):
         warnings.warn(f"the {store.name} corpus has changed since this checkpoint was written: novelty is counted "
                       "against its training split as it is now")
-    return SplitRecords(store, "train"), store.name, ""
+    held_out = [SplitRecords(store, split) for split in ("val", "test") if store.manifest["splits"][split]["records"]]
+    return Known(SplitRecords(store, "train"), held_out), store.name, ""
 
 
 def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: TextIO, unique: bool = False,
@@ -377,11 +383,12 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     if point.records:
         report.distinct = len(printer.seen)
         report.novel = None if training is None else printer.novel_records
+        report.held_out = printer.held_out_records
         report.cut = printer.cut
     return report
 
 
-def novel_record(record: str, training: SplitRecords | None) -> bool:
+def novel_record(record: str, training: Known | None) -> bool:
     """A record the training split does not hold; an empty one is no new name (a records corpus refuses empty
     lines, so training holds none)."""
     return record != "" and record not in (training or ())
@@ -393,15 +400,16 @@ class _Printer:
     names or a sample of --length 10**8 holds no more than that."""
 
     def __init__(self, vocab: Vocab, prime: str, out: TextIO, wanted: int, records: bool, unique: bool, novel: bool,
-                 training: SplitRecords | None):
+                 training: Known | None):
         self.vocab, self.prime, self.out, self.records = vocab, prime, out, records
         self.unique, self.novel, self.training, self.wanted = unique, novel, training, wanted
         self.rows: list[list[int]] = []  # the batch being drawn: each sample's ids so far
         self.ended: list[bool] = []
         self.done = 0  # the batch's rows finished (in order: written or dropped)
         self.drawn = 0  # samples drawn, over every batch
-        self.seen: set[str] = set()  # records generated
-        self.novel_records = self.written = self.cut = 0
+        # Records generated, by a digest of their text (a long fragment's takes 16 bytes too): whether one was written.
+        self.seen: dict[bytes, bool] = {}
+        self.novel_records = self.held_out_records = self.written = self.cut = 0
         self.live = wanted == 1 and not (novel or unique)  # write each character as it comes
         if self.live:
             self._write(prime)
@@ -434,15 +442,17 @@ class _Printer:
         text, whole = self.prime + self.vocab.decode(self.rows[self.done]), self.ended[self.done]
         self.rows[self.done] = []
         self.done += 1
-        if self.records:  # a record cut by --length is no name: never novel, nor what a whole one repeats
-            repeat, new = text in self.seen, whole and novel_record(text, self.training)
-            if whole:
-                self.seen.add(text)
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest() if self.records else b""
+        if self.records:  # a record cut by --length is no name: never novel
+            repeat, new = self.seen.setdefault(key, False), whole and novel_record(text, self.training)
             self.novel_records += new
-            if (self.unique and repeat) or (self.novel and not new):
+            self.held_out_records += new and self.training is not None and self.training.held_out_holds(text)
+            if (self.unique and repeat) or (self.novel and not new):  # --unique: no line written twice
                 return
         if self.written >= self.wanted:
             return
+        if self.records:
+            self.seen[key] = True
         if self.live:
             self._write("\n")
         elif self.records:

@@ -391,21 +391,63 @@ def test_a_record_cut_by_the_length_limit_is_never_counted_novel():
     """`-N 6 --length 3 --novel` kept fragments ("kee") as new names, and counted them in the novelty figure."""
     import io
 
+    from rnnlm.data.novelty import Known
     from rnnlm.sample import _Printer
 
     vocab = Vocab.from_texts(["kea"])
     k, e, a = (vocab.itos.index(c) for c in "kea")
     out = io.StringIO()
-    printer = _Printer(vocab, "", out, 2, records=True, unique=False, novel=True, training=["ka"])
+    printer = _Printer(vocab, "", out, 2, records=True, unique=False, novel=True, training=Known(["ka"]))
     printer.begin(2)
     for step in ([k, k], [e, e], [e, a], [EOS_ID, PAST_THE_CAP]):  # row 0 "kee" whole, row 1 "kea" cut
         printer.step(step)
     printer.finish()
     assert out.getvalue() == "kee\n" and (printer.novel_records, printer.cut) == (1, 1)
     out = io.StringIO()  # a fragment is no name a whole record repeats (--unique dropped "kee", never printed)
-    printer = _Printer(vocab, "", out, 2, records=True, unique=True, novel=True, training=["ka"])
+    printer = _Printer(vocab, "", out, 2, records=True, unique=True, novel=True, training=Known(["ka"]))
     printer.begin(2)
     for step in ([k, k], [e, e], [e, e], [PAST_THE_CAP, EOS_ID]):  # row 0 "kee" cut, row 1 "kee" whole
         printer.step(step)
     printer.finish()
     assert out.getvalue() == "kee\n" and (printer.novel_records, len(printer.seen)) == (1, 1)
+
+
+def test_records_cut_by_the_length_limit_count_among_the_distinct_ones():
+    """`-N 8 --length 4` printed 8 different names, 6 of them cut, and the summary said "2 distinct": a cut record
+    was left out of the distinct count (it is still left out of the novel one)."""
+    import io
+
+    from rnnlm.data.novelty import Known
+    from rnnlm.sample import SampleReport, _Printer
+
+    vocab = Vocab.from_texts(["kea"])
+    k, e, a = (vocab.itos.index(c) for c in "kea")
+    out = io.StringIO()
+    printer = _Printer(vocab, "", out, 3, records=True, unique=False, novel=False, training=Known([]))
+    printer.begin(3)
+    for step in ([k, k, k], [e, a, e], [PAST_THE_CAP, PAST_THE_CAP, EOS_ID]):  # "ke", "ka" cut; "ke" whole
+        printer.step(step)
+    printer.finish()
+    assert out.getvalue() == "ke\nka\nke\n"
+    report = SampleReport(3, printer.written, True, distinct=len(printer.seen), novel=printer.novel_records,
+                          cut=printer.cut, corpus="names")
+    assert report.summary() == ("3 records generated, 2 distinct, 1 novel (not in the names training split); 2 reached "
+                                "the length limit before <eos> (raise --length)")
+
+
+def test_novel_records_that_the_validation_or_test_split_holds_are_counted_apart(tmp_path):
+    """makemore tells a sample that is a name of its test split from a new one; --novel's count (not in the training
+    split) did not say how many of its "novel" names were real names held out from training."""
+    (tmp_path / "names.txt").write_text("".join("a" * n + "\n" for n in range(1, 13) if n != 3), encoding="utf-8")
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", dataset="names", chars="a",
+                                      setup=constant_logits(a=0.0, eos=0.0)))  # a^k, one half as likely as a^(k-1)
+    point.config.data.path, point.config.data.splits = str(tmp_path / "names.txt"), (0.4, 0.3, 0.3)
+    corpus = load_corpus(point.config.data, point.config.train.seed)
+    out = io.StringIO()
+    report = sample_checkpoint(point, SampleOptions(length=50, temperature=1.0, num_samples=200, seed=3), "", out)
+    records = out.getvalue().split("\n")[:-1]
+    novel = [r for r in records if r and r not in set(corpus.train)]
+    held_out = sum(r in set(corpus.val) | set(corpus.test) for r in novel)
+    assert 0 < held_out < len(novel) and report.novel == len(novel) and report.held_out == held_out
+    assert f"{len(novel)} novel (not in the names training split; {held_out} of them in its validation or test " \
+           "split)" in report.summary()

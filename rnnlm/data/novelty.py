@@ -10,6 +10,9 @@ few GB for a word list of a few hundred MB).
 
 from __future__ import annotations
 
+from collections.abc import Container
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from rnnlm.data.store import Store
@@ -61,3 +64,19 @@ class SplitRecords:
             if b - a == len(wanted) and np.array_equal(np.asarray(self.ids[a:b]), wanted):
                 return True
         return False
+
+
+@dataclass
+class Known:
+    """A records corpus's records as `rnnlm sample` asks of them: `in` the training split (a record that is not is
+    novel), and where a novel one is a record of the validation or test split (a real name the model never trained
+    on, which makemore counts apart from the new ones)."""
+
+    train: Container[str]
+    held_out: list[Container[str]] = field(default_factory=list)
+
+    def __contains__(self, record: object) -> bool:
+        return record in self.train
+
+    def held_out_holds(self, record: str) -> bool:
+        return any(record in split for split in self.held_out)
