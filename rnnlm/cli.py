@@ -867,8 +867,21 @@ def _override_meant(e: UsageError) -> str:
     word = words[at]
     if word == name and at + 1 < len(words) and not words[at + 1].startswith("-"):  # `--max_steps 100`
         word = f"{name}={words[at + 1]}"
-    meant = as_override(word)
-    return f"; config keys are given without dashes: {meant}" if meant else ""
+    meant, command = as_override(word), e.ctx.info_name if e.ctx else None
+    if meant is None:
+        return ""
+    if command in ("train", "config"):  # the commands that take overrides
+        return f"; config keys are given without dashes: {meant}"
+    key, _, value = meant.partition("=")
+    option = SAMPLE_OPTIONS.get(key)
+    if command == "sample" and option is not None:
+        return f"; the option is {option} here: {option} {value.split(' (')[0]}"
+    return ""
+
+
+SAMPLE_OPTIONS = {"sample.temperature": "--temp", "sample.length": "--length", "sample.prime": "--prime",
+                  "sample.top_k": "--top-k", "sample.top_p": "--top-p"}
+"""The option of `rnnlm sample` that overrides each of the run's sample.* settings."""
 
 
 class _WarningLine(logging.Handler):

@@ -396,6 +396,35 @@ def inert_settings(cfg: Config) -> list[str]:
 _SECTION_TYPES: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sample": SampleConfig}
 
 
+OTHER_NAMES: dict[str, tuple[str, str]] = {
+    # nanoGPT's train.py and sample.py settings
+    "block_size": ("train.seq_len", "nanoGPT"), "learning_rate": ("train.lr", "nanoGPT"),
+    "max_iters": ("train.max_steps", "nanoGPT"), "eval_interval": ("train.eval_every", "nanoGPT"),
+    "log_interval": ("train.log_every", "nanoGPT"), "warmup_iters": ("train.warmup_steps", "nanoGPT"),
+    "decay_lr": ("train.schedule", "nanoGPT"), "n_layer": ("model.num_layers", "nanoGPT"),
+    "n_embd": ("model.hidden_size", "nanoGPT"), "beta1": ("train.betas", "nanoGPT"), "beta2": ("train.betas", "nanoGPT"),
+    "max_new_tokens": ("sample.length", "nanoGPT"), "start": ("sample.prime", "nanoGPT"),
+    # char-rnn's and torch-rnn's flags
+    "rnn_size": ("model.hidden_size", "char-rnn"), "seq_length": ("train.seq_len", "char-rnn"),
+    "model_type": ("model.cell", "torch-rnn"), "wordvec_size": ("model.embed_dim", "torch-rnn"),
+    "learning_rate_decay": ("train.decay_rate", "char-rnn"), "learning_rate_decay_after": ("train.decay_after", "char-rnn"),
+    "lr_decay_factor": ("train.decay_rate", "torch-rnn"), "num_epochs": ("train.max_epochs", "torch-rnn"),
+    "eval_val_every": ("train.eval_every", "char-rnn"), "print_every": ("train.log_every", "char-rnn"),
+    "checkpoint_every": ("train.eval_every", "torch-rnn"), "primetext": ("sample.prime", "char-rnn"),
+    "start_text": ("sample.prime", "torch-rnn"),
+}
+"""Settings of the projects rnnlm's users come from, by their names there: the config key that does their job here,
+and whose name it is. Named in the refusal of an unknown key, and as the override an unknown option meant."""
+_OWN_VALUES = ("decay_lr", "beta1", "beta2")
+"""Other names whose values say something else here (a flag, where train.schedule names a schedule; one beta of two)."""
+
+
+def _other_name(name: str) -> str:
+    """How an unknown key that is another project's setting is said here, or ""."""
+    ours, whose = OTHER_NAMES.get(name, ("", ""))
+    return f" ({whose}'s {name} is {ours} here)" if ours else ""
+
+
 def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     options = {c.lower(): c for c in choices}  # `SGD` for sgd
     close = difflib.get_close_matches(word.lower(), list(options), n=1)
@@ -491,7 +520,8 @@ def _build_section(name: str, values: dict[str, Any]) -> Any:
         if key not in hints:
             plain = isinstance(key, str) and len(key) <= 60 and key.isprintable()
             raise ConfigError(f"unknown config key {name}.{key if plain else show(key)}"
-                              f"{_did_you_mean(str(key)[:60], known)}; "
+                              f"{_other_name(key) if plain else ''}"
+                              f"{'' if plain and key in OTHER_NAMES else _did_you_mean(str(key)[:60], known)}; "
                               f"{name} keys are: {', '.join(known)}")
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
     return cls(**kwargs)
@@ -520,12 +550,16 @@ YAML_NULLS = ("null", "Null", "NULL", "~")
 
 def as_override(word: str) -> str | None:
     """The override a nanoGPT habit meant (`max_steps=100`, `--max_steps=100`, `--train.max_steps=100`):
-    `train.max_steps=100`, when the key names one config key; else None."""
+    `train.max_steps=100`, when the key names one config key, or is another project's name for one (`max_iters=100`:
+    `train.max_steps=100 (nanoGPT's max_iters)`); else None."""
     key, sep, value = word.lstrip("-").partition("=")
     section, dot, name = key.rpartition(".")
     fields = {s: {f.name for f in dataclasses.fields(cls)} for s, cls in _SECTION_TYPES.items()}
     owners = [s for s in fields if name in fields[s] and (not dot or s == section)]
-    return f"{owners[0]}.{name}={value if sep else 'VALUE'}" if len(owners) == 1 else None
+    if owners or name not in OTHER_NAMES:
+        return f"{owners[0]}.{name}={value if sep else 'VALUE'}" if len(owners) == 1 else None
+    ours, whose = OTHER_NAMES[name]  # nanoGPT's `max_iters=100`
+    return f"{ours}={value if sep and name not in _OWN_VALUES else 'VALUE'} ({whose}'s {name})"
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

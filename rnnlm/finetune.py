@@ -56,6 +56,10 @@ def starting_point(cfg: Config) -> ckpt.Checkpoint:
     """The checkpoint `train.init_from` names, checked against the config: before the corpus is read (preparing one
     takes a while, and a model of another shape is refused whatever the corpus)."""
     path = Path(cfg.train.init_from).expanduser()  # type: ignore[arg-type]
+    if path.name in ("resume", "scratch") and not path.exists():  # nanoGPT's two other values (made a path)
+        raise RnnlmError(f"train.init_from={path.name}: no such checkpoint or run directory; nanoGPT's init_from="
+                         f"{path.name} is " + ("rnnlm train --resume RUN here" if path.name == "resume" else
+                                               "the default here: leave train.init_from out"))
     try:
         point = ckpt.load(path)
     except RnnlmError as e:  # name the key that named the file

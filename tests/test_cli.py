@@ -212,6 +212,35 @@ def test_config_keys_in_nanogpt_spelling_are_answered_with_the_override_meant(tm
     assert not any(tmp_path.iterdir())
 
 
+def test_settings_in_nanogpt_char_rnn_and_torch_rnn_names_are_answered_with_rnnlms(tmp_path):
+    """A user trial: train.block_size was asked "did you mean 'batch_size'?" (nanoGPT's block_size is the window,
+    train.seq_len), train.learning_rate "'decay_rate'?", model.n_embd nothing; `rnnlm sample --temperature 0.5` was
+    told to give sample.temperature=0.5, which sample refuses; train.init_from=resume was "no such checkpoint"."""
+    tiny = REPO / "configs" / "tiny.yaml"
+    for args, said in [((tiny, "train.block_size=64"), "unknown config key train.block_size (nanoGPT's block_size is "
+                                                       "train.seq_len here); train keys are: "),
+                       ((tiny, "train.learning_rate=1e-3"), "(nanoGPT's learning_rate is train.lr here)"),
+                       ((tiny, "model.n_embd=64"), "(nanoGPT's n_embd is model.hidden_size here)"),
+                       ((tiny, "--max_iters=5"), "config keys are given without dashes: train.max_steps=5 (nanoGPT's "
+                                                 "max_iters)"),
+                       ((tiny, "max_iters=5"), "e.g. train.max_steps=5 (nanoGPT's max_iters)"),
+                       ((tiny, "--rnn_size", "64"), "model.hidden_size=64 (char-rnn's rnn_size)"),
+                       ((tiny, "--decay_lr=False"), "train.schedule=VALUE (nanoGPT's decay_lr)"),
+                       ((tiny, "train.init_from=resume"), "train.init_from=resume: no such checkpoint or run "
+                                                          "directory; nanoGPT's init_from=resume is rnnlm train "
+                                                          "--resume RUN here")]:
+        assert_user_error(cli("train", *args, "--out", tmp_path), said)
+        assert "did you mean" not in cli("train", *args, "--out", tmp_path)[2]
+    assert not any(tmp_path.iterdir())
+    run = str(tmp_path / "missing-run")  # the option is refused before the run is read
+    for args, said in [(("--temperature", "0.5"), "no such option: --temperature (Possible options: --temp); the "
+                                                  "option is --temp here: --temp 0.5"),
+                       (("--max_new_tokens", "100"), "the option is --length here: --length 100"),
+                       (("--start=ROMEO",), "the option is --prime here: --prime ROMEO")]:
+        assert_user_error(cli("sample", run, *args), said)
+    assert "sample.temperature" not in cli("eval", run, "--temperature", "0.5")[2]  # eval draws nothing
+
+
 def test_a_relative_data_path_found_only_beside_its_config_names_both_fixes(tmp_path, monkeypatch):
     """A relative data.path is read from the working folder: one that is only beside the config said no more than
     `/elsewhere/notes.txt: no such file or directory` (a user trial)."""
