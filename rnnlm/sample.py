@@ -31,7 +31,7 @@ import torch
 
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.config import sampling_fault
-from rnnlm.data import DataRoot, open_corpus
+from rnnlm.data import DataRoot
 from rnnlm.data.novelty import Known, SplitRecords
 from rnnlm.data.text import decode_utf8, read_utf8, typed_text
 from rnnlm.errors import RnnlmError
@@ -41,7 +41,7 @@ from rnnlm.inference import eval_mode, load_model, start_ids, start_state
 from rnnlm.model import CharRNN
 from rnnlm.runtime import poll
 from rnnlm.state import State, expand_rows, where_rows
-from rnnlm.texts import run_data_config
+from rnnlm.texts import open_run_corpus
 from rnnlm.vocab import EOS_ID, UNK_ID, Vocab, listed
 
 MAX_DRAWS = 10
@@ -292,6 +292,8 @@ class SampleReport:
     """Records: how many of the novel ones are records of the validation or test split."""
     cut: int = 0
     """Records that reached the length limit before their <eos> (written as they are)."""
+    cut_dropped: int = 0
+    """Records --novel dropped for being cut (a fragment is no name)."""
     corpus: str = ""
     note: str = ""
     """Why the novelty is unknown."""
@@ -314,8 +316,10 @@ class SampleReport:
         if self.written != self.samples:
             line += f"; wrote {self.written}"
         if self.written < self.wanted:
-            line += (f", fewer than the {self.wanted} asked for: after {self.samples} drawn the model keeps repeating "
-                     "itself (a higher --temp draws more variety)")
+            line += f", fewer than the {self.wanted} asked for: after {self.samples} drawn " + (
+                "most records dropped were cut by --length before their <eos> (raise --length)"
+                if 2 * self.cut_dropped > self.samples - self.written else
+                "the model keeps repeating itself (a higher --temp draws more variety)")
         return line
 
 
@@ -326,8 +330,7 @@ def training_records(point: Checkpoint, root: DataRoot | None = None,
     when the corpus cannot be read here. Records of a corpus changed since are the split as it is now, with a
     warning."""
     try:
-        data = run_data_config(point, moved_to, "sample")
-        store = open_corpus(data, point.config.train.seed, root, progress=False)
+        data, store = open_run_corpus(point, moved_to, "sample", root)
     except RnnlmError as e:
         if moved_to is not None:  # asked for: an error, --novel or not
             raise
@@ -384,7 +387,7 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
         report.distinct = len(printer.seen)
         report.novel = None if training is None else printer.novel_records
         report.held_out = printer.held_out_records
-        report.cut = printer.cut
+        report.cut, report.cut_dropped = printer.cut, printer.cut_dropped
     return report
 
 
@@ -409,7 +412,7 @@ class _Printer:
         self.drawn = 0  # samples drawn, over every batch
         # Records generated, by a digest of their text (a long fragment's takes 16 bytes too): whether one was written.
         self.seen: dict[bytes, bool] = {}
-        self.novel_records = self.held_out_records = self.written = self.cut = 0
+        self.novel_records = self.held_out_records = self.written = self.cut = self.cut_dropped = 0
         self.live = wanted == 1 and not (novel or unique)  # write each character as it comes
         if self.live:
             self._write(prime)
@@ -448,6 +451,7 @@ class _Printer:
             self.novel_records += new
             self.held_out_records += new and self.training is not None and self.training.held_out_holds(text)
             if (self.unique and repeat) or (self.novel and not new):  # --unique: no line written twice
+                self.cut_dropped += not whole
                 return
         if self.written >= self.wanted:
             return

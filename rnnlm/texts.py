@@ -27,7 +27,7 @@ from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, missing_path, open_corpus
 from rnnlm.data.store import Source, Store, open_store
 from rnnlm.data.text import file_pieces, files_identity, is_glob, line_records
-from rnnlm.errors import RnnlmError, shell_word
+from rnnlm.errors import RnnlmError, first_line, shell_word
 from rnnlm.inference import start_ids
 
 
@@ -114,6 +114,22 @@ def run_data_config(point: Checkpoint, moved_to: Path | None, command: str) -> D
     return data
 
 
+def open_run_corpus(point: Checkpoint, moved_to: Path | None, command: str, root: DataRoot | None = None,
+                    progress: bool = False) -> tuple[DataConfig, Store]:
+    """The run's data config (`run_data_config`) and its corpus's store. Text at `moved_to` that cannot be the run's
+    corpus (a records corpus refuses empty lines, say) is refused as the wrong place, not as a file to mend."""
+    data = run_data_config(point, moved_to, command)
+    try:
+        return data, open_corpus(data, point.config.train.seed, root, progress)
+    except RnnlmError as e:
+        if moved_to is None:
+            raise
+        why = first_line(e).split("; ")[0].removeprefix(f"{data.path}: ")  # what is wrong, not how to mend the file
+        raise RnnlmError(f"--data-path {moved_to} does not hold the text the run trained on (as the run's "
+                         f"{point.config.data.dataset} corpus: {why}); give the place that text moved to, "
+                         "unchanged") from None
+
+
 def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, progress: bool = False,
                  moved_to: Path | None = None) -> Text:
     """A split of the run's corpus (train, val or test), read from its store as training read it: a stream's first
@@ -121,8 +137,7 @@ def split_source(point: Checkpoint, split: str, root: DataRoot | None = None, pr
     whose files moved since training is read from `moved_to`."""
     if split not in ("train", "val", "test"):
         raise RnnlmError(f"--split {split!r}: choose train, val or test")
-    data = run_data_config(point, moved_to, "eval")
-    store = open_corpus(data, point.config.train.seed, root, progress)
+    data, store = open_run_corpus(point, moved_to, "eval", root, progress)
     if point.other_text_at(data, store.fingerprint):
         where = f"--data-path {moved_to}" if moved_to is not None else f"data.path={data.path} (the run's config.yaml)"
         raise RnnlmError(f"{where} does not hold the text the run trained on (from {point.config.data.path}): give "

@@ -523,6 +523,12 @@ def test_novel_reads_a_moved_records_corpus_from_data_path_and_warns_of_a_change
     assert status == 0 and len(out.splitlines()) == 3 and "novel (not in the names training split)" in err, err
     assert_user_error(cli("sample", run, "-N", "1", "--data-path", tmp_path / "nope"),  # asked for: --novel or not
                       f"--data-path {tmp_path / 'nope'}: no such file or directory")
+    play = tmp_path / "play.txt"  # the wrong file: not a names list (told to delete its empty lines in place, it was)
+    play.write_text("ROMEO:\nBut soft!\n\nJULIET:\nAy me.\n", encoding="utf-8")
+    for command in (["sample", run, "-N", "1"], ["eval", run, "--split", "val"]):
+        status, _, err = cli(*command, "--data-path", play)
+        assert status == 2 and err.startswith(f"error: --data-path {play} does not hold the text the run trained on "
+                                              "(as the run's names corpus: ") and "sed" not in err, err
     moved.rename(names)
     with names.open("a", encoding="utf-8") as f:
         f.write("xyz\n")

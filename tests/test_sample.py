@@ -451,3 +451,14 @@ def test_novel_records_that_the_validation_or_test_split_holds_are_counted_apart
     assert 0 < held_out < len(novel) and report.novel == len(novel) and report.held_out == held_out
     assert f"{len(novel)} novel (not in the names training split; {held_out} of them in its validation or test " \
            "split)" in report.summary()
+
+
+def test_too_few_novel_records_because_length_cut_them_says_to_raise_length(tmp_path):
+    """Every record ran past --length 2, so --novel kept none: the summary blamed the model repeating itself and
+    advised a higher --temp."""
+    point = ckpt.load(make_checkpoint(tmp_path / "m.pt", setup=constant_logits(a=0.0, b=0.0)))  # never <eos>
+    report = sample_checkpoint(point, SampleOptions(length=2, temperature=1.0, num_samples=3, seed=1), "", io.StringIO(),
+                               novel=True)
+    assert report.written == 0 and report.summary().endswith(
+        "fewer than the 3 asked for: after 30 drawn most records dropped were cut by --length before their <eos> "
+        "(raise --length)")
