@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_user_error, cli, run_cli
+from helpers import REPO, assert_user_error, cli, run_cli
 from rnnlm import checkpoint as ckpt
 from rnnlm.config import load_config
 from rnnlm.errors import RnnlmError
@@ -230,6 +230,11 @@ def test_viz_command_writes_a_page_and_reports_mistakes_in_one_line(tmp_path):
     (tmp_path / "long.c").write_bytes(C_TEXT.encode() * 20 + b"\0")  # not text past the page: never read
     done = run_cli("viz", str(point.parent), "--file", str(tmp_path / "long.c"), "--out", str(out), "--chars", "100")
     assert done.returncode == 0 and "100 characters (the first 100" in done.stderr, done.stderr
+    piped = subprocess.run([sys.executable, "-m", "rnnlm", "viz", str(point.parent), "--file", "-", "--out", str(out),
+                            "--chars", "50"], input=C_TEXT, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})  # as eval --file - and --prime-file - read
+    assert piped.returncode == 0 and "50 characters (the first 50" in piped.stderr, piped.stderr
+    assert page_data(out.read_text())["text"] == C_TEXT[:50]
     bad = run_cli("viz", str(point), "--text", "abc", "--file", str(source))
     assert bad.returncode == 2 and bad.stderr.startswith("error: give the text to read with --file FILE or --text TEXT")
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr

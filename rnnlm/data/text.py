@@ -15,10 +15,12 @@ half is dropped.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import fnmatch
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -81,8 +83,8 @@ def _open_binary(path: Path) -> BinaryIO:
 
 
 def read_prefix(path: Path, max_bytes: int | None = None) -> tuple[bytes, bool]:
-    """A file's bytes, at most `max_bytes` of them, and whether there were more."""
-    with _open_binary(path) as f:
+    """A file's bytes, at most `max_bytes` of them, and whether there were more; `-` is standard input."""
+    with contextlib.nullcontext(sys.stdin.buffer) if str(path) == "-" else _open_binary(path) as f:
         if max_bytes is None:
             return f.read(), False
         raw = f.read(max_bytes)
@@ -101,9 +103,9 @@ def _without_bom(start: bytes) -> bytes:
 
 
 def read_utf8(path: Path, max_bytes: int | None = None) -> str:
-    """A file's text; a binary or non-UTF-8 file is an error naming the file (and the first bad byte)."""
+    """A file's text (`-`: standard input's); a binary or non-UTF-8 file is an error naming the file (and the first bad byte)."""
     raw, truncated = read_prefix(path, max_bytes)
-    return decode_utf8(raw, path, truncated)
+    return decode_utf8(raw, "standard input" if str(path) == "-" else path, truncated)
 
 
 def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
