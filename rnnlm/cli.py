@@ -120,7 +120,7 @@ def train(
 
     named = out is not None or name is not None
     with said_once_per_machine():
-        config_file, args = _train_args(config, list(overrides or []), resume, init_from, named)
+        config_file, args = _train_args(config, list(overrides or []), resume, init_from, named, out)
     with outliving_the_reader():
         result, dist = _train_run(config_file, args, resume, out or Path("checkpoints"), name, data_dir, mirror, quiet)
         if dist.is_main:
@@ -190,22 +190,28 @@ def _stem(config_file: Path) -> str:
 
 
 def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Path], init_from: Optional[Path],
-                named: bool) -> tuple[Optional[Path], list[str]]:
+                named: bool, out: Optional[Path]) -> tuple[Optional[Path], list[str]]:
     """The config file and the overrides `train` was given, its command line's shorthands spelled out; `named`:
     whether --out or --name was given."""
     config, args = _config_and_overrides(config_arg, args)  # `rnnlm train --resume RUN train.max_steps=2000`
     if resume is None and config is None:
-        raise RnnlmError("give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR")
-    if config is not None and config.is_dir() and (config / "config.yaml").is_file():  # `rnnlm train RUN`
-        from rnnlm.runs import is_run
+        raise RnnlmError(_no_config(args, init_from))
+    from rnnlm.runs import is_run, new_run_from
 
+    if config is not None and config.suffix == ".pt" and config.is_file():  # `rnnlm train RUN/best.pt`
+        run = config.parent
+        raise RnnlmError(f"{config} is a checkpoint, not a config: to start a new run from its weights, "
+                         + (new_run_from(run, config) + "".join(f" {shell_word(a)}" for a in args)
+                            if (run / "config.yaml").is_file() else
+                            f"give a config and --init-from {shell_word(config)}")
+                         + (f"; to continue its run: rnnlm train --resume {shell_word(run)}" if is_run(run) else ""))
+    if config is not None and config.is_dir() and (config / "config.yaml").is_file():  # `rnnlm train RUN`
         raise RnnlmError(f"{config} is a folder: for a new run from its config, give {config / 'config.yaml'}"
                          + (f"; to continue the run in it: rnnlm train --resume {shell_word(config)}"
                             if is_run(config) else ""))
     if resume is not None and named:  # nanoGPT's init_from=resume writes to out_dir: here that would be ignored
-        from rnnlm.runs import new_run_from
         raise RnnlmError(f"--resume continues {resume} where it is; --out and --name name a new run: drop them, or "
-                         f"start a new run from its weights: {new_run_from(resume)}")
+                         f"start a new run from its weights: {new_run_from(resume, out=out)}")
     if init_from is not None:
         if resume is not None:
             raise RnnlmError("--init-from starts a new run from a trained model; --resume continues a run: give one")
@@ -217,6 +223,22 @@ def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Pat
         except RnnlmError as e:
             raise RnnlmError(f"--init-from {e}") from None
     return config, args
+
+
+def _no_config(args: list[str], init_from: Optional[Path]) -> str:
+    """What to say to `rnnlm train` given neither a config nor --resume: the config placed after the overrides goes
+    first; --init-from alone takes its run's config."""
+    placed = next((a for a in args if "=" not in a and a.endswith((".yaml", ".yml"))), None)
+    if placed is not None:
+        rest = " ".join(shell_word(a) for a in args if a != placed)
+        return f"the config goes before the overrides: rnnlm train {shell_word(placed)} {rest}"
+    run = None if init_from is None else init_from if init_from.is_dir() else init_from.parent
+    if run is not None and (run / "config.yaml").is_file():
+        from rnnlm.runs import new_run_from
+
+        given = "".join(f" {shell_word(a)}" for a in args)
+        return f"--init-from takes its model from a config too; the run's own: {new_run_from(run, init_from)}{given}"
+    return "give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR"
 
 
 def _config_and_overrides(config: Optional[str], args: list[str]) -> tuple[Optional[Path], list[str]]:

@@ -126,6 +126,26 @@ def test_train_given_a_run_folder_says_how_to_go_on(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "config.yaml"]
 
 
+def test_train_given_a_checkpoint_an_init_from_alone_or_overrides_first_says_the_command_meant(tmp_path):
+    """A user trial: `rnnlm train RUN/best.pt` said "not UTF-8 text (bad byte at offset 64)", `rnnlm train
+    --init-from RUN train.lr=0.002` and `rnnlm train train.max_steps=10 configs/tiny.yaml` "give a config file"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model:\n  hidden_size: 24\n", encoding="utf-8")
+    (run / ".lock").write_text("", encoding="utf-8")
+    (run / "best.pt").write_bytes(b"PK\x03\x04 a checkpoint")
+    new_run = f"rnnlm train {run / 'config.yaml'} --init-from {run / 'best.pt'} --out {tmp_path}"
+    assert_user_error(cli("train", run / "best.pt", "train.lr=0.002"),
+                      f"error: {run / 'best.pt'} is a checkpoint, not a config: to start a new run from its weights, "
+                      f"{new_run} train.lr=0.002; to continue its run: rnnlm train --resume {run}")
+    assert_user_error(cli("train", "--init-from", run / "best.pt", "train.lr=0.002"),
+                      f"error: --init-from takes its model from a config too; the run's own: {new_run} train.lr=0.002")
+    tiny = REPO / "configs" / "tiny.yaml"
+    assert_user_error(cli("train", "train.max_steps=10", tiny, "train.lr=0.1"),
+                      f"error: the config goes before the overrides: rnnlm train {tiny} train.max_steps=10 train.lr=0.1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_config_refuses_a_corpus_that_is_none_as_train_does():
     assert_user_error(cli("config", REPO / "configs" / "tiny.yaml", "data.dataset=shakespear"),
                       "data.dataset='shakespear' is not a corpus (did you mean 'shakespeare'?)")
@@ -134,10 +154,10 @@ def test_config_refuses_a_corpus_that_is_none_as_train_does():
 def test_resume_with_out_or_name_is_refused(tmp_path):
     """--resume continues a run in place: an --out or --name given with it was silently ignored (nanoGPT users expect
     a copy in out_dir); the message points at --init-from, which starts a new run from the weights."""
-    for extra in (["--name", "copy"], ["--out", str(tmp_path / "elsewhere")]):
-        assert_user_error(cli("train", "--resume", tmp_path / "run", *extra), "--out and --name name a new run",
-                          f"rnnlm train {tmp_path / 'run' / 'config.yaml'} --init-from {tmp_path / 'run'} "
-                          f"--out {tmp_path}")
+    for extra, out in ((["--name", "copy"], tmp_path), (["--out", str(tmp_path / "elsewhere")], tmp_path / "elsewhere")):
+        status, _, err = cli("train", "--resume", tmp_path / "run", *extra)  # the new run goes where --out said
+        assert status == 2 and "--out and --name name a new run" in err and err.rstrip().endswith(
+            f"rnnlm train {tmp_path / 'run' / 'config.yaml'} --init-from {tmp_path / 'run'} --out {out}"), err
     assert not (tmp_path / "elsewhere").exists()
 
 
