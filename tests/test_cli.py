@@ -142,7 +142,8 @@ def test_train_given_a_checkpoint_an_init_from_alone_or_overrides_first_says_the
                       f"error: --init-from takes its model from a config too; the run's own: {new_run} train.lr=0.002")
     tiny = REPO / "configs" / "tiny.yaml"
     assert_user_error(cli("train", "train.max_steps=10", tiny, "train.lr=0.1"),
-                      f"error: the config goes before the overrides: rnnlm train {tiny} train.max_steps=10 train.lr=0.1")
+                      f"error: the config goes before the overrides: rnnlm train {tiny} train.max_steps=10 "
+                      "train.lr=0.1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -154,7 +155,8 @@ def test_config_refuses_a_corpus_that_is_none_as_train_does():
 def test_resume_with_out_or_name_is_refused(tmp_path):
     """--resume continues a run in place: an --out or --name given with it was silently ignored (nanoGPT users expect
     a copy in out_dir); the message points at --init-from, which starts a new run from the weights."""
-    for extra, out in ((["--name", "copy"], tmp_path), (["--out", str(tmp_path / "elsewhere")], tmp_path / "elsewhere")):
+    elsewhere = tmp_path / "elsewhere"
+    for extra, out in ((["--name", "copy"], tmp_path), (["--out", str(elsewhere)], elsewhere)):
         status, _, err = cli("train", "--resume", tmp_path / "run", *extra)  # the new run goes where --out said
         assert status == 2 and "--out and --name name a new run" in err and err.rstrip().endswith(
             f"rnnlm train {tmp_path / 'run' / 'config.yaml'} --init-from {tmp_path / 'run'} --out {out}"), err
