@@ -273,8 +273,12 @@ def _report(result: "RunResult", dist: "Dist", data_dir: Optional[Path]) -> None
     elif result.nothing_to_do:
         budget = {"max_steps": f"train.max_steps={2 * result.step}", "max_epochs": "train.max_epochs=N",
                   "max_time": "train.max_time=SECONDS", "patience": "train.patience=N"}[result.stopped]
+        unsaved = "; ".join(result.unsaved)
         typer.echo(f"nothing to do: the run is at {summary} and its {result.stopped.replace('_', ' ')} is spent; "
-                   f"give it more with: rnnlm train --resume {shell_word(run_dir)} {budget}", err=True)
+                   f"give it more with: rnnlm train --resume {shell_word(run_dir)} {budget}"
+                   + (f"\nthe changes given were not kept either ({unsaved})" if unsaved else "")
+                   + ("; rnnlm sample takes its settings as options (--temp, --length, --prime, --top-k, --top-p)"
+                      if any(c.startswith("sample.") for c in result.unsaved) else ""), err=True)
     else:
         typer.echo(f"done at {summary} ({result.stopped.replace('_', ' ')} reached)", err=True)
         typer.echo(f"sample with: rnnlm sample {shell_word(run_dir)}", err=True)

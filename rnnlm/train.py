@@ -80,6 +80,8 @@ class RunResult:
     """For `stopped == "interrupted"`: the signal that stopped the run (SIGINT or SIGTERM)."""
     nothing_to_do: bool = False
     """A resumed run whose budget was already spent: it trained nothing and wrote nothing."""
+    unsaved: tuple[str, ...] = ()
+    """With nothing to do: the changes the resume accepted (`key: old -> new`), which it did not write either."""
 
 
 class Agreed(NamedTuple):
@@ -233,7 +235,8 @@ class Trainer:
         stopped = self.budget_spent() or self._spent_before_a_step()
         if stopped is not None and self.resumed_from is not None and tally.last_eval_step == tally.step:
             # a finished run: nothing to do, nothing written
-            return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, nothing_to_do=True)
+            return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, nothing_to_do=True,
+                             unsaved=tuple(self.changes or ()))
         tally.ended_by = ""  # this session's own, once `finish` knows it
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main, epochs=self.batcher.epochs_done)

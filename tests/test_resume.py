@@ -491,6 +491,12 @@ def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path, budget, mo
         f"{tally.best_val:.4f}) and its {budget[6:].split('=')[0].replace('_', ' ')} is spent; give it more with: "
         f"rnnlm train --resume {run} {more}"]
     assert files() == before and not (run / "resume.log").exists()  # the lock names the pid that took it
+    # A trial changed the run's sampling this way and took the silence for its change being kept.
+    again = in_process("train", "--resume", str(run), "sample.temperature=0", "-q")
+    assert again.returncode == 0 and again.stderr.strip().splitlines()[-1] == (
+        "the changes given were not kept either (sample.temperature: 0.5 -> 0.0); rnnlm sample takes its settings as "
+        "options (--temp, --length, --prime, --top-k, --top-p)")
+    assert files() == before
 
 
 def test_a_resume_that_moves_a_cosine_budget_says_how_the_learning_rate_changes(tmp_path):
