@@ -337,7 +337,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         for name, limit in SAMPLING_LIMITS.items():
             _require(sampling_fault(name, getattr(self, name)) is None, f"sample.{name}", getattr(self, name),
-                     limit.words + (", or null" if limit.nullable else ""))
+                     limit.words + (", or null" if limit.nullable and "null" not in limit.words else ""))
 
 
 @dataclass

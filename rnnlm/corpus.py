@@ -47,7 +47,7 @@ def prepare(cfg: Config, root: DataRoot | None = None, vocab: Vocab | None = Non
     store = open_corpus(cfg.data, cfg.train.seed, root, progress)
     if cfg.data.records == "pad" and not store.records and new_run:  # ignored before; a run trained so resumes
         raise RnnlmError(f"data.records=pad batches whole records, but the {store.name} corpus is one stream of text; "
-                         "drop data.records, or read a file of one record per line with data.dataset=names "
+                         "give data.records=pack, or read a file of one record per line with data.dataset=names "
                          "data.path=FILE")
     return Prepared(store, vocab or store.vocab())
 

@@ -55,10 +55,16 @@ def written(folder: Path) -> set[str]:
     (["train", TEXT_CFG, "train.schedule=linear"], ["train.schedule='linear'", "constant, cosine, char_rnn"]),
     (["train", TEXT_CFG, "train.lr"], ["override 'train.lr' is malformed", "section.key=value"]),
     (["train", TEXT_CFG, "data.dataset=hello", "data.path=null", "data.records=pad"],
-     ["data.records=pad batches whole records, but the hello corpus is one stream of text"]),
+     ["data.records=pad batches whole records, but the hello corpus is one stream of text", "give data.records=pack"]),
 ])
 def test_config_mistakes(tmp_path, args, needles):
     assert_user_error(cli(*args, "--out", str(tmp_path / "runs")), *needles)
+
+
+def test_a_sampling_key_that_can_be_off_says_so_once(tmp_path):
+    err = assert_user_error(cli("train", TEXT_CFG, "sample.top_k=0", "--out", str(tmp_path / "runs")))
+    assert err.strip().endswith("sample.top_k=0 is not allowed: an integer >= 1, or off (null in a config, 0 as "
+                                "--top-k)"), err  # it went on ", or null"
 
 
 def test_a_file_given_where_a_corpus_name_goes_points_at_the_text_corpus(tmp_path):
