@@ -266,7 +266,11 @@ def resolve(path: str | Path) -> Path:
             advice = "train first with `rnnlm train CONFIG`"
         raise CheckpointError(f"{p}: no checkpoint in this folder (expected {BEST} or {LAST}); {advice}")
     if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint or run directory")
+        from rnnlm.runs import run_meant  # runs reads checkpoints: imported here, on a refusal's path only
+
+        meant = run_meant(p)
+        raise CheckpointError(f"{p}: no such checkpoint or run directory"
+                              + (f" (did you mean {meant}?)" if meant is not None else ""))
     if p.name in ("config.yaml", "metrics.jsonl") and any((p.parent / name).is_file() for name in (BEST, LAST)):
         raise CheckpointError(f"{p}: a run's {p.name}, not a checkpoint; give the run itself: {p.parent}")
     return p

@@ -117,12 +117,13 @@ def train(
     Ctrl-C (or SIGTERM) saves last.pt and prints the command that resumes. Under
     `torchrun --nproc_per_node=N -m rnnlm train ...` the N processes train one model data-parallel."""
     from rnnlm.console import outliving_the_reader
+    from rnnlm.runs import OUT
 
     named = out is not None or name is not None
     with said_once_per_machine():
         config_file, args = _train_args(config, list(overrides or []), resume, init_from, named, out)
     with outliving_the_reader():
-        result, dist = _train_run(config_file, args, resume, out or Path("checkpoints"), name, data_dir, mirror, quiet)
+        result, dist = _train_run(config_file, args, resume, out or OUT, name, data_dir, mirror, quiet)
         if dist.is_main:
             _report(result, dist, data_dir)
     if result.stopped == "interrupted":
@@ -473,7 +474,7 @@ def evaluate(
 @app.command("runs", short_help="List the runs in a folder: model, steps, best validation loss, status.")
 def list_runs(
     folder: Annotated[Path, typer.Argument(help="The folder that holds run directories.", metavar="FOLDER")]
-    = Path("checkpoints"),
+    = Path("checkpoints"),  # runs.OUT, spelled here: importing runs takes torch, which `rnnlm -h` does without
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per run, for scripts.")] = False,
 ) -> None:
     """List the runs in FOLDER, the most recently active first: name, model, corpus, steps, best validation loss

@@ -169,12 +169,26 @@ def holder(run_dir: Path) -> int | None:
     return None
 
 
+OUT = Path("checkpoints")
+"""Where `rnnlm train` makes runs unless --out says."""
+
+
+def run_meant(path: Path) -> Path | None:
+    """The run a path that is none meant: the run holding a file of it (`RUN/last.pt`), or a run of that name in
+    OUT (`rnnlm sample names-gru`, run from where the run was trained)."""
+    for folder in (path.parent if path.is_file() else None, None if path.exists() else OUT / path):
+        if folder is not None and folder.is_dir() and is_run(folder):
+            return folder
+    return None
+
+
 def require_run_dir(run_dir: Path) -> None:
     """An error unless `run_dir` is a run a resume can continue: a folder with its config.yaml or last.pt."""
     if not run_dir.is_dir():
-        what = "a file" if run_dir.exists() else "no such folder"
-        raise RnnlmError(f"--resume {run_dir}: not a run directory ({what}); give the folder `rnnlm train` made "
-                         "(rnnlm runs lists them)")
+        what, meant = "a file" if run_dir.exists() else "no such folder", run_meant(run_dir)
+        raise RnnlmError(f"--resume {run_dir}: not a run directory ({what}); " + (
+            f"did you mean --resume {shell_word(meant)}?" if meant is not None else
+            "give the folder `rnnlm train` made (rnnlm runs lists them)"))
     if not (run_dir / "config.yaml").is_file() and not (run_dir / ckpt.LAST).exists():
         if _occupant(run_dir) == "nobody":  # its lock alone
             raise RnnlmError(f"--resume {run_dir}: a start killed before it wrote anything (it holds only its lock), "

@@ -347,3 +347,20 @@ def test_runs_tells_a_padded_records_run_from_a_packed_one():
     assert _corpus({"dataset": "names", "records": "pad"}) == "names (pad)"
     assert _corpus({"dataset": "names", "records": "pack", "path": "/x/mine.txt"}) == "names mine.txt"
     assert _corpus({"dataset": "names", "records": "pad", "path": "/x/mine.txt"}) == "names mine.txt (pad)"
+
+
+def test_a_run_named_without_its_folder_or_by_a_file_in_it_is_pointed_at(tmp_path, monkeypatch):
+    """A user trial: `rnnlm sample names-gru` (the run is checkpoints/names-gru) and `--resume RUN/last.pt` were told
+    only that nothing of that name is a checkpoint or a run directory."""
+    run = tmp_path / "checkpoints" / "names-gru"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {cell: gru}\n", encoding="utf-8")
+    (run / "last.pt").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(cli("sample", "names-gru"), "error: names-gru: no such checkpoint or run directory (did you mean "
+                      "checkpoints/names-gru?)")
+    assert_user_error(cli("train", "--resume", "names-gru"), "--resume names-gru: not a run directory (no such "
+                      "folder); did you mean --resume checkpoints/names-gru?")
+    assert_user_error(cli("train", "--resume", run / "last.pt"), f"--resume {run / 'last.pt'}: not a run directory "
+                      f"(a file); did you mean --resume {run}?")
+    assert_user_error(cli("sample", "other"), "error: other: no such checkpoint or run directory")
