@@ -70,6 +70,9 @@ def test_a_sampling_key_that_can_be_off_says_so_once(tmp_path):
 def test_a_file_given_where_a_corpus_name_goes_points_at_the_text_corpus(tmp_path):
     assert_user_error(cli("data", "info", "notes/mine.txt", "--data-dir", tmp_path),
                       "'notes/mine.txt' is not a corpus", "the corpus text, with data.path=notes/mine.txt")
+    # said of the name given: it was "data.dataset='nmes' is not a corpus", a key the user never typed
+    assert_user_error(cli("data", "fetch", "nmes", "--data-dir", tmp_path),
+                      "error: 'nmes' is not a corpus (did you mean 'names'?); choose one of ")
     assert not (tmp_path / "runs").exists()
 
 

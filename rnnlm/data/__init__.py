@@ -91,14 +91,19 @@ def corpus_names() -> set[str]:
 def get_loader(name: str) -> Loader:
     """The loader registered as `name`; an unknown name is an error listing the corpora."""
     if name not in corpus_names():
-        import difflib
-
-        close = difflib.get_close_matches(name, LOADERS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        if not close and ("/" in name or "." in name):  # a file given where a corpus name goes
-            hint = f" (a file of your own is the corpus text, with data.path={name})"
-        raise RnnlmError(f"data.dataset={name!r} is not a corpus{hint}; choose one of {', '.join(sorted(LOADERS))}")
+        raise RnnlmError(f"data.dataset={not_a_corpus(name)}")
     return LOADERS[name]
+
+
+def not_a_corpus(name: str) -> str:
+    """What to say of a name that is no corpus: the corpus it was likely meant to be, and every corpus's name."""
+    import difflib
+
+    close = difflib.get_close_matches(name, corpus_names(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if not close and ("/" in name or "." in name):  # a file given where a corpus name goes
+        hint = f" (a file of your own is the corpus text, with data.path={name})"
+    return f"{name!r} is not a corpus{hint}; choose one of {', '.join(sorted(LOADERS))}"
 
 
 def source_for(cfg: DataConfig, seed: int, root: DataRoot | None = None) -> Source:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnlm.config import Config, DataConfig, load_config
-from rnnlm.data import LOADERS, DataRoot, get_loader, open_corpus
+from rnnlm.data import LOADERS, DataRoot, corpus_names, get_loader, not_a_corpus, open_corpus
 from rnnlm.data.store import Store
 from rnnlm.data.download import Remote, fetch, sha256_file
 from rnnlm.data.linux import KERNEL_RELEASE, locate_source, system_tarballs
@@ -58,6 +58,8 @@ def config_for(name: str, overrides: Sequence[str] = ()) -> Config:
     (`configs/linux_lstm.yaml`), then `section.key=value` overrides such as `data.subdirs=[kernel]`."""
     if name.endswith((".yaml", ".yml")):
         return load_config(name, overrides)
+    if name not in corpus_names():  # said of the name given, not of a data.dataset key nobody typed
+        raise RnnlmError(not_a_corpus(name))
     return load_config(None, [f"data.dataset={name}", *overrides])
 
 
