@@ -187,7 +187,7 @@ class Trainer:
         weights = sum(p.numel() for p in self.model.parameters())
         line = (f"model: {m.cell} {m.num_layers}x{m.hidden_size}, {weights:,} parameters, {len(self.vocab)} symbols "
                 f"(characters, <eos>, <unk>); training split: {split['characters']:,} characters of "
-                f"{self.prepared.store.name}")
+                f"{self.prepared.store.name}" + (f" ({self.cfg.data.path})" if self.cfg.data.path else ""))
         if self.start is not None:
             count = len(self.start.new_characters)
             fate = "read as <unk>" if self.cfg.train.init_vocab == "keep" else "given rows of their own"

@@ -56,7 +56,7 @@ def test_a_fine_tuned_run_started_over_says_once_where_it_came_from(tmp_path):
     # said at the start, as the metrics' first record keeps it (it was there alone)
     said = err.splitlines()
     assert said[1].startswith("model: gru 1x48, ") and " parameters, 15 symbols (characters, <eos>, <unk>); " \
-        "training split: " in said[1] and said[1].endswith(" characters of text")
+        "training split: " in said[1] and said[1].endswith(f" characters of text ({text})")  # which text: its path
     assert said[2] == (f"starting from the weights of {tmp_path / 'base' / 'best.pt'} (step 4); 0 characters new to "
                        "them")
     for name in ("last.pt", "best.pt", "status.json"):  # as if killed while its first checkpoint was written
