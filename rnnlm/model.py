@@ -76,10 +76,20 @@ GATES = {cell: reference.GATES[mode] for cell, mode in (("rnn", "RNN_TANH"), ("l
 
 
 def parameter_shapes(vocab_size: int, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The model's state dict, name -> shape: the model built on the meta device (shapes only, no memory)."""
-    with torch.device("meta"):
-        model = CharRNN(vocab_size, cfg)
-    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    """The model's state dict, name -> shape, computed without building it."""
+    gates, hidden = GATES[cfg.cell] * cfg.hidden_size, cfg.hidden_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    if cfg.encoding == "embedding":
+        shapes["embed.weight"] = (vocab_size, cfg.embed_dim)
+    for layer in range(cfg.num_layers):
+        inputs = (vocab_size if cfg.encoding == "onehot" else cfg.embed_dim) if layer == 0 else hidden
+        shapes[f"rnn.weight_ih_l{layer}"] = (gates, inputs)
+        shapes[f"rnn.weight_hh_l{layer}"] = (gates, hidden)
+        shapes[f"rnn.bias_ih_l{layer}"] = (gates,)
+        shapes[f"rnn.bias_hh_l{layer}"] = (gates,)
+    shapes["decoder.weight"] = (vocab_size, hidden)
+    shapes["decoder.bias"] = (vocab_size,)
+    return shapes
 
 
 def memory_needed(vocab_size: int, cfg: ModelConfig, batch: int = 0, steps: int = 0) -> int:
