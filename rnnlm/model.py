@@ -76,7 +76,8 @@ GATES = {cell: reference.GATES[mode] for cell, mode in (("rnn", "RNN_TANH"), ("l
 
 
 def parameter_shapes(vocab_size: int, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The model's state dict, name -> shape, computed without building it."""
+    """The model's state dict, name -> shape, computed without building it (not even on the meta device: there the
+    initialisers run through torch._refs, which imports torch._dynamo, seconds more for every `sample` and `eval`)."""
     gates, hidden = GATES[cfg.cell] * cfg.hidden_size, cfg.hidden_size
     shapes: dict[str, tuple[int, ...]] = {}
     if cfg.encoding == "embedding":

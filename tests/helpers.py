@@ -124,10 +124,10 @@ def flat_state(state: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, ...]:
 
 
 def make_checkpoint(path, dataset="anbn", chars="ab", cell="lstm", hidden_size=8, records_mode="pack", setup=None,
-                    seed=0):
+                    seed=0, encoding="onehot"):
     """A checkpoint written directly (no training): a small random model, or one `setup(model, vocab)` shapes."""
     cfg = load_config(None, [f"data.dataset={dataset}", f"data.records={records_mode}", f"model.cell={cell}",
-                             f"model.hidden_size={hidden_size}", "model.num_layers=1"])
+                             f"model.hidden_size={hidden_size}", "model.num_layers=1", f"model.encoding={encoding}"])
     vocab = Vocab.from_texts([chars])
     torch.manual_seed(seed)
     model = CharRNN(len(vocab), cfg.model)

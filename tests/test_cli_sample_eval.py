@@ -149,6 +149,23 @@ def test_a_record_that_ends_at_the_length_limit_is_not_counted_as_cut(models):
     assert max(len(line) for line in out.splitlines()) == len("aab") + 2
 
 
+def test_sampling_and_evaluating_import_no_compiler(tmp_path):
+    """torch._dynamo takes seconds to import: a checkpoint's check that built the model on the meta device imported
+    it for every `rnnlm sample` and `rnnlm eval` (its initialisers run through torch._refs there)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys; from rnnlm.cli import main; sys.argv = ['rnnlm', *sys.argv[1:]]\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch._dynamo' in sys.modules, file=sys.stderr)")
+    for encoding in ("onehot", "embedding"):
+        made = make_checkpoint(tmp_path / f"{encoding}.pt", dataset="hello", chars="helo", encoding=encoding)
+        for args in (["sample", made, "--length", "5", "--seed", "1"], ["eval", made]):
+            done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+            assert done.stderr.strip().splitlines()[-1] == "False", done.stderr
+
+
 def test_unique_and_novel_filter_the_records(models):
     args = ["sample", models["coin"], "-N", "30", "--prime", "aab", "--seed", "2"]
     status, out, err = cli(*args)
