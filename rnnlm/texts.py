@@ -26,8 +26,8 @@ from rnnlm.checkpoint import Checkpoint
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, missing_path, open_corpus
 from rnnlm.data.store import Source, Store, open_store
-from rnnlm.data.text import file_pieces, files_identity, is_glob, line_records
-from rnnlm.errors import RnnlmError, first_line, shell_word
+from rnnlm.data.text import UnreadableText, file_pieces, files_identity, is_glob, line_records
+from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.inference import start_ids
 
 
@@ -117,16 +117,16 @@ def run_data_config(point: Checkpoint, moved_to: Path | None, command: str) -> D
 def open_run_corpus(point: Checkpoint, moved_to: Path | None, command: str, root: DataRoot | None = None,
                     progress: bool = False) -> tuple[DataConfig, Store]:
     """The run's data config (`run_data_config`) and its corpus's store. Text at `moved_to` that cannot be the run's
-    corpus (a records corpus refuses empty lines, say) is refused as the wrong place, not as a file to mend."""
+    corpus (a records corpus refuses empty lines, say) is refused as the wrong place, not as a file to mend; any other
+    error (a data root that cannot be written, say) as it is."""
     data = run_data_config(point, moved_to, command)
     try:
         return data, open_corpus(data, point.config.train.seed, root, progress)
-    except RnnlmError as e:
+    except UnreadableText as e:
         if moved_to is None:
             raise
-        why = first_line(e).split("; ")[0].removeprefix(f"{data.path}: ")  # what is wrong, not how to mend the file
         raise RnnlmError(f"--data-path {moved_to} does not hold the text the run trained on (as the run's "
-                         f"{point.config.data.dataset} corpus: {why}); give the place that text moved to, "
+                         f"{point.config.data.dataset} corpus: {e.what}); give the place that text moved to, "
                          "unchanged") from None
 
 

@@ -545,7 +545,11 @@ def test_novel_reads_a_moved_records_corpus_from_data_path_and_warns_of_a_change
     for command in (["sample", run, "-N", "1"], ["eval", run, "--split", "val"]):
         status, _, err = cli(*command, "--data-path", play)
         assert status == 2 and err.startswith(f"error: --data-path {play} does not hold the text the run trained on "
-                                              "(as the run's names corpus: ") and "sed" not in err, err
+                                              "(as the run's names corpus: line 3 is empty)") and "sed" not in err, err
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "names").write_text("")  # where the store would go: a data root problem, said as one
+    assert_user_error(cli("sample", run, "-N", "1", "--data-path", moved, "--data-dir", tmp_path / "blocked"),
+                      "error: cannot write the corpus store in", "--data-dir")
     moved.rename(names)
     with names.open("a", encoding="utf-8") as f:
         f.write("xyz\n")

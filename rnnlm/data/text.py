@@ -37,6 +37,16 @@ log = logging.getLogger(__name__)
 PIECE_BYTES = 1 << 22
 
 
+class UnreadableText(RnnlmError):
+    """A file whose content no corpus reads as it is (binary, not UTF-8, empty; a records file's empty lines or lone
+    carriage returns): `what` is what is wrong with it, the message adds how to mend it. A command given the file as
+    the run's text moved elsewhere says it was the wrong file instead (`rnnlm.texts.open_run_corpus`)."""
+
+    def __init__(self, name: str | Path, what: str, fix: str) -> None:
+        super().__init__(f"{name}: {what}; {fix}")
+        self.what = what
+
+
 def is_binary(raw: bytes) -> bool:
     """Text files never hold a NUL byte; executables, images, archives and PDFs almost always do."""
     return b"\0" in raw
@@ -44,7 +54,7 @@ def is_binary(raw: bytes) -> bool:
 
 def _binary_file_error(name: str | Path, offset: int) -> RnnlmError:
     """The error for a file given as text with a NUL byte at `offset`."""
-    return RnnlmError(f"{name}: a binary file, not text (NUL byte at offset {offset}); give a UTF-8 text file")
+    return UnreadableText(name, f"a binary file, not text (NUL byte at offset {offset})", "give a UTF-8 text file")
 
 
 def decode_utf8(raw: bytes, name: str | Path, truncated: bool = False) -> str:
@@ -266,10 +276,10 @@ def _not_utf8(name: str | Path, data: bytes, e: UnicodeDecodeError, start: int) 
     """The error for bytes that are not UTF-8 (`data` from byte `start` of the file): another encoding, or, at the
     end, perhaps UTF-8 cut short inside its last character (a copy interrupted), which converting would not mend."""
     if e.reason == "unexpected end of data":
-        return RnnlmError(f"{name}: ends inside a UTF-8 character (byte offset {start + e.start}): a copy cut short "
-                          "(copy it again), or another encoding (convert it, e.g. with iconv -t UTF-8)")
-    return RnnlmError(f"{name}: not UTF-8 text (byte offset {start + e.start}: {data[e.start:e.start + 1]!r}); "
-                      "convert it, e.g. with iconv -t UTF-8")
+        return UnreadableText(name, f"ends inside a UTF-8 character (byte offset {start + e.start})", "a copy cut "
+                              "short (copy it again), or another encoding (convert it, e.g. with iconv -t UTF-8)")
+    return UnreadableText(name, f"not UTF-8 text (byte offset {start + e.start}: {data[e.start:e.start + 1]!r})",
+                          "convert it, e.g. with iconv -t UTF-8")
 
 
 class _Binary(Exception):
@@ -337,9 +347,9 @@ def text_pieces(spec: str, files: list[Path], max_bytes: int | None,
             raise RnnlmError(f"data.max_bytes={max_bytes} ends inside the first character of {spec}; give a larger "
                              "data.max_bytes")
         if named:
-            raise RnnlmError(f"{spec}: the file is empty; give data.path a file with some text")
+            raise UnreadableText(spec, "the file is empty", "give data.path a file with some text")
         found = f"{len(files)} file(s), none with text" if files else "no files"
-        raise RnnlmError(f"{spec}: no text to read ({found}); give data.path a folder or glob of UTF-8 text files")
+        raise UnreadableText(spec, f"no text to read ({found})", "give data.path a folder or glob of UTF-8 text files")
 
 
 def read_text(spec: str, max_bytes: int | None = None) -> str:
@@ -389,9 +399,9 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
     lines = line_ends(text)
     whole = data[:-1] if truncated and data.endswith(b"\r") else data  # the limit may cut a CR LF in half
     if whole.count(b"\r") - whole.count(b"\r\n") > len(lines) - 2:  # more lines end in CR alone than in a newline
-        raise RnnlmError(f"{path}: its lines end in a carriage return alone (classic Mac OS line endings), which a "
-                         "line corpus does not read as line ends; make them newlines, e.g. "
-                         f"tr '\\r' '\\n' < {shell_word(path)} > records.txt")
+        raise UnreadableText(path, "its lines end in a carriage return alone (classic Mac OS line endings), which a "
+                             "line corpus does not read as line ends", "make them newlines, e.g. "
+                             f"tr '\\r' '\\n' < {shell_word(path)} > records.txt")
     _check_lines_utf8(path, data, lines, truncated, mark)
     if truncated or lines[-2] + 1 == len(data):  # the last line: cut short by the limit, or after the final newline
         lines = lines[:-1]
@@ -400,13 +410,13 @@ def line_records(path: Path, max_bytes: int | None = None) -> Records:
             raise RnnlmError(f"data.max_bytes={max_bytes} ends inside the first line of {path}; give a larger "
                              "data.max_bytes")
         empty = "holds a byte-order mark alone" if mark else "is empty"
-        raise RnnlmError(f"{path}: no records (the file {empty}); a line corpus holds one record per line")
+        raise UnreadableText(path, f"no records (the file {empty})", "a line corpus holds one record per line")
     cr = (lines[1:] - lines[:-1] > 1) & (text[lines[1:] - 1] == 13)
     empty = np.flatnonzero(lines[1:] - lines[:-1] - cr == 1)
     if len(empty):
         more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
-        raise RnnlmError(f"{path}: line {empty[0] + 1} is empty{more}; a line corpus holds one record per line: "
-                         f"remove the empty lines, e.g. sed -i '/^\\r\\?$/d' {shell_word(path)}")  # CR LF ones too
+        raise UnreadableText(path, f"line {empty[0] + 1} is empty{more}", "a line corpus holds one record per line: "
+                             f"remove the empty lines, e.g. sed -i '/^\\r\\?$/d' {shell_word(path)}")  # CR LF too
     return Records(data, lines, cr)
 
 
