@@ -38,6 +38,7 @@ from rnnlm.atomic import atomic_file
 from rnnlm.config import Config, ConfigError, DataConfig, from_dict
 from rnnlm.errors import RnnlmError, first_line, shell_word
 from rnnlm.model import parameter_shapes
+from rnnlm.rundir import holder, run_meant
 from rnnlm.state import State, tensors
 from rnnlm.vocab import Vocab
 
@@ -236,13 +237,6 @@ def numbered_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _training(run_dir: Path) -> int | None:
-    """The process training in `run_dir` now, or None."""
-    from rnnlm.runs import holder  # runs reads checkpoints: imported here, on a refusal's path only
-
-    return holder(run_dir)
-
-
 def resolve(path: str | Path) -> Path:
     """A run directory means its best checkpoint (or its last, before any evaluation or without a validation
     split)."""
@@ -254,7 +248,7 @@ def resolve(path: str | Path) -> Path:
         kept = numbered_checkpoints(p)
         if kept:
             advice = f"give one of its checkpoints, e.g. the newest: {kept[-1][1]}"
-        elif (p / "config.yaml").is_file() and (pid := _training(p)) is not None:
+        elif (p / "config.yaml").is_file() and (pid := holder(p)) is not None:
             advice = (f"it is being trained now (process {pid}) and saves its first checkpoint at its first "
                       "evaluation (train.eval_every); try again then")
         elif (p / "config.yaml").is_file():  # the resume refuses one whose checkpoints were removed, saying why
@@ -266,8 +260,6 @@ def resolve(path: str | Path) -> Path:
             advice = "train first with `rnnlm train CONFIG`"
         raise CheckpointError(f"{p}: no checkpoint in this folder (expected {BEST} or {LAST}); {advice}")
     if not p.exists():
-        from rnnlm.runs import run_meant  # runs reads checkpoints: imported here, on a refusal's path only
-
         meant = run_meant(p)
         raise CheckpointError(f"{p}: no such checkpoint or run directory"
                               + (f" (did you mean {meant}?)" if meant is not None else ""))

@@ -34,6 +34,7 @@ except ImportError:  # an older typer, on the click package
     NoArgsIsHelpError = getattr(_click_errors, "NoArgsIsHelpError", ())  # () catches nothing
 
 from rnnlm.errors import AlreadySaid, RnnlmError, said_once_per_machine, shell_word
+from rnnlm.rundir import OUT
 
 if TYPE_CHECKING:
     import torch
@@ -117,7 +118,6 @@ def train(
     Ctrl-C (or SIGTERM) saves last.pt and prints the command that resumes. Under
     `torchrun --nproc_per_node=N -m rnnlm train ...` the N processes train one model data-parallel."""
     from rnnlm.console import outliving_the_reader
-    from rnnlm.runs import OUT
 
     named = out is not None or name is not None
     with said_once_per_machine():
@@ -474,7 +474,7 @@ def evaluate(
 @app.command("runs", short_help="List the runs in a folder: model, steps, best validation loss, status.")
 def list_runs(
     folder: Annotated[Path, typer.Argument(help="The folder that holds run directories.", metavar="FOLDER")]
-    = Path("checkpoints"),  # runs.OUT, spelled here: importing runs takes torch, which `rnnlm -h` does without
+    = OUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per run, for scripts.")] = False,
 ) -> None:
     """List the runs in FOLDER, the most recently active first: name, model, corpus, steps, best validation loss
@@ -505,7 +505,7 @@ def list_runs(
 
 def _run_name(checkpoint: str) -> str:
     """A checkpoint named by its run (RUN/best.pt), or by its file when it is no run's."""
-    from rnnlm.runs import is_run
+    from rnnlm.rundir import is_run
 
     path = Path(checkpoint)
     return path.parent.name if is_run(path.parent) else path.name
@@ -841,7 +841,7 @@ def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optio
 def _run_file(path: Path) -> bool:
     """One of the files a run keeps (its config, metrics, checkpoints ...), there or not yet, in a run's folder."""
     from rnnlm.metrics import METRICS
-    from rnnlm.runs import LOCK, RESUME_LOG, STATUS, is_run
+    from rnnlm.rundir import LOCK, RESUME_LOG, STATUS, is_run
 
     kept = path.suffix == ".pt" or path.name in ("config.yaml", METRICS, STATUS, RESUME_LOG, LOCK)
     return kept and is_run(path.parent)

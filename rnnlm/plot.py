@@ -24,6 +24,7 @@ from typing import Any
 from rnnlm.atomic import atomic_file
 from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.metrics import METRICS, read_metrics
+from rnnlm.rundir import is_run
 
 
 LEGEND_COLUMNS = 6
@@ -58,10 +59,6 @@ def _runs_in(path: Path) -> list[Path]:
 
 def _unlogged_run(path: Path) -> bool:
     """A run that has not logged a step yet (a project folder holding a config.yaml is none)."""
-    if not (path / "config.yaml").is_file():
-        return False
-    from rnnlm.runs import is_run  # here: it brings torch, which drawing needs not
-
     return is_run(path)
 
 

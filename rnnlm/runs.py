@@ -36,6 +36,7 @@ from rnnlm.distributed import Dist
 from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.finetune import FREE
 from rnnlm.metrics import METRICS, read_metrics, truncate_metrics
+from rnnlm.rundir import LOCK, RESUME_LOG, STATUS, holder, is_run, run_meant
 
 SAFE_TO_CHANGE = {"train.max_steps", "train.max_epochs", "train.max_time", "train.patience", "train.eval_every",
                   "train.log_every", "train.sample_every", "train.keep_last", "train.tensorboard", "train.device",
@@ -46,11 +47,7 @@ MOVED = "data.path"
 """A key a resume may change when it leads to the text the run trained on (the trainer compares the corpus's
 fingerprint): a corpus that moved."""
 
-RESUME_LOG = "resume.log"
-LOCK = ".lock"
-STATUS = "status.json"
-"""How the run's last session ended: {"stopped": "max_steps" | "max_epochs" | "max_time" | "patience" |
-"interrupted", "step": N}; written when a session ends (one killed, or failed, leaves the previous one's)."""
+
 
 
 def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
@@ -151,35 +148,6 @@ class RunLock:
         if self.file is not None:
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
-
-
-def holder(run_dir: Path) -> int | None:
-    """The process training in `run_dir` now, or None."""
-    try:
-        with open(run_dir / LOCK) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                text = f.read().strip()
-                return int(text) if text.isdigit() else -1
-            fcntl.flock(f, fcntl.LOCK_UN)
-    except OSError:
-        return None
-    return None
-
-
-OUT = Path("checkpoints")
-"""Where `rnnlm train` makes runs unless --out says."""
-
-
-def run_meant(path: Path) -> Path | None:
-    """The run a path that is none meant: the run holding a file of it (`RUN/last.pt`), or a run of that name in
-    OUT (`rnnlm sample names-gru`, run from where the run was trained)."""
-    for folder in (path.parent if path.is_file() else None, None if path.exists() else OUT / path):
-        if folder is not None and folder.is_dir() and is_run(folder):
-            return folder
-    return None
 
 
 def require_run_dir(run_dir: Path) -> None:
@@ -405,14 +373,7 @@ class RunInfo:
     modified: float
 
 
-def is_run(folder: Path) -> bool:
-    """A run directory: its config.yaml beside what training writes (the lock, the status, the metrics, a
-    checkpoint); a project folder with a config.yaml of its own is not one."""
-    try:
-        names = set(os.listdir(folder))
-    except OSError:
-        return False
-    return "config.yaml" in names and bool(names & {LOCK, STATUS, METRICS} or any(n.endswith(".pt") for n in names))
+
 
 
 def list_runs(folder: Path) -> list[RunInfo]:

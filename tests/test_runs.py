@@ -18,7 +18,8 @@ import pytest
 from helpers import REPO, assert_user_error, cli, run_cli
 from rnnlm import checkpoint as ckpt
 from rnnlm.metrics import read_metrics
-from rnnlm.runs import holder, list_runs
+from rnnlm.rundir import holder
+from rnnlm.runs import list_runs
 
 TINY = str(REPO / "configs" / "tiny.yaml")
 FAST = ["model.hidden_size=8", "model.num_layers=1", "train.eval_every=5", "train.log_every=1"]
