@@ -202,7 +202,7 @@ def _train_args(config_arg: Optional[str], args: list[str], resume: Optional[Pat
     if config is not None and config.suffix == ".pt" and config.is_file():  # `rnnlm train RUN/best.pt`
         run = config.parent
         raise RnnlmError(f"{config} is a checkpoint, not a config: to start a new run from its weights, "
-                         + (new_run_from(run, config) + "".join(f" {shell_word(a)}" for a in args)
+                         + (_command_meant({config_arg: [str(run / "config.yaml"), "--init-from", str(config)]}, run)
                             if (run / "config.yaml").is_file() else
                             f"give a config and --init-from {shell_word(config)}")
                          + (f"; to continue its run: rnnlm train --resume {shell_word(run)}" if is_run(run) else ""))
@@ -231,15 +231,23 @@ def _no_config(args: list[str], init_from: Optional[Path]) -> str:
     first; --init-from alone takes its run's config."""
     placed = next((a for a in args if "=" not in a and a.endswith((".yaml", ".yml"))), None)
     if placed is not None:
-        rest = " ".join(shell_word(a) for a in args if a != placed)
-        return f"the config goes before the overrides: rnnlm train {shell_word(placed)} {rest}"
+        return f"the config goes before the overrides: {_command_meant({placed: []}, first=placed)}"
     run = None if init_from is None else init_from if init_from.is_dir() else init_from.parent
     if run is not None and (run / "config.yaml").is_file():
-        from rnnlm.runs import new_run_from
-
-        given = "".join(f" {shell_word(a)}" for a in args)
-        return f"--init-from takes its model from a config too; the run's own: {new_run_from(run, init_from)}{given}"
+        return f"--init-from takes its model from a config too; the run's own: " \
+               f"{_command_meant({}, run, first=str(run / 'config.yaml'))}"
     return "give a config file (e.g. rnnlm train configs/tiny.yaml) or --resume RUN_DIR"
+
+
+def _command_meant(replaced: dict[str, list[str]], run: Optional[Path] = None, first: Optional[str] = None) -> str:
+    """The command line as typed (every option and override kept), with some words `replaced` and the word `first`
+    right after the command's name; a new run from `run` goes beside it unless --out says where."""
+    from rnnlm.runs import folder_beside
+
+    words = [w for word in sys.argv[2:] for w in replaced.get(word, [word])]
+    if run is not None and not any(w == "--out" or w.startswith("--out=") for w in words):
+        words += ["--out", str(folder_beside(run))]
+    return " ".join(shell_word(w) for w in ["rnnlm", sys.argv[1], *([first] if first else []), *words])
 
 
 def _config_and_overrides(config: Optional[str], args: list[str]) -> tuple[Optional[Path], list[str]]:

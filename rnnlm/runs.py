@@ -327,10 +327,15 @@ def _make_run_dir(run_dir: Path, resumed: bool = False) -> None:
         raise RnnlmError(f"cannot write the run directory {run_dir}: {e.strerror or e}; {fix}") from None
 
 
+def folder_beside(run_dir: Path) -> Path:
+    """The folder holding `run_dir`, where a new run from it goes: not `.` for a run given as `.` (inside it)."""
+    return run_dir.parent if run_dir.name not in ("", "..") else run_dir.absolute().parent
+
+
 def new_run_from(run_dir: Path, weights: Path | None = None, out: str | Path | None = None) -> str:
     """The command that starts a new run with `run_dir`'s config from its weights (`weights`: one of its checkpoints,
     else its best), into the folder beside it (or `out`)."""
-    words = (run_dir / "config.yaml", weights or run_dir, out or run_dir.parent)
+    words = (run_dir / "config.yaml", weights or run_dir, out or folder_beside(run_dir))
     return "rnnlm train {} --init-from {} --out {}".format(*map(shell_word, words))
 
 

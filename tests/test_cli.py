@@ -126,7 +126,7 @@ def test_train_given_a_run_folder_says_how_to_go_on(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "config.yaml"]
 
 
-def test_train_given_a_checkpoint_an_init_from_alone_or_overrides_first_says_the_command_meant(tmp_path):
+def test_train_given_a_checkpoint_an_init_from_alone_or_overrides_first_says_the_command_meant(tmp_path, monkeypatch):
     """A user trial: `rnnlm train RUN/best.pt` said "not UTF-8 text (bad byte at offset 64)", `rnnlm train
     --init-from RUN train.lr=0.002` and `rnnlm train train.max_steps=10 configs/tiny.yaml` "give a config file"."""
     run = tmp_path / "run"
@@ -134,16 +134,22 @@ def test_train_given_a_checkpoint_an_init_from_alone_or_overrides_first_says_the
     (run / "config.yaml").write_text("model:\n  hidden_size: 24\n", encoding="utf-8")
     (run / ".lock").write_text("", encoding="utf-8")
     (run / "best.pt").write_bytes(b"PK\x03\x04 a checkpoint")
-    new_run = f"rnnlm train {run / 'config.yaml'} --init-from {run / 'best.pt'} --out {tmp_path}"
+    new_run = f"rnnlm train {run / 'config.yaml'} --init-from {run / 'best.pt'} train.lr=0.002"
     assert_user_error(cli("train", run / "best.pt", "train.lr=0.002"),
                       f"error: {run / 'best.pt'} is a checkpoint, not a config: to start a new run from its weights, "
-                      f"{new_run} train.lr=0.002; to continue its run: rnnlm train --resume {run}")
+                      f"{new_run} --out {tmp_path}; to continue its run: rnnlm train --resume {run}")
     assert_user_error(cli("train", "--init-from", run / "best.pt", "train.lr=0.002"),
-                      f"error: --init-from takes its model from a config too; the run's own: {new_run} train.lr=0.002")
+                      f"error: --init-from takes its model from a config too; the run's own: rnnlm train "
+                      f"{run / 'config.yaml'} --init-from {run / 'best.pt'} train.lr=0.002 --out {tmp_path}")
+    # the command keeps every option given (--out, --name), and never puts the new run inside the old one
+    assert_user_error(cli("train", run / "best.pt", "train.lr=0.002", "--out", tmp_path / "b", "--name", "x"),
+                      f"{new_run} --out {tmp_path / 'b'} --name x;")
+    monkeypatch.chdir(run)
+    assert_user_error(cli("train", "best.pt"), f"rnnlm train config.yaml --init-from best.pt --out {tmp_path};")
     tiny = REPO / "configs" / "tiny.yaml"
-    assert_user_error(cli("train", "train.max_steps=10", tiny, "train.lr=0.1"),
+    assert_user_error(cli("train", "train.max_steps=10", tiny, "train.lr=0.1", "--init-from", run),
                       f"error: the config goes before the overrides: rnnlm train {tiny} train.max_steps=10 "
-                      "train.lr=0.1")
+                      f"train.lr=0.1 --init-from {run}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
