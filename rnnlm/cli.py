@@ -893,7 +893,7 @@ def _command_path(e: UsageError) -> str:
 
 def _override_meant(e: UsageError) -> str:
     """For an unknown option that is a config key in nanoGPT's spelling (`--max_steps=100`), the override meant."""
-    from rnnlm.config import as_override
+    from rnnlm.config import as_override, key_meant
 
     name, words = getattr(e, "option_name", None), sys.argv[1:]  # click's NoSuchOption
     at = next((i for i, w in enumerate(words) if name and (w == name or w.startswith(f"{name}="))), None)
@@ -902,15 +902,14 @@ def _override_meant(e: UsageError) -> str:
     word = words[at]
     if word == name and at + 1 < len(words) and not words[at + 1].startswith("-"):  # `--max_steps 100`
         word = f"{name}={words[at + 1]}"
-    meant, command = as_override(word), e.ctx.info_name if e.ctx else None
-    if meant is None:
+    meant, command = key_meant(word), e.ctx.command if e.ctx else None
+    if meant is None or command is None:
         return ""
-    if command in ("train", "config"):  # the commands that take overrides
-        return f"; config keys are given without dashes: {meant}"
-    key, _, value = meant.partition("=")
-    option = SAMPLE_OPTIONS.get(key)
-    if command == "sample" and option is not None:
-        return f"; the option is {option} here: {option} {value.split(' (')[0]}"
+    if any(p.name == "overrides" for p in command.params):  # train, config, data fetch and info
+        return f"; config keys are given without dashes: {as_override(word)}"
+    option = SAMPLE_OPTIONS.get(meant.key)
+    if command.name == "sample" and option is not None:
+        return f"; the option is {option} here: {option} {shell_word(meant.value or 'VALUE')}"
     return ""
 
 

@@ -20,7 +20,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 
@@ -548,18 +548,32 @@ def from_dict(raw: dict[str, Any]) -> Config:
 YAML_NULLS = ("null", "Null", "NULL", "~")
 
 
-def as_override(word: str) -> str | None:
-    """The override a nanoGPT habit meant (`max_steps=100`, `--max_steps=100`, `--train.max_steps=100`):
-    `train.max_steps=100`, when the key names one config key, or is another project's name for one (`max_iters=100`:
-    `train.max_steps=100 (nanoGPT's max_iters)`); else None."""
+class Meant(NamedTuple):
+    key: str
+    """The config key, `train.max_steps`."""
+    value: str | None
+    """The value as typed; None where none was, or where it says something else here (`_OWN_VALUES`)."""
+    whose: str
+    """Where the name came from, when it is another project's: ` (nanoGPT's max_iters)`; else empty."""
+
+
+def key_meant(word: str) -> Meant | None:
+    """The config key a nanoGPT habit meant (`max_steps=100`, `--max_steps=100`, `--train.max_steps=100`): one named
+    by its key alone, or by another project's name for it (`max_iters=100`); else None."""
     key, sep, value = word.lstrip("-").partition("=")
     section, dot, name = key.rpartition(".")
     fields = {s: {f.name for f in dataclasses.fields(cls)} for s, cls in _SECTION_TYPES.items()}
     owners = [s for s in fields if name in fields[s] and (not dot or s == section)]
     if owners or name not in OTHER_NAMES:
-        return f"{owners[0]}.{name}={value if sep else 'VALUE'}" if len(owners) == 1 else None
-    ours, whose = OTHER_NAMES[name]  # nanoGPT's `max_iters=100`
-    return f"{ours}={value if sep and name not in _OWN_VALUES else 'VALUE'} ({whose}'s {name})"
+        return Meant(f"{owners[0]}.{name}", value if sep else None, "") if len(owners) == 1 else None
+    ours, whose = OTHER_NAMES[name]
+    return Meant(ours, value if sep and name not in _OWN_VALUES else None, f" ({whose}'s {name})")
+
+
+def as_override(word: str) -> str | None:
+    """The override `key_meant` finds, written out: `train.max_steps=100 (nanoGPT's max_iters)`."""
+    meant = key_meant(word)
+    return None if meant is None else f"{meant.key}={'VALUE' if meant.value is None else meant.value}{meant.whose}"
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

@@ -264,8 +264,11 @@ def test_settings_in_nanogpt_char_rnn_and_torch_rnn_names_are_answered_with_rnnl
     for args, said in [(("--temperature", "0.5"), "no such option: --temperature (Possible options: --temp); the "
                                                   "option is --temp here: --temp 0.5"),
                        (("--max_new_tokens", "100"), "the option is --length here: --length 100"),
-                       (("--start=ROMEO",), "the option is --prime here: --prime ROMEO")]:
+                       (("--start=ROMEO",), "the option is --prime here: --prime ROMEO"),
+                       (("--start=a (b",), "the option is --prime here: --prime 'a (b' ")]:  # as a shell reads it
         assert_user_error(cli("sample", run, *args), said)
+    assert_user_error(cli("data", "info", "text", "--data.path=x.txt"),  # data's commands take overrides too
+                      "config keys are given without dashes: data.path=x.txt")
     assert "sample.temperature" not in cli("eval", run, "--temperature", "0.5")[2]  # eval draws nothing
 
 
