@@ -299,13 +299,16 @@ class Limit:
     words: str
     nullable: bool = False
     """null (None) means the setting is not used."""
+    null_said: bool = False
+    """`words` say null already (how the setting is turned off)."""
 
 
 SAMPLING_LIMITS = {
     "temperature": Limit(lambda v: math.isfinite(v) and v >= 0,
                          "a finite number >= 0 (0 always takes the most likely character)"),
     "length": Limit(lambda v: v >= 1, "an integer >= 1"),
-    "top_k": Limit(lambda v: v >= 1, "an integer >= 1, or off (null in a config, 0 as --top-k)", nullable=True),
+    "top_k": Limit(lambda v: v >= 1, "an integer >= 1, or off (null in a config, 0 as --top-k)", nullable=True,
+                   null_said=True),
     "top_p": Limit(lambda v: math.isfinite(v) and 0 < v <= 1, "a probability in (0, 1]", nullable=True),
 }
 """Checked here as the `sample.*` keys, and by `rnnlm sample` as its options (`sampling_fault`)."""
@@ -337,7 +340,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         for name, limit in SAMPLING_LIMITS.items():
             _require(sampling_fault(name, getattr(self, name)) is None, f"sample.{name}", getattr(self, name),
-                     limit.words + (", or null" if limit.nullable and "null" not in limit.words else ""))
+                     limit.words + (", or null" if limit.nullable and not limit.null_said else ""))
 
 
 @dataclass

@@ -10,6 +10,7 @@ character's new place. The optimizer, the schedule and the counters start afresh
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -56,10 +57,11 @@ def starting_point(cfg: Config) -> ckpt.Checkpoint:
     """The checkpoint `train.init_from` names, checked against the config: before the corpus is read (preparing one
     takes a while, and a model of another shape is refused whatever the corpus)."""
     path = Path(cfg.train.init_from).expanduser()  # type: ignore[arg-type]
-    if path.name in ("resume", "scratch") and not path.exists():  # nanoGPT's two other values (made a path)
-        raise RnnlmError(f"train.init_from={path.name}: no such checkpoint or run directory; nanoGPT's init_from="
-                         f"{path.name} is " + ("rnnlm train --resume RUN here" if path.name == "resume" else
-                                               "the default here: leave train.init_from out"))
+    word = os.path.relpath(path)  # as typed: the config made it absolute against the working folder
+    if word in ("resume", "scratch") and not path.exists():  # nanoGPT's two other values
+        raise RnnlmError(f"train.init_from={word}: no such checkpoint or run directory; nanoGPT's init_from={word} is "
+                         + ("rnnlm train --resume RUN here" if word == "resume" else
+                            "the default here: leave train.init_from out"))
     try:
         point = ckpt.load(path)
     except RnnlmError as e:  # name the key that named the file

@@ -133,7 +133,7 @@ def plot_runs(run_dirs: list[Path], out: Path, look: Axes | None = None) -> Path
 def draw(plt: Any, runs: list[Curves], look: Axes) -> Any:
     """The figure: the two panels, and below them a legend of one entry per run (its colour) and two for the line
     styles, which stays off the curves however many runs there are."""
-    rows = math.ceil(len(runs) / LEGEND_COLUMNS)
+    rows = math.ceil((len(runs) + 2) / LEGEND_COLUMNS)  # an entry per run, and two for the line styles
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5 + 0.25 * rows), sharey=True, layout="constrained")
     colours = _colours(plt, len(runs))
     for run, colour in zip(runs, colours):

@@ -311,14 +311,14 @@ class SampleReport:
         parts.append(f"{self.novel} novel (not in the {self.corpus} training split{held_out})"
                      if self.novel is not None else f"novelty not checked: {self.note}")
         line = ", ".join(parts)
-        if self.cut:
-            line += f"; {self.cut} reached the length limit before <eos> (raise --length)"
+        too_few = self.written < self.wanted and 2 * self.cut_dropped > self.samples - self.written
+        if self.cut:  # the advice once: with too few written, the reason for it says it
+            line += f"; {self.cut} reached the length limit before <eos>" + ("" if too_few else " (raise --length)")
         if self.written != self.samples:
             line += f"; wrote {self.written}"
         if self.written < self.wanted:
             line += f", fewer than the {self.wanted} asked for: after {self.samples} drawn " + (
-                "most records dropped were cut by --length before their <eos> (raise --length)"
-                if 2 * self.cut_dropped > self.samples - self.written else
+                "most records dropped were cut by --length before their <eos> (raise --length)" if too_few else
                 "the model keeps repeating itself (a higher --temp draws more variety)")
         return line
 

@@ -259,6 +259,7 @@ def test_settings_in_nanogpt_char_rnn_and_torch_rnn_names_are_answered_with_rnnl
                                                           "--resume RUN here")]:
         assert_user_error(cli("train", *args, "--out", tmp_path), said)
         assert "did you mean" not in cli("train", *args, "--out", tmp_path)[2]
+    assert "nanoGPT" not in cli("train", tiny, "train.init_from=ckpts/resume", "--out", tmp_path)[2]  # a path given
     assert not any(tmp_path.iterdir())
     run = str(tmp_path / "missing-run")  # the option is refused before the run is read
     for args, said in [(("--temperature", "0.5"), "no such option: --temperature (Possible options: --temp); the "

@@ -461,4 +461,4 @@ def test_too_few_novel_records_because_length_cut_them_says_to_raise_length(tmp_
                                novel=True)
     assert report.written == 0 and report.summary().endswith(
         "fewer than the 3 asked for: after 30 drawn most records dropped were cut by --length before their <eos> "
-        "(raise --length)")
+        "(raise --length)") and report.summary().count("raise --length") == 1
