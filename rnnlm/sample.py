@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import math
 import secrets
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from rnnlm.checkpoint import Checkpoint
 from rnnlm.config import sampling_fault
 from rnnlm.data import DataRoot
 from rnnlm.data.novelty import Known, SplitRecords
-from rnnlm.data.text import decode_utf8, read_utf8, typed_text
+from rnnlm.data.text import read_utf8, typed_text
 from rnnlm.errors import RnnlmError
 from rnnlm.evaluate import read_state
 from rnnlm.fastpath import STEP_MAX_BATCH
@@ -258,10 +257,7 @@ def read_prime(vocab: Vocab, text: str | None = None, path: Path | None = None, 
     for a model of `records` (one per line), a line break is."""
     if text is not None and path is not None:
         raise RnnlmError("give --prime TEXT or --prime-file PATH, not both")
-    if path is not None and str(path) == "-":
-        prime = decode_utf8(sys.stdin.buffer.read(), "standard input (--prime-file -)")
-    else:
-        prime = read_utf8(path) if path is not None else text if text is not None else default
+    prime = read_utf8(path) if path is not None else text if text is not None else default
     typed_text(prime, "--prime", "the prime in a UTF-8 file with --prime-file")
     if records and ("\n" in prime or "\r" in prime):  # a record never holds one (banned_ids): a CR LF file's too
         raise RnnlmError("the prime has a line break (a --prime-file's final newline counts: echo -n or printf "

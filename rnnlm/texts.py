@@ -8,11 +8,9 @@ the vocabulary lacks, and the text itself only if the compressors are asked for.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,7 +24,8 @@ from rnnlm.checkpoint import Checkpoint
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, missing_path, open_corpus
 from rnnlm.data.store import Source, Store, open_store
-from rnnlm.data.text import UnreadableText, file_pieces, files_identity, is_glob, line_records
+from rnnlm.data.text import (UnreadableText, file_pieces, files_identity, is_glob, line_records, open_input,
+                             shown)
 from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.inference import start_ids
 
@@ -69,7 +68,7 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
         in_place = not stdin and (path.is_file() or not path.exists() or path.is_dir())
         readable = path if in_place else _copy(path, Path(folder))
         if readable.is_file() and readable.stat().st_size == 0:
-            raise RnnlmError(f"{path}: no characters to score (the file is empty)")
+            raise RnnlmError(f"{shown(path)}: no characters to score (the file is empty)")
         identity = {"files": files_identity([readable]) if readable.is_file() else []}
         try:
             if records:
@@ -83,7 +82,7 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
             if not records and store.manifest["splits"]["train"]["characters"] < 2:  # the newline put before it
                 raise RnnlmError(f"{readable}: no characters to score (the file holds a byte-order mark alone)")
         except RnnlmError as e:
-            message = str(e).replace(str(readable), str(path))  # a copy's errors name what was given
+            message = str(e).replace(str(readable), shown(path))  # a copy's errors name what was given
             raise RnnlmError(message if folder not in message else f"--file {path}: cannot be prepared in the "
                              f"temporary folder {folder} ({message}); set TMPDIR to a folder with room") from None
         # its files were mapped when it was opened: the maps outlive the folder
@@ -94,8 +93,7 @@ def _copy(path: Path, folder: Path) -> Path:
     """A pipe's (or a FIFO's, a device's, standard input's for `-`) bytes, copied into `folder` as they come: they
     can be read only once."""
     copy = folder / "input"
-    given = contextlib.nullcontext(sys.stdin.buffer) if str(path) == "-" else open(path, "rb")
-    with given as source, open(copy, "wb") as target:
+    with open_input(path) as source, open(copy, "wb") as target:
         shutil.copyfileobj(source, target, 1 << 20)
     return copy
 

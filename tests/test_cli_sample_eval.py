@@ -223,6 +223,11 @@ def test_eval_file_dash_reads_standard_input(models, tmp_path, monkeypatch):
     assert piped[0] == 0, piped[2]
     given = json.loads(cli("eval", models["hello"], "--file", tmp_path / "a.txt", "--json")[1])
     assert json.loads(piped[1])["nll"] == given["nll"] and json.loads(piped[1])["chars"] == 11
+    # the three commands that read `-` name it alike (eval said "-:", sample "standard input (--prime-file -):")
+    for args in (["eval", models["hello"], "--file", "-"], ["sample", models["hello"], "--prime-file", "-"],
+                 ["viz", models["hello"], "--file", "-", "--out", tmp_path / "v.html"]):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"he\xffllo")))
+        assert_user_error(cli(*args), "error: standard input: not UTF-8 text (byte offset 2")
 
 
 def test_a_file_of_a_byte_order_mark_alone_has_nothing_to_score(models, tmp_path):

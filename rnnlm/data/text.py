@@ -92,9 +92,19 @@ def _open_binary(path: Path) -> BinaryIO:
         raise RnnlmError(f"{path}: permission denied") from None
 
 
+def shown(path: str | Path) -> str:
+    """A file as messages name it: `-` (for --file -, --prime-file -) is standard input."""
+    return "standard input" if str(path) == "-" else str(path)
+
+
+def open_input(path: Path) -> contextlib.AbstractContextManager[BinaryIO]:
+    """A file opened for reading bytes, or for `-` standard input (left open when the block ends)."""
+    return contextlib.nullcontext(sys.stdin.buffer) if str(path) == "-" else _open_binary(path)
+
+
 def read_prefix(path: Path, max_bytes: int | None = None) -> tuple[bytes, bool]:
     """A file's bytes, at most `max_bytes` of them, and whether there were more; `-` is standard input."""
-    with contextlib.nullcontext(sys.stdin.buffer) if str(path) == "-" else _open_binary(path) as f:
+    with open_input(path) as f:
         if max_bytes is None:
             return f.read(), False
         raw = f.read(max_bytes)
@@ -115,7 +125,7 @@ def _without_bom(start: bytes) -> bytes:
 def read_utf8(path: Path, max_bytes: int | None = None) -> str:
     """A file's text (`-`: standard input's); a binary or non-UTF-8 file is an error naming the file (and the first bad byte)."""
     raw, truncated = read_prefix(path, max_bytes)
-    return decode_utf8(raw, "standard input" if str(path) == "-" else path, truncated)
+    return decode_utf8(raw, shown(path), truncated)
 
 
 def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
