@@ -545,7 +545,8 @@ def show_config(
 @app.command(short_help="Write a web page of how each neuron fires on a text.")
 def viz(
     run: RunArg,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="UTF-8 text for the model to read (- for standard input).",
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="UTF-8 text for the model to read (- for "
+                                                 "standard input).",
                                                  show_default=False)] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="The text itself, instead of --file.",
                                                 show_default=False)] = None,

@@ -51,8 +51,8 @@ from rnnlm.inference import warm_start
 from rnnlm.metrics import METRICS, TENSORBOARD, JsonlLogger, Loggers, TensorBoardLogger, check_tensorboard
 from rnnlm.model import CharRNN, check_fits
 from rnnlm.optim import learning_rate, make_optimizer
-from rnnlm.runs import (check_resume_config, check_resume_corpus, check_resume_corpus_path, folder_identity, new_run_from,
-                        open_run, record_status)
+from rnnlm.runs import (check_resume_config, check_resume_corpus, check_resume_corpus_path, folder_identity,
+                        new_run_from, open_run, record_status)
 from rnnlm.runtime import StopSignal, poll
 from rnnlm.sample import SampleOptions, generate
 from rnnlm.state import map_state, select_rows

@@ -457,8 +457,8 @@ def test_too_few_novel_records_because_length_cut_them_says_to_raise_length(tmp_
     """Every record ran past --length 2, so --novel kept none: the summary blamed the model repeating itself and
     advised a higher --temp."""
     point = ckpt.load(make_checkpoint(tmp_path / "m.pt", setup=constant_logits(a=0.0, b=0.0)))  # never <eos>
-    report = sample_checkpoint(point, SampleOptions(length=2, temperature=1.0, num_samples=3, seed=1), "", io.StringIO(),
-                               novel=True)
+    opts = SampleOptions(length=2, temperature=1.0, num_samples=3, seed=1)
+    report = sample_checkpoint(point, opts, "", io.StringIO(), novel=True)
     assert report.written == 0 and report.summary().endswith(
         "fewer than the 3 asked for: after 30 drawn most records dropped were cut by --length before their <eos> "
         "(raise --length)") and report.summary().count("raise --length") == 1

@@ -123,7 +123,8 @@ def _without_bom(start: bytes) -> bytes:
 
 
 def read_utf8(path: Path, max_bytes: int | None = None) -> str:
-    """A file's text (`-`: standard input's); a binary or non-UTF-8 file is an error naming the file (and the first bad byte)."""
+    """A file's text (`-`: standard input's); a binary or non-UTF-8 file is an error naming the file (and the first
+    bad byte)."""
     raw, truncated = read_prefix(path, max_bytes)
     return decode_utf8(raw, shown(path), truncated)
 
