@@ -816,6 +816,11 @@ def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tup
                          "to replace it, or write elsewhere")
     if _run_file(target):
         raise RnnlmError(f"--out {path}: a file of the run in {target.parent}, which rnnlm keeps; write elsewhere")
+    from rnnlm.data.store import is_store_file
+
+    if mode is not None and is_store_file(target):
+        raise RnnlmError(f"--out {path}: a file of the prepared corpus in {target.parent}, which training, sample "
+                         "and eval read; write elsewhere")
     for files, what in ((reads, "which this command reads"),
                         (trained_on, "part of the text the run trained on (its resume and --novel read it)")):
         same = next((f for f in files if f is not None and mode is not None and f.exists() and target.samefile(f)),
@@ -827,9 +832,11 @@ def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tup
 
 def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optional[Path]) -> tuple[Path, ...]:
     """The files of the run's corpus that `out` could replace: the downloaded file of a published corpus (and the
-    data mirror's copy it came from), or your own files (`data.path`, or --data-path where they moved). Listed only
-    when `out` exists: a folder's walk is not made for a new file."""
+    data mirror's copy it came from; for linux, the kernel tarballs installed on the machine too), or your own files
+    (`data.path`, or --data-path where they moved). Listed only when `out` exists: a folder's walk is not made for a
+    new file."""
     from rnnlm.data.catalog import DOWNLOADS
+    from rnnlm.data.linux import KERNEL_RELEASE, system_tarballs
     from rnnlm.data.text import text_files
 
     if not out.exists():
@@ -837,10 +844,13 @@ def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optio
     data = point.data_config()
     spec = str(moved_to) if moved_to is not None else data.path
     if not spec:
-        remote, root = DOWNLOADS.get(data.dataset), run_data(point, data_dir)
+        linux = data.dataset == "linux"
+        remote, root = DOWNLOADS.get(data.dataset, KERNEL_RELEASE if linux else None), run_data(point, data_dir)
+        installed = tuple(system_tarballs()) if linux else ()
         if remote is None:
-            return ()
-        return (root.path / remote.relpath,) + ((root.mirror / remote.relpath,) if root.mirror is not None else ())
+            return installed
+        mirrored = (root.mirror / remote.relpath,) if root.mirror is not None else ()
+        return (root.path / remote.relpath, *mirrored, *installed)
     try:
         return tuple(text_files(spec))
     except (RnnlmError, OSError):  # gone, moved or unreadable: nothing there that --out could replace

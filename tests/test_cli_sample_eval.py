@@ -623,6 +623,27 @@ def test_out_never_replaces_the_text_the_run_trained_on(tmp_path):
     moved.rename(names)
     assert {p: p.read_bytes() for p in (names, notes / "a.txt")} == before
     assert cli("sample", tmp_path / "s", "-n", "5", "--out", notes / "new.txt")[0] == 0  # a new file harms nothing
+    store_file = next((tmp_path / "data" / "names").glob("store-*/manifest.json"))  # what every command reads
+    kept = store_file.read_bytes()
+    assert_user_error(cli("sample", tmp_path / "r", "-N", "1", "--out", store_file),
+                      f"--out {store_file}: a file of the prepared corpus in {store_file.parent}")
+    assert store_file.read_bytes() == kept
+
+
+def test_out_never_replaces_the_kernel_tarball_a_linux_run_read(tmp_path, monkeypatch):
+    """A trial wrote `rnnlm sample RUN --out /usr/src/linux-source-6.1.tar.xz`: the installed tarball the linux run
+    had trained from became 32 bytes of sample, and the run's resume, eval and sample broke with it."""
+    from rnnlm.data import linux
+
+    installed = tmp_path / "usr" / "src" / "linux-source-6.1.tar.xz"
+    installed.parent.mkdir(parents=True)
+    installed.write_bytes(b"the tarball")
+    monkeypatch.setattr(linux, "SYSTEM_TARBALLS", str(tmp_path / "usr" / "src" / "linux-source-*.tar.xz"))
+    run = make_checkpoint(tmp_path / "run.pt", dataset="linux", chars="int x;")
+    (tmp_path / "data").mkdir()
+    assert_user_error(cli("sample", run, "-n", "5", "--out", installed, "--data-dir", tmp_path / "data"),
+                      f"--out {installed} is {installed}, part of the text the run trained on")
+    assert installed.read_bytes() == b"the tarball"
 
 
 def test_a_carried_state_of_nan_is_read_as_the_zero_state_with_a_warning(tmp_path):

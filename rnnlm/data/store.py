@@ -353,6 +353,11 @@ def _mapped(file: Path, dtype: np.dtype) -> np.ndarray:
     return np.memmap(file, dtype=dtype, mode="r") if file.stat().st_size else np.zeros(0, dtype=dtype)
 
 
+def is_store_file(path: Path) -> bool:
+    """A file of a prepared store (`store-KEY/`, which its manifest marks)."""
+    return path.parent.name.startswith("store-") and (path.parent / "manifest.json").is_file()
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
