@@ -104,6 +104,9 @@ class Tally:
     train_time: float = 0.0
     """Seconds of training steps over every session, evaluations and samples excluded (what `rnnlm plot` draws)."""
     first_loss: float = math.nan
+    eval_seconds: float | None = None
+    """How long the last evaluation took (rank 0's): the room a time budget leaves for the final one, in a resumed
+    session too (a guess from the training speed can be several times short of it)."""
     gathered: Gathered = field(default_factory=Gathered)
     ended_by: str = ""
     """The budget that ended the last session ("" while none has, and in a last.pt written at an evaluation before

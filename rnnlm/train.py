@@ -139,7 +139,6 @@ class Trainer:
         self.tally, self.state = Tally(), None
         self.fastest = 0.0  # characters a second of this session's fastest step (its first ones warm up, slowly)
         self.overflows = 0  # steps in a row whose gradient was not finite (fp16's scaler skipped them)
-        self.eval_seconds: float | None = None  # how long the last evaluation took (rank 0)
         if resume is not None:
             self._restore(resume)
         # Three handles on one model: `model` (its weights, saved and evaluated), `net` (what a step runs: the model,
@@ -404,12 +403,14 @@ class Trainer:
                 and tally.last_eval_step != tally.step)
 
     def _final_eval(self) -> float:
-        """Seconds the final evaluation will likely take, which a time budget leaves room for: the last one's, or
-        before any, the validation characters at three times the training speed (evaluation reads about that much
-        faster than training; `bench/speed.py` measures it). That guess rests on the session's fastest step (a busy
+        """Seconds the final evaluation will likely take, which a time budget leaves room for: the last one's (kept in
+        checkpoints, so a resumed session's too), or before any, the validation characters at three times the
+        training speed (evaluation reads about that much faster than training; `bench/speed.py` measures it). That guess rests on the session's fastest step (a busy
         machine's first steps can take a second each) and leaves at most half the budget, so that a run trains."""
-        if self.eval_seconds is not None or not self.dist.is_main:
-            return self.eval_seconds or 0.0
+        if not self.dist.is_main:
+            return 0.0
+        if self.tally.eval_seconds is not None:
+            return self.tally.eval_seconds
         speed = self.fastest / self.dist.world_size  # one process's: rank 0 evaluates alone
         val = self.prepared.store.manifest["splits"]["val"]["characters"]
         val = min(val, self.cfg.train.eval_chars or val)
@@ -484,7 +485,7 @@ class Trainer:
             began = time.perf_counter()
             with contextlib.suppress(StopSignal.Cut), self.stop.cutting_short():
                 score = self.evaluate("val")
-                self.eval_seconds = time.perf_counter() - began
+                tally.eval_seconds = time.perf_counter() - began
         outcome = self.dist.broadcast(None if score is None else (score.nll,))  # rank 0's; None: cut short
         if outcome is None:
             return None
@@ -492,7 +493,7 @@ class Trainer:
             self.loggers.log({"step": tally.step, "epoch": tally.epoch, "val_loss": score.nll, "bpc": score.bpc,
                               "perplexity": score.perplexity, "elapsed": round(tally.elapsed, 3),
                               "train_time": round(tally.train_time, 3)})
-            self.bar.evaluated(tally, score.nll, score.bpc, self.eval_seconds or 0.0)
+            self.bar.evaluated(tally, score.nll, score.bpc, tally.eval_seconds or 0.0)
         return outcome[0]
 
     def save(self, *names: str) -> None:

@@ -1,6 +1,7 @@
 """Learning tests: train for seconds on the built-in data sets and check what was learned."""
 
 import contextlib
+import dataclasses
 import functools
 import io
 import json
@@ -309,6 +310,22 @@ def test_the_room_guessed_for_the_final_evaluation_rests_on_the_fastest_step_and
     trainer.cfg.train.max_steps = 4
     trainer.run(progress=False)
     assert rooms[-1] < rooms[0] / 10  # from the fast steps after the first
+
+
+def test_a_resumed_session_leaves_the_room_its_last_evaluation_took(tmp_path):
+    """A resumed session guessed its final evaluation from the training speed, which a trial's Linux LSTM evaluated
+    several times slower than the guess: 80 s more of time budget trained 4 s and evaluated for 71 s."""
+    from rnnlm.distributed import Dist
+    from rnnlm.train import Trainer
+
+    result, point, _ = fit(tmp_path, *SMALL, "train.max_steps=4", "train.eval_every=2")
+    took = point.train.tally.eval_seconds
+    assert took is not None and took > 0
+    resume = ckpt.load(result.run_dir / ckpt.LAST)
+    cfg = dataclasses.replace(resume.config, train=dataclasses.replace(resume.config.train, max_steps=8))
+    trainer = Trainer(cfg, result.run_dir, resume, None, Dist(device=torch.device("cpu")))
+    trainer.fastest = 1e12  # the guess from the training speed would be no time at all
+    assert trainer._final_eval() == took
 
 
 def test_the_room_left_for_the_final_evaluation_does_not_vanish_when_every_step_is_logged(tmp_path, monkeypatch):
