@@ -889,32 +889,50 @@ class _Checked:
             raise _write_failed(self.path, e) from None
 
 
-def _command_path(e: UsageError) -> str:
-    """The command whose help answers a usage error: its context's, or the commands named on the command line when
-    that is longer (an option missing its value is reported from the group's context)."""
+def _named_command() -> tuple[Any, list[str]]:
+    """The command the command line names (`rnnlm data info ...`: data's info), and its names from `rnnlm` on."""
     command, names = typer.main.get_command(app), ["rnnlm"]
     for word in (w for w in sys.argv[1:] if not w.startswith("-")):
         sub = getattr(command, "commands", {}).get(word)
         if sub is None:
             break
         command, names = sub, [*names, word]
+    return command, names
+
+
+def _command_path(e: UsageError) -> str:
+    """The command whose help answers a usage error: its context's, or the commands named on the command line when
+    that is longer (an option missing its value is reported from the group's context)."""
+    names = _named_command()[1]
     path = e.ctx.command_path if e.ctx else "rnnlm"
     return " ".join(names) if len(names) > len(path.split()) else path
 
 
+def _typed_with_value(name: str) -> str | None:
+    """The word `name` (an option) as typed, with the value after it joined on: `--max_steps 100`: --max_steps=100."""
+    words = sys.argv[1:]
+    at = next((i for i, w in enumerate(words) if w == name or w.startswith(f"{name}=")), None)
+    if at is None:
+        return None
+    if words[at] == name and at + 1 < len(words) and not words[at + 1].startswith("-"):
+        return f"{name}={words[at + 1]}"
+    return words[at]
+
+
 def _override_meant(e: UsageError) -> str:
     """For an unknown option that is a config key in nanoGPT's spelling (`--max_steps=100`), the override meant."""
+    name = getattr(e, "option_name", None)  # click's NoSuchOption
+    word = _typed_with_value(name) if name else None
+    return _setting_hint(word, e.ctx.command) if word and e.ctx else ""
+
+
+def _setting_hint(word: str, command: Any) -> str:
+    """What an option word that names a setting (`--max_iters=5`) is given as to `command`: the override, for the
+    commands that take overrides; sample's own option for a sample setting; else nothing."""
     from rnnlm.config import as_override, key_meant
 
-    name, words = getattr(e, "option_name", None), sys.argv[1:]  # click's NoSuchOption
-    at = next((i for i, w in enumerate(words) if name and (w == name or w.startswith(f"{name}="))), None)
-    if at is None:
-        return ""
-    word = words[at]
-    if word == name and at + 1 < len(words) and not words[at + 1].startswith("-"):  # `--max_steps 100`
-        word = f"{name}={words[at + 1]}"
-    meant, command = key_meant(word), e.ctx.command if e.ctx else None
-    if meant is None or command is None:
+    meant = key_meant(word)
+    if meant is None:
         return ""
     if any(p.name == "overrides" for p in command.params):  # train, config, data fetch and info
         return f"; config keys are given without dashes: {as_override(word)}"
@@ -922,6 +940,20 @@ def _override_meant(e: UsageError) -> str:
     if command.name == "sample" and option is not None:
         return f"; the option is {option} here: {option} {shell_word(meant.value or 'VALUE')}"
     return ""
+
+
+def _one_dash() -> str | None:
+    """char-rnn's and torch-rnn's `-primetext ROMEO` (Lua's one dash), which would be read as -p with the value
+    `rimetext`, and sample with it: the refusal, when the word names a setting."""
+    command, _ = _named_command()
+    for word in sys.argv[1:]:
+        if word == "--":
+            break
+        if re.fullmatch(r"-[a-z][a-z_]{2,}(=.*)?", word):
+            hint = _setting_hint(_typed_with_value(word.split("=")[0]) or word, command)
+            if hint:
+                return f"{word.split('=')[0]}: options take two dashes here{hint}"
+    return None
 
 
 SAMPLE_OPTIONS = {"sample.temperature": "--temp", "sample.length": "--length", "sample.prime": "--prime",
@@ -942,6 +974,10 @@ def main() -> None:
     log = logging.getLogger("rnnlm")
     if not any(isinstance(h, _WarningLine) for h in log.handlers):
         log.addHandler(_WarningLine(logging.WARNING))
+    one_dash = _one_dash()
+    if one_dash is not None:
+        typer.echo(f"error: {one_dash}", err=True)
+        sys.exit(2)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = lambda message, *_, **__: typer.echo(f"warning: {message}", err=True)

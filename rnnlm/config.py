@@ -410,6 +410,7 @@ OTHER_NAMES: dict[str, tuple[str, str]] = {
     "max_new_tokens": ("sample.length", "nanoGPT"), "start": ("sample.prime", "nanoGPT"),
     # char-rnn's and torch-rnn's flags
     "rnn_size": ("model.hidden_size", "char-rnn"), "seq_length": ("train.seq_len", "char-rnn"),
+    "model": ("model.cell", "char-rnn"),
     "model_type": ("model.cell", "torch-rnn"), "wordvec_size": ("model.embed_dim", "torch-rnn"),
     "learning_rate_decay": ("train.decay_rate", "char-rnn"),
     "learning_rate_decay_after": ("train.decay_after", "char-rnn"),

@@ -270,6 +270,12 @@ def test_settings_in_nanogpt_char_rnn_and_torch_rnn_names_are_answered_with_rnnl
         assert_user_error(cli("sample", run, *args), said)
     assert_user_error(cli("data", "info", "text", "--data.path=x.txt"),  # data's commands take overrides too
                       "config keys are given without dashes: data.path=x.txt")
+    # char-rnn's one dash: `-primetext --length 40` sampled with the prime "rimetext" (-p), exit 0
+    assert_user_error(cli("sample", run, "-primetext", "--length", "40"),
+                      "error: -primetext: options take two dashes here; the option is --prime here: --prime VALUE")
+    assert_user_error(cli("train", tiny, "-rnn_size", "512", "--out", tmp_path),
+                      "model.hidden_size=512 (char-rnn's rnn_size)")
+    assert_user_error(cli("train", tiny, "model.model=gru", "--out", tmp_path), "(char-rnn's model is model.cell here)")
     assert "sample.temperature" not in cli("eval", run, "--temperature", "0.5")[2]  # eval draws nothing
 
 
