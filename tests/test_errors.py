@@ -323,3 +323,20 @@ def test_too_few_for_the_batch_counts_a_packed_records_split_as_training_shows_i
     err = assert_user_error(cli("train", REPO / "configs" / "tiny.yaml", "train.batch_size=100000",
                                 "--out", tmp_path / "runs"), "too few for train.batch_size=100000")
     assert "symbols (characters and each record's <eos>), too few" in err, err
+
+
+def test_a_refused_kernel_tarball_in_the_data_root_says_what_it_stands_before(tmp_path, monkeypatch):
+    """A trial's data root held a damaged linux-6.1.tar.xz: the refusal said data.path twice and to install the
+    linux-source package, which was installed, and whose tarball the damaged file kept from being read."""
+    from rnnlm.data import linux
+
+    installed = tmp_path / "src" / "linux-source-6.1.tar.xz"
+    installed.parent.mkdir()
+    installed.write_bytes(b"a tarball")
+    monkeypatch.setattr(linux, "SYSTEM_TARBALLS", str(tmp_path / "src" / "linux-source-*.tar.xz"))
+    pinned = tmp_path / "data" / linux.KERNEL_RELEASE.relpath
+    pinned.parent.mkdir(parents=True)
+    pinned.write_bytes(b"not the release")
+    status, _, err = cli("data", "info", "linux", "--data-dir", tmp_path / "data")
+    assert status == 2 and f"{pinned} has sha256 " in err and err.count("data.path") == 1, err
+    assert err.rstrip().endswith(f"Without it, the installed {installed} is read."), err

@@ -372,8 +372,15 @@ def locate_source(cfg: DataConfig, root: DataRoot) -> Path:
     try:
         return fetch(KERNEL_RELEASE, root)
     except RnnlmError as e:
-        raise RnnlmError(f"{e}\n  Or give data.path a kernel source folder or tarball, or install Debian's "
-                         f"linux-source package (apt-get install linux-source-6.1).") from None
+        if installed:  # the pinned file here, refused, stands before the machine's own tarball
+            more = f"Without it, the installed {installed[-1]} is read."
+        elif pinned_here:  # refused by its check, which said data.path
+            more = ("Or install Debian's linux-source package (apt-get install linux-source-6.1), read once the "
+                    "file above is gone.")
+        else:
+            more = ("Or give data.path a kernel source folder or tarball, or install Debian's linux-source package "
+                    "(apt-get install linux-source-6.1).")
+        raise RnnlmError(f"{e}\n  {more}") from None
 
 
 def _report(source: Path, subdirs: tuple[str, ...], scan: Scan, warnings: list[str] | None = None) -> None:
