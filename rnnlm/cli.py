@@ -281,7 +281,8 @@ def _report(result: "RunResult", dist: "Dist", data_dir: Optional[Path]) -> None
                    f"resume with: {launcher} train --resume {shell_word(run_dir)}{where}", err=True)
     elif result.nothing_to_do:
         budget = {"max_steps": f"train.max_steps={2 * result.step}", "max_epochs": "train.max_epochs=N",
-                  "max_time": "train.max_time=SECONDS", "patience": "train.patience=N"}[result.stopped]
+                  "max_time": f"train.max_time={2 * math.ceil(result.elapsed)} (seconds over every session: "
+                              f"{result.elapsed:.0f} spent)", "patience": "train.patience=N"}[result.stopped]
         unsaved = "; ".join(result.unsaved)
         typer.echo(f"nothing to do: the run is at {summary} and its {result.stopped.replace('_', ' ')} is spent; "
                    f"give it more with: rnnlm train --resume {shell_word(run_dir)} {budget}"

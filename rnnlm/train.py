@@ -80,6 +80,8 @@ class RunResult:
     """For `stopped == "interrupted"`: the signal that stopped the run (SIGINT or SIGTERM)."""
     nothing_to_do: bool = False
     """A resumed run whose budget was already spent: it trained nothing and wrote nothing."""
+    elapsed: float = 0.0
+    """Seconds over every session, what train.max_time limits."""
     unsaved: tuple[str, ...] = ()
     """With nothing to do: the changes the resume accepted (`key: old -> new`), which it did not write either."""
 
@@ -235,7 +237,7 @@ class Trainer:
         if stopped is not None and self.resumed_from is not None and tally.last_eval_step == tally.step:
             # a finished run: nothing to do, nothing written
             return RunResult(self.run_dir, tally.step, tally.best_val, tally.last_val, stopped, nothing_to_do=True,
-                             unsaved=tuple(self.changes or ()))
+                             elapsed=tally.elapsed, unsaved=tuple(self.changes or ()))
         tally.ended_by = ""  # this session's own, once `finish` knows it
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main, epochs=self.batcher.epochs_done)

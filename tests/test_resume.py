@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import shutil
@@ -651,3 +652,16 @@ def test_a_resumed_session_logs_the_learning_rate_its_last_step_used(tmp_path, m
     train(again, first.run_dir, resume=ckpt.load(first.run_dir / ckpt.LAST), progress=False)
     record = [r for r in read_metrics(first.run_dir) if "train_loss" in r][-1]
     assert record["step"] == first.step and record["lr"] == last_used
+
+
+def test_resuming_a_run_that_spent_its_time_budget_names_a_budget_that_gives_more(tmp_path):
+    """It said train.max_time=SECONDS: a trial gave less than the run had spent (the budget is a total over every
+    session), and had nothing to do again."""
+    run = tmp_path / "run"
+    assert in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=null",
+                      "train.max_time=1", "-q").returncode == 0
+    spent = ckpt.load(run / ckpt.LAST).train.tally.elapsed
+    again = in_process("train", "--resume", str(run), "-q")
+    assert again.returncode == 0 and again.stderr.rstrip().endswith(
+        f"give it more with: rnnlm train --resume {run} train.max_time={2 * math.ceil(spent)} (seconds over every "
+        f"session: {spent:.0f} spent)"), again.stderr
