@@ -174,8 +174,9 @@ class Trainer:
                 unseen, count = self.prepared.unseen("val")
                 if unseen:  # a new run's vocabulary is the training split's (char-rnn's is the whole file's)
                     whose = "the model's vocabulary" + (" (the training split's)" if self.start is None else "")
-                    say(f"warning: the val split holds {count:,} character{'s' * (count != 1)} {whose} lacks "
-                        f"({listed(unseen)}): read as <unk>, they count in the val loss")
+                    say(f"warning: the val split holds {count:,} occurrence{'s' * (count != 1)} of {len(unseen):,} "
+                        f"character{'s' * (len(unseen) != 1)} {whose} lacks ({listed(unseen)}): read as <unk>, they "
+                        "count in the val loss")
             if self.start is not None and self.changes is None:  # where a fine-tuned run came from
                 origin = str(Path(str(self.start.point.path)).resolve())
                 self.loggers.log({"step": 0, "init_from": origin, "init_vocab": t.init_vocab,

@@ -727,8 +727,8 @@ def test_validation_characters_the_training_split_lacks_are_warned_of_at_the_sta
     status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={text}",
                          "data.splits=[0.9,0.1,0.0]", "train.max_steps=1", "--out", tmp_path, "--name", "run", "-q")
     assert status == 0, err
-    assert ("warning: the val split holds 4 characters the model's vocabulary (the training split's) lacks ('x', "
-            "'y', 'z'): read as <unk>, they count in the val loss") in err.splitlines()
+    assert ("warning: the val split holds 4 occurrences of 3 characters the model's vocabulary (the training "
+            "split's) lacks ('x', 'y', 'z'): read as <unk>, they count in the val loss") in err.splitlines()
     status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={text}",
                          "train.max_steps=1", "--out", tmp_path, "--name", "quiet", "-q")  # the test split's: unsaid
     assert status == 0 and "val split holds" not in err, err
