@@ -212,13 +212,19 @@ def _score_split(model: CharRNN, tokens: Tokens, rows: int, warmup: int, exact: 
         bad = _wrong_starts(start, end)
     # A model that remembers further back than any warm-up (an LSTM counting open braces) would need a round per
     # row, each re-reading every row after the first wrong one. Past MAX_ROUNDS, the rows from the first wrong one on
-    # are read in order instead, each from the exact end of the row before it: at most one more pass, one row wide.
-    for row in range(int(bad[0]) if len(bad) else rows, rows):
+    # are read in order instead, each from the exact end of the row before it: at most one more pass, one row wide,
+    # which the bar counts again (it had reached its end).
+    first = int(bad[0]) if len(bad) else rows
+    if first < rows:
+        bar.reset(total=(rows - first) * seg)
+        bar.set_description("scoring again in order (the model remembers past the warm-up; --streams N is faster)")
+    for row in range(first, rows):
         one = torch.tensor([row], device=device)
         if _close(select_rows(start, one), select_rows(end, one - 1)).all():
+            bar.update(seg)
             continue
         start = _put_rows(start, one, select_rows(end, one - 1))
-        nll[one], redone = _read_rows(model, tokens, starts[row:row + 1], seg, select_rows(start, one))
+        nll[one], redone = _read_rows(model, tokens, starts[row:row + 1], seg, select_rows(start, one), bar=bar)
         end = _put_rows(end, one, redone)
     return nll
 

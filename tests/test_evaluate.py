@@ -116,6 +116,33 @@ def test_a_model_that_never_forgets_costs_a_few_passes_not_one_per_row(monkeypat
     assert sum(read) <= (ev.MAX_ROUNDS + 2) * len(ids)
 
 
+def test_the_in_order_pass_of_a_model_that_never_forgets_shows_its_progress(monkeypatch):
+    """A trial's Linux LSTM: the bar reached 835k/835k, then a minute of silence while the rows were read again in
+    order."""
+    import contextlib
+
+    class Bar:
+        def __init__(self):
+            self.events = []
+
+        def update(self, n):
+            self.events.append(("update", n))
+
+        def reset(self, total):
+            self.events.append(("reset", total))
+
+        def set_description(self, text):
+            self.events.append(("describe", text))
+
+    bar = Bar()
+    monkeypatch.setattr(ev, "_bar", lambda progress, total: contextlib.nullcontext(bar))
+    ids = torch.randint(0, 12, (6001,), generator=torch.Generator().manual_seed(4))
+    score_stream(long_memory_gru(), ids, rows=40, warmup=8, progress=True)
+    at = bar.events.index(next(e for e in bar.events if e[0] == "reset"))
+    assert "scoring again in order" in bar.events[at + 1][1] and "--streams" in bar.events[at + 1][1]
+    assert sum(n for kind, n in bar.events[at + 2:] if kind == "update") == bar.events[at][1]  # counted to its end
+
+
 def test_default_streams_on_a_long_text_match_one_stream():
     model = long_memory_gru()
     ids = torch.randint(0, 12, (20_001,), generator=torch.Generator().manual_seed(3))
