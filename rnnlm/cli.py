@@ -946,12 +946,11 @@ def _setting_hint(word: str, command: Any) -> str:
 def _one_dash() -> str | None:
     """char-rnn's and torch-rnn's `-primetext ROMEO` (Lua's one dash), which would be read as -p with the value
     `rimetext`, and sample with it: the refusal, when the word names a setting."""
-    command, _ = _named_command()
     for word in sys.argv[1:]:
         if word == "--":
             break
-        if re.fullmatch(r"-[a-z][a-z_]{2,}(=.*)?", word):
-            hint = _setting_hint(_typed_with_value(word.split("=")[0]) or word, command)
+        if re.fullmatch(r"-[a-z][a-z_]{2,}(=.*)?", word):  # rare: the commands are looked up only then
+            hint = _setting_hint(_typed_with_value(word.split("=")[0]) or word, _named_command()[0])
             if hint:
                 return f"{word.split('=')[0]}: options take two dashes here{hint}"
     return None

@@ -42,8 +42,8 @@ class UnreadableText(RnnlmError):
     carriage returns): `what` is what is wrong with it, the message adds how to mend it. A command given the file as
     the run's text moved elsewhere says it was the wrong file instead (`rnnlm.texts.open_run_corpus`)."""
 
-    def __init__(self, name: str | Path, what: str, fix: str) -> None:
-        super().__init__(f"{name}: {what}; {fix}")
+    def __init__(self, name: str | Path, what: str, fix: str, sep: str = "; ") -> None:
+        super().__init__(f"{name}: {what}{sep}{fix}")
         self.what = what
 
 
@@ -288,7 +288,8 @@ def _not_utf8(name: str | Path, data: bytes, e: UnicodeDecodeError, start: int) 
     end, perhaps UTF-8 cut short inside its last character (a copy interrupted), which converting would not mend."""
     if e.reason == "unexpected end of data":
         return UnreadableText(name, f"ends inside a UTF-8 character (byte offset {start + e.start})", "a copy cut "
-                              "short (copy it again), or another encoding (convert it, e.g. with iconv -t UTF-8)")
+                              "short (copy it again), or another encoding (convert it, e.g. with iconv -t UTF-8)",
+                              sep=": ")
     return UnreadableText(name, f"not UTF-8 text (byte offset {start + e.start}: {data[e.start:e.start + 1]!r})",
                           "convert it, e.g. with iconv -t UTF-8")
 
