@@ -48,8 +48,6 @@ MOVED = "data.path"
 fingerprint): a corpus that moved."""
 
 
-
-
 def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
     """A new run's folder, created: `out/name`, or `out/<stem>-<date>-<time>` (then `-2`, `-3`... when runs started
     in the same second, a sweep's, took it); never a folder that exists. Creating it is the claim (one `mkdir`,
@@ -376,9 +374,6 @@ class RunInfo:
     """finished (a budget ended it), stopped (Ctrl-C, killed, failed), running (a process holds its lock), or what
     a resume lacks: no last.pt, no checkpoints."""
     modified: float
-
-
-
 
 
 def list_runs(folder: Path) -> list[RunInfo]:

@@ -289,7 +289,7 @@ class SampleReport:
     cut: int = 0
     """Records that reached the length limit before their <eos> (written as they are)."""
     cut_dropped: int = 0
-    """Records --novel dropped for being cut (a fragment is no name)."""
+    """Records --novel or --unique dropped that --length had cut (--novel drops every fragment: no name)."""
     corpus: str = ""
     note: str = ""
     """Why the novelty is unknown."""

@@ -408,8 +408,9 @@ class Trainer:
     def _final_eval(self) -> float:
         """Seconds the final evaluation will likely take, which a time budget leaves room for: the last one's (kept in
         checkpoints, so a resumed session's too), or before any, the validation characters at three times the
-        training speed (evaluation reads about that much faster than training; `bench/speed.py` measures it). That guess rests on the session's fastest step (a busy
-        machine's first steps can take a second each) and leaves at most half the budget, so that a run trains."""
+        training speed (evaluation reads about that much faster than training; `bench/speed.py` measures it). That
+        guess rests on the session's fastest step (a busy machine's first steps can take a second each) and leaves
+        at most half the budget, so that a run trains."""
         if not self.dist.is_main:
             return 0.0
         if self.tally.eval_seconds is not None:
