@@ -13,7 +13,8 @@ Three ways to read a text, each exact:
   where the text starts, so after k rounds the first k + 1 rows are exact whatever the model
   remembers: the split result equals one stream up to float rounding (tests hold it to 1e-6 nats/char),
   and costs one batched pass plus the warm-up when the guesses hold, which they almost always do. A model
-  that never forgets would need a round per row; after MAX_ROUNDS the rows still wrong are read in order.
+  that never forgets would need a round per row; after a round that fixes only one row, or after MAX_ROUNDS,
+  the rows still wrong are read in order.
 
                   warm-up (unscored, from zero)    scored segment
         row 0                                     [ 1 ........ s ]            starts at the text's start
@@ -206,14 +207,18 @@ def _score_split(model: CharRNN, tokens: Tokens, rows: int, warmup: int, exact: 
     for _ in range(MAX_ROUNDS):  # after round k the first k + 1 rows are exact
         if len(bad) == 0:
             return nll
+        bar.reset(total=len(bad) * seg)
+        bar.set_description(f"scoring {len(bad)} of {rows} segments again from the state before them")
         start = _put_rows(start, bad, select_rows(end, bad - 1))
-        nll[bad], redone = _read_rows(model, tokens, starts[bad.cpu().numpy()], seg, select_rows(start, bad))
+        nll[bad], redone = _read_rows(model, tokens, starts[bad.cpu().numpy()], seg, select_rows(start, bad), bar=bar)
         end = _put_rows(end, bad, redone)
-        bad = _wrong_starts(start, end)
-    # A model that remembers further back than any warm-up (an LSTM counting open braces) would need a round per
-    # row, each re-reading every row after the first wrong one. Past MAX_ROUNDS, the rows from the first wrong one on
-    # are read in order instead, each from the exact end of the row before it: at most one more pass, one row wide,
-    # which the bar counts again (it had reached its end).
+        fixed, bad = len(bad), _wrong_starts(start, end)
+        if len(bad) >= fixed - 1:  # only the row after an exact one came right: the errors outlast a row
+            break
+    # A model that remembers further back than a row (an LSTM counting characters or open braces) would need a
+    # round per row, each re-reading every row after the first wrong one. After a round that fixed only that one,
+    # or after MAX_ROUNDS, the rows from the first wrong one on are read in order instead, each from the exact end
+    # of the row before it: at most one more pass, one row wide.
     first = int(bad[0]) if len(bad) else rows
     if first < rows:
         bar.reset(total=(rows - first) * seg)

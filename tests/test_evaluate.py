@@ -103,7 +103,9 @@ def test_carried_streams_equal_the_exact_score_on_a_model_with_short_memory():
 
 def test_a_model_that_never_forgets_costs_a_few_passes_not_one_per_row(monkeypatch):
     """Warm-up guesses of a long-memory model stay wrong row after row; scoring stays exact and reads the text a
-    bounded number of times (a round per row would re-read it about streams / 2 times)."""
+    bounded number of times (a round per row would re-read it about streams / 2 times): once, once more as a batch
+    of the rows found wrong, and once in order when that round showed the errors outlast a row (a trial's Linux LSTM
+    spent 44 of its 89 s in two more rounds that fixed one row each)."""
     model = long_memory_gru()
     ids = torch.randint(0, 12, (6001,), generator=torch.Generator().manual_seed(4))
     one = score_stream(model, ids, rows=1)
@@ -113,12 +115,12 @@ def test_a_model_that_never_forgets_costs_a_few_passes_not_one_per_row(monkeypat
         len(starts) * length) or real_read_rows(m, tokens, starts, length, *a, **k))
     split = score_stream(model, ids, rows=40, warmup=8)
     assert abs(split.nll - one.nll) <= SPLIT_TOLERANCE
-    assert sum(read) <= (ev.MAX_ROUNDS + 2) * len(ids)
+    assert sum(read) <= 3 * len(ids) + 40 * 8
 
 
 def test_the_in_order_pass_of_a_model_that_never_forgets_shows_its_progress(monkeypatch):
-    """A trial's Linux LSTM: the bar reached 835k/835k, then a minute of silence while the rows were read again in
-    order."""
+    """A trial's Linux LSTM: the bar reached 835k/835k, then a minute of silence while the rows were read again (as
+    a batch, then in order)."""
     import contextlib
 
     class Bar:
@@ -138,9 +140,12 @@ def test_the_in_order_pass_of_a_model_that_never_forgets_shows_its_progress(monk
     monkeypatch.setattr(ev, "_bar", lambda progress, total: contextlib.nullcontext(bar))
     ids = torch.randint(0, 12, (6001,), generator=torch.Generator().manual_seed(4))
     score_stream(long_memory_gru(), ids, rows=40, warmup=8, progress=True)
-    at = bar.events.index(next(e for e in bar.events if e[0] == "reset"))
-    assert "scoring again in order" in bar.events[at + 1][1] and "--streams" in bar.events[at + 1][1]
-    assert sum(n for kind, n in bar.events[at + 2:] if kind == "update") == bar.events[at][1]  # counted to its end
+    resets = [k for k, e in enumerate(bar.events) if e[0] == "reset"] + [len(bar.events)]
+    assert len(resets) >= 3  # a round of the rows found wrong, then the in-order pass
+    assert "again" in bar.events[resets[0] + 1][1]
+    assert "scoring again in order" in bar.events[resets[-2] + 1][1] and "--streams" in bar.events[resets[-2] + 1][1]
+    for at, end in zip(resets, resets[1:]):  # each counted to its end
+        assert sum(n for kind, n in bar.events[at + 2:end] if kind == "update") == bar.events[at][1]
 
 
 def test_default_streams_on_a_long_text_match_one_stream():
