@@ -140,6 +140,8 @@ class Trainer:
             _no_validation(cfg)
         self.tally, self.state = Tally(), None
         self.fastest = 0.0  # characters a second of this session's fastest step (its first ones warm up, slowly)
+        self.step_seconds = 0.0  # the last step's
+        self.out_of_room = False  # the evaluation just made has to be the final one: `_room_after_evaluating`
         self.overflows = 0  # steps in a row whose gradient was not finite (fp16's scaler skipped them)
         if resume is not None:
             self._restore(resume)
@@ -249,7 +251,8 @@ class Trainer:
             with StopSignal() as self.stop:
                 self.tick = time.perf_counter()
                 if self._evaluation_owed():  # first, as the stopped session would have done it, and its preview
-                    stopped = (self.budget_spent() or stopped) if self.evaluate_and_save() else "interrupted"
+                    evaluated = self.evaluate_and_save()
+                    stopped = self.budget_spent() or stopped or self._time_spent(False) if evaluated else "interrupted"
                     if stopped != "interrupted":
                         self._show_preview_if_due()
                         self._clock_in()
@@ -272,7 +275,11 @@ class Trainer:
         interrupted, time_up = self.step(batch, self.stop)
         if not self.after_step():  # a cut evaluation ends the session whatever else is spent
             return "interrupted"
-        return self.budget_spent() or ("interrupted" if interrupted else None) or ("max_time" if time_up else None)
+        return self.budget_spent() or ("interrupted" if interrupted else None) or self._time_spent(time_up)
+
+    def _time_spent(self, time_up: bool) -> Stopped | None:
+        """"max_time" if the step agreed the time is up, or the evaluation after it left no room for another."""
+        return "max_time" if time_up or self.out_of_room else None
 
     def step(self, batch: Batch, stop: StopSignal) -> tuple[bool, bool]:
         """One optimizer step on `batch`; returns whether any process was told to stop, or ran out of time."""
@@ -306,7 +313,7 @@ class Trainer:
         now = time.perf_counter()
         tally.count_step(batch.epoch, now - self.tick, agreed.loss, chars, agreed.grad_norm, lr)
         self.fastest = max(self.fastest, chars / max(now - self.tick, 1e-9))
-        self.tick = now
+        self.step_seconds, self.tick = now - self.tick, now
         return agreed.stop, agreed.time_up
 
     def _agree(self, nll: torch.Tensor, grad_norm: torch.Tensor, chars: int, stop: StopSignal) -> Agreed:
@@ -490,15 +497,25 @@ class Trainer:
             with contextlib.suppress(StopSignal.Cut), self.stop.cutting_short():
                 score = self.evaluate("val")
                 tally.eval_seconds = time.perf_counter() - began
-        outcome = self.dist.broadcast(None if score is None else (score.nll,))  # rank 0's; None: cut short
+        outcome = None if score is None else (score.nll, not self._room_after_evaluating())
+        outcome = self.dist.broadcast(outcome)  # rank 0's; None: cut short
         if outcome is None:
             return None
+        self.out_of_room = outcome[1]
         if score is not None:
             self.loggers.log({"step": tally.step, "epoch": tally.epoch, "val_loss": score.nll, "bpc": score.bpc,
                               "perplexity": score.perplexity, "elapsed": round(tally.elapsed, 3),
                               "train_time": round(tally.train_time, 3)})
             self.bar.evaluated(tally, score.nll, score.bpc, tally.eval_seconds or 0.0)
         return outcome[0]
+
+    def _room_after_evaluating(self) -> bool:
+        """On rank 0, after an evaluation: whether the time budget still holds another step and the final evaluation,
+        whose cost the one just made tells. Without, this one is the final one (the time check before it guessed the
+        cost; the run went on a step and evaluated again, past the budget); every process takes rank 0's answer."""
+        t = self.cfg.train
+        spent = self.tally.elapsed + time.perf_counter() - self.tick
+        return t.max_time is None or spent + self.step_seconds + self._final_eval() < t.max_time
 
     def save(self, *names: str) -> None:
         """One checkpoint under each name (in order): every process hands in its rows of the hidden state and its

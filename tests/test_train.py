@@ -747,3 +747,18 @@ def test_a_fine_tuned_run_keeping_its_vocabulary_names_the_model_s_vocabulary_in
     assert status == 0, err
     assert any(line.startswith("warning: the val split holds ") and "the model's vocabulary lacks ('x')" in line
                for line in err.splitlines()), err
+
+
+def test_an_evaluation_that_leaves_no_room_for_a_step_and_the_final_one_is_the_final_one(tmp_path, monkeypatch):
+    """The time check before an evaluation can only guess its cost: a Linux run's first evaluation took longer than
+    guessed, the run trained one more step and evaluated again (steps 100 and 101), past its budget. Here evaluations
+    are guessed free until one has been made, then known to take the whole budget."""
+    from rnnlm.train import Trainer
+
+    monkeypatch.setattr(Trainer, "_final_eval", lambda self: 0.0 if self.tally.eval_seconds is None else 1000.0)
+    cfg = load_config(None, ["data.dataset=hello", "train.max_steps=20", "train.max_time=1000", "train.eval_every=5"])
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert (result.stopped, result.step) == ("max_time", 5)
+    assert [r["step"] for r in read_metrics(tmp_path / "run") if "val_loss" in r] == [5]
+    resumed = train(cfg, tmp_path / "run", resume=ckpt.load(tmp_path / "run" / "last.pt"), progress=False)
+    assert resumed.nothing_to_do and resumed.step == 5  # a session that ended on its time budget has spent it
