@@ -108,6 +108,8 @@ class Progress:
             from tqdm import tqdm
 
             total = t.max_time if self.by_time else t.max_steps
+            if self.by_time and float(total).is_integer():  # a budget of 120 s, not 120.0
+                total = int(total)
             self.bar = tqdm(total=total, initial=round(tally.elapsed) if self.by_time else tally.step,
                             unit="s" if self.by_time else "step", ncols=_width(self.stream), nrows=24,
                             file=self.stream, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")

@@ -218,6 +218,7 @@ def test_on_a_terminal_the_progress_line_fits_and_counts_a_time_budget_in_second
     assert re.search(r"^step \d+ · val \d\.\d{4} nats/char · \d\.\d{4} bpc · evaluated in", "\n".join(frames), re.M)
     last = frames[-1]
     assert f"step {result.step}" in last and "100%" in last  # the bar counts seconds: it ends full, never jumps
+    assert all(re.search(r"\| \d/2(?![.\d])", f) for f in bars if "%|" in f)  # whole seconds (it showed 1/2.0)
 
 
 def test_sent_to_a_file_progress_is_one_plain_line_per_record(tmp_path, capsys):
