@@ -15,11 +15,11 @@ import errno
 import io
 import math
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from rnnlm.bars import measure, width
 from rnnlm.checkpoint import Tally
 from rnnlm.config import TrainConfig
 
@@ -111,11 +111,9 @@ class Progress:
             if self.by_time and float(total).is_integer():  # a budget of 120 s, not 120.0
                 total = int(total)
             self.bar = tqdm(total=total, initial=round(tally.elapsed) if self.by_time else tally.step,
-                            unit="s" if self.by_time else "step", ncols=_width(self.stream), nrows=24,
+                            unit="s" if self.by_time else "step", ncols=width(self.stream), nrows=24,
                             file=self.stream, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
-            # the width again at every redraw, as tqdm's dynamic_ncols would, but 80 while a terminal says 0 (a fresh
-            # pty: `script`, `docker exec -t` before its size is set), at which tqdm draws nothing
-            self.bar.dynamic_ncols = lambda stream: (_width(stream), 24)
+            measure(self.bar)
         self.fields: dict[str, str] = {}
 
     def step(self, tally: Tally) -> None:
@@ -176,8 +174,7 @@ class Progress:
         """The fields in the order people read them, as many as fit beside a bar of at least 10 columns."""
         if self.bar is None:
             return
-        width = _width(self.stream)
-        room = width - len(f"100%|{'#' * 10}| {self.bar.total or 0}/{self.bar.total or 0}") - 4
+        room = width(self.stream) - len(f"100%|{'#' * 10}| {self.bar.total or 0}/{self.bar.total or 0}") - 4
         if self.by_time:
             room -= len(f" step {tally.step}")
         shown: list[str] = [f"step {tally.step}"] if self.by_time else []
@@ -198,14 +195,6 @@ class Progress:
         if self.t.max_time is not None:
             left.append(self.t.max_time - tally.elapsed)
         return max(0.0, min(left)) if left else None
-
-
-def _width(stream: TextIO) -> int:
-    """The width of the terminal `stream` writes to; 80 where it says 0, the environment's where it cannot be asked."""
-    try:
-        return os.get_terminal_size(stream.fileno()).columns or 80
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        return shutil.get_terminal_size((80, 24)).columns
 
 
 def clock(seconds: float) -> str:

@@ -47,7 +47,6 @@ from __future__ import annotations
 import bz2
 import lzma
 import math
-import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -57,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnnlm import bars
 from rnnlm.batching import IGNORE, Records, Tokens, pad_records
 from rnnlm.checkpoint import Checkpoint
 from rnnlm.errors import RnnlmError
@@ -351,10 +351,7 @@ def _count_unk(tokens: Tokens, lo: int, hi: int) -> int:
 
 
 def _bar(progress: bool, total: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="char", unit_scale=True, desc="scoring", disable=not progress or None, delay=1.0,
-                leave=False, file=sys.stderr)
+    return bars.bar(total, "scoring", shown=progress)
 
 
 def _score(nll: torch.Tensor, targets: torch.Tensor) -> Score:

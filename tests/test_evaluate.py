@@ -437,3 +437,23 @@ def test_a_long_line_among_short_records_is_scored_in_a_batch_of_its_own(tmp_pat
     together = score_records(net, records)
     assert together.chars == sum(s.chars for s in alone)
     assert together.nll * together.chars == pytest.approx(sum(s.nll * s.chars for s in alone), rel=1e-6)
+
+
+def test_the_scoring_bar_shows_on_a_terminal_that_says_it_is_0_wide(monkeypatch):
+    """A fresh pseudo-terminal (`script`) says it has 0 columns: training's line was drawn at 80 there, but the bars
+    of scoring, preparing a corpus and downloading drew nothing (a Linux trial sat silent while the kernel was read)."""
+    import pty
+    import select
+    import sys
+    import time
+
+    main, side = pty.openpty()  # 0 x 0 until someone sets its size
+    with open(side, "w", encoding="utf-8", closefd=True) as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        with ev._bar(True, 10) as bar:
+            time.sleep(1.1)  # bars are drawn after a second of work
+            bar.update(5)
+            terminal.flush()
+            shown = os.read(main, 1 << 16) if select.select([main], [], [], 5)[0] else b""
+    os.close(main)
+    assert b"scoring" in shown and b"5.00/10.0" in shown, shown

@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tqdm import tqdm
-
-from rnnlm import __version__
+from rnnlm import __version__, bars
 from rnnlm.data import DataRoot
 from rnnlm.atomic import atomic_file, exclusive
 from rnnlm.errors import RnnlmError
@@ -153,8 +151,7 @@ def _store(remote: Remote, target: Path, chunks: Iterator[bytes], total: int | N
     Any failure, including KeyboardInterrupt, removes the temporary file before it propagates.
     """
     try:
-        with atomic_file(target) as out, tqdm(total=total, unit="B", unit_scale=True, desc=remote.relpath,
-                                              disable=None if progress else True, leave=False) as bar:
+        with atomic_file(target) as out, bars.bar(total, remote.relpath, unit="B", shown=progress, delay=0) as bar:
             digest = hashlib.sha256()
             received = 0
             for chunk in chunks:

@@ -42,8 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from tqdm import tqdm
-
+from rnnlm import bars
 from rnnlm.atomic import held, remove_stale_temp_files
 from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, register
@@ -191,7 +190,7 @@ def read_tree(tree: Path, subdirs: tuple[str, ...], max_bytes: int | None) -> tu
 class _ProgressReader:
     """A file whose reads advance a tqdm bar: streaming a tarball shows how much of it is done."""
 
-    def __init__(self, f: BinaryIO, bar: tqdm) -> None:
+    def __init__(self, f: BinaryIO, bar: Any) -> None:
         self.f, self.bar = f, bar
 
     def read(self, size: int = -1) -> bytes:
@@ -281,8 +280,7 @@ def _tar_sources(path: Path, subdirs: tuple[str, ...], scan: Scan) -> Iterator[t
         f = path.open("rb")
     except OSError as e:  # a reading error, not the data root's (which the store's writing errors name)
         raise RnnlmError(f"{path}: cannot read it ({e.strerror})") from None
-    with f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=None, delay=1.0,
-                 desc=f"reading {path.name}", leave=False) as bar:
+    with f, bars.bar(path.stat().st_size, f"reading {path.name}", unit="B") as bar:
         head = f.read(tarfile.BLOCKSIZE)
         compressed = any(head.startswith(magic) for magic in COMPRESSIONS)
         if not compressed and not _tar_header(head):  # a C file, a zip: nothing a tar reader takes

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnlm import bars
 from rnnlm.atomic import CannotLock, exclusive
 from rnnlm.errors import RnnlmError
 from rnnlm.vocab import EOS, EOS_ID, UNK, UNK_ID, Vocab
@@ -467,7 +468,7 @@ def _write_records(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
     records = source.records()  # type: ignore[misc]
     order = _shuffled(len(records), source.seed) if source.sizes is None else np.arange(len(records))
     bounds = _bounds(len(records), source)
-    with _bar(progress, 0, f"reading {source.name}") as bar:
+    with bars.bar(0, f"reading {source.name}", shown=progress) as bar:
         present = np.zeros(MAX_CODEPOINT, dtype=bool)
         for cp in records.chunks():
             present[_histogram(cp)[0]] = True
@@ -541,19 +542,12 @@ def _codepoints(raw: bytes, ascii: bool) -> np.ndarray:
     return np.frombuffer(raw.decode("utf-8").encode("utf-32-le"), dtype=np.uint32)
 
 
-def _bar(progress: bool, total: int, what: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="char", unit_scale=True, desc=what, disable=not progress or None, delay=1.0,
-                leave=False)
-
-
 def _write_stream(source: Source, tmp: Path, progress: bool) -> dict[str, Any]:
     """Two passes: the first counts each chunk's characters (their number, and how often each occurs), which
     gives the splits' bounds and the symbols; the second writes each split's ids and counts the characters of the
     chunks that straddle a split's bound (the others' counts come from the first pass)."""
     chunks: list[tuple[int, np.ndarray, np.ndarray]] = []  # per chunk: its length, its code points, their counts
-    with _bar(progress, 0, f"reading {source.name}") as bar:
+    with bars.bar(0, f"reading {source.name}", shown=progress) as bar:
         for cp in _chunks(source):
             points, times = _histogram(cp)
             chunks.append((len(cp), points, times))
@@ -609,7 +603,7 @@ def _encode(source: Source, tmp: Path, progress: bool, n: int, bounds: list[int]
     ascii_ids = bytes(lut[:128].astype(np.uint8)) + bytes(128)
     files = [open(tmp / f"{split}.ids", "wb") for split in SPLITS]
     try:
-        with _bar(progress, n, f"writing the {source.name} store") as bar:
+        with bars.bar(n, f"writing the {source.name} store", shown=progress) as bar:
             for start, cp in _positioned(_chunks(source)):
                 straddles = _within(start, start + len(cp), bounds) is None
                 for k, part in _cut(start, cp, bounds):
