@@ -386,7 +386,8 @@ def sample(
     name_seed = seed is None and opts.temperature != 0  # a seed worth naming: --temp 0 draws nothing at random
     prime_read = prime_file if prime_file is not None and str(prime_file) != "-" else None
     trained_on = () if to_stdout else _trained_on(point, out, data_dir, data_path)
-    with output(None if to_stdout else out, (point.path, prime_read), trained_on) as stream:
+    with output(None if to_stdout else out, (point.path, prime_read), trained_on,
+                _corpus_path(point, data_path)) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
                                    root=run_data(point, data_dir), device=target, force=force,
                                    on_start=_sampling_start(name_seed, to_stdout), moved_to=data_path)
@@ -569,7 +570,7 @@ def viz(
         raise RnnlmError("give the text to read with --file FILE or --text TEXT (one of the two)")
     point = ckpt.load(run)
     # --out refused before the work, and a stop during it said to leave the file as it was
-    with output(out, (point.path, file), _trained_on(point, out, None, None)) as stream:
+    with output(out, (point.path, file), _trained_on(point, out, None, None), _corpus_path(point, None)) as stream:
         # Of a file, no more than the page shows (a character is at most 4 bytes, a byte-order mark 3 more), and
         # one character beyond, so that the page says it was cut.
         if file is not None:
@@ -742,8 +743,8 @@ def _end_with_the_reader() -> None:
 
 
 @contextlib.contextmanager
-def output(path: Optional[Path], reads: tuple[Optional[Path], ...] = (),
-           trained_on: tuple[Path, ...] = ()) -> Iterator[TextIO]:
+def output(path: Optional[Path], reads: tuple[Optional[Path], ...] = (), trained_on: tuple[Path, ...] = (),
+           corpus: Optional[str] = None) -> Iterator[TextIO]:
     """stdout, or a text file for --out (not one of the files the command `reads` or the run's corpus is made of,
     see `out_path`) that appears only when the block completes: an existing file is replaced then, and left as it
     was if anything fails on the way (a refused option, Ctrl-C, a full disk)."""
@@ -758,7 +759,7 @@ def output(path: Optional[Path], reads: tuple[Optional[Path], ...] = (),
         return
     from rnnlm.atomic import atomic_file
 
-    path = out_path(path, reads, trained_on)
+    path = out_path(path, reads, trained_on, corpus)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_termination_unwinds())
         try:
@@ -790,10 +791,12 @@ def _termination_unwinds() -> Iterator[None]:
         yield
 
 
-def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tuple[Path, ...] = ()) -> Path:
+def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tuple[Path, ...] = (),
+             corpus: Optional[str] = None) -> Path:
     """Where an --out file goes: the path itself, or for a symlink the file it points to (written through, the link
     kept); refused when that is a folder, a device, a FIFO or a socket, its folder does not exist, or it is one of
-    the files the command `reads` (its checkpoint, its text) or the run's corpus is made of (`trained_on`)."""
+    the files the command `reads` (its checkpoint, its text) or the run's corpus is made of (`trained_on`), or a new
+    file the run's `corpus` (its data.path) would read."""
     import stat
 
     if str(path) == "-":
@@ -828,6 +831,11 @@ def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tup
                     None)
         if same is not None:
             raise RnnlmError(f"--out {path} is {same}, {what}; write elsewhere")
+    from rnnlm.data.text import would_read
+
+    if mode is None and corpus is not None and would_read(corpus, target):
+        raise RnnlmError(f"--out {path} would become part of the text the run trained on (data.path={corpus} reads "
+                         "it), which its resume would find changed; write elsewhere")
     return target
 
 
@@ -843,7 +851,7 @@ def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optio
     if not out.exists():
         return ()
     data = point.data_config()
-    spec = str(moved_to) if moved_to is not None else data.path
+    spec = _corpus_path(point, moved_to)
     if not spec:
         linux = data.dataset == "linux"
         remote, root = DOWNLOADS.get(data.dataset, KERNEL_RELEASE if linux else None), run_data(point, data_dir)
@@ -856,6 +864,11 @@ def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optio
         return tuple(text_files(spec))
     except (RnnlmError, OSError):  # gone, moved or unreadable: nothing there that --out could replace
         return ()
+
+
+def _corpus_path(point: Any, moved_to: Optional[Path]) -> Optional[str]:
+    """The data.path of the run's own files (--data-path where they moved), None for a published corpus."""
+    return str(moved_to) if moved_to is not None else point.data_config().path or None
 
 
 def _run_file(path: Path) -> bool:

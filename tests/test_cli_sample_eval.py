@@ -622,7 +622,13 @@ def test_out_never_replaces_the_text_the_run_trained_on(tmp_path):
                       "the text the run trained on")
     moved.rename(names)
     assert {p: p.read_bytes() for p in (names, notes / "a.txt")} == before
-    assert cli("sample", tmp_path / "s", "-n", "5", "--out", notes / "new.txt")[0] == 0  # a new file harms nothing
+    # a new file the corpus's folder or glob would read changes the text: `viz` wrote viz.html into a project read
+    # as data.path=., and the run's resume refused the corpus it found changed
+    assert_user_error(cli("sample", tmp_path / "s", "-n", "5", "--out", notes / "new.txt"),
+                      f"--out {notes / 'new.txt'} would become part of the text the run trained on (data.path={notes}")
+    assert_user_error(cli("viz", tmp_path / "s", "--text", "ab", "--out", notes / "page.html"), "would become part")
+    assert sorted(p.name for p in notes.iterdir()) == ["a.txt"]
+    assert cli("sample", tmp_path / "s", "-n", "5", "--out", notes / ".seen.txt")[0] == 0  # hidden: not read
     store_file = next((tmp_path / "data" / "names").glob("store-*/manifest.json"))  # what every command reads
     kept = store_file.read_bytes()
     assert_user_error(cli("sample", tmp_path / "r", "-N", "1", "--out", store_file),

@@ -188,6 +188,26 @@ def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ..
         yield from (here / f for f in files if take((here / f).relative_to(folder).parts) and (here / f).is_file())
 
 
+def would_read(spec: str, path: Path) -> bool:
+    """Whether `data.path` would read a file written at `path`, which is not there yet: below the folder it names
+    (not hidden, not in a folder rnnlm writes) or matched by its glob. `rnnlm viz` wrote viz.html into a project
+    read as `data.path=.`, and the run's resume found its corpus changed."""
+    named, target = Path(os.path.realpath(Path(spec).expanduser())), Path(os.path.realpath(path))
+    if Path(spec).expanduser().is_dir():
+        base, pattern, folders_only = named, ("**", "*"), False
+    elif is_glob(spec):
+        base = glob_folder(Path(spec).expanduser())
+        pattern, folders_only = Path(spec).expanduser().relative_to(base).parts, spec.endswith("/")
+        base = Path(os.path.realpath(base))
+    else:
+        return False
+    if not target.is_relative_to(base):
+        return False
+    parts = target.relative_to(base).parts
+    matched = _not_hidden(parts) and _matches(pattern, parts[:-1]) if folders_only else _matches(pattern, parts)
+    return matched and not any(_ours(folder) for folder in target.parents if folder.is_relative_to(base))
+
+
 def _not_hidden(parts: tuple[str, ...]) -> bool:
     return not parts[-1].startswith(".")
 
