@@ -61,6 +61,10 @@ def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
     run_dir = first
     if dist.is_main and out.exists() and not out.is_dir():
         problem = f"--out {out}: a file, not a folder; choose a folder for the runs"
+    elif dist.is_main and is_run(out):  # `--out checkpoints/book` meant as --name: a run hidden inside another
+        problem = (f"--out {out} is a run, and --out is the folder new runs are made in; continue it with "
+                   f"rnnlm train --resume {shell_word(out)}, or name a new run beside it with --out "
+                   f"{shell_word(out.parent)} --name NAME")
     elif dist.is_main:
         for n in range(1, 2 if name is not None else 1000):  # a name given is that folder or none
             run_dir = first if n == 1 else first.with_name(f"{first.name}-{n}")

@@ -98,6 +98,19 @@ def test_out_must_be_a_folder_and_a_name_not_a_file(tmp_path):
     assert afile.read_text() == "mine"
 
 
+def test_out_at_a_run_is_refused_naming_resume_and_name(tmp_path):
+    """`--out checkpoints/book` meant as --name book trained a whole run inside the run book, where `rnnlm runs`
+    did not list it (--name book is refused: it exists)."""
+    code, _, err = cli("train", TINY, *FAST, "train.max_steps=2", "--out", tmp_path, "--name", "book", "-q")
+    assert code == 0, err
+    before = sorted(p.name for p in (tmp_path / "book").iterdir())
+    assert_user_error(cli("train", TINY, *FAST, "--out", tmp_path / "book"),
+                      f"--out {tmp_path / 'book'} is a run, and --out is the folder new runs are made in; continue it "
+                      f"with rnnlm train --resume {tmp_path / 'book'}, or name a new run beside it with --out "
+                      f"{tmp_path} --name NAME")
+    assert sorted(p.name for p in (tmp_path / "book").iterdir()) == before
+
+
 def test_runs_started_in_the_same_second_without_a_name_each_get_a_folder(tmp_path, monkeypatch):
     """A sweep started with & names its runs by the second they start: the later ones take -2, -3, ..."""
     import rnnlm.runs
