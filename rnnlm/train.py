@@ -200,14 +200,14 @@ class Trainer:
         return line
 
     def _note_schedule(self) -> None:
-        """A cosine decays over the step and time budgets: a resume that changes them changes the rest of the
+        """A cosine decays over the step, epoch and time budgets: a resume that changes them changes the rest of the
         learning rate's curve, which the user should hear about before it happens."""
         tally, old = self.tally, self.resumed_from
-        args = (tally.step, self.batcher.epoch, tally.clock)
+        args = (tally.step, self.batcher.epoch, tally.clock, self.batcher.epochs_done())
         before, after = learning_rate(old, *args), learning_rate(self.cfg, *args)  # type: ignore[arg-type]
         if self.dist.is_main and not math.isclose(before, after, rel_tol=1e-9):
-            say(f"note: train.schedule=cosine decays over train.max_steps and train.max_time, so the changed budget "
-                f"changes the learning rate from step {tally.step + 1} on: {before:.2e} there before, {after:.2e} "
+            say(f"note: train.schedule=cosine decays over train.max_steps, max_epochs and max_time, so the changed "
+                f"budget changes the learning rate from step {tally.step + 1} on: {before:.2e} there before, {after:.2e} "
                 "now")
 
     def _restore(self, resume: Checkpoint) -> None:
@@ -245,7 +245,8 @@ class Trainer:
         self._open()
         self.bar = Progress(t, tally, progress and self.dist.is_main, epochs=self.batcher.epochs_done)
         if tally.gathered.steps and tally.gathered.lr is None:  # a checkpoint from before the rate was kept
-            tally.gathered.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock)
+            tally.gathered.lr = learning_rate(self.cfg, max(0, tally.step - 1), self.batcher.epoch, tally.clock,
+                                              self.batcher.epochs_done())
         self.model.train()
         try:
             with StopSignal() as self.stop:
@@ -285,7 +286,7 @@ class Trainer:
         """One optimizer step on `batch`; returns whether any process was told to stop, or ran out of time."""
         t, tally, dist = self.cfg.train, self.tally, self.dist
         self.state = truncate(self.state) if batch.carry else None
-        lr = learning_rate(self.cfg, tally.step, batch.epoch, tally.clock)
+        lr = learning_rate(self.cfg, tally.step, batch.epoch, tally.clock, self.batcher.epochs_done())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         rows = dist.rows(t.batch_size)

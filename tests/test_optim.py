@@ -33,3 +33,19 @@ def test_schedules():
         cfg = load_config(None, ["train.schedule=char_rnn", f"train.decay_after={after}", "train.decay_rate=0.5",
                                  "train.lr=1.0"])
         assert [learning_rate(cfg, 0, e) for e in range(4)] == [1.0, 0.5, 0.25, 0.125]
+
+
+def test_a_cosine_run_ended_by_its_epoch_budget_ends_at_the_floor(tmp_path):
+    """train.max_epochs=1 beside the config's max_steps=2000 stopped at step 184 with the rate still at 0.99 of its
+    peak: the cosine decayed over the steps alone."""
+    from rnnlm.metrics import read_metrics
+    from rnnlm.train import train
+
+    cfg = load_config(None, ["train.schedule=cosine", "train.max_steps=100000", "train.max_epochs=2", "train.lr=0.01",
+                             "train.min_lr=0.001", "data.dataset=hello", "model.hidden_size=8", "model.num_layers=1",
+                             "train.batch_size=4", "train.seq_len=50", "train.log_every=1", "train.eval_every=1000"])
+    result = train(cfg, tmp_path / "run", progress=False)
+    rates = [r["lr"] for r in read_metrics(tmp_path / "run") if "lr" in r]
+    assert result.stopped == "max_epochs" and result.step == len(rates) > 20
+    assert rates[-1] == pytest.approx(0.001) and rates[len(rates) // 2] == pytest.approx(0.0055, abs=5e-4)
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
