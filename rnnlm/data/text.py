@@ -308,10 +308,18 @@ def _not_utf8(name: str | Path, data: bytes, e: UnicodeDecodeError, start: int) 
     end, perhaps UTF-8 cut short inside its last character (a copy interrupted), which converting would not mend."""
     if e.reason == "unexpected end of data":
         return UnreadableText(name, f"ends inside a UTF-8 character (byte offset {start + e.start})", "a copy cut "
-                              "short (copy it again), or another encoding (convert it, e.g. with iconv -t UTF-8)",
-                              sep=": ")
+                              f"short (copy it again), or another encoding (convert it: {_iconv(name)})", sep=": ")
     return UnreadableText(name, f"not UTF-8 text (byte offset {start + e.start}: {data[e.start:e.start + 1]!r})",
-                          "convert it, e.g. with iconv -t UTF-8")
+                          f"convert it: {_iconv(name)}")
+
+
+def _iconv(name: str | Path) -> str:
+    """The command that converts a file to UTF-8. iconv needs the encoding it is in (-f): without it, it takes the
+    locale's, UTF-8, and stops at the same byte."""
+    named = isinstance(name, Path)
+    source = shell_word(name) if named else "FILE"
+    target = shell_word(name.with_name(f"{name.stem}.utf8{name.suffix}")) if named else "NEW"
+    return f"iconv -f LATIN1 -t UTF-8 {source} > {target} (LATIN1, CP1252...: the encoding it is in; iconv -l lists them)"
 
 
 class _Binary(Exception):

@@ -133,15 +133,18 @@ def test_a_binary_file_is_skipped_however_little_of_max_bytes_is_left(tmp_path: 
 @pytest.mark.parametrize(("content", "expected"), [
     (b"PK\x03\x04\x00\x00binary", "binary file, not text (NUL byte at offset 4)"),
     (b"", "the file is empty"),
-    (b"caf\xe9 au lait", "not UTF-8 text (byte offset 3"),
+    # iconv without -f takes the locale's encoding, UTF-8, and refused the very byte the message named
+    (b"caf\xe9 au lait", "not UTF-8 text (byte offset 3: b'\\xe9'); convert it: iconv -f LATIN1 -t UTF-8 "),
     (b"caf\xc3", "ends inside a UTF-8 character (byte offset 3): a copy cut short (copy it again), or another "
-                 "encoding (convert it, e.g. with iconv -t UTF-8)"),  # Latin-1's "cafÃ" ends so too
+                 "encoding (convert it: iconv -f LATIN1 -t UTF-8 "),  # Latin-1's "cafÃ" ends so too
 ])
 def test_bad_files_are_named_with_what_is_wrong(tmp_path: Path, content: bytes, expected: str) -> None:
     f = write(tmp_path / "input.txt", content)
     with pytest.raises(RnnlmError) as e:
         load(tmp_path, str(f))
     assert str(f) in str(e.value) and expected in str(e.value)
+    if "iconv" in expected:  # a command to run as it is
+        assert f"iconv -f LATIN1 -t UTF-8 {f} > {tmp_path / 'input.utf8.txt'} (LATIN1, CP1252" in str(e.value)
 
 
 def test_not_utf8_inside_a_folder_names_the_file_and_offset(tmp_path: Path) -> None:
@@ -235,6 +238,8 @@ def test_a_bad_line_corpus_is_named_with_what_is_wrong(tmp_path: Path, content: 
     with pytest.raises(RnnlmError) as e:
         read_records(f)
     assert str(f) in str(e.value) and expected in str(e.value)
+    if "iconv" in expected:  # a command to run as it is
+        assert f"iconv -f LATIN1 -t UTF-8 {f} > {tmp_path / 'input.utf8.txt'} (LATIN1, CP1252" in str(e.value)
 
 
 def test_a_byte_limit_checks_what_it_read_and_drops_the_line_it_cut(tmp_path: Path) -> None:
