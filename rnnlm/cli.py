@@ -344,6 +344,9 @@ def sample(
                                                        "standard input).", show_default=False)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Prime characters the model never saw are an error, "
                                          "not a warning.")] = False,
+    zero_state: Annotated[bool, typer.Option("--zero-state", help="Read the prime from the zero state, as char-rnn "
+                                             "does [default for train.batching=sequential: from the state training "
+                                             "reached, which a model of few epochs reads better].")] = False,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k most likely characters; 0 "
                                                  "for all [default: sample.top_k].", show_default=False)] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Draw only from the smallest set of characters whose "
@@ -390,7 +393,8 @@ def sample(
                 _corpus_path(point, data_path)) as stream:
         report = sample_checkpoint(point, opts, primed.text, stream, unique=unique, novel=novel,
                                    root=run_data(point, data_dir), device=target, force=force,
-                                   on_start=_sampling_start(name_seed, to_stdout), moved_to=data_path)
+                                   on_start=_sampling_start(name_seed, to_stdout), moved_to=data_path,
+                                   zero_state=zero_state)
     if report.summary():
         typer.echo(report.summary(), err=True)
     if name_seed and not to_stdout:  # once the file is in place

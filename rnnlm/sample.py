@@ -344,7 +344,7 @@ def training_records(point: Checkpoint, root: DataRoot | None = None,
 def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: TextIO, unique: bool = False,
                       novel: bool = False, root: DataRoot | None = None, device: torch.device | str = "cpu",
                       force: bool = False, on_start: Callable[[int], None] | None = None,
-                      moved_to: Path | None = None) -> SampleReport:
+                      moved_to: Path | None = None, zero_state: bool = False) -> SampleReport:
     """Generate `opts.num_samples` samples from a checkpoint and write them to `out` as they are produced.
 
     One sample without filters is written and flushed character by character. Records are written one
@@ -352,6 +352,7 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     `novel` drops records the training split holds. Samples of a stream corpus are written when the batch they
     are drawn in is done (DRAW_ROWS and DRAW_IDS set its size), separated by a line `---`. `on_start` is told the seed
     sample 0 draws with once the model (and a records corpus's training split) is read, before anything is written.
+    The prime is read from `start_state` (a sequential model's training state), or with `zero_state` from zero.
     """
     if not point.records and moved_to is not None:
         raise RnnlmError("--data-path gives a moved records corpus to count novel records; this model was trained on "
@@ -363,7 +364,8 @@ def sample_checkpoint(point: Checkpoint, opts: SampleOptions, prime: str, out: T
     if novel and training is None:
         raise RnnlmError(f"--novel needs the training split: {note}")
     wanted = opts.num_samples
-    model, start = load_model(point, device, force), start_state(point, device)  # refused before a prime is shown
+    model = load_model(point, device, force)
+    start = None if zero_state else start_state(point, device)  # refused before a prime is shown
     seed = opts.seed if opts.seed is not None else fresh_seed()
     if on_start is not None:
         on_start(seed)

@@ -674,6 +674,28 @@ def test_a_carried_state_of_nan_is_read_as_the_zero_state_with_a_warning(tmp_pat
     assert err.startswith(f"warning: {tmp_path / 'nan.pt'}: the state training carried holds NaN"), err
 
 
+def test_zero_state_reads_the_prime_from_zero_as_char_rnn_does(tmp_path):
+    """A sequential model reads its prime from the state training reached, mid-sentence: on a small corpus it knew
+    by heart, `--prime "The"` wrote "The dog." (the end of the sentence training was in), with no way to start from
+    zero as char-rnn does."""
+    import dataclasses
+
+    from rnnlm.state import map_state
+
+    (tmp_path / "t.txt").write_text("the cat sat on the mat. " * 40, encoding="utf-8")
+    assert cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text", f"data.path={tmp_path / 't.txt'}",
+               "train.max_steps=3", "train.batch_size=2", "train.seq_len=8", "model.hidden_size=8", "--out", tmp_path,
+               "--name", "r", "--data-dir", tmp_path / "data", "-q")[0] == 0
+    point = ckpt.load(tmp_path / "r" / "last.pt")
+    far = map_state(lambda t: torch.full_like(t, 0.9), point.train.state)  # a state far from zero
+    ckpt.save([tmp_path / "far.pt"], dataclasses.replace(point, train=dataclasses.replace(point.train, state=far)))
+    ckpt.save([tmp_path / "zero.pt"], dataclasses.replace(point, train=dataclasses.replace(point.train, state=None)))
+    args = ("-n", "40", "--seed", "1", "--temp", "1", "--prime", "the")
+    (_, zero, _), (_, warm, _), (status, out, err) = (cli("sample", tmp_path / name, *args, *more) for name, more in
+                                                     (("zero.pt", ()), ("far.pt", ()), ("far.pt", ("--zero-state",))))
+    assert status == 0 and out == zero != warm, (out, zero, warm)
+
+
 def test_out_keeps_a_replaced_files_permissions_and_refuses_a_read_only_one(models, tmp_path):
     """A private (0600) file came back world-readable (0644), and a read-only one was replaced: as root, which
     the permission alone does not stop (the data mirror's copy of a corpus was)."""
