@@ -185,6 +185,23 @@ def test_a_run_whose_config_yaml_was_emptied_resumes_with_its_checkpoints_config
         assert (run / "config.yaml").read_text() == kept.replace("max_steps: 4", f"max_steps: {steps}")
 
 
+def test_resuming_with_another_config_file_gives_back_its_data_path_too(tmp_path):
+    """data.path may change on resume (the same text, moved), but a config file's own is rarely the run's: the
+    command to go on gave back the other changes alone, and what it said to type failed next on the file's data.path
+    (text_lstm.yaml's notes.txt)."""
+    text = tmp_path / "mine.txt"
+    text.write_text("some text of mine. " * 100, encoding="utf-8")
+    first = in_process("train", TINY, "--out", str(tmp_path), "--name", "run", "data.dataset=text", f"data.path={text}",
+                       "model.hidden_size=8", "train.max_steps=2", "--data-dir", str(tmp_path / "data"), "-q")
+    assert first.returncode == 0, first.stderr
+    other = tmp_path / "other.yaml"
+    other.write_text((tmp_path / "run" / "config.yaml").read_text().replace(str(text), "notes.txt")
+                     .replace("hidden_size: 8", "hidden_size: 16"))
+    refused = in_process("train", other, "--resume", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"))
+    assert refused.returncode == 2 and refused.stderr.strip().endswith(
+        f"or give model.hidden_size=8 data.path={text} after it, or start a new run)"), refused.stderr
+
+
 def test_resume_with_a_changed_config(tmp_path):
     run = tmp_path / "run"
     first = in_process("train", TINY, "--out", str(tmp_path), "--name", "run", *COMMON, "train.max_steps=10", "-q")
