@@ -967,15 +967,22 @@ def _one_dash() -> str | None:
         if word == "--":
             break
         if re.fullmatch(r"-[a-z][a-z_]{2,}(=.*)?", word):  # rare: the commands are looked up only then
-            hint = _setting_hint(_typed_with_value(word.split("=")[0]) or word, _named_command()[0])
+            (command, names), name = _named_command(), word.split("=")[0]
+            hint = _setting_hint(_typed_with_value(name) or word, command) or (
+                f"; {LUA_WORDS[name[1:]].format(command=' '.join(names[1:]) or 'sample')}" if name[1:] in LUA_WORDS
+                else "")
             if hint:
                 return f"{word.split('=')[0]}: options take two dashes here{hint}"
     return None
 
 
 SAMPLE_OPTIONS = {"sample.temperature": "--temp", "sample.length": "--length", "sample.prime": "--prime",
-                  "sample.top_k": "--top-k", "sample.top_p": "--top-p"}
-"""The option of `rnnlm sample` that overrides each of the run's sample.* settings."""
+                  "sample.top_k": "--top-k", "sample.top_p": "--top-p", "train.seed": "--seed",
+                  "train.device": "--device"}
+"""The option of `rnnlm sample` that overrides each of the run's sample.* settings (and the seed and device)."""
+LUA_WORDS = {"checkpoint": "char-rnn's -checkpoint is the first argument here: rnnlm {command} RUN",
+             "checkpoint_dir": "char-rnn's -checkpoint_dir is --out here: rnnlm train CONFIG --out FOLDER"}
+"""char-rnn's flags that are no setting here, and what does their job."""
 
 
 class _WarningLine(logging.Handler):

@@ -417,12 +417,17 @@ OTHER_NAMES: dict[str, tuple[str, str]] = {
     "lr_decay_factor": ("train.decay_rate", "torch-rnn"), "num_epochs": ("train.max_epochs", "torch-rnn"),
     "eval_val_every": ("train.eval_every", "char-rnn"), "print_every": ("train.log_every", "char-rnn"),
     "checkpoint_every": ("train.eval_every", "torch-rnn"), "primetext": ("sample.prime", "char-rnn"),
-    "start_text": ("sample.prime", "torch-rnn"),
+    "start_text": ("sample.prime", "torch-rnn"), "sample": ("sample.temperature", "char-rnn"),
+    "gpuid": ("train.device", "char-rnn"), "gpu": ("train.device", "torch-rnn"), "data_dir": ("data.path", "char-rnn"),
+    "input_txt": ("data.path", "torch-rnn"), "input_h5": ("data.path", "torch-rnn"),
+    "val_frac": ("data.splits", "torch-rnn"), "test_frac": ("data.splits", "torch-rnn"),
+    "lr_decay_every": ("train.schedule", "torch-rnn"),
 }
 """Settings of the projects rnnlm's users come from, by their names there: the config key that does their job here,
 and whose name it is. Named in the refusal of an unknown key, and as the override an unknown option meant."""
-_OWN_VALUES = ("decay_lr", "beta1", "beta2")
-"""Other names whose values say something else here (a flag, where train.schedule names a schedule; one beta of two)."""
+_OWN_VALUES = ("decay_lr", "beta1", "beta2", "sample", "gpuid", "gpu", "val_frac", "test_frac", "lr_decay_every")
+"""Other names whose values say something else here (a flag, where train.schedule names a schedule; one beta of two;
+char-rnn's -sample 0, which is --temp 0; a GPU's number, where train.device names cpu or cuda; one split's share)."""
 
 
 def _other_name(name: str) -> str:

@@ -276,6 +276,20 @@ def test_settings_in_nanogpt_char_rnn_and_torch_rnn_names_are_answered_with_rnnl
     assert_user_error(cli("train", tiny, "-rnn_size", "512", "--out", tmp_path),
                       "model.hidden_size=512 (char-rnn's rnn_size)")
     assert_user_error(cli("train", tiny, "model.model=gru", "--out", tmp_path), "(char-rnn's model is model.cell here)")
+    # sample.lua's and train.lua's other flags: `-seed 1` was "no such option: -s", `-gpuid -1` "-g", `--gpu` "did
+    # you mean --out", `-checkpoint x` "-c", and train.lr_decay_every "did you mean 'eval_every'?"
+    for args, said in [(("-seed", "1"), "the option is --seed here: --seed 1"),
+                       (("-gpuid", "-1"), "the option is --device here: --device VALUE"),
+                       (("--gpu", "0"), "the option is --device here: --device VALUE"),
+                       (("-sample", "0"), "the option is --temp here: --temp VALUE"),
+                       (("-checkpoint", "cv/lm.t7"), "char-rnn's -checkpoint is the first argument here: rnnlm sample "
+                                                     "RUN")]:
+        assert_user_error(cli("sample", run, *args), said)
+    for args, said in [(("-checkpoint_dir", "cv"), "char-rnn's -checkpoint_dir is --out here"),
+                       (("-data_dir", "data/tinyshakespeare"), "data.path=data/tinyshakespeare (char-rnn's data_dir)"),
+                       (("train.lr_decay_every=5",), "(torch-rnn's lr_decay_every is train.schedule here)")]:
+        assert_user_error(cli("train", tiny, *args, "--out", tmp_path), said)
+        assert "did you mean" not in cli("train", tiny, *args, "--out", tmp_path)[2]
     assert "sample.temperature" not in cli("eval", run, "--temperature", "0.5")[2]  # eval draws nothing
 
 
