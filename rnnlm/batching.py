@@ -88,6 +88,15 @@ class Batcher(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def _too_short(n: int, unit: str, batch_size: int, seq_len: int, rows: str) -> RnnlmError:
+    """A training split too short for one minibatch: which settings to lower, when any can be."""
+    lower = [f"train.{k}" for k, v in (("batch_size", batch_size), ("seq_len", seq_len)) if v > 1]
+    unit = unit if n != 1 else unit.replace("characters", "character", 1).replace("symbols", "symbol", 1)
+    return RnnlmError(f"the training split has {n:,} {unit}, too few for train.batch_size={batch_size} {rows} "
+                      f"train.seq_len={seq_len}; " + (f"lower {' or '.join(lower)}, or " if lower else "") +
+                      "use more text")
+
+
 class WindowLengths:
     """`train.bptt`: every window `seq_len` long (`fixed`), or a length drawn for each minibatch
     (`random`): around `seq_len` 95% of the time and around half of it otherwise, with a spread of
@@ -128,10 +137,7 @@ class SequentialStreams:
         self.tokens, self.batch_size, self.lengths, self.generator = _tokens(tokens), batch_size, lengths, generator
         self.device, self.unit = device, unit  # what the ids are, for a message: see `make_batcher`
         if (len(tokens) - lengths.seq_len) // batch_size < lengths.seq_len:  # each row: at least one window
-            raise RnnlmError(
-                f"the training split has {len(tokens):,} {self.unit}, too few for "
-                f"train.batch_size={batch_size} streams "
-                f"with train.seq_len={lengths.seq_len}; lower train.batch_size or train.seq_len, or use more text")
+            raise _too_short(len(tokens), unit, batch_size, lengths.seq_len, "streams with")
         self.epoch = 0
         self._start_epoch()
 
@@ -228,10 +234,7 @@ class RandomWindows(ShuffledEpochs):
         self.device, self.unit = device, unit  # what the ids are, for a message: see `make_batcher`
         windows = (len(tokens) - lengths.seq_len) // lengths.seq_len  # the fewest a grid holds (offset T - 1)
         if windows < batch_size:
-            raise RnnlmError(
-                f"the training split has {len(tokens):,} {self.unit}, too few for "
-                f"train.batch_size={batch_size} windows "
-                f"of train.seq_len={lengths.seq_len}; lower train.batch_size or train.seq_len, or use more text")
+            raise _too_short(len(tokens), unit, batch_size, lengths.seq_len, "windows of")
         self.epoch = 0
         self._start_epoch()
 

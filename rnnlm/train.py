@@ -174,7 +174,8 @@ class Trainer:
             if self.changes is None:
                 say(self._described())
                 unseen, count = self.prepared.unseen("val")
-                if unseen:  # a new run's vocabulary is the training split's (char-rnn's is the whole file's)
+                if unseen and not scores_nothing(self.cfg, self.prepared, "val"):  # else: warned it scores nothing
+                    # a new run's vocabulary is the training split's (char-rnn's is the whole file's)
                     whose = "the model's vocabulary" + (" (the training split's)" if self.start is None else "")
                     say(f"warning: the val split holds {count:,} occurrence{'s' * (count != 1)} of {len(unseen):,} "
                         f"character{'s' * (len(unseen) != 1)} {whose} lacks ({listed(unseen)}): read as <unk>, they "

@@ -87,8 +87,19 @@ def test_seq_len_longer_than_the_training_split(files):
     err = assert_user_error(cli("train", TEXT_CFG, f"data.path={files / 'small.txt'}", "train.seq_len=1000",
                                 "train.batch_size=1", "--out", str(files / "runs")),
                             "too few for train.batch_size=1", "train.seq_len=1000")
-    assert "lower train.batch_size or train.seq_len" in err
+    assert "lower train.seq_len, or use more text" in err  # batch_size is 1 already
     assert not (files / "runs").exists()
+
+
+def test_a_text_too_short_for_the_smallest_minibatch_says_so(tmp_path):
+    """At train.batch_size=1 and train.seq_len=1 it said to lower one of them, and of "1 characters"."""
+    (tmp_path / "one.txt").write_text("a", encoding="utf-8")
+    err = assert_user_error(cli("train", TEXT_CFG, f"data.path={tmp_path / 'one.txt'}", "data.splits=[1.0,0.0,0.0]",
+                                "train.batch_size=1", "train.seq_len=1", "--out", tmp_path / "runs",
+                                "--data-dir", tmp_path / "data"),
+                            "the training split has 1 character, too few for train.batch_size=1 streams with "
+                            "train.seq_len=1; use more text")
+    assert "lower" not in err
 
 
 def test_batch_larger_than_the_corpus_allows(files):
