@@ -664,6 +664,18 @@ class _Dumper(yaml.SafeDumper):
     yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 
+def _quote_hint(text: str, mark: Any) -> str:
+    """For a value YAML reads as markup by its first character (`path: *.md` is an alias, `prime: !x` a tag), the line
+    with the value quoted."""
+    lines = text.splitlines()
+    line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+    found = re.fullmatch(r"(\s*[\w.]+:\s*)([*&!%@`|>].*?)\s*", line)
+    if found is None:
+        return ""
+    quoted = '"' + found.group(2).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"; quote a value that starts with {found.group(2)[0]}: {found.group(1).strip()} {quoted}"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into plain data, with file and line in any error."""
     p = Path(path)
@@ -673,7 +685,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} " + ("not found" if not p.exists() else "cannot be read") + kind
                           + (f"; the shipped configs are in {shipped}" if (shipped / "tiny.yaml").is_file() else ""))
     try:
-        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a safe loader)
+        text = p.read_text(encoding="utf-8")
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text (bad byte at offset {e.start})") from None
     except ConfigError as e:
@@ -682,7 +695,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{p}:{where}: YAML syntax error: {problem}") from None
+        raise ConfigError(f"{p}:{where}: YAML syntax error: {problem}{_quote_hint(text, mark)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

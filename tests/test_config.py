@@ -110,6 +110,18 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize(("text", "quoted"), [("data:\n  dataset: text\n  path: *.md\n", 'path: "*.md"'),
+                                              ("sample:\n  prime: *ROMEO\n", 'prime: "*ROMEO"')])
+def test_a_value_yaml_reads_as_an_alias_is_answered_with_it_quoted(tmp_path, text, quoted):
+    """`path: *.md` said "expected alphabetic or numeric character, but found '.'", and nothing of quoting (a `*`
+    after the first character, `notes/*.md`, is plain text to YAML)."""
+    path = tmp_path / "glob.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).endswith(f"; quote a value that starts with *: {quoted}"), e.value
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
