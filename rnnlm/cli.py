@@ -436,8 +436,9 @@ def evaluate(
     split: Annotated[Optional[str], typer.Option("--split", help="A split of the run's corpus [default: val].",
                                                  show_default=False, metavar="[train|val|test]")] = None,
     file: Annotated[Optional[list[Path]], typer.Option("--file", metavar="FILE", help="Score this UTF-8 file instead "
-                                                       "of a split (- for standard input); repeat for several (one "
-                                                       "record per line for a records model).",
+                                                       "of a split (- for standard input; a folder or glob as "
+                                                       "data.path reads it); repeat for several (one record per line "
+                                                       "of one file for a records model).",
                                                        show_default=False)] = None,
     context: Annotated[Optional[int], typer.Option("--context", help="Score each character after at most N characters of "
                                                    "history, each window from the state sampling starts "

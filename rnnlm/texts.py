@@ -25,7 +25,7 @@ from rnnlm.config import DataConfig
 from rnnlm.data import DataRoot, missing_path, open_corpus
 from rnnlm.data.store import Source, Store, open_store
 from rnnlm.data.text import (UnreadableText, file_pieces, files_identity, is_glob, line_records, open_input,
-                             shown)
+                             shown, text_files, text_pieces)
 from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.inference import start_ids
 
@@ -65,7 +65,9 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
     it is read is refused."""
     with tempfile.TemporaryDirectory(prefix="rnnlm-eval-") as folder:
         stdin = str(path) == "-"  # as --prime-file - reads it
-        in_place = not stdin and (path.is_file() or not path.exists() or path.is_dir())
+        if not stdin and (path.is_dir() or (not path.exists() and is_glob(str(path)))):
+            return _files_store(path, records, Path(folder))
+        in_place = not stdin and (path.is_file() or not path.exists())
         readable = path if in_place else _copy(path, Path(folder))
         if readable.is_file() and readable.stat().st_size == 0:
             raise RnnlmError(f"{shown(path)}: no characters to score (the file is empty)")
@@ -87,6 +89,22 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
                              f"temporary folder {folder} ({message}); set TMPDIR to a folder with room") from None
         # its files were mapped when it was opened: the maps outlive the folder
         return store, store.offsets("train") if records else None
+
+
+def _files_store(spec: Path, records: bool, folder: Path) -> tuple[Store, None]:
+    """The files of a folder or glob, as data.path reads them (one stream, in order, binary files left out), stored
+    after a newline in `folder`. A records model reads one file, as its corpus does."""
+    if records:
+        raise RnnlmError(f"--file {spec}: a folder or pattern; this model reads one record per line of one file (as "
+                         "its corpus does): give a file, or one --file for each")
+    try:
+        files = text_files(str(spec))
+    except RnnlmError as e:  # said of data.path
+        raise RnnlmError(str(e).replace(f"data.path={str(spec)!r}", f"--file {spec}").replace("data.path takes",
+                                                                                                "--file takes")) from None
+    source = Source("file", {"files": files_identity(files)}, {}, (1.0, 0.0, 0.0),
+                    pieces=lambda: itertools.chain([b"\n"], text_pieces(str(spec), files, None)))
+    return open_store(source, folder, progress=False), None
 
 
 def _copy(path: Path, folder: Path) -> Path:

@@ -211,6 +211,27 @@ def test_a_hundred_thousand_samples_cost_their_text_not_a_generator_each(models,
     assert len((tmp_path / "out.txt").read_text().splitlines()) == 100000 and peak < 400, peak
 
 
+def test_eval_file_reads_a_folder_or_a_glob_as_data_path_does(models, tmp_path):
+    """`--file notes` said "is a directory", `--file 'notes/*.md'` "no such file": data.path takes both."""
+    import json
+
+    notes = tmp_path / "notes"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "a.md").write_text("hello ", encoding="utf-8")
+    (notes / "sub" / "b.md").write_text("hole hello", encoding="utf-8")
+    (notes / "c.png").write_bytes(b"\x89PNG\0\0")  # binary: left out, as data.path leaves it out
+    (tmp_path / "joined.txt").write_text("hello hole hello", encoding="utf-8")
+    joined = json.loads(cli("eval", models["hello"], "--file", tmp_path / "joined.txt", "--json")[1])
+    for given in (notes, f"{notes}/**/*.md"):
+        status, out, err = cli("eval", models["hello"], "--file", given, "--json")
+        assert status == 0, err
+        assert json.loads(out)["chars"] == joined["chars"] == 16  # a.md, then sub/b.md, as one stream
+        assert json.loads(out)["nll"] == pytest.approx(joined["nll"], abs=1e-6)
+    assert_user_error(cli("eval", models["hello"], "--file", f"{notes}/*.txt"), f"--file {notes}/*.txt matches no file")
+    assert_user_error(cli("eval", models["coin"], "--file", notes),
+                      f"--file {notes}: a folder or pattern; this model reads one record per line of one file")
+
+
 def test_eval_file_dash_reads_standard_input(models, tmp_path, monkeypatch):
     """`--file -` is standard input, as `--prime-file -` is (it was "-: no such file")."""
     import io
