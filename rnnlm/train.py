@@ -173,6 +173,7 @@ class Trainer:
                     "while training: " + listed(unknown))
             if self.changes is None:
                 say(self._described())
+                self._note_line_ends()
                 unseen, count = self.prepared.unseen("val")
                 if unseen and not scores_nothing(self.cfg, self.prepared, "val"):  # else: warned it scores nothing
                     # a new run's vocabulary is the training split's (char-rnn's is the whole file's)
@@ -199,6 +200,16 @@ class Trainer:
             line += (f"\nstarting from the weights of {self.start.point.path} (step {self.start.point.step}); "
                      f"{count} character{'s' * (count != 1)} new to them" + (f", {fate}" if count else ""))
         return line
+
+    def _note_line_ends(self) -> None:
+        """Windows line ends (CR LF) are read as they are, the CR a character the model learns and writes: said once,
+        at a new run's start, with how to go without (a trial sampled carriage returns it had not seen coming)."""
+        counts = self.prepared.store.counts["train"]
+        returns, newlines = counts.get("\r", 0), counts.get("\n", 0)
+        if self.dist.is_main and returns and returns >= newlines / 2:
+            say(f"note: {min(returns, newlines):,} of the training split's {newlines:,} lines end in \\r\\n (Windows "
+                "line ends): the model learns \\r as a character and writes it; convert the files with dos2unix "
+                "first to train on \\n alone")
 
     def _note_schedule(self) -> None:
         """A cosine decays over the step, epoch and time budgets: a resume that changes them changes the rest of the

@@ -769,3 +769,19 @@ def test_an_evaluation_that_leaves_no_room_for_a_step_and_the_final_one_is_the_f
     assert [r["step"] for r in read_metrics(tmp_path / "run") if "val_loss" in r] == [5]
     resumed = train(cfg, tmp_path / "run", resume=ckpt.load(tmp_path / "run" / "last.pt"), progress=False)
     assert resumed.nothing_to_do and resumed.step == 5  # a session that ended on its time budget has spent it
+
+
+def test_a_new_run_on_windows_line_ends_is_told_the_model_learns_the_carriage_return(tmp_path):
+    """A trial trained on a CR LF file and sampled carriage returns: nothing had said the model learns them."""
+    (tmp_path / "crlf.txt").write_bytes(b"hello there\r\n" * 300)
+    (tmp_path / "lf.txt").write_bytes(b"hello there\n" * 300)
+    said = {}
+    for name in ("crlf", "lf"):
+        status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text",
+                             f"data.path={tmp_path / f'{name}.txt'}", "train.max_steps=1", "--out", tmp_path,
+                             "--data-dir", tmp_path / "data", "-q")
+        assert status == 0, err
+        said[name] = err
+    assert "note: 270 of the training split's 270 lines end in \\r\\n (Windows line ends): the model learns \\r" in \
+        said["crlf"], said["crlf"]
+    assert "\\r\\n" not in said["lf"]
