@@ -297,7 +297,7 @@ def quantise(states: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def display_char(token: str) -> str:
     """How a vocabulary entry looks in the predictions: visible symbols for whitespace and specials."""
-    return {"\n": "↵", " ": "␣", "\t": "⇥", "<eos>": "↵", "<unk>": "\ufffd"}.get(
+    return {"\n": "↵", " ": "␣", "\t": "⇥", "\r": "\\r", "<eos>": "↵", "<unk>": "\ufffd"}.get(
         token, token if token.isprintable() else "·")
 
 
@@ -475,7 +475,7 @@ _PAGE = r"""<!DOCTYPE html>
   const parts = [];
   for (let j = 0; j < N; j++) {
     const ch = chars[j];
-    const shown = ch === "\n" ? "↵" : ch === "\r" ? "␍" : esc(ch);
+    const shown = ch === "\n" ? "↵" : ch === "\r" ? "\\r" : esc(ch);  // CR's control picture is in few fonts: a box
     let next = "", stops = [];
     for (let t = 0; t < T; t++) {
       const id = topIds[j * T + t], p = topP[j * T + t] / 255;

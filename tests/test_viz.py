@@ -203,6 +203,15 @@ def test_page_is_self_contained_and_carries_the_text_safely(tmp_path):
     np.testing.assert_allclose(q * scale[..., None] / 127, exact, atol=float(scale.max()) / 250)
 
 
+def test_a_carriage_return_is_shown_as_backslash_r(tmp_path):
+    """Windows line ends: the page drew \\r as ␍, an empty box in a browser without that symbol's font, and its
+    predictions as '·', the mark of an unprintable character."""
+    text = "one\r\ntwo\r\n"
+    model, vocab = make_model(text)
+    page = page_for_checkpoint(ckpt.load(save_checkpoint(tmp_path / "m.pt", model, vocab)), text)
+    assert "\\r" in page_data(page.html)["vocab"] and "␍" not in page.html
+
+
 def test_neuron_choice_is_checked(tmp_path):
     model, vocab = make_model("abc", cell="gru", layers=2, hidden=4)
     point = ckpt.load(save_checkpoint(tmp_path / "m.pt", model, vocab))
