@@ -616,7 +616,24 @@ def plot(
     if log_y and any(v is not None and v <= 0 for v in (axes.low, axes.high)):
         raise RnnlmError(f"--ylim {ylim}: a logarithmic axis (--log-y) holds only positive values; give LOW > 0, or "
                          "leave it empty")
-    typer.echo(f"wrote {plot_runs(runs, out_path(out), axes)}", err=True)
+    typer.echo(f"wrote {plot_runs(runs, _plot_out(out, runs), axes)}", err=True)
+
+
+def _plot_out(out: Path, runs: list[Path]) -> Path:
+    """plot's --out, refused where it would join a run's own text: an SVG is text, which a data.path folder or glob
+    reads (PNG and PDF are binary, which it leaves out)."""
+    from rnnlm.config import ConfigError, read_yaml
+
+    specs = []
+    for run in runs if out.suffix.lower() == ".svg" else []:
+        try:
+            data = read_yaml((run if run.is_dir() else run.parent) / "config.yaml").get("data")
+        except ConfigError:  # no run's config here: plot says what it misses
+            continue
+        specs += [data["path"]] if isinstance(data, dict) and isinstance(data.get("path"), str) else []
+    for spec in specs:
+        out_path(out, corpus=spec)
+    return out_path(out)
 
 
 def _range(text: Optional[str]) -> tuple[float | None, float | None]:

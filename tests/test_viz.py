@@ -584,6 +584,19 @@ def fake_run(folder: Path, scale: float) -> Path:
     return folder
 
 
+def test_plot_never_writes_an_svg_into_a_runs_own_text(tmp_path):
+    """An SVG is text: written into a project read as data.path=., it joined the run's corpus and the run's resume
+    refused the changed text. A PNG is binary, which a folder's reading leaves out."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'rnnlm[plot]'); CI installs it")
+    run = fake_run(tmp_path / "project" / "runs" / "a", 1.0)
+    (run / "config.yaml").write_text(f"data:\n  dataset: text\n  path: {tmp_path / 'project'}\n")
+    assert_user_error(cli("plot", run, "--out", tmp_path / "project" / "curves.svg"),
+                      f"--out {tmp_path / 'project' / 'curves.svg'} would become part of the text the run trained on")
+    assert not (tmp_path / "project" / "curves.svg").exists()
+    for out in (tmp_path / "project" / "curves.png", tmp_path / "curves.svg"):
+        assert cli("plot", run, "--out", out)[0] == 0 and out.exists()
+
+
 def test_plot_draws_two_runs_on_one_figure(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'rnnlm[plot]'); CI installs it")
     a, b = fake_run(tmp_path / "runs" / "lstm", 1.0), fake_run(tmp_path / "runs" / "gru", 1.3)
