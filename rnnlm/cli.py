@@ -968,8 +968,9 @@ def _setting_hint(word: str, command: Any) -> str:
     from rnnlm.config import as_override, key_meant
 
     meant = key_meant(word)
+    flag = word.lstrip("-").split("=")[0].replace("-", "_")
     if meant is None:
-        return ""
+        return f"; {OTHER_FLAGS[flag].format(command=command.name)}" if flag in OTHER_FLAGS else ""
     if any(p.name == "overrides" for p in command.params):  # train, config, data fetch and info
         return f"; config keys are given without dashes: {as_override(word)}"
     option = SAMPLE_OPTIONS.get(meant.key)
@@ -985,10 +986,8 @@ def _one_dash() -> str | None:
         if word == "--":
             break
         if re.fullmatch(r"-[a-z][a-z_]{2,}(=.*)?", word):  # rare: the commands are looked up only then
-            (command, names), name = _named_command(), word.split("=")[0]
-            hint = _setting_hint(_typed_with_value(name) or word, command) or (
-                f"; {LUA_WORDS[name[1:]].format(command=' '.join(names[1:]) or 'sample')}" if name[1:] in LUA_WORDS
-                else "")
+            name = word.split("=")[0]
+            hint = _setting_hint(_typed_with_value(name) or word, _named_command()[0])
             if hint:
                 return f"{word.split('=')[0]}: options take two dashes here{hint}"
     return None
@@ -998,9 +997,11 @@ SAMPLE_OPTIONS = {"sample.temperature": "--temp", "sample.length": "--length", "
                   "sample.top_k": "--top-k", "sample.top_p": "--top-p", "train.seed": "--seed",
                   "train.device": "--device"}
 """The option of `rnnlm sample` that overrides each of the run's sample.* settings (and the seed and device)."""
-LUA_WORDS = {"checkpoint": "char-rnn's -checkpoint is the first argument here: rnnlm {command} RUN",
-             "checkpoint_dir": "char-rnn's -checkpoint_dir is --out here: rnnlm train CONFIG --out FOLDER"}
-"""char-rnn's flags that are no setting here, and what does their job."""
+OTHER_FLAGS = {"checkpoint": "char-rnn's -checkpoint is the first argument here: rnnlm {command} RUN",
+               "checkpoint_dir": "char-rnn's -checkpoint_dir is --out here: rnnlm train CONFIG --out FOLDER",
+               "work_dir": "makemore's --work-dir is --out here (train), and the run is sample's first argument",
+               "sample_only": "makemore's --sample-only is rnnlm sample RUN here"}
+"""Other projects' flags that are no setting here, and what does their job."""
 
 
 class _WarningLine(logging.Handler):

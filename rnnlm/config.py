@@ -422,6 +422,9 @@ OTHER_NAMES: dict[str, tuple[str, str]] = {
     "input_txt": ("data.path", "torch-rnn"), "input_h5": ("data.path", "torch-rnn"),
     "val_frac": ("data.splits", "torch-rnn"), "test_frac": ("data.splits", "torch-rnn"),
     "lr_decay_every": ("train.schedule", "torch-rnn"),
+    # makemore's flags (--max-steps is read as max_steps)
+    "type": ("model.cell", "makemore"), "input_file": ("data.path", "makemore"),
+    "n_embd2": ("model.hidden_size", "makemore"),
 }
 """Settings of the projects rnnlm's users come from, by their names there: the config key that does their job here,
 and whose name it is. Named in the refusal of an unknown key, and as the override an unknown option meant."""
@@ -573,6 +576,7 @@ def key_meant(word: str) -> Meant | None:
     by its key alone, or by another project's name for it (`max_iters=100`); else None."""
     key, sep, value = word.lstrip("-").partition("=")
     section, dot, name = key.rpartition(".")
+    name = name.replace("-", "_")  # makemore's --max-steps
     fields = {s: {f.name for f in dataclasses.fields(cls)} for s, cls in _SECTION_TYPES.items()}
     owners = [s for s in fields if name in fields[s] and (not dot or s == section)]
     if owners or name not in OTHER_NAMES:

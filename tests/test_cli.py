@@ -283,11 +283,17 @@ def test_settings_in_nanogpt_char_rnn_and_torch_rnn_names_are_answered_with_rnnl
                        (("--gpu", "0"), "the option is --device here: --device VALUE"),
                        (("-sample", "0"), "the option is --temp here: --temp VALUE"),
                        (("-checkpoint", "cv/lm.t7"), "char-rnn's -checkpoint is the first argument here: rnnlm sample "
-                                                     "RUN")]:
+                                                     "RUN"),
+                       (("--sample-only",), "makemore's --sample-only is rnnlm sample RUN here")]:
         assert_user_error(cli("sample", run, *args), said)
     for args, said in [(("-checkpoint_dir", "cv"), "char-rnn's -checkpoint_dir is --out here"),
                        (("-data_dir", "data/tinyshakespeare"), "data.path=data/tinyshakespeare (char-rnn's data_dir)"),
-                       (("train.lr_decay_every=5",), "(torch-rnn's lr_decay_every is train.schedule here)")]:
+                       (("train.lr_decay_every=5",), "(torch-rnn's lr_decay_every is train.schedule here)"),
+                       # makemore's flags (hyphens), which said "no such option" alone
+                       (("--type", "gru"), "config keys are given without dashes: model.cell=gru (makemore's type)"),
+                       (("--max-steps", "10"), "config keys are given without dashes: train.max_steps=10"),
+                       (("--n-embd2", "64"), "model.hidden_size=64 (makemore's n_embd2)"),
+                       (("--work-dir", "out"), "makemore's --work-dir is --out here")]:
         assert_user_error(cli("train", tiny, *args, "--out", tmp_path), said)
         assert "did you mean" not in cli("train", tiny, *args, "--out", tmp_path)[2]
     assert "sample.temperature" not in cli("eval", run, "--temperature", "0.5")[2]  # eval draws nothing
