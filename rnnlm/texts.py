@@ -62,49 +62,44 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
     """`path` prepared as the training split of a store (and a records store's offsets) in a temporary folder,
     removed at once: the store's memory maps keep its files' pages. A stream is stored after a newline, the place
     of the start id; a pipe or other file that cannot be read twice is copied in first, a file that changes while
-    it is read is refused."""
+    it is read is refused. A folder or a glob is read as data.path reads it."""
     with tempfile.TemporaryDirectory(prefix="rnnlm-eval-") as folder:
-        stdin = str(path) == "-"  # as --prime-file - reads it
-        if not stdin and (path.is_dir() or (not path.exists() and is_glob(str(path)))):
-            return _files_store(path, records, Path(folder))
-        in_place = not stdin and (path.is_file() or not path.exists())
-        readable = path if in_place else _copy(path, Path(folder))
+        several = str(path) != "-" and (path.is_dir() or (not path.exists() and is_glob(str(path))))
+        if several and records:
+            raise RnnlmError(f"--file {path}: a folder or pattern; this model reads one record per line of one file "
+                             "(as its corpus does): give a file, or one --file for each")
+        in_place = str(path) != "-" and (path.is_file() or not path.exists() or several)
+        readable = path if in_place else _copy(path, Path(folder))  # as --prime-file - reads standard input
         if readable.is_file() and readable.stat().st_size == 0:
             raise RnnlmError(f"{shown(path)}: no characters to score (the file is empty)")
-        identity = {"files": files_identity([readable]) if readable.is_file() else []}
         try:
-            if records:
-                lines = line_records(readable)
-                source = Source("file", identity, {}, (1.0, 0.0, 0.0), records=lambda: lines,
-                                sizes=(len(lines), 0, 0))
-            else:
-                source = Source("file", identity, {}, (1.0, 0.0, 0.0),
-                                pieces=lambda: itertools.chain([b"\n"], file_pieces(readable, [None], True)))
-            store = open_store(source, Path(folder), progress=False)
+            store = open_store(_file_source(readable, records, several), Path(folder), progress=False)
             if not records and store.manifest["splits"]["train"]["characters"] < 2:  # the newline put before it
                 raise RnnlmError(f"{readable}: no characters to score (the file holds a byte-order mark alone)")
         except RnnlmError as e:
             message = str(e).replace(str(readable), shown(path))  # a copy's errors name what was given
+            if several:  # said of data.path by the reader they share
+                message = message.replace(f"data.path={str(path)!r}", f"--file {path}").replace(
+                    "give data.path", "give --file").replace("data.path takes", "--file takes")
             raise RnnlmError(message if folder not in message else f"--file {path}: cannot be prepared in the "
                              f"temporary folder {folder} ({message}); set TMPDIR to a folder with room") from None
         # its files were mapped when it was opened: the maps outlive the folder
         return store, store.offsets("train") if records else None
 
 
-def _files_store(spec: Path, records: bool, folder: Path) -> tuple[Store, None]:
-    """The files of a folder or glob, as data.path reads them (one stream, in order, binary files left out), stored
-    after a newline in `folder`. A records model reads one file, as its corpus does."""
+def _file_source(readable: Path, records: bool, several: bool) -> Source:
+    """What the store reads: a file's records, or its text after a newline; a folder's or glob's files in order,
+    binary ones left out (each said once, though every pass finds them)."""
+    if several:
+        files, said = text_files(str(readable)), []
+        return Source("file", {"files": files_identity(files)}, {}, (1.0, 0.0, 0.0), warnings=said,
+                      pieces=lambda: itertools.chain([b"\n"], text_pieces(str(readable), files, None, said)))
+    identity = {"files": files_identity([readable]) if readable.is_file() else []}
     if records:
-        raise RnnlmError(f"--file {spec}: a folder or pattern; this model reads one record per line of one file (as "
-                         "its corpus does): give a file, or one --file for each")
-    try:
-        files = text_files(str(spec))
-    except RnnlmError as e:  # said of data.path
-        raise RnnlmError(str(e).replace(f"data.path={str(spec)!r}", f"--file {spec}").replace("data.path takes",
-                                                                                                "--file takes")) from None
-    source = Source("file", {"files": files_identity(files)}, {}, (1.0, 0.0, 0.0),
-                    pieces=lambda: itertools.chain([b"\n"], text_pieces(str(spec), files, None)))
-    return open_store(source, folder, progress=False), None
+        lines = line_records(readable)
+        return Source("file", identity, {}, (1.0, 0.0, 0.0), records=lambda: lines, sizes=(len(lines), 0, 0))
+    return Source("file", identity, {}, (1.0, 0.0, 0.0),
+                  pieces=lambda: itertools.chain([b"\n"], file_pieces(readable, [None], True)))
 
 
 def _copy(path: Path, folder: Path) -> Path:

@@ -314,12 +314,13 @@ def _not_utf8(name: str | Path, data: bytes, e: UnicodeDecodeError, start: int) 
 
 
 def _iconv(name: str | Path) -> str:
-    """The command that converts a file to UTF-8. iconv needs the encoding it is in (-f): without it, it takes the
-    locale's, UTF-8, and stops at the same byte."""
-    named = isinstance(name, Path)
-    source = shell_word(name) if named else "FILE"
-    target = shell_word(name.with_name(f"{name.stem}.utf8{name.suffix}")) if named else "NEW"
-    return f"iconv -f LATIN1 -t UTF-8 {source} > {target} (LATIN1, CP1252...: the encoding it is in; iconv -l lists them)"
+    """The command that converts a file to UTF-8 in place (a converted copy beside it would join a folder's corpus
+    with the original). iconv needs the encoding it is in (-f): without it, it takes the locale's, UTF-8, and stops
+    at the same byte."""
+    file = shell_word(name) if isinstance(name, Path) else "FILE"
+    new = shell_word(f"{name}.utf8") if isinstance(name, Path) else "FILE.utf8"
+    return (f"iconv -f LATIN1 -t UTF-8 {file} > {new} && mv {new} {file} (LATIN1, CP1252...: the encoding it is "
+            "in; iconv -l lists them)")
 
 
 class _Binary(Exception):
