@@ -673,7 +673,7 @@ def _quote_hint(text: str, mark: Any) -> str:
     with the value quoted."""
     lines = text.splitlines()
     line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
-    found = re.fullmatch(r"(\s*[\w.]+:\s*)([*&!%@`|>].*?)\s*", line)
+    found = re.fullmatch(r"(\s*[\w.]+:\s*)([*&!%@`|>][^#]*?)\s*(#.*)?", line)  # a comment stays out
     if found is None:
         return ""
     quoted = '"' + found.group(2).replace("\\", "\\\\").replace('"', '\\"') + '"'

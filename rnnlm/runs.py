@@ -64,7 +64,7 @@ def new_run_dir(out: Path, stem: str, name: str | None, dist: Dist) -> Path:
     elif dist.is_main and is_run(out):  # `--out checkpoints/book` meant as --name: a run hidden inside another
         problem = (f"--out {out} is a run, and --out is the folder new runs are made in; continue it with "
                    f"rnnlm train --resume {shell_word(out)}, or name a new run beside it with --out "
-                   f"{shell_word(out.parent)} --name NAME")
+                   f"{shell_word(Path(os.path.abspath(out)).parent)} --name NAME")
     elif dist.is_main:
         for n in range(1, 2 if name is not None else 1000):  # a name given is that folder or none
             run_dir = first if n == 1 else first.with_name(f"{first.name}-{n}")

@@ -202,14 +202,15 @@ class Trainer:
         return line
 
     def _note_line_ends(self) -> None:
-        """Windows line ends (CR LF) are read as they are, the CR a character the model learns and writes: said once,
-        at a new run's start, with how to go without (a trial sampled carriage returns it had not seen coming)."""
+        """Carriage returns are read as they are, a character the model learns and writes, which few expect of a
+        text with Windows (CR LF) or classic Mac (CR) line ends: said once, at a new run's start, with how to go
+        without. A few strays (a log's progress lines) are not worth a note."""
         counts = self.prepared.store.counts["train"]
         returns, newlines = counts.get("\r", 0), counts.get("\n", 0)
         if self.dist.is_main and returns and returns >= newlines / 2:
-            say(f"note: {min(returns, newlines):,} of the training split's {newlines:,} lines end in \\r\\n (Windows "
-                "line ends): the model learns \\r as a character and writes it; convert the files with dos2unix "
-                "first to train on \\n alone")
+            say(f"note: the training split holds {returns:,} carriage returns (\\r) beside {newlines:,} newlines: the "
+                "model learns \\r as a character and writes it; to train on \\n alone, convert the files first "
+                "(dos2unix for \\r\\n line ends, mac2unix for \\r alone)")
 
     def _note_schedule(self) -> None:
         """A cosine decays over the step, epoch and time budgets: a resume that changes them changes the rest of the

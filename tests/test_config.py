@@ -111,7 +111,8 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "quoted"), [("data:\n  dataset: text\n  path: *.md\n", 'path: "*.md"'),
-                                              ("sample:\n  prime: *ROMEO\n", 'prime: "*ROMEO"')])
+                                              ("sample:\n  prime: *ROMEO\n", 'prime: "*ROMEO"'),
+                                              ("data:\n  path: *.md   # notes\n", 'path: "*.md"')])  # not the comment
 def test_a_value_yaml_reads_as_an_alias_is_answered_with_it_quoted(tmp_path, text, quoted):
     """`path: *.md` said "expected alphabetic or numeric character, but found '.'", and nothing of quoting (a `*`
     after the first character, `notes/*.md`, is plain text to YAML)."""

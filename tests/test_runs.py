@@ -98,7 +98,7 @@ def test_out_must_be_a_folder_and_a_name_not_a_file(tmp_path):
     assert afile.read_text() == "mine"
 
 
-def test_out_at_a_run_is_refused_naming_resume_and_name(tmp_path):
+def test_out_at_a_run_is_refused_naming_resume_and_name(tmp_path, monkeypatch):
     """`--out checkpoints/book` meant as --name book trained a whole run inside the run book, where `rnnlm runs`
     did not list it (--name book is refused: it exists)."""
     code, _, err = cli("train", TINY, *FAST, "train.max_steps=2", "--out", tmp_path, "--name", "book", "-q")
@@ -109,6 +109,10 @@ def test_out_at_a_run_is_refused_naming_resume_and_name(tmp_path):
                       f"with rnnlm train --resume {tmp_path / 'book'}, or name a new run beside it with --out "
                       f"{tmp_path} --name NAME")
     assert sorted(p.name for p in (tmp_path / "book").iterdir()) == before
+    # from inside the run, `--out .`: the folder beside it by name (`--out .` again was refused the same way)
+    monkeypatch.chdir(tmp_path / "book")
+    err = assert_user_error(cli("train", TINY, *FAST, "--out", "."), "--out . is a run")
+    assert f"--out {tmp_path} --name NAME" in err
 
 
 def test_runs_started_in_the_same_second_without_a_name_each_get_a_folder(tmp_path, monkeypatch):

@@ -775,13 +775,16 @@ def test_a_new_run_on_windows_line_ends_is_told_the_model_learns_the_carriage_re
     """A trial trained on a CR LF file and sampled carriage returns: nothing had said the model learns them."""
     (tmp_path / "crlf.txt").write_bytes(b"hello there\r\n" * 300)
     (tmp_path / "lf.txt").write_bytes(b"hello there\n" * 300)
+    (tmp_path / "cr.txt").write_bytes(b"hello there\r" * 300)  # classic Mac: "0 of 0 lines end in \r\n"
     said = {}
-    for name in ("crlf", "lf"):
+    for name in ("crlf", "lf", "cr"):
         status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text",
                              f"data.path={tmp_path / f'{name}.txt'}", "train.max_steps=1", "--out", tmp_path,
                              "--data-dir", tmp_path / "data", "-q")
         assert status == 0, err
         said[name] = err
-    assert "note: 270 of the training split's 270 lines end in \\r\\n (Windows line ends): the model learns \\r" in \
-        said["crlf"], said["crlf"]
-    assert "\\r\\n" not in said["lf"]
+    assert ("note: the training split holds 270 carriage returns (\\r) beside 270 newlines: the model learns \\r as "
+            "a character and writes it; to train on \\n alone, convert the files first (dos2unix for \\r\\n line "
+            "ends, mac2unix for \\r alone)") in said["crlf"], said["crlf"]
+    assert "holds 270 carriage returns (\\r) beside 0 newlines" in said["cr"], said["cr"]
+    assert "carriage returns" not in said["lf"]
