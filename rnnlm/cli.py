@@ -630,7 +630,8 @@ def _plot_out(out: Path, runs: list[Path]) -> Path:
             data = read_yaml((run if run.is_dir() else run.parent) / "config.yaml").get("data")
         except ConfigError:  # no run's config here: plot says what it misses
             continue
-        specs += [data["path"]] if isinstance(data, dict) and isinstance(data.get("path"), str) else []
+        read = isinstance(data, dict) and data.get("dataset") == "text" and isinstance(data.get("path"), str)
+        specs += [data["path"]] if read else []
     for spec in specs:
         out_path(out, corpus=spec)
     return out_path(out)
@@ -855,9 +856,10 @@ def out_path(path: Path, reads: tuple[Optional[Path], ...] = (), trained_on: tup
             raise RnnlmError(f"--out {path} is {same}, {what}; write elsewhere")
     from rnnlm.data.text import would_read
 
-    if mode is None and corpus is not None and would_read(corpus, target):
-        raise RnnlmError(f"--out {path} would become part of the text the run trained on (data.path={corpus} reads "
-                         "it), which its resume would find changed; write elsewhere")
+    if corpus is not None and would_read(corpus, target):
+        raise RnnlmError(f"--out {path} {'is' if mode is not None else 'would become'} part of the text the run "
+                         f"trained on (data.path={corpus} reads it), which its resume would find changed; write "
+                         "elsewhere")
     return target
 
 
@@ -873,7 +875,7 @@ def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optio
     if not out.exists():
         return ()
     data = point.data_config()
-    spec = _corpus_path(point, moved_to)
+    spec = str(moved_to) if moved_to is not None else data.path
     if not spec:
         linux = data.dataset == "linux"
         remote, root = DOWNLOADS.get(data.dataset, KERNEL_RELEASE if linux else None), run_data(point, data_dir)
@@ -889,8 +891,10 @@ def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optio
 
 
 def _corpus_path(point: Any, moved_to: Optional[Path]) -> Optional[str]:
-    """The data.path of the run's own files (--data-path where they moved), None for a published corpus."""
-    return str(moved_to) if moved_to is not None else point.data_config().path or None
+    """The data.path of the run's own text (--data-path where it moved), which a new file may join; None for a
+    published corpus, and for one that reads a single file (names) or a kernel tree's C sources alone (linux)."""
+    data = point.data_config()
+    return (str(moved_to) if moved_to is not None else data.path) if data.dataset == "text" else None
 
 
 def _run_file(path: Path) -> bool:
@@ -967,9 +971,16 @@ def _setting_hint(word: str, command: Any) -> str:
     commands that take overrides; sample's own option for a sample setting; else nothing."""
     from rnnlm.config import as_override, key_meant
 
-    meant = key_meant(word)
     flag = word.lstrip("-").split("=")[0].replace("-", "_")
+    own = f"--{flag.replace('_', '-')}"
+    # --data_dir is rnnlm's own --data-dir misspelt; char-rnn's -data_dir (one dash) is its data.path
+    if word.startswith("--") and any(own in getattr(p, "opts", ()) for p in command.params):
+        value = word.partition("=")[2]
+        return f"; the option is {own}" + (f" here: {own} {shell_word(value)}" if value else "")
+    meant = key_meant(word)
     if meant is None:
+        if flag == "checkpoint" and command.name == "train":
+            return "; torch-rnn's -checkpoint is --resume RUN here (or --init-from RUN for its weights in a new run)"
         return f"; {OTHER_FLAGS[flag].format(command=command.name)}" if flag in OTHER_FLAGS else ""
     if any(p.name == "overrides" for p in command.params):  # train, config, data fetch and info
         return f"; config keys are given without dashes: {as_override(word)}"
@@ -997,7 +1008,7 @@ SAMPLE_OPTIONS = {"sample.temperature": "--temp", "sample.length": "--length", "
                   "sample.top_k": "--top-k", "sample.top_p": "--top-p", "train.seed": "--seed",
                   "train.device": "--device"}
 """The option of `rnnlm sample` that overrides each of the run's sample.* settings (and the seed and device)."""
-OTHER_FLAGS = {"checkpoint": "char-rnn's -checkpoint is the first argument here: rnnlm {command} RUN",
+OTHER_FLAGS = {"checkpoint": "torch-rnn's -checkpoint is the first argument here: rnnlm {command} RUN",
                "checkpoint_dir": "char-rnn's -checkpoint_dir is --out here: rnnlm train CONFIG --out FOLDER",
                "work_dir": "makemore's --work-dir is --out here (train), and the run is sample's first argument",
                "sample_only": "makemore's --sample-only is rnnlm sample RUN here"}

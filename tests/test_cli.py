@@ -282,7 +282,7 @@ def test_settings_in_nanogpt_char_rnn_and_torch_rnn_names_are_answered_with_rnnl
                        (("-gpuid", "-1"), "the option is --device here: --device VALUE"),
                        (("--gpu", "0"), "the option is --device here: --device VALUE"),
                        (("-sample", "0"), "the option is --temp here: --temp VALUE"),
-                       (("-checkpoint", "cv/lm.t7"), "char-rnn's -checkpoint is the first argument here: rnnlm sample "
+                       (("-checkpoint", "cv/lm.t7"), "torch-rnn's -checkpoint is the first argument here: rnnlm sample "
                                                      "RUN"),
                        (("--sample-only",), "makemore's --sample-only is rnnlm sample RUN here")]:
         assert_user_error(cli("sample", run, *args), said)
@@ -293,7 +293,10 @@ def test_settings_in_nanogpt_char_rnn_and_torch_rnn_names_are_answered_with_rnnl
                        (("--type", "gru"), "config keys are given without dashes: model.cell=gru (makemore's type)"),
                        (("--max-steps", "10"), "config keys are given without dashes: train.max_steps=10"),
                        (("--n-embd2", "64"), "model.hidden_size=64 (makemore's n_embd2)"),
-                       (("--work-dir", "out"), "makemore's --work-dir is --out here")]:
+                       (("--work-dir", "out"), "makemore's --work-dir is --out here"),
+                       (("-checkpoint", "cv/lm.t7"), "torch-rnn's -checkpoint is --resume RUN here (or --init-from"),
+                       # rnnlm's own option misspelt wins over char-rnn's data_dir (it said both)
+                       (("--data_dir", "d"), "(Possible options: --data-dir); the option is --data-dir")]:
         assert_user_error(cli("train", tiny, *args, "--out", tmp_path), said)
         assert "did you mean" not in cli("train", tiny, *args, "--out", tmp_path)[2]
     assert "sample.temperature" not in cli("eval", run, "--temperature", "0.5")[2]  # eval draws nothing

@@ -595,6 +595,9 @@ def test_plot_never_writes_an_svg_into_a_runs_own_text(tmp_path):
     assert not (tmp_path / "project" / "curves.svg").exists()
     for out in (tmp_path / "project" / "curves.png", tmp_path / "curves.svg"):
         assert cli("plot", run, "--out", out)[0] == 0 and out.exists()
+    (tmp_path / "project" / "kept.svg").write_text("<svg/>")  # one of the text's files already: kept as it is
+    assert_user_error(cli("plot", run, "--out", tmp_path / "project" / "kept.svg"), "kept.svg is part of the text")
+    assert (tmp_path / "project" / "kept.svg").read_text() == "<svg/>"
 
 
 def test_plot_draws_two_runs_on_one_figure(tmp_path):
