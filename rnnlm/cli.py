@@ -176,6 +176,11 @@ def _stopped_at_once(run_dir: Path) -> None:
     if (run_dir / ckpt.LAST).exists():
         typer.echo(f"stopped at once: the steps since the last checkpoint are lost; resume with: rnnlm train --resume "
                    f"{shell_word(run_dir)}", err=True)
+    elif any(run_dir.glob("*.pt")):  # its last.pt removed, or a run saved by an older rnnlm (best.pt first)
+        from rnnlm.runs import new_run_from
+
+        typer.echo(f"stopped at once, without a last.pt to resume from; its weights can start a new run: "
+                   f"{new_run_from(run_dir)}", err=True)
     else:
         typer.echo("stopped before the run saved anything" + ("" if run_dir.exists() else f" ({run_dir} removed)"),
                    err=True)

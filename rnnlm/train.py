@@ -495,7 +495,8 @@ class Trainer:
         tally.evals_since_best = 0 if improved else tally.evals_since_best + 1
         keep_last = self.cfg.train.keep_last
         self._clock_in()
-        self.save(*[ckpt.BEST] * improved, *[ckpt.numbered(tally.step)] * (keep_last > 0), ckpt.LAST)
+        # last.pt first: a stop or a full disk between the writes leaves a run that resumes (best.pt an older best)
+        self.save(ckpt.LAST, *[ckpt.BEST] * improved, *[ckpt.numbered(tally.step)] * (keep_last > 0))
         if self.dist.is_main and keep_last:
             for _, path in ckpt.numbered_checkpoints(self.run_dir)[:-keep_last]:
                 path.unlink()

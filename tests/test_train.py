@@ -788,3 +788,22 @@ def test_a_new_run_on_windows_line_ends_is_told_the_model_learns_the_carriage_re
             "ends, mac2unix for \\r alone)") in said["crlf"], said["crlf"]
     assert "holds 270 carriage returns (\\r) beside 0 newlines" in said["cr"], said["cr"]
     assert "carriage returns" not in said["lf"]
+
+
+def test_a_stop_while_the_first_checkpoints_are_written_leaves_a_run_that_resumes(tmp_path, monkeypatch):
+    """A second Ctrl-C while best.pt was written, before last.pt: "stopped before the run saved anything", and the run
+    that held best.pt could not be resumed (nor after a disk that filled up there)."""
+    real = ckpt._write
+
+    def stopped_at_best(path, data):
+        if path.name == ckpt.BEST:
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(ckpt, "_write", stopped_at_best)
+    args = (REPO / "configs" / "tiny.yaml", "train.max_steps=4", "train.eval_every=2", "--out", tmp_path, "--name", "r")
+    status, _, err = cli("train", *args)
+    assert status == 130 and "stopped at once: the steps since the last checkpoint are lost; resume with" in err, err
+    monkeypatch.undo()
+    status, _, err = cli("train", "--resume", tmp_path / "r", "-q")
+    assert status == 0 and (tmp_path / "r" / "best.pt").exists(), err
