@@ -34,6 +34,7 @@ def clean_stores(root: Path, everything: bool = False, dry_run: bool = False) ->
     removed = []
     corpora = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     for folder in corpora:
+        removed += _stopped_builds(folder, dry_run)
         for store in sorted(folder.glob("store-*")):
             why = "every store was asked for" if everything else _gone(store)
             if why is None:
@@ -48,6 +49,20 @@ def clean_stores(root: Path, everything: bool = False, dry_run: bool = False) ->
     for folder in ([root] if root.is_dir() else []) + corpora:
         removed += _stale_files(folder, dry_run)
     return removed
+
+
+def _stopped_builds(folder: Path, dry_run: bool) -> list[Removal]:
+    """The temporary folders of store builds that were stopped (a kill while a corpus was prepared): tens of MB each
+    for a large text, removed otherwise only if that text is prepared again. A build under way holds its lock."""
+    found = []
+    for tmp in sorted(p for p in folder.glob(".store-*.tmp-*") if p.is_dir()):
+        key = tmp.name.removeprefix(".store-").rsplit(".tmp-", 1)[0]
+        with _free(folder / f".store-{key}.lock") as free:
+            if free:
+                found.append(Removal(tmp, _size(tmp), "left by a preparation that was stopped"))
+                if not dry_run:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return found
 
 
 def _stale_files(folder: Path, dry_run: bool) -> list[Removal]:

@@ -96,3 +96,23 @@ def test_a_data_root_or_mirror_that_is_not_there_is_a_mistake_said(tmp_path):
     assert_user_error(cli("data", "clean", "--data-dir", typo), f"--data-dir {typo}: no such folder")
     assert_user_error(cli("data", "list", "--mirror", typo), f"--mirror {typo}: no such folder")
     assert not (tmp_path / "typo").exists()
+
+
+def test_clean_lists_and_removes_the_folders_of_stopped_store_builds(tmp_path):
+    """A torchrun job killed while it prepared a 68 MB text left .store-KEY.tmp-PID folders (61 MB, 7.8 MB) that
+    `data clean --dry-run` did not list: only preparing the same text again removed them. One being built stays."""
+    root = tmp_path / "data"
+    (root / "text").mkdir(parents=True)
+    stopped = root / "text" / f".store-abc123.tmp-{dead_pid()}"
+    stopped.mkdir()
+    (stopped / "ids.bin").write_bytes(b"x" * 2000)
+    building = root / "text" / f".store-def456.tmp-{dead_pid()}"
+    building.mkdir()
+    with open(root / "text" / ".store-def456.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # its build holds the lock
+        status, out, err = cli("data", "clean", "--dry-run", "--data-dir", root)
+        assert status == 0 and out.splitlines()[0] == (
+            f"would remove text/{stopped.name} (2.0 KB): left by a preparation that was stopped"), out
+        assert building.name not in out and stopped.is_dir()
+        status, out, err = cli("data", "clean", "--data-dir", root)
+    assert status == 0 and not stopped.exists() and building.is_dir(), err
