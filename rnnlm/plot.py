@@ -17,6 +17,7 @@ replaces (`rnnlm.atomic`): completely, or not at all.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from rnnlm.atomic import atomic_file
 from rnnlm.errors import RnnlmError, shell_word
 from rnnlm.metrics import METRICS, read_metrics
-from rnnlm.rundir import is_run
+from rnnlm.rundir import LOCK, is_run
 
 
 LEGEND_COLUMNS = 6
@@ -62,14 +63,20 @@ def _unlogged_run(path: Path) -> bool:
     return is_run(path)
 
 
+class NothingLogged(RnnlmError):
+    """A run that has logged no loss yet: among several, left out of the figure with a warning."""
+
+
 def read_curves(run_dir: Path) -> Curves:
     path = (run_dir / METRICS if run_dir.is_dir() else run_dir).resolve()  # `rnnlm plot .`: named after the folder
     if not run_dir.exists():
         raise RnnlmError(f"{run_dir}: no such folder; give a run directory made by `rnnlm train`")
     if not path.is_file():
         if _unlogged_run(run_dir):
-            raise RnnlmError(f"{run_dir}: no {METRICS} yet (the run stopped before it logged a step); continue it "
-                             f"with `rnnlm train --resume {shell_word(run_dir)}`")
+            raise NothingLogged(f"{run_dir}: no {METRICS} yet (the run stopped before it logged a step); continue it "
+                                f"with `rnnlm train --resume {shell_word(run_dir)}`")
+        if (run_dir / LOCK).exists():  # a start killed while its corpus was prepared
+            raise NothingLogged(f"{run_dir}: a start that never began training (it holds its lock file alone)")
         raise RnnlmError(f"{run_dir}: no {METRICS} here; give a run directory made by `rnnlm train`")
     if path.suffix != ".jsonl":
         raise RnnlmError(f"{run_dir}: not a run's {METRICS}; give the run directory (a checkpoint's is its folder)")
@@ -77,7 +84,7 @@ def read_curves(run_dir: Path) -> Curves:
     train = [r for r in records if _finite(r.get("train_loss"))]
     val = [r for r in records if _finite(r.get("val_loss"))]
     if not train and not val:
-        raise RnnlmError(f"{path}: no loss records yet")
+        raise NothingLogged(f"{path}: no loss records yet")
     name = path.parent.name if path.name == METRICS else path.stem
     return Curves(name, train, val)
 
@@ -113,7 +120,17 @@ def plot_runs(run_dirs: list[Path], out: Path, look: Axes | None = None) -> Path
     if not run_dirs:
         raise RnnlmError("give at least one run directory")
     look = look or Axes()
-    runs = [read_curves(d) for given in run_dirs for d in _runs_in(Path(given))]
+    found = [d for given in run_dirs for d in _runs_in(Path(given))]
+    runs = []
+    for d in found:
+        try:
+            runs.append(read_curves(d))
+        except NothingLogged as e:  # `rnnlm plot checkpoints/*` beside a start that never logged
+            if len(found) == 1:
+                raise
+            warnings.warn(f"left out {e}")
+    if not runs:
+        raise RnnlmError("none of the runs given has logged a loss yet")
     _check_range(look, [v for run in runs for v in _smoothed([r["train_loss"] for r in run.train], look.smooth)]
                  + [r["val_loss"] for run in runs for r in run.val])
     plt = _pyplot()

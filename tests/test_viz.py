@@ -600,6 +600,20 @@ def test_plot_never_writes_an_svg_into_a_runs_own_text(tmp_path):
     assert (tmp_path / "project" / "kept.svg").read_text() == "<svg/>"
 
 
+def test_plot_of_runs_leaves_out_a_start_that_never_logged_with_a_warning(tmp_path):
+    """`rnnlm plot ck/*` failed outright on one folder a start killed while it prepared its corpus had left (its
+    lock file alone); given alone, such a folder is still an error."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'rnnlm[plot]'); CI installs it")
+    run = fake_run(tmp_path / "ck" / "a", 1.0)
+    (tmp_path / "ck" / "killed").mkdir()
+    (tmp_path / "ck" / "killed" / ".lock").touch()
+    status, _, err = cli("plot", run, tmp_path / "ck" / "killed", "--out", tmp_path / "c.png")
+    assert status == 0 and (tmp_path / "c.png").exists(), err
+    assert f"warning: left out {tmp_path / 'ck' / 'killed'}: a start that never began training" in err
+    assert_user_error(cli("plot", tmp_path / "ck" / "killed", "--out", tmp_path / "d.png"),
+                      "a start that never began training")
+
+
 def test_plot_draws_two_runs_on_one_figure(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'rnnlm[plot]'); CI installs it")
     a, b = fake_run(tmp_path / "runs" / "lstm", 1.0), fake_run(tmp_path / "runs" / "gru", 1.3)
