@@ -272,8 +272,6 @@ class TrainConfig:
         _require(self.max_time is None or self.max_time > 0, "train.max_time", self.max_time, "seconds > 0, or null")
         _require(self.max_steps is not None or self.max_epochs is not None or self.max_time is not None,
                  "train.max_steps", self.max_steps, "a run needs a budget: set train.max_steps, train.max_epochs or train.max_time")
-        _require(self.max_steps is not None or self.max_time is not None or self.schedule != "cosine", "train.max_steps",
-                 self.max_steps, "train.schedule=cosine decays over train.max_steps or train.max_time, so one needs a number")
         _require(self.patience is None or self.patience >= 1, "train.patience", self.patience, "an integer >= 1, or null")
         _require(self.keep_last >= 0, "train.keep_last", self.keep_last, "an integer >= 0")
         _require(not self.compile or self.bptt == "fixed", "train.compile", self.compile,

@@ -25,20 +25,20 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
 def learning_rate(cfg: Config, step: int, epoch: int, clock: float = 0.0, epochs: float = 0.0) -> float:
     """The rate for optimizer step `step` (0-based) in epoch `epoch` (epochs completed before it), `clock`
     seconds into the run, `epochs` read with its minibatch. The cosine decays over whichever budget ends first,
-    `max_steps`, `max_epochs` or `max_time`, from `lr` at the warmup's last step (or the first step) to the floor
-    rate at the run's last step (the epoch and time budgets' shares are of the whole run, the warmup included, so
-    their decay starts a little along). (A run given a time budget depends on the clock anyway: where it stops
-    does; runs without `max_time` never read it.)"""
+    `max_steps`, `max_epochs` (as the steps it holds at the pace so far) or `max_time`, from `lr` at the warmup's
+    last step (or the first step) to the floor rate at the run's last step (a time budget's share is of the whole
+    clock, the warmup's seconds included, so its decay starts a little along). (A run given a time budget depends on
+    the clock anyway: where it stops does; runs without `max_time` never read it.)"""
     t = cfg.train
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
     if t.schedule == "cosine":
-        progress = 0.0
+        progress, peak = 0.0, max(t.warmup_steps - 1, 0)  # the warmup's last step, or the first without one
         if t.max_steps is not None:
-            peak = max(t.warmup_steps - 1, 0)  # the warmup's last step, or the first without one
             progress = (step - peak) / max(1, t.max_steps - 1 - peak)
-        if t.max_epochs is not None:
-            progress = max(progress, epochs / t.max_epochs)
+        if t.max_epochs is not None and epochs > 0:  # its last step reads the last of max_epochs
+            steps = (step + 1) * t.max_epochs / epochs
+            progress = max(progress, (step - peak) / max(1.0, steps - 1 - peak))
         if t.max_time is not None:
             progress = max(progress, clock / t.max_time)
         progress = min(1.0, progress)

@@ -49,3 +49,10 @@ def test_a_cosine_run_ended_by_its_epoch_budget_ends_at_the_floor(tmp_path):
     assert result.stopped == "max_epochs" and result.step == len(rates) > 20
     assert rates[-1] == pytest.approx(0.001) and rates[len(rates) // 2] == pytest.approx(0.0055, abs=5e-4)
     assert all(a >= b for a, b in zip(rates, rates[1:]))
+    # after a warmup, the decay starts from lr at its last step, as over max_steps (the epoch share counted the
+    # warmup: 17% down in the step after it)
+    cfg = load_config(None, ["train.schedule=cosine", "train.max_steps=null", "train.max_epochs=1", "train.lr=1.0",
+                             "train.warmup_steps=50"])
+    per_step = 1 / 184  # epochs a step reads
+    rates = [learning_rate(cfg, s, 0, epochs=(s + 1) * per_step) for s in range(184)]
+    assert rates[49] == 1.0 and rates[50] > 0.999 and rates[-1] == pytest.approx(0.0)
