@@ -232,9 +232,10 @@ def check_resume_config(old: Config, new: Config, run_dir: Path, source: Path | 
         fresh = ("start a new run" if reshaped else f"start a new run from its weights with the change: "
                  f"{new_run_from(run_dir)} and the overrides given here")
         given = [k for k in refused if any(o.startswith(f"{k}=") for o in overrides)]
-        # data.path may change (to the same text, moved), but a config file's own is rarely the run's: give it back too
+        # data.path may change (to the same text, moved), but a config file's own is rarely the run's: give it back
+        # too, unless the run's own place is gone (then the text did move)
         back = [k for k in refused if k not in given] + [k for k in changed if k == MOVED and not any(
-            o.startswith(f"{k}=") for o in overrides)]
+            o.startswith(f"{k}=") for o in overrides) and missing_path(old.data) is None]
         undo = ([f"drop {', '.join(given)} from the overrides"] if given else []) + (
             [_undo(source, run_dir, [(k, value_at(a, k)) for k in back])] if len(given) < len(refused) else [])
         raise ConfigError(f"cannot resume with a changed config: {', '.join(refused)} "

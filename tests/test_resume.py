@@ -200,6 +200,11 @@ def test_resuming_with_another_config_file_gives_back_its_data_path_too(tmp_path
     refused = in_process("train", other, "--resume", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"))
     assert refused.returncode == 2 and refused.stderr.strip().endswith(
         f"or give model.hidden_size=8 data.path={text} after it, or start a new run)"), refused.stderr
+    moved = text.rename(tmp_path / "moved.txt")  # the text did move: the config's new place is the one to keep
+    other.write_text(other.read_text().replace("notes.txt", str(moved)))
+    refused = in_process("train", other, "--resume", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"))
+    assert refused.returncode == 2 and refused.stderr.strip().endswith(
+        "or give model.hidden_size=8 after it, or start a new run)"), refused.stderr
 
 
 def test_resume_with_a_changed_config(tmp_path):
