@@ -198,6 +198,7 @@ def _score_split(model: CharRNN, tokens: Tokens, rows: int, warmup: int, exact: 
     n, device = len(tokens), model.decoder.weight.device
     seg, rows, w = _layout(n, rows, warmup)
     starts = np.arange(rows) * seg  # where each row's inputs start; its targets are one to the right
+    scored = np.clip(n - 1 - starts, 0, seg)  # each row's targets (the last row's may be fewer): what the bar counts
     start = model.init_state(rows)
     if rows > 1 and w > 0:
         _, guess = _read_rows(model, tokens, starts[1:] - w, w, None, scored=False)
@@ -207,7 +208,7 @@ def _score_split(model: CharRNN, tokens: Tokens, rows: int, warmup: int, exact: 
     for _ in range(MAX_ROUNDS):  # after round k the first k + 1 rows are exact
         if len(bad) == 0:
             return nll
-        bar.reset(total=len(bad) * seg)
+        bar.reset(total=int(scored[bad.cpu().numpy()].sum()))
         bar.set_description(f"scoring {len(bad)} of {rows} segments again from the state before them")
         start = _put_rows(start, bad, select_rows(end, bad - 1))
         nll[bad], redone = _read_rows(model, tokens, starts[bad.cpu().numpy()], seg, select_rows(start, bad), bar=bar)
@@ -221,12 +222,12 @@ def _score_split(model: CharRNN, tokens: Tokens, rows: int, warmup: int, exact: 
     # of the row before it: at most one more pass, one row wide.
     first = int(bad[0]) if len(bad) else rows
     if first < rows:
-        bar.reset(total=(rows - first) * seg)
+        bar.reset(total=int(scored[first:].sum()))
         bar.set_description("scoring again in order (the model remembers past the warm-up; --streams N is faster)")
     for row in range(first, rows):
         one = torch.tensor([row], device=device)
         if _close(select_rows(start, one), select_rows(end, one - 1)).all():
-            bar.update(seg)
+            bar.update(int(scored[row]))
             continue
         start = _put_rows(start, one, select_rows(end, one - 1))
         nll[one], redone = _read_rows(model, tokens, starts[row:row + 1], seg, select_rows(start, one), bar=bar)

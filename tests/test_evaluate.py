@@ -138,7 +138,7 @@ def test_the_in_order_pass_of_a_model_that_never_forgets_shows_its_progress(monk
 
     bar = Bar()
     monkeypatch.setattr(ev, "_bar", lambda progress, total: contextlib.nullcontext(bar))
-    ids = torch.randint(0, 12, (6001,), generator=torch.Generator().manual_seed(4))
+    ids = torch.randint(0, 12, (5990,), generator=torch.Generator().manual_seed(4))  # a last row shorter than others
     score_stream(long_memory_gru(), ids, rows=40, warmup=8, progress=True)
     resets = [k for k, e in enumerate(bar.events) if e[0] == "reset"] + [len(bar.events)]
     assert len(resets) >= 3  # a round of the rows found wrong, then the in-order pass
