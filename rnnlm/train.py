@@ -220,8 +220,8 @@ class Trainer:
         before, after = learning_rate(old, *args), learning_rate(self.cfg, *args)  # type: ignore[arg-type]
         if self.dist.is_main and not math.isclose(before, after, rel_tol=1e-9):
             say(f"note: train.schedule=cosine decays over train.max_steps, max_epochs and max_time, so the changed "
-                f"budget changes the learning rate from step {tally.step + 1} on: {before:.2e} there before, {after:.2e} "
-                "now")
+                f"budget changes the learning rate from step {tally.step + 1} on: {before:.2e} there before, "
+                f"{after:.2e} now")
 
     def _restore(self, resume: Checkpoint) -> None:
         if resume.train is None:
@@ -265,8 +265,10 @@ class Trainer:
             with StopSignal() as self.stop:
                 self.tick = time.perf_counter()
                 if self._evaluation_owed():  # first, as the stopped session would have done it, and its preview
-                    evaluated = self.evaluate_and_save()
-                    stopped = self.budget_spent() or stopped or self._time_spent(False) if evaluated else "interrupted"
+                    if not self.evaluate_and_save():
+                        stopped = "interrupted"
+                    else:
+                        stopped = self.budget_spent() or stopped or self._time_spent(False)
                     if stopped != "interrupted":
                         self._show_preview_if_due()
                         self._clock_in()
@@ -526,8 +528,9 @@ class Trainer:
 
     def _room_after_evaluating(self) -> bool:
         """On rank 0, after an evaluation: whether the time budget still holds another step and the final evaluation,
-        whose cost the one just made tells. Without, this one is the final one (the time check before it guessed the
-        cost; the run went on a step and evaluated again, past the budget); every process takes rank 0's answer."""
+        whose cost the one just made tells (the time check before it could only guess). Without, this one is the
+        final one: another step would end in a second evaluation past the budget. Every process takes rank 0's
+        answer."""
         t = self.cfg.train
         spent = self.tally.elapsed + time.perf_counter() - self.tick
         return t.max_time is None or spent + self.step_seconds + self._final_eval() < t.max_time

@@ -489,8 +489,8 @@ def test_an_empty_validation_split_is_said_at_the_start_and_in_the_summary(tmp_p
     assert not (tmp_path / "run" / "best.pt").exists()
     (tmp_path / "t20.txt").write_text("a" * 18 + "z\n", encoding="utf-8")  # val: one 'z' the model never saw
     status, _, err = cli("train", REPO / "configs" / "tiny.yaml", "data.dataset=text",
-                         f"data.path={tmp_path / 't20.txt'}", "train.batch_size=1", "train.seq_len=1", "train.max_steps=2", "--out", tmp_path,
-                         "--data-dir", tmp_path / "data", "-q")
+                         f"data.path={tmp_path / 't20.txt'}", "train.batch_size=1", "train.seq_len=1",
+                         "train.max_steps=2", "--out", tmp_path, "--data-dir", tmp_path / "data", "-q")
     assert status == 0 and "the validation split has nothing to score" in err, err
     assert "count in the val loss" not in err  # it said both
     status, out, err = cli("sample", tmp_path / "run", "-n", "5")  # its last.pt, as the README says

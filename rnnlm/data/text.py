@@ -189,9 +189,9 @@ def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ..
 
 
 def would_read(spec: str, path: Path) -> bool:
-    """Whether `data.path` would read a file written at `path`, which is not there yet: below the folder it names
-    (not hidden, not in a folder rnnlm writes) or matched by its glob. `rnnlm viz` wrote viz.html into a project
-    read as `data.path=.`, and the run's resume found its corpus changed."""
+    """Whether `data.path` reads a file at `path` (there or not yet): below the folder it names (not hidden, not in
+    a folder rnnlm writes) or matched by its glob. A file written there joins the corpus, which a resume then finds
+    changed."""
     named, target = Path(os.path.realpath(Path(spec).expanduser())), Path(os.path.realpath(path))
     if Path(spec).expanduser().is_dir():
         base, pattern, folders_only = named, ("**", "*"), False
