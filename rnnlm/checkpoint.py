@@ -51,6 +51,10 @@ class CheckpointError(RnnlmError):
     """A checkpoint that is missing, damaged, foreign or unsafe."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (a full disk, a file size limit, a folder gone read-only)."""
+
+
 @dataclass
 class Gathered:
     """The training record being gathered: sums over the steps since the last record."""
@@ -209,7 +213,7 @@ def save(paths: list[Path], point: Checkpoint) -> None:
             _write(path, buffer.getbuffer())
         except OSError as e:
             kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-            raise CheckpointError(f"{path}: could not write the checkpoint ({e.strerror or e}); {kept}") from None
+            raise CheckpointWriteError(f"{path}: could not write the checkpoint ({e.strerror or e}); {kept}") from None
 
 
 def _on_cpu(value: Any) -> Any:

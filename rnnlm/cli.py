@@ -165,7 +165,19 @@ def _train_run(config_file: Optional[Path], args: list[str], resume: Optional[Pa
                     discard_if_empty(run_dir, made_out, made)
                 if dist.is_main and isinstance(e, (KeyboardInterrupt, SystemExit)):
                     _stopped_at_once(run_dir)
+                if dist.is_main and type(e).__name__ == "CheckpointWriteError":  # not imported for every command
+                    raise RnnlmError(f"{e}; {_after_a_failed_save(run_dir)}") from None
                 raise
+
+
+def _after_a_failed_save(run_dir: Path) -> str:
+    """What a run whose checkpoint could not be written left: one to resume from once the disk is mended, or none,
+    and then no folder (a failed start keeps no name)."""
+    from rnnlm import checkpoint as ckpt
+
+    if (run_dir / ckpt.LAST).exists():
+        return f"once that is mended, resume with: rnnlm train --resume {shell_word(run_dir)}"
+    return f"nothing was saved, and {run_dir} was removed" if not run_dir.exists() else "nothing was saved"
 
 
 def _stopped_at_once(run_dir: Path) -> None:

@@ -807,3 +807,30 @@ def test_a_stop_while_the_first_checkpoints_are_written_leaves_a_run_that_resume
     monkeypatch.undo()
     status, _, err = cli("train", "--resume", tmp_path / "r", "-q")
     assert status == 0 and (tmp_path / "r" / "best.pt").exists(), err
+
+
+def test_a_checkpoint_that_cannot_be_written_says_how_to_go_on(tmp_path, monkeypatch):
+    """A full disk said `last.pt: could not write the checkpoint (No space left on device); the previous last.pt is
+    intact` and no more: not that the run resumes once there is room, nor, before its first checkpoint, that its
+    folder was removed."""
+    import errno
+
+    real, writes = ckpt._write, []
+
+    def disk_full_from(n):
+        def write(path, data):
+            writes.append(path.name)
+            if len(writes) >= n:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(path, data)
+        return write
+
+    args = (REPO / "configs" / "tiny.yaml", "train.max_steps=4", "train.eval_every=2", "--out", tmp_path, "-q")
+    monkeypatch.setattr(ckpt, "_write", disk_full_from(3))  # step 2's last.pt and best.pt, then none
+    status, _, err = cli("train", *args, "--name", "full")
+    assert status == 2 and err.strip().endswith(f"once that is mended, resume with: rnnlm train --resume "
+                                                f"{tmp_path / 'full'}"), err
+    writes.clear()
+    monkeypatch.setattr(ckpt, "_write", disk_full_from(1))
+    status, _, err = cli("train", *args, "--name", "none")
+    assert status == 2 and err.strip().endswith(f"nothing was saved, and {tmp_path / 'none'} was removed"), err
