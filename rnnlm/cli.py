@@ -165,7 +165,9 @@ def _train_run(config_file: Optional[Path], args: list[str], resume: Optional[Pa
                     discard_if_empty(run_dir, made_out, made)
                 if dist.is_main and isinstance(e, (KeyboardInterrupt, SystemExit)):
                     _stopped_at_once(run_dir)
-                if dist.is_main and type(e).__name__ == "CheckpointWriteError":  # not imported for every command
+                from rnnlm.checkpoint import CheckpointWriteError
+
+                if dist.is_main and isinstance(e, CheckpointWriteError):
                     raise RnnlmError(f"{e}; {_after_a_failed_save(run_dir)}") from None
                 raise
 
@@ -1017,7 +1019,7 @@ def _one_dash() -> str | None:
             name = word.split("=")[0]
             hint = _setting_hint(_typed_with_value(name) or word, _named_command()[0])
             if hint:
-                return f"{word.split('=')[0]}: options take two dashes here{hint}"
+                return f"{name}: options take two dashes here{hint}"
     return None
 
 
