@@ -115,6 +115,7 @@ class Progress:
                             file=self.stream, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
             measure(self.bar)
         self.fields: dict[str, str] = {}
+        self.left_before = ""  # the time left shown before an evaluation, shown again after it
 
     def step(self, tally: Tally) -> None:
         if self.bar is not None:
@@ -135,13 +136,14 @@ class Progress:
         self._refresh(tally)
 
     def evaluating(self, tally: Tally) -> None:
+        self.left_before = self.fields.get("left", "")
         self.fields["left"] = "evaluating"
         self._refresh(tally)
 
     def evaluated(self, tally: Tally, nll: float, bpc: float, seconds: float) -> None:
         empty = math.isnan(nll)  # an empty validation split scores nothing
         self.fields["val"] = "val -" if empty else f"val {nll:.4f}"
-        self.fields["left"] = ""
+        self.fields["left"] = self.left_before  # until the next record says it anew
         score = "no validation loss (nothing to score)" if empty else f"val {nll:.4f} nats/char · {bpc:.4f} bpc"
         if self.lines or self.bar is not None:  # above the bar on a terminal: the evaluations' history stays in view
             self.write(f"step {tally.step} · {score} · evaluated in {seconds:.1f} s")

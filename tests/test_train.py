@@ -140,6 +140,24 @@ def test_the_time_left_counts_an_epoch_budget():
         tally.step, tally.elapsed, read[0] = 0, 0.0, 0.0
 
 
+def test_the_time_left_stays_in_view_across_an_evaluation():
+    """After each evaluation the progress line dropped the time left until the next training record (with
+    log_every 100, for a hundred steps)."""
+    from rnnlm.checkpoint import Tally
+    from rnnlm.console import Progress
+
+    out, tally = Terminal(), Tally()
+    bar = Progress(load_config(None, ["train.max_steps=100"]).train, tally, True, out)
+    tally.step, tally.elapsed = 10, 20.0
+    bar.step(tally)
+    bar.show(tally, {"train_loss": 2.0, "chars_per_sec": 100.0, "lr": 0.01})
+    bar.evaluating(tally)
+    bar.evaluated(tally, 1.9, 2.7, 1.0)
+    bar.step(tally)
+    last = out.getvalue().split("\r")[-1]
+    assert last.split(", ", 1)[1].startswith("3:00 left · loss 2.0000 · val 1.9000"), last
+
+
 def test_a_terminal_that_says_it_is_0_wide_still_shows_the_bar(tmp_path):
     """A fresh pseudo-terminal (`script`, `docker exec -t` before its size is set) reports 0 columns, at which tqdm
     drew nothing: a run showed no progress at all."""
