@@ -107,12 +107,15 @@ def test_a_kill_while_a_tarball_is_read_removes_its_spill(tmp_path: Path) -> Non
 
     tarball = kernel_like_tarball(tmp_path / "linux-9.9.tar.xz")
     # the store's first pass over the spill waits: the kill lands while the spill is there, however fast the
-    # machine reads the tarball (racing a real one, the run sometimes ended before the kill was sent)
+    # machine reads the tarball (racing a real one, the run sometimes ended before the kill was sent). It waits in
+    # slices: a signal the kernel hands to another thread (numpy's BLAS workers) runs Python's handler only when the
+    # main thread next runs bytecode, and one 60 s sleep once outlasted the test's patience.
     script = ("import runpy, sys, time\n"
               "from rnnlm.data import linux\n"
               "pieces = linux.TarballPieces._pieces\n"
               "def waiting(self):\n"
-              "    time.sleep(60)\n"
+              "    for _ in range(600):\n"
+              "        time.sleep(0.1)\n"
               "    yield from pieces(self)\n"
               "linux.TarballPieces._pieces = waiting\n"
               "sys.argv = ['rnnlm', *sys.argv[1:]]\n"

@@ -299,7 +299,8 @@ def test_two_processes_preparing_one_store_at_once_agree(tmp_path, monkeypatch):
 def test_ctrl_c_while_preparing_then_a_later_run_prepares_it(tmp_path):
     """A real process interrupted part way through preparing leaves a temporary folder at most, which the next
     run removes before it prepares the store. The child stops at its writing pass until the signal comes (a fast
-    preparation could otherwise finish first on a busy machine)."""
+    preparation could otherwise finish first on a busy machine), in short sleeps: a signal the kernel hands to
+    another thread reaches Python's handler only when the main thread next runs bytecode."""
     path = tmp_path / "big.txt"
     path.write_text("abcdefghij" * 300_000, encoding="utf-8")
     data, ready = tmp_path / "data", tmp_path / "writing"
@@ -308,7 +309,7 @@ def test_ctrl_c_while_preparing_then_a_later_run_prepares_it(tmp_path):
     script = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
               "from pathlib import Path; from rnnlm.config import load_config; "
               "from rnnlm.data import DataRoot, open_corpus, store; "
-              f"store._encode = lambda *a, **k: (Path('{ready}').touch(), time.sleep(120)); "
+              f"store._encode = lambda *a, **k: (Path('{ready}').touch(), [time.sleep(0.1) for _ in range(1200)]); "
               f"open_corpus(load_config(None, ['data.dataset=text', 'data.path={path}']).data, 0, DataRoot(Path('{data}')), progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
                             stderr=subprocess.PIPE, text=True)
