@@ -643,17 +643,16 @@ def _plot_out(out: Path, runs: list[Path]) -> Path:
     reads (PNG and PDF are binary, which it leaves out)."""
     from rnnlm.config import ConfigError, read_yaml
 
-    specs = []
+    specs: list[Optional[str]] = []
     for run in runs if out.suffix.lower() == ".svg" else []:
         try:
             data = read_yaml((run if run.is_dir() else run.parent) / "config.yaml").get("data")
         except ConfigError:  # no run's config here: plot says what it misses
             continue
-        read = isinstance(data, dict) and data.get("dataset") == "text" and isinstance(data.get("path"), str)
-        specs += [data["path"]] if read else []
-    for spec in specs:
-        out_path(out, corpus=spec)
-    return out_path(out)
+        specs += [_own_text(data.get("dataset"), data.get("path"))] if isinstance(data, dict) else []
+    for spec in [s for s in specs if s is not None] or [None]:
+        target = out_path(out, corpus=spec)
+    return target
 
 
 def _range(text: Optional[str]) -> tuple[float | None, float | None]:
@@ -910,10 +909,15 @@ def _trained_on(point: Any, out: Path, data_dir: Optional[Path], moved_to: Optio
 
 
 def _corpus_path(point: Any, moved_to: Optional[Path]) -> Optional[str]:
-    """The data.path of the run's own text (--data-path where it moved), which a new file may join; None for a
-    published corpus, and for one that reads a single file (names) or a kernel tree's C sources alone (linux)."""
+    """The data.path of the run's own text (--data-path where it moved), which a new file may join (`_own_text`)."""
     data = point.data_config()
-    return (str(moved_to) if moved_to is not None else data.path) if data.dataset == "text" else None
+    return _own_text(data.dataset, str(moved_to) if moved_to is not None else data.path)
+
+
+def _own_text(dataset: Any, path: Any) -> Optional[str]:
+    """The data.path a new file may join: a text corpus's folder or glob; None for a published corpus, and for one
+    that reads a single file (names) or a kernel tree's C sources alone (linux)."""
+    return path if dataset == "text" and isinstance(path, str) else None
 
 
 def _run_file(path: Path) -> bool:

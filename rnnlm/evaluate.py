@@ -208,10 +208,11 @@ def _score_split(model: CharRNN, tokens: Tokens, rows: int, warmup: int, exact: 
     for _ in range(MAX_ROUNDS):  # after round k the first k + 1 rows are exact
         if len(bad) == 0:
             return nll
-        bar.reset(total=int(scored[bad.cpu().numpy()].sum()))
+        again = bad.cpu().numpy()
+        bar.reset(total=int(scored[again].sum()))
         bar.set_description(f"scoring {len(bad)} of {rows} segments again from the state before them")
         start = _put_rows(start, bad, select_rows(end, bad - 1))
-        nll[bad], redone = _read_rows(model, tokens, starts[bad.cpu().numpy()], seg, select_rows(start, bad), bar=bar)
+        nll[bad], redone = _read_rows(model, tokens, starts[again], seg, select_rows(start, bad), bar=bar)
         end = _put_rows(end, bad, redone)
         fixed, bad = len(bad), _wrong_starts(start, end)
         if len(bad) >= fixed - 1:  # only the row after an exact one came right: the errors outlast a row

@@ -78,9 +78,6 @@ def _file_store(path: Path, records: bool) -> tuple[Store, np.ndarray | None]:
                 raise RnnlmError(f"{readable}: no characters to score (the file holds a byte-order mark alone)")
         except RnnlmError as e:
             message = str(e).replace(str(readable), shown(path))  # a copy's errors name what was given
-            if several:  # said of data.path by the reader they share
-                message = message.replace(f"data.path={str(path)!r}", f"--file {path}").replace(
-                    "give data.path", "give --file").replace("data.path takes", "--file takes")
             raise RnnlmError(message if folder not in message else f"--file {path}: cannot be prepared in the "
                              f"temporary folder {folder} ({message}); set TMPDIR to a folder with room") from None
         # its files were mapped when it was opened: the maps outlive the folder
@@ -91,9 +88,9 @@ def _file_source(readable: Path, records: bool, several: bool) -> Source:
     """What the store reads: a file's records, or its text after a newline; a folder's or glob's files in order,
     binary ones left out (each said once, though every pass finds them)."""
     if several:
-        files, said = text_files(str(readable)), []
+        files, said = text_files(str(readable), setting="--file"), []
         return Source("file", {"files": files_identity(files)}, {}, (1.0, 0.0, 0.0), warnings=said,
-                      pieces=lambda: itertools.chain([b"\n"], text_pieces(str(readable), files, None, said)))
+                      pieces=lambda: itertools.chain([b"\n"], text_pieces(str(readable), files, None, said, "--file")))
     identity = {"files": files_identity([readable]) if readable.is_file() else []}
     if records:
         lines = line_records(readable)

@@ -129,8 +129,9 @@ def read_utf8(path: Path, max_bytes: int | None = None) -> str:
     return decode_utf8(raw, shown(path), truncated)
 
 
-def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
-    """The files `data.path` names: the file itself, a directory's files, or a glob's matches, sorted as path
+def text_files(spec: str, leave_out: Path | None = None, setting: str = "data.path") -> list[Path]:
+    """The files `data.path` (or another `setting`, which messages name) names: the file itself, a directory's files,
+    or a glob's matches, sorted as path
     strings (the order `linux` uses too: `a.txt` before `a/z.txt`). Hidden files and folders are left out (unless a
     pattern names them, `notes/.*.md`), and so are the folders rnnlm writes (`_ours`) below the one named, which a
     folder or glob over a whole project (`data.path=.`) would otherwise read: its own stores and runs, different
@@ -143,33 +144,34 @@ def text_files(spec: str, leave_out: Path | None = None) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = _once(_walk(path, leave_out, _not_hidden, _not_hidden, links))
+        files = _once(_walk(path, leave_out, _not_hidden, _not_hidden, links, setting))
     elif is_glob(spec):
         base = glob_folder(path)
         pattern, folders_only = path.relative_to(base).parts, spec.endswith("/")  # `notes/*/`: folders
         matched = (lambda parts: _not_hidden(parts) and _matches(pattern, parts[:-1])) if folders_only else (
             lambda parts: _matches(pattern, parts))
-        files = _once(_walk(base, leave_out, lambda parts: _may_match(pattern, parts), matched, links)
+        files = _once(_walk(base, leave_out, lambda parts: _may_match(pattern, parts), matched, links, setting)
                       if base.is_dir() else [])
     elif path.exists():  # a FIFO, a device, a socket: a corpus is read more than once
-        raise RnnlmError(f"{spec}: not a regular file; data.path takes a file, a directory or a glob")
+        raise RnnlmError(f"{spec}: not a regular file; {setting} takes a file, a directory or a glob")
     else:
-        raise RnnlmError(f"{spec}: no such file or directory; data.path takes a file, a directory or a glob")
+        raise RnnlmError(f"{spec}: no such file or directory; {setting} takes a file, a directory or a glob")
     unfollowed = (f"{len(links)} symlinked folder(s) under {spec} left out: "
                   f"{', '.join(map(str, links[:3]))}{', ...' if len(links) > 3 else ''} (symlinked folders are not "
-                  "followed; name them in data.path to read them)")
+                  f"followed; name them in {setting} to read them)")
     if not files and is_glob(spec):
         listed = "[" in spec and "," in spec and spec.endswith("]")  # data.path=[a.txt,b.txt] on a command line
         advice = (f"a list is read as a pattern here: {SEVERAL_FILES}" if listed
                   else "check the pattern (** needs a folder: notes/**/*.txt)")
-        raise RnnlmError(f"data.path={spec!r} matches no file; {advice}" + (f"; {unfollowed}" if links else ""))
+        given = f"data.path={spec!r}" if setting == "data.path" else f"{setting} {spec}"
+        raise RnnlmError(f"{given} matches no file; {advice}" + (f"; {unfollowed}" if links else ""))
     if links:
         log.warning("%s", unfollowed)
     return files
 
 
 def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ...]], bool],
-          take: Callable[[tuple[str, ...]], bool], links: list[Path]) -> Iterator[Path]:
+          take: Callable[[tuple[str, ...]], bool], links: list[Path], setting: str) -> Iterator[Path]:
     """The regular files below `folder` (a symlink to one included) that `take` accepts, in the folders `descend`
     accepts (each given its parts below `folder`); symlinked folders it would descend into go to `links`. A folder
     that cannot be listed is an error naming it."""
@@ -178,7 +180,7 @@ def _walk(folder: Path, leave_out: Path | None, descend: Callable[[tuple[str, ..
     a_root = functools.cache(lambda here: (here / DataRoot.MARK).exists() or here.resolve() == skip)
 
     def cannot_read(e: OSError) -> None:
-        raise RnnlmError(f"{e.filename}: cannot read this folder ({e.strerror}); give data.path folders you may read")
+        raise RnnlmError(f"{e.filename}: cannot read this folder ({e.strerror}); give {setting} folders you may read")
 
     for top, dirs, files in os.walk(folder, onerror=cannot_read):
         here = Path(top)
@@ -362,7 +364,7 @@ def _ours(folder: Path) -> bool:
 
 
 def text_pieces(spec: str, files: list[Path], max_bytes: int | None,
-                warnings: list[str] | None = None) -> Iterator[bytes]:
+                warnings: list[str] | None = None, setting: str = "data.path") -> Iterator[bytes]:
     """The text of `files` (what `data.path` names: a file, a folder or a glob; `text_files`), in that order, at most
     `max_bytes` bytes of it, in pieces of whole characters. Binary files found in a folder or a glob are skipped with
     a warning (added to `warnings` too, with absolute paths: a store is shared by every spelling of its path), and
@@ -388,9 +390,9 @@ def text_pieces(spec: str, files: list[Path], max_bytes: int | None,
             raise RnnlmError(f"data.max_bytes={max_bytes} ends inside the first character of {spec}; give a larger "
                              "data.max_bytes")
         if named:
-            raise UnreadableText(spec, "the file is empty", "give data.path a file with some text")
+            raise UnreadableText(spec, "the file is empty", f"give {setting} a file with some text")
         found = f"{len(files)} file(s), none with text" if files else "no files"
-        raise UnreadableText(spec, f"no text to read ({found})", "give data.path a folder or glob of UTF-8 text files")
+        raise UnreadableText(spec, f"no text to read ({found})", f"give {setting} a folder or glob of UTF-8 text files")
 
 
 def read_text(spec: str, max_bytes: int | None = None) -> str:
